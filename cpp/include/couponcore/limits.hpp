@@ -1,0 +1,34 @@
+// Every input has an explicit maximum; what happens at the limit is a kInvalidArgument error
+// that changes nothing. docs/limits.md lists the same numbers for users.
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+
+namespace couponcore::limits {
+
+// User ids and request ids: 1..128 bytes of [A-Za-z0-9] and "-_.:@+=/". They reach Redis
+// only as script arguments, never as key names, but the alphabet still shuts out braces
+// (hash tags), whitespace and control characters.
+inline constexpr std::size_t kUserIdBytesMax = 128;
+inline constexpr std::size_t kRequestIdBytesMax = 128;
+inline constexpr std::size_t kNameBytesMax = 200;
+// A coupon id is campaign_id * 2^32 + seq, so quantity and campaign ids stay below 2^31.
+inline constexpr int64_t kQuantityMax = 1'000'000'000;
+inline constexpr int64_t kCampaignIdMax = (int64_t{1} << 31) - 1;
+inline constexpr int32_t kPerUserLimitMax = 1000;
+// Money amounts are integers in minor units (cents); at most 10^12.
+inline constexpr int64_t kAmountMax = 1'000'000'000'000;
+// One issue_many call decides at most this many requests.
+inline constexpr std::size_t kIssueBatchMax = 100'000;
+// The group-commit thread takes at most this many requests into one transaction.
+inline constexpr std::size_t kCommitBatchRequestsMax = 65'536;
+// Remembered answers per campaign (request_id -> first answer); the oldest are forgotten first.
+inline constexpr std::size_t kRememberedAnswersMax = 1'000'000;
+
+bool is_valid_id(std::string_view id, std::size_t bytes_max) noexcept;
+// Throws kInvalidArgument naming the field and the rule.
+void check_user_id(std::string_view user_id);
+void check_request_id(std::string_view request_id);
+
+}  // namespace couponcore::limits

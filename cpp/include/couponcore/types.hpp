@@ -1,0 +1,80 @@
+// Plain values shared by every component: campaigns, issue requests and their answers.
+// Times are microseconds since the Unix epoch (UTC), in int64 fields named *_us.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace couponcore {
+
+enum class IssueStatus : uint8_t {
+  kIssued = 0,
+  kSoldOut = 1,
+  kAlreadyIssued = 2,
+  kNotOpen = 3,
+  kEnded = 4,
+};
+const char* issue_status_name(IssueStatus s) noexcept;
+
+enum class DiscountKind : uint8_t { kNone = 0, kFixed = 1, kPercent = 2 };
+
+struct CampaignSpec {
+  std::string name;
+  int64_t quantity = 0;
+  int32_t per_user_limit = 1;
+  std::optional<int64_t> starts_at_us;
+  std::optional<int64_t> ends_at_us;
+  int64_t partner_id = 0;  // 0: the embedded default partner
+  DiscountKind discount_kind = DiscountKind::kNone;
+  int64_t discount_value = 0;  // fixed: amount in minor units; percent: 1..100
+  std::optional<int64_t> discount_max;
+  int64_t min_order_amount = 0;
+  std::optional<int64_t> valid_until_us;
+  std::optional<int32_t> valid_days;
+};
+
+enum class CampaignState : uint8_t { kActive = 0, kPaused = 1, kClosed = 2 };
+
+struct Campaign {
+  int64_t id = 0;
+  CampaignSpec spec;
+  CampaignState state = CampaignState::kActive;
+  int64_t created_at_us = 0;
+};
+
+struct IssueRequest {
+  std::string user_id;
+  std::string request_id;  // empty: no retry protection
+};
+
+struct IssueResult {
+  IssueStatus status = IssueStatus::kSoldOut;
+  uint32_t seq = 0;        // 1..quantity when issued (also on a remembered ISSUED answer)
+  int64_t coupon_id = 0;   // campaign_id * 2^32 + seq when issued, else 0
+};
+
+inline int64_t make_coupon_id(int64_t campaign_id, uint32_t seq) {
+  return (campaign_id << 32) | static_cast<int64_t>(seq);
+}
+
+// One durable grant: what the grant log carries and the store keeps.
+struct Grant {
+  int64_t campaign_id = 0;
+  uint32_t seq = 0;
+  std::string user_id;
+  uint32_t user_ordinal = 0;  // 1..per_user_limit: the user's n-th coupon of this campaign
+  std::string request_id;
+  int64_t issued_at_us = 0;
+};
+
+// What the store says about one campaign's grants, for verification and reconciliation.
+struct CampaignStats {
+  int64_t rows = 0;
+  int64_t distinct_users = 0;
+  int64_t min_seq = 0;
+  int64_t max_seq = 0;
+};
+
+}  // namespace couponcore
