@@ -6,6 +6,7 @@
 // would join threads that do not exist there).
 #include <unistd.h>
 
+#include <array>
 #include <memory>
 
 #include "convert.hpp"
@@ -142,6 +143,24 @@ CampaignSpec spec_from(py::dict d) {
   return s;
 }
 
+// Answers without a coupon (SOLD_OUT, ALREADY_ISSUED, ...) are equal and immutable: share one
+// Python object per status instead of allocating one per request (most answers of a flash sale).
+py::object result_object(const IssueResult& r) {
+  if (r.seq != 0) return py::cast(r);
+  static std::array<PyObject*, 5> shared{};  // leaked on purpose: lives until the process ends
+  PyObject*& slot = shared[static_cast<int>(r.status)];
+  if (!slot) slot = py::cast(r).release().ptr();
+  return py::reinterpret_borrow<py::object>(slot);
+}
+
+py::list result_list(const std::vector<IssueResult>& results) {
+  py::list out(results.size());
+  for (std::size_t i = 0; i < results.size(); ++i) {
+    PyList_SET_ITEM(out.ptr(), static_cast<Py_ssize_t>(i), result_object(results[i]).release().ptr());
+  }
+  return out;
+}
+
 }  // namespace
 
 void register_engine(py::module_& m) {
@@ -206,16 +225,14 @@ void register_engine(py::module_& m) {
         int64_t cid = to_i64(campaign_id, "campaign_id");
         one[0].user_id = to_str(user_id, "user_id");
         if (!request_id.is_none()) one[0].request_id = to_str(request_id, "request_id");
-        return issue_blocking(e, cid, std::move(one)).at(0);
+        return result_object(issue_blocking(e, cid, std::move(one)).at(0));
       }, py::arg("campaign_id"), py::arg("user_id"), py::arg("request_id") = py::none())
       .def("issue_many", [](PyEngine& self, py::object campaign_id, py::object user_ids, py::object request_ids) {
         Engine& e = self.get();
         int64_t cid = to_i64(campaign_id, "campaign_id");
         std::vector<IssueRequest> reqs = to_requests(user_ids, request_ids);
         std::vector<IssueResult> results = issue_blocking(e, cid, std::move(reqs));
-        py::list out(results.size());
-        for (std::size_t i = 0; i < results.size(); ++i) out[i] = py::cast(results[i]);
-        return out;
+        return result_list(results);
       }, py::arg("campaign_id"), py::arg("user_ids"), py::arg("request_ids") = py::none())
       .def("campaign_stats", [](PyEngine& self, py::object campaign_id) {
         Engine& e = self.get();

@@ -50,7 +50,20 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=42, help="random seed of the traffic (42)")
     d.add_argument("--path", default=None, help="SQLite file to use (default: a temporary file)")
     d.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    b = sub.add_parser(
+        "bench",
+        help="side-by-side benchmarks (JSON)",
+        description="Run a benchmark of couponcore and its baseline side by side, print one JSON object.",
+    )
+    b.add_argument("name", choices=["all", *sorted(_bench_names())], help="which benchmark")
+    b.add_argument("--json", action="store_true", help="print JSON (the only format; accepted for scripts)")
     return p
+
+
+def _bench_names() -> list[str]:
+    from .bench import BENCHMARKS
+
+    return list(BENCHMARKS)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -75,6 +88,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 path=args.path,
             )
             return demo_main(cfg, args.json)
+        if args.command == "bench":
+            import json
+
+            from .bench import BENCHMARKS
+
+            names = sorted(BENCHMARKS) if args.name == "all" else [args.name]
+            for name in names:
+                print(json.dumps(BENCHMARKS[name]()), flush=True)
+            return EXIT_OK
     except Error as e:
         print(f"couponcore: {type(e).__name__}: {e}", file=sys.stderr)
         return EXIT_ERROR
