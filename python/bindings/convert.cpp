@@ -70,4 +70,22 @@ py::object status_object(IssueStatus s) {
   return py::reinterpret_borrow<py::object>(slot);
 }
 
+// Answers without a coupon (SOLD_OUT, ALREADY_ISSUED, ...) are equal and immutable: share one
+// Python object per status instead of allocating one per request (most answers of a flash sale).
+py::object result_object(const IssueResult& r) {
+  if (r.seq != 0) return py::cast(r);
+  static std::array<PyObject*, 5> shared{};  // leaked on purpose: lives until the process ends
+  PyObject*& slot = shared[static_cast<int>(r.status)];
+  if (!slot) slot = py::cast(r).release().ptr();
+  return py::reinterpret_borrow<py::object>(slot);
+}
+
+py::list result_list(const std::vector<IssueResult>& results) {
+  py::list out(results.size());
+  for (std::size_t i = 0; i < results.size(); ++i) {
+    PyList_SET_ITEM(out.ptr(), static_cast<Py_ssize_t>(i), result_object(results[i]).release().ptr());
+  }
+  return out;
+}
+
 }  // namespace couponcore::py_bindings

@@ -23,6 +23,9 @@ std::string to_str(py::handle o, const char* what);
 std::vector<IssueRequest> to_requests(py::handle user_ids, py::handle request_ids);
 // The Python couponcore.Status member for a status (borrowed; lives as long as the process).
 py::object status_object(IssueStatus s);
+// An IssueResult as a Python object; answers without a coupon share one object per status.
+py::object result_object(const IssueResult& r);
+py::list result_list(const std::vector<IssueResult>& results);
 
 // Call with the GIL released.
 template <typename T>

@@ -9,6 +9,7 @@
 #include <array>
 #include <memory>
 
+#include "async.hpp"
 #include "convert.hpp"
 #include "couponcore/engine.hpp"
 #include "couponcore/error.hpp"
@@ -19,7 +20,10 @@ namespace {
 
 class PyEngine {
  public:
-  explicit PyEngine(std::unique_ptr<Engine> engine) : engine_(std::move(engine)), pid_(::getpid()) {}
+  explicit PyEngine(std::unique_ptr<Engine> engine)
+      : engine_(std::move(engine)), pid_(::getpid()), async_(std::make_shared<AsyncCompletions>()) {
+    engine_->set_batch_end_hook([async = async_] { async->flush(); });
+  }
   ~PyEngine() {
     if (::getpid() != pid_) {
       (void)engine_.release();  // opened before a fork: the child must not touch it
@@ -39,6 +43,7 @@ class PyEngine {
   }
 
   bool closed() const { return ::getpid() != pid_ || engine_->closed(); }
+  AsyncCompletions& async() { return *async_; }
 
   void close() {
     if (::getpid() != pid_) return;
@@ -49,7 +54,29 @@ class PyEngine {
  private:
   std::unique_ptr<Engine> engine_;
   pid_t pid_;
+  std::shared_ptr<AsyncCompletions> async_;
 };
+
+// Queues requests whose answer resolves `future` (an asyncio.Future of `loop`).
+void submit_async(PyEngine& self, int64_t campaign_id, std::vector<IssueRequest> requests, py::object loop,
+                  py::object future, bool single) {
+  Engine& e = self.get();
+  AsyncCompletions* completions = &self.async();
+  PyObject* loop_ref = loop.release().ptr();
+  PyObject* future_ref = future.release().ptr();
+  auto cb = [completions, loop_ref, future_ref, single](std::vector<IssueResult>&& r, std::exception_ptr err) {
+    completions->push(AsyncCompletions::Item{loop_ref, future_ref, single, std::move(r), err});
+  };
+  try {
+    py::gil_scoped_release nogil;
+    e.submit_issue(campaign_id, std::move(requests), std::move(cb));
+  } catch (...) {
+    // Refused before queueing: the callback will never run, so the references are ours again.
+    Py_DECREF(loop_ref);
+    Py_DECREF(future_ref);
+    throw;
+  }
+}
 
 std::vector<IssueResult> issue_blocking(Engine& e, int64_t campaign_id, std::vector<IssueRequest> requests) {
   auto promise = std::make_shared<std::promise<std::vector<IssueResult>>>();
@@ -143,24 +170,6 @@ CampaignSpec spec_from(py::dict d) {
   return s;
 }
 
-// Answers without a coupon (SOLD_OUT, ALREADY_ISSUED, ...) are equal and immutable: share one
-// Python object per status instead of allocating one per request (most answers of a flash sale).
-py::object result_object(const IssueResult& r) {
-  if (r.seq != 0) return py::cast(r);
-  static std::array<PyObject*, 5> shared{};  // leaked on purpose: lives until the process ends
-  PyObject*& slot = shared[static_cast<int>(r.status)];
-  if (!slot) slot = py::cast(r).release().ptr();
-  return py::reinterpret_borrow<py::object>(slot);
-}
-
-py::list result_list(const std::vector<IssueResult>& results) {
-  py::list out(results.size());
-  for (std::size_t i = 0; i < results.size(); ++i) {
-    PyList_SET_ITEM(out.ptr(), static_cast<Py_ssize_t>(i), result_object(results[i]).release().ptr());
-  }
-  return out;
-}
-
 }  // namespace
 
 void register_engine(py::module_& m) {
@@ -234,6 +243,24 @@ void register_engine(py::module_& m) {
         std::vector<IssueResult> results = issue_blocking(e, cid, std::move(reqs));
         return result_list(results);
       }, py::arg("campaign_id"), py::arg("user_ids"), py::arg("request_ids") = py::none())
+      .def("submit_issue", [](PyEngine& self, py::object campaign_id, py::object user_id, py::object request_id,
+                               py::object loop, py::object future) {
+        int64_t cid = to_i64(campaign_id, "campaign_id");
+        std::vector<IssueRequest> one(1);
+        one[0].user_id = to_str(user_id, "user_id");
+        if (!request_id.is_none()) one[0].request_id = to_str(request_id, "request_id");
+        submit_async(self, cid, std::move(one), std::move(loop), std::move(future), true);
+      })
+      .def("submit_issue_many", [](PyEngine& self, py::object campaign_id, py::object user_ids,
+                                    py::object request_ids, py::object loop, py::object future) {
+        int64_t cid = to_i64(campaign_id, "campaign_id");
+        std::vector<IssueRequest> reqs = to_requests(user_ids, request_ids);
+        if (reqs.empty()) {
+          future.attr("set_result")(py::list());
+          return;
+        }
+        submit_async(self, cid, std::move(reqs), std::move(loop), std::move(future), false);
+      })
       .def("campaign_stats", [](PyEngine& self, py::object campaign_id) {
         Engine& e = self.get();
         int64_t cid = to_i64(campaign_id, "campaign_id");

@@ -65,6 +65,21 @@ void register_errors(py::module_& m) {
   });
 }
 
+py::object exception_object(std::exception_ptr error) {
+  PyObject* cls = g_classes[static_cast<int>(ErrorCode::kInternal)];
+  std::string message = "unknown error";
+  try {
+    std::rethrow_exception(error);
+  } catch (const Error& e) {
+    cls = g_classes[static_cast<int>(e.code())];
+    message = e.what();
+  } catch (const std::exception& e) {
+    message = e.what();
+  } catch (...) {
+  }
+  return py::reinterpret_borrow<py::object>(cls)(message);
+}
+
 void raise(ErrorCode code, const std::string& message) {
   PyErr_SetString(g_classes[static_cast<int>(code)], message.c_str());
   throw py::error_already_set();

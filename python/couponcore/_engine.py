@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import os
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import Any, Callable, Optional, TypeVar
 
 from . import _core
 from ._types import Campaign, CampaignStats, TimeLike, to_us
 
 DEFAULT_PATH = "couponcore.db"
+T = TypeVar("T")
+
+
+async def _offload(fn: Callable[..., T], *args: Any) -> T:
+    """Run a blocking call that is not on a hot path in the loop's default executor."""
+    return await asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *args))
 
 
 class Campaigns:
@@ -51,6 +59,13 @@ class Campaigns:
             "partner_id": partner_id,
         }
         return Campaign._from_core(self._engine._core.create_campaign(spec))
+
+    async def acreate(self, name: str, quantity: int, **kwargs: Any) -> Campaign:
+        """``create`` for asyncio (runs in the loop's default executor)."""
+        return await _offload(functools.partial(self.create, name, quantity, **kwargs))
+
+    async def aget(self, campaign_id: int) -> Campaign:
+        return await _offload(self.get, campaign_id)
 
     def get(self, campaign_id: int) -> Campaign:
         return Campaign._from_core(self._engine._core.get_campaign(campaign_id))
@@ -94,6 +109,33 @@ class Engine:
     ) -> list[_core.IssueResult]:
         """Decide a batch of requests for one campaign in one call, in order."""
         return self._core.issue_many(campaign_id, user_ids, request_ids)
+
+    async def aissue(self, campaign_id: int, user_id: str, request_id: Optional[str] = None) -> _core.IssueResult:
+        """``issue`` for asyncio: never blocks the event loop. Concurrent coroutines are decided
+        in the same batches as threads. Cancelling the awaiting task is safe: the decision may
+        still happen, and a retry with the same ``request_id`` then gets its answer."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._core.submit_issue(campaign_id, user_id, request_id, loop, future)
+        return await future  # type: ignore[no-any-return]
+
+    async def aissue_many(
+        self,
+        campaign_id: int,
+        user_ids: Sequence[str],
+        request_ids: Optional[Sequence[Optional[str]]] = None,
+    ) -> list[_core.IssueResult]:
+        """``issue_many`` for asyncio."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._core.submit_issue_many(campaign_id, user_ids, request_ids, loop, future)
+        return await future  # type: ignore[no-any-return]
+
+    async def astats(self, campaign_id: int) -> CampaignStats:
+        return await _offload(self.stats, campaign_id)
+
+    async def adrain(self, timeout_s: float = 30.0) -> bool:
+        return await _offload(self.drain, timeout_s)
 
     def stats(self, campaign_id: int) -> CampaignStats:
         """Rows, distinct users and seq range of the campaign's coupons in the store."""
