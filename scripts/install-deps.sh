@@ -22,7 +22,7 @@ done
 packages=(
   make g++ cmake ninja-build pkg-config
   python3-venv python3-dev
-  libhiredis-dev libpq-dev libsqlite3-dev
+  libhiredis-dev libpq-dev libsqlite3-dev libssl-dev
   libgtest-dev libbenchmark-dev
 )
 if ((servers)); then

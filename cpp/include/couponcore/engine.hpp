@@ -9,14 +9,23 @@
 // submissions into batches, decides a batch in one atomic step, makes its grants durable, then
 // runs each submission's callback. issue() and issue_many() are the blocking faces of
 // submit_issue(); asyncio futures are resolved from the callbacks (python/bindings).
+//
+// Partner scoping: every call that names a campaign or coupon on behalf of a partner takes the
+// partner_id first; another partner's object is kNotFound, exactly like an unknown one.
+// PartnerScope (couponcore/scope.hpp) binds a partner_id for callers. Calls without a partner
+// (submit_issue, get_campaign(id), campaign_stats, reconcile, expire_coupons) are the
+// operator's.
 #pragma once
 
 #include <exception>
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include "couponcore/auth.hpp"
+#include "couponcore/coupons.hpp"
 #include "couponcore/types.hpp"
 
 namespace couponcore {
@@ -91,6 +100,54 @@ class Engine {
   // grant log but missing from the store. Read-only apart from the re-drive.
   virtual ReconcileReport reconcile(int64_t campaign_id) = 0;
 
+  // ---- Campaign rules --------------------------------------------------------------------
+  // The partner that owns a campaign (immutable); kNotFound for an unknown campaign.
+  virtual int64_t campaign_partner(int64_t campaign_id);
+  // kNotFound unless the campaign exists and belongs to partner_id (same message either way).
+  void check_campaign_partner(int64_t partner_id, int64_t campaign_id);
+  // Pause (issue answers NOT_OPEN), resume, close (ENDED, final: kConflict afterwards). The gate
+  // and the store change together; repeating the current state is a no-op. Issued coupons stay
+  // usable whatever the campaign's state.
+  virtual Campaign pause_campaign(int64_t partner_id, int64_t campaign_id);
+  virtual Campaign resume_campaign(int64_t partner_id, int64_t campaign_id);
+  virtual Campaign close_campaign(int64_t partner_id, int64_t campaign_id);
+  // Changes the quantity while running: 1..limits::kQuantityMax and never below the coupons
+  // already issued (kConflict). Raising it reopens a sold-out campaign.
+  virtual Campaign set_campaign_quantity(int64_t partner_id, int64_t campaign_id, int64_t quantity);
+
+  // ---- Coupon lifecycle (couponcore/coupons.hpp) -------------------------------------------
+  // Checks owner, state, validity and minimum order, computes the discount and marks the coupon
+  // used in one atomic step. Concurrent uses: one wins, the others get kConflict (or, with the
+  // same order_id, the winner's result). A repeat with the same order_id returns the first
+  // result; with another order_amount it is kConflict. Unknown coupon, another partner's, or
+  // another user's: kNotFound. Production: a coupon whose grant is not yet in the store is
+  // kUnavailable ("not yet usable, retry"), never kNotFound.
+  virtual UseResult use_coupon(int64_t partner_id, const UseRequest& request);
+  // Undoes the use by order_id: the coupon is issued again, or expired if its validity passed
+  // meanwhile (the returned coupon says which). Idempotent per order_id; kConflict if the
+  // coupon is not (and was not) used by that order.
+  virtual Coupon cancel_coupon_use(int64_t partner_id, int64_t coupon_id, const std::string& order_id);
+  virtual Coupon get_coupon(int64_t partner_id, int64_t coupon_id);
+  virtual CouponPage list_user_coupons(int64_t partner_id, const CouponQuery& query);
+  virtual CouponCounts coupon_counts(int64_t partner_id, int64_t campaign_id);
+  // The expiry job (all partners): marks issued coupons with valid_until_us <= now_us as
+  // expired, chunk_rows (1..limits::kExpireChunkRowsMax) per short transaction, at most
+  // chunks_max chunks (then report.more is set).
+  virtual ExpireReport expire_coupons(int64_t now_us, int64_t chunk_rows, int64_t chunks_max);
+
+  // ---- Partners and API keys (couponcore/auth.hpp) --------------------------------------------
+  virtual PartnerKey create_partner(const std::string& name);
+  // A new key; every older key of the partner is revoked in the same transaction.
+  virtual PartnerKey rotate_partner_key(int64_t partner_id);
+  // Revokes every key of the partner (it can get a new one with rotate_partner_key).
+  virtual Partner revoke_partner_keys(int64_t partner_id);
+  virtual Partner get_partner(int64_t partner_id);
+  // Ordered by id, after after_partner_id; limit 1..1000.
+  virtual std::vector<Partner> list_partners(int64_t after_partner_id, int32_t limit);
+  // The partner owning api_key; kUnauthenticated (one message) for unknown, revoked, malformed.
+  virtual Partner authenticate(std::string_view api_key);
+  virtual AuthCounters auth_counters() const;
+
   // Stops the engine's threads after finishing what was queued; later calls throw kClosed.
   virtual void close() = 0;
   virtual bool closed() const noexcept = 0;
@@ -111,6 +168,7 @@ class Engine {
 struct EmbeddedOptions {
   std::string path = "couponcore.db";  // ":memory:" for a throwaway engine
   bool synchronous_full = true;        // PRAGMA synchronous=FULL (durable at commit)
+  AuthOptions auth;                    // the authentication cache
 };
 
 std::unique_ptr<Engine> open_embedded(const EmbeddedOptions& options);

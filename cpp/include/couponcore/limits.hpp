@@ -26,9 +26,32 @@ inline constexpr std::size_t kCommitBatchRequestsMax = 65'536;
 // Remembered answers per campaign (request_id -> first answer); the oldest are forgotten first.
 inline constexpr std::size_t kRememberedAnswersMax = 1'000'000;
 
+// Coupon lifecycle (use, cancel, queries, expiry).
+// Order ids follow the user-id alphabet and length.
+inline constexpr std::size_t kOrderIdBytesMax = 128;
+// Relative validity: 1..10 years after issue.
+inline constexpr int32_t kValidDaysMax = 3650;
+// One page of a user's coupons holds at most this many; the default is kCouponPageDefault.
+inline constexpr int32_t kCouponPageMax = 1000;
+inline constexpr int32_t kCouponPageDefault = 50;
+// The expiry job marks at most this many coupons per transaction (one short lock each) ...
+inline constexpr int64_t kExpireChunkRowsMax = 10'000;
+// ... and runs at most this many chunks per call (then reports `more`).
+inline constexpr int64_t kExpireChunksMax = 1'000'000;
+
+// Partners and API keys.
+inline constexpr std::size_t kPartnerNameBytesMax = 200;
+// Longer strings are refused as malformed keys before any hashing or lookup.
+inline constexpr std::size_t kApiKeyBytesMax = 128;
+// The in-process authentication cache: entries and lifetime (the revocation bound across
+// processes; a revocation in this engine invalidates its own cache at once).
+inline constexpr std::size_t kAuthCacheEntriesMax = 1'000'000;
+inline constexpr int64_t kAuthCacheTtlMsMax = 3'600'000;
+
 bool is_valid_id(std::string_view id, std::size_t bytes_max) noexcept;
 // Throws kInvalidArgument naming the field and the rule.
 void check_user_id(std::string_view user_id);
 void check_request_id(std::string_view request_id);
+void check_order_id(std::string_view order_id);
 
 }  // namespace couponcore::limits

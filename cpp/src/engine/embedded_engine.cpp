@@ -9,6 +9,13 @@
 //
 // Once a campaign's sold-out state is durable, submit_issue answers in the caller's thread
 // (no queue hop, no commit): the decision can no longer grant.
+//
+// Campaign rules (pause / resume / close / set_quantity) take the gate lock, write the store,
+// then change the gate, all under that lock: no decision sees one without the other, and a
+// failed write leaves the gate as it was. Raising the quantity clears the sold-out fast path.
+//
+// The coupon lifecycle (coupons/coupon_service) and partners (auth/partner_service) run on the
+// same SQLite file through store/sqlite_coupons and store/sqlite_partners.
 #include <algorithm>
 #include <atomic>
 #include <cassert>
@@ -22,7 +29,11 @@
 #include "couponcore/engine.hpp"
 #include "couponcore/error.hpp"
 #include "couponcore/limits.hpp"
+#include "auth/partner_service.hpp"
+#include "coupons/coupon_service.hpp"
 #include "gate/campaign_gate.hpp"
+#include "store/sqlite_coupons.hpp"
+#include "store/sqlite_partners.hpp"
 #include "store/sqlite_store.hpp"
 #include "util/validate.hpp"
 
@@ -47,7 +58,11 @@ void check_requests(const std::vector<IssueRequest>& requests) {
 class EmbeddedEngine final : public Engine {
  public:
   explicit EmbeddedEngine(const EmbeddedOptions& options)
-      : store_(options.path, options.synchronous_full) {
+      : store_(options.path, options.synchronous_full),
+        coupon_store_(store_),
+        partner_store_(store_),
+        coupons_(coupon_store_),
+        partners_(partner_store_, options.auth) {
     for (Campaign& c : store_.load_campaigns()) {
       const int64_t id = c.id;
       auto entry = std::make_unique<Entry>(std::move(c));
@@ -65,6 +80,9 @@ class EmbeddedEngine final : public Engine {
   Campaign create_campaign(const CampaignSpec& spec) override {
     check_open();
     check_campaign_spec(spec);
+    if (!partners_.exists(spec.partner_id)) {
+      throw_not_found("partner " + std::to_string(spec.partner_id) + " not found");
+    }
     Campaign c = store_.insert_campaign(spec, now_us());
     std::lock_guard lock(gate_mu_);
     gates_.emplace(c.id, std::make_unique<Entry>(c));
@@ -170,6 +188,96 @@ class EmbeddedEngine final : public Engine {
     return rep;
   }
 
+  // ---- Campaign rules ----------------------------------------------------------------------
+
+  int64_t campaign_partner(int64_t campaign_id) override {
+    check_open();
+    std::lock_guard lock(gate_mu_);
+    return entry_locked(campaign_id).gate.campaign().spec.partner_id;
+  }
+
+  Campaign pause_campaign(int64_t partner_id, int64_t campaign_id) override {
+    return change_state(partner_id, campaign_id, CampaignState::kPaused);
+  }
+  Campaign resume_campaign(int64_t partner_id, int64_t campaign_id) override {
+    return change_state(partner_id, campaign_id, CampaignState::kActive);
+  }
+  Campaign close_campaign(int64_t partner_id, int64_t campaign_id) override {
+    return change_state(partner_id, campaign_id, CampaignState::kClosed);
+  }
+
+  Campaign set_campaign_quantity(int64_t partner_id, int64_t campaign_id, int64_t quantity) override {
+    check_open();
+    check_quantity(quantity);
+    std::lock_guard lock(gate_mu_);
+    Entry& e = entry_for_locked(partner_id, campaign_id);
+    if (e.gate.campaign().state == CampaignState::kClosed) throw_conflict("campaign " + std::to_string(campaign_id) + " is closed");
+    // The gate's count includes grants decided but still being committed: never below those.
+    if (quantity < static_cast<int64_t>(e.gate.issued())) {
+      throw_conflict("campaign " + std::to_string(campaign_id) + ": quantity " + std::to_string(quantity) +
+                     " is below the " + std::to_string(e.gate.issued()) + " coupons already issued");
+    }
+    store_.update_campaign_quantity(campaign_id, quantity);  // durable first; throws -> gate unchanged
+    e.gate.set_quantity(quantity);
+    if (!e.gate.sold_out()) e.sold_out_durable = false;  // back to the queue path: it can grant again
+    return e.gate.campaign();
+  }
+
+  // ---- Coupon lifecycle ---------------------------------------------------------------------
+
+  UseResult use_coupon(int64_t partner_id, const UseRequest& request) override {
+    check_open();
+    return coupons_.use(partner_id, request, now_us());
+  }
+  Coupon cancel_coupon_use(int64_t partner_id, int64_t coupon_id, const std::string& order_id) override {
+    check_open();
+    return coupons_.cancel_use(partner_id, coupon_id, order_id, now_us());
+  }
+  Coupon get_coupon(int64_t partner_id, int64_t coupon_id) override {
+    check_open();
+    return coupons_.get(partner_id, coupon_id, now_us());
+  }
+  CouponPage list_user_coupons(int64_t partner_id, const CouponQuery& query) override {
+    check_open();
+    return coupons_.list_for_user(partner_id, query, now_us());
+  }
+  CouponCounts coupon_counts(int64_t partner_id, int64_t campaign_id) override {
+    check_open();
+    return coupons_.counts(partner_id, campaign_id, now_us());
+  }
+  ExpireReport expire_coupons(int64_t now, int64_t chunk_rows, int64_t chunks_max) override {
+    check_open();
+    return coupons_.expire(now, chunk_rows, chunks_max);
+  }
+
+  // ---- Partners -----------------------------------------------------------------------------
+
+  PartnerKey create_partner(const std::string& name) override {
+    check_open();
+    return partners_.create(name);
+  }
+  PartnerKey rotate_partner_key(int64_t partner_id) override {
+    check_open();
+    return partners_.rotate(partner_id);
+  }
+  Partner revoke_partner_keys(int64_t partner_id) override {
+    check_open();
+    return partners_.revoke(partner_id);
+  }
+  Partner get_partner(int64_t partner_id) override {
+    check_open();
+    return partners_.get(partner_id);
+  }
+  std::vector<Partner> list_partners(int64_t after_partner_id, int32_t limit) override {
+    check_open();
+    return partners_.list(after_partner_id, limit);
+  }
+  Partner authenticate(std::string_view api_key) override {
+    check_open();
+    return partners_.authenticate(api_key);
+  }
+  AuthCounters auth_counters() const override { return partners_.counters(); }
+
   EngineCounters counters() const override {
     std::lock_guard lock(counters_mu_);
     return counters_;
@@ -205,6 +313,36 @@ class EmbeddedEngine final : public Engine {
     auto it = gates_.find(campaign_id);
     if (it == gates_.end()) throw_not_found("campaign " + std::to_string(campaign_id) + " not found");
     return *it->second;
+  }
+
+  // Another partner's campaign gets the unknown campaign's error, word for word.
+  Entry& entry_for_locked(int64_t partner_id, int64_t campaign_id) {
+    auto it = gates_.find(campaign_id);
+    if (it == gates_.end() || it->second->gate.campaign().spec.partner_id != partner_id) {
+      throw_not_found("campaign " + std::to_string(campaign_id) + " not found");
+    }
+    return *it->second;
+  }
+
+  static void check_quantity(int64_t quantity) {
+    if (quantity <= 0 || quantity > limits::kQuantityMax) {
+      throw_invalid("quantity must be 1.." + std::to_string(limits::kQuantityMax) + ", got " + std::to_string(quantity));
+    }
+  }
+
+  // Closed is final. Repeating the current state changes nothing.
+  Campaign change_state(int64_t partner_id, int64_t campaign_id, CampaignState target) {
+    check_open();
+    std::lock_guard lock(gate_mu_);
+    Entry& e = entry_for_locked(partner_id, campaign_id);
+    const CampaignState current = e.gate.campaign().state;
+    if (current == target) return e.gate.campaign();
+    if (current == CampaignState::kClosed) {
+      throw_conflict("campaign " + std::to_string(campaign_id) + " is closed; closing is final");
+    }
+    store_.update_campaign_state(campaign_id, target);  // durable first; throws -> gate unchanged
+    e.gate.set_state(target);
+    return e.gate.campaign();
   }
 
   void run() {
@@ -306,6 +444,10 @@ class EmbeddedEngine final : public Engine {
   }
 
   SqliteStore store_;
+  SqliteCouponStore coupon_store_;
+  SqlitePartnerStore partner_store_;
+  CouponService coupons_;
+  auth::PartnerService partners_;
   std::mutex gate_mu_;  // guards gates_ and every Entry
   std::unordered_map<int64_t, std::unique_ptr<Entry>> gates_;
 

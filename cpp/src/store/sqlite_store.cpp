@@ -1,5 +1,6 @@
 #include "store/sqlite_store.hpp"
 
+#include "coupons/rules.hpp"
 #include "couponcore/error.hpp"
 #include "couponcore/limits.hpp"
 
@@ -35,6 +36,22 @@ const std::vector<sqlite::Migration>& migrations() {
        " issued_at_us INTEGER NOT NULL,"
        " UNIQUE (campaign_id, seq),"
        " UNIQUE (campaign_id, user_id, user_ordinal));"},
+      // The coupon lifecycle (coupons/rules.hpp): state 0 issued, 1 used, 2 expired; the
+      // validity fixed at issue; the current use (cleared by a cancel) and the last cancelled
+      // order (for idempotent cancels). Existing coupons get their validity computed here.
+      {"coupons", 2,
+       "ALTER TABLE coupons ADD COLUMN state INTEGER NOT NULL DEFAULT 0 CHECK (state IN (0, 1, 2));"
+       "ALTER TABLE coupons ADD COLUMN valid_until_us INTEGER;"
+       "ALTER TABLE coupons ADD COLUMN used_order_id TEXT;"
+       "ALTER TABLE coupons ADD COLUMN used_at_us INTEGER;"
+       "ALTER TABLE coupons ADD COLUMN used_amount INTEGER;"
+       "ALTER TABLE coupons ADD COLUMN discount_amount INTEGER;"
+       "ALTER TABLE coupons ADD COLUMN cancelled_order_id TEXT;"
+       "ALTER TABLE coupons ADD COLUMN state_changed_at_us INTEGER;"
+       "UPDATE coupons SET valid_until_us = (SELECT coalesce(c.valid_until_us,"
+       " coupons.issued_at_us + c.valid_days * 86400000000) FROM campaigns c WHERE c.id = coupons.campaign_id);"
+       "CREATE INDEX coupons_user ON coupons(user_id, id);"
+       "CREATE INDEX coupons_expiry ON coupons(valid_until_us) WHERE state = 0 AND valid_until_us IS NOT NULL;"},
   };
   return all;
 }
@@ -95,6 +112,7 @@ Campaign SqliteStore::insert_campaign(const CampaignSpec& spec, int64_t now_us) 
   c.spec = spec;
   c.created_at_us = now_us;
   tx.commit();
+  validity_[c.id] = Validity{spec.valid_until_us, spec.valid_days};
   return c;
 }
 
@@ -103,6 +121,7 @@ std::vector<Campaign> SqliteStore::load_campaigns() {
   sqlite::Stmt s(db_, std::string("SELECT ") + kCampaignColumns + " FROM campaigns ORDER BY id");
   std::vector<Campaign> out;
   while (s.step()) out.push_back(campaign_from_row(s));
+  for (const Campaign& c : out) validity_[c.id] = Validity{c.spec.valid_until_us, c.spec.valid_days};
   return out;
 }
 
@@ -114,8 +133,31 @@ void SqliteStore::update_campaign_state(int64_t campaign_id, CampaignState state
 
 void SqliteStore::update_campaign_quantity(int64_t campaign_id, int64_t quantity) {
   std::lock_guard lock(mu_);
-  sqlite::Stmt s(db_, "UPDATE campaigns SET quantity = ? WHERE id = ?");
+  // The store's own guard: never below the coupons it holds (the gate checks its in-memory
+  // count, which also covers grants not yet committed, before it gets here).
+  sqlite::Stmt s(db_,
+                 "UPDATE campaigns SET quantity = ?1 WHERE id = ?2"
+                 " AND ?1 >= (SELECT count(*) FROM coupons WHERE campaign_id = ?2)");
   s.bind(1, quantity).bind(2, campaign_id).run();
+  if (db_.changes() != 1) {
+    throw_conflict("campaign " + std::to_string(campaign_id) + ": quantity " + std::to_string(quantity) +
+                   " is below the coupons already issued");
+  }
+}
+
+std::optional<int64_t> SqliteStore::valid_until_locked(int64_t campaign_id, int64_t issued_at_us) {
+  auto it = validity_.find(campaign_id);
+  if (it == validity_.end()) {
+    sqlite::Stmt s(db_, "SELECT valid_until_us, valid_days FROM campaigns WHERE id = ?");
+    s.bind(1, campaign_id);
+    Validity v;
+    if (s.step()) {
+      v.valid_until_us = s.opt_i64(0);
+      if (auto d = s.opt_i64(1)) v.valid_days = static_cast<int32_t>(*d);
+    }
+    it = validity_.emplace(campaign_id, v).first;
+  }
+  return coupon_valid_until_us(it->second.valid_until_us, it->second.valid_days, issued_at_us);
 }
 
 void SqliteStore::for_each_grant(int64_t campaign_id, const std::function<void(const Grant&)>& fn) {
@@ -142,7 +184,7 @@ void SqliteStore::write_grants(const std::vector<Grant>& grants) {
   sqlite::Tx tx(db_);
   sqlite::Stmt s(db_,
                  "INSERT INTO coupons(id, campaign_id, seq, user_id, user_ordinal, request_id,"
-                 " issued_at_us) VALUES (?,?,?,?,?,?,?)");
+                 " issued_at_us, valid_until_us) VALUES (?,?,?,?,?,?,?,?)");
   for (const Grant& g : grants) {
     s.bind(1, make_coupon_id(g.campaign_id, g.seq)).bind(2, g.campaign_id).bind(3, int64_t{g.seq});
     s.bind(4, std::string_view(g.user_id)).bind(5, int64_t{g.user_ordinal});
@@ -152,6 +194,7 @@ void SqliteStore::write_grants(const std::vector<Grant>& grants) {
       s.bind(6, std::string_view(g.request_id));
     }
     s.bind(7, g.issued_at_us);
+    s.bind(8, valid_until_locked(g.campaign_id, g.issued_at_us));
     s.run();
   }
   tx.commit();

@@ -79,6 +79,7 @@ void check_user_id(std::string_view user_id) { check_id(user_id, kUserIdBytesMax
 void check_request_id(std::string_view request_id) {
   check_id(request_id, kRequestIdBytesMax, "request_id");
 }
+void check_order_id(std::string_view order_id) { check_id(order_id, kOrderIdBytesMax, "order_id"); }
 
 }  // namespace limits
 
