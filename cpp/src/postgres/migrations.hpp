@@ -14,6 +14,8 @@
 namespace couponcore::pg {
 
 const std::vector<Migration>& coupon_migrations();
+// Component "auth": partners and API key hashes.
+const std::vector<Migration>& auth_migrations();
 
 // Registers the coupon list (idempotent) and applies everything registered.
 int migrate_all(Conn& conn);
