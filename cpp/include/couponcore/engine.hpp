@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "couponcore/metrics.hpp"
 #include "couponcore/types.hpp"
 
 namespace couponcore {
@@ -60,6 +61,8 @@ class Engine {
   virtual bool drain(double timeout_s) = 0;
 
   virtual EngineCounters counters() const = 0;
+  // Latency and batch-size histograms; engines record into them (thread-safe, lock-free).
+  const EngineHistograms& histograms() const { return histograms_; }
 
   // Stops the engine's threads after finishing what was queued; later calls throw kClosed.
   virtual void close() = 0;
@@ -73,6 +76,8 @@ class Engine {
   void run_batch_end_hook() {
     if (batch_end_hook_) batch_end_hook_();
   }
+
+  EngineHistograms histograms_;
 
  private:
   std::function<void()> batch_end_hook_;
