@@ -13,8 +13,7 @@ in-process gate and an in-memory SQLite store: no servers) and asks what-if ques
 data scientist would otherwise answer with a spreadsheet: *how fast does it sell out, how
 long do users wait, is first-come really first-served, and what if the quantity were larger
 or users retried less?*"""),
-    ("code", """import matplotlib
-matplotlib.use("Agg")  # headless when executed by the test suite; inline in Jupyter anyway
+    ("code", """%matplotlib inline
 import matplotlib.pyplot as plt
 import pandas as pd
 
