@@ -473,13 +473,13 @@ def sweep(
 # Plots (matplotlib is imported on use)
 
 
-def plot_issuance(df: pd.DataFrame, bin_s: float = 0.1, ax: Any = None) -> Any:
+def plot_issuance(df: pd.DataFrame, bin_s: float = 0.01, ax: Any = None) -> Any:
     """Cumulative coupons issued over time."""
     import matplotlib.pyplot as plt
 
     ax = ax or plt.subplots(figsize=(7, 3.5))[1]
     per = issuance_over_time(df, bin_s)
-    ax.step(per["t_s"], per["cumulative"], where="post")
+    ax.step([0.0, *(per["t_s"] + bin_s)], [0, *per["cumulative"]], where="post")
     ax.set_xlabel("seconds after opening")
     ax.set_ylabel("coupons issued")
     ax.set_title("Issuance over time")
