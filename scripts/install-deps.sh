@@ -26,8 +26,9 @@ packages=(
   libgtest-dev libbenchmark-dev
 )
 if ((servers)); then
-  # redis-server brings redis-cli (redis-tools); postgresql brings pg_ctlcluster/pg_createcluster.
-  packages+=(redis-server postgresql postgresql-client)
+  # redis-server brings redis-cli (redis-tools); postgresql brings pg_ctlcluster/pg_createcluster;
+  # wrk is the HTTP load tool of `couponcore bench http`.
+  packages+=(redis-server postgresql postgresql-client wrk)
 fi
 
 missing=()

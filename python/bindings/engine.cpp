@@ -16,6 +16,8 @@
 
 namespace couponcore::py_bindings {
 
+py::dict histograms_dict(const Engine& e);
+
 namespace {
 
 class PyEngine {
@@ -281,6 +283,7 @@ void register_engine(py::module_& m) {
         py::gil_scoped_release nogil;
         return e.drain(timeout_s);
       }, py::arg("timeout_s") = 30.0)
+      .def("histograms", [](PyEngine& self) { return histograms_dict(self.get()); })
       .def("counters", [](PyEngine& self) {
         EngineCounters k = self.get().counters();
         py::dict d;

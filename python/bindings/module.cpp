@@ -6,10 +6,12 @@
 
 namespace couponcore::py_bindings {
 void register_engine(pybind11::module_& m);
+void register_metrics(pybind11::module_& m);
 }
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "couponcore native core";
   couponcore::py_bindings::register_errors(m);
   couponcore::py_bindings::register_engine(m);
+  couponcore::py_bindings::register_metrics(m);
 }

@@ -149,6 +149,12 @@ class Engine:
         """Monotonic counters since open (requests, issued, batches, commits, ...)."""
         return self._core.counters()
 
+    def metrics_text(self) -> str:
+        """The engine's metrics in Prometheus text format (see ``couponcore.metrics``)."""
+        from .metrics import render
+
+        return render(self)
+
     def close(self) -> None:
         """Finish what is queued, stop the engine's threads. Later calls raise Closed."""
         self._core.close()

@@ -10,9 +10,11 @@
 
 #include "auth/api_key.hpp"
 #include "auth/key_cache.hpp"
+#include "auth/partner_service.hpp"
 #include "couponcore/engine.hpp"
 #include "couponcore/error.hpp"
 #include "couponcore/scope.hpp"
+#include "store/sqlite_partners.hpp"
 #include "test_util.hpp"
 
 using namespace couponcore;
@@ -168,20 +170,24 @@ TEST_F(PartnersTest, RotateAndRevokeTakeEffectAtOnceInThisEngine) {
   EXPECT_EQ(catch_error([&] { e_->revoke_partner_keys(-1); }).code, ErrorCode::kNotFound);
 }
 
-// Two engines on one file stand for two processes: the other engine's cache keeps a revoked key
-// at most the TTL.
-TEST_F(PartnersTest, RevocationReachesOtherEnginesWithinTheTtl) {
+// An embedded file has one engine (so its own cache is the only one, and a revocation there is
+// immediate). Two partner services on one file stand for two processes sharing a database: the
+// other one's cache keeps a revoked key at most the TTL.
+TEST_F(PartnersTest, RevocationReachesOtherCachesWithinTheTtl) {
   constexpr int64_t kTtlMs = 300;
-  e_ = open(kTtlMs);
-  auto other = open(kTtlMs);
-  PartnerKey pk = e_->create_partner("p");
-  EXPECT_EQ(other->authenticate(pk.api_key).id, pk.partner.id);  // cached in `other`
+  AuthOptions auth;
+  auth.cache_ttl_ms = kTtlMs;
+  SqliteStore store_a(path_, false), store_b(path_, false);
+  SqlitePartnerStore partners_a(store_a), partners_b(store_b);
+  auth::PartnerService a(partners_a, auth), b(partners_b, auth);
+  PartnerKey pk = a.create("p");
+  EXPECT_EQ(b.authenticate(pk.api_key).id, pk.partner.id);  // cached in b
   const auto revoked_at = std::chrono::steady_clock::now();
-  e_->revoke_partner_keys(pk.partner.id);
-  EXPECT_EQ(catch_error([&] { e_->authenticate(pk.api_key); }).code, ErrorCode::kUnauthenticated);
-  // `other` may still answer from its cache, but not past the TTL.
+  a.revoke(pk.partner.id);
+  EXPECT_EQ(catch_error([&] { a.authenticate(pk.api_key); }).code, ErrorCode::kUnauthenticated);
+  // b may still answer from its cache, but not past the TTL.
   for (;;) {
-    Caught c = catch_error([&] { other->authenticate(pk.api_key); });
+    Caught c = catch_error([&] { b.authenticate(pk.api_key); });
     const auto waited = std::chrono::steady_clock::now() - revoked_at;
     if (c.thrown) {
       EXPECT_EQ(c.code, ErrorCode::kUnauthenticated);
@@ -190,6 +196,7 @@ TEST_F(PartnersTest, RevocationReachesOtherEnginesWithinTheTtl) {
     ASSERT_LT(waited, std::chrono::milliseconds(kTtlMs + 200)) << "revoked key still accepted past the TTL";
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
+  EXPECT_EQ(b.counters().db_queries, 2u);  // the first lookup, and the one after the TTL
 }
 
 TEST_F(PartnersTest, BadNamesAndOptions) {
