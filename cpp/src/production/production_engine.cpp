@@ -180,6 +180,7 @@ class ProductionEngine final : public Engine {
     Campaign c;
     {
       std::lock_guard lock(ctl_pg_mu_);
+      ping_ctl_pg_locked();  // an INSERT is not repeated blindly: find a dead connection first
       c = pgstore::insert_campaign(ctl_pg_, spec, now_us());
     }
     auto entry = std::make_shared<CampaignEntry>(c, options_.key_prefix);
@@ -201,8 +202,7 @@ class ProductionEngine final : public Engine {
 
   std::vector<Campaign> list_campaigns(int64_t partner_id) override {
     check_open();
-    std::lock_guard lock(ctl_pg_mu_);
-    return pgstore::list_campaigns(ctl_pg_, partner_id);
+    return ctl_read([&] { return pgstore::list_campaigns(ctl_pg_, partner_id); });
   }
 
   // ---- issuance ------------------------------------------------------------------------------
@@ -250,8 +250,7 @@ class ProductionEngine final : public Engine {
   CampaignStats campaign_stats(int64_t campaign_id) override {
     check_open();
     entry_for(campaign_id);
-    std::lock_guard lock(ctl_pg_mu_);
-    return pgstore::stats(ctl_pg_, campaign_id);
+    return ctl_read([&] { return pgstore::stats(ctl_pg_, campaign_id); });
   }
 
   bool drain(double timeout_s) override {
@@ -267,6 +266,7 @@ class ProductionEngine final : public Engine {
     rep.campaign_id = campaign_id;
     std::lock_guard rlock(ctl_redis_mu_);
     std::lock_guard plock(ctl_pg_mu_);
+    ping_ctl_pg_locked();
     // 1. Re-drive: whatever is still in the grant log goes into the table (idempotently), and
     //    is acknowledged and removed from the log once it is there.
     std::vector<writer::LogEntry> log;
@@ -393,6 +393,28 @@ class ProductionEngine final : public Engine {
     if (closed_ || stopping_) throw Error(ErrorCode::kClosed, "the engine is closed");
   }
 
+  // A read on the control connection. A connection that died while idle (a server restart)
+  // is only noticed when used: a read is safe to repeat once on a fresh connection.
+  template <typename Fn>
+  auto ctl_read(Fn&& fn) -> decltype(fn()) {
+    std::lock_guard lock(ctl_pg_mu_);
+    try {
+      return fn();
+    } catch (const pg::PgError& e) {
+      if (!e.connection_lost()) throw;
+    }
+    return fn();
+  }
+
+  void ping_ctl_pg_locked() {
+    try {
+      ctl_pg_.exec("SELECT 1");
+    } catch (const pg::PgError& e) {
+      if (!e.connection_lost()) throw;
+      ctl_pg_.exec("SELECT 1");
+    }
+  }
+
   std::shared_ptr<CampaignEntry> entry_for(int64_t campaign_id) {
     const std::string not_found = "campaign " + std::to_string(campaign_id) + " not found";
     if (campaign_id <= 0 || campaign_id > limits::kCampaignIdMax) throw_not_found(not_found);
@@ -400,11 +422,7 @@ class ProductionEngine final : public Engine {
       std::lock_guard lock(campaigns_mu_);
       if (auto it = campaigns_.find(campaign_id); it != campaigns_.end()) return it->second;
     }
-    std::optional<Campaign> c;
-    {
-      std::lock_guard lock(ctl_pg_mu_);
-      c = pgstore::find_campaign(ctl_pg_, campaign_id);
-    }
+    std::optional<Campaign> c = ctl_read([&] { return pgstore::find_campaign(ctl_pg_, campaign_id); });
     if (!c) throw_not_found(not_found);
     auto entry = std::make_shared<CampaignEntry>(std::move(*c), options_.key_prefix);
     std::lock_guard lock(campaigns_mu_);
@@ -431,11 +449,7 @@ class ProductionEngine final : public Engine {
   // The mirror is missing (Redis lost it, or create could not reach Redis): rebuild it from
   // the store. Holders first, the meta hash last: until it exists the script refuses.
   void restore_mirror(redis::RedisConn& conn, HelperScripts& scripts, const CampaignEntry& e) {
-    pgstore::Holdings h;
-    {
-      std::lock_guard lock(ctl_pg_mu_);
-      h = pgstore::holdings(ctl_pg_, e.campaign.id);
-    }
+    pgstore::Holdings h = ctl_read([&] { return pgstore::holdings(ctl_pg_, e.campaign.id); });
     for (std::size_t off = 0; off < h.holders.size(); off += kRestorePairsPerCall) {
       redis::Args a;
       for (std::size_t i = off; i < std::min(h.holders.size(), off + kRestorePairsPerCall); ++i) {

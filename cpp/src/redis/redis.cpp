@@ -2,6 +2,8 @@
 #include "redis/redis.hpp"
 
 #include <hiredis/hiredis.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/time.h>
 
 #include <algorithm>
@@ -56,6 +58,42 @@ bool parse_int(std::string_view s, int* out) {
 }
 
 bool starts_with(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
+
+// hiredis 0.14 writes with write(2): a peer that closed the socket (CLIENT KILL, a restart)
+// raises SIGPIPE, which kills the process by default. Like libpq, block it in this thread
+// around our socket I/O and swallow one that we caused.
+class SigpipeGuard {
+ public:
+  SigpipeGuard() {
+    sigset_t pipe_only;
+    sigemptyset(&pipe_only);
+    sigaddset(&pipe_only, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_only, &old_);
+    sigset_t pending;
+    sigpending(&pending);
+    was_pending_ = sigismember(&pending, SIGPIPE) == 1;
+  }
+  ~SigpipeGuard() {
+    if (!was_pending_) {
+      sigset_t pending;
+      sigpending(&pending);
+      if (sigismember(&pending, SIGPIPE) == 1) {
+        sigset_t pipe_only;
+        sigemptyset(&pipe_only);
+        sigaddset(&pipe_only, SIGPIPE);
+        const timespec zero{0, 0};
+        sigtimedwait(&pipe_only, nullptr, &zero);
+      }
+    }
+    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+  }
+  SigpipeGuard(const SigpipeGuard&) = delete;
+  SigpipeGuard& operator=(const SigpipeGuard&) = delete;
+
+ private:
+  sigset_t old_;
+  bool was_pending_ = false;
+};
 
 }  // namespace
 
@@ -272,6 +310,7 @@ Reply RedisConn::command(const Args& args) {
   ensure_connected();
   if (unread_ != 0) throw Error(ErrorCode::kInternal, "redis: command() with pipelined replies unread");
   std::vector<const char*> argv = args.argv();
+  SigpipeGuard guard;
   void* raw = redisCommandArgv(ctx_, static_cast<int>(args.size()), argv.data(), args.lens().data());
   if (!raw) fail("command failed");
   return Reply(static_cast<redisReply*>(raw));
@@ -296,7 +335,12 @@ Reply RedisConn::read_reply() {
   if (!ctx_) throw Error(ErrorCode::kUnavailable, "redis " + url_.redacted() + ": connection lost");
   if (unread_ == 0) throw Error(ErrorCode::kInternal, "redis: read_reply() with nothing pipelined");
   void* raw = nullptr;
-  if (redisGetReply(ctx_, &raw) != REDIS_OK || !raw) fail("reading a reply");
+  int rc;
+  {
+    SigpipeGuard guard;
+    rc = redisGetReply(ctx_, &raw);
+  }
+  if (rc != REDIS_OK || !raw) fail("reading a reply");
   --unread_;
   return Reply(static_cast<redisReply*>(raw));
 }
