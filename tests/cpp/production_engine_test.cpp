@@ -157,6 +157,38 @@ TEST_F(ProductionEngineTest, BigIssueManySpansSeveralLuaCalls) {
   EXPECT_EQ(e->campaign_stats(c.id).rows, 1000);
 }
 
+TEST_F(ProductionEngineTest, ConcurrentCampaignsArePipelinedAndWrittenApart) {
+  options_.writer.streams_per_read_max = 2;  // the writer rotates over more streams than one read takes
+  auto e = open();
+  constexpr int kCampaigns = 5;
+  constexpr int kPerCampaign = 200;
+  std::vector<Campaign> cs;
+  for (int i = 0; i < kCampaigns; ++i) cs.push_back(e->create_campaign(spec(kPerCampaign)));
+  std::vector<std::thread> threads;
+  std::vector<std::set<uint32_t>> seqs(kCampaigns);
+  std::mutex mu;
+  for (int t = 0; t < 10; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerCampaign / 2; ++i) {
+        const int ci = (t + i) % kCampaigns;
+        IssueResult r = e->issue(cs[ci].id, req("t" + std::to_string(t) + "-" + std::to_string(i)));
+        ASSERT_EQ(r.status, IssueStatus::kIssued);
+        ASSERT_EQ(r.coupon_id, make_coupon_id(cs[ci].id, r.seq));
+        std::lock_guard lock(mu);
+        EXPECT_TRUE(seqs[ci].insert(r.seq).second);
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  ASSERT_TRUE(e->drain(20));
+  for (int i = 0; i < kCampaigns; ++i) {
+    EXPECT_EQ(seqs[i].size(), static_cast<std::size_t>(kPerCampaign));
+    CampaignStats st = e->campaign_stats(cs[i].id);
+    EXPECT_EQ(st.rows, kPerCampaign);
+    EXPECT_EQ(st.max_seq, kPerCampaign);
+  }
+}
+
 TEST_F(ProductionEngineTest, SoldOutIsAnsweredWithoutARoundTripAndHoldersStillHear) {
   auto e = open();
   Campaign c = e->create_campaign(spec(2, 2));

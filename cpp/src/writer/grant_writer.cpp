@@ -23,6 +23,7 @@ constexpr std::size_t kDeadLetterFieldsMax = 16;     // original field pairs cop
 constexpr std::size_t kDeadLetterValueBytesMax = 1024;
 constexpr std::size_t kReasonBytesMax = 500;
 constexpr std::size_t kCampaignsMax = 100'000;       // campaign streams one writer follows
+constexpr int64_t kWriterStatementTimeoutMs = 30'000;
 
 bool to_i64(std::string_view s, int64_t* v) {
   if (s.empty()) return false;
@@ -159,6 +160,7 @@ GrantWriter::GrantWriter(WriterShared& shared, std::string consumer)
         o.connect_now = false;
         o.connect_timeout_s = 2;
         o.application_name = "couponcore-writer";
+        o.statement_timeout_ms = kWriterStatementTimeoutMs;  // a hung server is a failure, not a hang
         return o;
       }()),
       ack_script_(redis::kAckLua),
@@ -198,13 +200,17 @@ void GrantWriter::read_new(std::vector<StreamBatch>& out) {
   }
   const std::size_t n = std::min(streams_.size(), sh_.options.streams_per_read_max);
   if (read_window_ >= streams_.size()) read_window_ = 0;
+  // With more streams than one read takes, the windows rotate without blocking, and only the
+  // first window of a rotation blocks: a grant waits at most one rotation plus one block.
+  const bool block = read_window_ == 0;
   std::vector<const redis::CampaignKeys*> chosen;
   for (std::size_t k = 0; k < n; ++k) chosen.push_back(&streams_[(read_window_ + k) % streams_.size()]);
   read_window_ = (read_window_ + n) % streams_.size();
 
   redis::Args a{"XREADGROUP", "GROUP"};
   a.add(redis::kWriterGroup).add(consumer_).add("COUNT").add(static_cast<int64_t>(sh_.options.read_count_max));
-  a.add("BLOCK").add(sh_.options.block_ms).add("STREAMS");
+  if (block) a.add("BLOCK").add(sh_.options.block_ms);
+  a.add("STREAMS");
   for (const auto* k : chosen) a.add(k->grants);
   for (std::size_t k = 0; k < chosen.size(); ++k) a.add(">");
   redis::Reply r = redis_.command(a);
