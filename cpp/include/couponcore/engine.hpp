@@ -211,7 +211,9 @@ struct ProductionOptions {
   int64_t redis_command_timeout_ms = 5'000;
   int64_t redis_backoff_max_ms = 1'000;
   int gate_retries_max = 2;          // re-sends of a batch whose reply was lost (request ids only)
-  std::string client_name = "couponcore";  // CLIENT SETNAME base: <name>-gate, <name>-writer
+  std::string client_name = "couponcore";  // CLIENT SETNAME base: <name>-gate, -ctl, -writer
+  // close() gives the in-process writers this long to put the log into PostgreSQL.
+  int64_t close_drain_timeout_ms = 5'000;
   WriterOptions writer;
 };
 
