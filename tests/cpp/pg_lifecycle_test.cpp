@@ -144,9 +144,9 @@ TEST_F(PgLifecycleTest, ValidityIsFixedAtIssueByTheTrigger) {
   EXPECT_FALSE(n.valid_until_us.has_value());
   // A writer that sets it itself is left alone.
   conn_->exec("INSERT INTO coupons (id, campaign_id, seq, user_id, user_ordinal, issued_at_us, valid_until_us)"
-              " VALUES ($1, $2, 2, $3, 1, $4, 42)",
+              " VALUES ($1, $2, 2, $3, 1, $4::bigint, $4::bigint + 42)",
               pg::Params().add(make_coupon_id(rel, 2)).add(rel).add(unique("w")).add(issued));
-  EXPECT_EQ(life_->coupons.get(0, make_coupon_id(rel, 2), 0).valid_until_us, 42);
+  EXPECT_EQ(life_->coupons.get(0, make_coupon_id(rel, 2), 0).valid_until_us, issued + 42);
   // The read-time check: past its validity, an issued coupon reads expired and cannot be used.
   EXPECT_EQ(life_->coupons.get(0, b.id, issued + 5).state, CouponState::kExpired);
   EXPECT_EQ(code_of([&] { use(0, b.id, user, "o", 500, issued + 5); }), ErrorCode::kConflict);

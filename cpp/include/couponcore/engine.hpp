@@ -214,6 +214,10 @@ struct ProductionOptions {
   std::string client_name = "couponcore";  // CLIENT SETNAME base: <name>-gate, -ctl, -writer
   // close() gives the in-process writers this long to put the log into PostgreSQL.
   int64_t close_drain_timeout_ms = 5'000;
+  // The coupon lifecycle and partners: a pool of PostgreSQL connections (1..256), and the
+  // authentication cache (in-process; then Redis, shared by the deployment's engines).
+  std::size_t lifecycle_conns_max = 8;
+  AuthOptions auth;
   WriterOptions writer;
 };
 

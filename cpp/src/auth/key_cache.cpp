@@ -1,6 +1,8 @@
 // The in-process authentication cache; see key_cache.hpp.
 #include "auth/key_cache.hpp"
 
+#include <algorithm>
+
 #include "auth/api_key.hpp"
 
 namespace couponcore::auth {
@@ -20,7 +22,11 @@ std::optional<std::optional<Partner>> KeyCache::get(const std::string& hash, int
 }
 
 void KeyCache::put(const std::string& hash, std::optional<Partner> partner, int64_t now_ms) {
-  if (!enabled()) return;
+  put_for(hash, std::move(partner), now_ms, ttl_ms_);
+}
+
+void KeyCache::put_for(const std::string& hash, std::optional<Partner> partner, int64_t now_ms, int64_t ttl_ms) {
+  if (!enabled() || ttl_ms <= 0) return;
   std::lock_guard lock(mu_);
   const uint64_t generation = next_generation_++;
   auto it = entries_.find(hash);
@@ -28,7 +34,7 @@ void KeyCache::put(const std::string& hash, std::optional<Partner> partner, int6
     while (entries_.size() >= entries_max_) evict_oldest_locked();
     it = entries_.emplace(hash, Entry{}).first;
   }
-  it->second = Entry{hash, std::move(partner), now_ms + ttl_ms_, generation};
+  it->second = Entry{hash, std::move(partner), now_ms + std::min(ttl_ms, ttl_ms_), generation};
   order_.emplace_back(hash, generation);
   // Stale FIFO slots (erased or refreshed entries) are bounded too: compact when they dominate.
   if (order_.size() > 2 * entries_max_ + 16) {

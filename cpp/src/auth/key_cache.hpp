@@ -25,6 +25,9 @@ class KeyCache {
   // "no such key / revoked".
   std::optional<std::optional<Partner>> get(const std::string& key_sha256_hex, int64_t now_ms);
   void put(const std::string& key_sha256_hex, std::optional<Partner> partner, int64_t now_ms);
+  // The same, living at most ttl_ms (capped by the cache's own TTL): for answers taken from a
+  // shared cache, whose entry is already partly through its life.
+  void put_for(const std::string& key_sha256_hex, std::optional<Partner> partner, int64_t now_ms, int64_t ttl_ms);
   void erase(const std::string& key_sha256_hex);
   std::size_t size() const;
   bool enabled() const { return ttl_ms_ > 0 && entries_max_ > 0; }

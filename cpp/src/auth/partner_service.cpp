@@ -89,7 +89,13 @@ void PartnerService::forget(const std::vector<std::string>& revoked) {
   revocation_epoch_.fetch_add(1, std::memory_order_acq_rel);
   for (const std::string& h : revoked) {
     cache_.erase(h);
-    if (shared_) shared_->erase(h);  // throws if Redis is down: the caller sees it, and retries
+    if (!shared_) continue;
+    try {
+      shared_->erase(h);
+    } catch (const Error&) {
+      // The revocation is committed; a shared entry that could not be erased dies within its
+      // TTL, the stated bound. (Failing here would invite a retry that has nothing to erase.)
+    }
   }
 }
 
@@ -124,16 +130,17 @@ Partner PartnerService::authenticate(std::string_view api_key) {
     return **hit;
   }
   if (shared_) {
-    std::optional<Partner> p;
+    std::optional<SharedKeyCache::Hit> hit;
     try {
-      p = shared_->get(hash);
+      hit = shared_->get(hash);
     } catch (const Error&) {
       // The shared cache is an optimisation: when it is down, the database answers.
     }
-    if (p) {
+    if (hit) {
       l2_hits_.fetch_add(1, std::memory_order_relaxed);
-      cache_.put(hash, *p, now_ms);
-      return *p;
+      // The local copy dies with the shared entry, so a revocation's bound stays one TTL.
+      cache_.put_for(hash, hit->partner, now_ms, hit->ttl_left_ms);
+      return hit->partner;
     }
   }
   // A rotate/revoke that commits while we read must not be undone by our cache put: forget()

@@ -27,11 +27,15 @@ namespace couponcore::auth {
 
 // A cache shared by engines (production: Redis, keys under the deployment's prefix). Holds
 // positive answers only, with a TTL; must be thread-safe. Failures may throw: authentication
-// then falls through to the database.
+// then falls through to the database, and a failed erase is bounded by the entry's TTL.
 class SharedKeyCache {
  public:
+  struct Hit {
+    Partner partner;
+    int64_t ttl_left_ms = 0;  // what remains of the entry's life: the local copy lives no longer
+  };
   virtual ~SharedKeyCache() = default;
-  virtual std::optional<Partner> get(const std::string& key_sha256_hex) = 0;
+  virtual std::optional<Hit> get(const std::string& key_sha256_hex) = 0;
   virtual void put(const std::string& key_sha256_hex, const Partner& partner, int64_t ttl_ms) = 0;
   virtual void erase(const std::string& key_sha256_hex) = 0;
 };

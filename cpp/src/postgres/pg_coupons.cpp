@@ -195,4 +195,18 @@ bool PgCouponStore::set_campaign_quantity(int64_t partner_id, int64_t campaign_i
                  " is below the coupons already issued");
 }
 
+std::optional<PgCouponStore::CampaignRules> PgCouponStore::lock_campaign_rules(pg::Conn& conn, int64_t partner_id,
+                                                                              int64_t campaign_id) {
+  pg::Result r = conn.exec_prepared("lc_campaign_lock",
+                                    "SELECT state, quantity FROM campaigns WHERE id = $1 AND partner_id = $2 FOR UPDATE",
+                                    pg::Params().add(campaign_id).add(partner_id));
+  if (r.rows() == 0) return std::nullopt;
+  return CampaignRules{static_cast<CampaignState>(r.i64(0, 0)), r.i64(0, 1)};
+}
+
+void PgCouponStore::write_campaign_rules(pg::Conn& conn, int64_t campaign_id, const CampaignRules& rules) {
+  conn.exec_prepared("lc_campaign_write_rules", "UPDATE campaigns SET state = $1, quantity = $2 WHERE id = $3",
+                     pg::Params().add(static_cast<int64_t>(rules.state)).add(rules.quantity).add(campaign_id));
+}
+
 }  // namespace couponcore

@@ -51,6 +51,16 @@ class PgCouponStore final : public CouponStore {
   bool set_campaign_state(int64_t partner_id, int64_t campaign_id, CampaignState state);
   bool set_campaign_quantity(int64_t partner_id, int64_t campaign_id, int64_t quantity);
 
+  // The same inside a caller's transaction, for an engine that must change the gate between
+  // the lock and the commit: the row lock (FOR UPDATE) serialises rule changes of one campaign
+  // across processes. nullopt: no such campaign for partner_id.
+  struct CampaignRules {
+    CampaignState state = CampaignState::kActive;
+    int64_t quantity = 0;
+  };
+  static std::optional<CampaignRules> lock_campaign_rules(pg::Conn& conn, int64_t partner_id, int64_t campaign_id);
+  static void write_campaign_rules(pg::Conn& conn, int64_t campaign_id, const CampaignRules& rules);
+
  private:
   pg::ConnPool& pool_;
   Options options_;

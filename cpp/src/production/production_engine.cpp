@@ -30,12 +30,28 @@
 // the true answer. Any other submission gets kUnavailable; what it was granted, if anything,
 // is in the grant log and lands in PostgreSQL like every grant (a retry says ALREADY_ISSUED).
 //
-// Sold out: when a reply shows issued >= quantity, the I/O thread reads the holder hash once
-// (HSCAN) and from then on callers are answered in their own thread with no round trip:
-// NOT_OPEN / ENDED by state and window, ALREADY_ISSUED for holders at their limit, SOLD_OUT
-// otherwise. A holder's request carrying a request id still goes to Redis, where its
+// Sold out: when a reply shows issued >= quantity, the I/O thread reads the mirror and the
+// holder hash (HSCAN) and from then on callers are answered in their own thread with no round
+// trip: NOT_OPEN / ENDED by state and window, ALREADY_ISSUED for holders at their limit,
+// SOLD_OUT otherwise. A holder's request carrying a request id still goes to Redis, where its
 // remembered ISSUED answer lives. (Known difference: a non-holder retrying, after the sell-out,
-// a request id first answered NOT_OPEN gets SOLD_OUT.)
+// a request id first answered NOT_OPEN gets SOLD_OUT.) The fast path lives kFastPathRecheckMs:
+// then one request goes to Redis again, and the path is re-armed from the mirror (the holders
+// are re-read only if issued or quantity changed). So another process's pause or quantity raise
+// reaches this one within kFastPathRecheckMs; this process's own rule changes disarm it at once.
+//
+// Campaign rules (pause / resume / close / set_quantity): one PostgreSQL transaction locks the
+// campaign row (FOR UPDATE: rule changes of a campaign queue across processes), writes the new
+// rules, applies them to the Redis mirror in one Lua call that refuses a quantity below the
+// gate's counter (which includes grants still in the log), then commits. If the commit's
+// outcome is lost after Redis applied the change, the caller gets kUnavailable and a retry (the
+// same call) brings both to the same rules.
+//
+// Coupon lifecycle and partners (postgres/pg_lifecycle.hpp): a pool of PostgreSQL connections
+// for use / cancel / queries / expiry / partners; authentication through the in-process cache,
+// then a Redis cache shared by every engine of the deployment (redis/auth_cache.hpp), then
+// PostgreSQL. A coupon whose grant is still in the log (seq <= the mirror's counter, no row yet)
+// is kUnavailable ("not yet usable, retry"), never kNotFound.
 #include <hiredis/hiredis.h>
 
 #include <algorithm>
@@ -52,10 +68,13 @@
 #include "couponcore/error.hpp"
 #include "couponcore/limits.hpp"
 #include "couponcore/worker.hpp"
+#include "coupons/coupon_service.hpp"
 #include "gate/campaign_gate.hpp"
 #include "postgres/coupon_store.hpp"
 #include "postgres/migrations.hpp"
 #include "postgres/pg.hpp"
+#include "postgres/pg_lifecycle.hpp"
+#include "redis/auth_cache.hpp"
 #include "redis/keys.hpp"
 #include "redis/redis.hpp"
 #include "redis/scripts.hpp"
@@ -73,6 +92,7 @@ constexpr std::size_t kReconcileLogEntriesMax = 1'000'000;
 constexpr std::size_t kXrangePage = 1'000;
 constexpr std::size_t kMissingSeqsSampleMax = 100;
 constexpr int kSendRoundsMax = 3;  // NOSCRIPT / NOCAMPAIGN re-sends within one cycle
+constexpr int64_t kFastPathRecheckMs = 1'000;  // the sold-out fast path's life between checks
 
 void check_requests(const std::vector<IssueRequest>& requests) {
   if (requests.size() > limits::kIssueBatchMax) {
@@ -101,6 +121,10 @@ void check_options(const ProductionOptions& o) {
   if (o.redis_connect_timeout_ms < 1 || o.redis_command_timeout_ms < 1) throw_invalid("redis timeouts must be positive");
   if (o.gate_retries_max < 0 || o.gate_retries_max > 10) throw_invalid("gate_retries_max must be 0..10");
   if (o.close_drain_timeout_ms < 0) throw_invalid("close_drain_timeout_ms must not be negative");
+  if (o.lifecycle_conns_max < 1 || o.lifecycle_conns_max > pg::ConnPool::kConnsMax) {
+    throw_invalid("lifecycle_conns_max must be 1.." + std::to_string(pg::ConnPool::kConnsMax));
+  }
+  auth::check_auth_options(o.auth);
   writer::check_writer_options(o.writer);
 }
 
@@ -108,14 +132,26 @@ std::exception_ptr unavailable(const std::string& m) { return std::make_exceptio
 
 struct CampaignEntry {
   CampaignEntry(Campaign c, std::string_view prefix) : campaign(std::move(c)), keys(prefix, campaign.id) {}
-  const Campaign campaign;
+  // Fixed for life except state and spec.quantity (the campaign rules), which change under
+  // fast_mu; snapshot() reads them there.
+  Campaign campaign;
   const redis::CampaignKeys keys;
   // I/O thread only.
-  bool sold_out_seen = false;
-  // The fast path: holders is complete once sold_out_local is set (and then never changes).
-  std::atomic<bool> sold_out_local{false};
-  std::mutex fast_mu;
+  bool publish_queued = false;
+  // The fast path answers while steady_ms() < fast_until_ms; holders is complete for the
+  // (issued, quantity) it was read at. rules_version counts this process's rule changes, so an
+  // arm that raced one is dropped.
+  std::atomic<int64_t> fast_until_ms{0};
+  std::atomic<uint64_t> rules_version{0};
+  mutable std::mutex fast_mu;
   StringMap<uint32_t> holders;
+  int64_t armed_issued = -1;    // with fast_mu
+  int64_t armed_quantity = -1;  // with fast_mu
+  Campaign snapshot() const {
+    std::lock_guard lock(fast_mu);
+    return campaign;
+  }
+  bool fast_path_live() const { return redis::steady_ms() < fast_until_ms.load(std::memory_order_acquire); }
 };
 
 // The helper scripts, one set per connection (a Script caches its sha; not shared across threads).
@@ -123,6 +159,7 @@ struct HelperScripts {
   redis::Script mirror{redis::kMirrorLua};
   redis::Script holders{redis::kHoldersMaxLua};
   redis::Script ack{redis::kAckLua};
+  redis::Script rules{redis::kRulesLua};
 };
 
 struct Pending {
@@ -177,6 +214,7 @@ class ProductionEngine final : public Engine {
   Campaign create_campaign(const CampaignSpec& spec) override {
     check_open();
     check_campaign_spec(spec);
+    if (!life_.partners.exists(spec.partner_id)) throw_not_found("partner " + std::to_string(spec.partner_id) + " not found");
     Campaign c;
     {
       std::lock_guard lock(ctl_pg_mu_);
@@ -195,9 +233,17 @@ class ProductionEngine final : public Engine {
     return c;
   }
 
+  // The record, from PostgreSQL: another process may have changed the rules. PostgreSQL
+  // unreachable: this process's view.
   Campaign get_campaign(int64_t campaign_id) override {
     check_open();
-    return entry_for(campaign_id)->campaign;
+    std::shared_ptr<CampaignEntry> entry = entry_for(campaign_id);
+    try {
+      if (std::optional<Campaign> c = ctl_read([&] { return pgstore::find_campaign(ctl_pg_, campaign_id); })) return *c;
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::kUnavailable) throw;
+    }
+    return entry->snapshot();
   }
 
   std::vector<Campaign> list_campaigns(int64_t partner_id) override {
@@ -216,7 +262,7 @@ class ProductionEngine final : public Engine {
       run_batch_end_hook();
       return;
     }
-    if (entry->sold_out_local.load(std::memory_order_acquire)) {
+    if (entry->fast_path_live()) {
       std::vector<IssueResult> results;
       if (answer_locally(*entry, requests, &results)) {
         count(results, /*fast=*/true);
@@ -341,6 +387,84 @@ class ProductionEngine final : public Engine {
     return rep;
   }
 
+  // ---- campaign rules ------------------------------------------------------------------------
+
+  int64_t campaign_partner(int64_t campaign_id) override {
+    check_open();
+    return entry_for(campaign_id)->campaign.spec.partner_id;  // immutable: no lock needed
+  }
+
+  Campaign pause_campaign(int64_t partner_id, int64_t campaign_id) override {
+    return change_rules(partner_id, campaign_id, CampaignState::kPaused, std::nullopt);
+  }
+  Campaign resume_campaign(int64_t partner_id, int64_t campaign_id) override {
+    return change_rules(partner_id, campaign_id, CampaignState::kActive, std::nullopt);
+  }
+  Campaign close_campaign(int64_t partner_id, int64_t campaign_id) override {
+    return change_rules(partner_id, campaign_id, CampaignState::kClosed, std::nullopt);
+  }
+  Campaign set_campaign_quantity(int64_t partner_id, int64_t campaign_id, int64_t quantity) override {
+    if (quantity <= 0 || quantity > limits::kQuantityMax) {
+      throw_invalid("quantity must be 1.." + std::to_string(limits::kQuantityMax) + ", got " + std::to_string(quantity));
+    }
+    return change_rules(partner_id, campaign_id, std::nullopt, quantity);
+  }
+
+  // ---- coupon lifecycle ----------------------------------------------------------------------
+
+  UseResult use_coupon(int64_t partner_id, const UseRequest& request) override {
+    check_open();
+    return life_.coupons.use(partner_id, request, now_us());
+  }
+  Coupon cancel_coupon_use(int64_t partner_id, int64_t coupon_id, const std::string& order_id) override {
+    check_open();
+    return life_.coupons.cancel_use(partner_id, coupon_id, order_id, now_us());
+  }
+  Coupon get_coupon(int64_t partner_id, int64_t coupon_id) override {
+    check_open();
+    return life_.coupons.get(partner_id, coupon_id, now_us());
+  }
+  CouponPage list_user_coupons(int64_t partner_id, const CouponQuery& query) override {
+    check_open();
+    return life_.coupons.list_for_user(partner_id, query, now_us());
+  }
+  CouponCounts coupon_counts(int64_t partner_id, int64_t campaign_id) override {
+    check_open();
+    return life_.coupons.counts(partner_id, campaign_id, now_us());
+  }
+  ExpireReport expire_coupons(int64_t now, int64_t chunk_rows, int64_t chunks_max) override {
+    check_open();
+    return life_.coupons.expire(now, chunk_rows, chunks_max);
+  }
+
+  // ---- partners ------------------------------------------------------------------------------
+
+  PartnerKey create_partner(const std::string& name) override {
+    check_open();
+    return life_.partners.create(name);
+  }
+  PartnerKey rotate_partner_key(int64_t partner_id) override {
+    check_open();
+    return life_.partners.rotate(partner_id);
+  }
+  Partner revoke_partner_keys(int64_t partner_id) override {
+    check_open();
+    return life_.partners.revoke(partner_id);
+  }
+  Partner get_partner(int64_t partner_id) override {
+    check_open();
+    return life_.partners.get(partner_id);
+  }
+  std::vector<Partner> list_partners(int64_t after_partner_id, int32_t limit) override {
+    check_open();
+    return life_.partners.list(after_partner_id, limit);
+  }
+  Partner authenticate(std::string_view api_key) override {
+    check_open();
+    return life_.partners.authenticate(api_key);
+  }
+  AuthCounters auth_counters() const override { return life_.partners.counters(); }
+
   EngineCounters counters() const override {
     EngineCounters k;
     {
@@ -432,12 +556,13 @@ class ProductionEngine final : public Engine {
   // Creates or refreshes the campaign's mirror hash, its stream and consumer group, and lists
   // it for the writers. `issued_if_new` starts the counter when the mirror is new.
   void mirror(redis::RedisConn& conn, HelperScripts& scripts, const CampaignEntry& e, int64_t issued_if_new) {
-    const CampaignSpec& s = e.campaign.spec;
+    const Campaign c = e.snapshot();
+    const CampaignSpec& s = c.spec;
     redis::Args a;
     a.add(s.quantity).add(int64_t{s.per_user_limit});
     a.add(s.starts_at_us ? std::to_string(*s.starts_at_us) : std::string());
     a.add(s.ends_at_us ? std::to_string(*s.ends_at_us) : std::string());
-    a.add(static_cast<int64_t>(e.campaign.state)).add(issued_if_new);
+    a.add(static_cast<int64_t>(c.state)).add(issued_if_new);
     redis::check_reply(redis::eval(conn, scripts.mirror, {e.keys.meta}, a), "mirror campaign");
     redis::Reply g = conn.command(
         redis::Args{"XGROUP", "CREATE"}.add(e.keys.grants).add(redis::kWriterGroup).add("0").add("MKSTREAM"));
@@ -447,8 +572,14 @@ class ProductionEngine final : public Engine {
   }
 
   // The mirror is missing (Redis lost it, or create could not reach Redis): rebuild it from
-  // the store. Holders first, the meta hash last: until it exists the script refuses.
-  void restore_mirror(redis::RedisConn& conn, HelperScripts& scripts, const CampaignEntry& e) {
+  // the store. Holders first, the meta hash last: until it exists the script refuses. The
+  // rules come from the store too (another process may have changed them).
+  void restore_mirror(redis::RedisConn& conn, HelperScripts& scripts, CampaignEntry& e) {
+    if (std::optional<Campaign> fresh = ctl_read([&] { return pgstore::find_campaign(ctl_pg_, e.campaign.id); })) {
+      std::lock_guard lock(e.fast_mu);
+      e.campaign.state = fresh->state;
+      e.campaign.spec.quantity = fresh->spec.quantity;
+    }
     pgstore::Holdings h = ctl_read([&] { return pgstore::holdings(ctl_pg_, e.campaign.id); });
     for (std::size_t off = 0; off < h.holders.size(); off += kRestorePairsPerCall) {
       redis::Args a;
@@ -611,8 +742,8 @@ class ProductionEngine final : public Engine {
       counters_.batches++;
       counters_.commits++;
     }
-    if (issued >= quantity && !call.campaign->sold_out_seen) {
-      call.campaign->sold_out_seen = true;
+    if (issued >= quantity && !call.campaign->publish_queued) {
+      call.campaign->publish_queued = true;
       sold_out_now_.push_back(call.campaign);
     }
   }
@@ -740,21 +871,49 @@ class ProductionEngine final : public Engine {
     }
   }
 
-  // Reads the holders of campaigns that just sold out and turns their fast path on.
+  // Arms (or re-arms) the fast path of campaigns whose replies showed them sold out.
   void publish_sold_out() {
     for (CampaignEntry* c : sold_out_now_) {
-      if (static_cast<std::size_t>(c->campaign.spec.quantity) > kFastPathHoldersMax) continue;
+      c->publish_queued = false;
       try {
-        StringMap<int64_t> h = scan_holders(gate_redis_, c->keys);
-        std::lock_guard lock(c->fast_mu);
-        c->holders.clear();
-        for (auto& [user, n] : h) c->holders.emplace(user, static_cast<uint32_t>(n));
-        c->sold_out_local.store(true, std::memory_order_release);
+        arm_fast_path(*c);
       } catch (const Error&) {
-        c->sold_out_seen = false;  // try again after the next reply that shows it
+        // Redis hiccup: the next reply that shows the campaign sold out tries again.
       }
     }
     sold_out_now_.clear();
+  }
+
+  // Reads the mirror (Redis's rules are the gate's truth), the holders if issued or quantity
+  // moved since they were read, and arms the fast path for kFastPathRecheckMs.
+  void arm_fast_path(CampaignEntry& c) {
+    const int64_t now = redis::steady_ms();
+    if (c.fast_until_ms.load(std::memory_order_acquire) - now > kFastPathRecheckMs / 2) return;  // fresh
+    const uint64_t version = c.rules_version.load(std::memory_order_acquire);
+    redis::Reply m = gate_redis_.command_checked(redis::Args{"HMGET"}.add(c.keys.meta).add("q").add("st").add("n"), "HMGET");
+    long long q = 0, st = 0, n = 0;
+    if (m.size() != 3 || !redis::reply_int(m.at(0), &q) || !redis::reply_int(m.at(2), &n)) return;  // no mirror
+    if (!redis::reply_int(m.at(1), &st) || st < 0 || st > 2) st = 0;
+    const bool sold_out = n >= q && static_cast<std::size_t>(q) <= kFastPathHoldersMax;
+    bool rescan = false;
+    {
+      std::lock_guard lock(c.fast_mu);
+      rescan = sold_out && (c.armed_issued != n || c.armed_quantity != q);
+    }
+    StringMap<int64_t> h;
+    if (rescan) h = scan_holders(gate_redis_, c.keys);
+    std::lock_guard lock(c.fast_mu);
+    if (c.rules_version.load(std::memory_order_acquire) != version) return;  // a local rule change won
+    c.campaign.spec.quantity = q;
+    c.campaign.state = static_cast<CampaignState>(st);
+    if (!sold_out) return;
+    if (rescan) {
+      c.holders.clear();
+      for (auto& [user, held] : h) c.holders.emplace(user, static_cast<uint32_t>(held));
+      c.armed_issued = n;
+      c.armed_quantity = q;
+    }
+    c.fast_until_ms.store(now + kFastPathRecheckMs, std::memory_order_release);
   }
 
   // Waits until every grant in the logs at the time of the call is in PostgreSQL: for each
@@ -819,6 +978,75 @@ class ProductionEngine final : public Engine {
     return redis::parse_stream_id(redis::reply_str(p.at(1)), &min_id) && min_id > target;
   }
 
+  // The campaign rules: see the file top. Closed is final; anything else may be repeated.
+  Campaign change_rules(int64_t partner_id, int64_t campaign_id, std::optional<CampaignState> state,
+                        std::optional<int64_t> quantity) {
+    check_open();
+    std::shared_ptr<CampaignEntry> entry = entry_for(campaign_id);
+    const std::string not_found = "campaign " + std::to_string(campaign_id) + " not found";
+    if (entry->campaign.spec.partner_id != partner_id) throw_not_found(not_found);
+    auto conn = life_.pool.acquire();
+    pg::Tx tx(*conn);
+    std::optional<PgCouponStore::CampaignRules> current = PgCouponStore::lock_campaign_rules(*conn, partner_id, campaign_id);
+    if (!current) throw_not_found(not_found);
+    PgCouponStore::CampaignRules next = *current;
+    if (state) next.state = *state;
+    if (quantity) next.quantity = *quantity;
+    const bool same = next.state == current->state && next.quantity == current->quantity;
+    if (current->state == CampaignState::kClosed && !same) {
+      throw_conflict("campaign " + std::to_string(campaign_id) + " is closed; closing is final");
+    }
+    PgCouponStore::write_campaign_rules(*conn, campaign_id, next);
+    apply_rules_to_gate(*entry, next);  // even when `same`: it repairs a mirror a lost commit left ahead
+    tx.commit();
+    {
+      std::lock_guard lock(entry->fast_mu);
+      entry->campaign.state = next.state;
+      entry->campaign.spec.quantity = next.quantity;
+      entry->rules_version.fetch_add(1, std::memory_order_acq_rel);
+      entry->fast_until_ms.store(0, std::memory_order_release);  // decided by Redis again
+    }
+    return entry->snapshot();
+  }
+
+  void apply_rules_to_gate(CampaignEntry& e, const PgCouponStore::CampaignRules& r) {
+    std::lock_guard lock(ctl_redis_mu_);
+    for (int attempt = 0;; ++attempt) {
+      redis::Reply rep = redis::eval(ctl_redis_, ctl_scripts_.rules, {e.keys.meta},
+                                     redis::Args{}.add(static_cast<int64_t>(r.state)).add(r.quantity));
+      if (rep.is_error() && rep.str().substr(0, 10) == "NOCAMPAIGN" && attempt == 0) {
+        restore_mirror(ctl_redis_, ctl_scripts_, e);
+        continue;
+      }
+      if (rep.is_error() && rep.str().substr(0, 11) == "BELOWISSUED") {
+        throw_conflict("campaign " + std::to_string(e.campaign.id) + ": quantity " + std::to_string(r.quantity) +
+                       " is below the " + std::string(rep.str().substr(12)) + " coupons already issued");
+      }
+      redis::check_reply(rep, "campaign rules");
+      return;
+    }
+  }
+
+  // For a coupon without a row: did the gate grant it? (Its grant is then still in the log.)
+  // No mirror (Redis lost it): it cannot be ruled out, so the answer is "retry".
+  bool gate_granted(int64_t campaign_id, uint32_t seq) {
+    redis::CampaignKeys k(options_.key_prefix, campaign_id);
+    std::lock_guard lock(ctl_redis_mu_);
+    redis::Reply r = ctl_redis_.command_checked(redis::Args{"HGET"}.add(k.meta).add("n"), "HGET");
+    long long n = 0;
+    if (!redis::reply_int(r.raw(), &n)) return true;
+    return static_cast<long long>(seq) <= n;
+  }
+
+  PgLifecycleOptions lifecycle_options() {
+    PgLifecycleOptions lo;
+    lo.conns_max = options_.lifecycle_conns_max;
+    lo.coupons.grant_pending = [this](int64_t campaign_id, uint32_t seq) { return gate_granted(campaign_id, seq); };
+    lo.auth = options_.auth;
+    lo.shared_key_cache = options_.auth.cache_ttl_ms > 0 ? &auth_cache_ : nullptr;
+    return lo;
+  }
+
   const ProductionOptions options_;
   const redis::RedisUrl redis_url_;
 
@@ -857,6 +1085,10 @@ class ProductionEngine final : public Engine {
   mutable std::mutex counters_mu_;
   EngineCounters counters_;
   std::atomic<uint64_t> gate_connects_{0};
+
+  // Last, so everything above exists when the lifecycle's hooks run.
+  redis::RedisKeyCache auth_cache_{redis_url_, redis_options("-auth"), options_.key_prefix};
+  PgLifecycle life_{options_.postgres_url, lifecycle_options()};
 };
 
 }  // namespace

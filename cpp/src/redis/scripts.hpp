@@ -7,6 +7,7 @@
 //   kHoldersMaxLua  restores holder counts from the store (keeps the larger count)
 //   kAckLua         acknowledges written grant-log entries and deletes them (the trim)
 //   kDeadLetterLua  moves one still-pending entry to the dead-letter stream with its reason
+//   kRulesLua       changes a campaign's state and quantity in its mirror (never below issued)
 #pragma once
 
 namespace couponcore::redis {
@@ -120,6 +121,20 @@ redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
 redis.call('HDEL', KEYS[3], ARGV[2])
 return 1
+)lua";
+
+// KEYS: 1 meta. ARGV: 1 state, 2 quantity. The campaign rules as one atomic step against the
+// gate's own counter, which includes grants still on their way to the store. Errors:
+// NOCAMPAIGN (no mirror: restore it, then retry), BELOWISSUED <n> (quantity below the n coupons
+// already issued; nothing changed). Reply: {issued, quantity, state} after the change.
+inline constexpr const char* kRulesLua = R"lua(
+local m = redis.call('HMGET', KEYS[1], 'q', 'n')
+if not m[1] then return redis.error_reply('NOCAMPAIGN campaign is not mirrored in Redis') end
+local n = tonumber(m[2] or '0')
+local q = tonumber(ARGV[2])
+if q < n then return redis.error_reply('BELOWISSUED ' .. n) end
+redis.call('HSET', KEYS[1], 'st', ARGV[1], 'q', ARGV[2])
+return {n, q, tonumber(ARGV[1])}
 )lua";
 
 }  // namespace couponcore::redis
