@@ -10,8 +10,13 @@
 #include <string>
 #include <vector>
 
+#include "couponcore/auth.hpp"
 #include "couponcore/types.hpp"
 #include "errors.hpp"
+
+namespace couponcore {
+class Engine;
+}
 
 namespace couponcore::py_bindings {
 
@@ -26,6 +31,13 @@ py::object status_object(IssueStatus s);
 // An IssueResult as a Python object; answers without a coupon share one object per status.
 py::object result_object(const IssueResult& r);
 py::list result_list(const std::vector<IssueResult>& results);
+// A campaign as the dict couponcore._types.Campaign is built from.
+py::dict campaign_dict(const Campaign& c);
+py::object opt(const std::optional<int64_t>& v);
+// The authentication cache options of open_*(); None keeps the default.
+AuthOptions auth_options_from(py::handle ttl_ms, py::handle entries_max);
+// The native engine behind a _core.Engine (raises Closed if closed or opened before a fork).
+Engine& engine_of(py::handle self);
 
 // Call with the GIL released.
 template <typename T>

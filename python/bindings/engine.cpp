@@ -94,44 +94,6 @@ std::vector<IssueResult> issue_blocking(Engine& e, int64_t campaign_id, std::vec
   return wait_interruptibly(future);
 }
 
-py::object opt(const std::optional<int64_t>& v) { return v ? py::object(py::int_(*v)) : py::none(); }
-
-const char* discount_kind_name(DiscountKind k) {
-  switch (k) {
-    case DiscountKind::kFixed: return "fixed";
-    case DiscountKind::kPercent: return "percent";
-    default: return "none";
-  }
-}
-
-const char* campaign_state_name(CampaignState s) {
-  switch (s) {
-    case CampaignState::kPaused: return "paused";
-    case CampaignState::kClosed: return "closed";
-    default: return "active";
-  }
-}
-
-py::dict campaign_dict(const Campaign& c) {
-  py::dict d;
-  d["id"] = c.id;
-  d["partner_id"] = c.spec.partner_id;
-  d["name"] = c.spec.name;
-  d["quantity"] = c.spec.quantity;
-  d["per_user_limit"] = c.spec.per_user_limit;
-  d["starts_at_us"] = opt(c.spec.starts_at_us);
-  d["ends_at_us"] = opt(c.spec.ends_at_us);
-  d["state"] = campaign_state_name(c.state);
-  d["discount_kind"] = discount_kind_name(c.spec.discount_kind);
-  d["discount_value"] = c.spec.discount_value;
-  d["discount_max"] = opt(c.spec.discount_max);
-  d["min_order_amount"] = c.spec.min_order_amount;
-  d["valid_until_us"] = opt(c.spec.valid_until_us);
-  d["valid_days"] = c.spec.valid_days ? py::object(py::int_(*c.spec.valid_days)) : py::none();
-  d["created_at_us"] = c.created_at_us;
-  return d;
-}
-
 std::optional<int64_t> opt_i64(py::handle o, const char* what) {
   if (o.is_none()) return std::nullopt;
   return to_i64(o, what);
@@ -173,6 +135,8 @@ CampaignSpec spec_from(py::dict d) {
 }
 
 }  // namespace
+
+Engine& engine_of(py::handle self) { return self.cast<PyEngine&>().get(); }
 
 void register_engine(py::module_& m) {
   py::class_<IssueResult>(m, "IssueResult", "The answer to one issue request.")
@@ -299,14 +263,18 @@ void register_engine(py::module_& m) {
         return d;
       });
 
-  m.def("open_embedded", [](const std::string& path, bool synchronous_full) {
+  m.def("open_embedded", [](const std::string& path, bool synchronous_full, py::object auth_cache_ttl_ms,
+                            py::object auth_cache_entries_max) {
+    EmbeddedOptions o{path, synchronous_full, {}};
+    o.auth = auth_options_from(auth_cache_ttl_ms, auth_cache_entries_max);
     std::unique_ptr<Engine> e;
     {
       py::gil_scoped_release nogil;
-      e = open_embedded(EmbeddedOptions{path, synchronous_full});
+      e = open_embedded(o);
     }
     return std::make_unique<PyEngine>(std::move(e));
-  }, py::arg("path"), py::arg("synchronous_full") = true);
+  }, py::arg("path"), py::arg("synchronous_full") = true, py::arg("auth_cache_ttl_ms") = py::none(),
+     py::arg("auth_cache_entries_max") = py::none());
 }
 
 }  // namespace couponcore::py_bindings

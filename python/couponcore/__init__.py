@@ -5,6 +5,10 @@
         c = engine.campaigns.create("drop", quantity=10_000)
         r = engine.issue(c.id, "user-42")
         r.status, r.seq                               # (Status.ISSUED, 1)
+        u = engine.coupons.use(r.coupon_id, "user-42", "order-7", order_amount=12_000)
+
+    shop = engine.partner(engine.authenticate(api_key))  # one partner's view: campaigns,
+    shop.coupons.list_for_user("user-42")               # issue, coupons of that partner only
 """
 
 from ._core import (
@@ -20,8 +24,20 @@ from ._core import (
     Unauthenticated,
     Unavailable,
 )
-from ._engine import Campaigns, Engine, open
-from ._types import Campaign, CampaignStats, Status
+from ._engine import Campaigns, Coupons, Engine, Partners, Scope, open
+from ._types import (
+    Campaign,
+    CampaignStats,
+    Coupon,
+    CouponCounts,
+    CouponPage,
+    CouponState,
+    ExpireReport,
+    Partner,
+    PartnerKey,
+    Status,
+    UseResult,
+)
 
 __version__ = "0.1.0"
 
@@ -31,16 +47,27 @@ __all__ = [
     "Campaigns",
     "Closed",
     "Conflict",
+    "Coupon",
+    "CouponCounts",
+    "CouponPage",
+    "CouponState",
+    "Coupons",
     "Engine",
     "Error",
+    "ExpireReport",
     "InsufficientFunds",
     "InternalError",
     "InvalidArgument",
     "InvalidType",
     "IssueResult",
     "NotFound",
+    "Partner",
+    "PartnerKey",
+    "Partners",
+    "Scope",
     "Status",
     "Unauthenticated",
     "Unavailable",
+    "UseResult",
     "open",
 ]

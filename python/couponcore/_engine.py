@@ -1,17 +1,45 @@
-"""The Pythonic face of the native engine: ``couponcore.open()`` returns an :class:`Engine`."""
+"""The Pythonic face of the native engine: ``couponcore.open()`` returns an :class:`Engine`.
+
+An engine is seen through a partner :class:`Scope`: everything a scope does reaches only that
+partner's campaigns and coupons, and another partner's object raises ``NotFound`` exactly like
+an unknown id. The engine itself is the scope of partner 0, the embedded default::
+
+    engine.campaigns / engine.coupons / engine.issue(...)     partner 0
+    partner = engine.authenticate(api_key)                    a Partner (or Unauthenticated)
+    shop = engine.partner(partner)                            the same API, for that partner
+    engine.partners.create("Acme") / rotate / revoke          operator calls
+    engine.expire_coupons()                                   the expiry job, every partner
+"""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 import os
+import time
 from collections.abc import Sequence
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Optional, TypeVar, Union
 
 from . import _core
-from ._types import Campaign, CampaignStats, TimeLike, to_us
+from ._types import (
+    Campaign,
+    CampaignStats,
+    Coupon,
+    CouponCounts,
+    CouponPage,
+    CouponState,
+    ExpireReport,
+    Partner,
+    PartnerKey,
+    TimeLike,
+    UseResult,
+    to_us,
+)
 
 DEFAULT_PATH = "couponcore.db"
+COUPON_PAGE_DEFAULT = 50  # limits::kCouponPageDefault; at most 1,000 (docs/limits.md)
+_OWNED_CAMPAIGNS_MAX = 10_000  # campaign ids a scope remembers as its partner's
+_SCOPES_MAX = 10_000  # partner scopes an engine keeps for reuse
 T = TypeVar("T")
 
 
@@ -20,11 +48,24 @@ async def _offload(fn: Callable[..., T], *args: Any) -> T:
     return await asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *args))
 
 
-class Campaigns:
-    """``engine.campaigns``: create, get and list campaigns."""
+def _partner_id(partner: Union[int, Partner]) -> int:
+    if isinstance(partner, Partner):
+        return partner.id
+    if isinstance(partner, bool) or not isinstance(partner, int):
+        raise _core.InvalidType(
+            f"partner must be an int or a Partner, got {type(partner).__name__}"
+        )
+    if partner < 0:
+        raise _core.InvalidArgument("partner ids are not negative")
+    return partner
 
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
+
+class Campaigns:
+    """``scope.campaigns``: create, read and steer the scope's partner's campaigns."""
+
+    def __init__(self, scope: Scope) -> None:
+        self._scope = scope
+        self._core = scope._core
 
     def create(
         self,
@@ -40,10 +81,15 @@ class Campaigns:
         min_order_amount: int = 0,
         valid_until: Optional[TimeLike] = None,
         valid_days: Optional[int] = None,
-        partner_id: int = 0,
     ) -> Campaign:
         """Create a campaign of ``quantity`` coupons, at most ``per_user_limit`` per user,
-        issued between ``starts_at`` (inclusive) and ``ends_at`` (exclusive) when given."""
+        issued between ``starts_at`` (inclusive) and ``ends_at`` (exclusive) when given.
+
+        A coupon is worth ``discount_value`` minor units (``discount_kind="fixed"``) or percent
+        (``"percent"``, 1..100, capped at ``discount_max`` when given) of an order of at least
+        ``min_order_amount``; it is valid until ``valid_until``, or for ``valid_days`` days after
+        it was issued, or forever. The campaign belongs to this scope's partner.
+        """
         spec = {
             "name": name,
             "quantity": quantity,
@@ -56,9 +102,9 @@ class Campaigns:
             "min_order_amount": min_order_amount,
             "valid_until_us": to_us(valid_until, "valid_until"),
             "valid_days": valid_days,
-            "partner_id": partner_id,
+            "partner_id": self._scope.partner_id,
         }
-        return Campaign._from_core(self._engine._core.create_campaign(spec))
+        return Campaign._from_core(self._core.create_campaign(spec))
 
     async def acreate(self, name: str, quantity: int, **kwargs: Any) -> Campaign:
         """``create`` for asyncio (runs in the loop's default executor)."""
@@ -68,37 +114,163 @@ class Campaigns:
         return await _offload(self.get, campaign_id)
 
     def get(self, campaign_id: int) -> Campaign:
-        return Campaign._from_core(self._engine._core.get_campaign(campaign_id))
+        """The campaign as recorded in the store."""
+        return Campaign._from_core(self._core.get_campaign_for(self._scope.partner_id, campaign_id))
 
-    def list(self, partner_id: int = 0) -> list[Campaign]:
-        return [Campaign._from_core(d) for d in self._engine._core.list_campaigns(partner_id)]
+    def list(self) -> list[Campaign]:
+        """The partner's campaigns, by id."""
+        return [Campaign._from_core(d) for d in self._core.list_campaigns(self._scope.partner_id)]
+
+    def pause(self, campaign_id: int) -> Campaign:
+        """Stop issuing for now (issue answers ``NOT_OPEN``). Issued coupons stay usable."""
+        return Campaign._from_core(self._core.pause_campaign(self._scope.partner_id, campaign_id))
+
+    def resume(self, campaign_id: int) -> Campaign:
+        """Issue again after a pause."""
+        return Campaign._from_core(self._core.resume_campaign(self._scope.partner_id, campaign_id))
+
+    def close(self, campaign_id: int) -> Campaign:
+        """Stop issuing for good (issue answers ``ENDED``); later rule changes raise Conflict."""
+        return Campaign._from_core(self._core.close_campaign(self._scope.partner_id, campaign_id))
+
+    def set_quantity(self, campaign_id: int, quantity: int) -> Campaign:
+        """Change the quantity while the campaign runs: never below the coupons already issued
+        (``Conflict``). Raising it reopens a sold-out campaign."""
+        return Campaign._from_core(
+            self._core.set_campaign_quantity(self._scope.partner_id, campaign_id, quantity)
+        )
 
 
-class Engine:
-    """One engine, two deployments, one API.
+class Coupons:
+    """``scope.coupons``: redeem, cancel and look up the scope's partner's coupons."""
 
-    Thread-safe: share one engine between threads; blocking calls release the GIL, and
-    concurrent callers are decided together in batches.
+    def __init__(self, scope: Scope) -> None:
+        self._scope = scope
+        self._core = scope._core
+
+    def use(self, coupon_id: int, user_id: str, order_id: str, order_amount: int) -> UseResult:
+        """Redeem ``coupon_id`` held by ``user_id`` for an order of ``order_amount`` minor units.
+
+        Checks owner, state, validity and minimum order, computes the discount and marks the
+        coupon used in one atomic step. Of two concurrent uses one wins, the other raises
+        ``Conflict``. Repeating the call with the same ``order_id`` returns the first result.
+        Raises ``NotFound`` (unknown coupon, another user's or partner's), ``Conflict`` (used,
+        expired), ``InvalidArgument`` (bad amounts, below the minimum order), ``Unavailable``
+        (production: just issued and not yet in the store; retry).
+        """
+        return UseResult._from_core(
+            self._core.use_coupon(
+                self._scope.partner_id, coupon_id, user_id, order_id, order_amount
+            )
+        )
+
+    def cancel_use(self, coupon_id: int, order_id: str) -> Coupon:
+        """Undo ``order_id``'s use: the coupon is issued again, or expired if its validity passed
+        meanwhile (see the returned state). Repeats are harmless."""
+        return Coupon._from_core(
+            self._core.cancel_coupon_use(self._scope.partner_id, coupon_id, order_id)
+        )
+
+    def get(self, coupon_id: int) -> Coupon:
+        """One coupon, with its state as of now."""
+        return Coupon._from_core(self._core.get_coupon(self._scope.partner_id, coupon_id))
+
+    def list_for_user(
+        self,
+        user_id: str,
+        state: Optional[Union[CouponState, str]] = None,
+        cursor: Optional[int] = None,
+        limit: int = COUPON_PAGE_DEFAULT,
+    ) -> CouponPage:
+        """A page of ``user_id``'s coupons (optionally in one state), by coupon id. Pass the
+        page's ``next_cursor`` as ``cursor`` for the next one; ``limit`` is 1..1,000."""
+        items, next_cursor = self._core.list_user_coupons(
+            self._scope.partner_id, user_id, state, cursor, limit
+        )
+        return CouponPage([Coupon._from_core(d) for d in items], next_cursor)
+
+    def counts(self, campaign_id: int) -> CouponCounts:
+        """The campaign's coupons by state."""
+        return CouponCounts(**self._core.coupon_counts(self._scope.partner_id, campaign_id))
+
+    async def ause(
+        self, coupon_id: int, user_id: str, order_id: str, order_amount: int
+    ) -> UseResult:
+        """``use`` for asyncio (runs in the loop's default executor)."""
+        return await _offload(self.use, coupon_id, user_id, order_id, order_amount)
+
+    async def acancel_use(self, coupon_id: int, order_id: str) -> Coupon:
+        return await _offload(self.cancel_use, coupon_id, order_id)
+
+    async def aget(self, coupon_id: int) -> Coupon:
+        return await _offload(self.get, coupon_id)
+
+
+class Partners:
+    """``engine.partners``: the operator's partner and API key management."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._core = engine._core
+
+    def create(self, name: str) -> PartnerKey:
+        """A new partner and its API key. The key is shown only here: store it now."""
+        partner, key = self._core.create_partner(name)
+        return PartnerKey(Partner._from_core(partner), key)
+
+    def rotate(self, partner: Union[int, Partner]) -> PartnerKey:
+        """A new API key for the partner; every older key stops working."""
+        p, key = self._core.rotate_partner_key(_partner_id(partner))
+        return PartnerKey(Partner._from_core(p), key)
+
+    def revoke(self, partner: Union[int, Partner]) -> Partner:
+        """Revoke every key of the partner (``rotate`` issues a new one). Takes effect at once in
+        this engine and within the auth cache TTL in every other engine."""
+        return Partner._from_core(self._core.revoke_partner_keys(_partner_id(partner)))
+
+    def get(self, partner_id: int) -> Partner:
+        return Partner._from_core(self._core.get_partner(partner_id))
+
+    def list(self, after: int = 0, limit: int = 100) -> list[Partner]:
+        """Partners by id after ``after`` (partner 0 is never listed); ``limit`` 1..1,000."""
+        return [Partner._from_core(d) for d in self._core.list_partners(after, limit)]
+
+
+class Scope:
+    """An engine seen by one partner: campaigns, issuance and coupons of that partner only.
+
+    Get one with :meth:`Engine.partner`; the engine itself is partner 0's scope.
     """
 
-    def __init__(self, core: _core.Engine) -> None:
+    def __init__(self, core: _core.Engine, partner_id: int) -> None:
         self._core = core
+        self._partner_id = partner_id
+        # Campaign ids seen to be this partner's. A campaign's partner never changes, so a hit
+        # is exact; it spares the issue hot path a native call. Bounded: cleared when full.
+        self._owned: set[int] = set()
         self.campaigns = Campaigns(self)
+        self.coupons = Coupons(self)
+
+    def _check(self, campaign_id: int) -> None:
+        """NotFound unless the campaign is this partner's (as for an unknown id)."""
+        if type(campaign_id) is int and campaign_id in self._owned:
+            return
+        self._core.check_campaign(self._partner_id, campaign_id)
+        if len(self._owned) >= _OWNED_CAMPAIGNS_MAX:
+            self._owned.clear()
+        self._owned.add(campaign_id)
 
     @property
-    def kind(self) -> str:
-        """``"embedded"`` or ``"production"``."""
-        return self._core.kind
+    def partner_id(self) -> int:
+        return self._partner_id
 
-    @property
-    def closed(self) -> bool:
-        return self._core.closed
-
-    def issue(self, campaign_id: int, user_id: str, request_id: Optional[str] = None) -> _core.IssueResult:
+    def issue(
+        self, campaign_id: int, user_id: str, request_id: Optional[str] = None
+    ) -> _core.IssueResult:
         """Ask for one coupon. Returns when the answer is final; an ISSUED answer is durable.
 
         A repeated ``request_id`` (per user) returns the first answer instead of deciding again.
         """
+        self._check(campaign_id)
         return self._core.issue(campaign_id, user_id, request_id)
 
     def issue_many(
@@ -108,12 +280,16 @@ class Engine:
         request_ids: Optional[Sequence[Optional[str]]] = None,
     ) -> list[_core.IssueResult]:
         """Decide a batch of requests for one campaign in one call, in order."""
+        self._check(campaign_id)
         return self._core.issue_many(campaign_id, user_ids, request_ids)
 
-    async def aissue(self, campaign_id: int, user_id: str, request_id: Optional[str] = None) -> _core.IssueResult:
+    async def aissue(
+        self, campaign_id: int, user_id: str, request_id: Optional[str] = None
+    ) -> _core.IssueResult:
         """``issue`` for asyncio: never blocks the event loop. Concurrent coroutines are decided
         in the same batches as threads. Cancelling the awaiting task is safe: the decision may
         still happen, and a retry with the same ``request_id`` then gets its answer."""
+        self._check(campaign_id)
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._core.submit_issue(campaign_id, user_id, request_id, loop, future)
@@ -126,20 +302,80 @@ class Engine:
         request_ids: Optional[Sequence[Optional[str]]] = None,
     ) -> list[_core.IssueResult]:
         """``issue_many`` for asyncio."""
+        self._check(campaign_id)
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._core.submit_issue_many(campaign_id, user_ids, request_ids, loop, future)
         return await future  # type: ignore[no-any-return]
 
+    def stats(self, campaign_id: int) -> CampaignStats:
+        """Rows, distinct users and seq range of the campaign's coupons in the store."""
+        self._check(campaign_id)
+        return CampaignStats(**self._core.campaign_stats(campaign_id))
+
     async def astats(self, campaign_id: int) -> CampaignStats:
         return await _offload(self.stats, campaign_id)
 
+    def __repr__(self) -> str:
+        return f"<couponcore.Scope partner={self._partner_id}>"
+
+
+class Engine(Scope):
+    """One engine, two deployments, one API. As a :class:`Scope` it is partner 0's.
+
+    Thread-safe: share one engine between threads; blocking calls release the GIL, and
+    concurrent callers are decided together in batches.
+    """
+
+    def __init__(self, core: _core.Engine) -> None:
+        super().__init__(core, 0)
+        self.partners = Partners(self)
+        self._scopes: dict[int, Scope] = {0: self}
+
+    @property
+    def kind(self) -> str:
+        """``"embedded"`` or ``"production"``."""
+        return self._core.kind
+
+    @property
+    def closed(self) -> bool:
+        return self._core.closed
+
+    def partner(self, partner: Union[int, Partner]) -> Scope:
+        """The scope of one partner (a Partner, e.g. from :meth:`authenticate`, or its id).
+        Cheap: nothing is looked up, and scopes are reused; an unknown partner's scope finds
+        nothing."""
+        pid = _partner_id(partner)
+        scope = self._scopes.get(pid)
+        if scope is None:
+            if len(self._scopes) >= _SCOPES_MAX:
+                self._scopes = {0: self}
+            scope = self._scopes[pid] = Scope(self._core, pid)
+        return scope
+
+    def authenticate(self, api_key: str) -> Partner:
+        """The partner owning ``api_key``; ``Unauthenticated`` for unknown, revoked and malformed
+        keys alike. Answered from a cache in steady state (see ``auth_counters``)."""
+        return Partner._from_core(self._core.authenticate(api_key))
+
+    def auth_counters(self) -> dict[str, int]:
+        """Authentication counters since open; ``db_queries`` counts lookups that reached the
+        database."""
+        return self._core.auth_counters()
+
+    def expire_coupons(
+        self, now: Optional[TimeLike] = None, chunk_rows: int = 1000, chunks_max: int = 1000
+    ) -> ExpireReport:
+        """The expiry job, for every partner: marks coupons whose validity has passed (by
+        ``now``, default the current time) as expired, ``chunk_rows`` (1..10,000) per short
+        transaction, at most ``chunks_max`` chunks. Run it on a schedule."""
+        now_us = to_us(now, "now")
+        if now_us is None:
+            now_us = time.time_ns() // 1000
+        return ExpireReport(**self._core.expire_coupons(now_us, chunk_rows, chunks_max))
+
     async def adrain(self, timeout_s: float = 30.0) -> bool:
         return await _offload(self.drain, timeout_s)
-
-    def stats(self, campaign_id: int) -> CampaignStats:
-        """Rows, distinct users and seq range of the campaign's coupons in the store."""
-        return CampaignStats(**self._core.campaign_stats(campaign_id))
 
     def drain(self, timeout_s: float = 30.0) -> bool:
         """Wait until every grant acknowledged so far is in the store; False on timeout."""
@@ -170,14 +406,29 @@ class Engine:
         return f"<couponcore.Engine {self._core.kind if not self.closed else ''} {state}>"
 
 
-def open(path: Optional[str] = None, *, synchronous_full: bool = True) -> Engine:  # noqa: A001
+def open(  # noqa: A001
+    path: Optional[str] = None,
+    *,
+    synchronous_full: bool = True,
+    auth_cache_ttl_s: Optional[float] = None,
+    auth_cache_entries_max: Optional[int] = None,
+) -> Engine:
     """Open the embedded engine: an in-process gate and a SQLite file (WAL, synchronous=FULL).
 
     ``path`` defaults to ``couponcore.db`` in the working directory; ``":memory:"`` keeps
-    everything in memory (nothing survives ``close()``).
+    everything in memory (nothing survives ``close()``). ``auth_cache_ttl_s`` (default 30 s, at
+    most 3,600; 0 disables) and ``auth_cache_entries_max`` (default 10,000) size the
+    authentication cache.
     """
     if path is None:
         path = DEFAULT_PATH
     if not isinstance(path, (str, os.PathLike)):
         raise _core.InvalidType(f"path must be a str or os.PathLike, got {type(path).__name__}")
-    return Engine(_core.open_embedded(os.fspath(path), synchronous_full))
+    ttl_ms = None
+    if auth_cache_ttl_s is not None:
+        if isinstance(auth_cache_ttl_s, bool) or not isinstance(auth_cache_ttl_s, (int, float)):
+            raise _core.InvalidType("auth_cache_ttl_s must be a number of seconds")
+        ttl_ms = int(round(auth_cache_ttl_s * 1000))
+    return Engine(
+        _core.open_embedded(os.fspath(path), synchronous_full, ttl_ms, auth_cache_entries_max)
+    )

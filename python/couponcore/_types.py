@@ -1,10 +1,10 @@
-"""Plain Python values of the public API: statuses, campaigns, stats."""
+"""Plain Python values of the public API: statuses, campaigns, stats, coupons, partners."""
 
 from __future__ import annotations
 
 import datetime as _dt
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
 TimeLike = Union[_dt.datetime, int, float]
@@ -96,3 +96,135 @@ class CampaignStats:
     distinct_users: int
     min_seq: int
     max_seq: int
+
+
+class CouponState(str, enum.Enum):
+    """Where a coupon is in its life. A ``str`` enum: ``coupon.state == "used"`` works too.
+
+    ``issued`` -> ``used`` (use) -> ``issued`` again (cancel_use); ``issued`` -> ``expired``
+    once its validity passes (seen at once on read; persisted by ``expire_coupons``).
+    """
+
+    ISSUED = "issued"
+    USED = "used"
+    EXPIRED = "expired"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Coupon:
+    """One issued coupon. Amounts are integers in minor units; times aware UTC datetimes."""
+
+    id: int
+    campaign_id: int
+    seq: int
+    user_id: str
+    state: CouponState
+    issued_at: _dt.datetime
+    valid_until: Optional[_dt.datetime]
+    used_order_id: Optional[str]
+    used_at: Optional[_dt.datetime]
+    order_amount: Optional[int]
+    discount_amount: Optional[int]
+
+    @classmethod
+    def _from_core(cls, d: dict[str, Any]) -> Coupon:
+        issued = from_us(d["issued_at_us"])
+        assert issued is not None
+        return cls(
+            id=d["id"],
+            campaign_id=d["campaign_id"],
+            seq=d["seq"],
+            user_id=d["user_id"],
+            state=CouponState(d["state"]),
+            issued_at=issued,
+            valid_until=from_us(d["valid_until_us"]),
+            used_order_id=d["used_order_id"],
+            used_at=from_us(d["used_at_us"]),
+            order_amount=d["order_amount"],
+            discount_amount=d["discount_amount"],
+        )
+
+
+@dataclass(frozen=True)
+class UseResult:
+    """What ``coupons.use`` answered; a repeat with the same order id returns the same."""
+
+    coupon_id: int
+    campaign_id: int
+    user_id: str
+    order_id: str
+    order_amount: int
+    discount_amount: int
+    payable_amount: int
+    used_at: _dt.datetime
+
+    @classmethod
+    def _from_core(cls, d: dict[str, Any]) -> UseResult:
+        used_at = from_us(d["used_at_us"])
+        assert used_at is not None
+        return cls(
+            coupon_id=d["coupon_id"],
+            campaign_id=d["campaign_id"],
+            user_id=d["user_id"],
+            order_id=d["order_id"],
+            order_amount=d["order_amount"],
+            discount_amount=d["discount_amount"],
+            payable_amount=d["payable_amount"],
+            used_at=used_at,
+        )
+
+
+@dataclass(frozen=True)
+class CouponPage:
+    """One page of a user's coupons, by coupon id. Pass ``next_cursor`` back as ``cursor``;
+    it is ``None`` on the last page."""
+
+    items: list[Coupon]
+    next_cursor: Optional[int]
+
+
+@dataclass(frozen=True)
+class CouponCounts:
+    """A campaign's coupons by state (an issued coupon past its validity counts as expired)."""
+
+    issued: int
+    used: int
+    expired: int
+    total: int
+
+
+@dataclass(frozen=True)
+class ExpireReport:
+    """What one run of the expiry job did. ``more``: it stopped at ``chunks_max``."""
+
+    expired: int
+    chunks: int
+    more: bool
+
+
+@dataclass(frozen=True)
+class Partner:
+    """A tenant. Partner 0 is the embedded default and holds no API keys."""
+
+    id: int
+    name: str
+    created_at: _dt.datetime
+    active_keys: int
+
+    @classmethod
+    def _from_core(cls, d: dict[str, Any]) -> Partner:
+        created = from_us(d["created_at_us"])
+        assert created is not None
+        return cls(id=d["id"], name=d["name"], created_at=created, active_keys=d["active_keys"])
+
+
+@dataclass(frozen=True)
+class PartnerKey:
+    """A partner with its API key, as ``partners.create`` / ``partners.rotate`` return it: the
+    only time the key is visible (only its SHA-256 is stored). The key is left out of repr()."""
+
+    partner: Partner
+    api_key: str = field(repr=False)
