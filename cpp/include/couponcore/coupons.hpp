@@ -79,7 +79,7 @@ struct CouponCounts {
 struct ExpireReport {
   int64_t expired = 0;  // coupons marked expired by this call
   int64_t chunks = 0;   // transactions it took
-  bool more = false;    // stopped at chunks_max with coupons left to mark
+  bool more = false;    // stopped at chunks_max after a full chunk: there may be more to mark
 };
 
 }  // namespace couponcore
