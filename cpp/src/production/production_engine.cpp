@@ -282,7 +282,7 @@ class ProductionEngine final : public Engine {
       for (auto& e : page) log.push_back(std::move(e));
       if (last) break;
     }
-    rep.log_pending = static_cast<int64_t>(log.size());
+
     std::vector<Grant> grants;
     std::vector<std::string> ids;
     for (const writer::LogEntry& e : log) {
@@ -297,6 +297,7 @@ class ProductionEngine final : public Engine {
       std::vector<Grant> chunk(grants.begin() + off, grants.begin() + end);
       pgstore::WriteOutcome w = pgstore::write_grants(ctl_pg_, chunk);
       rep.redriven += w.inserted;
+      rep.log_pending += w.inserted + static_cast<int64_t>(w.failed.size());  // not in the store before
       std::vector<bool> failed(chunk.size(), false);
       for (const auto& f : w.failed) failed[f.first] = true;
       redis::Args a;
@@ -308,7 +309,17 @@ class ProductionEngine final : public Engine {
           ++n;
         }
       }
-      if (n) redis::check_reply(redis::eval(ctl_redis_, ctl_scripts_.ack, {k.grants, k.reasons}, a), "ack");
+      if (n) {
+        redis::check_reply(redis::eval(ctl_redis_, ctl_scripts_.ack, {k.grants, k.reasons}, a), "ack");
+        // The ack trims only what the group delivered; entries re-driven before any writer
+        // saw them are in the store now, so they leave the log here.
+        redis::Args del{"XDEL"};
+        del.add(k.grants);
+        for (std::size_t i = 0; i < chunk.size(); ++i) {
+          if (!failed[i]) del.add(ids[off + i]);
+        }
+        ctl_redis_.command_checked(del, "XDEL");
+      }
     }
     // 2. The gate's view.
     redis::Reply m = ctl_redis_.command_checked(redis::Args{"HGET"}.add(k.meta).add("n"), "HGET");
