@@ -9,7 +9,11 @@
 //                                       its own unique part on top
 #pragma once
 
+#include <signal.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <chrono>
 #include <cstdlib>
@@ -76,6 +80,19 @@ inline std::string postgres_url() {
   std::mt19937_64 rng(std::random_device{}());
   std::string db = "couponcore_test_" + std::to_string(::getpid()) + "_" + std::to_string(rng() % 1000000);
   couponcore::pg::Conn admin(admin_postgres_url());
+  // Databases left by test processes that died (a crash skips the atexit drop).
+  couponcore::pg::Result stale =
+      admin.exec("SELECT datname FROM pg_database WHERE datname ~ '^couponcore_test_[0-9]+_[0-9]+$'");
+  for (int i = 0; i < stale.rows(); ++i) {
+    const std::string name(stale.text(i, 0));
+    const long pid = std::strtol(name.c_str() + std::strlen("couponcore_test_"), nullptr, 10);
+    if (pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) {
+      try {
+        admin.exec("DROP DATABASE IF EXISTS " + name + " WITH (FORCE)");
+      } catch (const couponcore::Error&) {
+      }
+    }
+  }
   admin.exec("CREATE DATABASE " + db);
   throwaway_db_name() = db;
   std::atexit(drop_throwaway_db);
