@@ -51,6 +51,7 @@
 #include "couponcore/engine.hpp"
 #include "couponcore/error.hpp"
 #include "couponcore/limits.hpp"
+#include "couponcore/metrics.hpp"
 #include "couponcore/worker.hpp"
 #include "gate/campaign_gate.hpp"
 #include "postgres/coupon_store.hpp"
@@ -66,7 +67,7 @@ namespace couponcore {
 
 namespace {
 
-constexpr std::size_t kFastPathHoldersMax = 5'000'000;   // larger campaigns always ask Redis
+constexpr std::size_t kFastPathHoldersMax = 2'000'000;   // larger campaigns always ask Redis
 constexpr int64_t kHscanCount = 10'000;
 constexpr std::size_t kRestorePairsPerCall = 1'000;
 constexpr std::size_t kReconcileLogEntriesMax = 1'000'000;
@@ -134,6 +135,7 @@ struct Pending {
   bool all_have_request_ids = false;
   bool lost = false;  // a call carrying part of it lost its reply
   int attempts = 0;
+  std::chrono::steady_clock::time_point submitted_at;
 };
 
 struct Segment {
@@ -157,6 +159,7 @@ class ProductionEngine final : public Engine {
         gate_redis_(redis_url_, redis_options("-gate")),
         gate_script_(redis::kGateLua),
         writer_shared_(o.key_prefix, redis_url_, redis_options("-writer"), o.postgres_url, o.writer, writers_stop_) {
+    writer_shared_.commit_grants = &histograms_.commit_grants;
     if (o.migrate_on_open) pg::migrate_all(ctl_pg_);
     ctl_redis_.ensure_connected();  // fail fast on a wrong URL or password
     gate_script_.load(ctl_redis_);
@@ -220,6 +223,7 @@ class ProductionEngine final : public Engine {
       std::vector<IssueResult> results;
       if (answer_locally(*entry, requests, &results)) {
         count(results, /*fast=*/true);
+        histograms_.issue_latency_seconds.observe(0, results.size());
         cb(std::move(results), nullptr);
         run_batch_end_hook();
         return;
@@ -231,6 +235,7 @@ class ProductionEngine final : public Engine {
                                           [](const IssueRequest& r) { return !r.request_id.empty(); });
     p->requests = std::move(requests);
     p->cb = std::move(cb);
+    p->submitted_at = std::chrono::steady_clock::now();
     const std::size_t n = p->requests.size();
     std::unique_lock lock(queue_mu_);
     if (!space_cv_.wait_for(lock, std::chrono::milliseconds(options_.queue_full_wait_ms), [&] {
@@ -622,6 +627,7 @@ class ProductionEngine final : public Engine {
       counters_.batches++;
       counters_.commits++;
     }
+    histograms_.batch_requests.observe(static_cast<double>(call.requests));
     if (issued >= quantity && !call.campaign->sold_out_seen) {
       call.campaign->sold_out_seen = true;
       sold_out_now_.push_back(call.campaign);
@@ -675,7 +681,11 @@ class ProductionEngine final : public Engine {
           }
         }
         if (reload) gate_script_.load(gate_redis_);
-        for (CampaignEntry* c : restore_queue_) restore_mirror(gate_redis_, gate_scripts_, *c);
+        for (CampaignEntry* c : restore_queue_) {
+          log(LogLevel::kWarning, "gate", "campaign " + std::to_string(c->campaign.id) +
+                                              " is not mirrored in Redis; rebuilding the mirror from PostgreSQL");
+          restore_mirror(gate_redis_, gate_scripts_, *c);
+        }
         restore_queue_.clear();
       } catch (const Error& e) {
         // The connection failed: everything not answered has an unknown outcome.
@@ -687,6 +697,8 @@ class ProductionEngine final : public Engine {
         }
         lost_reason_ = e.what();
         lost_after_send_ = appended || round > 0;
+        log(LogLevel::kWarning, "gate", std::string(lost_after_send_ ? "connection lost with calls in flight: " : "") +
+                                            e.what());
         restore_queue_.clear();
         return;
       }
@@ -701,6 +713,7 @@ class ProductionEngine final : public Engine {
     std::vector<Call> calls = build_calls(batch);
     send(calls);
     std::vector<std::unique_ptr<Pending>> retry;
+    const auto answered_at = std::chrono::steady_clock::now();
     for (auto& up : batch) {
       Pending& p = *up;
       if (p.lost && !p.error) {
@@ -719,6 +732,8 @@ class ProductionEngine final : public Engine {
       } else {
         count(p.results, /*fast=*/false);
       }
+      histograms_.issue_latency_seconds.observe(std::chrono::duration<double>(answered_at - p.submitted_at).count(),
+                                                p.requests.size());
       try {
         if (p.error) {
           p.cb({}, p.error);

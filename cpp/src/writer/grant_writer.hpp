@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "couponcore/engine.hpp"
+#include "couponcore/metrics.hpp"
 #include "couponcore/types.hpp"
 #include "couponcore/worker.hpp"
 #include "postgres/pg.hpp"
@@ -71,6 +72,7 @@ struct WriterShared {
   std::atomic<bool>& stop;
   CircuitBreaker breaker;
   std::atomic<uint64_t> written{0}, batches{0}, dead_lettered{0}, failures{0}, claimed{0};
+  Histogram* commit_grants = nullptr;  // grants per committed batch, when an engine keeps one
 
   WorkerStats stats() const;
 };
