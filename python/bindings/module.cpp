@@ -7,6 +7,7 @@
 namespace couponcore::py_bindings {
 void register_engine(pybind11::module_& m);
 void register_metrics(pybind11::module_& m);
+void register_production(pybind11::module_& m);
 }
 
 PYBIND11_MODULE(_core, m) {
@@ -14,4 +15,5 @@ PYBIND11_MODULE(_core, m) {
   couponcore::py_bindings::register_errors(m);
   couponcore::py_bindings::register_engine(m);
   couponcore::py_bindings::register_metrics(m);
+  couponcore::py_bindings::register_production(m);
 }

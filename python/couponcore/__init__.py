@@ -20,7 +20,7 @@ from ._core import (
     Unauthenticated,
     Unavailable,
 )
-from ._engine import Campaigns, Engine, open
+from ._engine import Campaigns, Engine, migrate, open
 from ._types import Campaign, CampaignStats, Status
 
 __version__ = "0.1.0"
@@ -42,5 +42,6 @@ __all__ = [
     "Status",
     "Unauthenticated",
     "Unavailable",
+    "migrate",
     "open",
 ]
