@@ -24,7 +24,7 @@ from ._core import (
     Unauthenticated,
     Unavailable,
 )
-from ._engine import Campaigns, Coupons, Engine, Partners, Scope, open
+from ._engine import Campaigns, Coupons, Engine, Partners, Scope, migrate, open
 from ._types import (
     Campaign,
     CampaignStats,
@@ -69,5 +69,6 @@ __all__ = [
     "Unauthenticated",
     "Unavailable",
     "UseResult",
+    "migrate",
     "open",
 ]

@@ -381,6 +381,11 @@ class Engine(Scope):
         """Wait until every grant acknowledged so far is in the store; False on timeout."""
         return self._core.drain(timeout_s)
 
+    def reconcile(self, campaign_id: int) -> dict[str, Any]:
+        """Compare the gate (Redis counter and holders) with the store's rows for a campaign,
+        re-drive grants that are in the grant log but missing from the store, and report."""
+        return self._core.reconcile(campaign_id)
+
     def counters(self) -> dict[str, Any]:
         """Monotonic counters since open (requests, issued, batches, commits, ...)."""
         return self._core.counters()
@@ -406,29 +411,80 @@ class Engine(Scope):
         return f"<couponcore.Engine {self._core.kind if not self.closed else ''} {state}>"
 
 
+def _auth_ttl_ms(auth_cache_ttl_s: Optional[float]) -> Optional[int]:
+    if auth_cache_ttl_s is None:
+        return None
+    if isinstance(auth_cache_ttl_s, bool) or not isinstance(auth_cache_ttl_s, (int, float)):
+        raise _core.InvalidType("auth_cache_ttl_s must be a number of seconds")
+    return int(round(auth_cache_ttl_s * 1000))
+
+
 def open(  # noqa: A001
     path: Optional[str] = None,
     *,
+    redis: Optional[str] = None,
+    postgres: Optional[str] = None,
+    key_prefix: str = "cc:",
+    writer_threads: int = 1,
+    migrate: bool = True,
     synchronous_full: bool = True,
     auth_cache_ttl_s: Optional[float] = None,
     auth_cache_entries_max: Optional[int] = None,
+    **options: Any,
 ) -> Engine:
-    """Open the embedded engine: an in-process gate and a SQLite file (WAL, synchronous=FULL).
+    """Open an engine. One API, two deployments:
 
-    ``path`` defaults to ``couponcore.db`` in the working directory; ``":memory:"`` keeps
-    everything in memory (nothing survives ``close()``). ``auth_cache_ttl_s`` (default 30 s, at
-    most 3,600; 0 disables) and ``auth_cache_entries_max`` (default 10,000) size the
-    authentication cache.
+    - ``couponcore.open()`` / ``couponcore.open("sale.db")``: the embedded engine, an in-process
+      gate and a SQLite file (WAL, synchronous=FULL). ``path`` defaults to ``couponcore.db`` in
+      the working directory; ``":memory:"`` keeps everything in memory.
+    - ``couponcore.open(redis="redis://host:6379/0", postgres="postgresql://.../db")``: the
+      production deployment, a Redis gate (one Lua call per batch), a Redis Stream per
+      campaign as the grant log, and PostgreSQL as the store, written by ``writer_threads``
+      native writers in this process (0 when separate ``couponcore worker`` processes write).
+      ``key_prefix`` starts every Redis key; ``migrate`` applies the schema on open. Further
+      tuning options (``answer_ttl_s``, ``gate_batch_requests_max``, ``writer_block_ms``,
+      ``lifecycle_conns_max``, ...) are passed on as keyword arguments; see docs/production.md.
+
+    Both: ``auth_cache_ttl_s`` (default 30 s, at most 3,600; 0 disables) and
+    ``auth_cache_entries_max`` (default 10,000) size the in-process authentication cache (the
+    production deployment also shares entries through Redis for the same TTL).
     """
+    if redis is not None or postgres is not None:
+        if path is not None:
+            raise _core.InvalidArgument("give either path (embedded) or redis and postgres (production)")
+        if not isinstance(redis, str) or not isinstance(postgres, str):
+            raise _core.InvalidType("the production deployment needs both redis and postgres URLs (str)")
+        for name, value in (("key_prefix", key_prefix),):
+            if not isinstance(value, str):
+                raise _core.InvalidType(f"{name} must be a str")
+        if isinstance(writer_threads, bool) or not isinstance(writer_threads, int) or not 0 <= writer_threads <= 64:
+            raise _core.InvalidArgument("writer_threads must be an int in 0..64")
+        opts = dict(options)
+        opts.update(
+            redis_url=redis,
+            postgres_url=postgres,
+            key_prefix=key_prefix,
+            writer_threads=writer_threads,
+            migrate_on_open=bool(migrate),
+            auth_cache_ttl_ms=_auth_ttl_ms(auth_cache_ttl_s),
+            auth_cache_entries_max=auth_cache_entries_max,
+        )
+        return Engine(_core.open_production(opts))
+    if options:
+        raise _core.InvalidArgument(f"unknown options for the embedded engine: {sorted(options)}")
     if path is None:
         path = DEFAULT_PATH
     if not isinstance(path, (str, os.PathLike)):
         raise _core.InvalidType(f"path must be a str or os.PathLike, got {type(path).__name__}")
-    ttl_ms = None
-    if auth_cache_ttl_s is not None:
-        if isinstance(auth_cache_ttl_s, bool) or not isinstance(auth_cache_ttl_s, (int, float)):
-            raise _core.InvalidType("auth_cache_ttl_s must be a number of seconds")
-        ttl_ms = int(round(auth_cache_ttl_s * 1000))
+    ttl_ms = _auth_ttl_ms(auth_cache_ttl_s)
     return Engine(
         _core.open_embedded(os.fspath(path), synchronous_full, ttl_ms, auth_cache_entries_max)
     )
+
+
+def migrate(postgres: str) -> int:
+    """Apply couponcore's PostgreSQL migrations (every component); returns how many ran.
+    Safe to run concurrently and repeatedly (``couponcore migrate``)."""
+    if not isinstance(postgres, str):
+        raise _core.InvalidType("postgres must be a URL (str)")
+    return _core.migrate(postgres)

@@ -1,5 +1,5 @@
 // The production path under load and under failure, on real Redis and PostgreSQL:
-//   - many threads and two gate engines (as two processes would) hammer one campaign
+//   - many threads and two gate engines hammer one campaign; so do several forked processes
 //   - the worker (a forked child running run_worker) is SIGKILLed mid-batch and restarted
 //   - the gate's Redis connection is killed (CLIENT KILL) again and again during the load
 //   - poison entries go to the dead-letter stream without blocking the others
@@ -241,6 +241,137 @@ TEST_F(ProductionChaosTest, WorkerKilledMidBatchAndRestartedLosesNothingAndDupli
   ::kill(successor, SIGTERM);
   ::waitpid(successor, &status, 0);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "worker exit status " << status;
+}
+
+// ---- several processes -----------------------------------------------------------------------
+
+// A child process: reads the campaign id from `in_fd`, opens its own engine (no writers),
+// issues from 4 threads to users drawn from a pool shared with the other processes, writes
+// "seq user" for each ISSUED answer to `out_fd`, and exits (1 on any error).
+[[noreturn]] void hammer_child(const ProductionOptions& o, int in_fd, int out_fd, int child) {
+  int rc = 0;
+  try {
+    int64_t campaign_id = 0;
+    if (::read(in_fd, &campaign_id, sizeof campaign_id) != sizeof campaign_id) ::_exit(3);
+    ProductionOptions co = o;
+    co.writer_threads = 0;
+    co.client_name += "-child" + std::to_string(child);
+    auto e = open_production(co);
+    std::mutex mu;
+    std::string out;
+    std::atomic<int> errors{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) {
+      threads.emplace_back([&, t] {
+        std::mt19937 rng(child * 100 + t);
+        for (int i = 0; i < 300; ++i) {
+          const std::string user = "pu" + std::to_string(rng() % 5000);
+          try {
+            IssueResult r = e->issue(campaign_id, req(user));
+            if (r.status == IssueStatus::kIssued) {
+              std::lock_guard lock(mu);
+              out += std::to_string(r.seq) + " " + user + "\n";
+            }
+          } catch (...) {
+            errors++;
+          }
+        }
+      });
+    }
+    for (auto& th : threads) th.join();
+    e->close();
+    for (std::size_t off = 0; off < out.size();) {
+      const ssize_t n = ::write(out_fd, out.data() + off, out.size() - off);
+      if (n <= 0) ::_exit(4);
+      off += static_cast<std::size_t>(n);
+    }
+    rc = errors.load() == 0 ? 0 : 1;
+  } catch (...) {
+    rc = 2;
+  }
+  ::_exit(rc);
+}
+
+TEST_F(ProductionChaosTest, SeveralProcessesHammerOneCampaign) {
+  constexpr int kChildren = 3;
+  constexpr int kQuantity = 2000;
+  // Fork first, while this process has no threads; the children wait for the campaign id.
+  std::vector<pid_t> pids;
+  std::vector<int> to_child, from_child;
+  for (int c = 0; c < kChildren; ++c) {
+    int in[2], out[2];
+    ASSERT_EQ(::pipe(in), 0);
+    ASSERT_EQ(::pipe(out), 0);
+    const pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      ::close(in[1]);
+      ::close(out[0]);
+      hammer_child(options_, in[0], out[1], c);
+    }
+    ::close(in[0]);
+    ::close(out[1]);
+    pids.push_back(pid);
+    to_child.push_back(in[1]);
+    from_child.push_back(out[0]);
+  }
+  options_.writer_threads = 2;
+  auto e = open_production(options_);
+  Campaign c = e->create_campaign(spec(kQuantity));
+  for (int fd : to_child) {
+    ASSERT_EQ(::write(fd, &c.id, sizeof c.id), static_cast<ssize_t>(sizeof c.id));
+    ::close(fd);
+  }
+  Answers answers;
+  std::vector<std::thread> readers;
+  for (int fd : from_child) {
+    readers.emplace_back([&answers, fd] {
+      std::string buf;
+      char chunk[4096];
+      ssize_t n;
+      while ((n = ::read(fd, chunk, sizeof chunk)) > 0) buf.append(chunk, static_cast<std::size_t>(n));
+      ::close(fd);
+      std::size_t pos = 0;
+      while (pos < buf.size()) {
+        const std::size_t end = buf.find('\n', pos);
+        const std::string line = buf.substr(pos, end - pos);
+        pos = end + 1;
+        const std::size_t sp = line.find(' ');
+        IssueResult r;
+        r.status = IssueStatus::kIssued;
+        r.seq = static_cast<uint32_t>(std::stoul(line.substr(0, sp)));
+        answers.add(line.substr(sp + 1), r);
+      }
+    });
+  }
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937 rng(1000 + t);
+      for (int i = 0; i < 300; ++i) {
+        const std::string user = "pu" + std::to_string(rng() % 5000);
+        try {
+          answers.add(user, e->issue(c.id, req(user)));
+        } catch (const Error& err) {
+          answers.error(err);
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  for (auto& th : readers) th.join();
+  for (pid_t pid : pids) {
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "child status " << status;
+  }
+  EXPECT_EQ(answers.unavailable + answers.other_errors, 0) << answers.first_error;
+  ASSERT_TRUE(e->drain(30));
+  CampaignStats st = e->campaign_stats(c.id);
+  EXPECT_EQ(st.rows, static_cast<int64_t>(answers.issued.size())) << "every grant was told to someone";
+  EXPECT_EQ(st.rows, st.distinct_users);
+  EXPECT_LE(st.rows, kQuantity);
+  expect_store_matches(*e, c.id, answers);
 }
 
 // ---- the gate's connection, killed during the load ------------------------------------------

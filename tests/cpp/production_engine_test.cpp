@@ -263,6 +263,20 @@ TEST_F(ProductionEngineTest, CampaignsLiveInPostgres) {
   EXPECT_EQ(other->issue(c.id, req("u")).status, IssueStatus::kIssued);
 }
 
+TEST_F(ProductionEngineTest, ScriptCacheFlushIsSurvived) {
+  auto e = open();
+  Campaign c = e->create_campaign(spec(10));
+  EXPECT_EQ(e->issue(c.id, req("a")).seq, 1u);
+  redis::RedisConn r = redis();
+  r.command_checked(redis::Args{"SCRIPT", "FLUSH"}, "SCRIPT FLUSH");  // as after a Redis restart
+  EXPECT_EQ(e->issue_many(c.id, {req("b"), req("c")})[1].seq, 3u);  // NOSCRIPT -> SCRIPT LOAD -> again
+  r.command_checked(redis::Args{"SCRIPT", "FLUSH"}, "SCRIPT FLUSH");
+  ASSERT_TRUE(e->drain(10));  // the writer's scripts reload too
+  EXPECT_EQ(e->issue(c.id, req("d")).seq, 4u);
+  ASSERT_TRUE(e->drain(10));
+  EXPECT_EQ(e->campaign_stats(c.id).rows, 4);
+}
+
 TEST_F(ProductionEngineTest, BadInputIsRefusedAndChangesNothing) {
   auto e = open();
   expect_code(ErrorCode::kInvalidArgument, [&] { e->create_campaign(spec(0)); });

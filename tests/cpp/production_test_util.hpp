@@ -1,10 +1,10 @@
 // Helpers for the tests against real servers. The servers come from the environment that
 // `make test` sets; when they are unreachable the tests fail (they never skip):
 //   COUPONCORE_TEST_REDIS_URL           default redis://127.0.0.1:6379/9
-//   COUPONCORE_TEST_POSTGRES_URL        a database to use as is; when unset, a throwaway database
-//   COUPONCORE_TEST_POSTGRES_ADMIN_URL  is created through this URL (default
-//                                       postgresql://postgres@127.0.0.1:5432/postgres), migrated,
-//                                       and dropped when the test process exits
+//   COUPONCORE_TEST_POSTGRES_URL        a database to use as is (scripts/with-test-env.sh sets it);
+//                                       when unset, a throwaway database is created through
+//   COUPONCORE_TEST_POSTGRES_ADMIN_URL  (default postgresql://postgres@127.0.0.1:5432/postgres),
+//                                       migrated, and dropped when the test process exits
 //   COUPONCORE_TEST_KEY_PREFIX          prefix of every Redis key (default cctest:); each test adds
 //                                       its own unique part on top
 #pragma once
@@ -73,8 +73,11 @@ inline std::string postgres_url() {
     url = given;
     return url;
   }
-  std::mt19937_64 rng(std::random_device{}());
-  std::string db = "couponcore_test_" + std::to_string(::getpid()) + "_" + std::to_string(rng() % 1000000);
+  // couponcore_test_<epoch>_<pid>: the name scripts/with-test-env.sh uses, so its sweep drops
+  // the database if this process dies before its atexit drop.
+  const auto epoch_s = std::chrono::duration_cast<std::chrono::seconds>(
+                           std::chrono::system_clock::now().time_since_epoch()).count();
+  std::string db = "couponcore_test_" + std::to_string(epoch_s) + "_" + std::to_string(::getpid());
   couponcore::pg::Conn admin(admin_postgres_url());
   admin.exec("CREATE DATABASE " + db);
   throwaway_db_name() = db;

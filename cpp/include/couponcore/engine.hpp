@@ -55,7 +55,7 @@ struct ReconcileReport {
   int64_t campaign_id = 0;
   int64_t gate_issued = 0;          // coupons the gate granted (Redis counter / in-process gate)
   int64_t gate_holders = -1;        // distinct holders per the gate; -1 where not tracked
-  int64_t log_pending = 0;          // grants in the grant log not yet in the store, before re-drive
+  int64_t log_pending = 0;          // grants in the grant log that were not in the store
   int64_t redriven = 0;             // grants from the log that this call wrote to the store
   int64_t store_rows = 0;           // rows after the re-drive
   int64_t store_distinct_users = 0;

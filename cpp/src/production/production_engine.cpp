@@ -67,6 +67,7 @@
 #include "couponcore/engine.hpp"
 #include "couponcore/error.hpp"
 #include "couponcore/limits.hpp"
+#include "couponcore/metrics.hpp"
 #include "couponcore/worker.hpp"
 #include "coupons/coupon_service.hpp"
 #include "gate/campaign_gate.hpp"
@@ -85,7 +86,7 @@ namespace couponcore {
 
 namespace {
 
-constexpr std::size_t kFastPathHoldersMax = 5'000'000;   // larger campaigns always ask Redis
+constexpr std::size_t kFastPathHoldersMax = 2'000'000;   // larger campaigns always ask Redis
 constexpr int64_t kHscanCount = 10'000;
 constexpr std::size_t kRestorePairsPerCall = 1'000;
 constexpr std::size_t kReconcileLogEntriesMax = 1'000'000;
@@ -171,6 +172,7 @@ struct Pending {
   bool all_have_request_ids = false;
   bool lost = false;  // a call carrying part of it lost its reply
   int attempts = 0;
+  std::chrono::steady_clock::time_point submitted_at;
 };
 
 struct Segment {
@@ -194,6 +196,7 @@ class ProductionEngine final : public Engine {
         gate_redis_(redis_url_, redis_options("-gate")),
         gate_script_(redis::kGateLua),
         writer_shared_(o.key_prefix, redis_url_, redis_options("-writer"), o.postgres_url, o.writer, writers_stop_) {
+    writer_shared_.commit_grants = &histograms_.commit_grants;
     if (o.migrate_on_open) pg::migrate_all(ctl_pg_);
     ctl_redis_.ensure_connected();  // fail fast on a wrong URL or password
     gate_script_.load(ctl_redis_);
@@ -266,6 +269,7 @@ class ProductionEngine final : public Engine {
       std::vector<IssueResult> results;
       if (answer_locally(*entry, requests, &results)) {
         count(results, /*fast=*/true);
+        histograms_.issue_latency_seconds.observe(0, results.size());
         cb(std::move(results), nullptr);
         run_batch_end_hook();
         return;
@@ -277,6 +281,7 @@ class ProductionEngine final : public Engine {
                                           [](const IssueRequest& r) { return !r.request_id.empty(); });
     p->requests = std::move(requests);
     p->cb = std::move(cb);
+    p->submitted_at = std::chrono::steady_clock::now();
     const std::size_t n = p->requests.size();
     std::unique_lock lock(queue_mu_);
     if (!space_cv_.wait_for(lock, std::chrono::milliseconds(options_.queue_full_wait_ms), [&] {
@@ -328,7 +333,7 @@ class ProductionEngine final : public Engine {
       for (auto& e : page) log.push_back(std::move(e));
       if (last) break;
     }
-    rep.log_pending = static_cast<int64_t>(log.size());
+
     std::vector<Grant> grants;
     std::vector<std::string> ids;
     for (const writer::LogEntry& e : log) {
@@ -343,6 +348,7 @@ class ProductionEngine final : public Engine {
       std::vector<Grant> chunk(grants.begin() + off, grants.begin() + end);
       pgstore::WriteOutcome w = pgstore::write_grants(ctl_pg_, chunk);
       rep.redriven += w.inserted;
+      rep.log_pending += w.inserted + static_cast<int64_t>(w.failed.size());  // not in the store before
       std::vector<bool> failed(chunk.size(), false);
       for (const auto& f : w.failed) failed[f.first] = true;
       redis::Args a;
@@ -354,7 +360,17 @@ class ProductionEngine final : public Engine {
           ++n;
         }
       }
-      if (n) redis::check_reply(redis::eval(ctl_redis_, ctl_scripts_.ack, {k.grants, k.reasons}, a), "ack");
+      if (n) {
+        redis::check_reply(redis::eval(ctl_redis_, ctl_scripts_.ack, {k.grants, k.reasons}, a), "ack");
+        // The ack trims only what the group delivered; entries re-driven before any writer
+        // saw them are in the store now, so they leave the log here.
+        redis::Args del{"XDEL"};
+        del.add(k.grants);
+        for (std::size_t i = 0; i < chunk.size(); ++i) {
+          if (!failed[i]) del.add(ids[off + i]);
+        }
+        ctl_redis_.command_checked(del, "XDEL");
+      }
     }
     // 2. The gate's view.
     redis::Reply m = ctl_redis_.command_checked(redis::Args{"HGET"}.add(k.meta).add("n"), "HGET");
@@ -742,6 +758,7 @@ class ProductionEngine final : public Engine {
       counters_.batches++;
       counters_.commits++;
     }
+    histograms_.batch_requests.observe(static_cast<double>(call.requests));
     if (issued >= quantity && !call.campaign->publish_queued) {
       call.campaign->publish_queued = true;
       sold_out_now_.push_back(call.campaign);
@@ -795,7 +812,11 @@ class ProductionEngine final : public Engine {
           }
         }
         if (reload) gate_script_.load(gate_redis_);
-        for (CampaignEntry* c : restore_queue_) restore_mirror(gate_redis_, gate_scripts_, *c);
+        for (CampaignEntry* c : restore_queue_) {
+          log(LogLevel::kWarning, "gate", "campaign " + std::to_string(c->campaign.id) +
+                                              " is not mirrored in Redis; rebuilding the mirror from PostgreSQL");
+          restore_mirror(gate_redis_, gate_scripts_, *c);
+        }
         restore_queue_.clear();
       } catch (const Error& e) {
         // The connection failed: everything not answered has an unknown outcome.
@@ -807,6 +828,8 @@ class ProductionEngine final : public Engine {
         }
         lost_reason_ = e.what();
         lost_after_send_ = appended || round > 0;
+        log(LogLevel::kWarning, "gate", std::string(lost_after_send_ ? "connection lost with calls in flight: " : "") +
+                                            e.what());
         restore_queue_.clear();
         return;
       }
@@ -821,6 +844,7 @@ class ProductionEngine final : public Engine {
     std::vector<Call> calls = build_calls(batch);
     send(calls);
     std::vector<std::unique_ptr<Pending>> retry;
+    const auto answered_at = std::chrono::steady_clock::now();
     for (auto& up : batch) {
       Pending& p = *up;
       if (p.lost && !p.error) {
@@ -839,6 +863,8 @@ class ProductionEngine final : public Engine {
       } else {
         count(p.results, /*fast=*/false);
       }
+      histograms_.issue_latency_seconds.observe(std::chrono::duration<double>(answered_at - p.submitted_at).count(),
+                                                p.requests.size());
       try {
         if (p.error) {
           p.cb({}, p.error);

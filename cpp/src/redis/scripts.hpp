@@ -5,7 +5,8 @@
 //                   in the same atomic step; the rule and its order are CampaignGate::decide's
 //   kMirrorLua      creates or refreshes a campaign's mirror hash (never resets the counter)
 //   kHoldersMaxLua  restores holder counts from the store (keeps the larger count)
-//   kAckLua         acknowledges written grant-log entries and deletes them (the trim)
+//   kAckLua         acknowledges written grant-log entries, then trims the stream up to the
+//                   oldest pending entry (XTRIM MINID): only acknowledged entries are removed
 //   kDeadLetterLua  moves one still-pending entry to the dead-letter stream with its reason
 //   kRulesLua       changes a campaign's state and quantity in its mirror (never below issued)
 #pragma once
@@ -95,33 +96,56 @@ end
 return 1
 )lua";
 
+// Trims the grant stream (KEYS[1]) of group ARGV[1] up to, not including, its oldest pending
+// entry (or past its last delivered one when nothing is pending): every entry below that point
+// has been delivered and acknowledged, so only acknowledged entries are ever removed. One
+// XTRIM MINID per call instead of an XDEL per entry.
+#define COUPONCORE_TRIM_LUA \
+  "local last = nil\n" \
+  "for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do\n" \
+  "  local name, lid\n" \
+  "  for k = 1, #g, 2 do\n" \
+  "    if g[k] == 'name' then name = g[k + 1] elseif g[k] == 'last-delivered-id' then lid = g[k + 1] end\n" \
+  "  end\n" \
+  "  if name == ARGV[1] then last = lid end\n" \
+  "end\n" \
+  "if last then\n" \
+  "  local p = redis.call('XPENDING', KEYS[1], ARGV[1])\n" \
+  "  if p[1] > 0 then\n" \
+  "    redis.call('XTRIM', KEYS[1], 'MINID', p[2])\n" \
+  "  else\n" \
+  "    local ms, seq = string.match(last, '^(%d+)-(%d+)$')\n" \
+  "    if ms then redis.call('XTRIM', KEYS[1], 'MINID', ms .. '-' .. string.format('%d', tonumber(seq) + 1)) end\n" \
+  "  end\n" \
+  "end\n"
+
 // KEYS: 1 grant stream, 2 reasons. ARGV: 1 group, 2.. entry ids. Reply: entries acknowledged.
-inline constexpr const char* kAckLua = R"lua(
-local acked = 0
-for i = 2, #ARGV, 500 do
-  local ids = {}
-  for j = i, math.min(i + 499, #ARGV) do ids[#ids + 1] = ARGV[j] end
-  acked = acked + redis.call('XACK', KEYS[1], ARGV[1], unpack(ids))
-  redis.call('XDEL', KEYS[1], unpack(ids))
-  redis.call('HDEL', KEYS[2], unpack(ids))
-end
-return acked
-)lua";
+inline constexpr const char* kAckLua =
+    "local acked = 0\n"
+    "local why = redis.call('EXISTS', KEYS[2]) == 1\n"
+    "for i = 2, #ARGV, 500 do\n"
+    "  local ids = {}\n"
+    "  for j = i, math.min(i + 499, #ARGV) do ids[#ids + 1] = ARGV[j] end\n"
+    "  acked = acked + redis.call('XACK', KEYS[1], ARGV[1], unpack(ids))\n"
+    "  if why then redis.call('HDEL', KEYS[2], unpack(ids)) end\n"
+    "end\n" COUPONCORE_TRIM_LUA
+    "return acked\n";
 
 // KEYS: 1 grant stream, 2 dead letters, 3 reasons. ARGV: 1 group, 2 entry id, 3 reason,
 // 4 deliveries, 5.. the entry's original field/value pairs. Moves the entry only if it is
 // still pending (another writer may have written it meanwhile). Reply: 1 if moved.
-inline constexpr const char* kDeadLetterLua = R"lua(
-local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
-if #p == 0 then return 0 end
-local args = {'id', ARGV[2], 'reason', ARGV[3], 'deliveries', ARGV[4]}
-for i = 5, #ARGV do args[#args + 1] = ARGV[i] end
-redis.call('XADD', KEYS[2], '*', unpack(args))
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-redis.call('XDEL', KEYS[1], ARGV[2])
-redis.call('HDEL', KEYS[3], ARGV[2])
-return 1
-)lua";
+inline constexpr const char* kDeadLetterLua =
+    "local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)\n"
+    "if #p == 0 then return 0 end\n"
+    "local args = {'id', ARGV[2], 'reason', ARGV[3], 'deliveries', ARGV[4]}\n"
+    "for i = 5, #ARGV do args[#args + 1] = ARGV[i] end\n"
+    "redis.call('XADD', KEYS[2], '*', unpack(args))\n"
+    "redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])\n"
+    "redis.call('XDEL', KEYS[1], ARGV[2])\n"
+    "redis.call('HDEL', KEYS[3], ARGV[2])\n" COUPONCORE_TRIM_LUA
+    "return 1\n";
+
+#undef COUPONCORE_TRIM_LUA
 
 // KEYS: 1 meta. ARGV: 1 state, 2 quantity. The campaign rules as one atomic step against the
 // gate's own counter, which includes grants still on their way to the store. Errors:

@@ -315,7 +315,12 @@ void GrantWriter::dead_letter(const StreamBatch& sb, const LogEntry& e, const st
   }
   redis::Reply r = redis::eval(redis_, dead_letter_script_, {sb.keys.grants, sb.keys.dead_letters, sb.keys.reasons}, a);
   if (r.is_error()) redis::throw_reply_error(r.str(), "dead letter");
-  if (r.integer() == 1) sh_.dead_lettered++;
+  if (r.integer() == 1) {
+    sh_.dead_lettered++;
+    log(LogLevel::kWarning, "writer", "grant-log entry " + e.id + " of campaign " + std::to_string(sb.keys.campaign_id) +
+                                          " moved to the dead-letter stream after " + std::to_string(e.deliveries) +
+                                          " deliveries: " + clip(reason, kReasonBytesMax));
+  }
 }
 
 void GrantWriter::prepare(std::vector<StreamBatch>& batch) {
@@ -365,15 +370,24 @@ bool GrantWriter::write(std::vector<StreamBatch>& batch, int64_t now_ms, int64_t
   pgstore::WriteOutcome outcome;
   try {
     outcome = pgstore::write_grants(pg_, grants);
-  } catch (const Error&) {
+  } catch (const Error& e) {
     // The database is down, or refused the batch as a whole (not one row): retry later.
     sh_.failures++;
+    const bool was_open = sh_.breaker.is_open();
     sh_.breaker.failure(redis::steady_ms());
+    log(LogLevel::kWarning, "writer", "writing " + std::to_string(grants.size()) +
+                                          " grants failed; they wait in the log and are retried: " + e.what());
+    if (!was_open && sh_.breaker.is_open()) {
+      log(LogLevel::kError, "writer", "circuit breaker open after " + std::to_string(sh_.options.breaker_failures) +
+                                          " consecutive failures: no new grants are read until PostgreSQL answers");
+    }
     *wait_ms = std::max<int64_t>(1, sh_.options.backoff_initial_ms / 2);
     return false;
   }
+  if (sh_.breaker.is_open()) log(LogLevel::kInfo, "writer", "PostgreSQL answers again: circuit breaker closed");
   sh_.breaker.success();
   sh_.batches++;
+  if (sh_.commit_grants) sh_.commit_grants->observe(static_cast<double>(grants.size()));
   sh_.written += static_cast<uint64_t>(outcome.inserted);
   // 2. Grants the database refused: dead-letter on the last allowed delivery, else leave them
   //    pending (they come back through XAUTOCLAIM) with the reason noted.
@@ -445,7 +459,8 @@ void GrantWriter::run() {
       }
       heartbeat(held, redis::steady_ms());
       sleep_ms(std::min<int64_t>(std::max<int64_t>(wait_ms, 1), 100));
-    } catch (const Error&) {
+    } catch (const Error& e) {
+      log(LogLevel::kWarning, "writer", std::string("redis: ") + e.what());
       // Redis is down or dropped us. Entries in hand stay pending under our name; they are
       // written again once Redis is back (idempotently).
       sh_.failures++;

@@ -7,9 +7,11 @@
 //      one), XPENDING for their delivery counts
 //   3. otherwise XREADGROUP GROUP writers <me> COUNT read_count_max BLOCK block_ms STREAMS ... >
 //   4. write the batch: parse (malformed -> dead letter at once: retrying cannot fix it);
-//      pgstore::write_grants in one transaction; commit; then kAckLua (XACK + XDEL: only
-//      acknowledged entries are ever removed, so the stream holds exactly the grants not yet
-//      in PostgreSQL). A grant the database refuses (conflict, foreign key) stays pending and
+//      pgstore::write_grants in one transaction; commit; then kAckLua (XACK, then XTRIM MINID
+//      up to the oldest pending entry: only acknowledged entries are ever removed, one trim
+//      per batch instead of an XDEL per entry; the stream holds the grants not yet in
+//      PostgreSQL, plus acknowledged ones above a pending one until it is resolved). A grant
+//      the database refuses (conflict, foreign key) stays pending and
 //      comes back through XAUTOCLAIM; on its dead_letter_after_deliveries-th delivery it moves
 //      to the dead-letter stream with the reason (kDeadLetterLua).
 //   5. database down: the batch stays in hand (and in our PEL, its idle time refreshed by
@@ -28,6 +30,7 @@
 #include <vector>
 
 #include "couponcore/engine.hpp"
+#include "couponcore/metrics.hpp"
 #include "couponcore/types.hpp"
 #include "couponcore/worker.hpp"
 #include "postgres/pg.hpp"
@@ -69,6 +72,7 @@ struct WriterShared {
   std::atomic<bool>& stop;
   CircuitBreaker breaker;
   std::atomic<uint64_t> written{0}, batches{0}, dead_lettered{0}, failures{0}, claimed{0};
+  Histogram* commit_grants = nullptr;  // grants per committed batch, when an engine keeps one
 
   WorkerStats stats() const;
 };
