@@ -55,22 +55,43 @@ CouponRow CouponService::load_visible(int64_t partner_id, int64_t coupon_id) {
   return std::move(*row);
 }
 
+std::optional<CouponTerms> CouponService::terms(int64_t campaign_id) {
+  {
+    std::lock_guard lock(terms_mu_);
+    if (auto it = terms_.find(campaign_id); it != terms_.end()) return it->second;
+  }
+  std::optional<CouponTerms> t = store_.campaign_terms(campaign_id);
+  if (!t) return std::nullopt;  // not cached: the campaign may be created later
+  std::lock_guard lock(terms_mu_);
+  if (terms_.size() >= kTermsCachedMax) terms_.clear();
+  terms_.emplace(campaign_id, *t);
+  return t;
+}
+
 UseResult CouponService::use(int64_t partner_id, const UseRequest& request, int64_t now_us) {
   check_use_request(request);
+  UseResult r;
+  r.coupon_id = request.coupon_id;
+  r.campaign_id = campaign_of_coupon(request.coupon_id);
+  r.user_id = request.user_id;
+  r.order_id = request.order_id;
+  r.order_amount = request.order_amount;
+  r.used_at_us = now_us;
+  // The one-statement path: the same decision as decide_use's "proceed", with the coupon's own
+  // conditions checked by the UPDATE's WHERE.
+  std::optional<CouponTerms> t = terms(r.campaign_id);
+  if (t && t->partner_id == partner_id && request.order_amount >= t->min_order_amount) {
+    r.discount_amount = discount_for(*t, request.order_amount);
+    r.payable_amount = request.order_amount - r.discount_amount;
+    if (store_.mark_used(request, r.discount_amount, now_us)) return r;
+  }
   for (int attempt = 0; attempt < kRaceAttemptsMax; ++attempt) {
     CouponRow row = load_visible(partner_id, request.coupon_id);
     UseDecision d = decide_use(row, partner_id, request, now_us);
     if (d.decision == Decision::kReplay) return d.replay;
     if (store_.mark_used(request, d.discount_amount, now_us)) {
-      UseResult r;
-      r.coupon_id = row.coupon.id;
-      r.campaign_id = row.coupon.campaign_id;
-      r.user_id = request.user_id;
-      r.order_id = request.order_id;
-      r.order_amount = request.order_amount;
       r.discount_amount = d.discount_amount;
       r.payable_amount = request.order_amount - d.discount_amount;
-      r.used_at_us = now_us;
       return r;
     }
   }

@@ -31,6 +31,8 @@ class CouponStore {
 
   // The owner of a campaign, or nullopt if there is none.
   virtual std::optional<int64_t> campaign_partner(int64_t campaign_id) = 0;
+  // A campaign's coupon terms (immutable once created), or nullopt if there is none.
+  virtual std::optional<CouponTerms> campaign_terms(int64_t campaign_id) = 0;
   // Queries apply the read-time expiry rule at now_us.
   virtual CouponPage list_for_user(int64_t partner_id, const CouponQuery& query, int64_t now_us) = 0;
   virtual CouponCounts counts(int64_t campaign_id, int64_t now_us) = 0;

@@ -111,6 +111,25 @@ std::optional<int64_t> PgCouponStore::campaign_partner(int64_t campaign_id) {
   return r.i64(0, 0);
 }
 
+std::optional<CouponTerms> PgCouponStore::campaign_terms(int64_t campaign_id) {
+  auto conn = pool_.acquire();
+  pg::Result r = conn->exec_prepared(
+      "lc_campaign_terms",
+      "SELECT partner_id, discount_kind, discount_value, discount_max, min_order_amount,"
+      " valid_until_us, valid_days FROM campaigns WHERE id = $1",
+      pg::Params().add(campaign_id));
+  if (r.rows() == 0) return std::nullopt;
+  CouponTerms t;
+  t.partner_id = r.i64(0, 0);
+  t.discount_kind = static_cast<DiscountKind>(r.i64(0, 1));
+  t.discount_value = r.i64(0, 2);
+  t.discount_max = r.opt_i64(0, 3);
+  t.min_order_amount = r.i64(0, 4);
+  t.valid_until_us = r.opt_i64(0, 5);
+  if (auto d = r.opt_i64(0, 6)) t.valid_days = static_cast<int32_t>(*d);
+  return t;
+}
+
 CouponPage PgCouponStore::list_for_user(int64_t partner_id, const CouponQuery& q, int64_t now_us) {
   std::string sql = std::string("SELECT ") + kCouponColumns +
                     " FROM coupons k JOIN campaigns c ON c.id = k.campaign_id"

@@ -40,6 +40,7 @@ class PgCouponStore final : public CouponStore {
   bool mark_used(const UseRequest& request, int64_t discount_amount, int64_t now_us) override;
   bool mark_cancelled(int64_t coupon_id, const std::string& order_id, int64_t now_us) override;
   std::optional<int64_t> campaign_partner(int64_t campaign_id) override;
+  std::optional<CouponTerms> campaign_terms(int64_t campaign_id) override;
   CouponPage list_for_user(int64_t partner_id, const CouponQuery& query, int64_t now_us) override;
   CouponCounts counts(int64_t campaign_id, int64_t now_us) override;
   int64_t expire_chunk(int64_t now_us, int64_t chunk_rows) override;

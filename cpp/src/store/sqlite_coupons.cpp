@@ -91,6 +91,24 @@ std::optional<int64_t> SqliteCouponStore::campaign_partner(int64_t campaign_id) 
   return s.i64(0);
 }
 
+std::optional<CouponTerms> SqliteCouponStore::campaign_terms(int64_t campaign_id) {
+  std::lock_guard lock(store_.mutex());
+  sqlite::Stmt s(store_.db(),
+                 "SELECT partner_id, discount_kind, discount_value, discount_max, min_order_amount,"
+                 " valid_until_us, valid_days FROM campaigns WHERE id = ?");
+  s.bind(1, campaign_id);
+  if (!s.step()) return std::nullopt;
+  CouponTerms t;
+  t.partner_id = s.i64(0);
+  t.discount_kind = static_cast<DiscountKind>(s.i64(1));
+  t.discount_value = s.i64(2);
+  t.discount_max = s.opt_i64(3);
+  t.min_order_amount = s.i64(4);
+  t.valid_until_us = s.opt_i64(5);
+  if (auto d = s.opt_i64(6)) t.valid_days = static_cast<int32_t>(*d);
+  return t;
+}
+
 CouponPage SqliteCouponStore::list_for_user(int64_t partner_id, const CouponQuery& q, int64_t now_us) {
   std::string sql = std::string("SELECT ") + kCouponColumns +
                     " FROM coupons k JOIN campaigns c ON c.id = k.campaign_id"
