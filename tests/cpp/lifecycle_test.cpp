@@ -14,6 +14,7 @@
 #include "couponcore/error.hpp"
 #include "couponcore/limits.hpp"
 #include "couponcore/scope.hpp"
+#include "store/sqlite.hpp"
 #include "store/sqlite_coupons.hpp"
 #include "test_util.hpp"
 
@@ -472,6 +473,48 @@ TEST_F(LifecycleTest, QuantityRaisedDuringASaleStaysConsistent) {
   EXPECT_EQ(e_->get_campaign(c.id).spec.quantity, q);
   ReconcileReport rep = e_->reconcile(c.id);
   EXPECT_TRUE(rep.consistent);
+}
+
+}  // namespace
+
+namespace {
+
+// A file written before the lifecycle existed ("coupons" version 1 only) is upgraded on open:
+// its coupons become issued, with the validity their campaign's rule gives them.
+TEST(LifecycleMigration, VersionOneFilesAreUpgradedWithTheirValidity) {
+  const std::string path = testutil::temp_path("lifecycle-v1") + ".db";
+  const int64_t issued_at = 1'700'000'000'000'000;
+  {
+    sqlite::Db db(path, false);
+    db.migrate({{"coupons", 1,
+                 "CREATE TABLE campaigns (id INTEGER PRIMARY KEY, partner_id INTEGER NOT NULL DEFAULT 0,"
+                 " name TEXT NOT NULL, quantity INTEGER NOT NULL, per_user_limit INTEGER NOT NULL,"
+                 " starts_at_us INTEGER, ends_at_us INTEGER, state INTEGER NOT NULL DEFAULT 0,"
+                 " discount_kind INTEGER NOT NULL DEFAULT 0, discount_value INTEGER NOT NULL DEFAULT 0,"
+                 " discount_max INTEGER, min_order_amount INTEGER NOT NULL DEFAULT 0, valid_until_us INTEGER,"
+                 " valid_days INTEGER, created_at_us INTEGER NOT NULL);"
+                 "CREATE TABLE coupons (id INTEGER PRIMARY KEY, campaign_id INTEGER NOT NULL, seq INTEGER NOT NULL,"
+                 " user_id TEXT NOT NULL, user_ordinal INTEGER NOT NULL, request_id TEXT,"
+                 " issued_at_us INTEGER NOT NULL, UNIQUE (campaign_id, seq));"}});
+    db.exec("INSERT INTO campaigns (id, name, quantity, per_user_limit, valid_days, created_at_us)"
+            " VALUES (1, 'old', 5, 1, 2, 0), (2, 'forever', 5, 1, NULL, 0)");
+    const std::string insert = "INSERT INTO coupons VALUES (" + std::to_string(make_coupon_id(1, 1)) +
+                               ", 1, 1, 'u', 1, NULL, " + std::to_string(issued_at) + "), (" +
+                               std::to_string(make_coupon_id(2, 1)) + ", 2, 1, 'u', 1, NULL, " +
+                               std::to_string(issued_at) + ")";
+    db.exec(insert.c_str());
+  }
+  {
+    auto e = open_embedded(EmbeddedOptions{path, false, {}});
+    Coupon a = e->get_coupon(0, make_coupon_id(1, 1));
+    EXPECT_EQ(a.valid_until_us, issued_at + 2 * kDayUs);
+    EXPECT_EQ(a.state, CouponState::kExpired);  // 2023 + 2 days is long past
+    Coupon b = e->get_coupon(0, make_coupon_id(2, 1));
+    EXPECT_FALSE(b.valid_until_us.has_value());
+    EXPECT_EQ(b.state, CouponState::kIssued);
+    EXPECT_EQ(e->use_coupon(0, {b.id, "u", "o", 100}).discount_amount, 0);
+  }
+  testutil::remove_db(path);
 }
 
 }  // namespace
