@@ -2,6 +2,8 @@
 //
 //   open_embedded(options)    in-process gate + SQLite file, group commit (the default)
 //   open_production(options)  Redis gate (batched Lua) + Redis Streams grant log + PostgreSQL
+//   migrate(postgres_url)     the PostgreSQL schema (also `couponcore migrate`)
+//   run_worker(...)           the standalone grant writer: couponcore/worker.hpp
 //
 // Callers submit issue requests for one campaign; the engine's own thread gathers concurrent
 // submissions into batches, decides a batch in one atomic step, makes its grants durable, then
@@ -30,6 +32,30 @@ struct EngineCounters {
   uint64_t fast_path = 0;          // requests answered without a round trip (sold out)
   uint64_t commit_failures = 0;    // batches whose grants could not be made durable
   uint64_t by_status[5] = {0, 0, 0, 0, 0};  // indexed by IssueStatus
+  // Production deployment only (0 in the embedded engine):
+  uint64_t unavailable = 0;        // submissions answered with kUnavailable (Redis dropped, down)
+  uint64_t redis_reconnects = 0;   // gate connections (re)established
+  uint64_t grants_written = 0;     // grants the in-process writers put into PostgreSQL
+  uint64_t dead_lettered = 0;      // grant-log entries the in-process writers moved to dead letters
+  uint64_t writer_failures = 0;    // writer attempts that failed (database down, ...)
+};
+
+// What reconcile() found for one campaign: the gate's view against the store's rows.
+struct ReconcileReport {
+  int64_t campaign_id = 0;
+  int64_t gate_issued = 0;          // coupons the gate granted (Redis counter / in-process gate)
+  int64_t gate_holders = -1;        // distinct holders per the gate; -1 where not tracked
+  int64_t log_pending = 0;          // grants in the grant log not yet in the store, before re-drive
+  int64_t redriven = 0;             // grants from the log that this call wrote to the store
+  int64_t store_rows = 0;           // rows after the re-drive
+  int64_t store_distinct_users = 0;
+  int64_t store_max_seq = 0;
+  int64_t missing_in_store = 0;     // seqs in 1..gate_issued without a row (after re-drive)
+  int64_t unexpected_in_store = 0;  // rows the gate does not know (seq > gate_issued)
+  int64_t holder_mismatches = 0;    // users whose count in the gate differs from their rows
+  int64_t dead_lettered = 0;        // entries in the campaign's dead-letter stream
+  std::vector<int64_t> missing_seqs_sample;  // the first missing seqs, at most 100
+  bool consistent = false;          // nothing missing, nothing unexpected, no mismatch
 };
 
 using IssueCallback = std::function<void(std::vector<IssueResult>&& results, std::exception_ptr error)>;
@@ -61,6 +87,10 @@ class Engine {
 
   virtual EngineCounters counters() const = 0;
 
+  // Compares the gate with the store for one campaign and re-drives grants that are in the
+  // grant log but missing from the store. Read-only apart from the re-drive.
+  virtual ReconcileReport reconcile(int64_t campaign_id) = 0;
+
   // Stops the engine's threads after finishing what was queued; later calls throw kClosed.
   virtual void close() = 0;
   virtual bool closed() const noexcept = 0;
@@ -84,6 +114,49 @@ struct EmbeddedOptions {
 };
 
 std::unique_ptr<Engine> open_embedded(const EmbeddedOptions& options);
+
+// How grant-log writers work: shared by the engine's in-process writers and run_worker()
+// (couponcore/worker.hpp). Every batch and wait has a limit.
+struct WriterOptions {
+  std::size_t read_count_max = 2000;      // entries per XREADGROUP per stream (and per insert)
+  int64_t block_ms = 100;                 // XREADGROUP BLOCK
+  int64_t claim_idle_ms = 30'000;         // entries idle this long on any consumer are claimed
+  int64_t claim_interval_ms = 1'000;      // how often a writer looks for such entries
+  int dead_letter_after_deliveries = 5;   // an entry failing on its N-th delivery is dead-lettered
+  int64_t backoff_initial_ms = 50;        // database retries: exponential backoff with jitter
+  int64_t backoff_max_ms = 5'000;
+  int breaker_failures = 3;               // consecutive failures that open the circuit breaker
+  int64_t campaigns_refresh_ms = 500;     // how often the set of campaign streams is re-read
+  std::size_t streams_per_read_max = 256;  // streams in one XREADGROUP call
+};
+
+// The production deployment: Redis gate (one Lua call per batch of a campaign) + a Redis
+// Stream per campaign as the grant log + PostgreSQL as the store.
+struct ProductionOptions {
+  std::string redis_url = "redis://127.0.0.1:6379/0";  // redis://[[user]:password@]host[:port][/db]
+  std::string postgres_url;          // libpq URL or conninfo (sslmode etc. are passed on)
+  std::string key_prefix = "cc:";   // every Redis key starts with it; [A-Za-z0-9:_.-], <= 64 bytes
+  int writer_threads = 1;            // 0: no in-process writer (a separate `couponcore worker`)
+  bool migrate_on_open = true;
+  int64_t answer_ttl_s = 24 * 3600;  // remembered request-id answers live ttl..2*ttl
+  std::size_t gate_batch_requests_max = 2048;   // requests decided by one Lua call
+  std::size_t gate_pipeline_calls_max = 64;     // Lua calls sent before reading replies
+  std::size_t gate_cycle_requests_max = 65'536;  // requests the I/O thread takes per cycle
+  std::size_t queued_requests_max = 1'000'000;  // beyond this, submitters wait (then kUnavailable)
+  int64_t queue_full_wait_ms = 10'000;
+  int64_t redis_connect_timeout_ms = 2'000;
+  int64_t redis_command_timeout_ms = 5'000;
+  int64_t redis_backoff_max_ms = 1'000;
+  int gate_retries_max = 2;          // re-sends of a batch whose reply was lost (request ids only)
+  std::string client_name = "couponcore";  // CLIENT SETNAME base: <name>-gate, <name>-writer
+  WriterOptions writer;
+};
+
+std::unique_ptr<Engine> open_production(const ProductionOptions& options);
+
+// Applies the PostgreSQL migrations of every component (coupons, and those registered by other
+// components); returns how many were applied. Safe to run concurrently and repeatedly.
+int migrate(const std::string& postgres_url);
 
 // Microseconds since the Unix epoch, from the system clock.
 int64_t now_us();

@@ -150,6 +150,26 @@ class EmbeddedEngine final : public Engine {
 
   bool closed() const noexcept override { return closed_; }
 
+  // The gate and the store share one process and one commit, so there is no log to re-drive:
+  // this only compares the gate's counter with the rows.
+  ReconcileReport reconcile(int64_t campaign_id) override {
+    check_open();
+    ReconcileReport rep;
+    rep.campaign_id = campaign_id;
+    {
+      std::lock_guard lock(gate_mu_);
+      rep.gate_issued = entry_locked(campaign_id).gate.issued();
+    }
+    CampaignStats st = store_.stats(campaign_id);
+    rep.store_rows = st.rows;
+    rep.store_distinct_users = st.distinct_users;
+    rep.store_max_seq = st.max_seq;
+    rep.missing_in_store = std::max<int64_t>(0, rep.gate_issued - st.rows);
+    rep.unexpected_in_store = std::max<int64_t>(0, st.max_seq - rep.gate_issued);
+    rep.consistent = st.rows == rep.gate_issued && st.max_seq == rep.gate_issued;
+    return rep;
+  }
+
   EngineCounters counters() const override {
     std::lock_guard lock(counters_mu_);
     return counters_;
