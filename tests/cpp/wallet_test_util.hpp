@@ -22,6 +22,7 @@
 #include "postgres/pg.hpp"
 #include "production_test_util.hpp"
 #include "store/sqlite.hpp"
+#include "wallet/wallet_engine.hpp"
 #include "test_util.hpp"
 
 namespace testutil {
@@ -63,6 +64,14 @@ class WalletStorage {
   }
 
   const std::string& backend() const { return backend_; }
+  const std::string& path() const { return path_; }  // embedded
+  const std::string& url() const { return url_; }    // postgres
+
+  // The two stores of an engine, for tests that wrap them (wallet/wallet_engine.hpp).
+  std::unique_ptr<couponcore::wallet::WalletStore> open_store(bool writer) {
+    if (backend_ == "embedded") return couponcore::wallet::open_sqlite_wallet_store(path_, false);
+    return couponcore::wallet::open_postgres_wallet_store(url_, "couponcore-wallet-test", writer);
+  }
 
   std::unique_ptr<couponcore::WalletEngine> open(const couponcore::WalletOptions& options) {
     if (backend_ == "embedded") {

@@ -169,6 +169,7 @@ struct EmbeddedWalletOptions {
 struct PostgresWalletOptions {
   std::string url;  // libpq connection string or postgresql:// URL
   bool migrate = true;  // apply the wallet migrations on open
+  std::string application_name = "couponcore-wallet";  // shown in pg_stat_activity
   WalletOptions wallet;
 };
 

@@ -238,7 +238,10 @@ constexpr const char* kWriteSql =
 
 class PostgresWalletStore final : public WalletStore {
  public:
-  explicit PostgresWalletStore(const std::string& url) : conn_(url, conn_options()) {}
+  PostgresWalletStore(const std::string& url, const std::string& application_name)
+      : conn_(url, conn_options(application_name)) {}
+
+  void migrate() { pg::migrate(conn_, pg_wallet_migrations()); }
 
   void begin(const std::vector<WalletKey>& create, int64_t now_us) override {
     if (!create.empty()) {
@@ -421,9 +424,9 @@ class PostgresWalletStore final : public WalletStore {
   }
 
  private:
-  static pg::ConnOptions conn_options() {
+  static pg::ConnOptions conn_options(const std::string& application_name) {
     pg::ConnOptions o;
-    o.application_name = "couponcore-wallet";
+    o.application_name = application_name;
     o.statement_timeout_ms = 30'000;  // a stuck lock wait becomes kUnavailable, then a retry
     return o;
   }
@@ -443,19 +446,21 @@ class PostgresWalletStore final : public WalletStore {
 
 }  // namespace
 
+std::unique_ptr<WalletStore> open_postgres_wallet_store(const std::string& url, const std::string& application_name,
+                                                        bool migrate) {
+  auto store = std::make_unique<PostgresWalletStore>(url, application_name);
+  if (migrate) store->migrate();
+  return store;
+}
+
 }  // namespace couponcore::wallet
 
 namespace couponcore {
 
 std::unique_ptr<WalletEngine> open_wallets_postgres(const PostgresWalletOptions& options) {
-  using wallet::PostgresWalletStore;
   if (options.url.empty()) throw_invalid("postgres url must not be empty");
-  auto writer = std::make_unique<PostgresWalletStore>(options.url);
-  if (options.migrate) {
-    pg::Conn conn(options.url);
-    pg::migrate(conn, wallet::pg_wallet_migrations());
-  }
-  auto reader = std::make_unique<PostgresWalletStore>(options.url);
+  auto writer = wallet::open_postgres_wallet_store(options.url, options.application_name, options.migrate);
+  auto reader = wallet::open_postgres_wallet_store(options.url, options.application_name, false);
   return wallet::make_batched_engine("postgres", std::move(writer), std::move(reader), options.wallet);
 }
 

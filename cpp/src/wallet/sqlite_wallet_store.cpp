@@ -380,17 +380,20 @@ class SqliteWalletStore final : public WalletStore {
 
 }  // namespace
 
+std::unique_ptr<WalletStore> open_sqlite_wallet_store(const std::string& path, bool synchronous_full) {
+  return std::make_unique<SqliteWalletStore>(path, synchronous_full);
+}
+
 }  // namespace couponcore::wallet
 
 namespace couponcore {
 
 std::unique_ptr<WalletEngine> open_wallets_embedded(const EmbeddedWalletOptions& options) {
-  using wallet::SqliteWalletStore;
   if (options.path.empty() || options.path == ":memory:") {
     throw_invalid("the embedded wallet engine needs a file path (it opens two connections)");
   }
-  auto writer = std::make_unique<SqliteWalletStore>(options.path, options.synchronous_full);
-  auto reader = std::make_unique<SqliteWalletStore>(options.path, options.synchronous_full);
+  auto writer = wallet::open_sqlite_wallet_store(options.path, options.synchronous_full);
+  auto reader = wallet::open_sqlite_wallet_store(options.path, options.synchronous_full);
   return wallet::make_batched_engine("embedded", std::move(writer), std::move(reader), options.wallet);
 }
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <string>
 
 #include "couponcore/wallet.hpp"
 #include "wallet/wallet_store.hpp"
@@ -14,5 +15,11 @@ namespace couponcore::wallet {
 std::unique_ptr<WalletEngine> make_batched_engine(const char* kind, std::unique_ptr<WalletStore> writer,
                                                   std::unique_ptr<WalletStore> reader,
                                                   const WalletOptions& options);
+
+// The stores, for the factories and for tests that wrap a store to inject faults.
+std::unique_ptr<WalletStore> open_sqlite_wallet_store(const std::string& path, bool synchronous_full);
+// Applies the wallet migrations first when migrate is set.
+std::unique_ptr<WalletStore> open_postgres_wallet_store(const std::string& url,
+                                                        const std::string& application_name, bool migrate);
 
 }  // namespace couponcore::wallet
