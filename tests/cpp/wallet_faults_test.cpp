@@ -38,24 +38,17 @@ class FaultyStore final : public WalletStore {
   std::atomic<int> logic_errors_left{0};      // throw std::logic_error from a multi-entry write
   std::atomic<int64_t> poison_wallet_id{0};   // write fails (kConflict) whenever it touches it
 
-  void begin(const std::vector<wallet::WalletKey>& c, int64_t now) override {
+  wallet::BatchRead begin_batch(const wallet::BatchKeys& k, int64_t now) override {
     if (always_unavailable) throw Error(ErrorCode::kUnavailable, "injected: store down");
-    inner_->begin(c, now);
+    return inner_->begin_batch(k, now);
   }
-  std::vector<wallet::WalletRow> lock_wallets(const std::vector<wallet::WalletKey>& k) override {
-    return inner_->lock_wallets(k);
-  }
-  std::vector<wallet::IdemRow> load_idempotency(const std::vector<wallet::IdemKey>& k) override {
-    return inner_->load_idempotency(k);
-  }
-  std::vector<wallet::LotRow> load_lots(const std::vector<int64_t>& ids) override { return inner_->load_lots(ids); }
   wallet::CancelTargets load_cancel_targets(const std::vector<int64_t>& ids) override {
     return inner_->load_cancel_targets(ids);
   }
   void reserve_ids(std::size_t e, std::size_t l, std::vector<int64_t>* ei, std::vector<int64_t>* li) override {
     inner_->reserve_ids(e, l, ei, li);
   }
-  bool write(const wallet::WalletChanges& ch) override {
+  bool commit_changes(const wallet::WalletChanges& ch) override {
     ++writes_;
     if (int n = fail_write_every.load(); n > 0 && writes_ % n != 0) {
       throw Error(ErrorCode::kUnavailable, "injected: connection lost before commit");
@@ -66,14 +59,12 @@ class FaultyStore final : public WalletStore {
         if (e.wallet_id == p) throw Error(ErrorCode::kConflict, "injected: constraint violated");
       }
     }
-    return inner_->write(ch);
-  }
-  void commit() override {
-    inner_->commit();
+    const bool ok = inner_->commit_changes(ch);
     ++commits_;
-    if (int n = lose_commit_ack_every.load(); n > 0 && commits_ % n == 0) {
+    if (int n = lose_commit_ack_every.load(); ok && n > 0 && commits_ % n == 0) {
       throw Error(ErrorCode::kUnavailable, "injected: connection lost during COMMIT (it committed)");
     }
+    return ok;
   }
   void rollback() noexcept override { inner_->rollback(); }
   std::optional<int64_t> find_wallet(const wallet::WalletKey& k) override { return inner_->find_wallet(k); }
@@ -254,7 +245,7 @@ TEST_F(WalletPostgresTest, TerminatedBackendsAreReconnectedAndRetried) {
           "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
           couponcore::pg::Params().add(app));
       killed += static_cast<int>(r.i64(0, 0));
-      std::this_thread::sleep_for(std::chrono::milliseconds(15));
+      std::this_thread::sleep_for(std::chrono::milliseconds(40));
     }
   });
   std::map<std::string, int64_t> expected;
@@ -263,7 +254,7 @@ TEST_F(WalletPostgresTest, TerminatedBackendsAreReconnectedAndRetried) {
   std::vector<std::thread> ts;
   for (int t = 0; t < 8; ++t) {
     ts.emplace_back([&, t] {
-      for (int i = 0; i < 60; ++i) {
+      for (int i = 0; i < 40; ++i) {
         const std::string user = "k" + std::to_string((t + i) % 5);
         try {
           WalletResult r = e->earn(kPartner, user, 3, std::nullopt, "", "kill-" + std::to_string(t) + "-" + std::to_string(i));

@@ -157,7 +157,7 @@ inline void expect_audit_ok(couponcore::WalletEngine& e, int64_t partner_id = -1
                       << " running_balance_broken=" << a.running_balance_broken
                       << " draws_not_entry_amount=" << a.draws_not_entry_amount
                       << " lots_not_entry_amount=" << a.lots_not_entry_amount
-                      << " lot_drawn_mismatch=" << a.lot_drawn_mismatch;
+                      << " lot_drawn_mismatch=" << a.lot_drawn_mismatch << " orphans=" << a.orphans;
 }
 
 }  // namespace testutil

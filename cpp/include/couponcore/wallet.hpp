@@ -132,10 +132,11 @@ struct WalletAudit {
   int64_t draws_not_entry_amount = 0;    // use/expire/transfer_out entries whose draws != amount
   int64_t lots_not_entry_amount = 0;     // earn/transfer_in entries whose lots != amount
   int64_t lot_drawn_mismatch = 0;        // lot amount - remaining != draws not cancelled
+  int64_t orphans = 0;                   // entries, lots, draws, records pointing at nothing
   bool ok() const {
     return balance_not_lot_sum == 0 && negative == 0 && balance_not_entry_sum == 0 &&
            running_balance_broken == 0 && draws_not_entry_amount == 0 &&
-           lots_not_entry_amount == 0 && lot_drawn_mismatch == 0;
+           lots_not_entry_amount == 0 && lot_drawn_mismatch == 0 && orphans == 0;
   }
 };
 

@@ -25,7 +25,8 @@ inline constexpr AuditQuery kAuditQueries[] = {
     {"negative",
      "SELECT (SELECT count(*) FROM wallets w WHERE " CC_WALLET_FILTER " AND w.balance < 0)"
      " + (SELECT count(*) FROM wallet_lots l JOIN wallets w ON w.id = l.wallet_id WHERE " CC_WALLET_FILTER
-     " AND (l.remaining < 0 OR l.remaining > l.amount OR (l.state = 'expired' AND l.remaining <> 0)))"},
+     " AND (l.remaining < 0 OR l.remaining > l.amount OR (l.state = 'expired' AND l.remaining <> 0)"
+     " OR ((l.state = 'active') <> (l.remaining > 0))))"},
     {"balance_not_entry_sum",
      "SELECT count(*) FROM wallets w"
      " LEFT JOIN (SELECT wallet_id, sum(amount) AS s FROM wallet_entries GROUP BY wallet_id) e"
@@ -54,6 +55,16 @@ inline constexpr AuditQuery kAuditQueries[] = {
      " (SELECT 1 FROM wallet_entries c WHERE c.kind = 'cancel' AND c.ref_entry_id = d.entry_id)"
      " GROUP BY d.lot_id) x ON x.lot_id = l.id"
      " WHERE " CC_WALLET_FILTER " AND l.amount - l.remaining <> coalesce(x.s, 0)"},
+    // Rows that point at nothing (PostgreSQL declares no foreign keys, see pg_wallet_store.cpp).
+    {"orphans",
+     "SELECT (SELECT count(*) FROM wallet_entries e WHERE NOT EXISTS (SELECT 1 FROM wallets w WHERE w.id = e.wallet_id))"
+     " + (SELECT count(*) FROM wallet_lots l WHERE NOT EXISTS (SELECT 1 FROM wallets w WHERE w.id = l.wallet_id)"
+     "    OR NOT EXISTS (SELECT 1 FROM wallet_entries e WHERE e.id = l.entry_id))"
+     " + (SELECT count(*) FROM wallet_draws d WHERE NOT EXISTS (SELECT 1 FROM wallet_entries e WHERE e.id = d.entry_id)"
+     "    OR NOT EXISTS (SELECT 1 FROM wallet_lots l WHERE l.id = d.lot_id))"
+     " + (SELECT count(*) FROM wallet_idempotency i WHERE NOT EXISTS"
+     "    (SELECT 1 FROM wallet_entries e WHERE e.id = i.entry_id))"
+     " + 0 * CAST($1 AS bigint)"},
 };
 
 #undef CC_WALLET_FILTER
@@ -62,7 +73,7 @@ inline constexpr AuditQuery kAuditQueries[] = {
 inline void set_audit_field(WalletAudit* a, int i, int64_t v) {
   int64_t* fields[] = {&a->wallets, &a->balance_not_lot_sum, &a->negative, &a->balance_not_entry_sum,
                        &a->running_balance_broken, &a->draws_not_entry_amount, &a->lots_not_entry_amount,
-                       &a->lot_drawn_mismatch};
+                       &a->lot_drawn_mismatch, &a->orphans};
   *fields[i] = v;
 }
 

@@ -25,10 +25,12 @@
 // Schema: migration list "wallet" (registered with the pg layer, and applied on open).
 #include <algorithm>
 #include <memory>
+#include <unordered_set>
 
 #include "couponcore/error.hpp"
 #include "postgres/pg.hpp"
 #include "wallet/audit_sql.hpp"
+#include "wallet/pg_pipeline.hpp"
 #include "wallet/wallet_engine.hpp"
 #include "wallet/wallet_ops.hpp"
 #include "wallet/wallet_store.hpp"
@@ -37,6 +39,10 @@ namespace couponcore::wallet {
 
 namespace {
 
+// No foreign keys between the wallet tables: every row is written by the engine, in the
+// transaction that holds its wallet's lock, and each check would cost a query per row of
+// every batch (most of a batch's write time). audit() checks the references instead
+// (orphans), and SQLite, where a check is nearly free, keeps the declared keys.
 const std::vector<pg::Migration>& pg_wallet_migrations() {
   static const std::vector<pg::Migration> all = {
       {"wallet", 1,
@@ -51,7 +57,7 @@ const std::vector<pg::Migration>& pg_wallet_migrations() {
        "CREATE SEQUENCE wallet_entries_id_seq;"
        "CREATE TABLE wallet_entries ("
        " id bigint PRIMARY KEY DEFAULT nextval('wallet_entries_id_seq'),"
-       " wallet_id bigint NOT NULL REFERENCES wallets(id),"
+       " wallet_id bigint NOT NULL,"
        " kind text NOT NULL CHECK (kind IN ('earn','use','cancel','expire','transfer_in','transfer_out')),"
        " amount bigint NOT NULL CHECK (amount <> 0),"
        " balance_after bigint NOT NULL CHECK (balance_after >= 0),"
@@ -66,19 +72,20 @@ const std::vector<pg::Migration>& pg_wallet_migrations() {
        "CREATE SEQUENCE wallet_lots_id_seq;"
        "CREATE TABLE wallet_lots ("
        " id bigint PRIMARY KEY DEFAULT nextval('wallet_lots_id_seq'),"
-       " wallet_id bigint NOT NULL REFERENCES wallets(id),"
-       " entry_id bigint NOT NULL REFERENCES wallet_entries(id),"
+       " wallet_id bigint NOT NULL,"
+       " entry_id bigint NOT NULL,"
        " amount bigint NOT NULL CHECK (amount > 0),"
        " remaining bigint NOT NULL CHECK (remaining >= 0 AND remaining <= amount),"
        " expires_at_us bigint,"
-       " state text NOT NULL CHECK (state IN ('active','expired')),"
-       " created_at_us bigint NOT NULL) WITH (fillfactor = 80);"
+       " state text NOT NULL CHECK (state IN ('active','spent','expired')),"
+       " created_at_us bigint NOT NULL,"
+       " CHECK ((state = 'active') = (remaining > 0))) WITH (fillfactor = 80);"
        "ALTER SEQUENCE wallet_lots_id_seq OWNED BY wallet_lots.id;"
-       "CREATE INDEX wallet_lots_with_points ON wallet_lots(wallet_id) WHERE remaining > 0;"
-       "CREATE INDEX wallet_lots_due ON wallet_lots(expires_at_us, wallet_id) WHERE remaining > 0;"
+       "CREATE INDEX wallet_lots_active ON wallet_lots(wallet_id) WHERE state = 'active';"
+       "CREATE INDEX wallet_lots_due ON wallet_lots(expires_at_us, wallet_id) WHERE state = 'active';"
        "CREATE TABLE wallet_draws ("
-       " entry_id bigint NOT NULL REFERENCES wallet_entries(id),"
-       " lot_id bigint NOT NULL REFERENCES wallet_lots(id),"
+       " entry_id bigint NOT NULL,"
+       " lot_id bigint NOT NULL,"
        " amount bigint NOT NULL CHECK (amount > 0),"
        " PRIMARY KEY (entry_id, lot_id));"
        "CREATE TABLE wallet_idempotency ("
@@ -167,13 +174,13 @@ struct WriteArrays {
       nl_amount.push_back(l.amount);
       nl_remaining.push_back(l.remaining);
       nl_expires.push_back(l.expires_at_us.value_or(0));  // 0 -> NULL (expiry is always > 0)
-      nl_state.emplace_back(lot_state_name(l.expired));
+      nl_state.emplace_back(lot_state_name(l));
       nl_created.push_back(l.created_at_us);
     }
     for (const LotRow& l : ch.changed_lots) {
       ul_id.push_back(l.id);
       ul_remaining.push_back(l.remaining);
-      ul_state.emplace_back(lot_state_name(l.expired));
+      ul_state.emplace_back(lot_state_name(l));
     }
     for (const DrawRow& d : ch.draws) {
       d_entry.push_back(d.entry_id);
@@ -214,6 +221,9 @@ struct WriteArrays {
   }
 };
 
+// Plain INSERT into wallet_idempotency: a key taken by a concurrent batch (on other wallets)
+// is a unique violation that aborts the statement, so the COMMIT pipelined after it never
+// commits a partial batch.
 constexpr const char* kWriteSql =
     "WITH e AS (INSERT INTO wallet_entries(id, wallet_id, kind, amount, balance_after, idempotency_key,"
     "   ref_entry_id, order_id, reason, created_at_us)"
@@ -233,8 +243,56 @@ constexpr const char* kWriteSql =
     " INSERT INTO wallet_idempotency(partner_id, idempotency_key, fingerprint, op_kind, entry_id, amount,"
     "  balance_after, expired_amount, peer_entry_id, created_at_us)"
     " SELECT * FROM unnest($27::bigint[], $28::text[], $29::bigint[], $30::text[], $31::bigint[],"
-    "  $32::bigint[], $33::bigint[], $34::bigint[], $35::bigint[], $36::bigint[])"
-    " ON CONFLICT DO NOTHING RETURNING 1";
+    "  $32::bigint[], $33::bigint[], $34::bigint[], $35::bigint[], $36::bigint[])";
+
+constexpr const char* kCreateSql =
+    "INSERT INTO wallets(partner_id, user_id, balance, created_at_us)"
+    " SELECT p, u, 0, $3 FROM unnest($1::bigint[], $2::text[]) AS k(p, u)"
+    " ORDER BY p, u ON CONFLICT DO NOTHING";
+
+// The outer query locks only `w`; the lateral lookups keep every plan on the unique index.
+constexpr const char* kLockSql =
+    "SELECT w.id, w.partner_id, w.user_id, w.balance FROM wallets w WHERE w.id IN"
+    " (SELECT x.id FROM unnest($1::bigint[], $2::text[]) AS k(p, u),"
+    "  LATERAL (SELECT id FROM wallets WHERE partner_id = k.p AND user_id = k.u) x)"
+    " ORDER BY w.id FOR NO KEY UPDATE";
+
+constexpr const char* kIdemSql =
+    "SELECT i.partner_id, i.idempotency_key, i.fingerprint, i.op_kind, i.entry_id, i.amount,"
+    " i.balance_after, i.expired_amount, i.peer_entry_id, i.created_at_us"
+    " FROM unnest($1::bigint[], $2::text[]) AS k(p, key), LATERAL (SELECT * FROM wallet_idempotency"
+    "  WHERE partner_id = k.p AND idempotency_key = k.key) i";
+
+constexpr const char* kLotsByKeySql =
+    "SELECT l.id, l.wallet_id, l.entry_id, l.amount, l.remaining, l.expires_at_us, l.state, l.created_at_us"
+    " FROM unnest($1::bigint[], $2::text[]) AS k(p, u),"
+    " LATERAL (SELECT id FROM wallets WHERE partner_id = k.p AND user_id = k.u) w,"
+    " LATERAL (SELECT * FROM wallet_lots WHERE wallet_id = w.id AND state = 'active') l";
+
+constexpr const char* kReserveSql =
+    "SELECT 0, nextval('wallet_entries_id_seq') FROM generate_series(1, $1::int)"
+    " UNION ALL SELECT 1, nextval('wallet_lots_id_seq') FROM generate_series(1, $2::int)";
+
+IdemRow idem_from(const pg::Result& r, int i) {
+  IdemRow row;
+  row.partner_id = r.i64(i, 0);
+  row.key = std::string(r.text(i, 1));
+  row.fingerprint = r.i64(i, 2);
+  std::optional<WalletOpKind> kind = op_kind_from_name(r.text(i, 3));
+  if (!kind) throw Error(ErrorCode::kInternal, "unknown operation kind '" + std::string(r.text(i, 3)) + "'");
+  row.kind = *kind;
+  row.result.entry_id = r.i64(i, 4);
+  row.result.amount = r.i64(i, 5);
+  row.result.balance_after = r.i64(i, 6);
+  row.result.expired_amount = r.i64(i, 7);
+  row.result.peer_entry_id = r.i64(i, 8);
+  row.result.created_at_us = r.i64(i, 9);
+  return row;
+}
+
+void append_reserved(const pg::Result& r, std::vector<int64_t>* entry_ids, std::vector<int64_t>* lot_ids) {
+  for (int i = 0; i < r.rows(); ++i) (r.i64(i, 0) == 0 ? entry_ids : lot_ids)->push_back(r.i64(i, 1));
+}
 
 class PostgresWalletStore final : public WalletStore {
  public:
@@ -243,130 +301,125 @@ class PostgresWalletStore final : public WalletStore {
 
   void migrate() { pg::migrate(conn_, pg_wallet_migrations()); }
 
-  void begin(const std::vector<WalletKey>& create, int64_t now_us) override {
-    if (!create.empty()) {
-      auto [partners, users] = split(create);
-      conn_.exec_prepared("wallet_create",
-                          "INSERT INTO wallets(partner_id, user_id, balance, created_at_us)"
-                          " SELECT p, u, 0, $3 FROM unnest($1::bigint[], $2::text[]) AS k(p, u)"
-                          " ORDER BY p, u ON CONFLICT DO NOTHING",
-                          pg::Params().add_array(partners).add_array(users).add(now_us));
+  // One round trip: [create; sync] BEGIN; lock; idempotency; lots; reserve; sync.
+  BatchRead begin_batch(const BatchKeys& keys, int64_t now_us) override {
+    start_connection();
+    Pipeline p(conn_, &prepared_);
+    if (!keys.create.empty()) {
+      auto [partners, users] = split(keys.create);
+      p.add("wallet_create", kCreateSql, pg::Params().add_array(partners).add_array(users).add(now_us));
+      p.sync();  // its own implicit transaction, committed before BEGIN
     }
-    tx_ = std::make_unique<pg::Tx>(conn_);
-  }
-
-  std::vector<WalletRow> lock_wallets(const std::vector<WalletKey>& keys) override {
-    auto [partners, users] = split(keys);
-    pg::Result r = conn_.exec_prepared(
-        "wallet_lock",
-        "SELECT w.id, w.partner_id, w.user_id, w.balance FROM wallets w"
-        " JOIN unnest($1::bigint[], $2::text[]) AS k(p, u) ON w.partner_id = k.p AND w.user_id = k.u"
-        " ORDER BY w.id FOR NO KEY UPDATE OF w",
-        pg::Params().add_array(partners).add_array(users));
-    std::vector<WalletRow> out;
-    for (int i = 0; i < r.rows(); ++i) {
-      out.push_back(WalletRow{r.i64(i, 0), r.i64(i, 1), std::string(r.text(i, 2)), r.i64(i, 3)});
+    auto [partners, users] = split(keys.wallets);
+    pg::Params by_key;
+    by_key.add_array(partners).add_array(users);
+    std::vector<int64_t> idem_partners;
+    std::vector<std::string> idem_names;
+    for (const IdemKey& k : keys.idempotency) {
+      idem_partners.push_back(k.partner_id);
+      idem_names.push_back(k.key);
     }
+    p.add("", "BEGIN", pg::Params());
+    in_tx_ = true;
+    const int lock = p.add("wallet_lock", kLockSql, by_key);
+    const int idem = p.add("wallet_idem", kIdemSql, pg::Params().add_array(idem_partners).add_array(idem_names));
+    const int lots = p.add("wallet_lots", kLotsByKeySql, by_key);
+    const int reserve = p.add("wallet_reserve", kReserveSql,
+                              pg::Params().add(static_cast<int64_t>(keys.reserve_entries))
+                                  .add(static_cast<int64_t>(keys.reserve_lots)));
+    p.sync();
+    PipelineResults r = p.run();
+    r.throw_if_error();
+    BatchRead out;
+    pg::Result& w = r.result(lock);
+    for (int i = 0; i < w.rows(); ++i) {
+      out.wallets.push_back(WalletRow{w.i64(i, 0), w.i64(i, 1), std::string(w.text(i, 2)), w.i64(i, 3)});
+    }
+    for (int i = 0; i < r.result(idem).rows(); ++i) out.idempotency.push_back(idem_from(r.result(idem), i));
+    out.lots = lots_from(r.result(lots));
+    append_reserved(r.result(reserve), &out.entry_ids, &out.lot_ids);
     return out;
-  }
-
-  std::vector<IdemRow> load_idempotency(const std::vector<IdemKey>& keys) override {
-    if (keys.empty()) return {};
-    std::vector<int64_t> partners;
-    std::vector<std::string> names;
-    for (const IdemKey& k : keys) {
-      partners.push_back(k.partner_id);
-      names.push_back(k.key);
-    }
-    pg::Result r = conn_.exec_prepared(
-        "wallet_idem",
-        "SELECT i.partner_id, i.idempotency_key, i.fingerprint, i.op_kind, i.entry_id, i.amount,"
-        " i.balance_after, i.expired_amount, i.peer_entry_id, i.created_at_us"
-        " FROM wallet_idempotency i JOIN unnest($1::bigint[], $2::text[]) AS k(p, key)"
-        " ON i.partner_id = k.p AND i.idempotency_key = k.key",
-        pg::Params().add_array(partners).add_array(names));
-    std::vector<IdemRow> out;
-    for (int i = 0; i < r.rows(); ++i) {
-      IdemRow row;
-      row.partner_id = r.i64(i, 0);
-      row.key = std::string(r.text(i, 1));
-      row.fingerprint = r.i64(i, 2);
-      std::optional<WalletOpKind> kind = op_kind_from_name(r.text(i, 3));
-      if (!kind) throw Error(ErrorCode::kInternal, "unknown operation kind '" + std::string(r.text(i, 3)) + "'");
-      row.kind = *kind;
-      row.result.entry_id = r.i64(i, 4);
-      row.result.amount = r.i64(i, 5);
-      row.result.balance_after = r.i64(i, 6);
-      row.result.expired_amount = r.i64(i, 7);
-      row.result.peer_entry_id = r.i64(i, 8);
-      row.result.created_at_us = r.i64(i, 9);
-      out.push_back(std::move(row));
-    }
-    return out;
-  }
-
-  std::vector<LotRow> load_lots(const std::vector<int64_t>& wallet_ids) override {
-    if (wallet_ids.empty()) return {};
-    return lots_from(conn_.exec_prepared(
-        "wallet_lots",
-        std::string("SELECT ") + kLotColumns +
-            " FROM wallet_lots WHERE wallet_id = ANY($1::bigint[]) AND remaining > 0 AND state = 'active'",
-        pg::Params().add_array(wallet_ids)));
   }
 
   CancelTargets load_cancel_targets(const std::vector<int64_t>& ids) override {
+    check_same_connection();
+    Pipeline p(conn_, &prepared_);
+    pg::Params by_id;
+    by_id.add_array(ids);
+    const int e = p.add("wallet_targets",
+                        std::string("SELECT ") + kEntryColumns + " FROM wallet_entries WHERE id = ANY($1::bigint[])",
+                        by_id);
+    const int d = p.add("wallet_target_draws",
+                        "SELECT entry_id, lot_id, amount FROM wallet_draws WHERE entry_id = ANY($1::bigint[])", by_id);
+    const int c = p.add("wallet_target_cancels",
+                        "SELECT ref_entry_id, id FROM wallet_entries WHERE kind = 'cancel'"
+                        " AND ref_entry_id = ANY($1::bigint[])",
+                        by_id);
+    const int l = p.add("wallet_target_lots",
+                        std::string("SELECT ") + kLotColumns +
+                            " FROM wallet_lots WHERE id IN (SELECT lot_id FROM wallet_draws"
+                            " WHERE entry_id = ANY($1::bigint[]))",
+                        by_id);
+    p.sync();
+    PipelineResults r = p.run();
+    r.throw_if_error();
     CancelTargets t;
-    pg::Params p;
-    p.add_array(ids);
-    pg::Result e = conn_.exec_prepared(
-        "wallet_targets", std::string("SELECT ") + kEntryColumns + " FROM wallet_entries WHERE id = ANY($1::bigint[])", p);
-    for (int i = 0; i < e.rows(); ++i) t.entries.push_back(entry_from(e, i));
-    pg::Result d = conn_.exec_prepared(
-        "wallet_target_draws", "SELECT entry_id, lot_id, amount FROM wallet_draws WHERE entry_id = ANY($1::bigint[])", p);
-    for (int i = 0; i < d.rows(); ++i) t.draws.push_back(DrawRow{d.i64(i, 0), d.i64(i, 1), d.i64(i, 2)});
-    pg::Result c = conn_.exec_prepared(
-        "wallet_target_cancels",
-        "SELECT ref_entry_id, id FROM wallet_entries WHERE kind = 'cancel' AND ref_entry_id = ANY($1::bigint[])", p);
-    for (int i = 0; i < c.rows(); ++i) t.cancels.emplace_back(c.i64(i, 0), c.i64(i, 1));
-    t.lots = lots_from(conn_.exec_prepared(
-        "wallet_target_lots",
-        std::string("SELECT ") + kLotColumns +
-            " FROM wallet_lots WHERE id IN (SELECT lot_id FROM wallet_draws WHERE entry_id = ANY($1::bigint[]))",
-        p));
+    for (int i = 0; i < r.result(e).rows(); ++i) t.entries.push_back(entry_from(r.result(e), i));
+    pg::Result& dr = r.result(d);
+    for (int i = 0; i < dr.rows(); ++i) t.draws.push_back(DrawRow{dr.i64(i, 0), dr.i64(i, 1), dr.i64(i, 2)});
+    pg::Result& cr = r.result(c);
+    for (int i = 0; i < cr.rows(); ++i) t.cancels.emplace_back(cr.i64(i, 0), cr.i64(i, 1));
+    t.lots = lots_from(r.result(l));
     return t;
   }
 
   void reserve_ids(std::size_t entries, std::size_t lots, std::vector<int64_t>* entry_ids,
                    std::vector<int64_t>* lot_ids) override {
-    pg::Result r = conn_.exec_prepared(
-        "wallet_reserve",
-        "SELECT 0, nextval('wallet_entries_id_seq') FROM generate_series(1, $1::int)"
-        " UNION ALL SELECT 1, nextval('wallet_lots_id_seq') FROM generate_series(1, $2::int)",
-        pg::Params().add(static_cast<int64_t>(entries)).add(static_cast<int64_t>(lots)));
-    entry_ids->clear();
-    lot_ids->clear();
-    for (int i = 0; i < r.rows(); ++i) (r.i64(i, 0) == 0 ? entry_ids : lot_ids)->push_back(r.i64(i, 1));
-    if (entry_ids->size() != entries || lot_ids->size() != lots) {
-      throw Error(ErrorCode::kInternal, "postgres: the id reservation came back short");
+    check_same_connection();
+    Pipeline p(conn_, &prepared_);
+    const int q = p.add("wallet_reserve", kReserveSql,
+                        pg::Params().add(static_cast<int64_t>(entries)).add(static_cast<int64_t>(lots)));
+    p.sync();
+    PipelineResults r = p.run();
+    r.throw_if_error();
+    append_reserved(r.result(q), entry_ids, lot_ids);
+  }
+
+  // One round trip: write; COMMIT; sync. A lost connection here leaves the outcome unknown:
+  // the engine runs the batch again and the idempotency records tell what committed.
+  bool commit_changes(const WalletChanges& ch) override {
+    check_same_connection();
+    Pipeline p(conn_, &prepared_);
+    int write = -1;
+    if (!ch.empty() || !ch.idempotency.empty()) {
+      WriteArrays arrays(ch);
+      write = p.add("wallet_write", kWriteSql, arrays.params());
     }
-  }
-
-  bool write(const WalletChanges& ch) override {
-    WriteArrays arrays(ch);
-    pg::Result r = conn_.exec_prepared("wallet_write", kWriteSql, arrays.params());
-    return r.rows() == static_cast<int>(ch.idempotency.size());
-  }
-
-  void commit() override {
-    std::unique_ptr<pg::Tx> tx = std::move(tx_);
-    tx->commit();
+    const int commit = p.add("", "COMMIT", pg::Params());
+    p.sync();
+    PipelineResults r = p.run();
+    if (write >= 0 && !r.ok(write)) {
+      const PipelineError& e = *r.error(write);
+      if (e.sqlstate == "23505" && e.constraint == "wallet_idempotency_pkey") {
+        rollback();  // the transaction is aborted; end it
+        return false;
+      }
+    }
+    r.throw_if_error();
+    // COMMIT in an aborted transaction answers ROLLBACK without an error: make sure it committed.
+    if (std::string(PQcmdStatus(r.result(commit).raw())) != "COMMIT") {
+      throw Error(ErrorCode::kInternal, "postgres: the batch transaction did not commit");
+    }
+    in_tx_ = false;
+    return true;
   }
 
   void rollback() noexcept override {
-    try {
-      tx_.reset();
-    } catch (...) {
-    }
+    if (!in_tx_) return;
+    in_tx_ = false;
+    if (!conn_.connected() || conn_.generation() != tx_generation_) return;  // the server rolled back
+    PGresult* res = PQexec(conn_.raw(), "ROLLBACK");
+    PQclear(res);
   }
 
   std::optional<int64_t> find_wallet(const WalletKey& key) override {
@@ -380,7 +433,7 @@ class PostgresWalletStore final : public WalletStore {
     return lots_from(conn_.exec_prepared(
         "wallet_active_lots",
         std::string("SELECT ") + kLotColumns +
-            " FROM wallet_lots WHERE wallet_id = $1 AND remaining > 0 AND state = 'active'",
+            " FROM wallet_lots WHERE wallet_id = $1 AND state = 'active'",
         pg::Params().add(wallet_id)));
   }
 
@@ -400,7 +453,7 @@ class PostgresWalletStore final : public WalletStore {
     pg::Result r = conn_.exec_prepared(
         "wallet_due",
         "SELECT w.id, w.partner_id, w.user_id FROM wallets w WHERE w.id IN"
-        " (SELECT wallet_id FROM wallet_lots WHERE remaining > 0 AND state = 'active'"
+        " (SELECT wallet_id FROM wallet_lots WHERE state = 'active'"
         "  AND expires_at_us <= $1 AND wallet_id > $2)"
         " ORDER BY w.id LIMIT $3",
         pg::Params().add(now_us).add(after_wallet_id).add(int64_t{limit}));
@@ -440,8 +493,33 @@ class PostgresWalletStore final : public WalletStore {
     return out;
   }
 
+  // Before a batch: a healthy connection, session settings applied after each (re)connect.
+  // Every statement of a batch finds rows by key. A prepared statement's generic plan made
+  // while a table was small (a new database) would scan it whole, per key, for ever after;
+  // forbidding sequential scans on the batch connection keeps every plan on the indexes.
+  void start_connection() {
+    if (in_tx_) rollback();
+    conn_.ensure_connected();
+    if (configured_generation_ != conn_.generation()) {
+      prepared_.clear();
+      conn_.exec("SET enable_seqscan = off");
+      configured_generation_ = conn_.generation();
+    }
+    tx_generation_ = conn_.generation();
+  }
+
+  // Inside a batch: the connection of its BEGIN, or the batch is void.
+  void check_same_connection() {
+    if (!conn_.connected() || conn_.generation() != tx_generation_) {
+      throw pg::PgError(ErrorCode::kUnavailable, "postgres: connection lost during the batch", "08006", true);
+    }
+  }
+
   pg::Conn conn_;
-  std::unique_ptr<pg::Tx> tx_;
+  std::unordered_set<std::string> prepared_;  // on the current physical connection
+  uint64_t configured_generation_ = 0;
+  uint64_t tx_generation_ = 0;
+  bool in_tx_ = false;
 };
 
 }  // namespace

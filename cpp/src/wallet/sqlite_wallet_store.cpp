@@ -52,10 +52,11 @@ const std::vector<sqlite::Migration>& sqlite_wallet_migrations() {
        " amount INTEGER NOT NULL CHECK (amount > 0),"
        " remaining INTEGER NOT NULL CHECK (remaining >= 0 AND remaining <= amount),"
        " expires_at_us INTEGER,"
-       " state TEXT NOT NULL CHECK (state IN ('active','expired')),"
-       " created_at_us INTEGER NOT NULL);"
-       "CREATE INDEX wallet_lots_with_points ON wallet_lots(wallet_id) WHERE remaining > 0;"
-       "CREATE INDEX wallet_lots_due ON wallet_lots(expires_at_us, wallet_id) WHERE remaining > 0;"
+       " state TEXT NOT NULL CHECK (state IN ('active','spent','expired')),"
+       " created_at_us INTEGER NOT NULL,"
+       " CHECK ((state = 'active') = (remaining > 0)));"
+       "CREATE INDEX wallet_lots_active ON wallet_lots(wallet_id) WHERE state = 'active';"
+       "CREATE INDEX wallet_lots_due ON wallet_lots(expires_at_us, wallet_id) WHERE state = 'active';"
        "CREATE TABLE wallet_draws ("
        " entry_id INTEGER NOT NULL REFERENCES wallet_entries(id),"
        " lot_id INTEGER NOT NULL REFERENCES wallet_lots(id),"
@@ -118,61 +119,16 @@ class SqliteWalletStore final : public WalletStore {
     db_.migrate(sqlite_wallet_migrations());
   }
 
-  void begin(const std::vector<WalletKey>& create, int64_t now_us) override {
-    tx_ = std::make_unique<sqlite::Tx>(db_);
-    if (create.empty()) return;
-    sqlite::Stmt& s = stmt(create_, "INSERT INTO wallets(partner_id, user_id, balance, created_at_us)"
-                                    " VALUES (?, ?, 0, ?) ON CONFLICT DO NOTHING");
-    for (const WalletKey& k : create) {
-      s.bind(1, k.partner_id).bind(2, std::string_view(k.user_id)).bind(3, now_us);
-      s.run();
-    }
-  }
-
-  std::vector<WalletRow> lock_wallets(const std::vector<WalletKey>& keys) override {
-    sqlite::Stmt& s = stmt(find_, "SELECT id, balance FROM wallets WHERE partner_id = ? AND user_id = ?");
-    std::vector<WalletRow> out;
-    for (const WalletKey& k : keys) {
-      s.bind(1, k.partner_id).bind(2, std::string_view(k.user_id));
-      if (s.step()) out.push_back(WalletRow{s.i64(0), k.partner_id, k.user_id, s.i64(1)});
-      s.reset();
-    }
-    std::sort(out.begin(), out.end(), [](const WalletRow& a, const WalletRow& b) { return a.id < b.id; });
-    return out;
-  }
-
-  std::vector<IdemRow> load_idempotency(const std::vector<IdemKey>& keys) override {
-    sqlite::Stmt& s = stmt(idem_,
-                           "SELECT fingerprint, op_kind, entry_id, amount, balance_after, expired_amount,"
-                           " peer_entry_id, created_at_us FROM wallet_idempotency"
-                           " WHERE partner_id = ? AND idempotency_key = ?");
-    std::vector<IdemRow> out;
-    for (const IdemKey& k : keys) {
-      s.bind(1, k.partner_id).bind(2, std::string_view(k.key));
-      if (s.step()) {
-        IdemRow r;
-        r.partner_id = k.partner_id;
-        r.key = k.key;
-        r.fingerprint = s.i64(0);
-        std::optional<WalletOpKind> kind = op_kind_from_name(s.text(1));
-        if (!kind) throw Error(ErrorCode::kInternal, "unknown operation kind '" + s.text(1) + "'");
-        r.kind = *kind;
-        r.result.entry_id = s.i64(2);
-        r.result.amount = s.i64(3);
-        r.result.balance_after = s.i64(4);
-        r.result.expired_amount = s.i64(5);
-        r.result.peer_entry_id = s.i64(6);
-        r.result.created_at_us = s.i64(7);
-        out.push_back(std::move(r));
-      }
-      s.reset();
-    }
-    return out;
-  }
-
-  std::vector<LotRow> load_lots(const std::vector<int64_t>& wallet_ids) override {
-    std::vector<LotRow> out;
-    for (int64_t id : wallet_ids) append_active_lots(id, &out);
+  BatchRead begin_batch(const BatchKeys& keys, int64_t now_us) override {
+    tx_ = std::make_unique<sqlite::Tx>(db_);  // BEGIN IMMEDIATE: the write lock, i.e. all locks
+    create_wallets(keys.create, now_us);
+    BatchRead out;
+    out.wallets = find_wallets(keys.wallets);
+    out.idempotency = load_idempotency(keys.idempotency);
+    for (const WalletRow& w : out.wallets) append_active_lots(w.id, &out.lots);
+    next_entry_id_ = next_id(max_entry_, "SELECT coalesce(max(id), 0) FROM wallet_entries");
+    next_lot_id_ = next_id(max_lot_, "SELECT coalesce(max(id), 0) FROM wallet_lots");
+    reserve_ids(keys.reserve_entries, keys.reserve_lots, &out.entry_ids, &out.lot_ids);
     return out;
   }
 
@@ -203,25 +159,14 @@ class SqliteWalletStore final : public WalletStore {
     return t;
   }
 
+  // The write lock is held since BEGIN IMMEDIATE: ids above max(id) are ours alone.
   void reserve_ids(std::size_t entries, std::size_t lots, std::vector<int64_t>* entry_ids,
                    std::vector<int64_t>* lot_ids) override {
-    // The write lock is held since BEGIN IMMEDIATE: max(id) + 1.. is ours alone.
-    auto next = [&](std::unique_ptr<sqlite::Stmt>& slot, const char* sql) {
-      sqlite::Stmt& s = stmt(slot, sql);
-      s.step();
-      const int64_t v = s.i64(0);
-      s.reset();
-      return v + 1;
-    };
-    const int64_t e0 = next(max_entry_, "SELECT coalesce(max(id), 0) FROM wallet_entries");
-    const int64_t l0 = next(max_lot_, "SELECT coalesce(max(id), 0) FROM wallet_lots");
-    entry_ids->clear();
-    lot_ids->clear();
-    for (std::size_t i = 0; i < entries; ++i) entry_ids->push_back(e0 + static_cast<int64_t>(i));
-    for (std::size_t i = 0; i < lots; ++i) lot_ids->push_back(l0 + static_cast<int64_t>(i));
+    for (std::size_t i = 0; i < entries; ++i) entry_ids->push_back(next_entry_id_++);
+    for (std::size_t i = 0; i < lots; ++i) lot_ids->push_back(next_lot_id_++);
   }
 
-  bool write(const WalletChanges& ch) override {
+  bool commit_changes(const WalletChanges& ch) override {
     write_entries(ch.entries);
     write_lots(ch);
     sqlite::Stmt& d = stmt(ins_draw_, "INSERT INTO wallet_draws(entry_id, lot_id, amount) VALUES (?, ?, ?)");
@@ -234,12 +179,13 @@ class SqliteWalletStore final : public WalletStore {
       w.bind(1, balance).bind(2, id);
       w.run();
     }
-    return write_idempotency(ch.idempotency);
-  }
-
-  void commit() override {
+    if (!write_idempotency(ch.idempotency)) {
+      tx_.reset();
+      return false;
+    }
     tx_->commit();
     tx_.reset();
+    return true;
   }
 
   void rollback() noexcept override { tx_.reset(); }
@@ -273,8 +219,8 @@ class SqliteWalletStore final : public WalletStore {
   std::vector<ExpireCandidate> expire_candidates(int64_t now_us, int64_t after_wallet_id, int limit) override {
     sqlite::Stmt& s = stmt(due_,
                            "SELECT w.id, w.partner_id, w.user_id FROM wallets w WHERE w.id IN"
-                           " (SELECT DISTINCT wallet_id FROM wallet_lots WHERE remaining > 0"
-                           "  AND state = 'active' AND expires_at_us <= ? AND wallet_id > ?)"
+                           " (SELECT DISTINCT wallet_id FROM wallet_lots WHERE state = 'active'"
+                           "  AND expires_at_us <= ? AND wallet_id > ?)"
                            " ORDER BY w.id LIMIT ?");
     s.bind(1, now_us).bind(2, after_wallet_id).bind(3, int64_t{limit});
     std::vector<ExpireCandidate> out;
@@ -302,6 +248,65 @@ class SqliteWalletStore final : public WalletStore {
   }
 
  private:
+  std::vector<WalletRow> find_wallets(const std::vector<WalletKey>& keys) {
+    sqlite::Stmt& s = stmt(find_, "SELECT id, balance FROM wallets WHERE partner_id = ? AND user_id = ?");
+    std::vector<WalletRow> out;
+    for (const WalletKey& k : keys) {
+      s.bind(1, k.partner_id).bind(2, std::string_view(k.user_id));
+      if (s.step()) out.push_back(WalletRow{s.i64(0), k.partner_id, k.user_id, s.i64(1)});
+      s.reset();
+    }
+    std::sort(out.begin(), out.end(), [](const WalletRow& a, const WalletRow& b) { return a.id < b.id; });
+    return out;
+  }
+
+  std::vector<IdemRow> load_idempotency(const std::vector<IdemKey>& keys) {
+    sqlite::Stmt& s = stmt(idem_,
+                           "SELECT fingerprint, op_kind, entry_id, amount, balance_after, expired_amount,"
+                           " peer_entry_id, created_at_us FROM wallet_idempotency"
+                           " WHERE partner_id = ? AND idempotency_key = ?");
+    std::vector<IdemRow> out;
+    for (const IdemKey& k : keys) {
+      s.bind(1, k.partner_id).bind(2, std::string_view(k.key));
+      if (s.step()) {
+        IdemRow r;
+        r.partner_id = k.partner_id;
+        r.key = k.key;
+        r.fingerprint = s.i64(0);
+        std::optional<WalletOpKind> kind = op_kind_from_name(s.text(1));
+        if (!kind) throw Error(ErrorCode::kInternal, "unknown operation kind '" + s.text(1) + "'");
+        r.kind = *kind;
+        r.result.entry_id = s.i64(2);
+        r.result.amount = s.i64(3);
+        r.result.balance_after = s.i64(4);
+        r.result.expired_amount = s.i64(5);
+        r.result.peer_entry_id = s.i64(6);
+        r.result.created_at_us = s.i64(7);
+        out.push_back(std::move(r));
+      }
+      s.reset();
+    }
+    return out;
+  }
+
+  void create_wallets(const std::vector<WalletKey>& create, int64_t now_us) {
+    if (create.empty()) return;
+    sqlite::Stmt& s = stmt(create_, "INSERT INTO wallets(partner_id, user_id, balance, created_at_us)"
+                                    " VALUES (?, ?, 0, ?) ON CONFLICT DO NOTHING");
+    for (const WalletKey& k : create) {
+      s.bind(1, k.partner_id).bind(2, std::string_view(k.user_id)).bind(3, now_us);
+      s.run();
+    }
+  }
+
+  int64_t next_id(std::unique_ptr<sqlite::Stmt>& slot, const char* sql) {
+    sqlite::Stmt& s = stmt(slot, sql);
+    s.step();
+    const int64_t v = s.i64(0);
+    s.reset();
+    return v + 1;
+  }
+
   sqlite::Stmt& stmt(std::unique_ptr<sqlite::Stmt>& slot, const std::string& sql) {
     if (!slot) slot = std::make_unique<sqlite::Stmt>(db_, sql);
     return *slot;
@@ -309,7 +314,7 @@ class SqliteWalletStore final : public WalletStore {
 
   void append_active_lots(int64_t wallet_id, std::vector<LotRow>* out) {
     sqlite::Stmt& s = stmt(lots_, std::string("SELECT ") + kLotColumns +
-                                      " FROM wallet_lots WHERE wallet_id = ? AND remaining > 0 AND state = 'active'");
+                                      " FROM wallet_lots WHERE wallet_id = ? AND state = 'active'");
     s.bind(1, wallet_id);
     while (s.step()) out->push_back(lot_from(s));
     s.reset();
@@ -342,12 +347,12 @@ class SqliteWalletStore final : public WalletStore {
                              " expires_at_us, state, created_at_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
     for (const LotRow& l : ch.new_lots) {
       ins.bind(1, l.id).bind(2, l.wallet_id).bind(3, l.entry_id).bind(4, l.amount).bind(5, l.remaining);
-      ins.bind(6, l.expires_at_us).bind(7, std::string_view(lot_state_name(l.expired))).bind(8, l.created_at_us);
+      ins.bind(6, l.expires_at_us).bind(7, std::string_view(lot_state_name(l))).bind(8, l.created_at_us);
       ins.run();
     }
     sqlite::Stmt& upd = stmt(upd_lot_, "UPDATE wallet_lots SET remaining = ?, state = ? WHERE id = ?");
     for (const LotRow& l : ch.changed_lots) {
-      upd.bind(1, l.remaining).bind(2, std::string_view(lot_state_name(l.expired))).bind(3, l.id);
+      upd.bind(1, l.remaining).bind(2, std::string_view(lot_state_name(l))).bind(3, l.id);
       upd.run();
     }
   }
@@ -372,6 +377,8 @@ class SqliteWalletStore final : public WalletStore {
 
   sqlite::Db db_;
   std::unique_ptr<sqlite::Tx> tx_;
+  int64_t next_entry_id_ = 0;  // within the current batch
+  int64_t next_lot_id_ = 0;
   // Prepared once, on first use.
   std::unique_ptr<sqlite::Stmt> create_, find_, idem_, lots_, entry_, draws_, cancel_of_, lot_;
   std::unique_ptr<sqlite::Stmt> max_entry_, max_lot_, ins_entry_, ins_lot_, upd_lot_, ins_draw_;

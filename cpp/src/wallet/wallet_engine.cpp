@@ -388,19 +388,12 @@ class BatchedWalletEngine final : public WalletEngine {
 
   std::vector<OpOutcome> run_once(std::vector<Pending>& batch, std::vector<IdemKey>* written, bool* committing) {
     const int64_t now = options_.clock_us();
-    std::vector<WalletKey> keys;
-    std::vector<WalletKey> create;
-    std::vector<IdemKey> idem_keys;
+    BatchKeys keys;
     std::vector<int64_t> target_ids;
-    collect_keys(batch, &keys, &create, &idem_keys, &target_ids);
+    collect_keys(batch, &keys, &target_ids);
 
-    writer_->begin(create, now);
-    BatchLoad load;
-    load.wallets = writer_->lock_wallets(keys);
-    load.idempotency = writer_->load_idempotency(idem_keys);
-    std::vector<int64_t> wallet_ids;
-    for (const WalletRow& w : load.wallets) wallet_ids.push_back(w.id);
-    load.lots = writer_->load_lots(wallet_ids);
+    BatchRead read = writer_->begin_batch(keys, now);
+    BatchLoad load{std::move(read.wallets), std::move(read.lots), std::move(read.idempotency), {}};
     add_keyed_targets(batch, load.idempotency, &target_ids);
     if (!target_ids.empty()) load.targets = writer_->load_cancel_targets(target_ids);
 
@@ -410,52 +403,60 @@ class BatchedWalletEngine final : public WalletEngine {
     for (const Pending& p : batch) ops.push_back(BatchOp{&p.op, p.fingerprint, p.expire_cutoff_us});
     std::vector<OpOutcome> outcomes = applier.apply(ops);
 
-    std::vector<int64_t> entry_ids;
-    std::vector<int64_t> lot_ids;
-    if (applier.entries_needed() > 0 || applier.lots_needed() > 0) {
-      writer_->reserve_ids(applier.entries_needed(), applier.lots_needed(), &entry_ids, &lot_ids);
-      std::sort(entry_ids.begin(), entry_ids.end());
-      std::sort(lot_ids.begin(), lot_ids.end());
+    std::vector<int64_t>& entry_ids = read.entry_ids;
+    std::vector<int64_t>& lot_ids = read.lot_ids;
+    if (applier.entries_needed() > entry_ids.size() || applier.lots_needed() > lot_ids.size()) {
+      const std::size_t more_entries = applier.entries_needed() - std::min(applier.entries_needed(), entry_ids.size());
+      const std::size_t more_lots = applier.lots_needed() - std::min(applier.lots_needed(), lot_ids.size());
+      writer_->reserve_ids(more_entries, more_lots, &entry_ids, &lot_ids);
     }
+    std::sort(entry_ids.begin(), entry_ids.end());
+    std::sort(lot_ids.begin(), lot_ids.end());
+    entry_ids.resize(applier.entries_needed());  // unused reservations are gaps in the ids
+    lot_ids.resize(applier.lots_needed());
     WalletChanges changes = applier.finish(entry_ids, lot_ids, &outcomes);
     *written = applier.written_keys();
-    if (!changes.empty() || !changes.idempotency.empty()) {
-      if (!writer_->write(changes)) throw KeyRace{};
-    }
     *committing = true;
-    writer_->commit();
-    remember_wallets(create);
+    if (!writer_->commit_changes(changes)) throw KeyRace{};
+    remember_wallets(keys.create);
     return outcomes;
   }
 
-  void collect_keys(const std::vector<Pending>& batch, std::vector<WalletKey>* keys,
-                    std::vector<WalletKey>* create, std::vector<IdemKey>* idem_keys,
-                    std::vector<int64_t>* target_ids) {
+  void collect_keys(const std::vector<Pending>& batch, BatchKeys* keys, std::vector<int64_t>* target_ids) {
+    std::size_t new_lots_guess = 0;
     for (const Pending& p : batch) {
       const WalletOp& op = p.op;
-      keys->push_back(WalletKey{op.partner_id, op.user_id});
+      keys->wallets.push_back(WalletKey{op.partner_id, op.user_id});
       if (p.expire_cutoff_us) continue;
-      idem_keys->push_back(IdemKey{op.partner_id, op.idempotency_key});
+      keys->idempotency.push_back(IdemKey{op.partner_id, op.idempotency_key});
       switch (op.kind) {
-        case WalletOpKind::kEarn: create->push_back(keys->back()); break;
+        case WalletOpKind::kEarn:
+          keys->create.push_back(keys->wallets.back());
+          new_lots_guess += 1;
+          break;
         case WalletOpKind::kTransfer:
-          keys->push_back(WalletKey{op.partner_id, op.to_user_id});
-          create->push_back(keys->back());
+          keys->wallets.push_back(WalletKey{op.partner_id, op.to_user_id});
+          keys->create.push_back(keys->wallets.back());
+          new_lots_guess += 2;
           break;
         case WalletOpKind::kCancel:
           if (op.cancel_entry_id > 0) {
             target_ids->push_back(op.cancel_entry_id);
           } else {
-            idem_keys->push_back(IdemKey{op.partner_id, op.cancel_key});
+            keys->idempotency.push_back(IdemKey{op.partner_id, op.cancel_key});
           }
           break;
         case WalletOpKind::kUse: break;
       }
     }
-    sort_unique(keys);
-    sort_unique(idem_keys);
-    std::erase_if(*create, [&](const WalletKey& k) { return known_wallets_.count(k) > 0; });
-    sort_unique(create);
+    sort_unique(&keys->wallets);
+    sort_unique(&keys->idempotency);
+    std::erase_if(keys->create, [&](const WalletKey& k) { return known_wallets_.count(k) > 0; });
+    sort_unique(&keys->create);
+    // At most two entries per operation (cancel + expire, transfer out + in) and one write-off
+    // per wallet; a transfer may need more lots than guessed (reserve_ids tops up).
+    keys->reserve_entries = 2 * batch.size() + keys->wallets.size();
+    keys->reserve_lots = new_lots_guess;
   }
 
   // Cancels by idempotency key: the use's entry id is in its record.

@@ -218,7 +218,10 @@ std::optional<WalletOpKind> op_kind_from_name(std::string_view name) noexcept {
   return std::nullopt;
 }
 
-const char* lot_state_name(bool expired) noexcept { return expired ? "expired" : "active"; }
+const char* lot_state_name(const LotRow& lot) noexcept {
+  if (lot.expired) return "expired";
+  return lot.remaining > 0 ? "active" : "spent";
+}
 
 std::optional<WalletEntryKind> entry_kind_from_name(std::string_view name) noexcept {
   for (int i = 0; i <= static_cast<int>(WalletEntryKind::kTransferOut); ++i) {

@@ -6,22 +6,26 @@
 //   PostgresWalletStore  (pg_wallet_store.cpp)      SELECT ... ORDER BY id FOR NO KEY UPDATE
 //
 // A batch runs, on the engine's thread, in this order:
-//   begin(create)            wallets of earn / transfer destinations are created when missing
-//                            (PostgreSQL: in their own short autocommit statement, keys sorted,
-//                            so that creation never waits inside a batch's lock set)
-//   lock_wallets(keys)       locks the batch's wallets in id order, returns them
-//   load_idempotency(keys)   AFTER the locks: a concurrent batch with the same key and wallet
-//                            has committed by then, and READ COMMITTED shows its record
-//   load_lots(wallet ids)    lots with points left
+//   begin_batch(keys)        1. wallets of earn / transfer destinations are created when
+//                               missing (PostgreSQL: in their own autocommit statement, keys
+//                               sorted, so creation never waits inside a batch's lock set)
+//                            2. BEGIN, and the batch's wallets are locked in id order
+//                            3. the idempotency records, read AFTER the locks: a concurrent
+//                               batch with the same key and wallet has committed by then, and
+//                               READ COMMITTED shows its record
+//                            4. the lots with points left, and ids reserved for new rows
+//                            (PostgreSQL: one round trip, in pipeline mode)
 //   load_cancel_targets(ids) only when the batch cancels: entries, their draws, their lots
-//   reserve_ids(n, m)        ids for the new entries and lots
-//   write(changes)           a few set-based statements; false when an idempotency key was
-//                            taken by a concurrent batch on other wallets (roll back, retry)
-//   commit()
+//   reserve_ids(n, m)        only when begin_batch's reservation was too small
+//   commit_changes(changes)  a few set-based statements and COMMIT (PostgreSQL: one round
+//                            trip); false when an idempotency key was taken by a concurrent
+//                            batch on other wallets: rolled back, the engine retries
 // Any step may throw couponcore::Error; kUnavailable means "retry the batch" (deadlock,
-// serialization failure, busy, lost connection), anything else is unexpected.
+// serialization failure, busy, lost connection), anything else is unexpected. After a throw
+// the engine calls rollback().
 //
-// A coupon use (checkout) can later join the same transaction between lock_wallets and write.
+// A coupon use (checkout) can later join the same transaction: its rows are locked in step 2
+// and written by commit_changes.
 #pragma once
 
 #include <cstdint>
@@ -60,7 +64,7 @@ struct LotRow {
   int64_t amount = 0;
   int64_t remaining = 0;
   std::optional<int64_t> expires_at_us;
-  bool expired = false;  // state 'expired' (else 'active')
+  bool expired = false;  // state 'expired' (else 'active' or 'spent', by remaining)
   int64_t created_at_us = 0;
 };
 
@@ -114,20 +118,34 @@ struct ExpireCandidate {
   WalletKey key;
 };
 
+// What begin_batch needs: every list sorted and without duplicates.
+struct BatchKeys {
+  std::vector<WalletKey> create;     // wallets to create when missing
+  std::vector<WalletKey> wallets;    // every wallet of the batch (create included)
+  std::vector<IdemKey> idempotency;  // the operations' keys and the cancelled uses' keys
+  std::size_t reserve_entries = 0;   // ids to reserve (a guess; more via reserve_ids)
+  std::size_t reserve_lots = 0;
+};
+
+struct BatchRead {
+  std::vector<WalletRow> wallets;  // locked, in id order; missing wallets are absent
+  std::vector<IdemRow> idempotency;
+  std::vector<LotRow> lots;        // of those wallets, with points left
+  std::vector<int64_t> entry_ids;  // reserved, ascending
+  std::vector<int64_t> lot_ids;
+};
+
 class WalletStore {
  public:
   virtual ~WalletStore() = default;
 
   // The batch transaction (see the file comment for the order).
-  virtual void begin(const std::vector<WalletKey>& create_sorted, int64_t now_us) = 0;
-  virtual std::vector<WalletRow> lock_wallets(const std::vector<WalletKey>& keys_sorted) = 0;
-  virtual std::vector<IdemRow> load_idempotency(const std::vector<IdemKey>& keys_sorted) = 0;
-  virtual std::vector<LotRow> load_lots(const std::vector<int64_t>& wallet_ids) = 0;
+  virtual BatchRead begin_batch(const BatchKeys& keys, int64_t now_us) = 0;
   virtual CancelTargets load_cancel_targets(const std::vector<int64_t>& entry_ids) = 0;
+  // Appends more reserved ids (ascending, above every id reserved before in this batch).
   virtual void reserve_ids(std::size_t entries, std::size_t lots, std::vector<int64_t>* entry_ids,
                            std::vector<int64_t>* lot_ids) = 0;
-  virtual bool write(const WalletChanges& changes) = 0;
-  virtual void commit() = 0;
+  virtual bool commit_changes(const WalletChanges& changes) = 0;
   virtual void rollback() noexcept = 0;
 
   // Reads outside batches (the engine keeps a second store for them).
@@ -142,7 +160,8 @@ class WalletStore {
 };
 
 // Stored spellings of the enums.
-const char* lot_state_name(bool expired) noexcept;
+// 'active' (points left), 'spent' (none left; a cancel may restore some) or 'expired'.
+const char* lot_state_name(const LotRow& lot) noexcept;
 std::optional<WalletEntryKind> entry_kind_from_name(std::string_view name) noexcept;
 
 }  // namespace couponcore::wallet
