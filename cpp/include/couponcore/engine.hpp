@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "couponcore/metrics.hpp"
 #include "couponcore/types.hpp"
 
 namespace couponcore {
@@ -86,6 +87,8 @@ class Engine {
   virtual bool drain(double timeout_s) = 0;
 
   virtual EngineCounters counters() const = 0;
+  // Latency and batch-size histograms; engines record into them (thread-safe, lock-free).
+  const EngineHistograms& histograms() const { return histograms_; }
 
   // Compares the gate with the store for one campaign and re-drives grants that are in the
   // grant log but missing from the store. Read-only apart from the re-drive.
@@ -103,6 +106,8 @@ class Engine {
   void run_batch_end_hook() {
     if (batch_end_hook_) batch_end_hook_();
   }
+
+  EngineHistograms histograms_;
 
  private:
   std::function<void()> batch_end_hook_;

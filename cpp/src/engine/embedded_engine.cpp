@@ -9,7 +9,13 @@
 //
 // Once a campaign's sold-out state is durable, submit_issue answers in the caller's thread
 // (no queue hop, no commit): the decision can no longer grant.
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <atomic>
 #include <cassert>
 #include <chrono>
@@ -44,10 +50,45 @@ void check_requests(const std::vector<IssueRequest>& requests) {
   }
 }
 
+// One file, one engine: the gate lives in this process's memory, so a second engine on the
+// same file (another process, or a forked child) would decide from stale counters. An
+// exclusive flock on "<path>.lock" refuses the second open with kConflict. (The lock is a
+// separate file: closing any descriptor of the database itself would drop SQLite's POSIX locks.)
+class FileLock {
+ public:
+  explicit FileLock(const std::string& db_path) {
+    if (db_path == ":memory:" || db_path.empty()) return;
+    const std::string path = db_path + ".lock";
+    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd_ < 0) throw_unavailable("cannot open " + path + ": " + std::strerror(errno));
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      char owner[32] = {0};
+      ssize_t n = ::pread(fd_, owner, sizeof(owner) - 1, 0);
+      ::close(fd_);
+      fd_ = -1;
+      throw_conflict(db_path + " is already open by another couponcore engine" +
+                     (n > 0 ? " (process " + std::string(owner, static_cast<std::size_t>(n)) + ")" : std::string()) +
+                     "; one embedded file has one engine: share that engine, or use the production deployment");
+    }
+    std::string pid = std::to_string(::getpid());
+    if (::ftruncate(fd_, 0) == 0) (void)!::pwrite(fd_, pid.data(), pid.size(), 0);
+  }
+  ~FileLock() { release(); }
+  void release() {
+    if (fd_ >= 0) ::close(fd_);  // releases the flock
+    fd_ = -1;
+  }
+  FileLock(const FileLock&) = delete;
+  FileLock& operator=(const FileLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
 class EmbeddedEngine final : public Engine {
  public:
   explicit EmbeddedEngine(const EmbeddedOptions& options)
-      : store_(options.path, options.synchronous_full) {
+      : file_lock_(options.path), store_(options.path, options.synchronous_full) {
     for (Campaign& c : store_.load_campaigns()) {
       const int64_t id = c.id;
       auto entry = std::make_unique<Entry>(std::move(c));
@@ -103,6 +144,7 @@ class EmbeddedEngine final : public Engine {
         for (const IssueRequest& r : requests) results.push_back(e.gate.decide(r, now, nullptr));
         lock.unlock();
         count(results, /*fast=*/true);
+        histograms_.issue_latency_seconds.observe(0, results.size());
         cb(std::move(results), nullptr);
         run_batch_end_hook();
         return;
@@ -117,7 +159,7 @@ class EmbeddedEngine final : public Engine {
     }
     if (stopping_) throw Error(ErrorCode::kClosed, "the engine is closed");
     queued_requests_ += requests.size();
-    queue_.push_back(Pending{campaign_id, std::move(requests), std::move(cb)});
+    queue_.push_back(Pending{campaign_id, std::move(requests), std::move(cb), std::chrono::steady_clock::now()});
     work_cv_.notify_one();
   }
 
@@ -146,6 +188,7 @@ class EmbeddedEngine final : public Engine {
     }
     if (thread_.joinable()) thread_.join();
     closed_ = true;
+    file_lock_.release();  // nothing writes any more: another engine may open the file
   }
 
   bool closed() const noexcept override { return closed_; }
@@ -187,6 +230,7 @@ class EmbeddedEngine final : public Engine {
     int64_t campaign_id;
     std::vector<IssueRequest> requests;
     IssueCallback cb;
+    std::chrono::steady_clock::time_point submitted_at;
   };
 
   void count(const std::vector<IssueResult>& results, bool fast) {
@@ -258,9 +302,17 @@ class EmbeddedEngine final : public Engine {
     std::exception_ptr commit_error;
     try {
       store_.write_grants(grants);
+    } catch (const std::exception& e) {
+      commit_error = std::current_exception();
+      log(LogLevel::kError, "embedded", std::string("group commit of ") + std::to_string(grants.size()) +
+                                            " grants failed; the batch is refused: " + e.what());
     } catch (...) {
       commit_error = std::current_exception();
     }
+    std::size_t batch_requests = 0;
+    for (const Pending& p : batch) batch_requests += p.requests.size();
+    histograms_.batch_requests.observe(static_cast<double>(batch_requests));
+    if (!grants.empty() && !commit_error) histograms_.commit_grants.observe(static_cast<double>(grants.size()));
     {
       std::lock_guard lock(gate_mu_);
       for (int64_t id : touched) {
@@ -277,9 +329,12 @@ class EmbeddedEngine final : public Engine {
       counters_.batches++;
       if (!grants.empty()) (commit_error ? counters_.commit_failures : counters_.commits)++;
     }
+    const auto answered_at = std::chrono::steady_clock::now();
     for (std::size_t i = 0; i < batch.size(); ++i) {
       std::exception_ptr err = errors[i] ? errors[i] : commit_error;
       if (!err) count(results[i], /*fast=*/false);
+      histograms_.issue_latency_seconds.observe(
+          std::chrono::duration<double>(answered_at - batch[i].submitted_at).count(), batch[i].requests.size());
       if (err) {
         batch[i].cb({}, err);
       } else {
@@ -305,6 +360,7 @@ class EmbeddedEngine final : public Engine {
     return true;
   }
 
+  FileLock file_lock_;  // before store_: nothing touches the file unless the lock is ours
   SqliteStore store_;
   std::mutex gate_mu_;  // guards gates_ and every Entry
   std::unordered_map<int64_t, std::unique_ptr<Entry>> gates_;

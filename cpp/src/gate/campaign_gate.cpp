@@ -1,5 +1,6 @@
 #include "gate/campaign_gate.hpp"
 
+#include <algorithm>
 #include <cassert>
 
 #include "couponcore/limits.hpp"
@@ -7,7 +8,15 @@
 
 namespace couponcore {
 
-CampaignGate::CampaignGate(Campaign campaign) : campaign_(std::move(campaign)) {}
+namespace {
+constexpr int64_t kHoldingsReserveMax = 1 << 20;
+}  // namespace
+
+CampaignGate::CampaignGate(Campaign campaign) : campaign_(std::move(campaign)) {
+  // Holders are at most quantity; reserving up front spares the rehashes of a growing table
+  // (bounded so that a huge campaign does not allocate its whole table before the first press).
+  holdings_.reserve(static_cast<std::size_t>(std::min<int64_t>(campaign_.spec.quantity, kHoldingsReserveMax)));
+}
 
 std::string CampaignGate::answer_key(std::string_view user_id, std::string_view request_id) {
   std::string key;

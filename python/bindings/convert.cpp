@@ -1,0 +1,91 @@
+#include "convert.hpp"
+
+#include <array>
+
+#include "couponcore/limits.hpp"
+
+namespace couponcore::py_bindings {
+
+int64_t to_i64(py::handle o, const char* what) {
+  if (!PyLong_Check(o.ptr()) || PyBool_Check(o.ptr())) {
+    raise_invalid_type(std::string(what) + " must be an int, got " + std::string(py::str(o.get_type().attr("__name__"))));
+  }
+  int overflow = 0;
+  long long v = PyLong_AsLongLongAndOverflow(o.ptr(), &overflow);
+  if (overflow != 0) raise(ErrorCode::kInvalidArgument, std::string(what) + " is out of range");
+  if (v == -1 && PyErr_Occurred()) throw py::error_already_set();
+  return static_cast<int64_t>(v);
+}
+
+namespace {
+std::string_view utf8(py::handle o, const char* what) {
+  if (!PyUnicode_Check(o.ptr())) {
+    raise_invalid_type(std::string(what) + " must be a str, got " + std::string(py::str(o.get_type().attr("__name__"))));
+  }
+  Py_ssize_t n = 0;
+  const char* p = PyUnicode_AsUTF8AndSize(o.ptr(), &n);
+  if (!p) throw py::error_already_set();
+  return {p, static_cast<std::size_t>(n)};
+}
+}  // namespace
+
+std::string to_str(py::handle o, const char* what) { return std::string(utf8(o, what)); }
+
+std::vector<IssueRequest> to_requests(py::handle user_ids, py::handle request_ids) {
+  if (PyUnicode_Check(user_ids.ptr()) || PyBytes_Check(user_ids.ptr())) {
+    raise_invalid_type("user_ids must be a sequence of str, not a single string");
+  }
+  py::object users = py::reinterpret_steal<py::object>(PySequence_Fast(user_ids.ptr(), "user_ids must be a sequence of str"));
+  if (!users) raise_invalid_type("user_ids must be a sequence of str");
+  const Py_ssize_t n = PySequence_Fast_GET_SIZE(users.ptr());
+  if (static_cast<std::size_t>(n) > limits::kIssueBatchMax) {
+    raise(ErrorCode::kInvalidArgument, "a batch holds at most " + std::to_string(limits::kIssueBatchMax) +
+                                           " requests, got " + std::to_string(n));
+  }
+  py::object reqs;
+  if (!request_ids.is_none()) {
+    reqs = py::reinterpret_steal<py::object>(PySequence_Fast(request_ids.ptr(), "request_ids must be a sequence"));
+    if (!reqs) raise_invalid_type("request_ids must be a sequence of str or None");
+    if (PySequence_Fast_GET_SIZE(reqs.ptr()) != n) {
+      raise(ErrorCode::kInvalidArgument, "request_ids must have as many items as user_ids");
+    }
+  }
+  std::vector<IssueRequest> out(static_cast<std::size_t>(n));
+  PyObject** items = PySequence_Fast_ITEMS(users.ptr());
+  PyObject** rids = reqs ? PySequence_Fast_ITEMS(reqs.ptr()) : nullptr;
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    out[i].user_id = utf8(items[i], "user_id");
+    if (rids && rids[i] != Py_None) out[i].request_id = utf8(rids[i], "request_id");
+  }
+  return out;
+}
+
+py::object status_object(IssueStatus s) {
+  static std::array<PyObject*, 5> cache{};  // leaked on purpose: lives until the process ends
+  PyObject*& slot = cache[static_cast<int>(s)];
+  if (!slot) {
+    py::object cls = py::module_::import("couponcore._types").attr("Status");
+    slot = cls(issue_status_name(s)).release().ptr();
+  }
+  return py::reinterpret_borrow<py::object>(slot);
+}
+
+// Answers without a coupon (SOLD_OUT, ALREADY_ISSUED, ...) are equal and immutable: share one
+// Python object per status instead of allocating one per request (most answers of a flash sale).
+py::object result_object(const IssueResult& r) {
+  if (r.seq != 0) return py::cast(r);
+  static std::array<PyObject*, 5> shared{};  // leaked on purpose: lives until the process ends
+  PyObject*& slot = shared[static_cast<int>(r.status)];
+  if (!slot) slot = py::cast(r).release().ptr();
+  return py::reinterpret_borrow<py::object>(slot);
+}
+
+py::list result_list(const std::vector<IssueResult>& results) {
+  py::list out(results.size());
+  for (std::size_t i = 0; i < results.size(); ++i) {
+    PyList_SET_ITEM(out.ptr(), static_cast<Py_ssize_t>(i), result_object(results[i]).release().ptr());
+  }
+  return out;
+}
+
+}  // namespace couponcore::py_bindings

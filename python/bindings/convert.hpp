@@ -1,0 +1,41 @@
+// Conversions between Python objects and the core's values, done while holding the GIL, and
+// the interruptible wait used around every blocking call (the GIL is released while waiting and
+// re-taken every 50 ms to check signals, so Ctrl-C works).
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+#include <chrono>
+#include <future>
+#include <string>
+#include <vector>
+
+#include "couponcore/types.hpp"
+#include "errors.hpp"
+
+namespace couponcore::py_bindings {
+
+namespace py = pybind11;
+
+int64_t to_i64(py::handle o, const char* what);
+std::string to_str(py::handle o, const char* what);
+// user_ids: a sequence of str; request_ids: None or a sequence of str/None of the same length.
+std::vector<IssueRequest> to_requests(py::handle user_ids, py::handle request_ids);
+// The Python couponcore.Status member for a status (borrowed; lives as long as the process).
+py::object status_object(IssueStatus s);
+// An IssueResult as a Python object; answers without a coupon share one object per status.
+py::object result_object(const IssueResult& r);
+py::list result_list(const std::vector<IssueResult>& results);
+
+// Call with the GIL released.
+template <typename T>
+T wait_interruptibly(std::future<T>& f) {
+  using namespace std::chrono_literals;
+  while (f.wait_for(50ms) != std::future_status::ready) {
+    py::gil_scoped_acquire gil;
+    if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+  }
+  return f.get();
+}
+
+}  // namespace couponcore::py_bindings

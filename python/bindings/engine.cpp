@@ -1,0 +1,312 @@
+// Binds couponcore::Engine as _core.Engine. Every blocking call converts its arguments with the
+// GIL held, releases it around the wait, and builds results after re-taking it.
+//
+// An engine belongs to the process that opened it: its threads do not survive fork(). In a
+// child every call raises Closed, and the child never runs the engine's destructor (which
+// would join threads that do not exist there).
+#include <unistd.h>
+
+#include <array>
+#include <memory>
+
+#include "async.hpp"
+#include "convert.hpp"
+#include "couponcore/engine.hpp"
+#include "couponcore/error.hpp"
+
+namespace couponcore::py_bindings {
+
+py::dict histograms_dict(const Engine& e);
+
+namespace {
+
+class PyEngine {
+ public:
+  explicit PyEngine(std::unique_ptr<Engine> engine)
+      : engine_(std::move(engine)), pid_(::getpid()), async_(std::make_shared<AsyncCompletions>()) {
+    engine_->set_batch_end_hook([async = async_] { async->flush(); });
+  }
+  ~PyEngine() {
+    if (::getpid() != pid_) {
+      (void)engine_.release();  // opened before a fork: the child must not touch it
+      return;
+    }
+    py::gil_scoped_release nogil;
+    engine_.reset();
+  }
+
+  Engine& get() {
+    if (::getpid() != pid_) {
+      raise(ErrorCode::kClosed, "this engine was opened in process " + std::to_string(pid_) +
+                                    " before a fork; open a new engine in process " + std::to_string(::getpid()));
+    }
+    if (engine_->closed()) raise(ErrorCode::kClosed, "the engine is closed");
+    return *engine_;
+  }
+
+  bool closed() const { return ::getpid() != pid_ || engine_->closed(); }
+  AsyncCompletions& async() { return *async_; }
+
+  void close() {
+    if (::getpid() != pid_) return;
+    py::gil_scoped_release nogil;
+    engine_->close();
+  }
+
+ private:
+  std::unique_ptr<Engine> engine_;
+  pid_t pid_;
+  std::shared_ptr<AsyncCompletions> async_;
+};
+
+// Queues requests whose answer resolves `future` (an asyncio.Future of `loop`).
+void submit_async(PyEngine& self, int64_t campaign_id, std::vector<IssueRequest> requests, py::object loop,
+                  py::object future, bool single) {
+  Engine& e = self.get();
+  AsyncCompletions* completions = &self.async();
+  PyObject* loop_ref = loop.release().ptr();
+  PyObject* future_ref = future.release().ptr();
+  auto cb = [completions, loop_ref, future_ref, single](std::vector<IssueResult>&& r, std::exception_ptr err) {
+    completions->push(AsyncCompletions::Item{loop_ref, future_ref, single, std::move(r), err});
+  };
+  try {
+    py::gil_scoped_release nogil;
+    e.submit_issue(campaign_id, std::move(requests), std::move(cb));
+  } catch (...) {
+    // Refused before queueing: the callback will never run, so the references are ours again.
+    Py_DECREF(loop_ref);
+    Py_DECREF(future_ref);
+    throw;
+  }
+}
+
+std::vector<IssueResult> issue_blocking(Engine& e, int64_t campaign_id, std::vector<IssueRequest> requests) {
+  auto promise = std::make_shared<std::promise<std::vector<IssueResult>>>();
+  std::future<std::vector<IssueResult>> future = promise->get_future();
+  py::gil_scoped_release nogil;
+  e.submit_issue(campaign_id, std::move(requests), [promise](std::vector<IssueResult>&& r, std::exception_ptr err) {
+    if (err) {
+      promise->set_exception(err);
+    } else {
+      promise->set_value(std::move(r));
+    }
+  });
+  return wait_interruptibly(future);
+}
+
+py::object opt(const std::optional<int64_t>& v) { return v ? py::object(py::int_(*v)) : py::none(); }
+
+const char* discount_kind_name(DiscountKind k) {
+  switch (k) {
+    case DiscountKind::kFixed: return "fixed";
+    case DiscountKind::kPercent: return "percent";
+    default: return "none";
+  }
+}
+
+const char* campaign_state_name(CampaignState s) {
+  switch (s) {
+    case CampaignState::kPaused: return "paused";
+    case CampaignState::kClosed: return "closed";
+    default: return "active";
+  }
+}
+
+py::dict campaign_dict(const Campaign& c) {
+  py::dict d;
+  d["id"] = c.id;
+  d["partner_id"] = c.spec.partner_id;
+  d["name"] = c.spec.name;
+  d["quantity"] = c.spec.quantity;
+  d["per_user_limit"] = c.spec.per_user_limit;
+  d["starts_at_us"] = opt(c.spec.starts_at_us);
+  d["ends_at_us"] = opt(c.spec.ends_at_us);
+  d["state"] = campaign_state_name(c.state);
+  d["discount_kind"] = discount_kind_name(c.spec.discount_kind);
+  d["discount_value"] = c.spec.discount_value;
+  d["discount_max"] = opt(c.spec.discount_max);
+  d["min_order_amount"] = c.spec.min_order_amount;
+  d["valid_until_us"] = opt(c.spec.valid_until_us);
+  d["valid_days"] = c.spec.valid_days ? py::object(py::int_(*c.spec.valid_days)) : py::none();
+  d["created_at_us"] = c.created_at_us;
+  return d;
+}
+
+std::optional<int64_t> opt_i64(py::handle o, const char* what) {
+  if (o.is_none()) return std::nullopt;
+  return to_i64(o, what);
+}
+
+CampaignSpec spec_from(py::dict d) {
+  CampaignSpec s;
+  auto get = [&](const char* k) -> py::object { return d.contains(k) ? py::object(d[k]) : py::none(); };
+  s.name = to_str(get("name"), "name");
+  s.quantity = to_i64(get("quantity"), "quantity");
+  if (!get("per_user_limit").is_none()) {
+    int64_t l = to_i64(get("per_user_limit"), "per_user_limit");
+    if (l < 0 || l > INT32_MAX) raise(ErrorCode::kInvalidArgument, "per_user_limit is out of range");
+    s.per_user_limit = static_cast<int32_t>(l);
+  }
+  s.starts_at_us = opt_i64(get("starts_at_us"), "starts_at");
+  s.ends_at_us = opt_i64(get("ends_at_us"), "ends_at");
+  if (!get("partner_id").is_none()) s.partner_id = to_i64(get("partner_id"), "partner_id");
+  py::object kind = get("discount_kind");
+  if (!kind.is_none()) {
+    std::string k = to_str(kind, "discount_kind");
+    if (k == "fixed") {
+      s.discount_kind = DiscountKind::kFixed;
+    } else if (k == "percent") {
+      s.discount_kind = DiscountKind::kPercent;
+    } else if (k != "none") {
+      raise(ErrorCode::kInvalidArgument, "discount_kind must be 'fixed', 'percent' or 'none'");
+    }
+  }
+  if (!get("discount_value").is_none()) s.discount_value = to_i64(get("discount_value"), "discount_value");
+  s.discount_max = opt_i64(get("discount_max"), "discount_max");
+  if (!get("min_order_amount").is_none()) s.min_order_amount = to_i64(get("min_order_amount"), "min_order_amount");
+  s.valid_until_us = opt_i64(get("valid_until_us"), "valid_until");
+  if (auto vd = opt_i64(get("valid_days"), "valid_days")) {
+    if (*vd < INT32_MIN || *vd > INT32_MAX) raise(ErrorCode::kInvalidArgument, "valid_days is out of range");
+    s.valid_days = static_cast<int32_t>(*vd);
+  }
+  return s;
+}
+
+}  // namespace
+
+void register_engine(py::module_& m) {
+  py::class_<IssueResult>(m, "IssueResult", "The answer to one issue request.")
+      .def_property_readonly("status", [](const IssueResult& r) { return status_object(r.status); })
+      .def_property_readonly("seq", [](const IssueResult& r) -> py::object {
+        return r.seq ? py::object(py::int_(r.seq)) : py::none();
+      }, "The coupon's first-come rank, 1..quantity, when issued; else None.")
+      .def_property_readonly("coupon_id", [](const IssueResult& r) -> py::object {
+        return r.coupon_id ? py::object(py::int_(r.coupon_id)) : py::none();
+      })
+      .def_property_readonly("issued", [](const IssueResult& r) { return r.status == IssueStatus::kIssued; })
+      .def("__eq__", [](const IssueResult& a, const IssueResult& b) {
+        return a.status == b.status && a.seq == b.seq && a.coupon_id == b.coupon_id;
+      })
+      .def("__hash__", [](const IssueResult& r) { return py::hash(py::make_tuple(static_cast<int>(r.status), r.seq, r.coupon_id)); })
+      .def("__repr__", [](const IssueResult& r) {
+        std::string s = std::string("IssueResult(status=") + issue_status_name(r.status);
+        if (r.seq) s += ", seq=" + std::to_string(r.seq) + ", coupon_id=" + std::to_string(r.coupon_id);
+        return s + ")";
+      });
+
+  py::class_<PyEngine>(m, "Engine", "The native engine; use couponcore.open() rather than this class.")
+      .def_property_readonly("kind", [](PyEngine& self) { return std::string(self.get().kind()); })
+      .def_property_readonly("closed", &PyEngine::closed)
+      .def("close", &PyEngine::close)
+      .def("create_campaign", [](PyEngine& self, py::dict spec) {
+        Engine& e = self.get();
+        CampaignSpec s = spec_from(spec);
+        Campaign c;
+        {
+          py::gil_scoped_release nogil;
+          c = e.create_campaign(s);
+        }
+        return campaign_dict(c);
+      })
+      .def("get_campaign", [](PyEngine& self, py::object id) {
+        Engine& e = self.get();
+        int64_t cid = to_i64(id, "campaign_id");
+        Campaign c;
+        {
+          py::gil_scoped_release nogil;
+          c = e.get_campaign(cid);
+        }
+        return campaign_dict(c);
+      })
+      .def("list_campaigns", [](PyEngine& self, py::object partner_id) {
+        Engine& e = self.get();
+        int64_t pid = to_i64(partner_id, "partner_id");
+        std::vector<Campaign> cs;
+        {
+          py::gil_scoped_release nogil;
+          cs = e.list_campaigns(pid);
+        }
+        py::list out;
+        for (const Campaign& c : cs) out.append(campaign_dict(c));
+        return out;
+      })
+      .def("issue", [](PyEngine& self, py::object campaign_id, py::object user_id, py::object request_id) {
+        Engine& e = self.get();
+        std::vector<IssueRequest> one(1);
+        int64_t cid = to_i64(campaign_id, "campaign_id");
+        one[0].user_id = to_str(user_id, "user_id");
+        if (!request_id.is_none()) one[0].request_id = to_str(request_id, "request_id");
+        return result_object(issue_blocking(e, cid, std::move(one)).at(0));
+      }, py::arg("campaign_id"), py::arg("user_id"), py::arg("request_id") = py::none())
+      .def("issue_many", [](PyEngine& self, py::object campaign_id, py::object user_ids, py::object request_ids) {
+        Engine& e = self.get();
+        int64_t cid = to_i64(campaign_id, "campaign_id");
+        std::vector<IssueRequest> reqs = to_requests(user_ids, request_ids);
+        std::vector<IssueResult> results = issue_blocking(e, cid, std::move(reqs));
+        return result_list(results);
+      }, py::arg("campaign_id"), py::arg("user_ids"), py::arg("request_ids") = py::none())
+      .def("submit_issue", [](PyEngine& self, py::object campaign_id, py::object user_id, py::object request_id,
+                               py::object loop, py::object future) {
+        int64_t cid = to_i64(campaign_id, "campaign_id");
+        std::vector<IssueRequest> one(1);
+        one[0].user_id = to_str(user_id, "user_id");
+        if (!request_id.is_none()) one[0].request_id = to_str(request_id, "request_id");
+        submit_async(self, cid, std::move(one), std::move(loop), std::move(future), true);
+      })
+      .def("submit_issue_many", [](PyEngine& self, py::object campaign_id, py::object user_ids,
+                                    py::object request_ids, py::object loop, py::object future) {
+        int64_t cid = to_i64(campaign_id, "campaign_id");
+        std::vector<IssueRequest> reqs = to_requests(user_ids, request_ids);
+        if (reqs.empty()) {
+          future.attr("set_result")(py::list());
+          return;
+        }
+        submit_async(self, cid, std::move(reqs), std::move(loop), std::move(future), false);
+      })
+      .def("campaign_stats", [](PyEngine& self, py::object campaign_id) {
+        Engine& e = self.get();
+        int64_t cid = to_i64(campaign_id, "campaign_id");
+        CampaignStats st;
+        {
+          py::gil_scoped_release nogil;
+          st = e.campaign_stats(cid);
+        }
+        py::dict d;
+        d["rows"] = st.rows;
+        d["distinct_users"] = st.distinct_users;
+        d["min_seq"] = st.min_seq;
+        d["max_seq"] = st.max_seq;
+        return d;
+      })
+      .def("drain", [](PyEngine& self, double timeout_s) {
+        Engine& e = self.get();
+        py::gil_scoped_release nogil;
+        return e.drain(timeout_s);
+      }, py::arg("timeout_s") = 30.0)
+      .def("histograms", [](PyEngine& self) { return histograms_dict(self.get()); })
+      .def("counters", [](PyEngine& self) {
+        EngineCounters k = self.get().counters();
+        py::dict d;
+        d["requests"] = k.requests;
+        d["issued"] = k.issued;
+        d["batches"] = k.batches;
+        d["commits"] = k.commits;
+        d["fast_path"] = k.fast_path;
+        d["commit_failures"] = k.commit_failures;
+        py::dict by;
+        for (int i = 0; i < 5; ++i) by[issue_status_name(static_cast<IssueStatus>(i))] = k.by_status[i];
+        d["by_status"] = by;
+        return d;
+      });
+
+  m.def("open_embedded", [](const std::string& path, bool synchronous_full) {
+    std::unique_ptr<Engine> e;
+    {
+      py::gil_scoped_release nogil;
+      e = open_embedded(EmbeddedOptions{path, synchronous_full});
+    }
+    return std::make_unique<PyEngine>(std::move(e));
+  }, py::arg("path"), py::arg("synchronous_full") = true);
+}
+
+}  // namespace couponcore::py_bindings

@@ -1,0 +1,17 @@
+// couponcore._core: the pybind11 module. Only conversions, GIL handling and error mapping live
+// in python/bindings; the engine is the C++ core (cpp/).
+#include <pybind11/pybind11.h>
+
+#include "errors.hpp"
+
+namespace couponcore::py_bindings {
+void register_engine(pybind11::module_& m);
+void register_metrics(pybind11::module_& m);
+}
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "couponcore native core";
+  couponcore::py_bindings::register_errors(m);
+  couponcore::py_bindings::register_engine(m);
+  couponcore::py_bindings::register_metrics(m);
+}

@@ -1,0 +1,105 @@
+"""Prometheus metrics of an engine: ``engine.metrics_text()`` renders the text exposition format,
+and :class:`CouponcoreCollector` plugs the same metrics into a ``prometheus_client`` registry.
+
+Names follow Prometheus conventions, all with the prefix ``couponcore_``:
+
+- ``couponcore_issue_requests_total{outcome}``   issue decisions by outcome (issued, sold_out, ...)
+- ``couponcore_issue_batches_total``             decision batches (one atomic step each)
+- ``couponcore_commits_total``                   durable writes of grants
+- ``couponcore_commit_failures_total``           batches whose grants could not be made durable
+- ``couponcore_fast_path_requests_total``        answered without a round trip (sold out)
+- ``couponcore_issue_latency_seconds``           histogram, submit to answer, per request
+- ``couponcore_batch_requests``                  histogram, requests per decision batch
+- ``couponcore_commit_grants``                   histogram, grants per durable write
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._engine import Engine
+
+_COUNTERS = [
+    ("issue_batches", "batches", "Decision batches (one atomic step each)."),
+    ("commits", "commits", "Durable writes of grants (group commits or writer batches)."),
+    ("commit_failures", "commit_failures", "Batches whose grants could not be made durable."),
+    ("fast_path_requests", "fast_path", "Issue requests answered without a round trip (sold out)."),
+]
+_HISTOGRAMS = [
+    ("issue_latency_seconds", "Time from submit to answer of an issue request."),
+    ("batch_requests", "Requests per decision batch."),
+    ("commit_grants", "Grants per durable write."),
+]
+
+
+def _fmt(v: float) -> str:
+    if v == float("inf"):
+        return "+Inf"
+    if float(v).is_integer():
+        return str(int(v))
+    return repr(float(v))
+
+
+def snapshot(engine: Engine) -> dict[str, Any]:
+    return {"counters": engine.counters(), "histograms": engine._core.histograms(), "kind": engine.kind}
+
+
+def render(engine: Engine) -> str:
+    """The engine's metrics in the Prometheus text exposition format (version 0.0.4)."""
+    snap = snapshot(engine)
+    c, h = snap["counters"], snap["histograms"]
+    out: list[str] = []
+    out.append("# HELP couponcore_issue_requests_total Issue decisions by outcome.")
+    out.append("# TYPE couponcore_issue_requests_total counter")
+    for status, n in c["by_status"].items():
+        out.append(f'couponcore_issue_requests_total{{outcome="{status.lower()}"}} {n}')
+    for name, key, help_ in _COUNTERS:
+        out.append(f"# HELP couponcore_{name}_total {help_}")
+        out.append(f"# TYPE couponcore_{name}_total counter")
+        out.append(f"couponcore_{name}_total {c[key]}")
+    for name, help_ in _HISTOGRAMS:
+        hist = h[name]
+        out.append(f"# HELP couponcore_{name} {help_}")
+        out.append(f"# TYPE couponcore_{name} histogram")
+        bounds = [*hist["upper_bounds"], float("inf")]
+        for bound, count in zip(bounds, hist["cumulative_counts"]):
+            out.append(f'couponcore_{name}_bucket{{le="{_fmt(bound)}"}} {count}')
+        out.append(f"couponcore_{name}_sum {_fmt(hist['sum'])}")
+        out.append(f"couponcore_{name}_count {hist['count']}")
+    for name, value in snap["counters"].get("gauges", {}).items():
+        out.append(f"# TYPE couponcore_{name} gauge")
+        out.append(f"couponcore_{name} {_fmt(value)}")
+    return "\n".join(out) + "\n"
+
+
+class CouponcoreCollector:
+    """A ``prometheus_client`` collector: ``REGISTRY.register(CouponcoreCollector(engine))``."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def describe(self) -> list[Any]:
+        return []  # metrics are read at scrape time; nothing to pre-declare
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+        if self._engine.closed:
+            return
+        snap = snapshot(self._engine)
+        c, h = snap["counters"], snap["histograms"]
+        fam = CounterMetricFamily("couponcore_issue_requests", "Issue decisions by outcome.", labels=["outcome"])
+        for status, n in c["by_status"].items():
+            fam.add_metric([status.lower()], n)
+        yield fam
+        for name, key, help_ in _COUNTERS:
+            yield CounterMetricFamily(f"couponcore_{name}", help_, value=c[key])
+        for name, help_ in _HISTOGRAMS:
+            hist = h[name]
+            bounds = [*hist["upper_bounds"], float("inf")]
+            buckets = [(_fmt(b), n) for b, n in zip(bounds, hist["cumulative_counts"])]
+            yield HistogramMetricFamily(f"couponcore_{name}", help_, buckets=buckets, sum_value=hist["sum"])
+        for name, value in c.get("gauges", {}).items():
+            yield GaugeMetricFamily(f"couponcore_{name}", name, value=value)

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages couponcore needs to build and test.
+#
+#   scripts/install-deps.sh            build packages (compiler, CMake, Ninja, libraries, GoogleTest, ...)
+#   scripts/install-deps.sh --servers  also Redis and PostgreSQL, for `make test`
+#
+# Idempotent and cheap when nothing is missing: every package is checked with dpkg first, and
+# apt-get (update + install) only runs for the missing ones. Uses sudo when not run as root.
+set -euo pipefail
+
+usage() { sed -n '2,8s/^# \{0,1\}//p' "$0"; }
+
+servers=0
+for arg in "$@"; do
+  case "$arg" in
+    --servers) servers=1 ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "install-deps: unknown argument: $arg" >&2; usage >&2; exit 2 ;;
+  esac
+done
+
+packages=(
+  make g++ cmake ninja-build pkg-config
+  python3-venv python3-dev
+  libhiredis-dev libpq-dev libsqlite3-dev
+  libgtest-dev libbenchmark-dev
+)
+if ((servers)); then
+  # redis-server brings redis-cli (redis-tools); postgresql brings pg_ctlcluster/pg_createcluster;
+  # wrk is the HTTP load tool of `couponcore bench http`.
+  packages+=(redis-server postgresql postgresql-client wrk)
+fi
+
+missing=()
+for pkg in "${packages[@]}"; do
+  # Like `dpkg -s`, but a package that was removed with its config files left behind counts as missing.
+  status="$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)"
+  [[ "$status" == installed ]] || missing+=("$pkg")
+done
+
+if ((${#missing[@]} == 0)); then
+  echo "install-deps: all ${#packages[@]} Debian packages present"
+  exit 0
+fi
+
+sudo=()
+if [[ "$(id -u)" != 0 ]]; then
+  if ! command -v sudo >/dev/null 2>&1; then
+    echo "install-deps: missing packages (${missing[*]}) and not root; install sudo or run as root" >&2
+    exit 1
+  fi
+  sudo=(sudo)
+fi
+
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -q
+"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o Dpkg::Use-Pty=0 "${missing[@]}"

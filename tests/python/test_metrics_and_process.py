@@ -1,0 +1,86 @@
+"""Metrics (Prometheus text and prometheus_client), native logging, and the process model:
+an engine opened before fork() refuses to work in the child."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+
+import pytest
+
+import couponcore
+
+
+def test_metrics_text_counts_what_happened(engine: couponcore.Engine) -> None:
+    c = engine.campaigns.create("m", quantity=2)
+    engine.issue_many(c.id, ["a", "b", "c", "a"])
+    text = engine.metrics_text()
+    assert 'couponcore_issue_requests_total{outcome="issued"} 2' in text
+    assert 'couponcore_issue_requests_total{outcome="sold_out"} 1' in text
+    assert 'couponcore_issue_requests_total{outcome="already_issued"} 1' in text
+    assert re.search(r"^couponcore_commits_total 1$", text, re.M)
+    assert re.search(r'^couponcore_issue_latency_seconds_bucket\{le="\+Inf"\} 4$', text, re.M)
+    assert re.search(r"^couponcore_issue_latency_seconds_count 4$", text, re.M)
+    # Every sample line is "name{labels} value" and every family has a TYPE line.
+    for line in text.splitlines():
+        assert line.startswith("#") or re.match(r"^couponcore_[a-z_]+(\{[^}]*\})? [0-9.e+-]+$", line), line
+
+
+def test_prometheus_client_collector(engine: couponcore.Engine) -> None:
+    import prometheus_client
+    from couponcore.metrics import CouponcoreCollector
+
+    c = engine.campaigns.create("m", quantity=1)
+    engine.issue_many(c.id, ["a", "b"])
+    reg = prometheus_client.CollectorRegistry()
+    reg.register(CouponcoreCollector(engine))
+    assert reg.get_sample_value("couponcore_issue_requests_total", {"outcome": "issued"}) == 1
+    assert reg.get_sample_value("couponcore_issue_requests_total", {"outcome": "sold_out"}) == 1
+    assert reg.get_sample_value("couponcore_batch_requests_count") == 1
+
+
+def test_native_warnings_reach_python_logging_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="couponcore"):
+        for i in range(50):
+            couponcore._core._log_for_test("ratelimit", f"message {i}")
+    records = [r for r in caplog.records if r.name == "couponcore.ratelimit"]
+    assert 1 <= len(records) <= 20  # at most 10 per second pass; a burst of 50 is cut
+    assert records[0].getMessage() == "message 0"
+
+
+def test_engine_opened_before_fork_is_refused_in_child(db_path: str) -> None:
+    engine = couponcore.open(db_path)
+    c = engine.campaigns.create("fork", quantity=10)
+    engine.issue(c.id, "parent")
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: must get Closed, and exit without touching the parent's engine
+        os.close(r)
+        code = b"?"
+        try:
+            engine.issue(c.id, "child")
+            code = b"issued"
+        except couponcore.Closed:
+            code = b"closed"
+        except BaseException:
+            code = b"other"
+        try:  # the file is the parent's while its engine is open: one file, one engine
+            couponcore.open(db_path)
+            code += b"+opened"
+        except couponcore.Conflict:
+            code += b"+conflict"
+        except BaseException:
+            code += b"+other"
+        os.write(w, code)
+        os._exit(0)
+    os.close(w)
+    _, status = os.waitpid(pid, 0)
+    got = os.read(r, 100)
+    os.close(r)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert got == b"closed+conflict"
+    assert engine.issue(c.id, "parent2").seq == 2  # the parent's engine is untouched
+    engine.close()
+    with couponcore.open(db_path) as again:  # closed: the file is free again
+        assert again.issue(c.id, "third").seq == 3
