@@ -7,7 +7,8 @@
 // SQLite synchronous=FULL).
 //
 //   COUPONCORE_BENCH_POSTGRES_URL  (default postgresql://postgres@127.0.0.1:5432/postgres)
-//   build/cpp/couponcore_bench --benchmark_filter=Wallet
+//   build/cpp/couponcore_bench --benchmark_filter='Wallet|PerOpTx'
+// BM_WalletUse_Postgres_*/N: the engine with N committer threads (connections).
 // Each run uses a fresh schema (wallet_bench_<pid>), dropped at the end.
 #include <benchmark/benchmark.h>
 #include <unistd.h>
@@ -84,9 +85,10 @@ void fund(WalletEngine& e, bool hot) {
   cv.wait(lock, [&] { return left == 0; });
 }
 
-void setup_engine(bool postgres, bool hot) {
+void setup_engine(bool postgres, bool hot, int committers) {
   WalletOptions o;
   o.batch_ops_max = 1024;
+  o.committers = committers;
   if (postgres) {
     create_schema();
     PostgresWalletOptions p;
@@ -174,15 +176,16 @@ void BM_PerOpTx_Postgres_Hot(benchmark::State& state) { run_baseline(state, true
 #define CC_WALLET_BENCH(fn, setup, teardown)                                                  \
   BENCHMARK(fn)->Setup(setup)->Teardown(teardown)->UseRealTime()->MinTime(3.0)->Threads(64)
 
-CC_WALLET_BENCH(BM_WalletUse_Postgres_Uniform, [](const benchmark::State&) { setup_engine(true, false); },
-                [](const benchmark::State&) { teardown_engine(true); });
-CC_WALLET_BENCH(BM_WalletUse_Postgres_Hot, [](const benchmark::State&) { setup_engine(true, true); },
-                [](const benchmark::State&) { teardown_engine(true); });
+// Argument: committer threads (connections) of the engine.
+CC_WALLET_BENCH(BM_WalletUse_Postgres_Uniform, [](const benchmark::State& s) { setup_engine(true, false, static_cast<int>(s.range(0))); },
+                [](const benchmark::State&) { teardown_engine(true); })->Arg(1)->Arg(2)->Arg(4);
+CC_WALLET_BENCH(BM_WalletUse_Postgres_Hot, [](const benchmark::State& s) { setup_engine(true, true, static_cast<int>(s.range(0))); },
+                [](const benchmark::State&) { teardown_engine(true); })->Arg(1)->Arg(2)->Arg(4);
 CC_WALLET_BENCH(BM_PerOpTx_Postgres_Uniform, [](const benchmark::State&) { setup_baseline(false); },
                 [](const benchmark::State&) { drop_schema(); });
 CC_WALLET_BENCH(BM_PerOpTx_Postgres_Hot, [](const benchmark::State&) { setup_baseline(true); },
                 [](const benchmark::State&) { drop_schema(); });
-CC_WALLET_BENCH(BM_WalletUse_Embedded_Uniform, [](const benchmark::State&) { setup_engine(false, false); },
+CC_WALLET_BENCH(BM_WalletUse_Embedded_Uniform, [](const benchmark::State&) { setup_engine(false, false, 1); },
                 [](const benchmark::State&) { teardown_engine(false); });
-CC_WALLET_BENCH(BM_WalletUse_Embedded_Hot, [](const benchmark::State&) { setup_engine(false, true); },
+CC_WALLET_BENCH(BM_WalletUse_Embedded_Hot, [](const benchmark::State&) { setup_engine(false, true, 1); },
                 [](const benchmark::State&) { teardown_engine(false); });

@@ -92,8 +92,11 @@ class WalletFaultsTest : public ::testing::TestWithParam<std::string> {
     auto writer = std::make_unique<FaultyStore>(storage_->open_store(true));
     faulty_ = writer.get();
     WalletOptions o;
+    o.committers = 1;
     o.retry_budget_ms = retry_budget_ms;
-    return wallet::make_batched_engine("faulty", std::move(writer), storage_->open_store(false), o);
+    std::vector<std::unique_ptr<WalletStore>> writers;
+    writers.push_back(std::move(writer));
+    return wallet::make_batched_engine("faulty", std::move(writers), storage_->open_store(false), o);
   }
 
   // Threads doing earns and uses with fresh keys; every one must succeed exactly once.

@@ -37,6 +37,8 @@ inline constexpr std::size_t kWalletReasonBytesMax = 200;
 inline constexpr std::size_t kWalletBatchOpsMax = 10'000;
 inline constexpr std::size_t kWalletQueueOpsMax = 1'000'000;
 inline constexpr int kWalletHistoryLimitMax = 1000;
+// Committer threads (each with its own database connection) of one PostgreSQL wallet engine.
+inline constexpr int kWalletCommittersMax = 16;
 inline constexpr int kWalletExpireChunkMax = 10'000;
 
 bool is_valid_id(std::string_view id, std::size_t bytes_max) noexcept;

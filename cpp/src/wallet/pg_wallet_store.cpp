@@ -28,6 +28,7 @@
 #include <unordered_set>
 
 #include "couponcore/error.hpp"
+#include "couponcore/limits.hpp"
 #include "postgres/pg.hpp"
 #include "wallet/audit_sql.hpp"
 #include "wallet/pg_pipeline.hpp"
@@ -319,7 +320,7 @@ class PostgresWalletStore final : public WalletStore {
       idem_partners.push_back(k.partner_id);
       idem_names.push_back(k.key);
     }
-    p.add("", "BEGIN", pg::Params());
+    p.add("", "BEGIN ISOLATION LEVEL READ COMMITTED", pg::Params());  // whatever the server default
     in_tx_ = true;
     const int lock = p.add("wallet_lock", kLockSql, by_key);
     const int idem = p.add("wallet_idem", kIdemSql, pg::Params().add_array(idem_partners).add_array(idem_names));
@@ -537,9 +538,16 @@ namespace couponcore {
 
 std::unique_ptr<WalletEngine> open_wallets_postgres(const PostgresWalletOptions& options) {
   if (options.url.empty()) throw_invalid("postgres url must not be empty");
-  auto writer = wallet::open_postgres_wallet_store(options.url, options.application_name, options.migrate);
+  if (options.wallet.committers < 1 || options.wallet.committers > limits::kWalletCommittersMax) {
+    throw_invalid("committers must be 1.." + std::to_string(limits::kWalletCommittersMax));
+  }
+  std::vector<std::unique_ptr<wallet::WalletStore>> writers;
+  for (int i = 0; i < options.wallet.committers; ++i) {
+    writers.push_back(wallet::open_postgres_wallet_store(options.url, options.application_name,
+                                                         options.migrate && i == 0));
+  }
   auto reader = wallet::open_postgres_wallet_store(options.url, options.application_name, false);
-  return wallet::make_batched_engine("postgres", std::move(writer), std::move(reader), options.wallet);
+  return wallet::make_batched_engine("postgres", std::move(writers), std::move(reader), options.wallet);
 }
 
 }  // namespace couponcore

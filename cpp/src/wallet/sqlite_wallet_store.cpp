@@ -399,9 +399,12 @@ std::unique_ptr<WalletEngine> open_wallets_embedded(const EmbeddedWalletOptions&
   if (options.path.empty() || options.path == ":memory:") {
     throw_invalid("the embedded wallet engine needs a file path (it opens two connections)");
   }
-  auto writer = wallet::open_sqlite_wallet_store(options.path, options.synchronous_full);
+  std::vector<std::unique_ptr<wallet::WalletStore>> writers;
+  writers.push_back(wallet::open_sqlite_wallet_store(options.path, options.synchronous_full));
   auto reader = wallet::open_sqlite_wallet_store(options.path, options.synchronous_full);
-  return wallet::make_batched_engine("embedded", std::move(writer), std::move(reader), options.wallet);
+  WalletOptions o = options.wallet;
+  o.committers = 1;  // SQLite has one writer at a time
+  return wallet::make_batched_engine("embedded", std::move(writers), std::move(reader), o);
 }
 
 }  // namespace couponcore

@@ -111,16 +111,28 @@ void check_options(const WalletOptions& o) {
     throw_invalid("queue_ops_max must be 1.." + std::to_string(limits::kWalletQueueOpsMax));
   }
   if (o.queue_full_wait_ms < 0 || o.retry_budget_ms < 0) throw_invalid("waits must not be negative");
+  if (o.committers < 1 || o.committers > limits::kWalletCommittersMax) {
+    throw_invalid("committers must be 1.." + std::to_string(limits::kWalletCommittersMax));
+  }
 }
 
 class BatchedWalletEngine final : public WalletEngine {
  public:
-  BatchedWalletEngine(const char* kind, std::unique_ptr<WalletStore> writer,
+  BatchedWalletEngine(const char* kind, std::vector<std::unique_ptr<WalletStore>> writers,
                       std::unique_ptr<WalletStore> reader, const WalletOptions& options)
-      : kind_(kind), options_(options), writer_(std::move(writer)), reader_(std::move(reader)) {
+      : kind_(kind), options_(options), reader_(std::move(reader)) {
     check_options(options_);
+    if (writers.empty()) throw_invalid("a wallet engine needs a writer");
     if (!options_.clock_us) options_.clock_us = [] { return now_us(); };
-    thread_ = std::thread([this] { run(); });
+    for (auto& w : writers) {
+      auto c = std::make_unique<Committer>();
+      c->writer = std::move(w);
+      committers_.push_back(std::move(c));
+    }
+    for (auto& c : committers_) {
+      Committer* raw = c.get();
+      c->thread = std::thread([this, raw] { run(*raw); });
+    }
   }
 
   ~BatchedWalletEngine() override { close(); }
@@ -222,13 +234,25 @@ class BatchedWalletEngine final : public WalletEngine {
       work_cv_.notify_all();
       space_cv_.notify_all();
     }
-    if (thread_.joinable()) thread_.join();
+    for (auto& c : committers_) {
+      if (c->thread.joinable()) c->thread.join();
+    }
     closed_ = true;
   }
 
   bool closed() const noexcept override { return closed_; }
 
  private:
+  // One committer thread with its own store connection. Several committers take batches from
+  // the same queue and run them in parallel; batches that share wallets wait on each other's
+  // row locks (taken in id order, so they never deadlock).
+  struct Committer {
+    std::unique_ptr<WalletStore> writer;
+    std::set<WalletKey> known_wallets;  // exist already: no create step (kKnownWalletsMax)
+    std::mt19937_64 rng{std::random_device{}()};
+    std::thread thread;
+  };
+
   struct Pending {
     WalletOp op;
     int64_t fingerprint = 0;
@@ -292,7 +316,7 @@ class BatchedWalletEngine final : public WalletEngine {
     if (wait->error) std::rethrow_exception(wait->error);
   }
 
-  void run() {
+  void run(Committer& c) {
     std::vector<Pending> batch;
     for (;;) {
       {
@@ -304,13 +328,13 @@ class BatchedWalletEngine final : public WalletEngine {
         queue_.erase(queue_.begin(), queue_.begin() + n);
         space_cv_.notify_all();
       }
-      process(batch);
+      process(c, batch);
       batch.clear();
       run_batch_end_hook();
     }
   }
 
-  void process(std::vector<Pending>& batch) {
+  void process(Committer& c, std::vector<Pending>& batch) {
     using Clock = std::chrono::steady_clock;
     const auto deadline = Clock::now() + std::chrono::milliseconds(options_.retry_budget_ms);
     int64_t backoff_us = kBackoffFirstUs;
@@ -320,7 +344,7 @@ class BatchedWalletEngine final : public WalletEngine {
       bool committing = false;
       std::exception_ptr unexpected;
       try {
-        std::vector<OpOutcome> outcomes = run_once(batch, &written, &committing);
+        std::vector<OpOutcome> outcomes = run_once(c, batch, &written, &committing);
         for (std::size_t i = 0; i < batch.size(); ++i) {
           OpOutcome& o = outcomes[i];
           if (o.result.replayed &&
@@ -331,13 +355,13 @@ class BatchedWalletEngine final : public WalletEngine {
         answer(batch, outcomes);
         return;
       } catch (const KeyRace&) {
-        writer_->rollback();
+        c.writer->rollback();
         count_retry();
         if (Clock::now() < deadline) continue;
         fail_all(batch, Error(ErrorCode::kUnavailable, "idempotency keys kept racing; try again"));
         return;
       } catch (const Error& e) {
-        writer_->rollback();
+        c.writer->rollback();
         if (committing) maybe_committed.insert(written.begin(), written.end());
         if (e.code() != ErrorCode::kUnavailable) {
           unexpected = std::current_exception();
@@ -348,22 +372,22 @@ class BatchedWalletEngine final : public WalletEngine {
                                   std::string("the wallet store stayed unavailable: ") + e.what()));
             return;
           }
-          sleep_with_jitter(backoff_us);
+          sleep_with_jitter(c, backoff_us);
           backoff_us = std::min(backoff_us * 2, kBackoffMaxUs);
           continue;
         }
       } catch (...) {
-        writer_->rollback();
+        c.writer->rollback();
         if (committing) maybe_committed.insert(written.begin(), written.end());
         unexpected = std::current_exception();
       }
-      isolate_or_fail(batch, unexpected);
+      isolate_or_fail(c, batch, unexpected);
       return;
     }
   }
 
   // An unexpected failure: run each operation alone, so that only the one that fails fails.
-  void isolate_or_fail(std::vector<Pending>& batch, std::exception_ptr error) {
+  void isolate_or_fail(Committer& c, std::vector<Pending>& batch, std::exception_ptr error) {
     if (batch.size() == 1) {
       std::string what = "unexpected failure";
       try {
@@ -382,20 +406,21 @@ class BatchedWalletEngine final : public WalletEngine {
     for (Pending& p : batch) {
       std::vector<Pending> one;
       one.push_back(std::move(p));
-      process(one);
+      process(c, one);
     }
   }
 
-  std::vector<OpOutcome> run_once(std::vector<Pending>& batch, std::vector<IdemKey>* written, bool* committing) {
+  std::vector<OpOutcome> run_once(Committer& c, std::vector<Pending>& batch, std::vector<IdemKey>* written,
+                                  bool* committing) {
     const int64_t now = options_.clock_us();
     BatchKeys keys;
     std::vector<int64_t> target_ids;
-    collect_keys(batch, &keys, &target_ids);
+    collect_keys(c, batch, &keys, &target_ids);
 
-    BatchRead read = writer_->begin_batch(keys, now);
+    BatchRead read = c.writer->begin_batch(keys, now);
     BatchLoad load{std::move(read.wallets), std::move(read.lots), std::move(read.idempotency), {}};
     add_keyed_targets(batch, load.idempotency, &target_ids);
-    if (!target_ids.empty()) load.targets = writer_->load_cancel_targets(target_ids);
+    if (!target_ids.empty()) load.targets = c.writer->load_cancel_targets(target_ids);
 
     BatchApplier applier(now, std::move(load));
     std::vector<BatchOp> ops;
@@ -408,7 +433,7 @@ class BatchedWalletEngine final : public WalletEngine {
     if (applier.entries_needed() > entry_ids.size() || applier.lots_needed() > lot_ids.size()) {
       const std::size_t more_entries = applier.entries_needed() - std::min(applier.entries_needed(), entry_ids.size());
       const std::size_t more_lots = applier.lots_needed() - std::min(applier.lots_needed(), lot_ids.size());
-      writer_->reserve_ids(more_entries, more_lots, &entry_ids, &lot_ids);
+      c.writer->reserve_ids(more_entries, more_lots, &entry_ids, &lot_ids);
     }
     std::sort(entry_ids.begin(), entry_ids.end());
     std::sort(lot_ids.begin(), lot_ids.end());
@@ -417,12 +442,13 @@ class BatchedWalletEngine final : public WalletEngine {
     WalletChanges changes = applier.finish(entry_ids, lot_ids, &outcomes);
     *written = applier.written_keys();
     *committing = true;
-    if (!writer_->commit_changes(changes)) throw KeyRace{};
-    remember_wallets(keys.create);
+    if (!c.writer->commit_changes(changes)) throw KeyRace{};
+    remember_wallets(c, keys.create);
     return outcomes;
   }
 
-  void collect_keys(const std::vector<Pending>& batch, BatchKeys* keys, std::vector<int64_t>* target_ids) {
+  void collect_keys(Committer& c, const std::vector<Pending>& batch, BatchKeys* keys,
+                    std::vector<int64_t>* target_ids) {
     std::size_t new_lots_guess = 0;
     for (const Pending& p : batch) {
       const WalletOp& op = p.op;
@@ -451,7 +477,7 @@ class BatchedWalletEngine final : public WalletEngine {
     }
     sort_unique(&keys->wallets);
     sort_unique(&keys->idempotency);
-    std::erase_if(keys->create, [&](const WalletKey& k) { return known_wallets_.count(k) > 0; });
+    std::erase_if(keys->create, [&](const WalletKey& k) { return c.known_wallets.count(k) > 0; });
     sort_unique(&keys->create);
     // At most two entries per operation (cancel + expire, transfer out + in) and one write-off
     // per wallet; a transfer may need more lots than guessed (reserve_ids tops up).
@@ -473,9 +499,9 @@ class BatchedWalletEngine final : public WalletEngine {
     sort_unique(target_ids);
   }
 
-  void remember_wallets(const std::vector<WalletKey>& created) {
-    if (known_wallets_.size() + created.size() > kKnownWalletsMax) known_wallets_.clear();
-    known_wallets_.insert(created.begin(), created.end());
+  static void remember_wallets(Committer& c, const std::vector<WalletKey>& created) {
+    if (c.known_wallets.size() + created.size() > kKnownWalletsMax) c.known_wallets.clear();
+    c.known_wallets.insert(created.begin(), created.end());
   }
 
   void answer(std::vector<Pending>& batch, std::vector<OpOutcome>& outcomes) {
@@ -514,18 +540,15 @@ class BatchedWalletEngine final : public WalletEngine {
     counters_.retries++;
   }
 
-  void sleep_with_jitter(int64_t backoff_us) {
+  static void sleep_with_jitter(Committer& c, int64_t backoff_us) {
     std::uniform_int_distribution<int64_t> jitter(backoff_us / 2, backoff_us);
-    std::this_thread::sleep_for(std::chrono::microseconds(jitter(rng_)));
+    std::this_thread::sleep_for(std::chrono::microseconds(jitter(c.rng)));
   }
 
   const char* kind_;
   WalletOptions options_;
-  std::unique_ptr<WalletStore> writer_;  // the committer thread's only
   std::mutex reader_mu_;
   std::unique_ptr<WalletStore> reader_;
-  std::set<WalletKey> known_wallets_;  // committer thread only
-  std::mt19937_64 rng_{std::random_device{}()};
 
   std::mutex queue_mu_;
   std::condition_variable work_cv_;
@@ -533,7 +556,7 @@ class BatchedWalletEngine final : public WalletEngine {
   std::deque<Pending> queue_;
   std::atomic<bool> stopping_{false};
   std::atomic<bool> closed_{false};
-  std::thread thread_;
+  std::vector<std::unique_ptr<Committer>> committers_;
 
   mutable std::mutex counters_mu_;
   WalletCounters counters_;
@@ -541,10 +564,11 @@ class BatchedWalletEngine final : public WalletEngine {
 
 }  // namespace
 
-std::unique_ptr<WalletEngine> make_batched_engine(const char* kind, std::unique_ptr<WalletStore> writer,
+std::unique_ptr<WalletEngine> make_batched_engine(const char* kind,
+                                                  std::vector<std::unique_ptr<WalletStore>> writers,
                                                   std::unique_ptr<WalletStore> reader,
                                                   const WalletOptions& options) {
-  return std::make_unique<BatchedWalletEngine>(kind, std::move(writer), std::move(reader), options);
+  return std::make_unique<BatchedWalletEngine>(kind, std::move(writers), std::move(reader), options);
 }
 
 }  // namespace wallet

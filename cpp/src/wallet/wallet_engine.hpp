@@ -4,15 +4,17 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "couponcore/wallet.hpp"
 #include "wallet/wallet_store.hpp"
 
 namespace couponcore::wallet {
 
-// writer runs the batches on the engine's thread; reader serves balance/history/expire scans
-// and audits from callers' threads (one at a time).
-std::unique_ptr<WalletEngine> make_batched_engine(const char* kind, std::unique_ptr<WalletStore> writer,
+// One committer thread per writer runs batches; reader serves balance/history/expire scans and
+// audits from callers' threads (one at a time).
+std::unique_ptr<WalletEngine> make_batched_engine(const char* kind,
+                                                  std::vector<std::unique_ptr<WalletStore>> writers,
                                                   std::unique_ptr<WalletStore> reader,
                                                   const WalletOptions& options);
 
