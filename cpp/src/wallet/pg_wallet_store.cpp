@@ -1,25 +1,30 @@
 // The PostgreSQL wallet store and open_wallets_postgres().
 //
-// One batch = one READ COMMITTED transaction, about seven round trips whatever its size:
-//   [create]  INSERT INTO wallets ... SELECT FROM unnest(...) ORDER BY key ON CONFLICT DO NOTHING
-//             (autocommit, before BEGIN: a batch never waits for a new wallet's unique-index
-//             entry while holding row locks, and concurrent creators insert in the same order)
-//   BEGIN
-//   lock      SELECT ... FROM wallets JOIN unnest(keys) ... ORDER BY id FOR NO KEY UPDATE
-//             (id order: two batches that share wallets wait, never deadlock; NO KEY UPDATE
-//             does not block the FOR KEY SHARE locks that foreign-key checks take)
-//   load      idempotency records (after the locks, so a concurrent batch with the same key
-//             and wallet has committed and is visible), lots with points left
-//   [targets] for cancels: the cancelled entries, their draws and lots
-//   reserve   nextval() for the new entries and lots (sequences with CACHE 1: ids taken
-//             under a wallet's lock grow with commit order, so a wallet's entries are in id
-//             order)
-//   write     ONE statement: data-modifying CTEs insert entries, lots and draws, update lots
-//             and balances from unnest()ed arrays, and insert the idempotency records with
-//             ON CONFLICT DO NOTHING RETURNING; fewer rows back than records means a key was
-//             taken by a concurrent batch on other wallets -> the engine rolls back and retries
-//   COMMIT
-// Errors come from the pg layer (postgres/pg.hpp): deadlocks, serialization failures, lost
+// One batch = one READ COMMITTED transaction in two round trips (libpq pipeline mode,
+// pg_pipeline.hpp), whatever its size:
+//   round trip 1
+//     [create]  INSERT INTO wallets ... SELECT FROM unnest(...) ORDER BY key ON CONFLICT DO
+//               NOTHING; sync (its own implicit transaction, committed before BEGIN: a batch
+//               never waits for a new wallet's unique-index entry while holding row locks, and
+//               concurrent creators insert in the same order)
+//     BEGIN
+//     lock      SELECT ... FROM wallets WHERE id IN (lateral lookups) ORDER BY id
+//               FOR NO KEY UPDATE (id order: two batches that share wallets wait, never
+//               deadlock; NO KEY UPDATE leaves FOR KEY SHARE alone)
+//     records   idempotency records (after the locks, so a concurrent batch with the same key
+//               and wallet has committed and is visible)
+//     lots      the wallets' active lots
+//     reserve   nextval() for the new entries and lots (sequences with CACHE 1, taken under
+//               the wallet locks: a wallet's entries grow in commit order); sync
+//   [targets]   for batches that cancel: the cancelled entries, their draws and lots
+//   round trip 2
+//     write     ONE statement: data-modifying CTEs insert entries, lots and draws, update lots
+//               and balances from unnest()ed arrays, and insert the idempotency records; a key
+//               taken meanwhile by a batch on other wallets is a unique violation that aborts
+//               the transaction -> the engine runs the batch again
+//     COMMIT; sync
+// The batch connection forbids sequential scans (every statement finds rows by key; see
+// configure in start_connection()). Errors: deadlocks, serialization failures, lost
 // connections and statement timeouts are kUnavailable, which the engine retries.
 //
 // Schema: migration list "wallet" (registered with the pg layer, and applied on open).

@@ -3,9 +3,10 @@
 //
 // One connection per store object; the engine keeps two (its committer thread's and one for
 // reads). A batch is one BEGIN IMMEDIATE transaction: SQLite takes its single write lock at
-// BEGIN, which is the whole lock set (every wallet of the batch, and against other processes
-// on the same file too), so lock_wallets only reads. Statements are prepared once and run per
-// row: in-process there is no round trip to save, and one transaction still costs one fsync.
+// BEGIN, which is the whole lock set (every wallet of the batch, and against other engines and
+// processes on the same file, the coupon engine included), so begin_batch only reads after
+// it. Statements are prepared once and run per row: in-process there is no round trip to save,
+// and one transaction still costs one fsync. Entry and lot ids are max(id) + 1.. under the lock.
 //
 // Schema: migration list "wallet" (same logical shape as pg_wallet_store.cpp).
 #include <algorithm>

@@ -1,9 +1,11 @@
-// The batched wallet engine: a bounded queue, one committer thread, one transaction per batch.
+// The batched wallet engine: a bounded queue, committer threads (one per store connection;
+// PostgreSQL may have several, SQLite has one), one transaction per batch.
 //
 //   submit()   checks the operation in the caller's thread, queues it (waits while the queue
 //              holds queue_ops_max operations, then throws kUnavailable)
-//   run()      the committer thread: takes up to batch_ops_max operations, process()es them,
-//              answers each caller, runs the batch-end hook
+//   run()      a committer thread: takes up to batch_ops_max operations, process()es them,
+//              answers each caller, runs the batch-end hook (on that committer's thread: with
+//              several committers the hook may run concurrently)
 //   process()  one batch, with retries:
 //                - kUnavailable from the store (deadlock 40P01, serialization failure 40001,
 //                  SQLITE_BUSY, lost connection) -> roll back, back off (1 ms doubling to
@@ -103,6 +105,11 @@ void sort_unique(std::vector<T>* v) {
   v->erase(std::unique(v->begin(), v->end()), v->end());
 }
 
+void check_wallet_key(int64_t partner_id, const std::string& user_id) {
+  if (partner_id < 0) throw_invalid("partner_id must not be negative");
+  limits::check_user_id(user_id);
+}
+
 void check_options(const WalletOptions& o) {
   if (o.batch_ops_max < 1 || o.batch_ops_max > limits::kWalletBatchOpsMax) {
     throw_invalid("batch_ops_max must be 1.." + std::to_string(limits::kWalletBatchOpsMax));
@@ -148,7 +155,7 @@ class BatchedWalletEngine final : public WalletEngine {
 
   WalletBalance balance(int64_t partner_id, const std::string& user_id) override {
     check_open();
-    limits::check_user_id(user_id);
+    check_wallet_key(partner_id, user_id);
     const int64_t now = options_.clock_us();
     std::vector<LotRow> lots;
     {
@@ -174,7 +181,7 @@ class BatchedWalletEngine final : public WalletEngine {
   WalletHistoryPage history(int64_t partner_id, const std::string& user_id, int64_t cursor,
                             int limit) override {
     check_open();
-    limits::check_user_id(user_id);
+    check_wallet_key(partner_id, user_id);
     if (limit < 1 || limit > limits::kWalletHistoryLimitMax) {
       throw_invalid("limit must be 1.." + std::to_string(limits::kWalletHistoryLimitMax));
     }
