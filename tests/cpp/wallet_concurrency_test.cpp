@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <condition_variable>
+#include <filesystem>
 #include <map>
 #include <mutex>
 #include <random>
@@ -316,5 +317,43 @@ TEST_P(WalletConcurrencyTest, SigkilledProcessLosesNothingItAcknowledged) {
 
 INSTANTIATE_TEST_SUITE_P(Stores, WalletConcurrencyTest, ::testing::Values("embedded", "postgres"),
                          [](const auto& info) { return info.param; });
+
+}  // namespace
+
+namespace {
+
+// The embedded default: the coupon engine and the wallet engine share one SQLite file, both
+// writing at once (SQLite's write lock serializes their transactions; neither reports errors).
+TEST(WalletEmbeddedSharedFile, CouponAndWalletEnginesShareOneFile) {
+  const std::string path = testutil::temp_path("shared") + ".db";
+  {
+    auto coupons = open_embedded(EmbeddedOptions{path, false});
+    EmbeddedWalletOptions wo;
+    wo.path = path;
+    wo.synchronous_full = false;
+    auto wallets = open_wallets_embedded(wo);
+    CampaignSpec spec;
+    spec.name = "drop";
+    spec.quantity = 500;
+    Campaign c = coupons->create_campaign(spec);
+    std::thread issuing([&] {
+      for (int i = 0; i < 500; ++i) coupons->issue(c.id, IssueRequest{"u" + std::to_string(i), ""});
+    });
+    std::thread earning([&] {
+      for (int i = 0; i < 300; ++i) {
+        wallets->earn(kPartner, "u" + std::to_string(i % 20), 1, std::nullopt, "", "s" + std::to_string(i));
+      }
+    });
+    issuing.join();
+    earning.join();
+    EXPECT_EQ(coupons->campaign_stats(c.id).rows, 500);
+    int64_t total = 0;
+    for (int i = 0; i < 20; ++i) total += wallets->balance(kPartner, "u" + std::to_string(i)).total;
+    EXPECT_EQ(total, 300);
+    testutil::expect_audit_ok(*wallets);
+  }
+  testutil::remove_db(path);
+  std::filesystem::remove(path + ".lock");
+}
 
 }  // namespace

@@ -156,10 +156,10 @@ struct WalletOptions {
   std::size_t queue_ops_max = 100'000;  // queued operations; beyond this submit() waits
   int64_t queue_full_wait_ms = 10'000;  // then throws kUnavailable
   int64_t retry_budget_ms = 30'000;     // a batch retries this long, then answers kUnavailable
-  // PostgreSQL: committer threads, each with its own connection, running batches in parallel
-  // (1..limits::kWalletCommittersMax). With more than one, operations submitted concurrently
-  // may be applied in any order; one submitted after another's answer is applied after it.
-  // The embedded store always has one (SQLite has one writer).
+  // PostgreSQL: committer threads, each with its own connection and queue, running batches in
+  // parallel (1..limits::kWalletCommittersMax). An operation goes to its wallet's committer (a
+  // transfer: its source's), so operations on one wallet keep their order and a hot wallet's
+  // operations share batches. The embedded store always has one (SQLite has one writer).
   int committers = 2;
   // The engine's clock (microseconds since the epoch); tests inject one. Default: now_us().
   std::function<int64_t()> clock_us;

@@ -238,7 +238,7 @@ class BatchedWalletEngine final : public WalletEngine {
       std::lock_guard lock(queue_mu_);
       if (stopping_) return;
       stopping_ = true;
-      work_cv_.notify_all();
+      for (auto& c : committers_) c->work_cv.notify_all();
       space_cv_.notify_all();
     }
     for (auto& c : committers_) {
@@ -250,22 +250,33 @@ class BatchedWalletEngine final : public WalletEngine {
   bool closed() const noexcept override { return closed_; }
 
  private:
-  // One committer thread with its own store connection. Several committers take batches from
-  // the same queue and run them in parallel; batches that share wallets wait on each other's
-  // row locks (taken in id order, so they never deadlock).
-  struct Committer {
-    std::unique_ptr<WalletStore> writer;
-    std::set<WalletKey> known_wallets;  // exist already: no create step (kKnownWalletsMax)
-    std::mt19937_64 rng{std::random_device{}()};
-    std::thread thread;
-  };
-
   struct Pending {
     WalletOp op;
     int64_t fingerprint = 0;
     std::optional<int64_t> expire_cutoff_us;  // set: an internal write-off operation
     WalletCallback cb;
   };
+
+  // One committer thread with its own store connection and its own queue. An operation goes to
+  // the committer of its wallet (a hash of partner and user; a transfer: of its source), so a
+  // hot wallet's operations share big batches on one connection instead of fighting over the
+  // row lock, and operations on one wallet keep their order. Batches of different committers
+  // that share wallets (transfer destinations) wait on each other's row locks, taken in id
+  // order, so they never deadlock.
+  struct Committer {
+    std::unique_ptr<WalletStore> writer;
+    std::deque<Pending> queue;   // guarded by queue_mu_
+    std::condition_variable work_cv;    // with queue_mu_
+    std::set<WalletKey> known_wallets;  // exist already: no create step (kKnownWalletsMax)
+    std::mt19937_64 rng{std::random_device{}()};
+    std::thread thread;
+  };
+
+  Committer& committer_of(const WalletOp& op) {
+    if (committers_.size() == 1) return *committers_[0];
+    const std::size_t h = std::hash<std::string>{}(op.user_id) ^ (std::hash<int64_t>{}(op.partner_id) * 31);
+    return *committers_[h % committers_.size()];
+  }
 
   void check_open() const {
     if (stopping_) throw Error(ErrorCode::kClosed, "the wallet engine is closed");
@@ -274,15 +285,17 @@ class BatchedWalletEngine final : public WalletEngine {
   void enqueue(Pending&& p) {
     std::unique_lock lock(queue_mu_);
     const bool space = space_cv_.wait_for(lock, std::chrono::milliseconds(options_.queue_full_wait_ms), [&] {
-      return stopping_ || queue_.size() < options_.queue_ops_max;
+      return stopping_ || queued_ops_ < options_.queue_ops_max;
     });
     if (stopping_) throw Error(ErrorCode::kClosed, "the wallet engine is closed");
     if (!space) {
       throw_unavailable("the wallet queue is full (" + std::to_string(options_.queue_ops_max) +
                         " operations waiting); try again");
     }
-    queue_.push_back(std::move(p));
-    work_cv_.notify_one();
+    Committer& c = committer_of(p.op);
+    c.queue.push_back(std::move(p));
+    ++queued_ops_;
+    c.work_cv.notify_one();
   }
 
   void expire_chunk(const std::vector<ExpireCandidate>& chunk, int64_t cutoff_us, WalletExpireReport* report) {
@@ -328,11 +341,12 @@ class BatchedWalletEngine final : public WalletEngine {
     for (;;) {
       {
         std::unique_lock lock(queue_mu_);
-        work_cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
-        if (queue_.empty()) return;  // stopping and nothing left
-        const std::size_t n = std::min(queue_.size(), options_.batch_ops_max);
-        batch.assign(std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.begin() + n));
-        queue_.erase(queue_.begin(), queue_.begin() + n);
+        c.work_cv.wait(lock, [&] { return stopping_ || !c.queue.empty(); });
+        if (c.queue.empty()) return;  // stopping and nothing left
+        const std::size_t n = std::min(c.queue.size(), options_.batch_ops_max);
+        batch.assign(std::make_move_iterator(c.queue.begin()), std::make_move_iterator(c.queue.begin() + n));
+        c.queue.erase(c.queue.begin(), c.queue.begin() + n);
+        queued_ops_ -= n;
         space_cv_.notify_all();
       }
       process(c, batch);
@@ -557,10 +571,9 @@ class BatchedWalletEngine final : public WalletEngine {
   std::mutex reader_mu_;
   std::unique_ptr<WalletStore> reader_;
 
-  std::mutex queue_mu_;
-  std::condition_variable work_cv_;
+  std::mutex queue_mu_;  // guards every committer's queue and queued_ops_
   std::condition_variable space_cv_;
-  std::deque<Pending> queue_;
+  std::size_t queued_ops_ = 0;  // over all committers, at most queue_ops_max
   std::atomic<bool> stopping_{false};
   std::atomic<bool> closed_{false};
   std::vector<std::unique_ptr<Committer>> committers_;
