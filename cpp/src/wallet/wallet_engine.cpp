@@ -46,17 +46,36 @@
 namespace couponcore {
 
 // The blocking faces of WalletEngine::submit.
+// The error is copied out of its exception_ptr on the engine's thread and thrown anew in the
+// caller's: no exception object is shared between the threads (ThreadSanitizer cannot see
+// libstdc++'s reference counting of exception_ptr, and nothing needs the sharing).
 WalletResult WalletEngine::apply(WalletOp op) {
-  std::promise<WalletResult> promise;
-  std::future<WalletResult> future = promise.get_future();
+  struct Answer {
+    WalletResult result;
+    std::optional<Error> error;
+  };
+  std::promise<Answer> promise;
+  std::future<Answer> future = promise.get_future();
   submit(std::move(op), [&promise](WalletResult&& r, std::exception_ptr error) {
-    if (error) {
-      promise.set_exception(error);
+    Answer a;
+    if (!error) {
+      a.result = std::move(r);
     } else {
-      promise.set_value(std::move(r));
+      try {
+        std::rethrow_exception(error);
+      } catch (const Error& e) {
+        a.error = e;
+      } catch (const std::exception& e) {
+        a.error = Error(ErrorCode::kInternal, e.what());
+      } catch (...) {
+        a.error = Error(ErrorCode::kInternal, "unknown failure");
+      }
     }
+    promise.set_value(std::move(a));
   });
-  return future.get();
+  Answer a = future.get();
+  if (a.error) throw *a.error;
+  return std::move(a.result);
 }
 
 WalletResult WalletEngine::earn(int64_t partner_id, const std::string& user_id, int64_t amount,
@@ -536,7 +555,11 @@ class BatchedWalletEngine final : public WalletEngine {
         if (o.result.replayed) counters_.replays++;
       }
     }
-    for (std::size_t i = 0; i < batch.size(); ++i) call(batch[i], std::move(outcomes[i].result), outcomes[i].error);
+    // The error is moved into the callback: once the caller holds it, the engine keeps no
+    // reference (the last one is released on the caller's side).
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      call(batch[i], std::move(outcomes[i].result), std::move(outcomes[i].error));
+    }
   }
 
   void fail_all(std::vector<Pending>& batch, const Error& error) {
@@ -551,7 +574,7 @@ class BatchedWalletEngine final : public WalletEngine {
   // Callbacks must not throw; if one does, the engine's thread survives it.
   static void call(Pending& p, WalletResult&& r, std::exception_ptr e) {
     try {
-      p.cb(std::move(r), e);
+      p.cb(std::move(r), std::move(e));
     } catch (...) {
     }
   }
