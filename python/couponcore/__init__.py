@@ -22,10 +22,16 @@ from ._core import (
 )
 from ._engine import Campaigns, Engine, migrate, open
 from ._types import Campaign, CampaignStats, Status
+from ._wallet import Balance, HistoryPage, Points, WalletEntry, WalletResult
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Balance",
+    "HistoryPage",
+    "Points",
+    "WalletEntry",
+    "WalletResult",
     "Campaign",
     "CampaignStats",
     "Campaigns",

@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import shutil
+import tempfile
+import threading
 from collections.abc import Sequence
 from typing import Any, Callable, Optional, TypeVar
 
 from . import _core
+from ._wallet import PointsAdmin
 from ._types import Campaign, CampaignStats, TimeLike, to_us
 
 DEFAULT_PATH = "couponcore.db"
@@ -81,9 +85,32 @@ class Engine:
     concurrent callers are decided together in batches.
     """
 
-    def __init__(self, core: _core.Engine) -> None:
+    def __init__(self, core: _core.Engine, open_wallets: Optional[Callable[[], _core.Wallets]] = None) -> None:
         self._core = core
         self.campaigns = Campaigns(self)
+        self._open_wallets = open_wallets
+        self._wallets_native: Optional[_core.Wallets] = None
+        self._wallets_lock = threading.Lock()
+        self._cleanup: list[Callable[[], None]] = []
+
+    def _wallets(self) -> _core.Wallets:
+        """The native wallet engine, opened on first use (it has its own connections and thread)."""
+        w = self._wallets_native
+        if w is not None:
+            return w
+        with self._wallets_lock:
+            if self._wallets_native is None:
+                if self._core.closed:
+                    raise _core.Closed("the engine is closed")
+                if self._open_wallets is None:
+                    raise _core.Unavailable("this engine has no wallets")
+                self._wallets_native = self._open_wallets()
+            return self._wallets_native
+
+    @property
+    def points(self) -> PointsAdmin:
+        """Partner 0's point wallets, and the operator's wallet jobs (expire, audit)."""
+        return PointsAdmin(self._wallets, 0)
 
     @property
     def kind(self) -> str:
@@ -162,7 +189,12 @@ class Engine:
 
     def close(self) -> None:
         """Finish what is queued, stop the engine's threads. Later calls raise Closed."""
+        with self._wallets_lock:
+            if self._wallets_native is not None:
+                self._wallets_native.close()
         self._core.close()
+        while self._cleanup:
+            self._cleanup.pop()()
 
     def __enter__(self) -> Engine:
         return self
@@ -217,14 +249,23 @@ def open(  # noqa: A001
             writer_threads=writer_threads,
             migrate_on_open=bool(migrate),
         )
-        return Engine(_core.open_production(opts))
+        return Engine(_core.open_production(opts), lambda: _core.open_wallets_postgres(postgres))
     if options:
         raise _core.InvalidArgument(f"unknown options for the embedded engine: {sorted(options)}")
     if path is None:
         path = DEFAULT_PATH
     if not isinstance(path, (str, os.PathLike)):
         raise _core.InvalidType(f"path must be a str or os.PathLike, got {type(path).__name__}")
-    return Engine(_core.open_embedded(os.fspath(path), synchronous_full))
+    path = os.fspath(path)
+    engine = Engine(_core.open_embedded(path, synchronous_full))
+    if path == ":memory:":
+        # The wallet engine needs a file (it uses two connections): a private temporary one.
+        tmp = tempfile.mkdtemp(prefix="couponcore-wallets-")
+        engine._open_wallets = lambda: _core.open_wallets_embedded(os.path.join(tmp, "wallets.db"), synchronous_full)
+        engine._cleanup.append(lambda: shutil.rmtree(tmp, ignore_errors=True))
+    else:
+        engine._open_wallets = lambda: _core.open_wallets_embedded(path, synchronous_full)
+    return engine
 
 
 def migrate(postgres: str) -> int:
