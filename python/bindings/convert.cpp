@@ -88,7 +88,7 @@ py::list result_list(const std::vector<IssueResult>& results) {
   return out;
 }
 
-py::object opt(const std::optional<int64_t>& v) { return v ? py::object(py::int_(*v)) : py::none(); }
+py::object int_or_none(const std::optional<int64_t>& v) { return v ? py::object(py::int_(*v)) : py::none(); }
 
 const char* discount_kind_name(DiscountKind k) {
   switch (k) {
@@ -113,14 +113,14 @@ py::dict campaign_dict(const Campaign& c) {
   d["name"] = c.spec.name;
   d["quantity"] = c.spec.quantity;
   d["per_user_limit"] = c.spec.per_user_limit;
-  d["starts_at_us"] = opt(c.spec.starts_at_us);
-  d["ends_at_us"] = opt(c.spec.ends_at_us);
+  d["starts_at_us"] = int_or_none(c.spec.starts_at_us);
+  d["ends_at_us"] = int_or_none(c.spec.ends_at_us);
   d["state"] = campaign_state_name(c.state);
   d["discount_kind"] = discount_kind_name(c.spec.discount_kind);
   d["discount_value"] = c.spec.discount_value;
-  d["discount_max"] = opt(c.spec.discount_max);
+  d["discount_max"] = int_or_none(c.spec.discount_max);
   d["min_order_amount"] = c.spec.min_order_amount;
-  d["valid_until_us"] = opt(c.spec.valid_until_us);
+  d["valid_until_us"] = int_or_none(c.spec.valid_until_us);
   d["valid_days"] = c.spec.valid_days ? py::object(py::int_(*c.spec.valid_days)) : py::none();
   d["created_at_us"] = c.created_at_us;
   return d;

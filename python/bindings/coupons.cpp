@@ -39,11 +39,11 @@ py::dict coupon_dict(const Coupon& c) {
   d["user_id"] = c.user_id;
   d["state"] = coupon_state_name(c.state);
   d["issued_at_us"] = c.issued_at_us;
-  d["valid_until_us"] = opt(c.valid_until_us);
+  d["valid_until_us"] = int_or_none(c.valid_until_us);
   d["used_order_id"] = opt_str(c.used_order_id);
-  d["used_at_us"] = opt(c.used_at_us);
-  d["order_amount"] = opt(c.order_amount);
-  d["discount_amount"] = opt(c.discount_amount);
+  d["used_at_us"] = int_or_none(c.used_at_us);
+  d["order_amount"] = int_or_none(c.order_amount);
+  d["discount_amount"] = int_or_none(c.discount_amount);
   return d;
 }
 
@@ -158,7 +158,7 @@ void register_lifecycle(py::object& cls) {
     CouponPage page = nogil([&] { return e.list_user_coupons(p, q); });
     py::list items;
     for (const Coupon& c : page.items) items.append(coupon_dict(c));
-    return py::make_tuple(items, opt(page.next_cursor));
+    return py::make_tuple(items, int_or_none(page.next_cursor));
   }, "A page of a user's coupons: (items, next_cursor).");
   method(cls, "coupon_counts", [](py::handle self, py::object pid, py::object cid) {
     Engine& e = engine_of(self);

@@ -8,6 +8,7 @@ namespace couponcore::py_bindings {
 void register_engine(pybind11::module_& m);
 void register_metrics(pybind11::module_& m);
 void register_production(pybind11::module_& m);
+void register_wallet(pybind11::module_& m);
 void register_coupons(pybind11::module_& m);  // after register_engine: adds methods to Engine
 }
 
@@ -17,5 +18,6 @@ PYBIND11_MODULE(_core, m) {
   couponcore::py_bindings::register_engine(m);
   couponcore::py_bindings::register_metrics(m);
   couponcore::py_bindings::register_production(m);
+  couponcore::py_bindings::register_wallet(m);
   couponcore::py_bindings::register_coupons(m);
 }

@@ -38,10 +38,16 @@ from ._types import (
     Status,
     UseResult,
 )
+from ._wallet import Balance, HistoryPage, Points, WalletEntry, WalletResult
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Balance",
+    "HistoryPage",
+    "Points",
+    "WalletEntry",
+    "WalletResult",
     "Campaign",
     "CampaignStats",
     "Campaigns",

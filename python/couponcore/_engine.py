@@ -16,11 +16,15 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import shutil
+import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any, Callable, Optional, TypeVar, Union
 
 from . import _core
+from ._wallet import Points, PointsAdmin
 from ._types import (
     Campaign,
     CampaignStats,
@@ -241,9 +245,15 @@ class Scope:
     Get one with :meth:`Engine.partner`; the engine itself is partner 0's scope.
     """
 
-    def __init__(self, core: _core.Engine, partner_id: int) -> None:
+    def __init__(
+        self,
+        core: _core.Engine,
+        partner_id: int,
+        wallets: Optional[Callable[[], _core.Wallets]] = None,
+    ) -> None:
         self._core = core
         self._partner_id = partner_id
+        self._wallets_of_engine = wallets
         # Campaign ids seen to be this partner's. A campaign's partner never changes, so a hit
         # is exact; it spares the issue hot path a native call. Bounded: cleared when full.
         self._owned: set[int] = set()
@@ -258,6 +268,13 @@ class Scope:
         if len(self._owned) >= _OWNED_CAMPAIGNS_MAX:
             self._owned.clear()
         self._owned.add(campaign_id)
+
+    @property
+    def points(self) -> Points:
+        """This partner's point wallets (couponcore._wallet.Points)."""
+        if self._wallets_of_engine is None:
+            raise _core.Unavailable("this engine has no wallets")
+        return Points(self._wallets_of_engine, self._partner_id)
 
     @property
     def partner_id(self) -> int:
@@ -327,10 +344,35 @@ class Engine(Scope):
     concurrent callers are decided together in batches.
     """
 
-    def __init__(self, core: _core.Engine) -> None:
-        super().__init__(core, 0)
+    def __init__(
+        self, core: _core.Engine, open_wallets: Optional[Callable[[], _core.Wallets]] = None
+    ) -> None:
+        super().__init__(core, 0, self._wallets)
         self.partners = Partners(self)
         self._scopes: dict[int, Scope] = {0: self}
+        self._open_wallets = open_wallets
+        self._wallets_native: Optional[_core.Wallets] = None
+        self._wallets_lock = threading.Lock()
+        self._cleanup: list[Callable[[], None]] = []
+
+    def _wallets(self) -> _core.Wallets:
+        """The native wallet engine, opened on first use (it has its own connections and thread)."""
+        w = self._wallets_native
+        if w is not None:
+            return w
+        with self._wallets_lock:
+            if self._wallets_native is None:
+                if self._core.closed:
+                    raise _core.Closed("the engine is closed")
+                if self._open_wallets is None:
+                    raise _core.Unavailable("this engine has no wallets")
+                self._wallets_native = self._open_wallets()
+            return self._wallets_native
+
+    @property
+    def points(self) -> PointsAdmin:
+        """Partner 0's point wallets, and the operator's wallet jobs (expire, audit)."""
+        return PointsAdmin(self._wallets, 0)
 
     @property
     def kind(self) -> str:
@@ -350,7 +392,7 @@ class Engine(Scope):
         if scope is None:
             if len(self._scopes) >= _SCOPES_MAX:
                 self._scopes = {0: self}
-            scope = self._scopes[pid] = Scope(self._core, pid)
+            scope = self._scopes[pid] = Scope(self._core, pid, self._wallets)
         return scope
 
     def authenticate(self, api_key: str) -> Partner:
@@ -398,7 +440,12 @@ class Engine(Scope):
 
     def close(self) -> None:
         """Finish what is queued, stop the engine's threads. Later calls raise Closed."""
+        with self._wallets_lock:
+            if self._wallets_native is not None:
+                self._wallets_native.close()
         self._core.close()
+        while self._cleanup:
+            self._cleanup.pop()()
 
     def __enter__(self) -> Engine:
         return self
@@ -469,17 +516,24 @@ def open(  # noqa: A001
             auth_cache_ttl_ms=_auth_ttl_ms(auth_cache_ttl_s),
             auth_cache_entries_max=auth_cache_entries_max,
         )
-        return Engine(_core.open_production(opts))
+        return Engine(_core.open_production(opts), lambda: _core.open_wallets_postgres(postgres))
     if options:
         raise _core.InvalidArgument(f"unknown options for the embedded engine: {sorted(options)}")
     if path is None:
         path = DEFAULT_PATH
     if not isinstance(path, (str, os.PathLike)):
         raise _core.InvalidType(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    path = os.fspath(path)
     ttl_ms = _auth_ttl_ms(auth_cache_ttl_s)
-    return Engine(
-        _core.open_embedded(os.fspath(path), synchronous_full, ttl_ms, auth_cache_entries_max)
-    )
+    engine = Engine(_core.open_embedded(path, synchronous_full, ttl_ms, auth_cache_entries_max))
+    if path == ":memory:":
+        # The wallet engine needs a file (it uses two connections): a private temporary one.
+        tmp = tempfile.mkdtemp(prefix="couponcore-wallets-")
+        engine._open_wallets = lambda: _core.open_wallets_embedded(os.path.join(tmp, "wallets.db"), synchronous_full)
+        engine._cleanup.append(lambda: shutil.rmtree(tmp, ignore_errors=True))
+    else:
+        engine._open_wallets = lambda: _core.open_wallets_embedded(path, synchronous_full)
+    return engine
 
 
 def migrate(postgres: str) -> int:

@@ -48,6 +48,21 @@ inline constexpr std::size_t kApiKeyBytesMax = 128;
 inline constexpr std::size_t kAuthCacheEntriesMax = 1'000'000;
 inline constexpr int64_t kAuthCacheTtlMsMax = 3'600'000;
 
+// Wallets (cpp/include/couponcore/wallet.hpp). Amounts are points, each 1..kAmountMax; a
+// wallet's balance stays within kWalletBalanceMax (an earn or transfer beyond it is refused).
+inline constexpr int64_t kWalletBalanceMax = 1'000'000'000'000'000;
+// Lots with points left in one wallet; an earn or transfer_in beyond it is refused (kConflict).
+inline constexpr std::size_t kWalletActiveLotsMax = 10'000;
+inline constexpr std::size_t kWalletReasonBytesMax = 200;
+// One wallet transaction applies at most this many operations; the queue holds at most
+// kWalletQueueOpsMax (submitters wait, then get kUnavailable).
+inline constexpr std::size_t kWalletBatchOpsMax = 10'000;
+inline constexpr std::size_t kWalletQueueOpsMax = 1'000'000;
+inline constexpr int kWalletHistoryLimitMax = 1000;
+// Committer threads (each with its own database connection) of one PostgreSQL wallet engine.
+inline constexpr int kWalletCommittersMax = 16;
+inline constexpr int kWalletExpireChunkMax = 10'000;
+
 bool is_valid_id(std::string_view id, std::size_t bytes_max) noexcept;
 // Throws kInvalidArgument naming the field and the rule.
 void check_user_id(std::string_view user_id);

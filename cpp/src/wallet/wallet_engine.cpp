@@ -1,0 +1,618 @@
+// The batched wallet engine: a bounded queue, committer threads (one per store connection;
+// PostgreSQL may have several, SQLite has one), one transaction per batch.
+//
+//   submit()   checks the operation in the caller's thread, queues it (waits while the queue
+//              holds queue_ops_max operations, then throws kUnavailable)
+//   run()      a committer thread: takes up to batch_ops_max operations, process()es them,
+//              answers each caller, runs the batch-end hook (on that committer's thread: with
+//              several committers the hook may run concurrently)
+//   process()  one batch, with retries:
+//                - kUnavailable from the store (deadlock 40P01, serialization failure 40001,
+//                  SQLITE_BUSY, lost connection) -> roll back, back off (1 ms doubling to
+//                  250 ms, with jitter), run the whole batch again, for at most
+//                  retry_budget_ms; then every caller gets kUnavailable.
+//                - an idempotency key taken by a concurrent batch on other wallets -> retry
+//                  at once (the retry sees the other batch's record: replay or kConflict).
+//                - anything else (a bug, a constraint the checks should have caught) -> the
+//                  batch is split and each operation runs alone, so it costs that one
+//                  operation (kInternal), never the batch.
+//              A commit whose outcome is unknown (the connection dropped during COMMIT) is
+//              resolved by running the batch again: the operations that did commit are found
+//              by their idempotency keys and answered from their records, as first answers.
+//   run_once() the steps of one attempt, in the order wallet_store.hpp describes.
+//
+// Reads (balance, history, the expiry scan, audit) use a second store connection behind a
+// mutex and never take row locks. expire() feeds internal "write off this wallet" operations
+// through the same queue, a chunk of wallets at a time.
+#include "wallet/wallet_engine.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <future>
+#include <mutex>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "couponcore/engine.hpp"
+#include "couponcore/error.hpp"
+#include "couponcore/limits.hpp"
+#include "wallet/batch_apply.hpp"
+#include "wallet/wallet_ops.hpp"
+
+namespace couponcore {
+
+// The blocking faces of WalletEngine::submit.
+// The error is copied out of its exception_ptr on the engine's thread and thrown anew in the
+// caller's: no exception object is shared between the threads (ThreadSanitizer cannot see
+// libstdc++'s reference counting of exception_ptr, and nothing needs the sharing).
+WalletResult WalletEngine::apply(WalletOp op) {
+  struct Answer {
+    WalletResult result;
+    std::optional<Error> error;
+  };
+  std::promise<Answer> promise;
+  std::future<Answer> future = promise.get_future();
+  submit(std::move(op), [&promise](WalletResult&& r, std::exception_ptr error) {
+    Answer a;
+    if (!error) {
+      a.result = std::move(r);
+    } else {
+      try {
+        std::rethrow_exception(error);
+      } catch (const Error& e) {
+        a.error = e;
+      } catch (const std::exception& e) {
+        a.error = Error(ErrorCode::kInternal, e.what());
+      } catch (...) {
+        a.error = Error(ErrorCode::kInternal, "unknown failure");
+      }
+    }
+    promise.set_value(std::move(a));
+  });
+  Answer a = future.get();
+  if (a.error) throw *a.error;
+  return std::move(a.result);
+}
+
+WalletResult WalletEngine::earn(int64_t partner_id, const std::string& user_id, int64_t amount,
+                                std::optional<int64_t> expires_at_us, const std::string& reason,
+                                const std::string& key) {
+  return apply(WalletOp::earn(partner_id, user_id, amount, expires_at_us, reason, key));
+}
+
+WalletResult WalletEngine::use(int64_t partner_id, const std::string& user_id, int64_t amount,
+                               const std::string& order_id, const std::string& key) {
+  return apply(WalletOp::use(partner_id, user_id, amount, order_id, key));
+}
+
+WalletResult WalletEngine::cancel(int64_t partner_id, const std::string& user_id, int64_t use_entry_id,
+                                  const std::string& key) {
+  return apply(WalletOp::cancel_entry(partner_id, user_id, use_entry_id, key));
+}
+
+WalletResult WalletEngine::cancel_by_key(int64_t partner_id, const std::string& user_id,
+                                         const std::string& use_key, const std::string& key) {
+  return apply(WalletOp::cancel_by_key(partner_id, user_id, use_key, key));
+}
+
+WalletResult WalletEngine::transfer(int64_t partner_id, const std::string& from_user_id,
+                                    const std::string& to_user_id, int64_t amount,
+                                    const std::string& key) {
+  return apply(WalletOp::transfer(partner_id, from_user_id, to_user_id, amount, key));
+}
+
+namespace wallet {
+
+namespace {
+
+constexpr int64_t kBackoffFirstUs = 1'000;
+constexpr int64_t kBackoffMaxUs = 250'000;
+// Wallet keys known to exist (wallets are never deleted), so their batches skip the create
+// step. At the limit the set is cleared and relearned.
+constexpr std::size_t kKnownWalletsMax = 100'000;
+
+// Thrown inside an attempt when an idempotency key was taken by a concurrent batch.
+struct KeyRace {};
+
+template <typename T>
+void sort_unique(std::vector<T>* v) {
+  std::sort(v->begin(), v->end());
+  v->erase(std::unique(v->begin(), v->end()), v->end());
+}
+
+void check_wallet_key(int64_t partner_id, const std::string& user_id) {
+  if (partner_id < 0) throw_invalid("partner_id must not be negative");
+  limits::check_user_id(user_id);
+}
+
+void check_options(const WalletOptions& o) {
+  if (o.batch_ops_max < 1 || o.batch_ops_max > limits::kWalletBatchOpsMax) {
+    throw_invalid("batch_ops_max must be 1.." + std::to_string(limits::kWalletBatchOpsMax));
+  }
+  if (o.queue_ops_max < 1 || o.queue_ops_max > limits::kWalletQueueOpsMax) {
+    throw_invalid("queue_ops_max must be 1.." + std::to_string(limits::kWalletQueueOpsMax));
+  }
+  if (o.queue_full_wait_ms < 0 || o.retry_budget_ms < 0) throw_invalid("waits must not be negative");
+  if (o.committers < 1 || o.committers > limits::kWalletCommittersMax) {
+    throw_invalid("committers must be 1.." + std::to_string(limits::kWalletCommittersMax));
+  }
+}
+
+class BatchedWalletEngine final : public WalletEngine {
+ public:
+  BatchedWalletEngine(const char* kind, std::vector<std::unique_ptr<WalletStore>> writers,
+                      std::unique_ptr<WalletStore> reader, const WalletOptions& options)
+      : kind_(kind), options_(options), reader_(std::move(reader)) {
+    check_options(options_);
+    if (writers.empty()) throw_invalid("a wallet engine needs a writer");
+    if (!options_.clock_us) options_.clock_us = [] { return now_us(); };
+    for (auto& w : writers) {
+      auto c = std::make_unique<Committer>();
+      c->writer = std::move(w);
+      committers_.push_back(std::move(c));
+    }
+    for (auto& c : committers_) {
+      Committer* raw = c.get();
+      c->thread = std::thread([this, raw] { run(*raw); });
+    }
+  }
+
+  ~BatchedWalletEngine() override { close(); }
+
+  const char* kind() const noexcept override { return kind_; }
+
+  void submit(WalletOp op, WalletCallback cb) override {
+    check_open();
+    check_op(op, options_.clock_us());
+    const int64_t fp = fingerprint(op);
+    enqueue(Pending{std::move(op), fp, std::nullopt, std::move(cb)});
+  }
+
+  WalletBalance balance(int64_t partner_id, const std::string& user_id) override {
+    check_open();
+    check_wallet_key(partner_id, user_id);
+    const int64_t now = options_.clock_us();
+    std::vector<LotRow> lots;
+    {
+      std::lock_guard lock(reader_mu_);
+      std::optional<int64_t> id = reader_->find_wallet(WalletKey{partner_id, user_id});
+      if (!id) throw_not_found("no wallet for user '" + user_id + "'");
+      lots = reader_->active_lots(*id);
+    }
+    WalletBalance b;
+    for (const LotRow& l : lots) {
+      if (l.expires_at_us && *l.expires_at_us <= now) continue;  // due, not yet written off
+      b.total += l.remaining;
+      if (!l.expires_at_us) continue;
+      if (!b.next_expiry_at_us || *l.expires_at_us < *b.next_expiry_at_us) {
+        b.next_expiry_at_us = l.expires_at_us;
+        b.next_expiry_amount = 0;
+      }
+      if (*l.expires_at_us == *b.next_expiry_at_us) b.next_expiry_amount += l.remaining;
+    }
+    return b;
+  }
+
+  WalletHistoryPage history(int64_t partner_id, const std::string& user_id, int64_t cursor,
+                            int limit) override {
+    check_open();
+    check_wallet_key(partner_id, user_id);
+    if (limit < 1 || limit > limits::kWalletHistoryLimitMax) {
+      throw_invalid("limit must be 1.." + std::to_string(limits::kWalletHistoryLimitMax));
+    }
+    if (cursor < 0) throw_invalid("cursor must not be negative");
+    std::lock_guard lock(reader_mu_);
+    std::optional<int64_t> id = reader_->find_wallet(WalletKey{partner_id, user_id});
+    if (!id) throw_not_found("no wallet for user '" + user_id + "'");
+    WalletHistoryPage page;
+    std::vector<EntryRow> rows = reader_->entries_before(*id, cursor, limit);
+    for (EntryRow& r : rows) {
+      page.entries.push_back(WalletEntry{r.id, r.kind, r.amount, r.balance_after,
+                                         std::move(r.idempotency_key), r.ref_entry_id,
+                                         std::move(r.order_id), std::move(r.reason), r.created_at_us});
+    }
+    if (static_cast<int>(page.entries.size()) == limit) page.next_cursor = page.entries.back().id;
+    return page;
+  }
+
+  WalletExpireReport expire(int64_t now_us, int chunk_wallets) override {
+    check_open();
+    if (chunk_wallets < 1 || chunk_wallets > limits::kWalletExpireChunkMax) {
+      throw_invalid("chunk_wallets must be 1.." + std::to_string(limits::kWalletExpireChunkMax));
+    }
+    WalletExpireReport report;
+    int64_t after_wallet_id = 0;
+    for (;;) {
+      std::vector<ExpireCandidate> chunk;
+      {
+        std::lock_guard lock(reader_mu_);
+        chunk = reader_->expire_candidates(now_us, after_wallet_id, chunk_wallets);
+      }
+      if (chunk.empty()) break;
+      report.chunks++;
+      expire_chunk(chunk, now_us, &report);
+      after_wallet_id = chunk.back().wallet_id;
+      if (static_cast<int>(chunk.size()) < chunk_wallets) break;
+    }
+    return report;
+  }
+
+  WalletAudit audit(int64_t partner_id) override {
+    check_open();
+    std::lock_guard lock(reader_mu_);
+    return reader_->audit(partner_id);
+  }
+
+  WalletCounters counters() const override {
+    std::lock_guard lock(counters_mu_);
+    return counters_;
+  }
+
+  void close() override {
+    {
+      std::lock_guard lock(queue_mu_);
+      if (stopping_) return;
+      stopping_ = true;
+      for (auto& c : committers_) c->work_cv.notify_all();
+      space_cv_.notify_all();
+    }
+    for (auto& c : committers_) {
+      if (c->thread.joinable()) c->thread.join();
+    }
+    closed_ = true;
+  }
+
+  bool closed() const noexcept override { return closed_; }
+
+ private:
+  struct Pending {
+    WalletOp op;
+    int64_t fingerprint = 0;
+    std::optional<int64_t> expire_cutoff_us;  // set: an internal write-off operation
+    WalletCallback cb;
+  };
+
+  // One committer thread with its own store connection and its own queue. An operation goes to
+  // the committer of its wallet (a hash of partner and user; a transfer: of its source), so a
+  // hot wallet's operations share big batches on one connection instead of fighting over the
+  // row lock, and operations on one wallet keep their order. Batches of different committers
+  // that share wallets (transfer destinations) wait on each other's row locks, taken in id
+  // order, so they never deadlock.
+  struct Committer {
+    std::unique_ptr<WalletStore> writer;
+    std::deque<Pending> queue;   // guarded by queue_mu_
+    std::condition_variable work_cv;    // with queue_mu_
+    std::set<WalletKey> known_wallets;  // exist already: no create step (kKnownWalletsMax)
+    std::mt19937_64 rng{std::random_device{}()};
+    std::thread thread;
+  };
+
+  Committer& committer_of(const WalletOp& op) {
+    if (committers_.size() == 1) return *committers_[0];
+    const std::size_t h = std::hash<std::string>{}(op.user_id) ^ (std::hash<int64_t>{}(op.partner_id) * 31);
+    return *committers_[h % committers_.size()];
+  }
+
+  void check_open() const {
+    if (stopping_) throw Error(ErrorCode::kClosed, "the wallet engine is closed");
+  }
+
+  void enqueue(Pending&& p) {
+    std::unique_lock lock(queue_mu_);
+    const bool space = space_cv_.wait_for(lock, std::chrono::milliseconds(options_.queue_full_wait_ms), [&] {
+      return stopping_ || queued_ops_ < options_.queue_ops_max;
+    });
+    if (stopping_) throw Error(ErrorCode::kClosed, "the wallet engine is closed");
+    if (!space) {
+      throw_unavailable("the wallet queue is full (" + std::to_string(options_.queue_ops_max) +
+                        " operations waiting); try again");
+    }
+    Committer& c = committer_of(p.op);
+    c.queue.push_back(std::move(p));
+    ++queued_ops_;
+    c.work_cv.notify_one();
+  }
+
+  void expire_chunk(const std::vector<ExpireCandidate>& chunk, int64_t cutoff_us, WalletExpireReport* report) {
+    struct Wait {
+      std::mutex mu;
+      std::condition_variable cv;
+      std::size_t left = 0;
+      std::exception_ptr error;
+    };
+    auto wait = std::make_shared<Wait>();
+    wait->left = chunk.size();
+    std::size_t queued = 0;
+    std::exception_ptr enqueue_error;
+    for (const ExpireCandidate& c : chunk) {
+      WalletOp op;
+      op.partner_id = c.key.partner_id;
+      op.user_id = c.key.user_id;
+      try {
+        enqueue(Pending{std::move(op), 0, cutoff_us, [wait, report](WalletResult&& r, std::exception_ptr e) {
+                          std::lock_guard lock(wait->mu);
+                          if (e && !wait->error) wait->error = e;
+                          if (!e && r.amount < 0) {
+                            report->wallets++;
+                            report->points -= r.amount;
+                          }
+                          if (--wait->left == 0) wait->cv.notify_all();
+                        }});
+      } catch (...) {
+        enqueue_error = std::current_exception();  // closed, or the queue stayed full
+        break;
+      }
+      ++queued;
+    }
+    std::unique_lock lock(wait->mu);
+    wait->left -= chunk.size() - queued;
+    wait->cv.wait(lock, [&] { return wait->left == 0; });
+    if (enqueue_error) std::rethrow_exception(enqueue_error);
+    if (wait->error) std::rethrow_exception(wait->error);
+  }
+
+  void run(Committer& c) {
+    std::vector<Pending> batch;
+    for (;;) {
+      {
+        std::unique_lock lock(queue_mu_);
+        c.work_cv.wait(lock, [&] { return stopping_ || !c.queue.empty(); });
+        if (c.queue.empty()) return;  // stopping and nothing left
+        const std::size_t n = std::min(c.queue.size(), options_.batch_ops_max);
+        batch.assign(std::make_move_iterator(c.queue.begin()), std::make_move_iterator(c.queue.begin() + n));
+        c.queue.erase(c.queue.begin(), c.queue.begin() + n);
+        queued_ops_ -= n;
+        space_cv_.notify_all();
+      }
+      process(c, batch);
+      batch.clear();
+      run_batch_end_hook();
+    }
+  }
+
+  void process(Committer& c, std::vector<Pending>& batch) {
+    using Clock = std::chrono::steady_clock;
+    const auto deadline = Clock::now() + std::chrono::milliseconds(options_.retry_budget_ms);
+    int64_t backoff_us = kBackoffFirstUs;
+    std::set<IdemKey> maybe_committed;
+    for (;;) {
+      std::vector<IdemKey> written;
+      bool committing = false;
+      std::exception_ptr unexpected;
+      try {
+        std::vector<OpOutcome> outcomes = run_once(c, batch, &written, &committing);
+        for (std::size_t i = 0; i < batch.size(); ++i) {
+          OpOutcome& o = outcomes[i];
+          if (o.result.replayed &&
+              maybe_committed.count(IdemKey{batch[i].op.partner_id, batch[i].op.idempotency_key})) {
+            o.result.replayed = false;  // our own first answer, found after an unknown commit
+          }
+        }
+        answer(batch, outcomes);
+        return;
+      } catch (const KeyRace&) {
+        c.writer->rollback();
+        count_retry();
+        if (Clock::now() < deadline) continue;
+        fail_all(batch, Error(ErrorCode::kUnavailable, "idempotency keys kept racing; try again"));
+        return;
+      } catch (const Error& e) {
+        c.writer->rollback();
+        if (committing) maybe_committed.insert(written.begin(), written.end());
+        if (e.code() != ErrorCode::kUnavailable) {
+          unexpected = std::current_exception();
+        } else {
+          count_retry();
+          if (Clock::now() + std::chrono::microseconds(backoff_us) >= deadline) {
+            fail_all(batch, Error(ErrorCode::kUnavailable,
+                                  std::string("the wallet store stayed unavailable: ") + e.what()));
+            return;
+          }
+          sleep_with_jitter(c, backoff_us);
+          backoff_us = std::min(backoff_us * 2, kBackoffMaxUs);
+          continue;
+        }
+      } catch (...) {
+        c.writer->rollback();
+        if (committing) maybe_committed.insert(written.begin(), written.end());
+        unexpected = std::current_exception();
+      }
+      isolate_or_fail(c, batch, unexpected);
+      return;
+    }
+  }
+
+  // An unexpected failure: run each operation alone, so that only the one that fails fails.
+  void isolate_or_fail(Committer& c, std::vector<Pending>& batch, std::exception_ptr error) {
+    if (batch.size() == 1) {
+      std::string what = "unexpected failure";
+      try {
+        std::rethrow_exception(error);
+      } catch (const std::exception& e) {
+        what = e.what();
+      } catch (...) {
+      }
+      fail_all(batch, Error(ErrorCode::kInternal, "wallet batch failed: " + what));
+      return;
+    }
+    {
+      std::lock_guard lock(counters_mu_);
+      counters_.isolated++;
+    }
+    for (Pending& p : batch) {
+      std::vector<Pending> one;
+      one.push_back(std::move(p));
+      process(c, one);
+    }
+  }
+
+  std::vector<OpOutcome> run_once(Committer& c, std::vector<Pending>& batch, std::vector<IdemKey>* written,
+                                  bool* committing) {
+    const int64_t now = options_.clock_us();
+    BatchKeys keys;
+    std::vector<int64_t> target_ids;
+    collect_keys(c, batch, &keys, &target_ids);
+
+    BatchRead read = c.writer->begin_batch(keys, now);
+    BatchLoad load{std::move(read.wallets), std::move(read.lots), std::move(read.idempotency), {}};
+    add_keyed_targets(batch, load.idempotency, &target_ids);
+    if (!target_ids.empty()) load.targets = c.writer->load_cancel_targets(target_ids);
+
+    BatchApplier applier(now, std::move(load));
+    std::vector<BatchOp> ops;
+    ops.reserve(batch.size());
+    for (const Pending& p : batch) ops.push_back(BatchOp{&p.op, p.fingerprint, p.expire_cutoff_us});
+    std::vector<OpOutcome> outcomes = applier.apply(ops);
+
+    std::vector<int64_t>& entry_ids = read.entry_ids;
+    std::vector<int64_t>& lot_ids = read.lot_ids;
+    if (applier.entries_needed() > entry_ids.size() || applier.lots_needed() > lot_ids.size()) {
+      const std::size_t more_entries = applier.entries_needed() - std::min(applier.entries_needed(), entry_ids.size());
+      const std::size_t more_lots = applier.lots_needed() - std::min(applier.lots_needed(), lot_ids.size());
+      c.writer->reserve_ids(more_entries, more_lots, &entry_ids, &lot_ids);
+    }
+    std::sort(entry_ids.begin(), entry_ids.end());
+    std::sort(lot_ids.begin(), lot_ids.end());
+    entry_ids.resize(applier.entries_needed());  // unused reservations are gaps in the ids
+    lot_ids.resize(applier.lots_needed());
+    WalletChanges changes = applier.finish(entry_ids, lot_ids, &outcomes);
+    *written = applier.written_keys();
+    *committing = true;
+    if (!c.writer->commit_changes(changes)) throw KeyRace{};
+    remember_wallets(c, keys.create);
+    return outcomes;
+  }
+
+  void collect_keys(Committer& c, const std::vector<Pending>& batch, BatchKeys* keys,
+                    std::vector<int64_t>* target_ids) {
+    std::size_t new_lots_guess = 0;
+    for (const Pending& p : batch) {
+      const WalletOp& op = p.op;
+      keys->wallets.push_back(WalletKey{op.partner_id, op.user_id});
+      if (p.expire_cutoff_us) continue;
+      keys->idempotency.push_back(IdemKey{op.partner_id, op.idempotency_key});
+      switch (op.kind) {
+        case WalletOpKind::kEarn:
+          keys->create.push_back(keys->wallets.back());
+          new_lots_guess += 1;
+          break;
+        case WalletOpKind::kTransfer:
+          keys->wallets.push_back(WalletKey{op.partner_id, op.to_user_id});
+          keys->create.push_back(keys->wallets.back());
+          new_lots_guess += 2;
+          break;
+        case WalletOpKind::kCancel:
+          if (op.cancel_entry_id > 0) {
+            target_ids->push_back(op.cancel_entry_id);
+          } else {
+            keys->idempotency.push_back(IdemKey{op.partner_id, op.cancel_key});
+          }
+          break;
+        case WalletOpKind::kUse: break;
+      }
+    }
+    sort_unique(&keys->wallets);
+    sort_unique(&keys->idempotency);
+    std::erase_if(keys->create, [&](const WalletKey& k) { return c.known_wallets.count(k) > 0; });
+    sort_unique(&keys->create);
+    // At most two entries per operation (cancel + expire, transfer out + in) and one write-off
+    // per wallet; a transfer may need more lots than guessed (reserve_ids tops up).
+    keys->reserve_entries = 2 * batch.size() + keys->wallets.size();
+    keys->reserve_lots = new_lots_guess;
+  }
+
+  // Cancels by idempotency key: the use's entry id is in its record.
+  static void add_keyed_targets(const std::vector<Pending>& batch, const std::vector<IdemRow>& records,
+                                std::vector<int64_t>* target_ids) {
+    for (const Pending& p : batch) {
+      if (p.expire_cutoff_us || p.op.kind != WalletOpKind::kCancel || p.op.cancel_key.empty()) continue;
+      for (const IdemRow& r : records) {
+        if (r.partner_id == p.op.partner_id && r.key == p.op.cancel_key && r.kind == WalletOpKind::kUse) {
+          target_ids->push_back(r.result.entry_id);
+        }
+      }
+    }
+    sort_unique(target_ids);
+  }
+
+  static void remember_wallets(Committer& c, const std::vector<WalletKey>& created) {
+    if (c.known_wallets.size() + created.size() > kKnownWalletsMax) c.known_wallets.clear();
+    c.known_wallets.insert(created.begin(), created.end());
+  }
+
+  void answer(std::vector<Pending>& batch, std::vector<OpOutcome>& outcomes) {
+    {
+      std::lock_guard lock(counters_mu_);
+      counters_.batches++;
+      counters_.max_batch_ops = std::max<uint64_t>(counters_.max_batch_ops, batch.size());
+      for (const OpOutcome& o : outcomes) {
+        counters_.ops++;
+        if (o.error) counters_.ops_failed++;
+        if (o.result.replayed) counters_.replays++;
+      }
+    }
+    // The error is moved into the callback: once the caller holds it, the engine keeps no
+    // reference (the last one is released on the caller's side).
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      call(batch[i], std::move(outcomes[i].result), std::move(outcomes[i].error));
+    }
+  }
+
+  void fail_all(std::vector<Pending>& batch, const Error& error) {
+    {
+      std::lock_guard lock(counters_mu_);
+      counters_.ops += batch.size();
+      counters_.ops_failed += batch.size();
+    }
+    for (Pending& p : batch) call(p, WalletResult{}, std::make_exception_ptr(error));
+  }
+
+  // Callbacks must not throw; if one does, the engine's thread survives it.
+  static void call(Pending& p, WalletResult&& r, std::exception_ptr e) {
+    try {
+      p.cb(std::move(r), std::move(e));
+    } catch (...) {
+    }
+  }
+
+  void count_retry() {
+    std::lock_guard lock(counters_mu_);
+    counters_.retries++;
+  }
+
+  static void sleep_with_jitter(Committer& c, int64_t backoff_us) {
+    std::uniform_int_distribution<int64_t> jitter(backoff_us / 2, backoff_us);
+    std::this_thread::sleep_for(std::chrono::microseconds(jitter(c.rng)));
+  }
+
+  const char* kind_;
+  WalletOptions options_;
+  std::mutex reader_mu_;
+  std::unique_ptr<WalletStore> reader_;
+
+  std::mutex queue_mu_;  // guards every committer's queue and queued_ops_
+  std::condition_variable space_cv_;
+  std::size_t queued_ops_ = 0;  // over all committers, at most queue_ops_max
+  std::atomic<bool> stopping_{false};
+  std::atomic<bool> closed_{false};
+  std::vector<std::unique_ptr<Committer>> committers_;
+
+  mutable std::mutex counters_mu_;
+  WalletCounters counters_;
+};
+
+}  // namespace
+
+std::unique_ptr<WalletEngine> make_batched_engine(const char* kind,
+                                                  std::vector<std::unique_ptr<WalletStore>> writers,
+                                                  std::unique_ptr<WalletStore> reader,
+                                                  const WalletOptions& options) {
+  return std::make_unique<BatchedWalletEngine>(kind, std::move(writers), std::move(reader), options);
+}
+
+}  // namespace wallet
+}  // namespace couponcore

@@ -1,0 +1,264 @@
+// Checks, fingerprints and names of wallet operations (see wallet_ops.hpp), and the named
+// constructors of WalletOp.
+#include "wallet/wallet_ops.hpp"
+
+#include <string>
+
+#include "couponcore/error.hpp"
+#include "couponcore/limits.hpp"
+#include "wallet/wallet_store.hpp"
+
+namespace couponcore {
+
+WalletOp WalletOp::earn(int64_t partner_id, std::string user_id, int64_t amount,
+                        std::optional<int64_t> expires_at_us, std::string reason, std::string key) {
+  WalletOp op;
+  op.kind = WalletOpKind::kEarn;
+  op.partner_id = partner_id;
+  op.user_id = std::move(user_id);
+  op.amount = amount;
+  op.expires_at_us = expires_at_us;
+  op.reason = std::move(reason);
+  op.idempotency_key = std::move(key);
+  return op;
+}
+
+WalletOp WalletOp::use(int64_t partner_id, std::string user_id, int64_t amount, std::string order_id,
+                       std::string key) {
+  WalletOp op;
+  op.kind = WalletOpKind::kUse;
+  op.partner_id = partner_id;
+  op.user_id = std::move(user_id);
+  op.amount = amount;
+  op.order_id = std::move(order_id);
+  op.idempotency_key = std::move(key);
+  return op;
+}
+
+WalletOp WalletOp::cancel_entry(int64_t partner_id, std::string user_id, int64_t use_entry_id,
+                                std::string key) {
+  WalletOp op;
+  op.kind = WalletOpKind::kCancel;
+  op.partner_id = partner_id;
+  op.user_id = std::move(user_id);
+  op.cancel_entry_id = use_entry_id;
+  op.idempotency_key = std::move(key);
+  return op;
+}
+
+WalletOp WalletOp::cancel_by_key(int64_t partner_id, std::string user_id, std::string use_key,
+                                 std::string key) {
+  WalletOp op;
+  op.kind = WalletOpKind::kCancel;
+  op.partner_id = partner_id;
+  op.user_id = std::move(user_id);
+  op.cancel_key = std::move(use_key);
+  op.idempotency_key = std::move(key);
+  return op;
+}
+
+WalletOp WalletOp::transfer(int64_t partner_id, std::string from_user_id, std::string to_user_id,
+                            int64_t amount, std::string key) {
+  WalletOp op;
+  op.kind = WalletOpKind::kTransfer;
+  op.partner_id = partner_id;
+  op.user_id = std::move(from_user_id);
+  op.to_user_id = std::move(to_user_id);
+  op.amount = amount;
+  op.idempotency_key = std::move(key);
+  return op;
+}
+
+const char* wallet_entry_kind_name(WalletEntryKind kind) noexcept {
+  switch (kind) {
+    case WalletEntryKind::kEarn: return "earn";
+    case WalletEntryKind::kUse: return "use";
+    case WalletEntryKind::kCancel: return "cancel";
+    case WalletEntryKind::kExpire: return "expire";
+    case WalletEntryKind::kTransferIn: return "transfer_in";
+    case WalletEntryKind::kTransferOut: return "transfer_out";
+  }
+  return "unknown";
+}
+
+namespace wallet {
+
+namespace {
+
+void check_id_field(std::string_view value, std::size_t bytes_max, const char* field) {
+  if (limits::is_valid_id(value, bytes_max)) return;
+  if (value.empty()) throw_invalid(std::string(field) + " must not be empty");
+  if (value.size() > bytes_max) {
+    throw_invalid(std::string(field) + " is " + std::to_string(value.size()) +
+                  " bytes; the limit is " + std::to_string(bytes_max));
+  }
+  throw_invalid(std::string(field) + " may contain only letters, digits and - _ . : @ + = /");
+}
+
+void check_amount(int64_t amount) {
+  if (amount <= 0) throw_invalid("amount must be positive, got " + std::to_string(amount));
+  if (amount > limits::kAmountMax) {
+    throw_invalid("amount " + std::to_string(amount) + " is over the limit of " +
+                  std::to_string(limits::kAmountMax));
+  }
+}
+
+// Fields an operation does not use must be left empty, so that the fingerprint of a request
+// is the fingerprint of what it means.
+void check_unused(const WalletOp& op) {
+  const char* kind = op_kind_name(op.kind);
+  auto refuse = [&](const char* field) {
+    throw_invalid(std::string(field) + " is not used by " + kind + "; leave it empty");
+  };
+  const bool earn = op.kind == WalletOpKind::kEarn;
+  const bool use = op.kind == WalletOpKind::kUse;
+  const bool cancel = op.kind == WalletOpKind::kCancel;
+  const bool transfer = op.kind == WalletOpKind::kTransfer;
+  if (!earn && op.expires_at_us) refuse("expires_at_us");
+  if (!earn && !op.reason.empty()) refuse("reason");
+  if (!use && !op.order_id.empty()) refuse("order_id");
+  if (!cancel && (op.cancel_entry_id != 0 || !op.cancel_key.empty())) refuse("the cancelled entry");
+  if (!transfer && !op.to_user_id.empty()) refuse("to_user_id");
+  if (cancel && op.amount != 0) refuse("amount");
+}
+
+void check_earn(const WalletOp& op, int64_t now_us) {
+  check_amount(op.amount);
+  if (op.expires_at_us && *op.expires_at_us <= now_us) {
+    throw_invalid("expires_at_us " + std::to_string(*op.expires_at_us) + " is not in the future");
+  }
+  if (op.reason.size() > limits::kWalletReasonBytesMax) {
+    throw_invalid("reason is " + std::to_string(op.reason.size()) + " bytes; the limit is " +
+                  std::to_string(limits::kWalletReasonBytesMax));
+  }
+  if (!is_printable_utf8(op.reason)) throw_invalid("reason must be UTF-8 without control characters");
+}
+
+void check_cancel(const WalletOp& op) {
+  const bool by_id = op.cancel_entry_id != 0;
+  const bool by_key = !op.cancel_key.empty();
+  if (by_id == by_key) throw_invalid("cancel names the use by entry id or by its idempotency key (one of them)");
+  if (by_id && op.cancel_entry_id < 0) throw_invalid("cancel_entry_id must be positive");
+  if (by_key) check_id_field(op.cancel_key, limits::kRequestIdBytesMax, "cancel_key");
+}
+
+void mix(uint64_t* h, const void* data, std::size_t n) noexcept {
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (std::size_t i = 0; i < n; ++i) {
+    *h ^= p[i];
+    *h *= 1099511628211ULL;
+  }
+}
+
+void mix_i64(uint64_t* h, int64_t v) noexcept { mix(h, &v, sizeof v); }
+
+void mix_str(uint64_t* h, std::string_view s) noexcept {
+  mix_i64(h, static_cast<int64_t>(s.size()));
+  mix(h, s.data(), s.size());
+}
+
+}  // namespace
+
+void check_op(const WalletOp& op, int64_t now_us) {
+  switch (op.kind) {
+    case WalletOpKind::kEarn: case WalletOpKind::kUse: case WalletOpKind::kCancel:
+    case WalletOpKind::kTransfer: break;
+    default: throw_invalid("unknown wallet operation kind");
+  }
+  if (op.partner_id < 0) throw_invalid("partner_id must not be negative");
+  check_id_field(op.user_id, limits::kUserIdBytesMax, "user_id");
+  check_id_field(op.idempotency_key, limits::kRequestIdBytesMax, "idempotency_key");
+  check_unused(op);
+  switch (op.kind) {
+    case WalletOpKind::kEarn: check_earn(op, now_us); break;
+    case WalletOpKind::kUse:
+      check_amount(op.amount);
+      if (!op.order_id.empty()) check_id_field(op.order_id, limits::kRequestIdBytesMax, "order_id");
+      break;
+    case WalletOpKind::kCancel: check_cancel(op); break;
+    case WalletOpKind::kTransfer:
+      check_amount(op.amount);
+      check_id_field(op.to_user_id, limits::kUserIdBytesMax, "to_user_id");
+      if (op.to_user_id == op.user_id) throw_invalid("a transfer needs two different wallets");
+      break;
+  }
+}
+
+int64_t fingerprint(const WalletOp& op) noexcept {
+  uint64_t h = 14695981039346656037ULL;
+  mix_i64(&h, static_cast<int64_t>(op.kind));
+  mix_i64(&h, op.partner_id);
+  mix_str(&h, op.user_id);
+  mix_str(&h, op.to_user_id);
+  mix_i64(&h, op.amount);
+  mix_i64(&h, op.expires_at_us ? 1 : 0);
+  mix_i64(&h, op.expires_at_us.value_or(0));
+  mix_str(&h, op.reason);
+  mix_str(&h, op.order_id);
+  mix_i64(&h, op.cancel_entry_id);
+  mix_str(&h, op.cancel_key);
+  return static_cast<int64_t>(h);
+}
+
+const char* op_kind_name(WalletOpKind kind) noexcept {
+  switch (kind) {
+    case WalletOpKind::kEarn: return "earn";
+    case WalletOpKind::kUse: return "use";
+    case WalletOpKind::kCancel: return "cancel";
+    case WalletOpKind::kTransfer: return "transfer";
+  }
+  return "unknown";
+}
+
+std::optional<WalletOpKind> op_kind_from_name(std::string_view name) noexcept {
+  for (WalletOpKind k : {WalletOpKind::kEarn, WalletOpKind::kUse, WalletOpKind::kCancel,
+                         WalletOpKind::kTransfer}) {
+    if (name == op_kind_name(k)) return k;
+  }
+  return std::nullopt;
+}
+
+const char* lot_state_name(const LotRow& lot) noexcept {
+  if (lot.expired) return "expired";
+  return lot.remaining > 0 ? "active" : "spent";
+}
+
+std::optional<WalletEntryKind> entry_kind_from_name(std::string_view name) noexcept {
+  for (int i = 0; i <= static_cast<int>(WalletEntryKind::kTransferOut); ++i) {
+    auto k = static_cast<WalletEntryKind>(i);
+    if (name == wallet_entry_kind_name(k)) return k;
+  }
+  return std::nullopt;
+}
+
+bool is_printable_utf8(std::string_view s) noexcept {
+  std::size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      if (c < 0x20 || c == 0x7f) return false;
+      ++i;
+      continue;
+    }
+    std::size_t n = 0;
+    uint32_t cp = 0;
+    if ((c & 0xe0) == 0xc0) { n = 1; cp = c & 0x1f; }
+    else if ((c & 0xf0) == 0xe0) { n = 2; cp = c & 0x0f; }
+    else if ((c & 0xf8) == 0xf0) { n = 3; cp = c & 0x07; }
+    else return false;
+    if (i + n >= s.size()) return false;  // truncated sequence
+    for (std::size_t k = 1; k <= n; ++k) {
+      const auto cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc & 0xc0) != 0x80) return false;
+      cp = (cp << 6) | (cc & 0x3f);
+    }
+    const uint32_t min_cp = n == 1 ? 0x80 : n == 2 ? 0x800 : 0x10000;
+    if (cp < min_cp || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
+    if (cp >= 0x80 && cp < 0xa0) return false;  // C1 controls
+    i += n + 1;
+  }
+  return true;
+}
+
+}  // namespace wallet
+}  // namespace couponcore

@@ -1,0 +1,367 @@
+// The batched wallet engine's failure handling, on both stores, with a store wrapper that
+// injects faults at exact points of a batch:
+//   - a commit that succeeds but whose answer is lost (unknown outcome): the batch runs again
+//     and its operations are found by their idempotency keys, answered as first answers
+//   - transient failures before commit: retried with backoff, invisible to callers
+//   - a store down longer than the retry budget: kUnavailable, nothing changed
+//   - an unexpected error: the batch is split, so only the operation that keeps failing fails
+// And on PostgreSQL only: backends terminated under load (real lost connections), the same
+// idempotency key raced from two engines on different wallets, and transfers both ways between
+// two hot wallets from four engines without a single deadlock.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <random>
+#include <stdexcept>
+#include <thread>
+
+#include "wallet/wallet_engine.hpp"
+#include "wallet_test_util.hpp"
+
+using namespace couponcore;
+using couponcore::wallet::WalletStore;
+
+namespace {
+
+constexpr int64_t kPartner = 21;
+
+// Passes everything to the real store, failing where the test says.
+class FaultyStore final : public WalletStore {
+ public:
+  explicit FaultyStore(std::unique_ptr<WalletStore> inner) : inner_(std::move(inner)) {}
+
+  std::atomic<int> lose_commit_ack_every{0};  // commit, then throw kUnavailable (every n-th)
+  std::atomic<int> fail_write_every{0};       // throw kUnavailable instead of writing (every n-th)
+  std::atomic<bool> always_unavailable{false};
+  std::atomic<int> logic_errors_left{0};      // throw std::logic_error from a multi-entry write
+  std::atomic<int64_t> poison_wallet_id{0};   // write fails (kConflict) whenever it touches it
+
+  wallet::BatchRead begin_batch(const wallet::BatchKeys& k, int64_t now) override {
+    if (always_unavailable) throw Error(ErrorCode::kUnavailable, "injected: store down");
+    return inner_->begin_batch(k, now);
+  }
+  wallet::CancelTargets load_cancel_targets(const std::vector<int64_t>& ids) override {
+    return inner_->load_cancel_targets(ids);
+  }
+  void reserve_ids(std::size_t e, std::size_t l, std::vector<int64_t>* ei, std::vector<int64_t>* li) override {
+    inner_->reserve_ids(e, l, ei, li);
+  }
+  bool commit_changes(const wallet::WalletChanges& ch) override {
+    ++writes_;
+    if (int n = fail_write_every.load(); n > 0 && writes_ % n != 0) {
+      throw Error(ErrorCode::kUnavailable, "injected: connection lost before commit");
+    }
+    if (ch.entries.size() > 1 && logic_errors_left.fetch_sub(1) > 0) throw std::logic_error("injected: a bug");
+    if (const int64_t p = poison_wallet_id.load()) {
+      for (const auto& e : ch.entries) {
+        if (e.wallet_id == p) throw Error(ErrorCode::kConflict, "injected: constraint violated");
+      }
+    }
+    const bool ok = inner_->commit_changes(ch);
+    ++commits_;
+    if (int n = lose_commit_ack_every.load(); ok && n > 0 && commits_ % n == 0) {
+      throw Error(ErrorCode::kUnavailable, "injected: connection lost during COMMIT (it committed)");
+    }
+    return ok;
+  }
+  void rollback() noexcept override { inner_->rollback(); }
+  std::optional<int64_t> find_wallet(const wallet::WalletKey& k) override { return inner_->find_wallet(k); }
+  std::vector<wallet::LotRow> active_lots(int64_t id) override { return inner_->active_lots(id); }
+  std::vector<wallet::EntryRow> entries_before(int64_t id, int64_t c, int l) override {
+    return inner_->entries_before(id, c, l);
+  }
+  std::vector<wallet::ExpireCandidate> expire_candidates(int64_t n, int64_t a, int l) override {
+    return inner_->expire_candidates(n, a, l);
+  }
+  WalletAudit audit(int64_t p) override { return inner_->audit(p); }
+
+ private:
+  std::unique_ptr<WalletStore> inner_;
+  int writes_ = 0;
+  int commits_ = 0;
+};
+
+class WalletFaultsTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override { storage_ = std::make_unique<testutil::WalletStorage>(GetParam()); }
+
+  // An engine whose writer is wrapped; faulty_ points at the wrapper.
+  std::unique_ptr<WalletEngine> open_faulty(int64_t retry_budget_ms = 30'000) {
+    auto writer = std::make_unique<FaultyStore>(storage_->open_store(true));
+    faulty_ = writer.get();
+    WalletOptions o;
+    o.committers = 1;
+    o.retry_budget_ms = retry_budget_ms;
+    std::vector<std::unique_ptr<WalletStore>> writers;
+    writers.push_back(std::move(writer));
+    return wallet::make_batched_engine("faulty", std::move(writers), storage_->open_store(false), o);
+  }
+
+  // Threads doing earns and uses with fresh keys; every one must succeed exactly once.
+  void run_load(WalletEngine& e, int threads, int per_thread) {
+    std::vector<std::thread> ts;
+    std::atomic<int> bad{0};
+    for (int t = 0; t < threads; ++t) {
+      ts.emplace_back([&, t] {
+        const std::string user = "u" + std::to_string(t % 4);
+        for (int i = 0; i < per_thread; ++i) {
+          const std::string key = "L" + std::to_string(t) + "-" + std::to_string(i);
+          try {
+            WalletResult r = i % 3 == 2 ? e.use(kPartner, user, 1, "", key)
+                                        : e.earn(kPartner, user, 2, std::nullopt, "", key);
+            if (r.replayed) ++bad, ADD_FAILURE() << "first answer marked replayed: " << key;
+            std::lock_guard lock(mu_);
+            expected_[user] += i % 3 == 2 ? -1 : 2;
+          } catch (const Error& err) {
+            ++bad;
+            ADD_FAILURE() << error_code_name(err.code()) << ": " << err.what();
+          }
+        }
+      });
+    }
+    for (auto& th : ts) th.join();
+    EXPECT_EQ(bad.load(), 0);
+  }
+
+  void expect_balances(WalletEngine& e) {
+    for (const auto& [user, b] : expected_) EXPECT_EQ(e.balance(kPartner, user).total, b) << user;
+    testutil::expect_audit_ok(e);
+  }
+
+  std::unique_ptr<testutil::WalletStorage> storage_;
+  FaultyStore* faulty_ = nullptr;
+  std::mutex mu_;
+  std::map<std::string, int64_t> expected_;
+};
+
+TEST_P(WalletFaultsTest, UnknownCommitOutcomeIsResolvedThroughIdempotencyKeys) {
+  auto e = open_faulty();
+  faulty_->lose_commit_ack_every = 3;
+  run_load(*e, 8, 60);
+  EXPECT_GT(e->counters().retries, 0u);
+  faulty_->lose_commit_ack_every = 0;
+  expect_balances(*e);
+}
+
+TEST_P(WalletFaultsTest, TransientFailuresAreRetriedNotReported) {
+  auto e = open_faulty();
+  faulty_->fail_write_every = 3;  // two of three attempts fail
+  run_load(*e, 8, 40);
+  EXPECT_GT(e->counters().retries, 0u);
+  faulty_->fail_write_every = 0;
+  expect_balances(*e);
+}
+
+TEST_P(WalletFaultsTest, StoreDownLongerThanTheBudgetIsUnavailableAndChangesNothing) {
+  auto e = open_faulty(/*retry_budget_ms=*/150);
+  e->earn(kPartner, "v", 10, std::nullopt, "", "before");
+  faulty_->always_unavailable = true;
+  testutil::expect_error(ErrorCode::kUnavailable, [&] { e->use(kPartner, "v", 5, "", "during"); });
+  faulty_->always_unavailable = false;
+  EXPECT_EQ(e->balance(kPartner, "v").total, 10);
+  // The same key is safe to retry once the store is back.
+  EXPECT_EQ(e->use(kPartner, "v", 5, "", "during").balance_after, 5);
+  testutil::expect_audit_ok(*e);
+}
+
+TEST_P(WalletFaultsTest, AnUnexpectedErrorCostsOnlyTheOperationThatCausesIt) {
+  auto e = open_faulty();
+  // A one-off bug in a batch of several operations: the batch is split and every operation
+  // then succeeds on its own.
+  faulty_->logic_errors_left = 1;
+  run_load(*e, 8, 10);
+  EXPECT_GE(e->counters().isolated, 1u);
+  // A wallet whose writes always fail: its operations fail (kInternal), the others do not.
+  e->earn(kPartner, "poison", 5, std::nullopt, "", "p0");
+  const int64_t poison = storage_->scalar("SELECT id FROM wallets WHERE user_id = 'poison'");
+  faulty_->poison_wallet_id = poison;
+  std::mutex mu;
+  std::condition_variable cv;
+  int left = 20;
+  int internal = 0;
+  int ok = 0;
+  for (int i = 0; i < 20; ++i) {
+    const std::string user = i % 5 == 0 ? "poison" : "u1";
+    e->submit(WalletOp::earn(kPartner, user, 1, std::nullopt, "", "mix" + std::to_string(i)),
+              [&, user](WalletResult&&, std::exception_ptr err) {
+                std::lock_guard lock(mu);
+                if (err) {
+                  try {
+                    std::rethrow_exception(err);
+                  } catch (const Error& x) {
+                    EXPECT_EQ(x.code(), ErrorCode::kInternal) << x.what();
+                    EXPECT_EQ(user, "poison");
+                    ++internal;
+                  }
+                } else {
+                  EXPECT_EQ(user, "u1");
+                  ++ok;
+                }
+                if (--left == 0) cv.notify_all();
+              });
+  }
+  {
+    std::unique_lock lock(mu);
+    cv.wait(lock, [&] { return left == 0; });
+  }
+  EXPECT_EQ(internal, 4);
+  EXPECT_EQ(ok, 16);
+  faulty_->poison_wallet_id = 0;
+  expected_["u1"] += 16;
+  EXPECT_EQ(e->balance(kPartner, "poison").total, 5);
+  expect_balances(*e);
+}
+
+INSTANTIATE_TEST_SUITE_P(Stores, WalletFaultsTest, ::testing::Values("embedded", "postgres"),
+                         [](const auto& info) { return info.param; });
+
+// ---- PostgreSQL only ---------------------------------------------------------------------
+
+class WalletPostgresTest : public ::testing::Test {
+ protected:
+  void SetUp() override { storage_ = std::make_unique<testutil::WalletStorage>("postgres"); }
+  std::unique_ptr<WalletEngine> open(const std::string& application_name) {
+    PostgresWalletOptions o;
+    o.url = storage_->url();
+    o.application_name = application_name;
+    return open_wallets_postgres(o);
+  }
+  std::unique_ptr<testutil::WalletStorage> storage_;
+};
+
+std::string unique_app(const std::string& stem) {
+  static std::atomic<int> n{0};
+  return "cc-" + stem + "-" + std::to_string(::getpid()) + "-" + std::to_string(n++);
+}
+
+TEST_F(WalletPostgresTest, TerminatedBackendsAreReconnectedAndRetried) {
+  const std::string app = unique_app("kill");
+  auto e = open(app);
+  std::atomic<bool> stop{false};
+  std::atomic<int> killed{0};
+  std::thread killer([&] {
+    couponcore::pg::Conn admin(testutil::postgres_url());
+    while (!stop) {
+      couponcore::pg::Result r = admin.exec(
+          "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
+          couponcore::pg::Params().add(app));
+      killed += static_cast<int>(r.i64(0, 0));
+      std::this_thread::sleep_for(std::chrono::milliseconds(40));
+    }
+  });
+  std::map<std::string, int64_t> expected;
+  std::mutex mu;
+  std::atomic<int> bad{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 8; ++t) {
+    ts.emplace_back([&, t] {
+      for (int i = 0; i < 40; ++i) {
+        const std::string user = "k" + std::to_string((t + i) % 5);
+        try {
+          WalletResult r = e->earn(kPartner, user, 3, std::nullopt, "", "kill-" + std::to_string(t) + "-" + std::to_string(i));
+          EXPECT_FALSE(r.replayed);
+          std::lock_guard lock(mu);
+          expected[user] += 3;
+        } catch (const Error& err) {
+          ++bad;
+          ADD_FAILURE() << err.what();
+        }
+      }
+    });
+  }
+  for (auto& th : ts) th.join();
+  stop = true;
+  killer.join();
+  EXPECT_EQ(bad.load(), 0);
+  EXPECT_GT(killed.load(), 0);
+  // Reads reconnect too (the reader's connection may have been terminated as well).
+  for (const auto& [user, b] : expected) {
+    WalletBalance got;
+    for (int attempt = 0; attempt < 3; ++attempt) {
+      try {
+        got = e->balance(kPartner, user);
+        break;
+      } catch (const Error& err) {
+        ASSERT_EQ(err.code(), ErrorCode::kUnavailable) << err.what();
+      }
+    }
+    EXPECT_EQ(got.total, b) << user;
+  }
+  testutil::expect_audit_ok(*e);
+  std::cout << "[ info ] backends terminated: " << killed.load() << ", retries: " << e->counters().retries << "\n";
+}
+
+TEST_F(WalletPostgresTest, SameKeyFromTwoEnginesOnDifferentWalletsWinsOnce) {
+  auto e1 = open(unique_app("race"));
+  auto e2 = open(unique_app("race"));
+  constexpr int kKeys = 150;
+  std::atomic<int> wins{0};
+  std::atomic<int> conflicts{0};
+  std::atomic<int> bad{0};
+  auto run = [&](WalletEngine& e, const std::string& user) {
+    for (int i = 0; i < kKeys; ++i) {
+      try {
+        e.earn(kPartner, user, 1, std::nullopt, "", "race-" + std::to_string(i));
+        ++wins;
+      } catch (const Error& err) {
+        if (err.code() == ErrorCode::kConflict) {
+          ++conflicts;
+        } else {
+          ++bad;
+          ADD_FAILURE() << err.what();
+        }
+      }
+    }
+  };
+  std::vector<std::thread> ts;
+  ts.emplace_back([&] { run(*e1, "left"); });
+  ts.emplace_back([&] { run(*e2, "right"); });
+  ts.emplace_back([&] { run(*e1, "left2"); });
+  ts.emplace_back([&] { run(*e2, "right2"); });
+  for (auto& th : ts) th.join();
+  EXPECT_EQ(bad.load(), 0);
+  EXPECT_EQ(wins.load(), kKeys);
+  EXPECT_EQ(conflicts.load(), 3 * kKeys);
+  EXPECT_EQ(storage_->scalar("SELECT sum(balance) FROM wallets"), kKeys);
+  testutil::expect_audit_ok(*e1);
+  std::cout << "[ info ] key races retried: " << e1->counters().retries + e2->counters().retries << "\n";
+}
+
+TEST_F(WalletPostgresTest, TransfersBothWaysFromFourEnginesNeverDeadlock) {
+  std::vector<std::unique_ptr<WalletEngine>> engines;
+  for (int i = 0; i < 4; ++i) engines.push_back(open(unique_app("lockorder")));
+  engines[0]->earn(kPartner, "A", 100'000, std::nullopt, "", "seedA");
+  engines[0]->earn(kPartner, "B", 100'000, std::nullopt, "", "seedB");
+  engines[0]->earn(kPartner, "C", 100'000, std::nullopt, "", "seedC");
+  std::atomic<int> bad{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 16; ++t) {
+    ts.emplace_back([&, t] {
+      WalletEngine& e = *engines[t % 4];
+      std::mt19937 rng(t);
+      const char* names[] = {"A", "B", "C"};
+      for (int i = 0; i < 60; ++i) {
+        const int from = static_cast<int>(rng() % 3);
+        const int to = (from + 1 + static_cast<int>(rng() % 2)) % 3;
+        try {
+          e.transfer(kPartner, names[from], names[to], 1 + rng() % 10,
+                     "tr-" + std::to_string(t) + "-" + std::to_string(i));
+        } catch (const Error& err) {
+          ++bad;
+          ADD_FAILURE() << err.what();
+        }
+      }
+    });
+  }
+  for (auto& th : ts) th.join();
+  EXPECT_EQ(bad.load(), 0);
+  uint64_t retries = 0;
+  for (auto& e : engines) retries += e->counters().retries;
+  EXPECT_EQ(retries, 0u) << "wallets locked in id order cannot deadlock";
+  EXPECT_EQ(storage_->scalar("SELECT sum(balance) FROM wallets"), 300'000);
+  testutil::expect_audit_ok(*engines[0]);
+}
+
+}  // namespace
