@@ -17,6 +17,7 @@
 namespace couponcore::py_bindings {
 
 py::dict histograms_dict(const Engine& e);
+py::dict reconcile_dict(const ReconcileReport& r);
 
 namespace {
 
@@ -174,6 +175,8 @@ CampaignSpec spec_from(py::dict d) {
 
 }  // namespace
 
+py::object wrap_engine(std::unique_ptr<Engine> engine);
+
 void register_engine(py::module_& m) {
   py::class_<IssueResult>(m, "IssueResult", "The answer to one issue request.")
       .def_property_readonly("status", [](const IssueResult& r) { return status_object(r.status); })
@@ -284,6 +287,16 @@ void register_engine(py::module_& m) {
         return e.drain(timeout_s);
       }, py::arg("timeout_s") = 30.0)
       .def("histograms", [](PyEngine& self) { return histograms_dict(self.get()); })
+      .def("reconcile", [](PyEngine& self, py::object campaign_id) {
+        Engine& e = self.get();
+        int64_t cid = to_i64(campaign_id, "campaign_id");
+        ReconcileReport r;
+        {
+          py::gil_scoped_release nogil;
+          r = e.reconcile(cid);
+        }
+        return reconcile_dict(r);
+      })
       .def("counters", [](PyEngine& self) {
         EngineCounters k = self.get().counters();
         py::dict d;
@@ -293,6 +306,11 @@ void register_engine(py::module_& m) {
         d["commits"] = k.commits;
         d["fast_path"] = k.fast_path;
         d["commit_failures"] = k.commit_failures;
+        d["unavailable"] = k.unavailable;
+        d["redis_reconnects"] = k.redis_reconnects;
+        d["grants_written"] = k.grants_written;
+        d["dead_lettered"] = k.dead_lettered;
+        d["writer_failures"] = k.writer_failures;
         py::dict by;
         for (int i = 0; i < 5; ++i) by[issue_status_name(static_cast<IssueStatus>(i))] = k.by_status[i];
         d["by_status"] = by;
@@ -305,8 +323,12 @@ void register_engine(py::module_& m) {
       py::gil_scoped_release nogil;
       e = open_embedded(EmbeddedOptions{path, synchronous_full});
     }
-    return std::make_unique<PyEngine>(std::move(e));
+    return wrap_engine(std::move(e));
   }, py::arg("path"), py::arg("synchronous_full") = true);
+}
+
+py::object wrap_engine(std::unique_ptr<Engine> engine) {
+  return py::cast(std::make_unique<PyEngine>(std::move(engine)));
 }
 
 }  // namespace couponcore::py_bindings

@@ -7,6 +7,8 @@
 namespace couponcore::py_bindings {
 void register_engine(pybind11::module_& m);
 void register_metrics(pybind11::module_& m);
+void register_production(pybind11::module_& m);
+void register_wallet(pybind11::module_& m);
 }
 
 PYBIND11_MODULE(_core, m) {
@@ -14,4 +16,6 @@ PYBIND11_MODULE(_core, m) {
   couponcore::py_bindings::register_errors(m);
   couponcore::py_bindings::register_engine(m);
   couponcore::py_bindings::register_metrics(m);
+  couponcore::py_bindings::register_production(m);
+  couponcore::py_bindings::register_wallet(m);
 }

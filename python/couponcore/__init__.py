@@ -20,12 +20,18 @@ from ._core import (
     Unauthenticated,
     Unavailable,
 )
-from ._engine import Campaigns, Engine, open
+from ._engine import Campaigns, Engine, migrate, open
 from ._types import Campaign, CampaignStats, Status
+from ._wallet import Balance, HistoryPage, Points, WalletEntry, WalletResult
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Balance",
+    "HistoryPage",
+    "Points",
+    "WalletEntry",
+    "WalletResult",
     "Campaign",
     "CampaignStats",
     "Campaigns",
@@ -42,5 +48,6 @@ __all__ = [
     "Status",
     "Unauthenticated",
     "Unavailable",
+    "migrate",
     "open",
 ]

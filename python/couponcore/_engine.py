@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import shutil
+import tempfile
+import threading
 from collections.abc import Sequence
 from typing import Any, Callable, Optional, TypeVar
 
 from . import _core
+from ._wallet import PointsAdmin
 from ._types import Campaign, CampaignStats, TimeLike, to_us
 
 DEFAULT_PATH = "couponcore.db"
@@ -81,9 +85,32 @@ class Engine:
     concurrent callers are decided together in batches.
     """
 
-    def __init__(self, core: _core.Engine) -> None:
+    def __init__(self, core: _core.Engine, open_wallets: Optional[Callable[[], _core.Wallets]] = None) -> None:
         self._core = core
         self.campaigns = Campaigns(self)
+        self._open_wallets = open_wallets
+        self._wallets_native: Optional[_core.Wallets] = None
+        self._wallets_lock = threading.Lock()
+        self._cleanup: list[Callable[[], None]] = []
+
+    def _wallets(self) -> _core.Wallets:
+        """The native wallet engine, opened on first use (it has its own connections and thread)."""
+        w = self._wallets_native
+        if w is not None:
+            return w
+        with self._wallets_lock:
+            if self._wallets_native is None:
+                if self._core.closed:
+                    raise _core.Closed("the engine is closed")
+                if self._open_wallets is None:
+                    raise _core.Unavailable("this engine has no wallets")
+                self._wallets_native = self._open_wallets()
+            return self._wallets_native
+
+    @property
+    def points(self) -> PointsAdmin:
+        """Partner 0's point wallets, and the operator's wallet jobs (expire, audit)."""
+        return PointsAdmin(self._wallets, 0)
 
     @property
     def kind(self) -> str:
@@ -145,6 +172,11 @@ class Engine:
         """Wait until every grant acknowledged so far is in the store; False on timeout."""
         return self._core.drain(timeout_s)
 
+    def reconcile(self, campaign_id: int) -> dict[str, Any]:
+        """Compare the gate (Redis counter and holders) with the store's rows for a campaign,
+        re-drive grants that are in the grant log but missing from the store, and report."""
+        return self._core.reconcile(campaign_id)
+
     def counters(self) -> dict[str, Any]:
         """Monotonic counters since open (requests, issued, batches, commits, ...)."""
         return self._core.counters()
@@ -157,7 +189,12 @@ class Engine:
 
     def close(self) -> None:
         """Finish what is queued, stop the engine's threads. Later calls raise Closed."""
+        with self._wallets_lock:
+            if self._wallets_native is not None:
+                self._wallets_native.close()
         self._core.close()
+        while self._cleanup:
+            self._cleanup.pop()()
 
     def __enter__(self) -> Engine:
         return self
@@ -170,14 +207,70 @@ class Engine:
         return f"<couponcore.Engine {self._core.kind if not self.closed else ''} {state}>"
 
 
-def open(path: Optional[str] = None, *, synchronous_full: bool = True) -> Engine:  # noqa: A001
-    """Open the embedded engine: an in-process gate and a SQLite file (WAL, synchronous=FULL).
+def open(  # noqa: A001
+    path: Optional[str] = None,
+    *,
+    redis: Optional[str] = None,
+    postgres: Optional[str] = None,
+    key_prefix: str = "cc:",
+    writer_threads: int = 1,
+    migrate: bool = True,
+    synchronous_full: bool = True,
+    **options: Any,
+) -> Engine:
+    """Open an engine. One API, two deployments:
 
-    ``path`` defaults to ``couponcore.db`` in the working directory; ``":memory:"`` keeps
-    everything in memory (nothing survives ``close()``).
+    - ``couponcore.open()`` / ``couponcore.open("sale.db")``: the embedded engine, an in-process
+      gate and a SQLite file (WAL, synchronous=FULL). ``path`` defaults to ``couponcore.db`` in
+      the working directory; ``":memory:"`` keeps everything in memory.
+    - ``couponcore.open(redis="redis://host:6379/0", postgres="postgresql://.../db")``: the
+      production deployment, a Redis gate (one Lua call per batch), a Redis Stream per
+      campaign as the grant log, and PostgreSQL as the store, written by ``writer_threads``
+      native writers in this process (0 when separate ``couponcore worker`` processes write).
+      ``key_prefix`` starts every Redis key; ``migrate`` applies the schema on open. Further
+      tuning options (``answer_ttl_s``, ``gate_batch_requests_max``, ``writer_block_ms``, ...)
+      are passed on as keyword arguments; see docs/production.md.
     """
+    if redis is not None or postgres is not None:
+        if path is not None:
+            raise _core.InvalidArgument("give either path (embedded) or redis and postgres (production)")
+        if not isinstance(redis, str) or not isinstance(postgres, str):
+            raise _core.InvalidType("the production deployment needs both redis and postgres URLs (str)")
+        for name, value in (("key_prefix", key_prefix),):
+            if not isinstance(value, str):
+                raise _core.InvalidType(f"{name} must be a str")
+        if isinstance(writer_threads, bool) or not isinstance(writer_threads, int) or not 0 <= writer_threads <= 64:
+            raise _core.InvalidArgument("writer_threads must be an int in 0..64")
+        opts = dict(options)
+        opts.update(
+            redis_url=redis,
+            postgres_url=postgres,
+            key_prefix=key_prefix,
+            writer_threads=writer_threads,
+            migrate_on_open=bool(migrate),
+        )
+        return Engine(_core.open_production(opts), lambda: _core.open_wallets_postgres(postgres))
+    if options:
+        raise _core.InvalidArgument(f"unknown options for the embedded engine: {sorted(options)}")
     if path is None:
         path = DEFAULT_PATH
     if not isinstance(path, (str, os.PathLike)):
         raise _core.InvalidType(f"path must be a str or os.PathLike, got {type(path).__name__}")
-    return Engine(_core.open_embedded(os.fspath(path), synchronous_full))
+    path = os.fspath(path)
+    engine = Engine(_core.open_embedded(path, synchronous_full))
+    if path == ":memory:":
+        # The wallet engine needs a file (it uses two connections): a private temporary one.
+        tmp = tempfile.mkdtemp(prefix="couponcore-wallets-")
+        engine._open_wallets = lambda: _core.open_wallets_embedded(os.path.join(tmp, "wallets.db"), synchronous_full)
+        engine._cleanup.append(lambda: shutil.rmtree(tmp, ignore_errors=True))
+    else:
+        engine._open_wallets = lambda: _core.open_wallets_embedded(path, synchronous_full)
+    return engine
+
+
+def migrate(postgres: str) -> int:
+    """Apply couponcore's PostgreSQL migrations (every component); returns how many ran.
+    Safe to run concurrently and repeatedly (``couponcore migrate``)."""
+    if not isinstance(postgres, str):
+        raise _core.InvalidType("postgres must be a URL (str)")
+    return _core.migrate(postgres)

@@ -134,7 +134,153 @@ def bench_embedded_threads(threads: int = 64, ours_per_thread: int = 1500, basel
     return out
 
 
+def _bench_servers() -> dict[str, str]:
+    """Servers for the production benchmarks: COUPONCORE_BENCH_REDIS_URL / _POSTGRES_URL, else
+    the test run's (make bench sets them), else the local defaults."""
+    redis_url = os.environ.get("COUPONCORE_BENCH_REDIS_URL") or os.environ.get(
+        "COUPONCORE_TEST_REDIS_URL", "redis://127.0.0.1:6379/9"
+    )
+    pg = os.environ.get("COUPONCORE_BENCH_POSTGRES_URL") or os.environ.get("COUPONCORE_TEST_POSTGRES_URL")
+    if not pg:
+        raise SystemExit("couponcore bench: set COUPONCORE_BENCH_POSTGRES_URL (a database the benchmark may write)")
+    return {"redis": redis_url, "postgres": pg, "key_prefix": f"ccbench:{os.getpid()}:{time.time_ns()}:"}
+
+
+def _cleanup_prefix(redis_url: str, prefix: str) -> None:
+    import redis
+
+    r = redis.Redis.from_url(redis_url)
+    keys = list(r.scan_iter(match=prefix + "*", count=1000))
+    for i in range(0, len(keys), 500):
+        r.delete(*keys[i : i + 500])
+
+
+_GATE_LUA = """
+local quantity = tonumber(redis.call('HGET', KEYS[1], 'quantity'))
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return {2, 0} end
+local issued = tonumber(redis.call('HGET', KEYS[1], 'issued') or '0')
+if issued >= quantity then return {1, 0} end
+local seq = redis.call('HINCRBY', KEYS[1], 'issued', 1)
+redis.call('HSET', KEYS[2], ARGV[1], 1)
+redis.call('XADD', KEYS[3], '*', 'c', ARGV[2], 's', seq, 'u', ARGV[1], 'o', 1, 't', ARGV[3])
+return {0, seq}
+"""
+
+
+def bench_gate(threads: int = 64, per_thread: int = 400, ceiling_requests: int = 400_000) -> dict[str, Any]:
+    """Production gate decisions/s: 64 Python threads each issuing one request at a time,
+    couponcore (coalesced into batched Lua calls) vs redis-py running an equivalent FCFS Lua
+    script (check holder, count, record, XADD the grant) once per request from 64 threads.
+    Also the engine's ceiling with batched callers (issue_many from 4 threads)."""
+    import redis
+
+    srv = _bench_servers()
+    out: dict[str, Any] = {"benchmark": "gate", "threads": threads, "requests": threads * per_thread}
+    try:
+        with open(redis=srv["redis"], postgres=srv["postgres"], key_prefix=srv["key_prefix"]) as e:
+            c = e.campaigns.create("bench-gate", quantity=10**8)
+            t = _threaded(threads, per_thread, lambda u: e.issue(c.id, u))
+            out["ours_per_s"] = round(threads * per_thread / t)
+            k = e.counters()
+            out["ours_requests_per_lua_call"] = round(k["requests"] / max(1, k["batches"]), 1)
+            c2 = e.campaigns.create("bench-ceiling", quantity=10**8)
+            per = ceiling_requests // 4
+            batches = [[f"c{t}-{i}" for i in range(j, j + 2000)] for t in range(4) for j in range(0, per, 2000)]
+            barrier = threading.Barrier(4)
+
+            def batched(tid: int) -> None:
+                barrier.wait()
+                for b in batches[tid::4]:
+                    e.issue_many(c2.id, b)
+
+            ts = [threading.Thread(target=batched, args=(i,)) for i in range(4)]
+            t0 = time.perf_counter()
+            for th in ts:
+                th.start()
+            for th in ts:
+                th.join()
+            out["ceiling_per_s"] = round(ceiling_requests / (time.perf_counter() - t0))
+            e.drain(120)
+        r = redis.Redis.from_url(srv["redis"], max_connections=threads + 8)
+        script = r.register_script(_GATE_LUA)
+        tag = f"{srv['key_prefix']}base{{c1}}"
+        r.hset(f"{tag}:m", mapping={"quantity": 10**8, "issued": 0})
+        def base_issue(u: str) -> None:
+            script(keys=[f"{tag}:m", f"{tag}:h", f"{tag}:g"], args=[u, 1, int(time.time() * 1e6)])
+
+        t = _threaded(threads, per_thread, base_issue)
+        out["baseline_per_s"] = round(threads * per_thread / t)
+        assert int(r.hget(f"{tag}:m", "issued") or 0) == threads * per_thread
+    finally:
+        _cleanup_prefix(srv["redis"], srv["key_prefix"])
+    out["ratio"] = round(out["ours_per_s"] / out["baseline_per_s"], 2)
+    return out
+
+
+def bench_writer(grants: int = 200_000) -> dict[str, Any]:
+    """Grants/s from the grant stream into PostgreSQL: couponcore's writer (2 threads, draining a
+    backlog of ``grants``) vs psycopg ``executemany`` of the same rows, with psql ``\\copy`` of
+    the same rows as the physical reference."""
+    import subprocess
+    import tempfile as _tf
+
+    import psycopg
+
+    from . import _core
+
+    srv = _bench_servers()
+    out: dict[str, Any] = {"benchmark": "writer", "grants": grants}
+    try:
+        with open(redis=srv["redis"], postgres=srv["postgres"], key_prefix=srv["key_prefix"], writer_threads=0) as e:
+            c = e.campaigns.create("bench-writer", quantity=grants)
+            for j in range(0, grants, 10_000):
+                e.issue_many(c.id, [f"w-{i:08d}" for i in range(j, min(grants, j + 10_000))])
+            worker = _core.Worker({"redis_url": srv["redis"], "postgres_url": srv["postgres"],
+                                   "key_prefix": srv["key_prefix"], "threads": 2, "migrate_on_start": False})
+            t0 = time.perf_counter()
+            worker.start()
+            assert e.drain(600)
+            t = time.perf_counter() - t0
+            worker.stop()
+            worker.join(30)
+            assert e.stats(c.id).rows == grants
+            out["ours_per_s"] = round(grants / t)
+        rows = [(c.id, i + 1, f"w-{i:08d}", 1, 1_700_000_000_000_000) for i in range(grants)]
+        with psycopg.connect(srv["postgres"]) as conn:
+            conn.execute("DROP TABLE IF EXISTS bench_executemany; DROP TABLE IF EXISTS bench_copy")
+            ddl = ("(campaign_id bigint NOT NULL, seq bigint NOT NULL, user_id text NOT NULL, user_ordinal int NOT NULL,"
+                   " issued_at_us bigint NOT NULL, PRIMARY KEY (campaign_id, seq), UNIQUE (campaign_id, user_id, user_ordinal))")
+            conn.execute("CREATE TABLE bench_executemany " + ddl)
+            conn.execute("CREATE TABLE bench_copy " + ddl)
+            conn.commit()
+            t0 = time.perf_counter()
+            with conn.cursor() as cur:
+                for j in range(0, grants, 2000):  # the same batch size as our writer
+                    cur.executemany("INSERT INTO bench_executemany VALUES (%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING",
+                                    rows[j : j + 2000])
+                    conn.commit()
+            out["baseline_per_s"] = round(grants / (time.perf_counter() - t0))
+        with _tf.NamedTemporaryFile("w", suffix=".csv", delete=False) as f:
+            for row in rows:
+                f.write(",".join(map(str, row)) + "\n")
+            csv_path = f.name
+        t0 = time.perf_counter()
+        subprocess.run(["psql", srv["postgres"], "-q", "-c", f"\\copy bench_copy FROM '{csv_path}' CSV"], check=True)
+        out["copy_per_s"] = round(grants / (time.perf_counter() - t0))
+        os.unlink(csv_path)
+        with psycopg.connect(srv["postgres"]) as conn:
+            conn.execute("DROP TABLE bench_executemany; DROP TABLE bench_copy")
+    finally:
+        _cleanup_prefix(srv["redis"], srv["key_prefix"])
+    out["ratio"] = round(out["ours_per_s"] / out["baseline_per_s"], 2)
+    out["ratio_to_copy"] = round(out["ours_per_s"] / out["copy_per_s"], 2)
+    out["published_reference_ms"] = {"JPA saveAll 100k": 53_254, "JdbcTemplate.batchUpdate 100k": 3_640}
+    return out
+
+
 BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {
     "embedded": bench_embedded,
     "embedded-threads": bench_embedded_threads,
+    "gate": bench_gate,
+    "writer": bench_writer,
 }

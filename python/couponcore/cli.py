@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Sequence
-from typing import Optional
+from typing import Any, Optional
 
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
@@ -50,6 +51,25 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=42, help="random seed of the traffic (42)")
     d.add_argument("--path", default=None, help="SQLite file to use (default: a temporary file)")
     d.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    _servers(d, "run the sale on the production deployment (migrates the database itself)")
+
+    w = sub.add_parser(
+        "worker",
+        help="run the grant writer: Redis Streams -> PostgreSQL",
+        description="Read every campaign's grant stream and insert the grants into PostgreSQL in "
+        "batches, idempotently; for deployments whose web processes open the engine with "
+        "writer_threads=0. Runs until SIGTERM or SIGINT, then finishes the batch in hand.",
+    )
+    _servers(w, "the servers to connect", required=True)
+    w.add_argument("--threads", type=_positive_int, default=1, help="writer threads (1)")
+    w.add_argument("--consumer-name", default="", help="consumer name base (default host-pid)")
+    w.add_argument("--no-migrate", action="store_true", help="do not apply migrations at start")
+    w.add_argument("--report-s", type=float, default=10.0, help="print stats every this many seconds (0: never)")
+
+    mg = sub.add_parser("migrate", help="apply the PostgreSQL migrations",
+                        description="Apply couponcore's PostgreSQL schema migrations (idempotent).")
+    mg.add_argument("--postgres", required=True, help="PostgreSQL URL")
+
     b = sub.add_parser(
         "bench",
         help="side-by-side benchmarks (JSON)",
@@ -58,6 +78,50 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("name", choices=["all", *sorted(_bench_names())], help="which benchmark")
     b.add_argument("--json", action="store_true", help="print JSON (the only format; accepted for scripts)")
     return p
+
+
+def _servers(p: argparse.ArgumentParser, what: str, required: bool = False) -> None:
+    g = p.add_argument_group("servers", what)
+    g.add_argument("--redis", required=required, default=None, help="Redis URL, e.g. redis://127.0.0.1:6379/0")
+    g.add_argument("--postgres", required=required, default=None, help="PostgreSQL URL")
+    g.add_argument("--key-prefix", default="cc:", help="prefix of every Redis key (cc:)")
+
+
+def _run_worker(args: argparse.Namespace) -> int:
+    import json
+    import signal
+    import threading
+
+    from . import _core
+
+    worker = _core.Worker(
+        {
+            "redis_url": args.redis,
+            "postgres_url": args.postgres,
+            "key_prefix": args.key_prefix,
+            "threads": args.threads,
+            "consumer_name": args.consumer_name,
+            "migrate_on_start": not args.no_migrate,
+        }
+    )
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        print(f"couponcore worker: {signal.Signals(signum).name}, finishing the batch in hand", file=sys.stderr)
+        worker.stop()
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    worker.start()
+    print(f"couponcore worker: writing grants with {args.threads} thread(s)", file=sys.stderr, flush=True)
+    last = time.monotonic()
+    while not worker.join(0.2):
+        if args.report_s > 0 and time.monotonic() - last >= args.report_s:
+            last = time.monotonic()
+            print(json.dumps(worker.stats()), file=sys.stderr, flush=True)
+    print(json.dumps(worker.stats()), flush=True)
+    return EXIT_OK
 
 
 def _bench_names() -> list[str]:
@@ -78,6 +142,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if args.requests < args.users:
                 print("couponcore demo: --requests must be at least --users", file=sys.stderr)
                 return EXIT_USAGE
+            if (args.redis is None) != (args.postgres is None):
+                print("couponcore demo: give both --redis and --postgres, or neither", file=sys.stderr)
+                return EXIT_USAGE
             cfg = DemoConfig(
                 quantity=args.quantity,
                 users=args.users,
@@ -87,7 +154,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 seed=args.seed,
                 path=args.path,
             )
-            return demo_main(cfg, args.json)
+            factory = None
+            if args.redis is not None:
+                from ._engine import open as open_engine
+
+                def factory() -> Any:
+                    return open_engine(redis=args.redis, postgres=args.postgres, key_prefix=args.key_prefix)
+
+            return demo_main(cfg, args.json, factory)
+        if args.command == "worker":
+            return _run_worker(args)
+        if args.command == "migrate":
+            from ._engine import migrate
+
+            n = migrate(args.postgres)
+            print(f"couponcore migrate: {n} migration(s) applied")
+            return EXIT_OK
         if args.command == "bench":
             import json
 

@@ -4,6 +4,7 @@ COUPONCORE_TEST_KEY_PREFIX); tests that need servers fail, never skip, when they
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 from collections.abc import Iterator
@@ -21,11 +22,41 @@ def db_path(tmp_path: Path) -> str:
     return str(tmp_path / "couponcore.db")
 
 
+_prefix_counter = itertools.count()
+
+
+def production_kwargs() -> dict[str, str]:
+    """Servers of this test run, and a Redis key prefix no other test uses."""
+    base = os.environ.get("COUPONCORE_TEST_KEY_PREFIX", f"cctest:{os.getpid()}:")
+    return {
+        "redis": env_url("COUPONCORE_TEST_REDIS_URL"),
+        "postgres": env_url("COUPONCORE_TEST_POSTGRES_URL"),
+        "key_prefix": f"{base}t{os.getpid()}x{next(_prefix_counter)}:",
+    }
+
+
+@pytest.fixture(params=["embedded", "production"])
+def engine(request: pytest.FixtureRequest, db_path: str) -> Iterator[couponcore.Engine]:
+    """The same tests run against both deployments."""
+    if request.param == "embedded":
+        e = couponcore.open(db_path)
+    else:
+        e = couponcore.open(**production_kwargs())
+    yield e
+    e.close()
+
+
 @pytest.fixture
-def engine(db_path: str) -> Iterator[couponcore.Engine]:
+def embedded(db_path: str) -> Iterator[couponcore.Engine]:
     e = couponcore.open(db_path)
     yield e
     e.close()
+
+
+def stats(engine: couponcore.Engine, campaign_id: int) -> couponcore.CampaignStats:
+    """The store's view after every acknowledged grant has landed (drain)."""
+    assert engine.drain(60.0), "grants did not reach the store within 60 s"
+    return engine.stats(campaign_id)
 
 
 @pytest.fixture

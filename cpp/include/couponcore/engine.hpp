@@ -46,7 +46,7 @@ struct ReconcileReport {
   int64_t campaign_id = 0;
   int64_t gate_issued = 0;          // coupons the gate granted (Redis counter / in-process gate)
   int64_t gate_holders = -1;        // distinct holders per the gate; -1 where not tracked
-  int64_t log_pending = 0;          // grants in the grant log not yet in the store, before re-drive
+  int64_t log_pending = 0;          // grants in the grant log that were not in the store
   int64_t redriven = 0;             // grants from the log that this call wrote to the store
   int64_t store_rows = 0;           // rows after the re-drive
   int64_t store_distinct_users = 0;
@@ -153,7 +153,9 @@ struct ProductionOptions {
   int64_t redis_command_timeout_ms = 5'000;
   int64_t redis_backoff_max_ms = 1'000;
   int gate_retries_max = 2;          // re-sends of a batch whose reply was lost (request ids only)
-  std::string client_name = "couponcore";  // CLIENT SETNAME base: <name>-gate, <name>-writer
+  std::string client_name = "couponcore";  // CLIENT SETNAME base: <name>-gate, -ctl, -writer
+  // close() gives the in-process writers this long to put the log into PostgreSQL.
+  int64_t close_drain_timeout_ms = 5'000;
   WriterOptions writer;
 };
 

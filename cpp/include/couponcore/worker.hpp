@@ -1,0 +1,46 @@
+// The standalone grant writer: `couponcore worker --redis URL --postgres URL` runs this for
+// deployments that keep the writer out of the web processes (ProductionOptions::writer_threads
+// = 0 there). It does exactly what the engine's in-process writers do: reads every campaign's
+// grant stream through the consumer group "writers", inserts batches idempotently into
+// PostgreSQL, commits, then acknowledges; claims entries left pending by dead consumers;
+// dead-letters entries that keep failing; backs off (with jitter, behind a circuit breaker)
+// while PostgreSQL is down. Any number of workers may run side by side.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "couponcore/engine.hpp"
+
+namespace couponcore {
+
+struct WorkerStats {
+  uint64_t grants_written = 0;   // rows inserted (redeliveries of present rows not counted)
+  uint64_t batches = 0;          // committed batches
+  uint64_t dead_lettered = 0;    // entries moved to a dead-letter stream
+  uint64_t failures = 0;         // failed attempts (database or Redis down, ...)
+  uint64_t claimed = 0;          // entries claimed from other (dead) consumers
+  bool breaker_open = false;     // the circuit breaker is open right now
+};
+
+struct WorkerOptions {
+  std::string redis_url = "redis://127.0.0.1:6379/0";
+  std::string postgres_url;
+  std::string key_prefix = "cc:";
+  int threads = 1;                 // writer threads, each with its own connections (1..64)
+  std::string consumer_name;       // base name; default "<host>-<pid>"; threads add "-<n>"
+  bool migrate_on_start = true;    // apply the migrations first (retrying while PG is down)
+  WriterOptions writer;
+  // Called every report_interval_ms (0 = never) from run_worker's thread.
+  int64_t report_interval_ms = 0;
+  std::function<void(const WorkerStats&)> report;
+};
+
+// Runs until `stop` becomes true (e.g. from a signal handler), then finishes the batch in hand
+// and returns 0. Throws couponcore::Error(kInvalidArgument) for bad options; servers that are
+// down are waited for, never fatal.
+int run_worker(const WorkerOptions& options, std::atomic<bool>& stop);
+
+}  // namespace couponcore

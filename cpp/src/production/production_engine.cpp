@@ -1,0 +1,895 @@
+// The production engine: Redis gate (one Lua call decides a batch of one campaign), a Redis
+// Stream per campaign as the grant log, PostgreSQL as the store. Same Engine interface and
+// semantics as the embedded engine (cpp/src/engine/embedded_engine.cpp).
+//
+// Threads and connections:
+//   callers       validate, look the campaign up (cached; PostgreSQL on a miss), answer from the
+//                 sold-out fast path when they can, else queue (bounded: queued_requests_max)
+//   I/O thread    one gate connection. Takes everything queued (<= gate_cycle_requests_max),
+//                 groups it per campaign into Lua calls of <= gate_batch_requests_max requests,
+//                 pipelines <= gate_pipeline_calls_max EVALSHAs per round trip, decodes the
+//                 replies in order and runs the callbacks, then the batch-end hook once
+//   writers       writer_threads GrantWriters (cpp/src/writer), each with its own connections
+//   control       one PostgreSQL and one Redis connection behind mutexes for campaigns, stats,
+//                 drain and reconcile
+//
+// The Lua call (redis/scripts.hpp kGateLua) applies CampaignGate::decide's rule in its order
+// and XADDs each grant to the campaign's stream in the same atomic step: a grant exists iff it
+// is in the grant log. The writers move it to PostgreSQL.
+//
+// Remembered answers: a request id's first answer is kept in a per-campaign hash per
+// generation of answer_ttl_s seconds (P{cN}:a:<now_s / ttl>); the script reads the current and
+// the previous generation and writes the current one, which expires 2*ttl after its last
+// write. So an answer is remembered for at least answer_ttl_s and at most about 2*answer_ttl_s,
+// at the cost of one EXPIRE per Lua call, not per request, and with one key per campaign and
+// generation instead of one key (with its ~50 bytes of overhead) per request.
+//
+// Dropped connection: the calls whose replies were lost have an unknown outcome. A submission
+// whose requests all carry request ids is re-sent after the reconnect (gate_retries_max times):
+// the script answers the ones it had decided from the remembered answers, so the caller gets
+// the true answer. Any other submission gets kUnavailable; what it was granted, if anything,
+// is in the grant log and lands in PostgreSQL like every grant (a retry says ALREADY_ISSUED).
+//
+// Sold out: when a reply shows issued >= quantity, the I/O thread reads the holder hash once
+// (HSCAN) and from then on callers are answered in their own thread with no round trip:
+// NOT_OPEN / ENDED by state and window, ALREADY_ISSUED for holders at their limit, SOLD_OUT
+// otherwise. A holder's request carrying a request id still goes to Redis, where its
+// remembered ISSUED answer lives. (Known difference: a non-holder retrying, after the sell-out,
+// a request id first answered NOT_OPEN gets SOLD_OUT.)
+#include <hiredis/hiredis.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cassert>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include "couponcore/engine.hpp"
+#include "couponcore/error.hpp"
+#include "couponcore/limits.hpp"
+#include "couponcore/metrics.hpp"
+#include "couponcore/worker.hpp"
+#include "gate/campaign_gate.hpp"
+#include "postgres/coupon_store.hpp"
+#include "postgres/migrations.hpp"
+#include "postgres/pg.hpp"
+#include "redis/keys.hpp"
+#include "redis/redis.hpp"
+#include "redis/scripts.hpp"
+#include "util/validate.hpp"
+#include "writer/grant_writer.hpp"
+
+namespace couponcore {
+
+namespace {
+
+constexpr std::size_t kFastPathHoldersMax = 2'000'000;   // larger campaigns always ask Redis
+constexpr int64_t kHscanCount = 10'000;
+constexpr std::size_t kRestorePairsPerCall = 1'000;
+constexpr std::size_t kReconcileLogEntriesMax = 1'000'000;
+constexpr std::size_t kXrangePage = 1'000;
+constexpr std::size_t kMissingSeqsSampleMax = 100;
+constexpr int kSendRoundsMax = 3;  // NOSCRIPT / NOCAMPAIGN re-sends within one cycle
+
+void check_requests(const std::vector<IssueRequest>& requests) {
+  if (requests.size() > limits::kIssueBatchMax) {
+    throw_invalid("a batch holds at most " + std::to_string(limits::kIssueBatchMax) + " requests, got " +
+                  std::to_string(requests.size()));
+  }
+  for (const IssueRequest& r : requests) {
+    limits::check_user_id(r.user_id);
+    if (!r.request_id.empty()) limits::check_request_id(r.request_id);
+  }
+}
+
+void check_options(const ProductionOptions& o) {
+  redis::check_key_prefix(o.key_prefix);
+  if (o.postgres_url.empty()) throw_invalid("postgres_url is required");
+  if (o.writer_threads < 0 || o.writer_threads > 64) throw_invalid("writer_threads must be 0..64");
+  if (o.answer_ttl_s < 1 || o.answer_ttl_s > 30 * 24 * 3600) throw_invalid("answer_ttl_s must be 1 s..30 days");
+  if (o.gate_batch_requests_max < 1 || o.gate_batch_requests_max > 20'000) {
+    throw_invalid("gate_batch_requests_max must be 1..20000");
+  }
+  if (o.gate_pipeline_calls_max < 1 || o.gate_pipeline_calls_max > 10'000) {
+    throw_invalid("gate_pipeline_calls_max must be 1..10000");
+  }
+  if (o.gate_cycle_requests_max < 1) throw_invalid("gate_cycle_requests_max must be positive");
+  if (o.queued_requests_max < 1) throw_invalid("queued_requests_max must be positive");
+  if (o.redis_connect_timeout_ms < 1 || o.redis_command_timeout_ms < 1) throw_invalid("redis timeouts must be positive");
+  if (o.gate_retries_max < 0 || o.gate_retries_max > 10) throw_invalid("gate_retries_max must be 0..10");
+  if (o.close_drain_timeout_ms < 0) throw_invalid("close_drain_timeout_ms must not be negative");
+  writer::check_writer_options(o.writer);
+}
+
+std::exception_ptr unavailable(const std::string& m) { return std::make_exception_ptr(Error(ErrorCode::kUnavailable, m)); }
+
+struct CampaignEntry {
+  CampaignEntry(Campaign c, std::string_view prefix) : campaign(std::move(c)), keys(prefix, campaign.id) {}
+  const Campaign campaign;
+  const redis::CampaignKeys keys;
+  // I/O thread only.
+  bool sold_out_seen = false;
+  // The fast path: holders is complete once sold_out_local is set (and then never changes).
+  std::atomic<bool> sold_out_local{false};
+  std::mutex fast_mu;
+  StringMap<uint32_t> holders;
+};
+
+// The helper scripts, one set per connection (a Script caches its sha; not shared across threads).
+struct HelperScripts {
+  redis::Script mirror{redis::kMirrorLua};
+  redis::Script holders{redis::kHoldersMaxLua};
+  redis::Script ack{redis::kAckLua};
+};
+
+struct Pending {
+  std::shared_ptr<CampaignEntry> campaign;
+  std::vector<IssueRequest> requests;
+  IssueCallback cb;
+  std::vector<IssueResult> results;
+  std::exception_ptr error;
+  bool all_have_request_ids = false;
+  bool lost = false;  // a call carrying part of it lost its reply
+  int attempts = 0;
+  std::chrono::steady_clock::time_point submitted_at;
+};
+
+struct Segment {
+  Pending* pending;
+  std::size_t begin, end;
+};
+
+struct Call {
+  CampaignEntry* campaign;
+  std::vector<Segment> segments;
+  std::size_t requests = 0;
+};
+
+class ProductionEngine final : public Engine {
+ public:
+  explicit ProductionEngine(const ProductionOptions& o)
+      : options_(o),
+        redis_url_(redis::RedisUrl::parse(o.redis_url)),
+        ctl_pg_(o.postgres_url),
+        ctl_redis_(redis_url_, redis_options("-ctl")),
+        gate_redis_(redis_url_, redis_options("-gate")),
+        gate_script_(redis::kGateLua),
+        writer_shared_(o.key_prefix, redis_url_, redis_options("-writer"), o.postgres_url, o.writer, writers_stop_) {
+    writer_shared_.commit_grants = &histograms_.commit_grants;
+    if (o.migrate_on_open) pg::migrate_all(ctl_pg_);
+    ctl_redis_.ensure_connected();  // fail fast on a wrong URL or password
+    gate_script_.load(ctl_redis_);
+    io_thread_ = std::thread([this] { io_loop(); });
+    const std::string base = writer::default_consumer_base();
+    for (int i = 0; i < o.writer_threads; ++i) {
+      writers_.push_back(std::make_unique<writer::GrantWriter>(writer_shared_, base + "-" + std::to_string(i)));
+    }
+    for (auto& w : writers_) writer_threads_.emplace_back([&w] { w->run(); });
+  }
+
+  ~ProductionEngine() override { close(); }
+
+  const char* kind() const noexcept override { return "production"; }
+
+  // ---- campaigns -----------------------------------------------------------------------------
+
+  Campaign create_campaign(const CampaignSpec& spec) override {
+    check_open();
+    check_campaign_spec(spec);
+    Campaign c;
+    {
+      std::lock_guard lock(ctl_pg_mu_);
+      ping_ctl_pg_locked();  // an INSERT is not repeated blindly: find a dead connection first
+      c = pgstore::insert_campaign(ctl_pg_, spec, now_us());
+    }
+    auto entry = std::make_shared<CampaignEntry>(c, options_.key_prefix);
+    // The mirror is created now; if Redis is down, the first issue creates it (NOCAMPAIGN).
+    try {
+      std::lock_guard lock(ctl_redis_mu_);
+      mirror(ctl_redis_, ctl_scripts_, *entry, 0);
+    } catch (const Error&) {
+    }
+    std::lock_guard lock(campaigns_mu_);
+    campaigns_.emplace(c.id, entry);
+    return c;
+  }
+
+  Campaign get_campaign(int64_t campaign_id) override {
+    check_open();
+    return entry_for(campaign_id)->campaign;
+  }
+
+  std::vector<Campaign> list_campaigns(int64_t partner_id) override {
+    check_open();
+    return ctl_read([&] { return pgstore::list_campaigns(ctl_pg_, partner_id); });
+  }
+
+  // ---- issuance ------------------------------------------------------------------------------
+
+  void submit_issue(int64_t campaign_id, std::vector<IssueRequest> requests, IssueCallback cb) override {
+    check_open();
+    check_requests(requests);
+    std::shared_ptr<CampaignEntry> entry = entry_for(campaign_id);
+    if (requests.empty()) {
+      cb({}, nullptr);
+      run_batch_end_hook();
+      return;
+    }
+    if (entry->sold_out_local.load(std::memory_order_acquire)) {
+      std::vector<IssueResult> results;
+      if (answer_locally(*entry, requests, &results)) {
+        count(results, /*fast=*/true);
+        histograms_.issue_latency_seconds.observe(0, results.size());
+        cb(std::move(results), nullptr);
+        run_batch_end_hook();
+        return;
+      }
+    }
+    auto p = std::make_unique<Pending>();
+    p->campaign = std::move(entry);
+    p->all_have_request_ids = std::all_of(requests.begin(), requests.end(),
+                                          [](const IssueRequest& r) { return !r.request_id.empty(); });
+    p->requests = std::move(requests);
+    p->cb = std::move(cb);
+    p->submitted_at = std::chrono::steady_clock::now();
+    const std::size_t n = p->requests.size();
+    std::unique_lock lock(queue_mu_);
+    if (!space_cv_.wait_for(lock, std::chrono::milliseconds(options_.queue_full_wait_ms), [&] {
+          return stopping_ || queued_requests_ == 0 || queued_requests_ + n <= options_.queued_requests_max;
+        })) {
+      throw_unavailable("the issue queue is full (" + std::to_string(options_.queued_requests_max) +
+                        " requests waiting); try again");
+    }
+    if (stopping_) throw Error(ErrorCode::kClosed, "the engine is closed");
+    queued_requests_ += n;
+    queue_.push_back(std::move(p));
+    work_cv_.notify_one();
+  }
+
+  // ---- store ---------------------------------------------------------------------------------
+
+  CampaignStats campaign_stats(int64_t campaign_id) override {
+    check_open();
+    entry_for(campaign_id);
+    return ctl_read([&] { return pgstore::stats(ctl_pg_, campaign_id); });
+  }
+
+  bool drain(double timeout_s) override {
+    check_open();
+    return drain_until(redis::steady_ms() + static_cast<int64_t>(std::max(0.0, timeout_s) * 1000.0));
+  }
+
+  ReconcileReport reconcile(int64_t campaign_id) override {
+    check_open();
+    std::shared_ptr<CampaignEntry> entry = entry_for(campaign_id);
+    const redis::CampaignKeys& k = entry->keys;
+    ReconcileReport rep;
+    rep.campaign_id = campaign_id;
+    std::lock_guard rlock(ctl_redis_mu_);
+    std::lock_guard plock(ctl_pg_mu_);
+    ping_ctl_pg_locked();
+    // 1. Re-drive: whatever is still in the grant log goes into the table (idempotently), and
+    //    is acknowledged and removed from the log once it is there.
+    std::vector<writer::LogEntry> log;
+    std::string from = "-";
+    while (log.size() < kReconcileLogEntriesMax) {
+      redis::Reply r = ctl_redis_.command_checked(
+          redis::Args{"XRANGE"}.add(k.grants).add(from).add("+").add("COUNT").add(static_cast<int64_t>(kXrangePage)),
+          "XRANGE");
+      std::vector<writer::LogEntry> page = writer::parse_entries(r.raw());
+      if (page.empty()) break;
+      from = "(" + page.back().id;
+      const bool last = page.size() < kXrangePage;
+      for (auto& e : page) log.push_back(std::move(e));
+      if (last) break;
+    }
+
+    std::vector<Grant> grants;
+    std::vector<std::string> ids;
+    for (const writer::LogEntry& e : log) {
+      Grant g;
+      if (writer::parse_grant(e, campaign_id, &g).empty()) {
+        grants.push_back(std::move(g));
+        ids.push_back(e.id);
+      }
+    }
+    for (std::size_t off = 0; off < grants.size(); off += options_.writer.read_count_max) {
+      const std::size_t end = std::min(grants.size(), off + options_.writer.read_count_max);
+      std::vector<Grant> chunk(grants.begin() + off, grants.begin() + end);
+      pgstore::WriteOutcome w = pgstore::write_grants(ctl_pg_, chunk);
+      rep.redriven += w.inserted;
+      rep.log_pending += w.inserted + static_cast<int64_t>(w.failed.size());  // not in the store before
+      std::vector<bool> failed(chunk.size(), false);
+      for (const auto& f : w.failed) failed[f.first] = true;
+      redis::Args a;
+      a.add(redis::kWriterGroup);
+      std::size_t n = 0;
+      for (std::size_t i = 0; i < chunk.size(); ++i) {
+        if (!failed[i]) {
+          a.add(ids[off + i]);
+          ++n;
+        }
+      }
+      if (n) {
+        redis::check_reply(redis::eval(ctl_redis_, ctl_scripts_.ack, {k.grants, k.reasons}, a), "ack");
+        // The ack trims only what the group delivered; entries re-driven before any writer
+        // saw them are in the store now, so they leave the log here.
+        redis::Args del{"XDEL"};
+        del.add(k.grants);
+        for (std::size_t i = 0; i < chunk.size(); ++i) {
+          if (!failed[i]) del.add(ids[off + i]);
+        }
+        ctl_redis_.command_checked(del, "XDEL");
+      }
+    }
+    // 2. The gate's view.
+    redis::Reply m = ctl_redis_.command_checked(redis::Args{"HGET"}.add(k.meta).add("n"), "HGET");
+    long long issued = 0;
+    redis::reply_int(m.raw(), &issued);
+    rep.gate_issued = issued;
+    StringMap<int64_t> gate_holders = scan_holders(ctl_redis_, k);
+    rep.gate_holders = static_cast<int64_t>(gate_holders.size());
+    redis::Reply dl = ctl_redis_.command_checked(redis::Args{"XLEN"}.add(k.dead_letters), "XLEN");
+    rep.dead_lettered = dl.integer();
+    // 3. The store's view, and the differences.
+    CampaignStats st = pgstore::stats(ctl_pg_, campaign_id);
+    rep.store_rows = st.rows;
+    rep.store_distinct_users = st.distinct_users;
+    rep.store_max_seq = st.max_seq;
+    auto [missing, sample] = pgstore::missing_seqs(ctl_pg_, campaign_id, rep.gate_issued, kMissingSeqsSampleMax);
+    rep.missing_in_store = missing;
+    rep.missing_seqs_sample = std::move(sample);
+    pg::Result extra = ctl_pg_.exec("SELECT count(*) FROM coupons WHERE campaign_id = $1 AND seq > $2",
+                                    pg::Params().add(campaign_id).add(rep.gate_issued));
+    rep.unexpected_in_store = extra.i64(0, 0);
+    pgstore::Holdings h = pgstore::holdings(ctl_pg_, campaign_id);
+    for (const auto& [user, rows] : h.holders) {
+      auto it = gate_holders.find(user);
+      if (it == gate_holders.end() || it->second != rows) rep.holder_mismatches++;
+      if (it != gate_holders.end()) gate_holders.erase(it);
+    }
+    rep.holder_mismatches += static_cast<int64_t>(gate_holders.size());  // in Redis, not in the store
+    rep.consistent = rep.missing_in_store == 0 && rep.unexpected_in_store == 0 && rep.holder_mismatches == 0;
+    return rep;
+  }
+
+  EngineCounters counters() const override {
+    EngineCounters k;
+    {
+      std::lock_guard lock(counters_mu_);
+      k = counters_;
+    }
+    k.redis_reconnects = gate_connects_.load();
+    WorkerStats w = writer_shared_.stats();
+    k.grants_written = w.grants_written;
+    k.dead_lettered = w.dead_lettered;
+    k.writer_failures = w.failures;
+    return k;
+  }
+
+  void close() override {
+    {
+      std::lock_guard lock(queue_mu_);
+      if (stopping_) return;
+      stopping_ = true;
+      work_cv_.notify_all();
+      space_cv_.notify_all();
+    }
+    if (io_thread_.joinable()) io_thread_.join();
+    // A script that issues and closes should find its grants in PostgreSQL: give the in-process
+    // writers a bounded time to finish the log (whatever is left waits for the next writer).
+    if (!writers_.empty() && options_.close_drain_timeout_ms > 0) {
+      try {
+        drain_until(redis::steady_ms() + options_.close_drain_timeout_ms);
+      } catch (const Error&) {
+      }
+    }
+    writers_stop_ = true;
+    for (auto& t : writer_threads_) t.join();
+    closed_ = true;
+  }
+
+  bool closed() const noexcept override { return closed_; }
+
+ private:
+  redis::RedisConnOptions redis_options(const char* role) const {
+    redis::RedisConnOptions ro;
+    ro.connect_timeout_ms = options_.redis_connect_timeout_ms;
+    ro.command_timeout_ms = options_.redis_command_timeout_ms;
+    ro.backoff_max_ms = options_.redis_backoff_max_ms;
+    ro.client_name = options_.client_name + role;
+    return ro;
+  }
+
+  void check_open() const {
+    if (closed_ || stopping_) throw Error(ErrorCode::kClosed, "the engine is closed");
+  }
+
+  // A read on the control connection. A connection that died while idle (a server restart)
+  // is only noticed when used: a read is safe to repeat once on a fresh connection.
+  template <typename Fn>
+  auto ctl_read(Fn&& fn) -> decltype(fn()) {
+    std::lock_guard lock(ctl_pg_mu_);
+    try {
+      return fn();
+    } catch (const pg::PgError& e) {
+      if (!e.connection_lost()) throw;
+    }
+    return fn();
+  }
+
+  void ping_ctl_pg_locked() {
+    try {
+      ctl_pg_.exec("SELECT 1");
+    } catch (const pg::PgError& e) {
+      if (!e.connection_lost()) throw;
+      ctl_pg_.exec("SELECT 1");
+    }
+  }
+
+  std::shared_ptr<CampaignEntry> entry_for(int64_t campaign_id) {
+    const std::string not_found = "campaign " + std::to_string(campaign_id) + " not found";
+    if (campaign_id <= 0 || campaign_id > limits::kCampaignIdMax) throw_not_found(not_found);
+    {
+      std::lock_guard lock(campaigns_mu_);
+      if (auto it = campaigns_.find(campaign_id); it != campaigns_.end()) return it->second;
+    }
+    std::optional<Campaign> c = ctl_read([&] { return pgstore::find_campaign(ctl_pg_, campaign_id); });
+    if (!c) throw_not_found(not_found);
+    auto entry = std::make_shared<CampaignEntry>(std::move(*c), options_.key_prefix);
+    std::lock_guard lock(campaigns_mu_);
+    return campaigns_.emplace(campaign_id, entry).first->second;
+  }
+
+  // Creates or refreshes the campaign's mirror hash, its stream and consumer group, and lists
+  // it for the writers. `issued_if_new` starts the counter when the mirror is new.
+  void mirror(redis::RedisConn& conn, HelperScripts& scripts, const CampaignEntry& e, int64_t issued_if_new) {
+    const CampaignSpec& s = e.campaign.spec;
+    redis::Args a;
+    a.add(s.quantity).add(int64_t{s.per_user_limit});
+    a.add(s.starts_at_us ? std::to_string(*s.starts_at_us) : std::string());
+    a.add(s.ends_at_us ? std::to_string(*s.ends_at_us) : std::string());
+    a.add(static_cast<int64_t>(e.campaign.state)).add(issued_if_new);
+    redis::check_reply(redis::eval(conn, scripts.mirror, {e.keys.meta}, a), "mirror campaign");
+    redis::Reply g = conn.command(
+        redis::Args{"XGROUP", "CREATE"}.add(e.keys.grants).add(redis::kWriterGroup).add("0").add("MKSTREAM"));
+    if (g.is_error() && g.str().substr(0, 9) != "BUSYGROUP") redis::throw_reply_error(g.str(), "XGROUP CREATE");
+    conn.command_checked(redis::Args{"SADD"}.add(redis::campaigns_set_key(options_.key_prefix)).add(e.campaign.id),
+                         "SADD");
+  }
+
+  // The mirror is missing (Redis lost it, or create could not reach Redis): rebuild it from
+  // the store. Holders first, the meta hash last: until it exists the script refuses.
+  void restore_mirror(redis::RedisConn& conn, HelperScripts& scripts, const CampaignEntry& e) {
+    pgstore::Holdings h = ctl_read([&] { return pgstore::holdings(ctl_pg_, e.campaign.id); });
+    for (std::size_t off = 0; off < h.holders.size(); off += kRestorePairsPerCall) {
+      redis::Args a;
+      for (std::size_t i = off; i < std::min(h.holders.size(), off + kRestorePairsPerCall); ++i) {
+        a.add(h.holders[i].first).add(h.holders[i].second);
+      }
+      redis::check_reply(redis::eval(conn, scripts.holders, {e.keys.holders}, a), "restore holders");
+    }
+    mirror(conn, scripts, e, h.max_seq);
+  }
+
+  StringMap<int64_t> scan_holders(redis::RedisConn& conn, const redis::CampaignKeys& k) {
+    StringMap<int64_t> out;
+    std::string cursor = "0";
+    do {
+      redis::Reply r = conn.command_checked(
+          redis::Args{"HSCAN"}.add(k.holders).add(cursor).add("COUNT").add(kHscanCount), "HSCAN");
+      if (r.size() != 2) throw Error(ErrorCode::kInternal, "redis: odd HSCAN reply");
+      cursor = std::string(redis::reply_str(r.at(0)));
+      const redisReply* kv = r.at(1);
+      for (std::size_t i = 0; redis::reply_is_array(kv) && i + 1 < kv->elements; i += 2) {
+        long long n = 0;
+        redis::reply_int(kv->element[i + 1], &n);
+        out[std::string(redis::reply_str(kv->element[i]))] = n;
+      }
+    } while (cursor != "0");
+    return out;
+  }
+
+  // The sold-out fast path; false if some request needs Redis (a holder's request id).
+  bool answer_locally(CampaignEntry& e, const std::vector<IssueRequest>& requests, std::vector<IssueResult>* out) {
+    const Campaign& c = e.campaign;
+    const int64_t now = now_us();
+    std::lock_guard lock(e.fast_mu);
+    out->reserve(requests.size());
+    for (const IssueRequest& r : requests) {
+      auto it = e.holders.find(r.user_id);
+      const uint32_t held = it == e.holders.end() ? 0 : it->second;
+      if (held > 0 && !r.request_id.empty()) return false;
+      IssueResult res;
+      if (c.state == CampaignState::kPaused) {
+        res.status = IssueStatus::kNotOpen;
+      } else if (c.state == CampaignState::kClosed) {
+        res.status = IssueStatus::kEnded;
+      } else if (outside_window(c.spec, now, &res.status)) {
+      } else if (held >= static_cast<uint32_t>(c.spec.per_user_limit)) {
+        res.status = IssueStatus::kAlreadyIssued;
+      } else {
+        res.status = IssueStatus::kSoldOut;
+      }
+      out->push_back(res);
+    }
+    return true;
+  }
+
+  void count(const std::vector<IssueResult>& results, bool fast) {
+    std::lock_guard lock(counters_mu_);
+    counters_.requests += results.size();
+    if (fast) counters_.fast_path += results.size();
+    for (const IssueResult& r : results) counters_.by_status[static_cast<int>(r.status)]++;
+    counters_.issued = counters_.by_status[static_cast<int>(IssueStatus::kIssued)];
+  }
+
+  // ---- the I/O thread ------------------------------------------------------------------------
+
+  void io_loop() {
+    std::vector<std::unique_ptr<Pending>> batch;
+    for (;;) {
+      {
+        std::unique_lock lock(queue_mu_);
+        work_cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+        if (queue_.empty()) return;  // stopping and nothing left
+        std::size_t taken = 0;
+        while (!queue_.empty() &&
+               (batch.empty() || taken + queue_.front()->requests.size() <= options_.gate_cycle_requests_max)) {
+          taken += queue_.front()->requests.size();
+          batch.push_back(std::move(queue_.front()));
+          queue_.pop_front();
+        }
+        queued_requests_ -= taken;
+        space_cv_.notify_all();
+      }
+      process(batch);
+      batch.clear();
+    }
+  }
+
+  std::vector<Call> build_calls(std::vector<std::unique_ptr<Pending>>& batch) {
+    std::vector<Call> calls;
+    std::unordered_map<CampaignEntry*, std::size_t> open;  // campaign -> call being filled
+    for (auto& up : batch) {
+      Pending* p = up.get();
+      p->results.assign(p->requests.size(), IssueResult{});
+      p->lost = false;
+      std::size_t off = 0;
+      while (off < p->requests.size()) {
+        CampaignEntry* c = p->campaign.get();
+        auto it = open.find(c);
+        if (it == open.end() || calls[it->second].requests >= options_.gate_batch_requests_max) {
+          calls.push_back(Call{c, {}, 0});
+          open[c] = calls.size() - 1;
+          it = open.find(c);
+        }
+        Call& call = calls[it->second];
+        const std::size_t take = std::min(p->requests.size() - off, options_.gate_batch_requests_max - call.requests);
+        call.segments.push_back(Segment{p, off, off + take});
+        call.requests += take;
+        off += take;
+      }
+    }
+    return calls;
+  }
+
+  redis::Args call_args(const Call& call, int64_t generation) const {
+    redis::Args a = gate_script_.evalsha_args({call.campaign->keys.meta, call.campaign->keys.holders,
+                                               call.campaign->keys.grants, call.campaign->keys.answers(generation),
+                                               call.campaign->keys.answers(generation - 1)});
+    a.add(call.campaign->campaign.id).add(options_.answer_ttl_s * 2 + 60);
+    for (const Segment& s : call.segments) {
+      for (std::size_t i = s.begin; i < s.end; ++i) {
+        a.add(s.pending->requests[i].user_id).add(s.pending->requests[i].request_id);
+      }
+    }
+    return a;
+  }
+
+  void fail_call(const Call& call, std::exception_ptr error) {
+    for (const Segment& s : call.segments) {
+      if (!s.pending->error) s.pending->error = error;
+    }
+  }
+
+  // Decodes one reply into the results of the call's segments.
+  void decode(const Call& call, const redis::Reply& r) {
+    if (!r.is_array() || r.size() != 3 + call.requests) {
+      fail_call(call, std::make_exception_ptr(Error(ErrorCode::kInternal, "redis: unexpected gate reply")));
+      return;
+    }
+    long long issued = 0, quantity = 0;
+    redis::reply_int(r.at(0), &issued);
+    redis::reply_int(r.at(1), &quantity);
+    std::size_t k = 3;
+    for (const Segment& s : call.segments) {
+      for (std::size_t i = s.begin; i < s.end; ++i, ++k) {
+        long long code = 0;
+        if (!redis::reply_int(r.at(k), &code) || code < 0 || (code & 7) > 4) {
+          fail_call(call, std::make_exception_ptr(Error(ErrorCode::kInternal, "redis: bad code in gate reply")));
+          return;
+        }
+        IssueResult& res = s.pending->results[i];
+        res.status = static_cast<IssueStatus>(code & 7);
+        if (res.status == IssueStatus::kIssued) {
+          res.seq = static_cast<uint32_t>(code >> 3);
+          res.coupon_id = make_coupon_id(call.campaign->campaign.id, res.seq);
+        }
+      }
+    }
+    {
+      std::lock_guard lock(counters_mu_);
+      counters_.batches++;
+      counters_.commits++;
+    }
+    histograms_.batch_requests.observe(static_cast<double>(call.requests));
+    if (issued >= quantity && !call.campaign->sold_out_seen) {
+      call.campaign->sold_out_seen = true;
+      sold_out_now_.push_back(call.campaign);
+    }
+  }
+
+  // Sends the calls, pipelined, and decodes the replies. Calls whose replies are lost mark
+  // their submissions lost; error replies fail their submissions.
+  void send(std::vector<Call>& calls) {
+    std::vector<Call*> todo;
+    for (Call& c : calls) todo.push_back(&c);
+    std::unordered_map<CampaignEntry*, bool> restored;
+    for (int round = 0; round < kSendRoundsMax && !todo.empty(); ++round) {
+      std::vector<Call*> again;
+      bool reload = false;
+      std::size_t next = 0;  // first call of todo not yet answered
+      bool appended = false;
+      try {
+        const uint64_t before = gate_redis_.connects();
+        gate_redis_.ensure_connected();
+        if (gate_redis_.connects() != before) gate_connects_++;
+        if (gate_script_.sha().empty()) gate_script_.load(gate_redis_);
+        const int64_t generation = now_us() / 1'000'000 / options_.answer_ttl_s;
+        while (next < todo.size()) {
+          const std::size_t end = std::min(todo.size(), next + options_.gate_pipeline_calls_max);
+          for (std::size_t i = next; i < end; ++i) {
+            appended = true;
+            gate_redis_.append(call_args(*todo[i], generation));
+          }
+          for (; next < end; ++next) {
+            Call& call = *todo[next];
+            redis::Reply r = gate_redis_.read_reply();
+            if (redis::is_noscript(r)) {
+              reload = true;
+              again.push_back(&call);
+            } else if (r.is_error() && r.str().substr(0, 10) == "NOCAMPAIGN") {
+              if (!restored[call.campaign]) {
+                restored[call.campaign] = true;
+                restore_queue_.push_back(call.campaign);
+              }
+              again.push_back(&call);
+            } else if (r.is_error()) {
+              try {
+                redis::throw_reply_error(r.str(), "gate");
+              } catch (...) {
+                fail_call(call, std::current_exception());
+              }
+            } else {
+              decode(call, r);
+            }
+          }
+        }
+        if (reload) gate_script_.load(gate_redis_);
+        for (CampaignEntry* c : restore_queue_) {
+          log(LogLevel::kWarning, "gate", "campaign " + std::to_string(c->campaign.id) +
+                                              " is not mirrored in Redis; rebuilding the mirror from PostgreSQL");
+          restore_mirror(gate_redis_, gate_scripts_, *c);
+        }
+        restore_queue_.clear();
+      } catch (const Error& e) {
+        // The connection failed: everything not answered has an unknown outcome.
+        for (std::size_t i = next; i < todo.size(); ++i) {
+          for (const Segment& s : todo[i]->segments) s.pending->lost = true;
+        }
+        for (Call* c : again) {
+          for (const Segment& s : c->segments) s.pending->lost = true;
+        }
+        lost_reason_ = e.what();
+        lost_after_send_ = appended || round > 0;
+        log(LogLevel::kWarning, "gate", std::string(lost_after_send_ ? "connection lost with calls in flight: " : "") +
+                                            e.what());
+        restore_queue_.clear();
+        return;
+      }
+      todo = std::move(again);
+    }
+    for (Call* c : todo) {
+      fail_call(*c, std::make_exception_ptr(Error(ErrorCode::kInternal, "redis: the gate call could not be made")));
+    }
+  }
+
+  void process(std::vector<std::unique_ptr<Pending>>& batch) {
+    std::vector<Call> calls = build_calls(batch);
+    send(calls);
+    std::vector<std::unique_ptr<Pending>> retry;
+    const auto answered_at = std::chrono::steady_clock::now();
+    for (auto& up : batch) {
+      Pending& p = *up;
+      if (p.lost && !p.error) {
+        if (p.all_have_request_ids && p.attempts < options_.gate_retries_max && !stopping_) {
+          p.attempts++;
+          retry.push_back(std::move(up));
+          continue;
+        }
+        p.error = unavailable(lost_after_send_ ? "redis connection lost before the answer arrived (" + lost_reason_ +
+                                                     "); the outcome is unknown: retry with the same request_id"
+                                               : lost_reason_);
+      }
+      if (p.error) {
+        std::lock_guard lock(counters_mu_);
+        if (error_code_of(p.error) == ErrorCode::kUnavailable) counters_.unavailable += p.requests.size();
+      } else {
+        count(p.results, /*fast=*/false);
+      }
+      histograms_.issue_latency_seconds.observe(std::chrono::duration<double>(answered_at - p.submitted_at).count(),
+                                                p.requests.size());
+      try {
+        if (p.error) {
+          p.cb({}, p.error);
+        } else {
+          p.cb(std::move(p.results), nullptr);
+        }
+      } catch (...) {
+        // A callback must not take the I/O thread down.
+      }
+    }
+    run_batch_end_hook();
+    if (!retry.empty()) {
+      std::lock_guard lock(queue_mu_);
+      for (auto it = retry.rbegin(); it != retry.rend(); ++it) {
+        queued_requests_ += (*it)->requests.size();
+        queue_.push_front(std::move(*it));
+      }
+      work_cv_.notify_one();
+    }
+    publish_sold_out();
+  }
+
+  static ErrorCode error_code_of(const std::exception_ptr& e) {
+    try {
+      std::rethrow_exception(e);
+    } catch (const Error& err) {
+      return err.code();
+    } catch (...) {
+      return ErrorCode::kInternal;
+    }
+  }
+
+  // Reads the holders of campaigns that just sold out and turns their fast path on.
+  void publish_sold_out() {
+    for (CampaignEntry* c : sold_out_now_) {
+      if (static_cast<std::size_t>(c->campaign.spec.quantity) > kFastPathHoldersMax) continue;
+      try {
+        StringMap<int64_t> h = scan_holders(gate_redis_, c->keys);
+        std::lock_guard lock(c->fast_mu);
+        c->holders.clear();
+        for (auto& [user, n] : h) c->holders.emplace(user, static_cast<uint32_t>(n));
+        c->sold_out_local.store(true, std::memory_order_release);
+      } catch (const Error&) {
+        c->sold_out_seen = false;  // try again after the next reply that shows it
+      }
+    }
+    sold_out_now_.clear();
+  }
+
+  // Waits until every grant in the logs at the time of the call is in PostgreSQL: for each
+  // campaign stream, the group has delivered past its last entry and nothing at or before it
+  // is pending.
+  bool drain_until(int64_t deadline_ms) {
+    std::vector<std::pair<std::string, redis::StreamId>> targets;
+    for (;;) {
+      try {
+        std::lock_guard lock(ctl_redis_mu_);
+        if (targets.empty()) {
+          redis::Reply ids = ctl_redis_.command_checked(
+              redis::Args{"SMEMBERS"}.add(redis::campaigns_set_key(options_.key_prefix)), "SMEMBERS");
+          for (std::size_t i = 0; i < ids.size(); ++i) {
+            long long id = 0;
+            if (!redis::reply_int(ids.at(i), &id)) continue;
+            redis::CampaignKeys k(options_.key_prefix, id);
+            redis::Reply last = ctl_redis_.command_checked(
+                redis::Args{"XREVRANGE"}.add(k.grants).add("+").add("-").add("COUNT").add("1"), "XREVRANGE");
+            if (last.size() == 0) continue;
+            std::vector<writer::LogEntry> e = writer::parse_entries(last.raw());
+            redis::StreamId sid;
+            if (!e.empty() && redis::parse_stream_id(e[0].id, &sid)) targets.emplace_back(k.grants, sid);
+          }
+          if (targets.empty()) return true;
+        }
+        std::vector<std::pair<std::string, redis::StreamId>> left;
+        for (auto& t : targets) {
+          if (!stream_done(t.first, t.second)) left.push_back(t);
+        }
+        targets = std::move(left);
+        if (targets.empty()) return true;
+      } catch (const Error& e) {
+        if (e.code() != ErrorCode::kUnavailable) throw;
+      }
+      if (redis::steady_ms() >= deadline_ms) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+
+  bool stream_done(const std::string& key, const redis::StreamId& target) {
+    redis::Reply groups = ctl_redis_.command_checked(redis::Args{"XINFO", "GROUPS"}.add(key), "XINFO GROUPS");
+    bool delivered = false;
+    for (std::size_t g = 0; g < groups.size(); ++g) {
+      const redisReply* fields = groups.at(g);
+      std::string_view name, last;
+      for (std::size_t i = 0; redis::reply_is_array(fields) && i + 1 < fields->elements; i += 2) {
+        std::string_view f = redis::reply_str(fields->element[i]);
+        if (f == "name") name = redis::reply_str(fields->element[i + 1]);
+        if (f == "last-delivered-id") last = redis::reply_str(fields->element[i + 1]);
+      }
+      redis::StreamId lid;
+      if (name == redis::kWriterGroup && redis::parse_stream_id(last, &lid)) delivered = lid >= target;
+    }
+    if (!delivered) return false;
+    redis::Reply p = ctl_redis_.command_checked(redis::Args{"XPENDING"}.add(key).add(redis::kWriterGroup), "XPENDING");
+    if (p.size() < 2) return false;
+    long long pending = 0;
+    redis::reply_int(p.at(0), &pending);
+    if (pending == 0) return true;
+    redis::StreamId min_id;
+    return redis::parse_stream_id(redis::reply_str(p.at(1)), &min_id) && min_id > target;
+  }
+
+  const ProductionOptions options_;
+  const redis::RedisUrl redis_url_;
+
+  std::mutex ctl_pg_mu_;
+  pg::Conn ctl_pg_;
+  std::mutex ctl_redis_mu_;
+  redis::RedisConn ctl_redis_;
+  HelperScripts ctl_scripts_;  // with ctl_redis_mu_
+
+  // I/O thread only.
+  redis::RedisConn gate_redis_;
+  redis::Script gate_script_;
+  HelperScripts gate_scripts_;
+  std::vector<CampaignEntry*> sold_out_now_;
+  std::vector<CampaignEntry*> restore_queue_;
+  std::string lost_reason_;
+  bool lost_after_send_ = false;  // the lost calls had been sent: their outcome is unknown
+
+  std::mutex campaigns_mu_;
+  std::unordered_map<int64_t, std::shared_ptr<CampaignEntry>> campaigns_;
+
+  std::mutex queue_mu_;
+  std::condition_variable work_cv_;
+  std::condition_variable space_cv_;
+  std::deque<std::unique_ptr<Pending>> queue_;
+  std::size_t queued_requests_ = 0;
+  std::atomic<bool> stopping_{false};
+  std::atomic<bool> closed_{false};
+  std::thread io_thread_;
+
+  std::atomic<bool> writers_stop_{false};
+  writer::WriterShared writer_shared_;
+  std::vector<std::unique_ptr<writer::GrantWriter>> writers_;
+  std::vector<std::thread> writer_threads_;
+
+  mutable std::mutex counters_mu_;
+  EngineCounters counters_;
+  std::atomic<uint64_t> gate_connects_{0};
+};
+
+}  // namespace
+
+std::unique_ptr<Engine> open_production(const ProductionOptions& options) {
+  check_options(options);
+  return std::make_unique<ProductionEngine>(options);
+}
+
+}  // namespace couponcore

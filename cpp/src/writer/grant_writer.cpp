@@ -1,0 +1,531 @@
+// The grant writer loop and run_worker(): see grant_writer.hpp and couponcore/worker.hpp.
+#include "writer/grant_writer.hpp"
+
+#include <hiredis/hiredis.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <charconv>
+#include <chrono>
+#include <thread>
+
+#include "couponcore/error.hpp"
+#include "couponcore/limits.hpp"
+#include "postgres/coupon_store.hpp"
+#include "postgres/migrations.hpp"
+#include "redis/scripts.hpp"
+
+namespace couponcore::writer {
+
+namespace {
+
+constexpr std::size_t kDeadLetterFieldsMax = 16;     // original field pairs copied to a dead letter
+constexpr std::size_t kDeadLetterValueBytesMax = 1024;
+constexpr std::size_t kReasonBytesMax = 500;
+constexpr std::size_t kCampaignsMax = 100'000;       // campaign streams one writer follows
+constexpr int64_t kWriterStatementTimeoutMs = 30'000;
+
+bool to_i64(std::string_view s, int64_t* v) {
+  if (s.empty()) return false;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), *v);
+  return ec == std::errc() && end == s.data() + s.size();
+}
+
+std::string clip(std::string s, std::size_t n) {
+  if (s.size() > n) s.resize(n);
+  return s;
+}
+
+bool is_error_prefix(const redis::Reply& r, std::string_view p) {
+  return r.is_error() && r.str().substr(0, p.size()) == p;
+}
+
+}  // namespace
+
+// ---- parsing ---------------------------------------------------------------------------------
+
+std::vector<LogEntry> parse_entries(const redisReply* entries) {
+  std::vector<LogEntry> out;
+  if (!redis::reply_is_array(entries)) return out;
+  out.reserve(entries->elements);
+  for (std::size_t i = 0; i < entries->elements; ++i) {
+    const redisReply* e = entries->element[i];
+    if (!redis::reply_is_array(e) || e->elements < 1) continue;
+    LogEntry le;
+    le.id = std::string(redis::reply_str(e->element[0]));
+    if (le.id.empty()) continue;
+    if (e->elements < 2 || redis::reply_is_nil(e->element[1])) {
+      le.deleted = true;
+    } else if (redis::reply_is_array(e->element[1])) {
+      const redisReply* f = e->element[1];
+      for (std::size_t k = 0; k + 1 < f->elements; k += 2) {
+        le.fields.emplace_back(std::string(redis::reply_str(f->element[k])),
+                               std::string(redis::reply_str(f->element[k + 1])));
+      }
+    }
+    out.push_back(std::move(le));
+  }
+  return out;
+}
+
+std::string parse_grant(const LogEntry& entry, int64_t campaign_id, Grant* g) {
+  if (entry.deleted) return "malformed: the entry was deleted";
+  bool have_c = false, have_s = false, have_u = false, have_o = false, have_t = false;
+  *g = Grant{};
+  for (const auto& [k, v] : entry.fields) {
+    int64_t n = 0;
+    if (k == "c") {
+      if (!to_i64(v, &n) || n != campaign_id) return "malformed: c is not this stream's campaign id";
+      g->campaign_id = n;
+      have_c = true;
+    } else if (k == "s") {
+      if (!to_i64(v, &n) || n < 1 || n > limits::kQuantityMax) return "malformed: s is not a seq in 1..quantity max";
+      g->seq = static_cast<uint32_t>(n);
+      have_s = true;
+    } else if (k == "u") {
+      if (!limits::is_valid_id(v, limits::kUserIdBytesMax)) return "malformed: u is not a valid user id";
+      g->user_id = v;
+      have_u = true;
+    } else if (k == "o") {
+      if (!to_i64(v, &n) || n < 1 || n > limits::kPerUserLimitMax) return "malformed: o is not a user ordinal";
+      g->user_ordinal = static_cast<uint32_t>(n);
+      have_o = true;
+    } else if (k == "r") {
+      if (!v.empty() && !limits::is_valid_id(v, limits::kRequestIdBytesMax)) return "malformed: r is not a request id";
+      g->request_id = v;
+    } else if (k == "t") {
+      if (!to_i64(v, &n) || n < 0) return "malformed: t is not a time in microseconds";
+      g->issued_at_us = n;
+      have_t = true;
+    }
+  }
+  if (!(have_c && have_s && have_u && have_o && have_t)) return "malformed: a field of c s u o t is missing";
+  return "";
+}
+
+// ---- shared state ----------------------------------------------------------------------------
+
+WorkerStats WriterShared::stats() const {
+  WorkerStats s;
+  s.grants_written = written.load();
+  s.batches = batches.load();
+  s.dead_lettered = dead_lettered.load();
+  s.failures = failures.load();
+  s.claimed = claimed.load();
+  s.breaker_open = breaker.is_open();
+  return s;
+}
+
+void check_writer_options(const WriterOptions& o) {
+  if (o.read_count_max < 1 || o.read_count_max > 100'000) throw_invalid("writer.read_count_max must be 1..100000");
+  if (o.block_ms < 1 || o.block_ms > 60'000) throw_invalid("writer.block_ms must be 1..60000");
+  if (o.claim_idle_ms < 10) throw_invalid("writer.claim_idle_ms must be at least 10");
+  if (o.claim_interval_ms < 1) throw_invalid("writer.claim_interval_ms must be positive");
+  if (o.dead_letter_after_deliveries < 1) throw_invalid("writer.dead_letter_after_deliveries must be positive");
+  if (o.backoff_initial_ms < 1 || o.backoff_max_ms < o.backoff_initial_ms) {
+    throw_invalid("writer backoff: need 1 <= backoff_initial_ms <= backoff_max_ms");
+  }
+  if (o.breaker_failures < 1) throw_invalid("writer.breaker_failures must be positive");
+  if (o.campaigns_refresh_ms < 1) throw_invalid("writer.campaigns_refresh_ms must be positive");
+  if (o.streams_per_read_max < 1 || o.streams_per_read_max > 10'000) {
+    throw_invalid("writer.streams_per_read_max must be 1..10000");
+  }
+}
+
+std::string default_consumer_base() {
+  char host[256] = {0};
+  if (gethostname(host, sizeof host - 1) != 0 || !host[0]) std::snprintf(host, sizeof host, "host");
+  std::string h;
+  for (const char* p = host; *p; ++p) {
+    const char c = *p;
+    h.push_back((std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.') ? c : '_');
+  }
+  std::mt19937 rng(std::random_device{}());
+  return h + "-" + std::to_string(::getpid()) + "-" + std::to_string(rng() % 100000);
+}
+
+// ---- the writer ------------------------------------------------------------------------------
+
+GrantWriter::GrantWriter(WriterShared& shared, std::string consumer)
+    : sh_(shared),
+      consumer_(std::move(consumer)),
+      redis_(shared.redis_url,
+             [&] {
+               redis::RedisConnOptions o = shared.redis_options;
+               o.command_timeout_ms = std::max(o.command_timeout_ms, shared.options.block_ms + o.command_timeout_ms);
+               return o;
+             }()),
+      pg_(shared.postgres_url, [] {
+        pg::ConnOptions o;
+        o.connect_now = false;
+        o.connect_timeout_s = 2;
+        o.application_name = "couponcore-writer";
+        o.statement_timeout_ms = kWriterStatementTimeoutMs;  // a hung server is a failure, not a hang
+        return o;
+      }()),
+      ack_script_(redis::kAckLua),
+      dead_letter_script_(redis::kDeadLetterLua) {}
+
+void GrantWriter::sleep_ms(int64_t ms) {
+  const int64_t until = redis::steady_ms() + ms;
+  while (!sh_.stop.load() && redis::steady_ms() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::min<int64_t>(20, std::max<int64_t>(1, until - redis::steady_ms()))));
+  }
+}
+
+void GrantWriter::ensure_group(const redis::CampaignKeys& keys) {
+  redis::Reply r = redis_.command(redis::Args{"XGROUP", "CREATE"}.add(keys.grants).add(redis::kWriterGroup).add("0").add("MKSTREAM"));
+  if (r.is_error() && !is_error_prefix(r, "BUSYGROUP")) redis::throw_reply_error(r.str(), "XGROUP CREATE");
+}
+
+void GrantWriter::refresh_streams(int64_t now_ms) {
+  if (now_ms < next_refresh_ms_) return;
+  next_refresh_ms_ = now_ms + sh_.options.campaigns_refresh_ms;
+  redis::Reply r = redis_.command_checked(redis::Args{"SMEMBERS"}.add(redis::campaigns_set_key(sh_.prefix)), "SMEMBERS");
+  for (std::size_t i = 0; i < r.size() && known_.size() < kCampaignsMax; ++i) {
+    long long id = 0;
+    if (!redis::reply_int(r.at(i), &id) || id <= 0 || id > limits::kCampaignIdMax) continue;
+    if (known_.count(id)) continue;
+    redis::CampaignKeys keys(sh_.prefix, id);
+    ensure_group(keys);
+    known_.insert(id);
+    streams_.push_back(std::move(keys));
+  }
+}
+
+void GrantWriter::read_new(std::vector<StreamBatch>& out) {
+  if (streams_.empty()) {
+    sleep_ms(sh_.options.block_ms);
+    return;
+  }
+  const std::size_t n = std::min(streams_.size(), sh_.options.streams_per_read_max);
+  if (read_window_ >= streams_.size()) read_window_ = 0;
+  // With more streams than one read takes, the windows rotate without blocking, and only the
+  // first window of a rotation blocks: a grant waits at most one rotation plus one block.
+  const bool block = read_window_ == 0;
+  std::vector<const redis::CampaignKeys*> chosen;
+  for (std::size_t k = 0; k < n; ++k) chosen.push_back(&streams_[(read_window_ + k) % streams_.size()]);
+  read_window_ = (read_window_ + n) % streams_.size();
+
+  redis::Args a{"XREADGROUP", "GROUP"};
+  a.add(redis::kWriterGroup).add(consumer_).add("COUNT").add(static_cast<int64_t>(sh_.options.read_count_max));
+  if (block) a.add("BLOCK").add(sh_.options.block_ms);
+  a.add("STREAMS");
+  for (const auto* k : chosen) a.add(k->grants);
+  for (std::size_t k = 0; k < chosen.size(); ++k) a.add(">");
+  redis::Reply r = redis_.command(a);
+  if (is_error_prefix(r, "NOGROUP")) {  // a stream vanished (deleted by hand): recreate groups
+    for (const auto* k : chosen) ensure_group(*k);
+    return;
+  }
+  if (r.is_error()) redis::throw_reply_error(r.str(), "XREADGROUP");
+  for (std::size_t i = 0; i < r.size(); ++i) {
+    const redisReply* s = r.at(i);
+    if (!redis::reply_is_array(s) || s->elements != 2) continue;
+    std::string_view key = redis::reply_str(s->element[0]);
+    for (const auto* k : chosen) {
+      if (k->grants == key) {
+        StreamBatch sb{*k, parse_entries(s->element[1]), {}};
+        if (!sb.entries.empty()) out.push_back(std::move(sb));
+        break;
+      }
+    }
+  }
+}
+
+void GrantWriter::claim_idle(std::vector<StreamBatch>& out) {
+  if (streams_.empty()) return;
+  const std::size_t n = std::min(streams_.size(), sh_.options.streams_per_read_max);
+  if (claim_window_ >= streams_.size()) claim_window_ = 0;
+  std::vector<const redis::CampaignKeys*> chosen;
+  for (std::size_t k = 0; k < n; ++k) chosen.push_back(&streams_[(claim_window_ + k) % streams_.size()]);
+  claim_window_ = (claim_window_ + n) % streams_.size();
+
+  for (const auto* k : chosen) {
+    std::string& cursor = claim_cursor_[k->campaign_id];
+    if (cursor.empty()) cursor = "0-0";
+    redis_.append(redis::Args{"XAUTOCLAIM"}
+                      .add(k->grants)
+                      .add(redis::kWriterGroup)
+                      .add(consumer_)
+                      .add(sh_.options.claim_idle_ms)
+                      .add(cursor)
+                      .add("COUNT")
+                      .add(static_cast<int64_t>(sh_.options.read_count_max)));
+  }
+  std::vector<StreamBatch> claimed;
+  for (const auto* k : chosen) {
+    redis::Reply r = redis_.read_reply();
+    if (r.is_error()) continue;  // NOGROUP for a vanished stream: refresh recreates it
+    if (r.size() < 2) continue;
+    claim_cursor_[k->campaign_id] = std::string(redis::reply_str(r.at(0)));
+    StreamBatch sb{*k, parse_entries(r.at(1)), {}};
+    if (!sb.entries.empty()) claimed.push_back(std::move(sb));
+  }
+  if (claimed.empty()) return;
+  // Delivery counts of what we just claimed (XAUTOCLAIM counted this delivery already).
+  for (const StreamBatch& sb : claimed) {
+    redis_.append(redis::Args{"XPENDING"}
+                      .add(sb.keys.grants)
+                      .add(redis::kWriterGroup)
+                      .add(sb.entries.front().id)
+                      .add(sb.entries.back().id)
+                      .add(static_cast<int64_t>(sb.entries.size()))
+                      .add(consumer_));
+  }
+  for (StreamBatch& sb : claimed) {
+    redis::Reply r = redis_.read_reply();
+    std::unordered_map<std::string_view, int64_t> counts;
+    for (std::size_t i = 0; i < r.size(); ++i) {
+      const redisReply* p = r.at(i);
+      long long d = 0;
+      if (redis::reply_is_array(p) && p->elements >= 4 && redis::reply_int(p->element[3], &d)) {
+        counts[redis::reply_str(p->element[0])] = d;
+      }
+    }
+    for (LogEntry& e : sb.entries) {
+      auto it = counts.find(e.id);
+      e.deliveries = it == counts.end() ? sh_.options.dead_letter_after_deliveries : it->second;
+    }
+    sh_.claimed += sb.entries.size();
+    out.push_back(std::move(sb));
+  }
+}
+
+void GrantWriter::heartbeat(const std::vector<StreamBatch>& batch, int64_t now_ms) {
+  if (now_ms - last_heartbeat_ms_ < sh_.options.claim_idle_ms / 3) return;
+  last_heartbeat_ms_ = now_ms;
+  for (const StreamBatch& sb : batch) {
+    redis::Args a{"XCLAIM"};
+    a.add(sb.keys.grants).add(redis::kWriterGroup).add(consumer_).add("0");
+    for (const LogEntry& e : sb.entries) a.add(e.id);
+    a.add("JUSTID");
+    redis_.append(a);
+  }
+  for (std::size_t i = 0; i < batch.size(); ++i) redis_.read_reply();
+}
+
+void GrantWriter::dead_letter(const StreamBatch& sb, const LogEntry& e, const std::string& reason) {
+  redis::Args a;
+  a.add(redis::kWriterGroup).add(e.id).add(clip(reason, kReasonBytesMax)).add(e.deliveries);
+  std::size_t pairs = 0;
+  for (const auto& [k, v] : e.fields) {
+    if (++pairs > kDeadLetterFieldsMax) break;
+    a.add(clip(k, 64)).add(clip(v, kDeadLetterValueBytesMax));
+  }
+  redis::Reply r = redis::eval(redis_, dead_letter_script_, {sb.keys.grants, sb.keys.dead_letters, sb.keys.reasons}, a);
+  if (r.is_error()) redis::throw_reply_error(r.str(), "dead letter");
+  if (r.integer() == 1) {
+    sh_.dead_lettered++;
+    log(LogLevel::kWarning, "writer", "grant-log entry " + e.id + " of campaign " + std::to_string(sb.keys.campaign_id) +
+                                          " moved to the dead-letter stream after " + std::to_string(e.deliveries) +
+                                          " deliveries: " + clip(reason, kReasonBytesMax));
+  }
+}
+
+void GrantWriter::prepare(std::vector<StreamBatch>& batch) {
+  for (StreamBatch& sb : batch) {
+    std::vector<LogEntry> keep;
+    std::vector<std::string> clear;
+    keep.reserve(sb.entries.size());
+    sb.grants.clear();
+    for (LogEntry& e : sb.entries) {
+      if (e.deleted) {  // deleted while pending: nothing to write, just clear it
+        clear.push_back(e.id);
+        continue;
+      }
+      Grant g;
+      const std::string why = parse_grant(e, sb.keys.campaign_id, &g);
+      if (!why.empty()) {  // retrying cannot fix a malformed entry
+        dead_letter(sb, e, why);
+        continue;
+      }
+      keep.push_back(std::move(e));
+      sb.grants.push_back(std::move(g));
+    }
+    sb.entries = std::move(keep);
+    if (!clear.empty()) {
+      redis::Args a;
+      a.add(redis::kWriterGroup);
+      for (const std::string& id : clear) a.add(id);
+      redis::check_reply(redis::eval(redis_, ack_script_, {sb.keys.grants, sb.keys.reasons}, a), "ack");
+    }
+  }
+  batch.erase(std::remove_if(batch.begin(), batch.end(), [](const StreamBatch& sb) { return sb.entries.empty(); }),
+              batch.end());
+}
+
+bool GrantWriter::write(std::vector<StreamBatch>& batch, int64_t now_ms, int64_t* wait_ms) {
+  std::vector<Grant> grants;
+  std::vector<std::pair<std::size_t, std::size_t>> where;  // grant index -> (stream, entry)
+  for (std::size_t s = 0; s < batch.size(); ++s) {
+    for (std::size_t i = 0; i < batch[s].grants.size(); ++i) {
+      grants.push_back(batch[s].grants[i]);
+      where.emplace_back(s, i);
+    }
+  }
+  if (grants.empty()) return true;
+  // 1. One transaction for the whole batch, if the breaker lets us.
+  if (!sh_.breaker.allow(now_ms, wait_ms)) return false;
+  pgstore::WriteOutcome outcome;
+  try {
+    outcome = pgstore::write_grants(pg_, grants);
+  } catch (const Error& e) {
+    // The database is down, or refused the batch as a whole (not one row): retry later.
+    sh_.failures++;
+    const bool was_open = sh_.breaker.is_open();
+    sh_.breaker.failure(redis::steady_ms());
+    log(LogLevel::kWarning, "writer", "writing " + std::to_string(grants.size()) +
+                                          " grants failed; they wait in the log and are retried: " + e.what());
+    if (!was_open && sh_.breaker.is_open()) {
+      log(LogLevel::kError, "writer", "circuit breaker open after " + std::to_string(sh_.options.breaker_failures) +
+                                          " consecutive failures: no new grants are read until PostgreSQL answers");
+    }
+    *wait_ms = std::max<int64_t>(1, sh_.options.backoff_initial_ms / 2);
+    return false;
+  }
+  if (sh_.breaker.is_open()) log(LogLevel::kInfo, "writer", "PostgreSQL answers again: circuit breaker closed");
+  sh_.breaker.success();
+  sh_.batches++;
+  if (sh_.commit_grants) sh_.commit_grants->observe(static_cast<double>(grants.size()));
+  sh_.written += static_cast<uint64_t>(outcome.inserted);
+  // 2. Grants the database refused: dead-letter on the last allowed delivery, else leave them
+  //    pending (they come back through XAUTOCLAIM) with the reason noted.
+  std::vector<bool> failed(grants.size(), false);
+  for (const auto& [gi, reason] : outcome.failed) {
+    failed[gi] = true;
+    const auto [s, i] = where[gi];
+    const LogEntry& e = batch[s].entries[i];
+    if (e.deliveries >= sh_.options.dead_letter_after_deliveries) {
+      dead_letter(batch[s], e, reason);
+    } else {
+      redis_.command_checked(
+          redis::Args{"HSET"}.add(batch[s].keys.reasons).add(e.id).add(clip(reason, kReasonBytesMax)), "HSET reason");
+    }
+  }
+  // 3. Acknowledge (and delete) what is in PostgreSQL now.
+  std::vector<std::vector<std::string>> ack(batch.size());
+  for (std::size_t gi = 0; gi < grants.size(); ++gi) {
+    if (!failed[gi]) ack[where[gi].first].push_back(batch[where[gi].first].entries[where[gi].second].id);
+  }
+  for (std::size_t s = 0; s < batch.size(); ++s) {
+    if (ack[s].empty()) continue;
+    redis::Args a;
+    a.add(redis::kWriterGroup);
+    for (const std::string& id : ack[s]) a.add(id);
+    redis::check_reply(redis::eval(redis_, ack_script_, {batch[s].keys.grants, batch[s].keys.reasons}, a), "ack");
+  }
+  return true;
+}
+
+void GrantWriter::say_goodbye() {
+  for (const redis::CampaignKeys& k : streams_) {
+    redis::Reply r = redis_.command(redis::Args{"XPENDING"}.add(k.grants).add(redis::kWriterGroup).add("-").add("+").add("1").add(consumer_));
+    if (r.is_array() && r.size() == 0) {
+      redis_.command(redis::Args{"XGROUP", "DELCONSUMER"}.add(k.grants).add(redis::kWriterGroup).add(consumer_));
+    }
+  }
+}
+
+void GrantWriter::run() {
+  std::vector<StreamBatch> held;
+  while (!sh_.stop.load()) {
+    try {
+      const int64_t now = redis::steady_ms();
+      if (held.empty()) {
+        // While the database is failing, take nothing new (grants wait in the stream); the
+        // writer holding the failed batch probes for everyone.
+        if (sh_.breaker.consecutive_failures() != 0) {
+          sleep_ms(20);
+          continue;
+        }
+        refresh_streams(now);
+        std::vector<StreamBatch> fresh;  // into `held` only once prepared
+        if (now >= next_claim_ms_) {
+          next_claim_ms_ = now + sh_.options.claim_interval_ms;
+          claim_idle(fresh);
+        }
+        if (fresh.empty()) read_new(fresh);
+        prepare(fresh);
+        held = std::move(fresh);
+        if (held.empty()) continue;
+        last_heartbeat_ms_ = now;
+      }
+      int64_t wait_ms = 0;
+      if (write(held, now, &wait_ms)) {
+        held.clear();
+        redis_failures_ = 0;
+        continue;
+      }
+      heartbeat(held, redis::steady_ms());
+      sleep_ms(std::min<int64_t>(std::max<int64_t>(wait_ms, 1), 100));
+    } catch (const Error& e) {
+      log(LogLevel::kWarning, "writer", std::string("redis: ") + e.what());
+      // Redis is down or dropped us. Entries in hand stay pending under our name; they are
+      // written again once Redis is back (idempotently).
+      sh_.failures++;
+      ++redis_failures_;
+      sleep_ms(jittered_backoff_ms(redis_failures_, sh_.options.backoff_initial_ms, sh_.options.backoff_max_ms, rng_));
+    }
+  }
+  // Stopping: one last try to finish the batch in hand, then leave the group tidy.
+  try {
+    int64_t wait_ms = 0;
+    if (!held.empty()) write(held, redis::steady_ms(), &wait_ms);
+    say_goodbye();
+  } catch (const Error&) {
+  }
+}
+
+}  // namespace couponcore::writer
+
+// ---- run_worker ------------------------------------------------------------------------------
+
+namespace couponcore {
+
+int run_worker(const WorkerOptions& options, std::atomic<bool>& stop) {
+  redis::check_key_prefix(options.key_prefix);
+  writer::check_writer_options(options.writer);
+  if (options.threads < 1 || options.threads > 64) throw_invalid("worker threads must be 1..64");
+  if (options.postgres_url.empty()) throw_invalid("worker needs a postgres url");
+  redis::RedisUrl url = redis::RedisUrl::parse(options.redis_url);
+  std::mt19937_64 rng(std::random_device{}());
+
+  if (options.migrate_on_start) {
+    for (int attempt = 1; !stop.load(); ++attempt) {
+      try {
+        migrate(options.postgres_url);
+        break;
+      } catch (const Error& e) {
+        if (e.code() != ErrorCode::kUnavailable) throw;
+        const int64_t wait = writer::jittered_backoff_ms(attempt, options.writer.backoff_initial_ms,
+                                                         options.writer.backoff_max_ms, rng);
+        std::this_thread::sleep_for(std::chrono::milliseconds(wait));
+      }
+    }
+  }
+  redis::RedisConnOptions ro;
+  ro.client_name = "couponcore-worker";
+  ro.backoff_max_ms = options.writer.backoff_max_ms;
+  writer::WriterShared shared(options.key_prefix, url, ro, options.postgres_url, options.writer, stop);
+  const std::string base = options.consumer_name.empty() ? writer::default_consumer_base() : options.consumer_name;
+  std::vector<std::unique_ptr<writer::GrantWriter>> writers;
+  std::vector<std::thread> threads;
+  for (int i = 0; i < options.threads; ++i) {
+    writers.push_back(std::make_unique<writer::GrantWriter>(shared, base + "-" + std::to_string(i)));
+  }
+  for (auto& w : writers) threads.emplace_back([&w] { w->run(); });
+  int64_t next_report_ms = redis::steady_ms() + options.report_interval_ms;
+  while (!stop.load()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    if (options.report_interval_ms > 0 && options.report && redis::steady_ms() >= next_report_ms) {
+      next_report_ms = redis::steady_ms() + options.report_interval_ms;
+      options.report(shared.stats());
+    }
+  }
+  for (auto& t : threads) t.join();
+  if (options.report) options.report(shared.stats());
+  return 0;
+}
+
+}  // namespace couponcore

@@ -1,0 +1,132 @@
+// The grant writer: moves grants from the campaigns' grant streams into PostgreSQL.
+//
+// One GrantWriter is one thread with its own Redis and PostgreSQL connections; the engine runs
+// ProductionOptions::writer_threads of them, run_worker() runs WorkerOptions::threads. A loop:
+//   1. every campaigns_refresh_ms: SMEMBERS Pcampaigns; XGROUP CREATE for new streams
+//   2. every claim_interval_ms: XAUTOCLAIM entries idle > claim_idle_ms on any consumer (a dead
+//      one), XPENDING for their delivery counts
+//   3. otherwise XREADGROUP GROUP writers <me> COUNT read_count_max BLOCK block_ms STREAMS ... >
+//   4. write the batch: parse (malformed -> dead letter at once: retrying cannot fix it);
+//      pgstore::write_grants in one transaction; commit; then kAckLua (XACK, then XTRIM MINID
+//      up to the oldest pending entry: only acknowledged entries are ever removed, one trim
+//      per batch instead of an XDEL per entry; the stream holds the grants not yet in
+//      PostgreSQL, plus acknowledged ones above a pending one until it is resolved). A grant
+//      the database refuses (conflict, foreign key) stays pending and
+//      comes back through XAUTOCLAIM; on its dead_letter_after_deliveries-th delivery it moves
+//      to the dead-letter stream with the reason (kDeadLetterLua).
+//   5. database down: the batch stays in hand (and in our PEL, its idle time refreshed by
+//      XCLAIM JUSTID so no one else claims it), the shared circuit breaker paces retries, and
+//      no new entries are read: grants wait in the stream.
+// A crash anywhere before the XACK means redelivery; the insert is idempotent (ON CONFLICT DO
+// NOTHING on the unique keys), so redelivery never makes a duplicate row.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include "couponcore/engine.hpp"
+#include "couponcore/metrics.hpp"
+#include "couponcore/types.hpp"
+#include "couponcore/worker.hpp"
+#include "postgres/pg.hpp"
+#include "redis/keys.hpp"
+#include "redis/redis.hpp"
+#include "writer/backoff.hpp"
+
+namespace couponcore::writer {
+
+// One grant-log entry as read from a stream.
+struct LogEntry {
+  std::string id;
+  std::vector<std::pair<std::string, std::string>> fields;
+  int64_t deliveries = 1;
+  bool deleted = false;  // XAUTOCLAIM of an entry deleted meanwhile (Redis 6.2 reports nil)
+};
+
+// Entries of an XRANGE / XREADGROUP / XAUTOCLAIM entries array.
+std::vector<LogEntry> parse_entries(const redisReply* entries);
+// Fills *grant from an entry of campaign_id's stream; returns "" or why it is malformed.
+std::string parse_grant(const LogEntry& entry, int64_t campaign_id, Grant* grant);
+
+// What all writer threads of one process share.
+struct WriterShared {
+  WriterShared(std::string prefix_, redis::RedisUrl redis_url_, redis::RedisConnOptions redis_options_,
+               std::string postgres_url_, WriterOptions options_, std::atomic<bool>& stop_)
+      : prefix(std::move(prefix_)),
+        redis_url(std::move(redis_url_)),
+        redis_options(std::move(redis_options_)),
+        postgres_url(std::move(postgres_url_)),
+        options(options_),
+        stop(stop_),
+        breaker(options_.breaker_failures, options_.backoff_initial_ms, options_.backoff_max_ms) {}
+  const std::string prefix;
+  const redis::RedisUrl redis_url;
+  const redis::RedisConnOptions redis_options;
+  const std::string postgres_url;
+  const WriterOptions options;
+  std::atomic<bool>& stop;
+  CircuitBreaker breaker;
+  std::atomic<uint64_t> written{0}, batches{0}, dead_lettered{0}, failures{0}, claimed{0};
+  Histogram* commit_grants = nullptr;  // grants per committed batch, when an engine keeps one
+
+  WorkerStats stats() const;
+};
+
+// Checks WriterOptions; throws kInvalidArgument.
+void check_writer_options(const WriterOptions& o);
+
+class GrantWriter {
+ public:
+  GrantWriter(WriterShared& shared, std::string consumer);
+  void run();  // until shared.stop
+
+ private:
+  struct StreamBatch {
+    redis::CampaignKeys keys;
+    std::vector<LogEntry> entries;
+    std::vector<Grant> grants;  // after prepare(): grants[i] is entries[i] parsed
+  };
+
+  void refresh_streams(int64_t now_ms);
+  void claim_idle(std::vector<StreamBatch>& out);
+  void read_new(std::vector<StreamBatch>& out);
+  // Parses every entry; dead-letters the malformed ones and clears deleted ones, keeping the
+  // rest (entries[i] <-> grants[i]). Drops stream batches left empty.
+  void prepare(std::vector<StreamBatch>& batch);
+  // True when the batch is finished with (written, dead-lettered or left pending to come
+  // back); false when it must be retried after *wait_ms (the database is down, or the
+  // breaker says wait).
+  bool write(std::vector<StreamBatch>& batch, int64_t now_ms, int64_t* wait_ms);
+  void heartbeat(const std::vector<StreamBatch>& batch, int64_t now_ms);
+  void dead_letter(const StreamBatch& sb, const LogEntry& e, const std::string& reason);
+  void ensure_group(const redis::CampaignKeys& keys);
+  void say_goodbye();  // XGROUP DELCONSUMER where we hold nothing
+  void sleep_ms(int64_t ms);
+
+  WriterShared& sh_;
+  const std::string consumer_;
+  redis::RedisConn redis_;
+  pg::Conn pg_;
+  redis::Script ack_script_;
+  redis::Script dead_letter_script_;
+  std::vector<redis::CampaignKeys> streams_;
+  std::unordered_set<int64_t> known_;
+  std::unordered_map<int64_t, std::string> claim_cursor_;
+  std::size_t read_window_ = 0;
+  std::size_t claim_window_ = 0;
+  int64_t next_refresh_ms_ = 0;
+  int64_t next_claim_ms_ = 0;
+  int64_t last_heartbeat_ms_ = 0;
+  int redis_failures_ = 0;
+  std::mt19937_64 rng_{std::random_device{}()};
+};
+
+// The default consumer base name: "<host>-<pid>-<random>".
+std::string default_consumer_base();
+
+}  // namespace couponcore::writer

@@ -1,0 +1,184 @@
+// The production deployment from Python: open_production (options as keyword arguments),
+// migrate, and Worker — the standalone grant writer run on a native thread so that Python's
+// signal handlers keep running in the main thread (`couponcore worker` stops on SIGTERM/SIGINT).
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <atomic>
+#include <mutex>
+#include <thread>
+
+#include "convert.hpp"
+#include "couponcore/engine.hpp"
+#include "couponcore/worker.hpp"
+
+namespace couponcore::py_bindings {
+
+py::object wrap_engine(std::unique_ptr<Engine> engine);  // engine.cpp
+
+namespace {
+
+template <typename T>
+void set_if(py::dict d, const char* key, T& field) {
+  if (d.contains(key) && !py::object(d[key]).is_none()) field = py::cast<T>(d[key]);
+}
+
+void read_writer_options(py::dict d, WriterOptions& w) {
+  set_if(d, "writer_read_count_max", w.read_count_max);
+  set_if(d, "writer_block_ms", w.block_ms);
+  set_if(d, "writer_claim_idle_ms", w.claim_idle_ms);
+  set_if(d, "writer_claim_interval_ms", w.claim_interval_ms);
+  set_if(d, "writer_dead_letter_after_deliveries", w.dead_letter_after_deliveries);
+  set_if(d, "writer_backoff_initial_ms", w.backoff_initial_ms);
+  set_if(d, "writer_backoff_max_ms", w.backoff_max_ms);
+  set_if(d, "writer_breaker_failures", w.breaker_failures);
+}
+
+ProductionOptions production_options(py::dict d) {
+  ProductionOptions o;
+  set_if(d, "redis_url", o.redis_url);
+  set_if(d, "postgres_url", o.postgres_url);
+  set_if(d, "key_prefix", o.key_prefix);
+  set_if(d, "writer_threads", o.writer_threads);
+  set_if(d, "migrate_on_open", o.migrate_on_open);
+  set_if(d, "answer_ttl_s", o.answer_ttl_s);
+  set_if(d, "gate_batch_requests_max", o.gate_batch_requests_max);
+  set_if(d, "gate_pipeline_calls_max", o.gate_pipeline_calls_max);
+  set_if(d, "queued_requests_max", o.queued_requests_max);
+  set_if(d, "queue_full_wait_ms", o.queue_full_wait_ms);
+  set_if(d, "redis_connect_timeout_ms", o.redis_connect_timeout_ms);
+  set_if(d, "redis_command_timeout_ms", o.redis_command_timeout_ms);
+  set_if(d, "client_name", o.client_name);
+  set_if(d, "close_drain_timeout_ms", o.close_drain_timeout_ms);
+  read_writer_options(d, o.writer);
+  return o;
+}
+
+py::dict stats_dict(const WorkerStats& s) {
+  py::dict d;
+  d["grants_written"] = s.grants_written;
+  d["batches"] = s.batches;
+  d["dead_lettered"] = s.dead_lettered;
+  d["failures"] = s.failures;
+  d["claimed"] = s.claimed;
+  d["breaker_open"] = s.breaker_open;
+  return d;
+}
+
+// run_worker on its own thread; stop() may be called from a signal handler's Python code.
+class PyWorker {
+ public:
+  explicit PyWorker(WorkerOptions options) : options_(std::move(options)) {
+    options_.report = [this](const WorkerStats& s) {
+      std::lock_guard lock(mu_);
+      stats_ = s;
+    };
+    if (options_.report_interval_ms <= 0) options_.report_interval_ms = 1000;
+  }
+  ~PyWorker() {
+    stop_ = true;
+    if (thread_.joinable()) {
+      py::gil_scoped_release nogil;
+      thread_.join();
+    }
+  }
+  void start() {
+    if (thread_.joinable()) raise(ErrorCode::kConflict, "the worker is already started");
+    thread_ = std::thread([this] {
+      try {
+        run_worker(options_, stop_);
+      } catch (...) {
+        std::lock_guard lock(mu_);
+        error_ = std::current_exception();
+      }
+      done_ = true;
+    });
+  }
+  void stop() { stop_ = true; }
+  // Waits up to timeout_s; true when the worker has finished. Re-raises its error.
+  bool join(double timeout_s) {
+    {
+      py::gil_scoped_release nogil;
+      auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+      while (!done_ && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+    }
+    if (!done_) return false;
+    if (thread_.joinable()) thread_.join();
+    std::lock_guard lock(mu_);
+    if (error_) std::rethrow_exception(error_);
+    return true;
+  }
+  py::dict stats() {
+    std::lock_guard lock(mu_);
+    return stats_dict(stats_);
+  }
+
+ private:
+  WorkerOptions options_;
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> done_{false};
+  std::thread thread_;
+  std::mutex mu_;
+  WorkerStats stats_;
+  std::exception_ptr error_;
+};
+
+}  // namespace
+
+py::dict reconcile_dict(const ReconcileReport& r) {
+  py::dict d;
+  d["campaign_id"] = r.campaign_id;
+  d["gate_issued"] = r.gate_issued;
+  d["gate_holders"] = r.gate_holders;
+  d["log_pending"] = r.log_pending;
+  d["redriven"] = r.redriven;
+  d["store_rows"] = r.store_rows;
+  d["store_distinct_users"] = r.store_distinct_users;
+  d["store_max_seq"] = r.store_max_seq;
+  d["missing_in_store"] = r.missing_in_store;
+  d["unexpected_in_store"] = r.unexpected_in_store;
+  d["holder_mismatches"] = r.holder_mismatches;
+  d["dead_lettered"] = r.dead_lettered;
+  d["missing_seqs_sample"] = r.missing_seqs_sample;
+  d["consistent"] = r.consistent;
+  return d;
+}
+
+void register_production(py::module_& m) {
+  m.def("open_production", [](py::dict options) {
+    ProductionOptions o = production_options(options);
+    std::unique_ptr<Engine> e;
+    {
+      py::gil_scoped_release nogil;
+      e = open_production(o);
+    }
+    return wrap_engine(std::move(e));
+  }, py::arg("options"));
+
+  m.def("migrate", [](const std::string& postgres_url) {
+    py::gil_scoped_release nogil;
+    return migrate(postgres_url);
+  }, py::arg("postgres_url"), "Apply the PostgreSQL migrations; returns how many were applied.");
+
+  py::class_<PyWorker>(m, "Worker", "The standalone grant writer (run_worker) on a native thread.")
+      .def(py::init([](py::dict d) {
+        WorkerOptions o;
+        set_if(d, "redis_url", o.redis_url);
+        set_if(d, "postgres_url", o.postgres_url);
+        set_if(d, "key_prefix", o.key_prefix);
+        set_if(d, "threads", o.threads);
+        set_if(d, "consumer_name", o.consumer_name);
+        set_if(d, "migrate_on_start", o.migrate_on_start);
+        set_if(d, "report_interval_ms", o.report_interval_ms);
+        read_writer_options(d, o.writer);
+        return std::make_unique<PyWorker>(std::move(o));
+      }))
+      .def("start", &PyWorker::start)
+      .def("stop", &PyWorker::stop)
+      .def("join", &PyWorker::join, py::arg("timeout_s"))
+      .def("stats", &PyWorker::stats);
+}
+
+}  // namespace couponcore::py_bindings

@@ -1,0 +1,245 @@
+// Binds couponcore::WalletEngine as _core.Wallets: operations as dicts in, result dicts out,
+// the GIL released around every blocking call. Like _core.Engine, a Wallets object belongs to
+// the process that opened it (refused after fork, never destroyed in a child).
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+#include <unistd.h>
+
+#include <future>
+#include <memory>
+
+#include "convert.hpp"
+#include "couponcore/error.hpp"
+#include "couponcore/wallet.hpp"
+
+namespace couponcore::py_bindings {
+
+namespace {
+
+class PyWallets {
+ public:
+  explicit PyWallets(std::unique_ptr<WalletEngine> e) : engine_(std::move(e)), pid_(::getpid()) {}
+  ~PyWallets() {
+    if (::getpid() != pid_) {
+      (void)engine_.release();
+      return;
+    }
+    py::gil_scoped_release nogil;
+    engine_.reset();
+  }
+  WalletEngine& get() {
+    if (::getpid() != pid_) {
+      raise(ErrorCode::kClosed, "these wallets were opened in process " + std::to_string(pid_) + " before a fork");
+    }
+    if (engine_->closed()) raise(ErrorCode::kClosed, "the wallets are closed");
+    return *engine_;
+  }
+  void close() {
+    if (::getpid() != pid_) return;
+    py::gil_scoped_release nogil;
+    engine_->close();
+  }
+  bool closed() const { return ::getpid() != pid_ || engine_->closed(); }
+
+ private:
+  std::unique_ptr<WalletEngine> engine_;
+  pid_t pid_;
+};
+
+py::object opt(const std::optional<int64_t>& v) { return v ? py::object(py::int_(*v)) : py::none(); }
+
+std::string str_or_empty(py::dict d, const char* key) {
+  if (!d.contains(key) || py::object(d[key]).is_none()) return {};
+  return to_str(d[key], key);
+}
+
+int64_t i64_or(py::dict d, const char* key, int64_t fallback) {
+  if (!d.contains(key) || py::object(d[key]).is_none()) return fallback;
+  return to_i64(d[key], key);
+}
+
+WalletOp op_from(py::dict d) {
+  const std::string kind = to_str(d["kind"], "kind");
+  const int64_t partner = to_i64(d["partner_id"], "partner_id");
+  const std::string user = to_str(d["user_id"], "user_id");
+  const std::string key = str_or_empty(d, "idempotency_key");
+  if (key.empty()) raise(ErrorCode::kInvalidArgument, "idempotency_key is required");
+  if (kind == "earn") {
+    std::optional<int64_t> expires;
+    if (d.contains("expires_at_us") && !py::object(d["expires_at_us"]).is_none()) expires = to_i64(d["expires_at_us"], "expires_at");
+    return WalletOp::earn(partner, user, to_i64(d["amount"], "amount"), expires, str_or_empty(d, "reason"), key);
+  }
+  if (kind == "use") return WalletOp::use(partner, user, to_i64(d["amount"], "amount"), str_or_empty(d, "order_id"), key);
+  if (kind == "cancel") {
+    const int64_t entry = i64_or(d, "entry_id", 0);
+    const std::string use_key = str_or_empty(d, "use_key");
+    if ((entry != 0) == !use_key.empty()) raise(ErrorCode::kInvalidArgument, "give entry_id or use_key (exactly one)");
+    return entry != 0 ? WalletOp::cancel_entry(partner, user, entry, key) : WalletOp::cancel_by_key(partner, user, use_key, key);
+  }
+  if (kind == "transfer") {
+    return WalletOp::transfer(partner, user, to_str(d["to_user_id"], "to_user_id"), to_i64(d["amount"], "amount"), key);
+  }
+  raise(ErrorCode::kInvalidArgument, "unknown wallet operation " + kind);
+}
+
+py::dict result_dict(const WalletResult& r) {
+  py::dict d;
+  d["entry_id"] = r.entry_id;
+  d["amount"] = r.amount;
+  d["balance_after"] = r.balance_after;
+  d["expired_amount"] = r.expired_amount;
+  d["peer_entry_id"] = r.peer_entry_id ? py::object(py::int_(r.peer_entry_id)) : py::none();
+  d["created_at_us"] = r.created_at_us;
+  d["replayed"] = r.replayed;
+  return d;
+}
+
+py::dict entry_dict(const WalletEntry& e) {
+  py::dict d;
+  d["id"] = e.id;
+  d["kind"] = wallet_entry_kind_name(e.kind);
+  d["amount"] = e.amount;
+  d["balance_after"] = e.balance_after;
+  d["idempotency_key"] = e.idempotency_key.empty() ? py::object(py::none()) : py::object(py::str(e.idempotency_key));
+  d["ref_entry_id"] = e.ref_entry_id ? py::object(py::int_(e.ref_entry_id)) : py::none();
+  d["order_id"] = e.order_id.empty() ? py::object(py::none()) : py::object(py::str(e.order_id));
+  d["reason"] = e.reason.empty() ? py::object(py::none()) : py::object(py::str(e.reason));
+  d["created_at_us"] = e.created_at_us;
+  return d;
+}
+
+}  // namespace
+
+void register_wallet(py::module_& m) {
+  py::class_<PyWallets>(m, "Wallets", "The native batched wallet engine; use engine.points.")
+      .def_property_readonly("kind", [](PyWallets& self) { return std::string(self.get().kind()); })
+      .def_property_readonly("closed", &PyWallets::closed)
+      .def("close", &PyWallets::close)
+      .def("apply", [](PyWallets& self, py::dict op) {
+        WalletEngine& w = self.get();
+        WalletOp o = op_from(op);
+        auto promise = std::make_shared<std::promise<WalletResult>>();
+        std::future<WalletResult> future = promise->get_future();
+        {
+          py::gil_scoped_release nogil;
+          w.submit(std::move(o), [promise](WalletResult&& r, std::exception_ptr err) {
+            if (err) {
+              promise->set_exception(err);
+            } else {
+              promise->set_value(std::move(r));
+            }
+          });
+        }
+        WalletResult r;
+        {
+          py::gil_scoped_release nogil;
+          r = wait_interruptibly(future);
+        }
+        return result_dict(r);
+      })
+      .def("balance", [](PyWallets& self, py::object partner_id, py::object user_id) {
+        WalletEngine& w = self.get();
+        int64_t p = to_i64(partner_id, "partner_id");
+        std::string u = to_str(user_id, "user_id");
+        WalletBalance b;
+        {
+          py::gil_scoped_release nogil;
+          b = w.balance(p, u);
+        }
+        py::dict d;
+        d["total"] = b.total;
+        d["next_expiry_amount"] = b.next_expiry_amount;
+        d["next_expiry_at_us"] = opt(b.next_expiry_at_us);
+        return d;
+      })
+      .def("history", [](PyWallets& self, py::object partner_id, py::object user_id, py::object cursor, py::object limit) {
+        WalletEngine& w = self.get();
+        int64_t p = to_i64(partner_id, "partner_id");
+        std::string u = to_str(user_id, "user_id");
+        int64_t c = cursor.is_none() ? 0 : to_i64(cursor, "cursor");
+        int64_t l = to_i64(limit, "limit");
+        if (l < 1 || l > INT32_MAX) raise(ErrorCode::kInvalidArgument, "limit is out of range");
+        WalletHistoryPage page;
+        {
+          py::gil_scoped_release nogil;
+          page = w.history(p, u, c, static_cast<int>(l));
+        }
+        py::list items;
+        for (const WalletEntry& e : page.entries) items.append(entry_dict(e));
+        return py::make_tuple(items, page.next_cursor ? py::object(py::int_(page.next_cursor)) : py::none());
+      })
+      .def("expire", [](PyWallets& self, py::object now_us, py::object chunk) {
+        WalletEngine& w = self.get();
+        int64_t n = to_i64(now_us, "now");
+        int64_t c = to_i64(chunk, "chunk_wallets");
+        if (c < 1 || c > INT32_MAX) raise(ErrorCode::kInvalidArgument, "chunk_wallets is out of range");
+        WalletExpireReport r;
+        {
+          py::gil_scoped_release nogil;
+          r = w.expire(n, static_cast<int>(c));
+        }
+        py::dict d;
+        d["wallets"] = r.wallets;
+        d["points"] = r.points;
+        d["chunks"] = r.chunks;
+        return d;
+      })
+      .def("audit", [](PyWallets& self, py::object partner_id) {
+        WalletEngine& w = self.get();
+        int64_t p = partner_id.is_none() ? -1 : to_i64(partner_id, "partner_id");
+        WalletAudit a;
+        {
+          py::gil_scoped_release nogil;
+          a = w.audit(p);
+        }
+        py::dict d;
+        d["wallets"] = a.wallets;
+        d["balance_not_lot_sum"] = a.balance_not_lot_sum;
+        d["negative"] = a.negative;
+        d["balance_not_entry_sum"] = a.balance_not_entry_sum;
+        d["running_balance_broken"] = a.running_balance_broken;
+        d["draws_not_entry_amount"] = a.draws_not_entry_amount;
+        d["lots_not_entry_amount"] = a.lots_not_entry_amount;
+        d["lot_drawn_mismatch"] = a.lot_drawn_mismatch;
+        d["orphans"] = a.orphans;
+        d["ok"] = a.ok();
+        return d;
+      })
+      .def("counters", [](PyWallets& self) {
+        WalletCounters k = self.get().counters();
+        py::dict d;
+        d["ops"] = k.ops;
+        d["ops_failed"] = k.ops_failed;
+        d["replays"] = k.replays;
+        d["batches"] = k.batches;
+        d["retries"] = k.retries;
+        d["isolated"] = k.isolated;
+        d["max_batch_ops"] = k.max_batch_ops;
+        return d;
+      });
+
+  m.def("open_wallets_embedded", [](const std::string& path, bool synchronous_full) {
+    EmbeddedWalletOptions o;
+    o.path = path;
+    o.synchronous_full = synchronous_full;
+    std::unique_ptr<WalletEngine> e;
+    {
+      py::gil_scoped_release nogil;
+      e = open_wallets_embedded(o);
+    }
+    return std::make_unique<PyWallets>(std::move(e));
+  }, py::arg("path"), py::arg("synchronous_full") = true);
+
+  m.def("open_wallets_postgres", [](const std::string& url) {
+    PostgresWalletOptions o;
+    o.url = url;
+    std::unique_ptr<WalletEngine> e;
+    {
+      py::gil_scoped_release nogil;
+      e = open_wallets_postgres(o);
+    }
+    return std::make_unique<PyWallets>(std::move(e));
+  }, py::arg("url"));
+}
+
+}  // namespace couponcore::py_bindings

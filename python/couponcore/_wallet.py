@@ -1,0 +1,178 @@
+"""Point wallets from Python: ``engine.points`` (partner 0) or ``engine.partner(p).points``.
+
+Every operation takes an ``idempotency_key`` (unique per partner): a retry with the same key
+returns the first result (``replayed=True``), the same key with other content raises
+``Conflict``. Amounts are integers (points). Operations of many threads and coroutines are
+applied natively in batches, one transaction each; see docs/wallet.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import functools
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, TypeVar
+
+from . import _core
+from ._types import TimeLike, from_us, to_us
+
+T = TypeVar("T")
+HISTORY_PAGE_DEFAULT = 50
+
+
+@dataclass(frozen=True)
+class WalletResult:
+    """The answer to one wallet operation (also when replayed from its idempotency record)."""
+
+    entry_id: int
+    amount: int  # the entry's signed amount: use -n, earn/cancel +n (transfer: the source's -n)
+    balance_after: int
+    expired_amount: int  # cancel: restored points that fell into expired lots (written off)
+    peer_entry_id: Optional[int]  # transfer: the destination's transfer_in entry
+    created_at: _dt.datetime
+    replayed: bool
+
+    @classmethod
+    def _from_core(cls, d: dict[str, Any]) -> WalletResult:
+        created = from_us(d["created_at_us"])
+        assert created is not None
+        return cls(d["entry_id"], d["amount"], d["balance_after"], d["expired_amount"], d["peer_entry_id"],
+                   created, d["replayed"])
+
+
+@dataclass(frozen=True)
+class Balance:
+    """Usable points now, and the soonest expiry (amount and time), if any."""
+
+    total: int
+    next_expiry_amount: int
+    next_expiry_at: Optional[_dt.datetime]
+
+
+@dataclass(frozen=True)
+class WalletEntry:
+    """One ledger entry: kind is earn, use, cancel, expire, transfer_in or transfer_out."""
+
+    id: int
+    kind: str
+    amount: int
+    balance_after: int
+    idempotency_key: Optional[str]
+    ref_entry_id: Optional[int]
+    order_id: Optional[str]
+    reason: Optional[str]
+    created_at: _dt.datetime
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    """Entries newest first; pass ``next_cursor`` back as ``cursor`` (None: no more)."""
+
+    entries: list[WalletEntry]
+    next_cursor: Optional[int]
+
+
+async def _offload(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    return await asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *args, **kwargs))
+
+
+class Points:
+    """One partner's point wallets. Obtain it as ``engine.points`` or ``scope.points``."""
+
+    def __init__(self, wallets: Callable[[], _core.Wallets], partner_id: int) -> None:
+        self._wallets = wallets
+        self._partner_id = partner_id
+
+    def _apply(self, op: dict[str, Any]) -> WalletResult:
+        op["partner_id"] = self._partner_id
+        return WalletResult._from_core(self._wallets().apply(op))
+
+    def earn(
+        self,
+        user_id: str,
+        amount: int,
+        *,
+        idempotency_key: str,
+        expires_at: Optional[TimeLike] = None,
+        expires_in_days: Optional[float] = None,
+        reason: str = "",
+    ) -> WalletResult:
+        """Add a lot of ``amount`` points, expiring at ``expires_at`` or after
+        ``expires_in_days`` (neither: never)."""
+        if expires_at is not None and expires_in_days is not None:
+            raise _core.InvalidArgument("give expires_at or expires_in_days, not both")
+        expires_us = to_us(expires_at, "expires_at")
+        if expires_in_days is not None:
+            if isinstance(expires_in_days, bool) or not isinstance(expires_in_days, (int, float)) or expires_in_days <= 0:
+                raise _core.InvalidArgument("expires_in_days must be a positive number")
+            expires_us = to_us(_dt.datetime.now(_dt.timezone.utc) + _dt.timedelta(days=expires_in_days), "expires_at")
+        return self._apply({"kind": "earn", "user_id": user_id, "amount": amount, "expires_at_us": expires_us,
+                            "reason": reason, "idempotency_key": idempotency_key})
+
+    def use(self, user_id: str, amount: int, *, idempotency_key: str, order_id: str = "") -> WalletResult:
+        """Spend ``amount`` points, first-expiring lots first. ``InsufficientFunds`` if the
+        usable balance is lower (nothing changes)."""
+        return self._apply({"kind": "use", "user_id": user_id, "amount": amount, "order_id": order_id,
+                            "idempotency_key": idempotency_key})
+
+    def cancel(
+        self, user_id: str, *, idempotency_key: str, entry_id: Optional[int] = None, use_key: Optional[str] = None
+    ) -> WalletResult:
+        """Undo a use (by its ``entry_id`` or its idempotency key ``use_key``): exactly the drawn
+        lots are restored; points of lots that expired meanwhile are restored and written off."""
+        return self._apply({"kind": "cancel", "user_id": user_id, "entry_id": entry_id, "use_key": use_key,
+                            "idempotency_key": idempotency_key})
+
+    def transfer(self, from_user_id: str, to_user_id: str, amount: int, *, idempotency_key: str) -> WalletResult:
+        """Move points between two wallets of this partner (locked in id order)."""
+        return self._apply({"kind": "transfer", "user_id": from_user_id, "to_user_id": to_user_id,
+                            "amount": amount, "idempotency_key": idempotency_key})
+
+    def balance(self, user_id: str) -> Balance:
+        d = self._wallets().balance(self._partner_id, user_id)
+        return Balance(d["total"], d["next_expiry_amount"], from_us(d["next_expiry_at_us"]))
+
+    def history(self, user_id: str, cursor: Optional[int] = None, limit: int = HISTORY_PAGE_DEFAULT) -> HistoryPage:
+        items, next_cursor = self._wallets().history(self._partner_id, user_id, cursor, limit)
+        entries = []
+        for d in items:
+            created = from_us(d.pop("created_at_us"))
+            assert created is not None
+            entries.append(WalletEntry(created_at=created, **d))
+        return HistoryPage(entries, next_cursor)
+
+    async def aearn(self, user_id: str, amount: int, **kwargs: Any) -> WalletResult:
+        return await _offload(self.earn, user_id, amount, **kwargs)
+
+    async def ause(self, user_id: str, amount: int, **kwargs: Any) -> WalletResult:
+        return await _offload(self.use, user_id, amount, **kwargs)
+
+    async def acancel(self, user_id: str, **kwargs: Any) -> WalletResult:
+        return await _offload(self.cancel, user_id, **kwargs)
+
+    async def atransfer(self, from_user_id: str, to_user_id: str, amount: int, **kwargs: Any) -> WalletResult:
+        return await _offload(self.transfer, from_user_id, to_user_id, amount, **kwargs)
+
+    async def abalance(self, user_id: str) -> Balance:
+        return await _offload(self.balance, user_id)
+
+    async def ahistory(self, user_id: str, cursor: Optional[int] = None, limit: int = HISTORY_PAGE_DEFAULT) -> HistoryPage:
+        return await _offload(self.history, user_id, cursor, limit)
+
+
+class PointsAdmin(Points):
+    """``engine.points``: partner 0's wallets plus the operator's jobs."""
+
+    def expire(self, now: Optional[TimeLike] = None, chunk_wallets: int = 1000) -> dict[str, int]:
+        """The expiry job: write off every lot past its date (all partners), in chunks of short
+        transactions; safe to re-run after a crash."""
+        now_us = to_us(now, "now") if now is not None else to_us(_dt.datetime.now(_dt.timezone.utc), "now")
+        return self._wallets().expire(now_us, chunk_wallets)
+
+    def audit(self, partner_id: Optional[int] = None) -> dict[str, Any]:
+        """Check the invariants (balance == remaining lots == ledger sum, never negative, ...)."""
+        return self._wallets().audit(partner_id)
+
+    def counters(self) -> dict[str, int]:
+        return self._wallets().counters()

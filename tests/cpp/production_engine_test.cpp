@@ -1,0 +1,432 @@
+// The production engine on real Redis and PostgreSQL: the embedded engine's gate semantics
+// (same scenarios as embedded_engine_test.cpp), the sold-out fast path, request-id retries,
+// reopen, bad input (key-injection attempts included), the mirror rebuilt from the store, and
+// reconcile. Every test uses its own key prefix; the servers must be up (the tests fail if not).
+#include <gtest/gtest.h>
+
+#include <map>
+#include <set>
+#include <thread>
+
+#include "couponcore/engine.hpp"
+#include "couponcore/error.hpp"
+#include "couponcore/limits.hpp"
+#include "production_test_util.hpp"
+#include "redis/keys.hpp"
+#include "redis/redis.hpp"
+
+using namespace couponcore;
+
+namespace {
+
+class ProductionEngineTest : public ::testing::Test {
+ protected:
+  void SetUp() override { options_ = testutil::production_options(testutil::current_test_name()); }
+  void TearDown() override { testutil::delete_keys(options_.key_prefix); }
+  std::unique_ptr<Engine> open() { return open_production(options_); }
+  static CampaignSpec spec(int64_t quantity, int32_t limit = 1) {
+    CampaignSpec s;
+    s.name = "drop";
+    s.quantity = quantity;
+    s.per_user_limit = limit;
+    return s;
+  }
+  redis::RedisConn redis() { return redis::RedisConn(redis::RedisUrl::parse(options_.redis_url), {}); }
+  ProductionOptions options_;
+};
+
+IssueRequest req(std::string user, std::string request_id = "") { return {std::move(user), std::move(request_id)}; }
+
+template <typename Fn>
+void expect_code(ErrorCode code, Fn&& fn) {
+  try {
+    fn();
+    ADD_FAILURE() << "no error";
+  } catch (const Error& err) {
+    EXPECT_EQ(err.code(), code) << err.what();
+  }
+}
+
+TEST_F(ProductionEngineTest, IssuesUntilSoldOutThenSaysSoldOut) {
+  auto e = open();
+  EXPECT_STREQ(e->kind(), "production");
+  Campaign c = e->create_campaign(spec(3));
+  for (uint32_t i = 1; i <= 3; ++i) {
+    IssueResult r = e->issue(c.id, req("u" + std::to_string(i)));
+    EXPECT_EQ(r.status, IssueStatus::kIssued);
+    EXPECT_EQ(r.seq, i);
+    EXPECT_EQ(r.coupon_id, make_coupon_id(c.id, i));
+  }
+  EXPECT_EQ(e->issue(c.id, req("u4")).status, IssueStatus::kSoldOut);
+  EXPECT_EQ(e->issue(c.id, req("u2")).status, IssueStatus::kAlreadyIssued);
+  ASSERT_TRUE(e->drain(10));
+  CampaignStats st = e->campaign_stats(c.id);
+  EXPECT_EQ(st.rows, 3);
+  EXPECT_EQ(st.distinct_users, 3);
+  EXPECT_EQ(st.min_seq, 1);
+  EXPECT_EQ(st.max_seq, 3);
+}
+
+TEST_F(ProductionEngineTest, SecondPressIsAlreadyIssued) {
+  auto e = open();
+  Campaign c = e->create_campaign(spec(10));
+  EXPECT_EQ(e->issue(c.id, req("alice")).status, IssueStatus::kIssued);
+  EXPECT_EQ(e->issue(c.id, req("alice")).status, IssueStatus::kAlreadyIssued);
+  ASSERT_TRUE(e->drain(10));
+  EXPECT_EQ(e->campaign_stats(c.id).rows, 1);
+}
+
+TEST_F(ProductionEngineTest, WindowGivesNotOpenAndEnded) {
+  auto e = open();
+  CampaignSpec future = spec(10);
+  future.starts_at_us = now_us() + 3'600'000'000LL;
+  Campaign f = e->create_campaign(future);
+  EXPECT_EQ(e->issue(f.id, req("u")).status, IssueStatus::kNotOpen);
+  CampaignSpec past = spec(10);
+  past.starts_at_us = now_us() - 7'200'000'000LL;
+  past.ends_at_us = now_us() - 3'600'000'000LL;
+  Campaign p = e->create_campaign(past);
+  EXPECT_EQ(e->issue(p.id, req("u")).status, IssueStatus::kEnded);
+  CampaignSpec open_now = spec(10);
+  open_now.starts_at_us = now_us() - 1'000'000;
+  open_now.ends_at_us = now_us() + 3'600'000'000LL;
+  Campaign o = e->create_campaign(open_now);
+  EXPECT_EQ(e->issue(o.id, req("u")).status, IssueStatus::kIssued);
+  ASSERT_TRUE(e->drain(10));
+  EXPECT_EQ(e->campaign_stats(f.id).rows, 0);
+  EXPECT_EQ(e->campaign_stats(p.id).rows, 0);
+  EXPECT_EQ(e->campaign_stats(o.id).rows, 1);
+}
+
+TEST_F(ProductionEngineTest, RepeatedRequestIdReturnsTheFirstAnswer) {
+  auto e = open();
+  Campaign c = e->create_campaign(spec(5, 3));
+  IssueResult first = e->issue(c.id, req("bob", "r-1"));
+  ASSERT_EQ(first.status, IssueStatus::kIssued);
+  IssueResult again = e->issue(c.id, req("bob", "r-1"));
+  EXPECT_EQ(again.status, IssueStatus::kIssued);
+  EXPECT_EQ(again.seq, first.seq);
+  EXPECT_EQ(again.coupon_id, first.coupon_id);
+  EXPECT_EQ(e->issue(c.id, req("bob", "r-2")).seq, 2u);  // a new press is a new request
+  // Request ids are scoped per user: carol's r-1 is her own request.
+  EXPECT_EQ(e->issue(c.id, req("carol", "r-1")).seq, 3u);
+  ASSERT_TRUE(e->drain(10));
+  EXPECT_EQ(e->campaign_stats(c.id).rows, 3);  // no extra coupon for the retry
+}
+
+TEST_F(ProductionEngineTest, PerUserLimitAboveOne) {
+  auto e = open();
+  Campaign c = e->create_campaign(spec(100, 3));
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(e->issue(c.id, req("carol")).status, IssueStatus::kIssued);
+  EXPECT_EQ(e->issue(c.id, req("carol")).status, IssueStatus::kAlreadyIssued);
+  ASSERT_TRUE(e->drain(10));
+  CampaignStats st = e->campaign_stats(c.id);
+  EXPECT_EQ(st.rows, 3);
+  EXPECT_EQ(st.distinct_users, 1);
+}
+
+TEST_F(ProductionEngineTest, IssueManyDecidesABatchInOrder) {
+  auto e = open();
+  Campaign c = e->create_campaign(spec(3));
+  std::vector<IssueResult> r = e->issue_many(c.id, {req("a"), req("b"), req("a"), req("c"), req("d")});
+  ASSERT_EQ(r.size(), 5u);
+  EXPECT_EQ(r[0].status, IssueStatus::kIssued);
+  EXPECT_EQ(r[1].status, IssueStatus::kIssued);
+  EXPECT_EQ(r[2].status, IssueStatus::kAlreadyIssued);
+  EXPECT_EQ(r[3].status, IssueStatus::kIssued);
+  EXPECT_EQ(r[4].status, IssueStatus::kSoldOut);
+  EXPECT_EQ(r[3].seq, 3u);
+}
+
+TEST_F(ProductionEngineTest, BigIssueManySpansSeveralLuaCalls) {
+  options_.gate_batch_requests_max = 64;
+  options_.gate_pipeline_calls_max = 4;
+  auto e = open();
+  Campaign c = e->create_campaign(spec(1000));
+  std::vector<IssueRequest> batch;
+  for (int i = 0; i < 1500; ++i) batch.push_back(req("u" + std::to_string(i)));
+  std::vector<IssueResult> r = e->issue_many(c.id, batch);
+  ASSERT_EQ(r.size(), 1500u);
+  for (int i = 0; i < 1000; ++i) {
+    ASSERT_EQ(r[i].status, IssueStatus::kIssued) << i;
+    EXPECT_EQ(r[i].seq, static_cast<uint32_t>(i + 1));  // in order across calls
+  }
+  for (int i = 1000; i < 1500; ++i) EXPECT_EQ(r[i].status, IssueStatus::kSoldOut);
+  EXPECT_GE(e->counters().batches, 1500u / 64);
+  ASSERT_TRUE(e->drain(20));
+  EXPECT_EQ(e->campaign_stats(c.id).rows, 1000);
+}
+
+TEST_F(ProductionEngineTest, ConcurrentCampaignsArePipelinedAndWrittenApart) {
+  options_.writer.streams_per_read_max = 2;  // the writer rotates over more streams than one read takes
+  auto e = open();
+  constexpr int kCampaigns = 5;
+  constexpr int kPerCampaign = 200;
+  std::vector<Campaign> cs;
+  for (int i = 0; i < kCampaigns; ++i) cs.push_back(e->create_campaign(spec(kPerCampaign)));
+  std::vector<std::thread> threads;
+  std::vector<std::set<uint32_t>> seqs(kCampaigns);
+  std::mutex mu;
+  for (int t = 0; t < 10; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerCampaign / 2; ++i) {
+        const int ci = (t + i) % kCampaigns;
+        IssueResult r = e->issue(cs[ci].id, req("t" + std::to_string(t) + "-" + std::to_string(i)));
+        ASSERT_EQ(r.status, IssueStatus::kIssued);
+        ASSERT_EQ(r.coupon_id, make_coupon_id(cs[ci].id, r.seq));
+        std::lock_guard lock(mu);
+        EXPECT_TRUE(seqs[ci].insert(r.seq).second);
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  ASSERT_TRUE(e->drain(20));
+  for (int i = 0; i < kCampaigns; ++i) {
+    EXPECT_EQ(seqs[i].size(), static_cast<std::size_t>(kPerCampaign));
+    CampaignStats st = e->campaign_stats(cs[i].id);
+    EXPECT_EQ(st.rows, kPerCampaign);
+    EXPECT_EQ(st.max_seq, kPerCampaign);
+  }
+}
+
+TEST_F(ProductionEngineTest, SoldOutIsAnsweredWithoutARoundTripAndHoldersStillHear) {
+  auto e = open();
+  Campaign c = e->create_campaign(spec(2, 2));
+  IssueResult first = e->issue(c.id, req("h1", "rq1"));
+  EXPECT_EQ(e->issue(c.id, req("h1")).status, IssueStatus::kIssued);
+  EXPECT_EQ(e->issue(c.id, req("late")).status, IssueStatus::kSoldOut);  // this reply shows the sell-out
+  // The holder set is read once; from then on the answers are local.
+  const uint64_t batches = e->counters().batches;
+  const uint64_t fast = e->counters().fast_path;
+  EXPECT_EQ(e->issue(c.id, req("h1")).status, IssueStatus::kAlreadyIssued);
+  EXPECT_EQ(e->issue(c.id, req("nobody")).status, IssueStatus::kSoldOut);
+  EXPECT_EQ(e->issue_many(c.id, {req("x"), req("y"), req("h1")})[2].status, IssueStatus::kAlreadyIssued);
+  EXPECT_EQ(e->counters().batches, batches);
+  EXPECT_EQ(e->counters().fast_path, fast + 5);
+  // A holder retrying its request id still gets its ISSUED answer (from Redis).
+  IssueResult retry = e->issue(c.id, req("h1", "rq1"));
+  EXPECT_EQ(retry.status, IssueStatus::kIssued);
+  EXPECT_EQ(retry.seq, first.seq);
+  // A second engine (another process) learns the sell-out from its first reply.
+  auto e2 = open();
+  EXPECT_EQ(e2->issue(c.id, req("h1")).status, IssueStatus::kAlreadyIssued);
+  EXPECT_EQ(e2->issue(c.id, req("other")).status, IssueStatus::kSoldOut);
+  EXPECT_EQ(e2->issue(c.id, req("other2")).status, IssueStatus::kSoldOut);
+  EXPECT_GE(e2->counters().fast_path, 1u);
+}
+
+
+TEST_F(ProductionEngineTest, ReopenRestoresTheGateExactly) {
+  int64_t id;
+  {
+    auto e = open();
+    Campaign c = e->create_campaign(spec(5, 2));
+    id = c.id;
+    e->issue(c.id, req("x", "rx"));
+    e->issue(c.id, req("x"));
+    e->issue(c.id, req("y"));
+    e->close();
+  }
+  auto e = open();
+  Campaign c = e->get_campaign(id);
+  EXPECT_EQ(c.spec.quantity, 5);
+  EXPECT_EQ(c.spec.per_user_limit, 2);
+  EXPECT_EQ(e->issue(id, req("x")).status, IssueStatus::kAlreadyIssued);
+  IssueResult retry = e->issue(id, req("x", "rx"));
+  EXPECT_EQ(retry.status, IssueStatus::kIssued);
+  EXPECT_EQ(retry.seq, 1u);
+  EXPECT_EQ(e->issue(id, req("y")).seq, 4u);
+  EXPECT_EQ(e->issue(id, req("z")).seq, 5u);
+  EXPECT_EQ(e->issue(id, req("w")).status, IssueStatus::kSoldOut);
+  ASSERT_TRUE(e->drain(10));
+  EXPECT_EQ(e->campaign_stats(id).rows, 5);
+}
+
+TEST_F(ProductionEngineTest, CampaignsLiveInPostgres) {
+  auto e = open();
+  CampaignSpec s = spec(7, 2);
+  s.partner_id = 4242000 + (::getpid() % 1000);
+  s.discount_kind = DiscountKind::kPercent;
+  s.discount_value = 15;
+  s.discount_max = 5000;
+  s.valid_days = 30;
+  Campaign c = e->create_campaign(s);
+  auto other = open();  // another process finds it through PostgreSQL
+  Campaign got = other->get_campaign(c.id);
+  EXPECT_EQ(got.spec.name, "drop");
+  EXPECT_EQ(got.spec.discount_value, 15);
+  EXPECT_EQ(got.spec.discount_max, 5000);
+  EXPECT_EQ(got.spec.valid_days, 30);
+  std::vector<Campaign> list = other->list_campaigns(s.partner_id);
+  ASSERT_EQ(list.size(), 1u);
+  EXPECT_EQ(list[0].id, c.id);
+  EXPECT_EQ(other->issue(c.id, req("u")).status, IssueStatus::kIssued);
+}
+
+TEST_F(ProductionEngineTest, ScriptCacheFlushIsSurvived) {
+  auto e = open();
+  Campaign c = e->create_campaign(spec(10));
+  EXPECT_EQ(e->issue(c.id, req("a")).seq, 1u);
+  redis::RedisConn r = redis();
+  r.command_checked(redis::Args{"SCRIPT", "FLUSH"}, "SCRIPT FLUSH");  // as after a Redis restart
+  EXPECT_EQ(e->issue_many(c.id, {req("b"), req("c")})[1].seq, 3u);  // NOSCRIPT -> SCRIPT LOAD -> again
+  r.command_checked(redis::Args{"SCRIPT", "FLUSH"}, "SCRIPT FLUSH");
+  ASSERT_TRUE(e->drain(10));  // the writer's scripts reload too
+  EXPECT_EQ(e->issue(c.id, req("d")).seq, 4u);
+  ASSERT_TRUE(e->drain(10));
+  EXPECT_EQ(e->campaign_stats(c.id).rows, 4);
+}
+
+TEST_F(ProductionEngineTest, BadInputIsRefusedAndChangesNothing) {
+  auto e = open();
+  expect_code(ErrorCode::kInvalidArgument, [&] { e->create_campaign(spec(0)); });
+  expect_code(ErrorCode::kInvalidArgument, [&] { e->create_campaign(spec(limits::kQuantityMax + 1)); });
+  expect_code(ErrorCode::kInvalidArgument, [&] { e->create_campaign(spec(10, 0)); });
+  CampaignSpec backwards = spec(10);
+  backwards.starts_at_us = 2'000'000;
+  backwards.ends_at_us = 1'000'000;
+  expect_code(ErrorCode::kInvalidArgument, [&] { e->create_campaign(backwards); });
+
+  Campaign c = e->create_campaign(spec(10));
+  expect_code(ErrorCode::kNotFound, [&] { e->issue(c.id + 1'000'000, req("u")); });
+  expect_code(ErrorCode::kNotFound, [&] { e->issue(-1, req("u")); });
+  expect_code(ErrorCode::kNotFound, [&] { e->issue(int64_t{1} << 40, req("u")); });
+  expect_code(ErrorCode::kInvalidArgument, [&] { e->issue(c.id, req("")); });
+  expect_code(ErrorCode::kInvalidArgument, [&] { e->issue(c.id, req(std::string(129, 'a'))); });
+  // Key-injection attempts: hash tags, key names, protocol bytes, globs, Lua separators.
+  for (const char* evil : {"u}{x", "{c1}:m", "x\r\nFLUSHALL\r\n", "a b", "*", "user|r", "ünï", "k'--",
+                           "$(rm)", "a;DEL"}) {
+    expect_code(ErrorCode::kInvalidArgument, [&] { e->issue(c.id, req(evil)); });
+    expect_code(ErrorCode::kInvalidArgument, [&] { e->issue(c.id, req("ok", evil)); });
+  }
+  expect_code(ErrorCode::kInvalidArgument, [&] { e->issue(c.id, req(std::string("nul\0byte", 8))); });
+  expect_code(ErrorCode::kInvalidArgument, [&] { e->issue_many(c.id, {req("ok1"), req("bad id")}); });
+  ASSERT_TRUE(e->drain(10));
+  EXPECT_EQ(e->campaign_stats(c.id).rows, 0);
+  EXPECT_EQ(e->reconcile(c.id).gate_issued, 0);
+  // Nothing outside this deployment's prefix was created by the attempts.
+  redis::RedisConn r = redis();
+  EXPECT_EQ(r.command(redis::Args{"EXISTS"}.add("{c1}:m")).integer(), 0);
+  EXPECT_EQ(e->issue(c.id, req(std::string(128, 'a'))).seq, 1u);  // the limit itself is fine
+}
+
+TEST_F(ProductionEngineTest, BadOptionsAreRefused) {
+  ProductionOptions o = options_;
+  o.key_prefix = "bad{prefix}";
+  expect_code(ErrorCode::kInvalidArgument, [&] { open_production(o); });
+  o = options_;
+  o.key_prefix = "has space";
+  expect_code(ErrorCode::kInvalidArgument, [&] { open_production(o); });
+  o = options_;
+  o.redis_url = "http://127.0.0.1:6379";
+  expect_code(ErrorCode::kInvalidArgument, [&] { open_production(o); });
+  o = options_;
+  o.writer_threads = -1;
+  expect_code(ErrorCode::kInvalidArgument, [&] { open_production(o); });
+  o = options_;
+  o.redis_url = "redis://127.0.0.1:1/0";  // nobody listens: Unavailable, not a hang
+  o.redis_connect_timeout_ms = 500;
+  expect_code(ErrorCode::kUnavailable, [&] { open_production(o); });
+}
+
+TEST_F(ProductionEngineTest, ClosedEngineRefuses) {
+  auto e = open();
+  Campaign c = e->create_campaign(spec(1));
+  e->close();
+  EXPECT_TRUE(e->closed());
+  expect_code(ErrorCode::kClosed, [&] { e->issue(c.id, req("u")); });
+  expect_code(ErrorCode::kClosed, [&] { e->drain(1); });
+}
+
+TEST_F(ProductionEngineTest, ReconcileRedrivesWhatTheLogHolds) {
+  options_.writer_threads = 0;  // nobody writes: the grants stay in the log
+  auto e = open();
+  Campaign c = e->create_campaign(spec(50));
+  for (int i = 0; i < 30; ++i) ASSERT_EQ(e->issue(c.id, req("u" + std::to_string(i))).status, IssueStatus::kIssued);
+  EXPECT_FALSE(e->drain(0.2));
+  EXPECT_EQ(e->campaign_stats(c.id).rows, 0);
+  ReconcileReport r = e->reconcile(c.id);
+  EXPECT_EQ(r.gate_issued, 30);
+  EXPECT_EQ(r.gate_holders, 30);
+  EXPECT_EQ(r.log_pending, 30);
+  EXPECT_EQ(r.redriven, 30);
+  EXPECT_EQ(r.store_rows, 30);
+  EXPECT_EQ(r.missing_in_store, 0);
+  EXPECT_EQ(r.holder_mismatches, 0);
+  EXPECT_TRUE(r.consistent);
+  EXPECT_TRUE(e->drain(1));  // the re-driven entries left the log
+  ReconcileReport again = e->reconcile(c.id);
+  EXPECT_EQ(again.redriven, 0);
+  EXPECT_EQ(again.log_pending, 0);
+  EXPECT_TRUE(again.consistent);
+}
+
+TEST_F(ProductionEngineTest, ReconcileReportsDrift) {
+  options_.writer_threads = 0;
+  auto e = open();
+  Campaign c = e->create_campaign(spec(10));
+  for (int i = 0; i < 4; ++i) e->issue(c.id, req("u" + std::to_string(i)));
+  redis::CampaignKeys k(options_.key_prefix, c.id);
+  redis::RedisConn r = redis();
+  r.command_checked(redis::Args{"DEL"}.add(k.grants), "DEL");  // the log lost grants 1..4
+  ReconcileReport rep = e->reconcile(c.id);
+  EXPECT_EQ(rep.gate_issued, 4);
+  EXPECT_EQ(rep.store_rows, 0);
+  EXPECT_EQ(rep.missing_in_store, 4);
+  EXPECT_EQ(rep.missing_seqs_sample, (std::vector<int64_t>{1, 2, 3, 4}));
+  EXPECT_EQ(rep.holder_mismatches, 4);
+  EXPECT_FALSE(rep.consistent);
+}
+
+TEST_F(ProductionEngineTest, LostMirrorIsRebuiltFromTheStore) {
+  auto e = open();
+  Campaign c = e->create_campaign(spec(5, 2));
+  e->issue(c.id, req("a"));
+  e->issue(c.id, req("a"));
+  e->issue(c.id, req("b"));
+  ASSERT_TRUE(e->drain(10));
+  // Redis forgets the campaign (a flush, a failover without persistence).
+  redis::CampaignKeys k(options_.key_prefix, c.id);
+  redis::RedisConn r = redis();
+  r.command_checked(redis::Args{"DEL"}.add(k.meta).add(k.holders), "DEL");
+  EXPECT_EQ(e->issue(c.id, req("a")).status, IssueStatus::kAlreadyIssued);
+  IssueResult next = e->issue(c.id, req("c"));
+  EXPECT_EQ(next.status, IssueStatus::kIssued);
+  EXPECT_EQ(next.seq, 4u);  // the counter continues from the store
+  ASSERT_TRUE(e->drain(10));
+  EXPECT_EQ(e->campaign_stats(c.id).rows, 4);
+}
+
+TEST_F(ProductionEngineTest, EmbeddedReconcileComparesGateAndStore) {
+  auto e = open_embedded(EmbeddedOptions{":memory:", true});
+  Campaign c = e->create_campaign(spec(3));
+  e->issue(c.id, req("a"));
+  e->issue(c.id, req("b"));
+  ReconcileReport rep = e->reconcile(c.id);
+  EXPECT_EQ(rep.gate_issued, 2);
+  EXPECT_EQ(rep.store_rows, 2);
+  EXPECT_TRUE(rep.consistent);
+}
+
+TEST(RedisUrl, ParsesTheUsualForms) {
+  redis::RedisUrl u = redis::RedisUrl::parse("redis://127.0.0.1:6380/3");
+  EXPECT_EQ(u.host, "127.0.0.1");
+  EXPECT_EQ(u.port, 6380);
+  EXPECT_EQ(u.db, 3);
+  u = redis::RedisUrl::parse("redis://:s%40cret@cache.local/0");
+  EXPECT_EQ(u.password, "s@cret");
+  EXPECT_EQ(u.username, "");
+  EXPECT_EQ(u.port, 6379);
+  EXPECT_EQ(u.host, "cache.local");
+  u = redis::RedisUrl::parse("redis://app:pw@[::1]:7000");
+  EXPECT_EQ(u.username, "app");
+  EXPECT_EQ(u.password, "pw");
+  EXPECT_EQ(u.host, "::1");
+  EXPECT_EQ(u.port, 7000);
+  EXPECT_EQ(u.redacted().find("pw"), std::string::npos);
+  for (const char* bad : {"rediss://h", "h:6379", "redis://h:0", "redis://h:99999", "redis://h/x", "redis://:%zz@h"}) {
+    EXPECT_THROW(redis::RedisUrl::parse(bad), Error) << bad;
+  }
+}
+
+}  // namespace
