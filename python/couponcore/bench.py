@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from ._engine import open
 
@@ -355,10 +356,209 @@ def bench_use(threads: int = 16, per_thread: int = 300) -> dict[str, Any]:
     return out
 
 
+def bench_wallet(threads: int = 64, ops_per_thread: int = 150, wallets: int = 10_000) -> dict[str, Any]:
+    """Wallet uses/s with ``threads`` concurrent callers, every use committed before it is
+    answered: couponcore's batched wallet engine vs one transaction per operation with psycopg
+    (SELECT … FOR UPDATE, UPDATE, INSERT into a ledger, COMMIT), on (a) ``wallets`` wallets
+    uniformly and (b) one hot wallet."""
+    import random as _random
+
+    import psycopg
+
+    srv = _bench_servers()
+    tag = f"b{time.time_ns()}"
+    out: dict[str, Any] = {"benchmark": "wallet", "threads": threads, "ops_per_thread": ops_per_thread,
+                           "wallets": wallets}
+    with open(redis=srv["redis"], postgres=srv["postgres"], key_prefix=srv["key_prefix"]) as e:
+        p = e.points
+        names = [f"{tag}-w{i}" for i in range(wallets)]
+        hot = f"{tag}-hot"
+        seed_threads = [threading.Thread(target=lambda ch: [p.earn(n, 10**6, idempotency_key=f"seed-{n}") for n in ch],
+                                         args=(names[i::16],)) for i in range(16)]
+        for th in seed_threads:
+            th.start()
+        for th in seed_threads:
+            th.join()
+        p.earn(hot, 10**9, idempotency_key=f"seed-{hot}")
+        for case, pick in (("uniform", lambda rng: rng.choice(names)), ("hot", lambda rng: hot)):
+            rngs = [_random.Random(i) for i in range(threads)]
+            counter = iter(range(10**12))
+
+            def op(u: str, case: str = case, pick: Any = pick) -> None:
+                t = int(u[1:4])
+                p.use(pick(rngs[t]), 1, idempotency_key=f"{tag}-{case}-{next(counter)}")
+
+            secs = _threaded(threads, ops_per_thread, op)
+            out[f"ours_{case}_per_s"] = round(threads * ops_per_thread / secs)
+        assert e.points.audit()["ok"]
+    with psycopg.connect(srv["postgres"], autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS bench_ledger; DROP TABLE IF EXISTS bench_wallets")
+        conn.execute("CREATE TABLE bench_wallets (id bigserial PRIMARY KEY, user_id text UNIQUE NOT NULL, balance bigint NOT NULL)")
+        conn.execute("CREATE TABLE bench_ledger (id bigserial PRIMARY KEY, wallet_id bigint NOT NULL, amount bigint NOT NULL,"
+                     " idempotency_key text UNIQUE NOT NULL, created_at timestamptz NOT NULL DEFAULT now())")
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO bench_wallets(user_id, balance) VALUES (%s, %s)",
+                            [(n, 10**6) for n in [f"w{i}" for i in range(wallets)]] + [("hot", 10**9)])
+    local = threading.local()
+    for case in ("uniform", "hot"):
+        counter = iter(range(10**12))
+        rngs = [_random.Random(i) for i in range(threads)]
+
+        def base_op(u: str, case: str = case) -> None:
+            if not hasattr(local, "conn"):
+                local.conn = psycopg.connect(srv["postgres"])
+            t = int(u[1:4])
+            user = "hot" if case == "hot" else f"w{rngs[t].randrange(wallets)}"
+            key = f"{case}-{next(counter)}"
+            with local.conn.transaction():
+                wid, bal = local.conn.execute(
+                    "SELECT id, balance FROM bench_wallets WHERE user_id = %s FOR UPDATE", (user,)).fetchone()
+                if bal < 1:
+                    raise RuntimeError("insufficient")
+                local.conn.execute("UPDATE bench_wallets SET balance = balance - 1 WHERE id = %s", (wid,))
+                local.conn.execute("INSERT INTO bench_ledger(wallet_id, amount, idempotency_key) VALUES (%s, -1, %s)",
+                                   (wid, key))
+
+        secs = _threaded(threads, ops_per_thread, base_op)
+        out[f"baseline_{case}_per_s"] = round(threads * ops_per_thread / secs)
+    with psycopg.connect(srv["postgres"], autocommit=True) as conn:
+        conn.execute("DROP TABLE bench_ledger; DROP TABLE bench_wallets")
+    out["ratio_uniform"] = round(out["ours_uniform_per_s"] / out["baseline_uniform_per_s"], 2)
+    out["ratio_hot"] = round(out["ours_hot_per_s"] / out["baseline_hot_per_s"], 2)
+    out["ours_per_s"], out["baseline_per_s"], out["ratio"] = (
+        out["ours_uniform_per_s"], out["baseline_uniform_per_s"], out["ratio_uniform"])
+    return out
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_http(url: str, timeout_s: float = 30.0) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def _post_json(url: str, body: dict[str, Any], headers: Optional[dict[str, str]] = None) -> Any:
+    import json
+    import urllib.request
+
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json", **(headers or {})})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def _wrk(url: str, connections: int, duration_s: int, users: int, headers: dict[str, str]) -> dict[str, Any]:
+    import json
+    import subprocess
+
+    script = os.path.join(os.path.dirname(__file__), "_wrk_issue.lua")
+    cmd = ["wrk", "-t2", f"-c{connections}", f"-d{duration_s}s", "--timeout", "10s", "-s", script]
+    for k, v in {"Content-Type": "application/json", **headers}.items():
+        cmd += ["-H", f"{k}: {v}"]
+    out = subprocess.run(cmd + [url], capture_output=True, text=True, check=True,
+                         env={**os.environ, "USERS": str(users)}).stdout
+    line = next(ln for ln in out.splitlines() if ln.startswith("WRKJSON "))
+    return json.loads(line[len("WRKJSON "):])
+
+
+def bench_http(connections: int = 500, duration_s: int = 15, quantity: int = 10_000, users: int = 100_000) -> dict[str, Any]:
+    """The whole service under HTTP load: wrk with ``connections`` connections for
+    ``duration_s`` seconds against couponcore's FastAPI service (uvicorn, production deployment)
+    and, in the same run, against the baseline (FastAPI + redis-py Lua per request + a psycopg
+    consumer, bench/baseline). Afterwards PostgreSQL must hold exactly ``quantity`` coupons."""
+    import shutil as _sh
+    import subprocess
+
+    import psycopg
+
+    if _sh.which("wrk") is None:
+        raise SystemExit("couponcore bench http needs wrk (apt-get install wrk)")
+    srv = _bench_servers()
+    repo = os.environ.get("COUPONCORE_REPO", os.getcwd())
+    out: dict[str, Any] = {"benchmark": "http", "connections": connections, "duration_s": duration_s,
+                           "quantity": quantity, "users": users}
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        # --- couponcore: `couponcore serve` on the production deployment --------------------
+        with open(redis=srv["redis"], postgres=srv["postgres"], key_prefix=srv["key_prefix"]) as e:
+            key = e.partners.create("bench-http")
+            scope = e.partner(key.partner)
+            c = scope.campaigns.create("http flash sale", quantity=quantity)
+            port = _free_port()
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "couponcore", "serve", "--port", str(port), "--redis", srv["redis"],
+                 "--postgres", srv["postgres"], "--key-prefix", srv["key_prefix"]],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            _wait_http(f"http://127.0.0.1:{port}/healthz")
+            ours = _wrk(f"http://127.0.0.1:{port}/campaigns/{c.id}/issue", connections, duration_s, users,
+                        {"X-API-KEY": key.api_key})
+            procs.pop().terminate()
+            assert e.drain(120)
+            out["rows_in_store"] = e.stats(c.id).rows
+        out["ours_per_s"] = round(ours["requests"] / (ours["duration_us"] / 1e6))
+        out["ours_p50_ms"], out["ours_p95_ms"], out["ours_p99_ms"] = (ours[k] / 1000 for k in ("p50_us", "p95_us", "p99_us"))
+        out["ours_errors"] = ours["socket_errors"] + ours["non2xx"]
+        # --- the baseline ---------------------------------------------------------------------
+        env = {**os.environ, "BASELINE_REDIS_URL": srv["redis"], "BASELINE_PREFIX": srv["key_prefix"] + "base:",
+               "BASELINE_POSTGRES_URL": srv["postgres"], "PYTHONPATH": repo}
+        port = _free_port()
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "bench.baseline.app:app", "--port", str(port), "--log-level", "warning"],
+            env=env, cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        _wait_http(f"http://127.0.0.1:{port}/docs")
+        base_campaign = 1
+        _post_json(f"http://127.0.0.1:{port}/campaigns", {"id": base_campaign, "quantity": quantity})
+        with psycopg.connect(srv["postgres"]) as conn:
+            conn.execute("DROP TABLE IF EXISTS baseline_coupons")
+            conn.commit()
+        consumer = subprocess.Popen([sys.executable, "-m", "bench.baseline.consumer", str(base_campaign),
+                                     "--idle-exit-s", "3"], env=env, cwd=repo)
+        procs.append(consumer)
+        base = _wrk(f"http://127.0.0.1:{port}/campaigns/{base_campaign}/issue", connections, duration_s, users, {})
+        consumer.wait(timeout=300)
+        with psycopg.connect(srv["postgres"]) as conn:
+            out["baseline_rows_in_store"] = conn.execute("SELECT count(*) FROM baseline_coupons").fetchone()[0]
+            conn.execute("DROP TABLE baseline_coupons")
+        out["baseline_per_s"] = round(base["requests"] / (base["duration_us"] / 1e6))
+        out["baseline_p50_ms"], out["baseline_p95_ms"], out["baseline_p99_ms"] = (
+            base[k] / 1000 for k in ("p50_us", "p95_us", "p99_us"))
+        out["baseline_errors"] = base["socket_errors"] + base["non2xx"]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        _cleanup_prefix(srv["redis"], srv["key_prefix"])
+    out["ratio"] = round(out["ours_per_s"] / out["baseline_per_s"], 2)
+    out["published"] = {"spring_before": {"rps": 177, "p95_ms": 4170}, "spring_redis_queue": {"rps": 4300, "p95_ms": 225}}
+    return out
+
+
 BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {
     "embedded": bench_embedded,
     "embedded-threads": bench_embedded_threads,
     "gate": bench_gate,
     "use": bench_use,
     "writer": bench_writer,
+    "http": bench_http,
+    "wallet": bench_wallet,
 }

@@ -113,7 +113,6 @@ TEST_P(WalletTest, CancelRestoresExactlyTheDrawnLots) {
   earn("dave", 100, t + 3 * kDayUs);
   earn("dave", 50, t + kDayUs);
   earn("dave", 70);
-  auto before = lots_of("dave");
   WalletResult u = e_->use(kPartner, "dave", 160, "order-9", "use-9");
   EXPECT_EQ(lots_of("dave"), (std::vector<std::vector<int64_t>>{{100, 0}, {50, 0}, {70, 60}}));
   e_->use(kPartner, "dave", 5, "order-10", key());  // a later use keeps its own draw
@@ -128,7 +127,6 @@ TEST_P(WalletTest, CancelRestoresExactlyTheDrawnLots) {
   // The restored lots are drawn again first-expiring-first.
   WalletResult u2 = e_->use(kPartner, "dave", 60, "", key());
   EXPECT_EQ(draws_of(u2.entry_id), (std::vector<std::vector<int64_t>>{{100, 10}, {50, 50}}));
-  (void)before;
 }
 
 TEST_P(WalletTest, CancelByTheUsesKeyOnceThenConflictOrReplay) {

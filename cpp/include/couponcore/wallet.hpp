@@ -209,7 +209,8 @@ class WalletEngine {
   WalletResult transfer(int64_t partner_id, const std::string& from_user_id,
                         const std::string& to_user_id, int64_t amount, const std::string& key);
 
-  // Reads, on their own connection (no queue, no locks). kNotFound for a wallet never created.
+  // Reads, on their own connection (no queue, no locks; tried once more if the connection was
+  // dropped). kNotFound for a wallet never created.
   virtual WalletBalance balance(int64_t partner_id, const std::string& user_id) = 0;
   // Entries newest first, at most limit (1..limits::kWalletHistoryLimitMax), older than cursor
   // (0: from the newest).

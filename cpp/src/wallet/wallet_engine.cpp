@@ -36,6 +36,7 @@
 #include <random>
 #include <set>
 #include <thread>
+#include <type_traits>
 
 #include "couponcore/engine.hpp"
 #include "couponcore/error.hpp"
@@ -176,13 +177,11 @@ class BatchedWalletEngine final : public WalletEngine {
     check_open();
     check_wallet_key(partner_id, user_id);
     const int64_t now = options_.clock_us();
-    std::vector<LotRow> lots;
-    {
-      std::lock_guard lock(reader_mu_);
-      std::optional<int64_t> id = reader_->find_wallet(WalletKey{partner_id, user_id});
+    std::vector<LotRow> lots = read([&](WalletStore& r) {
+      std::optional<int64_t> id = r.find_wallet(WalletKey{partner_id, user_id});
       if (!id) throw_not_found("no wallet for user '" + user_id + "'");
-      lots = reader_->active_lots(*id);
-    }
+      return r.active_lots(*id);
+    });
     WalletBalance b;
     for (const LotRow& l : lots) {
       if (l.expires_at_us && *l.expires_at_us <= now) continue;  // due, not yet written off
@@ -205,11 +204,12 @@ class BatchedWalletEngine final : public WalletEngine {
       throw_invalid("limit must be 1.." + std::to_string(limits::kWalletHistoryLimitMax));
     }
     if (cursor < 0) throw_invalid("cursor must not be negative");
-    std::lock_guard lock(reader_mu_);
-    std::optional<int64_t> id = reader_->find_wallet(WalletKey{partner_id, user_id});
-    if (!id) throw_not_found("no wallet for user '" + user_id + "'");
+    std::vector<EntryRow> rows = read([&](WalletStore& r) {
+      std::optional<int64_t> id = r.find_wallet(WalletKey{partner_id, user_id});
+      if (!id) throw_not_found("no wallet for user '" + user_id + "'");
+      return r.entries_before(*id, cursor, limit);
+    });
     WalletHistoryPage page;
-    std::vector<EntryRow> rows = reader_->entries_before(*id, cursor, limit);
     for (EntryRow& r : rows) {
       page.entries.push_back(WalletEntry{r.id, r.kind, r.amount, r.balance_after,
                                          std::move(r.idempotency_key), r.ref_entry_id,
@@ -227,11 +227,9 @@ class BatchedWalletEngine final : public WalletEngine {
     WalletExpireReport report;
     int64_t after_wallet_id = 0;
     for (;;) {
-      std::vector<ExpireCandidate> chunk;
-      {
-        std::lock_guard lock(reader_mu_);
-        chunk = reader_->expire_candidates(now_us, after_wallet_id, chunk_wallets);
-      }
+      std::vector<ExpireCandidate> chunk = read([&](WalletStore& r) {
+        return r.expire_candidates(now_us, after_wallet_id, chunk_wallets);
+      });
       if (chunk.empty()) break;
       report.chunks++;
       expire_chunk(chunk, now_us, &report);
@@ -243,8 +241,7 @@ class BatchedWalletEngine final : public WalletEngine {
 
   WalletAudit audit(int64_t partner_id) override {
     check_open();
-    std::lock_guard lock(reader_mu_);
-    return reader_->audit(partner_id);
+    return read([&](WalletStore& r) { return r.audit(partner_id); });
   }
 
   WalletCounters counters() const override {
@@ -295,6 +292,20 @@ class BatchedWalletEngine final : public WalletEngine {
     if (committers_.size() == 1) return *committers_[0];
     const std::size_t h = std::hash<std::string>{}(op.user_id) ^ (std::hash<int64_t>{}(op.partner_id) * 31);
     return *committers_[h % committers_.size()];
+  }
+
+  // Reads on the reader connection, one caller at a time. A read that finds its connection
+  // gone (an idle connection dropped, a server restart) or the file busy is tried once more:
+  // reads change nothing, and the store reconnects on its next statement.
+  template <typename Fn>
+  std::invoke_result_t<Fn&, WalletStore&> read(Fn&& fn) {
+    std::lock_guard lock(reader_mu_);
+    try {
+      return fn(*reader_);
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::kUnavailable) throw;
+    }
+    return fn(*reader_);
   }
 
   void check_open() const {
