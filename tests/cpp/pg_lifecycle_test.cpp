@@ -1,7 +1,7 @@
 // The coupon lifecycle, campaign-rule storage, partners and authentication on PostgreSQL
 // (postgres/pg_lifecycle.hpp), against a real server: the same rules as the embedded engine,
 // plus what only PostgreSQL has -- many connections racing for one coupon, the expiry job
-// skipping rows a checkout holds, the validity trigger for grants the writer inserts, grants
+// skipping rows a checkout holds, the validity the writer's insert fixes for each grant, grants
 // not yet written (kUnavailable, never a wrong answer). Campaigns and grants are inserted with
 // SQL here, as the production engine's writer would.
 //
@@ -14,6 +14,7 @@
 
 #include "couponcore/error.hpp"
 #include "couponcore/limits.hpp"
+#include "postgres/coupon_store.hpp"
 #include "postgres/pg_lifecycle.hpp"
 #include "production_test_util.hpp"
 
@@ -59,14 +60,13 @@ class PgLifecycleTest : public ::testing::Test {
             .add(valid_until).add(valid_days).add(now_us()));
     return r.i64(0, 0);
   }
-  // What the writer does for one grant (valid_until_us left to the trigger).
+  // What the writer does for one grant: the production insert (pgstore::write_grants).
   int64_t grant(int64_t campaign_id, uint32_t seq, const std::string& user, int64_t issued_at_us = 0) {
     if (issued_at_us == 0) issued_at_us = now_us();
-    const int64_t id = make_coupon_id(campaign_id, seq);
-    conn_->exec("INSERT INTO coupons (id, campaign_id, seq, user_id, user_ordinal, issued_at_us)"
-                " VALUES ($1, $2, $3, $4, 1, $5)",
-                pg::Params().add(id).add(campaign_id).add(int64_t{seq}).add(user).add(issued_at_us));
-    return id;
+    pgstore::WriteOutcome w = pgstore::write_grants(*conn_, {Grant{campaign_id, seq, user, 1, "", issued_at_us}});
+    EXPECT_EQ(w.inserted, 1);
+    EXPECT_TRUE(w.failed.empty());
+    return make_coupon_id(campaign_id, seq);
   }
   UseResult use(int64_t partner, int64_t coupon, const std::string& user, const std::string& order, int64_t amount,
                 int64_t now = 0) {
@@ -130,7 +130,7 @@ TEST_F(PgLifecycleTest, ManyConnectionsUseOneCouponExactlyOneWins) {
   EXPECT_EQ(conn_->exec("SELECT count(*) FROM coupons WHERE id = $1 AND state = 1", pg::Params().add(id)).i64(0, 0), 1);
 }
 
-TEST_F(PgLifecycleTest, ValidityIsFixedAtIssueByTheTrigger) {
+TEST_F(PgLifecycleTest, ValidityIsFixedAtIssueByTheWriter) {
   const int64_t issued = 1'700'000'000'000'000;
   int64_t rel = campaign(0, 5, DiscountKind::kFixed, 100, std::nullopt, 0, std::nullopt, 7);
   int64_t abs = campaign(0, 5, DiscountKind::kFixed, 100, std::nullopt, 0, issued + 5);
@@ -142,11 +142,8 @@ TEST_F(PgLifecycleTest, ValidityIsFixedAtIssueByTheTrigger) {
   EXPECT_EQ(a.valid_until_us, issued + 7 * kDayUs);
   EXPECT_EQ(b.valid_until_us, issued + 5);
   EXPECT_FALSE(n.valid_until_us.has_value());
-  // A writer that sets it itself is left alone.
-  conn_->exec("INSERT INTO coupons (id, campaign_id, seq, user_id, user_ordinal, issued_at_us, valid_until_us)"
-              " VALUES ($1, $2, 2, $3, 1, $4::bigint, $4::bigint + 42)",
-              pg::Params().add(make_coupon_id(rel, 2)).add(rel).add(unique("w")).add(issued));
-  EXPECT_EQ(life_->coupons.get(0, make_coupon_id(rel, 2), 0).valid_until_us, issued + 42);
+  // A redelivered grant finds its row (the validity is part of nothing the writer compares).
+  EXPECT_EQ(pgstore::write_grants(*conn_, {Grant{rel, 1, user, 1, "", issued}}).already_present, 1);
   // The read-time check: past its validity, an issued coupon reads expired and cannot be used.
   EXPECT_EQ(life_->coupons.get(0, b.id, issued + 5).state, CouponState::kExpired);
   EXPECT_EQ(code_of([&] { use(0, b.id, user, "o", 500, issued + 5); }), ErrorCode::kConflict);

@@ -4,7 +4,8 @@
 //
 // write_grants is the writer's insert: one set-based statement per batch
 //   INSERT INTO coupons SELECT ... FROM unnest($1::bigint[], ...) ON CONFLICT DO NOTHING
-// that also reports which grants conflict with a *different* row already holding their
+// (which also fixes each coupon's valid_until_us from its campaign's validity rule, joined in the
+// same statement) and reports which grants conflict with a *different* row already holding their
 // (campaign_id, seq) or (campaign_id, user_id, user_ordinal). A redelivered grant finds its
 // identical row and is not a conflict: redelivery is idempotent. If the statement fails on
 // the data (a foreign key, a check: a poison entry), the batch is retried row by row under
