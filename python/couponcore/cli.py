@@ -66,6 +66,20 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--no-migrate", action="store_true", help="do not apply migrations at start")
     w.add_argument("--report-s", type=float, default=10.0, help="print stats every this many seconds (0: never)")
 
+    sv = sub.add_parser(
+        "serve",
+        help="serve the REST API (FastAPI + uvicorn)",
+        description="Serve couponcore's REST API with uvicorn: the embedded engine by default, or the "
+        "production deployment with --redis and --postgres.",
+    )
+    sv.add_argument("--host", default="127.0.0.1", help="bind address (127.0.0.1)")
+    sv.add_argument("--port", type=int, default=8000, help="port (8000)")
+    sv.add_argument("--path", default=None, help="SQLite file of the embedded engine (couponcore.db)")
+    sv.add_argument("--log-level", default="warning", help="uvicorn log level (warning)")
+    sv.add_argument("--create-partner", default=None, metavar="NAME",
+                    help="create a partner at start and print its API key (for trying the API)")
+    _servers(sv, "serve the production deployment")
+
     mg = sub.add_parser("migrate", help="apply the PostgreSQL migrations",
                         description="Apply couponcore's PostgreSQL schema migrations (idempotent).")
     mg.add_argument("--postgres", required=True, help="PostgreSQL URL")
@@ -124,6 +138,31 @@ def _run_worker(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _serve(args: argparse.Namespace) -> int:
+    if (args.redis is None) != (args.postgres is None):
+        print("couponcore serve: give both --redis and --postgres, or neither", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        import uvicorn
+
+        from .fastapi import create_app
+    except ImportError as e:
+        print(f"couponcore serve needs FastAPI and uvicorn: pip install 'couponcore[server]' ({e})", file=sys.stderr)
+        return EXIT_USAGE
+    from ._engine import open as open_engine
+
+    if args.redis is not None:
+        engine = open_engine(redis=args.redis, postgres=args.postgres, key_prefix=args.key_prefix)
+    else:
+        engine = open_engine(args.path)
+    if args.create_partner:
+        key = engine.partners.create(args.create_partner)
+        print(f"partner {key.partner.id} ({key.partner.name}): X-API-KEY {key.api_key}", flush=True)
+    app = create_app(engine, close_engine_on_shutdown=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return EXIT_OK
+
+
 def _bench_names() -> list[str]:
     from .bench import BENCHMARKS
 
@@ -162,6 +201,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     return open_engine(redis=args.redis, postgres=args.postgres, key_prefix=args.key_prefix)
 
             return demo_main(cfg, args.json, factory)
+        if args.command == "serve":
+            return _serve(args)
         if args.command == "worker":
             return _run_worker(args)
         if args.command == "migrate":

@@ -1,0 +1,184 @@
+"""JSON views for the same REST API as couponcore.fastapi (see there for routes and errors).
+Partner routes authenticate the X-API-KEY header and work in that partner's scope."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from .. import _core
+from .._web import error_body, error_status, to_json
+from .engine import get_engine
+
+
+def _json(request: HttpRequest) -> dict[str, Any]:
+    if not request.body:
+        return {}
+    try:
+        body = json.loads(request.body)
+    except ValueError:
+        raise _core.InvalidArgument("the request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise _core.InvalidArgument("the request body must be a JSON object")
+    return body
+
+
+def _scope(request: HttpRequest) -> Any:
+    key = request.headers.get("X-API-KEY")
+    if not key:
+        raise _core.Unauthenticated("missing X-API-KEY header")
+    engine = get_engine()
+    return engine.partner(engine.authenticate(key))
+
+
+def api(methods: dict[str, Callable[..., Any]], status: int = 200) -> Callable[..., HttpResponse]:
+    """A view dispatching on the HTTP method; couponcore errors become the JSON error shape."""
+
+    @csrf_exempt
+    def view(request: HttpRequest, **kwargs: Any) -> HttpResponse:
+        handler = methods.get(request.method or "")
+        if handler is None:
+            return JsonResponse(error_body("MethodNotAllowed", f"{request.method} is not allowed here"), status=405)
+        try:
+            result = handler(request, **kwargs)
+        except _core.Error as exc:
+            code = error_status(exc)
+            resp = JsonResponse(error_body(type(exc).__name__, str(exc)), status=code)
+            if code == 503:
+                resp["Retry-After"] = "1"
+            return resp
+        if isinstance(result, HttpResponse):
+            return result
+        return JsonResponse(to_json(result), status=status if request.method == "POST" else 200, safe=False)
+
+    return view
+
+
+def _req(body: dict[str, Any], key: str) -> Any:
+    if key not in body:
+        raise _core.InvalidArgument(f"{key} is required")
+    return body[key]
+
+
+def healthz(request: HttpRequest) -> HttpResponse:
+    engine = get_engine()
+    return JsonResponse({"status": "ok" if not engine.closed else "closed", "engine": engine.kind})
+
+
+def metrics(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(get_engine().metrics_text(), content_type="text/plain; version=0.0.4")
+
+
+CAMPAIGN_FIELDS = ("name", "quantity", "per_user_limit", "starts_at", "ends_at", "discount_kind", "discount_value",
+                   "discount_max", "min_order_amount", "valid_until", "valid_days")
+
+
+def _create_campaign(request: HttpRequest) -> Any:
+    body = _json(request)
+    unknown = set(body) - set(CAMPAIGN_FIELDS)
+    if unknown:
+        raise _core.InvalidArgument(f"unknown fields: {sorted(unknown)}")
+    import datetime as dt
+
+    for k in ("starts_at", "ends_at", "valid_until"):
+        if isinstance(body.get(k), str):
+            try:
+                body[k] = dt.datetime.fromisoformat(body[k].replace("Z", "+00:00"))
+            except ValueError:
+                raise _core.InvalidArgument(f"{k} must be an ISO 8601 time") from None
+    return _scope(request).campaigns.create(**body)
+
+
+campaigns = api({"POST": _create_campaign, "GET": lambda r: _scope(r).campaigns.list()}, status=201)
+campaign = api({"GET": lambda r, campaign_id: _scope(r).campaigns.get(campaign_id)})
+campaign_action = {
+    a: api({"POST": (lambda a: lambda r, campaign_id: getattr(_scope(r).campaigns, a)(campaign_id))(a)}, status=200)
+    for a in ("pause", "resume", "close")
+}
+campaign_quantity = api({"PUT": lambda r, campaign_id: _scope(r).campaigns.set_quantity(campaign_id, _req(_json(r), "quantity"))})
+campaign_stats = api({"GET": lambda r, campaign_id: _scope(r).stats(campaign_id)})
+campaign_counts = api({"GET": lambda r, campaign_id: _scope(r).coupons.counts(campaign_id)})
+
+
+def _issue(request: HttpRequest, campaign_id: int) -> Any:
+    body = _json(request)
+    request_id = body.get("request_id") or request.headers.get("Idempotency-Key")
+    return _scope(request).issue(campaign_id, _req(body, "user_id"), request_id)
+
+
+issue = api({"POST": _issue}, status=200)
+coupon = api({"GET": lambda r, coupon_id: _scope(r).coupons.get(coupon_id)})
+
+
+def _use(request: HttpRequest, coupon_id: int) -> Any:
+    b = _json(request)
+    return _scope(request).coupons.use(coupon_id, _req(b, "user_id"), _req(b, "order_id"), _req(b, "order_amount"))
+
+
+coupon_use = api({"POST": _use}, status=200)
+coupon_cancel = api({"POST": lambda r, coupon_id: _scope(r).coupons.cancel_use(coupon_id, _req(_json(r), "order_id"))},
+                    status=200)
+
+
+def _user_coupons(request: HttpRequest, user_id: str) -> Any:
+    q = request.GET
+    try:
+        cursor = int(q["cursor"]) if q.get("cursor") else None
+        limit = int(q.get("limit", "50"))
+    except ValueError:
+        raise _core.InvalidArgument("cursor and limit must be integers") from None
+    return _scope(request).coupons.list_for_user(user_id, state=q.get("state") or None, cursor=cursor, limit=limit)
+
+
+user_coupons = api({"GET": _user_coupons})
+
+
+def _idem(request: HttpRequest, body: dict[str, Any]) -> str:
+    key = body.get("idempotency_key") or request.headers.get("Idempotency-Key")
+    if not key:
+        raise _core.InvalidArgument("an idempotency key is required (Idempotency-Key header or idempotency_key)")
+    return str(key)
+
+
+def _earn(request: HttpRequest, user_id: str) -> Any:
+    b = _json(request)
+    return _scope(request).points.earn(user_id, _req(b, "amount"), idempotency_key=_idem(request, b),
+                                       expires_in_days=b.get("expires_in_days"), reason=b.get("reason", ""))
+
+
+def _points_use(request: HttpRequest, user_id: str) -> Any:
+    b = _json(request)
+    return _scope(request).points.use(user_id, _req(b, "amount"), idempotency_key=_idem(request, b),
+                                      order_id=b.get("order_id", ""))
+
+
+def _points_cancel(request: HttpRequest, user_id: str) -> Any:
+    b = _json(request)
+    return _scope(request).points.cancel(user_id, idempotency_key=_idem(request, b), entry_id=b.get("entry_id"),
+                                         use_key=b.get("use_key"))
+
+
+def _transfer(request: HttpRequest, user_id: str) -> Any:
+    b = _json(request)
+    return _scope(request).points.transfer(user_id, _req(b, "to_user_id"), _req(b, "amount"),
+                                           idempotency_key=_idem(request, b))
+
+
+def _history(request: HttpRequest, user_id: str) -> Any:
+    try:
+        cursor = int(request.GET["cursor"]) if request.GET.get("cursor") else None
+        limit = int(request.GET.get("limit", "50"))
+    except ValueError:
+        raise _core.InvalidArgument("cursor and limit must be integers") from None
+    return _scope(request).points.history(user_id, cursor, limit)
+
+
+points_balance = api({"GET": lambda r, user_id: _scope(r).points.balance(user_id)})
+points_history = api({"GET": _history})
+points_earn = api({"POST": _earn}, status=200)
+points_use = api({"POST": _points_use}, status=200)
+points_cancel = api({"POST": _points_cancel}, status=200)
+points_transfer = api({"POST": _transfer}, status=200)

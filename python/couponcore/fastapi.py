@@ -1,0 +1,398 @@
+"""A REST API over couponcore for FastAPI apps.
+
+    from couponcore.fastapi import create_app
+    app = create_app(couponcore.open())          # or include create_router(engine) in your app
+
+Every partner route authenticates the ``X-API-KEY`` header through ``engine.authenticate``
+(a missing, unknown, revoked or malformed key is 401 with one message) and works in that
+partner's scope: another partner's campaign, coupon or wallet is 404, exactly like an unknown
+one. Errors have one JSON shape, ``{"error": {"type": "NotFound", "message": "..."}}``:
+
+    InvalidArgument/InvalidType 422 · Unauthenticated 401 · NotFound 404 · Conflict 409 ·
+    InsufficientFunds 409 · Unavailable 503 (with Retry-After) · Closed 503 · InternalError 500
+
+``GET /healthz`` and ``GET /metrics`` (Prometheus text) need no key. Issue endpoints are async
+and never block the event loop (``aissue``); the other calls run in the default executor.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Optional
+
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, Field
+
+from . import _core
+from ._engine import Engine
+from ._web import error_body, error_status, to_json
+
+# ---- request bodies and response models (they make the OpenAPI document) ------------------
+
+
+class ErrorBody(BaseModel):
+    type: str = Field(examples=["NotFound"])
+    message: str
+
+
+class ErrorOut(BaseModel):
+    error: ErrorBody
+
+
+class CampaignIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200, examples=["10:00 flash sale"])
+    quantity: int = Field(gt=0, le=1_000_000_000)
+    per_user_limit: int = Field(1, ge=1, le=1000)
+    starts_at: Optional[dt.datetime] = None
+    ends_at: Optional[dt.datetime] = None
+    discount_kind: str = Field("none", pattern="^(none|fixed|percent)$")
+    discount_value: int = 0
+    discount_max: Optional[int] = None
+    min_order_amount: int = 0
+    valid_until: Optional[dt.datetime] = None
+    valid_days: Optional[int] = None
+
+
+class CampaignOut(BaseModel):
+    id: int
+    name: str
+    quantity: int
+    per_user_limit: int
+    starts_at: Optional[dt.datetime]
+    ends_at: Optional[dt.datetime]
+    state: str
+    partner_id: int
+    discount_kind: str
+    discount_value: int
+    discount_max: Optional[int]
+    min_order_amount: int
+    valid_until: Optional[dt.datetime]
+    valid_days: Optional[int]
+    created_at: dt.datetime
+
+
+class QuantityIn(BaseModel):
+    quantity: int = Field(gt=0, le=1_000_000_000)
+
+
+class IssueIn(BaseModel):
+    user_id: str = Field(min_length=1, max_length=128, examples=["user-42"])
+    request_id: Optional[str] = Field(None, max_length=128, description="retry key: a repeat gets the first answer")
+
+
+class IssueOut(BaseModel):
+    status: str = Field(examples=["ISSUED"])
+    seq: Optional[int] = Field(None, description="first-come rank 1..quantity when issued")
+    coupon_id: Optional[int] = None
+
+
+class CouponOut(BaseModel):
+    id: int
+    campaign_id: int
+    seq: int
+    user_id: str
+    state: str
+    issued_at: dt.datetime
+    valid_until: Optional[dt.datetime]
+    used_order_id: Optional[str]
+    used_at: Optional[dt.datetime]
+    order_amount: Optional[int]
+    discount_amount: Optional[int]
+
+
+class UseIn(BaseModel):
+    user_id: str
+    order_id: str
+    order_amount: int
+
+
+class UseOut(BaseModel):
+    coupon_id: int
+    campaign_id: int
+    user_id: str
+    order_id: str
+    order_amount: int
+    discount_amount: int
+    payable_amount: int
+    used_at: dt.datetime
+
+
+class CancelIn(BaseModel):
+    order_id: str
+
+
+class CouponPageOut(BaseModel):
+    items: list[CouponOut]
+    next_cursor: Optional[int]
+
+
+class CountsOut(BaseModel):
+    issued: int
+    used: int
+    expired: int
+    total: int
+
+
+class StatsOut(BaseModel):
+    rows: int
+    distinct_users: int
+    min_seq: int
+    max_seq: int
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "missing, unknown, revoked or malformed X-API-KEY"},
+    404: {"model": ErrorOut, "description": "no such object in this partner's scope"},
+    409: {"model": ErrorOut, "description": "the object's state forbids it"},
+    422: {"model": ErrorOut, "description": "invalid input; nothing changed"},
+    503: {"model": ErrorOut, "description": "a server is unavailable; retry with the same ids"},
+}
+
+
+# ---- the router ----------------------------------------------------------------------------
+
+
+def create_router(engine: Engine) -> APIRouter:
+    """The REST routes over ``engine``; include it in any FastAPI app."""
+    router = APIRouter()
+
+    async def scope(x_api_key: Optional[str] = Header(None, alias="X-API-KEY")) -> Any:
+        if not x_api_key:
+            raise _core.Unauthenticated("missing X-API-KEY header")
+        partner = await _offload(engine.authenticate, x_api_key)
+        return engine.partner(partner)
+
+    Scope = Depends(scope)
+
+    @router.get("/healthz", tags=["operations"])
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok" if not engine.closed else "closed", "engine": engine.kind}
+
+    @router.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
+    async def metrics() -> str:
+        return engine.metrics_text()
+
+    @router.post("/campaigns", status_code=201, response_model=CampaignOut, responses=_ERRORS, tags=["campaigns"])
+    async def create_campaign(body: CampaignIn, s: Any = Scope) -> Any:
+        return to_json(await _offload(lambda: s.campaigns.create(**body.model_dump())))
+
+    @router.get("/campaigns", response_model=list[CampaignOut], responses=_ERRORS, tags=["campaigns"])
+    async def list_campaigns(s: Any = Scope) -> Any:
+        return to_json(await _offload(s.campaigns.list))
+
+    @router.get("/campaigns/{campaign_id}", response_model=CampaignOut, responses=_ERRORS, tags=["campaigns"])
+    async def get_campaign(campaign_id: int, s: Any = Scope) -> Any:
+        return to_json(await _offload(s.campaigns.get, campaign_id))
+
+    for action in ("pause", "resume", "close"):
+        def make(action: str) -> Any:
+            async def change_state(campaign_id: int, s: Any = Scope) -> Any:
+                return to_json(await _offload(getattr(s.campaigns, action), campaign_id))
+
+            change_state.__name__ = f"{action}_campaign"
+            return change_state
+
+        router.post(f"/campaigns/{{campaign_id}}/{action}", response_model=CampaignOut, responses=_ERRORS,
+                    tags=["campaigns"], summary=f"{action.capitalize()} a campaign")(make(action))
+
+    @router.put("/campaigns/{campaign_id}/quantity", response_model=CampaignOut, responses=_ERRORS, tags=["campaigns"])
+    async def set_quantity(campaign_id: int, body: QuantityIn, s: Any = Scope) -> Any:
+        return to_json(await _offload(s.campaigns.set_quantity, campaign_id, body.quantity))
+
+    @router.get("/campaigns/{campaign_id}/stats", response_model=StatsOut, responses=_ERRORS, tags=["campaigns"])
+    async def campaign_stats(campaign_id: int, s: Any = Scope) -> Any:
+        return to_json(await _offload(s.stats, campaign_id))
+
+    @router.get("/campaigns/{campaign_id}/counts", response_model=CountsOut, responses=_ERRORS, tags=["coupons"])
+    async def campaign_counts(campaign_id: int, s: Any = Scope) -> Any:
+        return to_json(await _offload(s.coupons.counts, campaign_id))
+
+    @router.post("/campaigns/{campaign_id}/issue", response_model=IssueOut, responses=_ERRORS, tags=["issue"],
+                 summary="Ask for a coupon (first come, first served)")
+    async def issue(campaign_id: int, body: IssueIn, s: Any = Scope,
+                    idempotency_key: Optional[str] = Header(None, alias="Idempotency-Key")) -> Any:
+        r = await s.aissue(campaign_id, body.user_id, body.request_id or idempotency_key)
+        return {"status": r.status.value, "seq": r.seq, "coupon_id": r.coupon_id}
+
+    @router.get("/coupons/{coupon_id}", response_model=CouponOut, responses=_ERRORS, tags=["coupons"])
+    async def get_coupon(coupon_id: int, s: Any = Scope) -> Any:
+        return to_json(await _offload(s.coupons.get, coupon_id))
+
+    @router.post("/coupons/{coupon_id}/use", response_model=UseOut, responses=_ERRORS, tags=["coupons"],
+                 summary="Redeem a coupon at checkout (idempotent per order_id)")
+    async def use_coupon(coupon_id: int, body: UseIn, s: Any = Scope) -> Any:
+        return to_json(await _offload(s.coupons.use, coupon_id, body.user_id, body.order_id, body.order_amount))
+
+    @router.post("/coupons/{coupon_id}/cancel", response_model=CouponOut, responses=_ERRORS, tags=["coupons"],
+                 summary="Cancel an order's use of a coupon (idempotent)")
+    async def cancel_coupon(coupon_id: int, body: CancelIn, s: Any = Scope) -> Any:
+        return to_json(await _offload(s.coupons.cancel_use, coupon_id, body.order_id))
+
+    @router.get("/users/{user_id}/coupons", response_model=CouponPageOut, responses=_ERRORS, tags=["coupons"])
+    async def user_coupons(user_id: str, s: Any = Scope, state: Optional[str] = Query(None, pattern="^(issued|used|expired)$"),
+                           cursor: Optional[int] = None, limit: int = Query(50, ge=1, le=1000)) -> Any:
+        return to_json(await _offload(lambda: s.coupons.list_for_user(user_id, state=state, cursor=cursor, limit=limit)))
+
+    _add_wallet_routes(router, Scope)
+    return router
+
+
+class EarnIn(BaseModel):
+    amount: int = Field(gt=0)
+    expires_at: Optional[dt.datetime] = None
+    expires_in_days: Optional[float] = Field(None, gt=0)
+    reason: str = Field("", max_length=200)
+    idempotency_key: Optional[str] = Field(None, description="or the Idempotency-Key header")
+
+
+class PointsUseIn(BaseModel):
+    amount: int = Field(gt=0)
+    order_id: str = ""
+    idempotency_key: Optional[str] = None
+
+
+class PointsCancelIn(BaseModel):
+    entry_id: Optional[int] = None
+    use_key: Optional[str] = Field(None, description="the use's idempotency key")
+    idempotency_key: Optional[str] = None
+
+
+class TransferIn(BaseModel):
+    to_user_id: str
+    amount: int = Field(gt=0)
+    idempotency_key: Optional[str] = None
+
+
+class WalletResultOut(BaseModel):
+    entry_id: int
+    amount: int
+    balance_after: int
+    expired_amount: int
+    peer_entry_id: Optional[int]
+    created_at: dt.datetime
+    replayed: bool
+
+
+class BalanceOut(BaseModel):
+    total: int
+    next_expiry_amount: int
+    next_expiry_at: Optional[dt.datetime]
+
+
+class EntryOut(BaseModel):
+    id: int
+    kind: str
+    amount: int
+    balance_after: int
+    idempotency_key: Optional[str]
+    ref_entry_id: Optional[int]
+    order_id: Optional[str]
+    reason: Optional[str]
+    created_at: dt.datetime
+
+
+class HistoryOut(BaseModel):
+    entries: list[EntryOut]
+    next_cursor: Optional[int]
+
+
+def _key(body_key: Optional[str], header_key: Optional[str]) -> str:
+    key = body_key or header_key
+    if not key:
+        raise _core.InvalidArgument("an idempotency key is required (Idempotency-Key header or idempotency_key)")
+    return key
+
+
+def _add_wallet_routes(router: APIRouter, Scope: Any) -> None:
+    """Point routes under /users/{user_id}/points."""
+    IdemHeader = Header(None, alias="Idempotency-Key")
+
+    @router.get("/users/{user_id}/points", response_model=BalanceOut, responses=_ERRORS, tags=["points"])
+    async def balance(user_id: str, s: Any = Scope) -> Any:
+        return to_json(await _offload(s.points.balance, user_id))
+
+    @router.get("/users/{user_id}/points/history", response_model=HistoryOut, responses=_ERRORS, tags=["points"])
+    async def history(user_id: str, s: Any = Scope, cursor: Optional[int] = None,
+                      limit: int = Query(50, ge=1, le=1000)) -> Any:
+        return to_json(await _offload(s.points.history, user_id, cursor, limit))
+
+    @router.post("/users/{user_id}/points/earn", response_model=WalletResultOut, responses=_ERRORS, tags=["points"])
+    async def earn(user_id: str, body: EarnIn, s: Any = Scope, idem: Optional[str] = IdemHeader) -> Any:
+        key = _key(body.idempotency_key, idem)
+        return to_json(await _offload(lambda: s.points.earn(user_id, body.amount, idempotency_key=key,
+                                                              expires_at=body.expires_at,
+                                                              expires_in_days=body.expires_in_days,
+                                                              reason=body.reason)))
+
+    @router.post("/users/{user_id}/points/use", response_model=WalletResultOut, responses=_ERRORS, tags=["points"])
+    async def use(user_id: str, body: PointsUseIn, s: Any = Scope, idem: Optional[str] = IdemHeader) -> Any:
+        key = _key(body.idempotency_key, idem)
+        return to_json(await _offload(lambda: s.points.use(user_id, body.amount, idempotency_key=key,
+                                                             order_id=body.order_id)))
+
+    @router.post("/users/{user_id}/points/cancel", response_model=WalletResultOut, responses=_ERRORS, tags=["points"])
+    async def cancel(user_id: str, body: PointsCancelIn, s: Any = Scope, idem: Optional[str] = IdemHeader) -> Any:
+        key = _key(body.idempotency_key, idem)
+        return to_json(await _offload(lambda: s.points.cancel(user_id, idempotency_key=key, entry_id=body.entry_id,
+                                                                use_key=body.use_key)))
+
+    @router.post("/users/{user_id}/points/transfer", response_model=WalletResultOut, responses=_ERRORS,
+                 tags=["points"])
+    async def transfer(user_id: str, body: TransferIn, s: Any = Scope, idem: Optional[str] = IdemHeader) -> Any:
+        key = _key(body.idempotency_key, idem)
+        return to_json(await _offload(lambda: s.points.transfer(user_id, body.to_user_id, body.amount,
+                                                                  idempotency_key=key)))
+
+
+async def _offload(fn: Any, *args: Any) -> Any:
+    import asyncio
+    import functools
+
+    return await asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *args))
+
+
+def create_app(engine: Engine, *, title: str = "couponcore", close_engine_on_shutdown: bool = False) -> FastAPI:
+    """A FastAPI app serving ``create_router(engine)`` with couponcore's error mapping."""
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> Any:
+        yield
+        if close_engine_on_shutdown:
+            engine.close()
+
+    app = FastAPI(
+        title=title,
+        version=_version(),
+        description="First-come-first-served coupon drops and point wallets. Partner routes take an "
+        "`X-API-KEY` header.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(create_router(engine))
+    app.state.couponcore_engine = engine
+    return app
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map couponcore errors (and request validation) onto the one JSON error shape."""
+    from fastapi.exceptions import RequestValidationError
+
+    @app.exception_handler(_core.Error)
+    async def couponcore_error(_: Request, exc: _core.Error) -> JSONResponse:
+        status = error_status(exc)
+        headers = {"Retry-After": "1"} if status == 503 else None
+        return JSONResponse(error_body(type(exc).__name__, str(exc)), status_code=status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"msg": "invalid request"}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return JSONResponse(error_body("InvalidArgument", f"{where}: {first['msg']}"), status_code=422)
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__

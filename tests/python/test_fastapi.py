@@ -1,0 +1,192 @@
+"""The FastAPI service: httpx against the ASGI app on both deployments, and once against a
+real uvicorn process on loopback (`couponcore serve`)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import sys
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+import couponcore
+from couponcore.fastapi import create_app
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def client(engine: couponcore.Engine) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(engine)), base_url="http://test")
+
+
+def test_flow_campaign_issue_use_cancel_points(engine: couponcore.Engine) -> None:
+    key = engine.partners.create("acme").api_key
+    H = {"X-API-KEY": key}
+
+    async def main() -> None:
+        async with client(engine) as c:
+            r = await c.post("/campaigns", json={"name": "drop", "quantity": 2, "discount_kind": "fixed",
+                                                 "discount_value": 500, "min_order_amount": 1000}, headers=H)
+            assert r.status_code == 201, r.text
+            cid = r.json()["id"]
+            a = (await c.post(f"/campaigns/{cid}/issue", json={"user_id": "u1", "request_id": "p1"}, headers=H)).json()
+            assert a["status"] == "ISSUED" and a["seq"] == 1
+            again = (await c.post(f"/campaigns/{cid}/issue", json={"user_id": "u1", "request_id": "p1"}, headers=H)).json()
+            assert again == a
+            assert (await c.post(f"/campaigns/{cid}/issue", json={"user_id": "u2"}, headers=H)).json()["seq"] == 2
+            assert (await c.post(f"/campaigns/{cid}/issue", json={"user_id": "u3"}, headers=H)).json()["status"] == "SOLD_OUT"
+            assert engine.drain(30)
+            coupon = a["coupon_id"]
+            got = (await c.get(f"/coupons/{coupon}", headers=H)).json()
+            assert got["state"] == "issued" and got["user_id"] == "u1"
+            use = await c.post(f"/coupons/{coupon}/use", json={"user_id": "u1", "order_id": "o1", "order_amount": 3000}, headers=H)
+            assert use.status_code == 200, use.text
+            assert use.json()["discount_amount"] == 500 and use.json()["payable_amount"] == 2500
+            twice = await c.post(f"/coupons/{coupon}/use", json={"user_id": "u1", "order_id": "o2", "order_amount": 3000}, headers=H)
+            assert twice.status_code == 409 and twice.json()["error"]["type"] == "Conflict"
+            cancel = await c.post(f"/coupons/{coupon}/cancel", json={"order_id": "o1"}, headers=H)
+            assert cancel.json()["state"] == "issued"
+            page = (await c.get("/users/u1/coupons", params={"state": "issued"}, headers=H)).json()
+            assert [x["id"] for x in page["items"]] == [coupon]
+            counts = (await c.get(f"/campaigns/{cid}/counts", headers=H)).json()
+            assert counts["total"] == 2
+            e = await c.post("/users/u1/points/earn", json={"amount": 100}, headers={**H, "Idempotency-Key": "e1"})
+            assert e.status_code == 200 and e.json()["balance_after"] == 100
+            u = await c.post("/users/u1/points/use", json={"amount": 30, "order_id": "o1"}, headers={**H, "Idempotency-Key": "u1"})
+            assert u.json()["balance_after"] == 70
+            broke = await c.post("/users/u1/points/use", json={"amount": 1000}, headers={**H, "Idempotency-Key": "u2"})
+            assert broke.status_code == 409 and broke.json()["error"]["type"] == "InsufficientFunds"
+            no_key = await c.post("/users/u1/points/use", json={"amount": 1}, headers=H)
+            assert no_key.status_code == 422
+            assert (await c.get("/users/u1/points", headers=H)).json()["total"] == 70
+            hist = (await c.get("/users/u1/points/history", headers=H)).json()
+            assert [x["kind"] for x in hist["entries"]] == ["use", "earn"]
+
+    run(main())
+
+
+def test_every_partner_route_is_401_without_a_good_key(engine: couponcore.Engine) -> None:
+    app = create_app(engine)
+    schema = app.openapi()
+    revoked = engine.partners.create("gone")
+    engine.partners.revoke(revoked.partner)
+
+    async def main() -> None:
+        async with client(engine) as c:
+            for path, ops in schema["paths"].items():
+                if path in ("/healthz", "/metrics"):
+                    continue
+                url = re.sub(r"\{[^}]+\}", "1", path)
+                for method in ops:
+                    for headers in ({}, {"X-API-KEY": "cc_live_not-a-real-key"}, {"X-API-KEY": "garbage"},
+                                    {"X-API-KEY": revoked.api_key}):
+                        r = await c.request(method.upper(), url, json={}, headers=headers)
+                        assert r.status_code == 401, (method, path, headers, r.text)
+                        assert r.json()["error"]["type"] == "Unauthenticated"
+            assert (await c.get("/healthz")).status_code == 200
+            assert "couponcore_issue_requests_total" in (await c.get("/metrics")).text
+
+    run(main())
+
+
+def test_tenant_isolation_is_404(engine: couponcore.Engine) -> None:
+    a = engine.partners.create("a").api_key
+    b = engine.partners.create("b").api_key
+
+    async def main() -> None:
+        async with client(engine) as c:
+            cid = (await c.post("/campaigns", json={"name": "a's", "quantity": 5}, headers={"X-API-KEY": a})).json()["id"]
+            coupon = (await c.post(f"/campaigns/{cid}/issue", json={"user_id": "x"}, headers={"X-API-KEY": a})).json()["coupon_id"]
+            assert engine.drain(30)
+            B = {"X-API-KEY": b}
+            for method, url, body in [
+                ("GET", f"/campaigns/{cid}", None),
+                ("POST", f"/campaigns/{cid}/issue", {"user_id": "y"}),
+                ("POST", f"/campaigns/{cid}/pause", None),
+                ("GET", f"/campaigns/{cid}/counts", None),
+                ("GET", f"/coupons/{coupon}", None),
+                ("POST", f"/coupons/{coupon}/use", {"user_id": "x", "order_id": "o", "order_amount": 100}),
+                ("POST", f"/coupons/{coupon}/cancel", {"order_id": "o"}),
+            ]:
+                r = await c.request(method, url, json=body, headers=B)
+                assert r.status_code == 404, (method, url, r.text)
+            assert (await c.get("/campaigns", headers=B)).json() == []
+            assert (await c.get("/users/x/coupons", headers=B)).json()["items"] == []
+
+    run(main())
+
+
+def test_bad_input_is_422_with_the_error_shape(engine: couponcore.Engine) -> None:
+    key = engine.partners.create("v").api_key
+    H = {"X-API-KEY": key}
+
+    async def main() -> None:
+        async with client(engine) as c:
+            for body in ({"name": "x", "quantity": 0}, {"name": "", "quantity": 1}, {"quantity": 5},
+                         {"name": "x", "quantity": "many"}, {"name": "x", "quantity": 5, "discount_kind": "bogus"}):
+                r = await c.post("/campaigns", json=body, headers=H)
+                assert r.status_code == 422, body
+                assert r.json()["error"]["type"] == "InvalidArgument"
+            cid = (await c.post("/campaigns", json={"name": "ok", "quantity": 5}, headers=H)).json()["id"]
+            r = await c.post(f"/campaigns/{cid}/issue", json={"user_id": "a}{b"}, headers=H)
+            assert r.status_code == 422
+            assert (await c.get("/campaigns/999999999", headers=H)).status_code == 404
+
+    run(main())
+
+
+def test_openapi_document_is_meaningful(engine: couponcore.Engine) -> None:
+    schema = create_app(engine).openapi()
+    paths = schema["paths"]
+    for p in ("/campaigns", "/campaigns/{campaign_id}/issue", "/coupons/{coupon_id}", "/coupons/{coupon_id}/use",
+              "/coupons/{coupon_id}/cancel", "/users/{user_id}/coupons", "/users/{user_id}/points",
+              "/users/{user_id}/points/use"):
+        assert p in paths, p
+    issue = paths["/campaigns/{campaign_id}/issue"]["post"]
+    assert "IssueOut" in str(issue["responses"]["200"]) and "401" in issue["responses"]
+
+
+def test_real_uvicorn_process_on_loopback(tmp_path: Any) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "couponcore", "serve", "--port", str(port), "--path", str(tmp_path / "s.db"),
+         "--create-partner", "shop"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        key = line.strip().rsplit(" ", 1)[-1]
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        H = {"X-API-KEY": key}
+        cid = httpx.post(f"http://127.0.0.1:{port}/campaigns", json={"name": "live", "quantity": 3}, headers=H).json()["id"]
+
+        async def burst() -> list[dict[str, Any]]:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=H) as c:
+                rs = await asyncio.gather(*(c.post(f"/campaigns/{cid}/issue", json={"user_id": f"u{i}"}) for i in range(20)))
+                return [r.json() for r in rs]
+
+        answers = run(burst())
+        assert sorted(a["seq"] for a in answers if a["status"] == "ISSUED") == [1, 2, 3]
+        assert sum(a["status"] == "SOLD_OUT" for a in answers) == 17
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal (exit status -15).
+    assert proc.returncode in (0, -15)
