@@ -46,9 +46,7 @@ def main() -> None:
             idle_since = time.monotonic()
             rows = [(args.campaign_id, int(f[b"seq"]), f[b"user"].decode(), int(f[b"t"])) for _, f in entries]
             with conn.cursor() as cur:
-                cur.executemany(
-                    "INSERT INTO baseline_coupons VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING", rows
-                )
+                cur.executemany("INSERT INTO baseline_coupons VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING", rows)
             conn.commit()
             r.xack(stream, "writers", *[eid for eid, _ in entries])
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 """The example Django project: couponcore.django mounted under /api/."""
+
 import os
 import sys
 

@@ -1,14 +1,14 @@
 """couponcore: first-come-first-served coupon drops and loyalty-point wallets, natively.
 
-    import couponcore
-    with couponcore.open() as engine:                 # embedded: in-process gate + SQLite
-        c = engine.campaigns.create("drop", quantity=10_000)
-        r = engine.issue(c.id, "user-42")
-        r.status, r.seq                               # (Status.ISSUED, 1)
-        u = engine.coupons.use(r.coupon_id, "user-42", "order-7", order_amount=12_000)
+import couponcore
+with couponcore.open() as engine:                 # embedded: in-process gate + SQLite
+    c = engine.campaigns.create("drop", quantity=10_000)
+    r = engine.issue(c.id, "user-42")
+    r.status, r.seq                               # (Status.ISSUED, 1)
+    u = engine.coupons.use(r.coupon_id, "user-42", "order-7", order_amount=12_000)
 
-    shop = engine.partner(engine.authenticate(api_key))  # one partner's view: campaigns,
-    shop.coupons.list_for_user("user-42")               # issue, coupons of that partner only
+shop = engine.partner(engine.authenticate(api_key))  # one partner's view: campaigns,
+shop.coupons.list_for_user("user-42")               # issue, coupons of that partner only
 """
 
 from ._core import (

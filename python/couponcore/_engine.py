@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from typing import Any, Callable, Optional, TypeVar, Union
 
 from . import _core
-from ._wallet import Points, PointsAdmin
 from ._types import (
     Campaign,
     CampaignStats,
@@ -39,6 +38,7 @@ from ._types import (
     UseResult,
     to_us,
 )
+from ._wallet import Points, PointsAdmin
 
 DEFAULT_PATH = "couponcore.db"
 COUPON_PAGE_DEFAULT = 50  # limits::kCouponPageDefault; at most 1,000 (docs/limits.md)
@@ -56,9 +56,7 @@ def _partner_id(partner: Union[int, Partner]) -> int:
     if isinstance(partner, Partner):
         return partner.id
     if isinstance(partner, bool) or not isinstance(partner, int):
-        raise _core.InvalidType(
-            f"partner must be an int or a Partner, got {type(partner).__name__}"
-        )
+        raise _core.InvalidType(f"partner must be an int or a Partner, got {type(partner).__name__}")
     if partner < 0:
         raise _core.InvalidArgument("partner ids are not negative")
     return partner
@@ -140,9 +138,7 @@ class Campaigns:
     def set_quantity(self, campaign_id: int, quantity: int) -> Campaign:
         """Change the quantity while the campaign runs: never below the coupons already issued
         (``Conflict``). Raising it reopens a sold-out campaign."""
-        return Campaign._from_core(
-            self._core.set_campaign_quantity(self._scope.partner_id, campaign_id, quantity)
-        )
+        return Campaign._from_core(self._core.set_campaign_quantity(self._scope.partner_id, campaign_id, quantity))
 
 
 class Coupons:
@@ -163,17 +159,13 @@ class Coupons:
         (production: just issued and not yet in the store; retry).
         """
         return UseResult._from_core(
-            self._core.use_coupon(
-                self._scope.partner_id, coupon_id, user_id, order_id, order_amount
-            )
+            self._core.use_coupon(self._scope.partner_id, coupon_id, user_id, order_id, order_amount)
         )
 
     def cancel_use(self, coupon_id: int, order_id: str) -> Coupon:
         """Undo ``order_id``'s use: the coupon is issued again, or expired if its validity passed
         meanwhile (see the returned state). Repeats are harmless."""
-        return Coupon._from_core(
-            self._core.cancel_coupon_use(self._scope.partner_id, coupon_id, order_id)
-        )
+        return Coupon._from_core(self._core.cancel_coupon_use(self._scope.partner_id, coupon_id, order_id))
 
     def get(self, coupon_id: int) -> Coupon:
         """One coupon, with its state as of now."""
@@ -188,18 +180,14 @@ class Coupons:
     ) -> CouponPage:
         """A page of ``user_id``'s coupons (optionally in one state), by coupon id. Pass the
         page's ``next_cursor`` as ``cursor`` for the next one; ``limit`` is 1..1,000."""
-        items, next_cursor = self._core.list_user_coupons(
-            self._scope.partner_id, user_id, state, cursor, limit
-        )
+        items, next_cursor = self._core.list_user_coupons(self._scope.partner_id, user_id, state, cursor, limit)
         return CouponPage([Coupon._from_core(d) for d in items], next_cursor)
 
     def counts(self, campaign_id: int) -> CouponCounts:
         """The campaign's coupons by state."""
         return CouponCounts(**self._core.coupon_counts(self._scope.partner_id, campaign_id))
 
-    async def ause(
-        self, coupon_id: int, user_id: str, order_id: str, order_amount: int
-    ) -> UseResult:
+    async def ause(self, coupon_id: int, user_id: str, order_id: str, order_amount: int) -> UseResult:
         """``use`` for asyncio (runs in the loop's default executor)."""
         return await _offload(self.use, coupon_id, user_id, order_id, order_amount)
 
@@ -280,9 +268,7 @@ class Scope:
     def partner_id(self) -> int:
         return self._partner_id
 
-    def issue(
-        self, campaign_id: int, user_id: str, request_id: Optional[str] = None
-    ) -> _core.IssueResult:
+    def issue(self, campaign_id: int, user_id: str, request_id: Optional[str] = None) -> _core.IssueResult:
         """Ask for one coupon. Returns when the answer is final; an ISSUED answer is durable.
 
         A repeated ``request_id`` (per user) returns the first answer instead of deciding again.
@@ -300,9 +286,7 @@ class Scope:
         self._check(campaign_id)
         return self._core.issue_many(campaign_id, user_ids, request_ids)
 
-    async def aissue(
-        self, campaign_id: int, user_id: str, request_id: Optional[str] = None
-    ) -> _core.IssueResult:
+    async def aissue(self, campaign_id: int, user_id: str, request_id: Optional[str] = None) -> _core.IssueResult:
         """``issue`` for asyncio: never blocks the event loop. Concurrent coroutines are decided
         in the same batches as threads. Cancelling the awaiting task is safe: the decision may
         still happen, and a retry with the same ``request_id`` then gets its answer."""
@@ -344,9 +328,7 @@ class Engine(Scope):
     concurrent callers are decided together in batches.
     """
 
-    def __init__(
-        self, core: _core.Engine, open_wallets: Optional[Callable[[], _core.Wallets]] = None
-    ) -> None:
+    def __init__(self, core: _core.Engine, open_wallets: Optional[Callable[[], _core.Wallets]] = None) -> None:
         super().__init__(core, 0, self._wallets)
         self.partners = Partners(self)
         self._scopes: dict[int, Scope] = {0: self}

@@ -37,8 +37,15 @@ class WalletResult:
     def _from_core(cls, d: dict[str, Any]) -> WalletResult:
         created = from_us(d["created_at_us"])
         assert created is not None
-        return cls(d["entry_id"], d["amount"], d["balance_after"], d["expired_amount"], d["peer_entry_id"],
-                   created, d["replayed"])
+        return cls(
+            d["entry_id"],
+            d["amount"],
+            d["balance_after"],
+            d["expired_amount"],
+            d["peer_entry_id"],
+            created,
+            d["replayed"],
+        )
 
 
 @dataclass(frozen=True)
@@ -104,30 +111,63 @@ class Points:
             raise _core.InvalidArgument("give expires_at or expires_in_days, not both")
         expires_us = to_us(expires_at, "expires_at")
         if expires_in_days is not None:
-            if isinstance(expires_in_days, bool) or not isinstance(expires_in_days, (int, float)) or expires_in_days <= 0:
+            if (
+                isinstance(expires_in_days, bool)
+                or not isinstance(expires_in_days, (int, float))
+                or expires_in_days <= 0
+            ):
                 raise _core.InvalidArgument("expires_in_days must be a positive number")
             expires_us = to_us(_dt.datetime.now(_dt.timezone.utc) + _dt.timedelta(days=expires_in_days), "expires_at")
-        return self._apply({"kind": "earn", "user_id": user_id, "amount": amount, "expires_at_us": expires_us,
-                            "reason": reason, "idempotency_key": idempotency_key})
+        return self._apply(
+            {
+                "kind": "earn",
+                "user_id": user_id,
+                "amount": amount,
+                "expires_at_us": expires_us,
+                "reason": reason,
+                "idempotency_key": idempotency_key,
+            }
+        )
 
     def use(self, user_id: str, amount: int, *, idempotency_key: str, order_id: str = "") -> WalletResult:
         """Spend ``amount`` points, first-expiring lots first. ``InsufficientFunds`` if the
         usable balance is lower (nothing changes)."""
-        return self._apply({"kind": "use", "user_id": user_id, "amount": amount, "order_id": order_id,
-                            "idempotency_key": idempotency_key})
+        return self._apply(
+            {
+                "kind": "use",
+                "user_id": user_id,
+                "amount": amount,
+                "order_id": order_id,
+                "idempotency_key": idempotency_key,
+            }
+        )
 
     def cancel(
         self, user_id: str, *, idempotency_key: str, entry_id: Optional[int] = None, use_key: Optional[str] = None
     ) -> WalletResult:
         """Undo a use (by its ``entry_id`` or its idempotency key ``use_key``): exactly the drawn
         lots are restored; points of lots that expired meanwhile are restored and written off."""
-        return self._apply({"kind": "cancel", "user_id": user_id, "entry_id": entry_id, "use_key": use_key,
-                            "idempotency_key": idempotency_key})
+        return self._apply(
+            {
+                "kind": "cancel",
+                "user_id": user_id,
+                "entry_id": entry_id,
+                "use_key": use_key,
+                "idempotency_key": idempotency_key,
+            }
+        )
 
     def transfer(self, from_user_id: str, to_user_id: str, amount: int, *, idempotency_key: str) -> WalletResult:
         """Move points between two wallets of this partner (locked in id order)."""
-        return self._apply({"kind": "transfer", "user_id": from_user_id, "to_user_id": to_user_id,
-                            "amount": amount, "idempotency_key": idempotency_key})
+        return self._apply(
+            {
+                "kind": "transfer",
+                "user_id": from_user_id,
+                "to_user_id": to_user_id,
+                "amount": amount,
+                "idempotency_key": idempotency_key,
+            }
+        )
 
     def balance(self, user_id: str) -> Balance:
         d = self._wallets().balance(self._partner_id, user_id)
@@ -157,7 +197,9 @@ class Points:
     async def abalance(self, user_id: str) -> Balance:
         return await _offload(self.balance, user_id)
 
-    async def ahistory(self, user_id: str, cursor: Optional[int] = None, limit: int = HISTORY_PAGE_DEFAULT) -> HistoryPage:
+    async def ahistory(
+        self, user_id: str, cursor: Optional[int] = None, limit: int = HISTORY_PAGE_DEFAULT
+    ) -> HistoryPage:
         return await _offload(self.history, user_id, cursor, limit)
 
 

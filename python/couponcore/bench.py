@@ -117,7 +117,9 @@ def _threaded(n_threads: int, per_thread: int, call: Callable[[str], Any]) -> fl
     return time.perf_counter() - t0
 
 
-def bench_embedded_threads(threads: int = 64, ours_per_thread: int = 1500, baseline_per_thread: int = 150) -> dict[str, Any]:
+def bench_embedded_threads(
+    threads: int = 64, ours_per_thread: int = 1500, baseline_per_thread: int = 150
+) -> dict[str, Any]:
     """Durable grants/s with ``threads`` Python threads each issuing one request at a time:
     couponcore's group commit vs the baseline gate committing each request (same durability)."""
     out: dict[str, Any] = {"benchmark": "embedded-threads", "threads": threads}
@@ -206,6 +208,7 @@ def bench_gate(threads: int = 64, per_thread: int = 400, ceiling_requests: int =
         script = r.register_script(_GATE_LUA)
         tag = f"{srv['key_prefix']}base{{c1}}"
         r.hset(f"{tag}:m", mapping={"quantity": 10**8, "issued": 0})
+
         def base_issue(u: str) -> None:
             script(keys=[f"{tag}:m", f"{tag}:h", f"{tag}:g"], args=[u, 1, int(time.time() * 1e6)])
 
@@ -236,8 +239,15 @@ def bench_writer(grants: int = 200_000) -> dict[str, Any]:
             c = e.campaigns.create("bench-writer", quantity=grants)
             for j in range(0, grants, 10_000):
                 e.issue_many(c.id, [f"w-{i:08d}" for i in range(j, min(grants, j + 10_000))])
-            worker = _core.Worker({"redis_url": srv["redis"], "postgres_url": srv["postgres"],
-                                   "key_prefix": srv["key_prefix"], "threads": 2, "migrate_on_start": False})
+            worker = _core.Worker(
+                {
+                    "redis_url": srv["redis"],
+                    "postgres_url": srv["postgres"],
+                    "key_prefix": srv["key_prefix"],
+                    "threads": 2,
+                    "migrate_on_start": False,
+                }
+            )
             t0 = time.perf_counter()
             worker.start()
             assert e.drain(600)
@@ -249,16 +259,21 @@ def bench_writer(grants: int = 200_000) -> dict[str, Any]:
         rows = [(c.id, i + 1, f"w-{i:08d}", 1, 1_700_000_000_000_000) for i in range(grants)]
         with psycopg.connect(srv["postgres"]) as conn:
             conn.execute("DROP TABLE IF EXISTS bench_executemany; DROP TABLE IF EXISTS bench_copy")
-            ddl = ("(campaign_id bigint NOT NULL, seq bigint NOT NULL, user_id text NOT NULL, user_ordinal int NOT NULL,"
-                   " issued_at_us bigint NOT NULL, PRIMARY KEY (campaign_id, seq), UNIQUE (campaign_id, user_id, user_ordinal))")
+            ddl = (
+                "(campaign_id bigint NOT NULL, seq bigint NOT NULL, user_id text NOT NULL, user_ordinal int NOT NULL,"
+                " issued_at_us bigint NOT NULL, PRIMARY KEY (campaign_id, seq),"
+                " UNIQUE (campaign_id, user_id, user_ordinal))"
+            )
             conn.execute("CREATE TABLE bench_executemany " + ddl)
             conn.execute("CREATE TABLE bench_copy " + ddl)
             conn.commit()
             t0 = time.perf_counter()
             with conn.cursor() as cur:
                 for j in range(0, grants, 2000):  # the same batch size as our writer
-                    cur.executemany("INSERT INTO bench_executemany VALUES (%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING",
-                                    rows[j : j + 2000])
+                    cur.executemany(
+                        "INSERT INTO bench_executemany VALUES (%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING",
+                        rows[j : j + 2000],
+                    )
                     conn.commit()
             out["baseline_per_s"] = round(grants / (time.perf_counter() - t0))
         with _tf.NamedTemporaryFile("w", suffix=".csv", delete=False) as f:
@@ -367,14 +382,22 @@ def bench_wallet(threads: int = 64, ops_per_thread: int = 150, wallets: int = 10
 
     srv = _bench_servers()
     tag = f"b{time.time_ns()}"
-    out: dict[str, Any] = {"benchmark": "wallet", "threads": threads, "ops_per_thread": ops_per_thread,
-                           "wallets": wallets}
+    out: dict[str, Any] = {
+        "benchmark": "wallet",
+        "threads": threads,
+        "ops_per_thread": ops_per_thread,
+        "wallets": wallets,
+    }
     with open(redis=srv["redis"], postgres=srv["postgres"], key_prefix=srv["key_prefix"]) as e:
         p = e.points
         names = [f"{tag}-w{i}" for i in range(wallets)]
         hot = f"{tag}-hot"
-        seed_threads = [threading.Thread(target=lambda ch: [p.earn(n, 10**6, idempotency_key=f"seed-{n}") for n in ch],
-                                         args=(names[i::16],)) for i in range(16)]
+        seed_threads = [
+            threading.Thread(
+                target=lambda ch: [p.earn(n, 10**6, idempotency_key=f"seed-{n}") for n in ch], args=(names[i::16],)
+            )
+            for i in range(16)
+        ]
         for th in seed_threads:
             th.start()
         for th in seed_threads:
@@ -384,7 +407,7 @@ def bench_wallet(threads: int = 64, ops_per_thread: int = 150, wallets: int = 10
             rngs = [_random.Random(i) for i in range(threads)]
             counter = iter(range(10**12))
 
-            def op(u: str, case: str = case, pick: Any = pick) -> None:
+            def op(u: str, case: str = case, pick: Any = pick, rngs: Any = rngs, counter: Any = counter) -> None:
                 t = int(u[1:4])
                 p.use(pick(rngs[t]), 1, idempotency_key=f"{tag}-{case}-{next(counter)}")
 
@@ -393,18 +416,25 @@ def bench_wallet(threads: int = 64, ops_per_thread: int = 150, wallets: int = 10
         assert e.points.audit()["ok"]
     with psycopg.connect(srv["postgres"], autocommit=True) as conn:
         conn.execute("DROP TABLE IF EXISTS bench_ledger; DROP TABLE IF EXISTS bench_wallets")
-        conn.execute("CREATE TABLE bench_wallets (id bigserial PRIMARY KEY, user_id text UNIQUE NOT NULL, balance bigint NOT NULL)")
-        conn.execute("CREATE TABLE bench_ledger (id bigserial PRIMARY KEY, wallet_id bigint NOT NULL, amount bigint NOT NULL,"
-                     " idempotency_key text UNIQUE NOT NULL, created_at timestamptz NOT NULL DEFAULT now())")
+        conn.execute(
+            "CREATE TABLE bench_wallets (id bigserial PRIMARY KEY, user_id text UNIQUE NOT NULL,"
+            " balance bigint NOT NULL)"
+        )
+        conn.execute(
+            "CREATE TABLE bench_ledger (id bigserial PRIMARY KEY, wallet_id bigint NOT NULL, amount bigint NOT NULL,"
+            " idempotency_key text UNIQUE NOT NULL, created_at timestamptz NOT NULL DEFAULT now())"
+        )
         with conn.cursor() as cur:
-            cur.executemany("INSERT INTO bench_wallets(user_id, balance) VALUES (%s, %s)",
-                            [(n, 10**6) for n in [f"w{i}" for i in range(wallets)]] + [("hot", 10**9)])
+            cur.executemany(
+                "INSERT INTO bench_wallets(user_id, balance) VALUES (%s, %s)",
+                [(n, 10**6) for n in [f"w{i}" for i in range(wallets)]] + [("hot", 10**9)],
+            )
     local = threading.local()
     for case in ("uniform", "hot"):
         counter = iter(range(10**12))
         rngs = [_random.Random(i) for i in range(threads)]
 
-        def base_op(u: str, case: str = case) -> None:
+        def base_op(u: str, case: str = case, rngs: Any = rngs, counter: Any = counter) -> None:
             if not hasattr(local, "conn"):
                 local.conn = psycopg.connect(srv["postgres"])
             t = int(u[1:4])
@@ -412,12 +442,14 @@ def bench_wallet(threads: int = 64, ops_per_thread: int = 150, wallets: int = 10
             key = f"{case}-{next(counter)}"
             with local.conn.transaction():
                 wid, bal = local.conn.execute(
-                    "SELECT id, balance FROM bench_wallets WHERE user_id = %s FOR UPDATE", (user,)).fetchone()
+                    "SELECT id, balance FROM bench_wallets WHERE user_id = %s FOR UPDATE", (user,)
+                ).fetchone()
                 if bal < 1:
                     raise RuntimeError("insufficient")
                 local.conn.execute("UPDATE bench_wallets SET balance = balance - 1 WHERE id = %s", (wid,))
-                local.conn.execute("INSERT INTO bench_ledger(wallet_id, amount, idempotency_key) VALUES (%s, -1, %s)",
-                                   (wid, key))
+                local.conn.execute(
+                    "INSERT INTO bench_ledger(wallet_id, amount, idempotency_key) VALUES (%s, -1, %s)", (wid, key)
+                )
 
         secs = _threaded(threads, ops_per_thread, base_op)
         out[f"baseline_{case}_per_s"] = round(threads * ops_per_thread / secs)
@@ -426,7 +458,10 @@ def bench_wallet(threads: int = 64, ops_per_thread: int = 150, wallets: int = 10
     out["ratio_uniform"] = round(out["ours_uniform_per_s"] / out["baseline_uniform_per_s"], 2)
     out["ratio_hot"] = round(out["ours_hot_per_s"] / out["baseline_hot_per_s"], 2)
     out["ours_per_s"], out["baseline_per_s"], out["ratio"] = (
-        out["ours_uniform_per_s"], out["baseline_uniform_per_s"], out["ratio_uniform"])
+        out["ours_uniform_per_s"],
+        out["baseline_uniform_per_s"],
+        out["ratio_uniform"],
+    )
     return out
 
 
@@ -457,8 +492,12 @@ def _post_json(url: str, body: dict[str, Any], headers: Optional[dict[str, str]]
     import json
     import urllib.request
 
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json", **(headers or {})})
+    req = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
     with urllib.request.urlopen(req, timeout=30) as r:
         return json.loads(r.read())
 
@@ -471,13 +510,16 @@ def _wrk(url: str, connections: int, duration_s: int, users: int, headers: dict[
     cmd = ["wrk", "-t2", f"-c{connections}", f"-d{duration_s}s", "--timeout", "10s", "-s", script]
     for k, v in {"Content-Type": "application/json", **headers}.items():
         cmd += ["-H", f"{k}: {v}"]
-    out = subprocess.run(cmd + [url], capture_output=True, text=True, check=True,
-                         env={**os.environ, "USERS": str(users)}).stdout
+    out = subprocess.run(
+        cmd + [url], capture_output=True, text=True, check=True, env={**os.environ, "USERS": str(users)}
+    ).stdout
     line = next(ln for ln in out.splitlines() if ln.startswith("WRKJSON "))
-    return json.loads(line[len("WRKJSON "):])
+    return json.loads(line[len("WRKJSON ") :])
 
 
-def bench_http(connections: int = 500, duration_s: int = 15, quantity: int = 10_000, users: int = 100_000) -> dict[str, Any]:
+def bench_http(
+    connections: int = 500, duration_s: int = 15, quantity: int = 10_000, users: int = 100_000
+) -> dict[str, Any]:
     """The whole service under HTTP load: wrk with ``connections`` connections for
     ``duration_s`` seconds against couponcore's FastAPI service (uvicorn, production deployment)
     and, in the same run, against the baseline (FastAPI + redis-py Lua per request + a psycopg
@@ -491,8 +533,13 @@ def bench_http(connections: int = 500, duration_s: int = 15, quantity: int = 10_
         raise SystemExit("couponcore bench http needs wrk (apt-get install wrk)")
     srv = _bench_servers()
     repo = os.environ.get("COUPONCORE_REPO", os.getcwd())
-    out: dict[str, Any] = {"benchmark": "http", "connections": connections, "duration_s": duration_s,
-                           "quantity": quantity, "users": users}
+    out: dict[str, Any] = {
+        "benchmark": "http",
+        "connections": connections,
+        "duration_s": duration_s,
+        "quantity": quantity,
+        "users": users,
+    }
     procs: list[subprocess.Popen[bytes]] = []
     try:
         # --- couponcore: `couponcore serve` on the production deployment --------------------
@@ -501,34 +548,80 @@ def bench_http(connections: int = 500, duration_s: int = 15, quantity: int = 10_
             scope = e.partner(key.partner)
             c = scope.campaigns.create("http flash sale", quantity=quantity)
             port = _free_port()
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "couponcore", "serve", "--port", str(port), "--redis", srv["redis"],
-                 "--postgres", srv["postgres"], "--key-prefix", srv["key_prefix"]],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "couponcore",
+                        "serve",
+                        "--port",
+                        str(port),
+                        "--redis",
+                        srv["redis"],
+                        "--postgres",
+                        srv["postgres"],
+                        "--key-prefix",
+                        srv["key_prefix"],
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
             _wait_http(f"http://127.0.0.1:{port}/healthz")
-            ours = _wrk(f"http://127.0.0.1:{port}/campaigns/{c.id}/issue", connections, duration_s, users,
-                        {"X-API-KEY": key.api_key})
+            ours = _wrk(
+                f"http://127.0.0.1:{port}/campaigns/{c.id}/issue",
+                connections,
+                duration_s,
+                users,
+                {"X-API-KEY": key.api_key},
+            )
             procs.pop().terminate()
             assert e.drain(120)
             out["rows_in_store"] = e.stats(c.id).rows
         out["ours_per_s"] = round(ours["requests"] / (ours["duration_us"] / 1e6))
-        out["ours_p50_ms"], out["ours_p95_ms"], out["ours_p99_ms"] = (ours[k] / 1000 for k in ("p50_us", "p95_us", "p99_us"))
+        out["ours_p50_ms"], out["ours_p95_ms"], out["ours_p99_ms"] = (
+            ours[k] / 1000 for k in ("p50_us", "p95_us", "p99_us")
+        )
         out["ours_errors"] = ours["socket_errors"] + ours["non2xx"]
         # --- the baseline ---------------------------------------------------------------------
-        env = {**os.environ, "BASELINE_REDIS_URL": srv["redis"], "BASELINE_PREFIX": srv["key_prefix"] + "base:",
-               "BASELINE_POSTGRES_URL": srv["postgres"], "PYTHONPATH": repo}
+        env = {
+            **os.environ,
+            "BASELINE_REDIS_URL": srv["redis"],
+            "BASELINE_PREFIX": srv["key_prefix"] + "base:",
+            "BASELINE_POSTGRES_URL": srv["postgres"],
+            "PYTHONPATH": repo,
+        }
         port = _free_port()
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "bench.baseline.app:app", "--port", str(port), "--log-level", "warning"],
-            env=env, cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "bench.baseline.app:app",
+                    "--port",
+                    str(port),
+                    "--log-level",
+                    "warning",
+                ],
+                env=env,
+                cwd=repo,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         _wait_http(f"http://127.0.0.1:{port}/docs")
         base_campaign = 1
         _post_json(f"http://127.0.0.1:{port}/campaigns", {"id": base_campaign, "quantity": quantity})
         with psycopg.connect(srv["postgres"]) as conn:
             conn.execute("DROP TABLE IF EXISTS baseline_coupons")
             conn.commit()
-        consumer = subprocess.Popen([sys.executable, "-m", "bench.baseline.consumer", str(base_campaign),
-                                     "--idle-exit-s", "3"], env=env, cwd=repo)
+        consumer = subprocess.Popen(
+            [sys.executable, "-m", "bench.baseline.consumer", str(base_campaign), "--idle-exit-s", "3"],
+            env=env,
+            cwd=repo,
+        )
         procs.append(consumer)
         base = _wrk(f"http://127.0.0.1:{port}/campaigns/{base_campaign}/issue", connections, duration_s, users, {})
         consumer.wait(timeout=300)
@@ -537,7 +630,8 @@ def bench_http(connections: int = 500, duration_s: int = 15, quantity: int = 10_
             conn.execute("DROP TABLE baseline_coupons")
         out["baseline_per_s"] = round(base["requests"] / (base["duration_us"] / 1e6))
         out["baseline_p50_ms"], out["baseline_p95_ms"], out["baseline_p99_ms"] = (
-            base[k] / 1000 for k in ("p50_us", "p95_us", "p99_us"))
+            base[k] / 1000 for k in ("p50_us", "p95_us", "p99_us")
+        )
         out["baseline_errors"] = base["socket_errors"] + base["non2xx"]
     finally:
         for p in procs:
@@ -549,7 +643,10 @@ def bench_http(connections: int = 500, duration_s: int = 15, quantity: int = 10_
                     p.kill()
         _cleanup_prefix(srv["redis"], srv["key_prefix"])
     out["ratio"] = round(out["ours_per_s"] / out["baseline_per_s"], 2)
-    out["published"] = {"spring_before": {"rps": 177, "p95_ms": 4170}, "spring_redis_queue": {"rps": 4300, "p95_ms": 225}}
+    out["published"] = {
+        "spring_before": {"rps": 177, "p95_ms": 4170},
+        "spring_redis_queue": {"rps": 4300, "p95_ms": 225},
+    }
     return out
 
 

@@ -76,12 +76,19 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=8000, help="port (8000)")
     sv.add_argument("--path", default=None, help="SQLite file of the embedded engine (couponcore.db)")
     sv.add_argument("--log-level", default="warning", help="uvicorn log level (warning)")
-    sv.add_argument("--create-partner", default=None, metavar="NAME",
-                    help="create a partner at start and print its API key (for trying the API)")
+    sv.add_argument(
+        "--create-partner",
+        default=None,
+        metavar="NAME",
+        help="create a partner at start and print its API key (for trying the API)",
+    )
     _servers(sv, "serve the production deployment")
 
-    mg = sub.add_parser("migrate", help="apply the PostgreSQL migrations",
-                        description="Apply couponcore's PostgreSQL schema migrations (idempotent).")
+    mg = sub.add_parser(
+        "migrate",
+        help="apply the PostgreSQL migrations",
+        description="Apply couponcore's PostgreSQL schema migrations (idempotent).",
+    )
     mg.add_argument("--postgres", required=True, help="PostgreSQL URL")
 
     b = sub.add_parser(

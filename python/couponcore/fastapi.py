@@ -186,6 +186,7 @@ def create_router(engine: Engine) -> APIRouter:
         return to_json(await _offload(s.campaigns.get, campaign_id))
 
     for action in ("pause", "resume", "close"):
+
         def make(action: str) -> Any:
             async def change_state(campaign_id: int, s: Any = Scope) -> Any:
                 return to_json(await _offload(getattr(s.campaigns, action), campaign_id))
@@ -193,8 +194,13 @@ def create_router(engine: Engine) -> APIRouter:
             change_state.__name__ = f"{action}_campaign"
             return change_state
 
-        router.post(f"/campaigns/{{campaign_id}}/{action}", response_model=CampaignOut, responses=_ERRORS,
-                    tags=["campaigns"], summary=f"{action.capitalize()} a campaign")(make(action))
+        router.post(
+            f"/campaigns/{{campaign_id}}/{action}",
+            response_model=CampaignOut,
+            responses=_ERRORS,
+            tags=["campaigns"],
+            summary=f"{action.capitalize()} a campaign",
+        )(make(action))
 
     @router.put("/campaigns/{campaign_id}/quantity", response_model=CampaignOut, responses=_ERRORS, tags=["campaigns"])
     async def set_quantity(campaign_id: int, body: QuantityIn, s: Any = Scope) -> Any:
@@ -208,10 +214,19 @@ def create_router(engine: Engine) -> APIRouter:
     async def campaign_counts(campaign_id: int, s: Any = Scope) -> Any:
         return to_json(await _offload(s.coupons.counts, campaign_id))
 
-    @router.post("/campaigns/{campaign_id}/issue", response_model=IssueOut, responses=_ERRORS, tags=["issue"],
-                 summary="Ask for a coupon (first come, first served)")
-    async def issue(campaign_id: int, body: IssueIn, s: Any = Scope,
-                    idempotency_key: Optional[str] = Header(None, alias="Idempotency-Key")) -> Any:
+    @router.post(
+        "/campaigns/{campaign_id}/issue",
+        response_model=IssueOut,
+        responses=_ERRORS,
+        tags=["issue"],
+        summary="Ask for a coupon (first come, first served)",
+    )
+    async def issue(
+        campaign_id: int,
+        body: IssueIn,
+        s: Any = Scope,
+        idempotency_key: Optional[str] = Header(None, alias="Idempotency-Key"),
+    ) -> Any:
         r = await s.aissue(campaign_id, body.user_id, body.request_id or idempotency_key)
         return {"status": r.status.value, "seq": r.seq, "coupon_id": r.coupon_id}
 
@@ -219,20 +234,37 @@ def create_router(engine: Engine) -> APIRouter:
     async def get_coupon(coupon_id: int, s: Any = Scope) -> Any:
         return to_json(await _offload(s.coupons.get, coupon_id))
 
-    @router.post("/coupons/{coupon_id}/use", response_model=UseOut, responses=_ERRORS, tags=["coupons"],
-                 summary="Redeem a coupon at checkout (idempotent per order_id)")
+    @router.post(
+        "/coupons/{coupon_id}/use",
+        response_model=UseOut,
+        responses=_ERRORS,
+        tags=["coupons"],
+        summary="Redeem a coupon at checkout (idempotent per order_id)",
+    )
     async def use_coupon(coupon_id: int, body: UseIn, s: Any = Scope) -> Any:
         return to_json(await _offload(s.coupons.use, coupon_id, body.user_id, body.order_id, body.order_amount))
 
-    @router.post("/coupons/{coupon_id}/cancel", response_model=CouponOut, responses=_ERRORS, tags=["coupons"],
-                 summary="Cancel an order's use of a coupon (idempotent)")
+    @router.post(
+        "/coupons/{coupon_id}/cancel",
+        response_model=CouponOut,
+        responses=_ERRORS,
+        tags=["coupons"],
+        summary="Cancel an order's use of a coupon (idempotent)",
+    )
     async def cancel_coupon(coupon_id: int, body: CancelIn, s: Any = Scope) -> Any:
         return to_json(await _offload(s.coupons.cancel_use, coupon_id, body.order_id))
 
     @router.get("/users/{user_id}/coupons", response_model=CouponPageOut, responses=_ERRORS, tags=["coupons"])
-    async def user_coupons(user_id: str, s: Any = Scope, state: Optional[str] = Query(None, pattern="^(issued|used|expired)$"),
-                           cursor: Optional[int] = None, limit: int = Query(50, ge=1, le=1000)) -> Any:
-        return to_json(await _offload(lambda: s.coupons.list_for_user(user_id, state=state, cursor=cursor, limit=limit)))
+    async def user_coupons(
+        user_id: str,
+        s: Any = Scope,
+        state: Optional[str] = Query(None, pattern="^(issued|used|expired)$"),
+        cursor: Optional[int] = None,
+        limit: int = Query(50, ge=1, le=1000),
+    ) -> Any:
+        return to_json(
+            await _offload(lambda: s.coupons.list_for_user(user_id, state=state, cursor=cursor, limit=limit))
+        )
 
     _add_wallet_routes(router, Scope)
     return router
@@ -313,36 +345,49 @@ def _add_wallet_routes(router: APIRouter, Scope: Any) -> None:
         return to_json(await _offload(s.points.balance, user_id))
 
     @router.get("/users/{user_id}/points/history", response_model=HistoryOut, responses=_ERRORS, tags=["points"])
-    async def history(user_id: str, s: Any = Scope, cursor: Optional[int] = None,
-                      limit: int = Query(50, ge=1, le=1000)) -> Any:
+    async def history(
+        user_id: str, s: Any = Scope, cursor: Optional[int] = None, limit: int = Query(50, ge=1, le=1000)
+    ) -> Any:
         return to_json(await _offload(s.points.history, user_id, cursor, limit))
 
     @router.post("/users/{user_id}/points/earn", response_model=WalletResultOut, responses=_ERRORS, tags=["points"])
     async def earn(user_id: str, body: EarnIn, s: Any = Scope, idem: Optional[str] = IdemHeader) -> Any:
         key = _key(body.idempotency_key, idem)
-        return to_json(await _offload(lambda: s.points.earn(user_id, body.amount, idempotency_key=key,
-                                                              expires_at=body.expires_at,
-                                                              expires_in_days=body.expires_in_days,
-                                                              reason=body.reason)))
+        return to_json(
+            await _offload(
+                lambda: s.points.earn(
+                    user_id,
+                    body.amount,
+                    idempotency_key=key,
+                    expires_at=body.expires_at,
+                    expires_in_days=body.expires_in_days,
+                    reason=body.reason,
+                )
+            )
+        )
 
     @router.post("/users/{user_id}/points/use", response_model=WalletResultOut, responses=_ERRORS, tags=["points"])
     async def use(user_id: str, body: PointsUseIn, s: Any = Scope, idem: Optional[str] = IdemHeader) -> Any:
         key = _key(body.idempotency_key, idem)
-        return to_json(await _offload(lambda: s.points.use(user_id, body.amount, idempotency_key=key,
-                                                             order_id=body.order_id)))
+        return to_json(
+            await _offload(lambda: s.points.use(user_id, body.amount, idempotency_key=key, order_id=body.order_id))
+        )
 
     @router.post("/users/{user_id}/points/cancel", response_model=WalletResultOut, responses=_ERRORS, tags=["points"])
     async def cancel(user_id: str, body: PointsCancelIn, s: Any = Scope, idem: Optional[str] = IdemHeader) -> Any:
         key = _key(body.idempotency_key, idem)
-        return to_json(await _offload(lambda: s.points.cancel(user_id, idempotency_key=key, entry_id=body.entry_id,
-                                                                use_key=body.use_key)))
+        return to_json(
+            await _offload(
+                lambda: s.points.cancel(user_id, idempotency_key=key, entry_id=body.entry_id, use_key=body.use_key)
+            )
+        )
 
-    @router.post("/users/{user_id}/points/transfer", response_model=WalletResultOut, responses=_ERRORS,
-                 tags=["points"])
+    @router.post("/users/{user_id}/points/transfer", response_model=WalletResultOut, responses=_ERRORS, tags=["points"])
     async def transfer(user_id: str, body: TransferIn, s: Any = Scope, idem: Optional[str] = IdemHeader) -> Any:
         key = _key(body.idempotency_key, idem)
-        return to_json(await _offload(lambda: s.points.transfer(user_id, body.to_user_id, body.amount,
-                                                                  idempotency_key=key)))
+        return to_json(
+            await _offload(lambda: s.points.transfer(user_id, body.to_user_id, body.amount, idempotency_key=key))
+        )
 
 
 async def _offload(fn: Any, *args: Any) -> Any:

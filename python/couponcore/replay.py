@@ -63,7 +63,9 @@ def flash_sale(
     the users press within the first second; ``repeat_press_share`` of them press once more
     ``repeat_delay_s`` (exponentially distributed) later."""
     if users <= 0 or duration_s <= 0 or not (0 < peak_share_first_s < 1) or not (0 <= repeat_press_share <= 1):
-        raise ValueError("users and duration_s must be positive, peak_share_first_s in (0,1), repeat_press_share in [0,1]")
+        raise ValueError(
+            "users and duration_s must be positive, peak_share_first_s in (0,1), repeat_press_share in [0,1]"
+        )
     rng = random.Random(seed)
     rate = -math.log(1 - peak_share_first_s)  # P(t < 1s) = peak_share_first_s
     rows: list[tuple[float, str, str, str]] = []
@@ -191,7 +193,9 @@ def replay(
     events = [
         _Event(float(t), i, str(u), str(r), str(k))
         for i, (t, u, r, k) in enumerate(
-            zip(traffic["t_s"], traffic["user_id"], traffic["request_id"], traffic.get("kind", ["press"] * len(traffic)))
+            zip(
+                traffic["t_s"], traffic["user_id"], traffic["request_id"], traffic.get("kind", ["press"] * len(traffic))
+            )
         )
     ]
     rng = random.Random(seed)
@@ -232,7 +236,9 @@ def _run_coroutine(coro: Any) -> None:
         raise failure[0]
 
 
-def _retry_event(ev: _Event, status: str, retry: Optional[RetryPolicy], rng: random.Random, order: int) -> Optional[_Event]:
+def _retry_event(
+    ev: _Event, status: str, retry: Optional[RetryPolicy], rng: random.Random, order: int
+) -> Optional[_Event]:
     if retry is None or status not in retry.on or ev.attempt >= retry.max_retries:
         return None
     if rng.random() >= retry.probability:
@@ -242,7 +248,9 @@ def _retry_event(ev: _Event, status: str, retry: Optional[RetryPolicy], rng: ran
     return _Event(ev.t_s + delay, order, ev.user_id, rid, "retry", ev.attempt + 1)
 
 
-def _row(ev: _Event, sent: float, answered: float, latency_ms: float, status: str, seq: Optional[int]) -> dict[str, Any]:
+def _row(
+    ev: _Event, sent: float, answered: float, latency_ms: float, status: str, seq: Optional[int]
+) -> dict[str, Any]:
     return {
         "order": ev.order,
         "sent_s": sent,

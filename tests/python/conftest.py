@@ -10,9 +10,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 import couponcore
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -7,9 +7,8 @@ import asyncio
 import threading
 import time
 
-import pytest
-
 import couponcore
+import pytest
 from conftest import stats
 from couponcore import Status
 

@@ -40,9 +40,7 @@ CHILD = textwrap.dedent(
 def test_sigkill_while_issuing_loses_no_acknowledged_grant(db_path: str) -> None:
     with couponcore.open(db_path) as e:
         c = e.campaigns.create("crash", quantity=1_000_000)
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, db_path, str(c.id)], stdout=subprocess.PIPE, text=True
-    )
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, db_path, str(c.id)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     told: dict[str, int] = {}
     deadline = time.monotonic() + 60
@@ -69,9 +67,11 @@ def test_sigkill_while_issuing_loses_no_acknowledged_grant(db_path: str) -> None
         # The gate restored from the file continues the sequence without a gap.
         nxt = e.issue(c.id, "after-the-crash")
         assert nxt.seq == st.rows + 1
-    rows = dict(sqlite3.connect(db_path).execute(
-        "SELECT user_id, seq FROM coupons WHERE campaign_id = ? AND user_id != 'after-the-crash'", (c.id,)
-    ).fetchall())
+    rows = dict(
+        sqlite3.connect(db_path)
+        .execute("SELECT user_id, seq FROM coupons WHERE campaign_id = ? AND user_id != 'after-the-crash'", (c.id,))
+        .fetchall()
+    )
     for user, seq in told.items():
         assert rows.get(user) == seq, f"{user} was told ISSUED seq {seq} but the store has {rows.get(user)}"
     # Nothing else: the store holds only whole grants (seqs 1..n without gaps, one per user);

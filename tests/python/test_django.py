@@ -21,18 +21,16 @@ def django_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     import django
 
     django.setup()
-    from django.test import Client
-
     from couponcore.django import close_engine
+    from django.test import Client
 
     yield Client()
     close_engine()
 
 
 def test_django_views(django_client: object) -> None:
-    from django.test import Client
-
     from couponcore.django import get_engine
+    from django.test import Client
 
     c: Client = django_client  # type: ignore[assignment]
     engine = get_engine()
@@ -45,21 +43,36 @@ def test_django_views(django_client: object) -> None:
     r = c.post("/api/campaigns", data=json.dumps({"name": "dj", "quantity": 2}), content_type="application/json", **H)
     assert r.status_code == 201, r.content
     cid = r.json()["id"]
-    issued = c.post(f"/api/campaigns/{cid}/issue", data=json.dumps({"user_id": "u1"}), content_type="application/json", **H)
+    issued = c.post(
+        f"/api/campaigns/{cid}/issue", data=json.dumps({"user_id": "u1"}), content_type="application/json", **H
+    )
     assert issued.json()["status"] == "ISSUED"
     coupon = issued.json()["coupon_id"]
     assert c.get(f"/api/coupons/{coupon}", **H).json()["state"] == "issued"
     assert c.get(f"/api/coupons/{coupon}", HTTP_X_API_KEY=other).status_code == 404  # tenant isolation
-    use = c.post(f"/api/coupons/{coupon}/use", data=json.dumps({"user_id": "u1", "order_id": "o", "order_amount": 100}),
-                 content_type="application/json", **H)
+    use = c.post(
+        f"/api/coupons/{coupon}/use",
+        data=json.dumps({"user_id": "u1", "order_id": "o", "order_amount": 100}),
+        content_type="application/json",
+        **H,
+    )
     assert use.status_code == 200 and use.json()["order_id"] == "o"
-    bad = c.post(f"/api/campaigns/{cid}/issue", data=json.dumps({"user_id": "x y"}), content_type="application/json", **H)
+    bad = c.post(
+        f"/api/campaigns/{cid}/issue", data=json.dumps({"user_id": "x y"}), content_type="application/json", **H
+    )
     assert bad.status_code == 422 and bad.json()["error"]["type"] == "InvalidArgument"
-    assert c.post(f"/api/campaigns/{cid}/issue", data="not json", content_type="application/json", **H).status_code == 422
+    assert (
+        c.post(f"/api/campaigns/{cid}/issue", data="not json", content_type="application/json", **H).status_code == 422
+    )
     page = c.get("/api/users/u1/coupons", **H).json()
     assert [x["id"] for x in page["items"]] == [coupon]
-    earn = c.post("/api/users/u1/points/earn", data=json.dumps({"amount": 40}), content_type="application/json",
-                  HTTP_IDEMPOTENCY_KEY="k1", **H)
+    earn = c.post(
+        "/api/users/u1/points/earn",
+        data=json.dumps({"amount": 40}),
+        content_type="application/json",
+        HTTP_IDEMPOTENCY_KEY="k1",
+        **H,
+    )
     assert earn.status_code == 200 and earn.json()["balance_after"] == 40
     assert c.get("/api/users/u1/points", **H).json()["total"] == 40
     assert "couponcore_issue_requests_total" in c.get("/api/metrics").content.decode()

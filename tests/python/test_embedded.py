@@ -5,9 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import threading
 
-import pytest
-
 import couponcore
+import pytest
 from conftest import stats
 from couponcore import Status
 

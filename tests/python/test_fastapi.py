@@ -10,10 +10,8 @@ import sys
 import time
 from typing import Any
 
-import httpx
-import pytest
-
 import couponcore
+import httpx
 from couponcore.fastapi import create_app
 
 
@@ -31,24 +29,41 @@ def test_flow_campaign_issue_use_cancel_points(engine: couponcore.Engine) -> Non
 
     async def main() -> None:
         async with client(engine) as c:
-            r = await c.post("/campaigns", json={"name": "drop", "quantity": 2, "discount_kind": "fixed",
-                                                 "discount_value": 500, "min_order_amount": 1000}, headers=H)
+            r = await c.post(
+                "/campaigns",
+                json={
+                    "name": "drop",
+                    "quantity": 2,
+                    "discount_kind": "fixed",
+                    "discount_value": 500,
+                    "min_order_amount": 1000,
+                },
+                headers=H,
+            )
             assert r.status_code == 201, r.text
             cid = r.json()["id"]
             a = (await c.post(f"/campaigns/{cid}/issue", json={"user_id": "u1", "request_id": "p1"}, headers=H)).json()
             assert a["status"] == "ISSUED" and a["seq"] == 1
-            again = (await c.post(f"/campaigns/{cid}/issue", json={"user_id": "u1", "request_id": "p1"}, headers=H)).json()
+            again = (
+                await c.post(f"/campaigns/{cid}/issue", json={"user_id": "u1", "request_id": "p1"}, headers=H)
+            ).json()
             assert again == a
             assert (await c.post(f"/campaigns/{cid}/issue", json={"user_id": "u2"}, headers=H)).json()["seq"] == 2
-            assert (await c.post(f"/campaigns/{cid}/issue", json={"user_id": "u3"}, headers=H)).json()["status"] == "SOLD_OUT"
+            assert (await c.post(f"/campaigns/{cid}/issue", json={"user_id": "u3"}, headers=H)).json()[
+                "status"
+            ] == "SOLD_OUT"
             assert engine.drain(30)
             coupon = a["coupon_id"]
             got = (await c.get(f"/coupons/{coupon}", headers=H)).json()
             assert got["state"] == "issued" and got["user_id"] == "u1"
-            use = await c.post(f"/coupons/{coupon}/use", json={"user_id": "u1", "order_id": "o1", "order_amount": 3000}, headers=H)
+            use = await c.post(
+                f"/coupons/{coupon}/use", json={"user_id": "u1", "order_id": "o1", "order_amount": 3000}, headers=H
+            )
             assert use.status_code == 200, use.text
             assert use.json()["discount_amount"] == 500 and use.json()["payable_amount"] == 2500
-            twice = await c.post(f"/coupons/{coupon}/use", json={"user_id": "u1", "order_id": "o2", "order_amount": 3000}, headers=H)
+            twice = await c.post(
+                f"/coupons/{coupon}/use", json={"user_id": "u1", "order_id": "o2", "order_amount": 3000}, headers=H
+            )
             assert twice.status_code == 409 and twice.json()["error"]["type"] == "Conflict"
             cancel = await c.post(f"/coupons/{coupon}/cancel", json={"order_id": "o1"}, headers=H)
             assert cancel.json()["state"] == "issued"
@@ -58,7 +73,9 @@ def test_flow_campaign_issue_use_cancel_points(engine: couponcore.Engine) -> Non
             assert counts["total"] == 2
             e = await c.post("/users/u1/points/earn", json={"amount": 100}, headers={**H, "Idempotency-Key": "e1"})
             assert e.status_code == 200 and e.json()["balance_after"] == 100
-            u = await c.post("/users/u1/points/use", json={"amount": 30, "order_id": "o1"}, headers={**H, "Idempotency-Key": "u1"})
+            u = await c.post(
+                "/users/u1/points/use", json={"amount": 30, "order_id": "o1"}, headers={**H, "Idempotency-Key": "u1"}
+            )
             assert u.json()["balance_after"] == 70
             broke = await c.post("/users/u1/points/use", json={"amount": 1000}, headers={**H, "Idempotency-Key": "u2"})
             assert broke.status_code == 409 and broke.json()["error"]["type"] == "InsufficientFunds"
@@ -84,8 +101,12 @@ def test_every_partner_route_is_401_without_a_good_key(engine: couponcore.Engine
                     continue
                 url = re.sub(r"\{[^}]+\}", "1", path)
                 for method in ops:
-                    for headers in ({}, {"X-API-KEY": "cc_live_not-a-real-key"}, {"X-API-KEY": "garbage"},
-                                    {"X-API-KEY": revoked.api_key}):
+                    for headers in (
+                        {},
+                        {"X-API-KEY": "cc_live_not-a-real-key"},
+                        {"X-API-KEY": "garbage"},
+                        {"X-API-KEY": revoked.api_key},
+                    ):
                         r = await c.request(method.upper(), url, json={}, headers=headers)
                         assert r.status_code == 401, (method, path, headers, r.text)
                         assert r.json()["error"]["type"] == "Unauthenticated"
@@ -101,8 +122,12 @@ def test_tenant_isolation_is_404(engine: couponcore.Engine) -> None:
 
     async def main() -> None:
         async with client(engine) as c:
-            cid = (await c.post("/campaigns", json={"name": "a's", "quantity": 5}, headers={"X-API-KEY": a})).json()["id"]
-            coupon = (await c.post(f"/campaigns/{cid}/issue", json={"user_id": "x"}, headers={"X-API-KEY": a})).json()["coupon_id"]
+            cid = (await c.post("/campaigns", json={"name": "a's", "quantity": 5}, headers={"X-API-KEY": a})).json()[
+                "id"
+            ]
+            coupon = (await c.post(f"/campaigns/{cid}/issue", json={"user_id": "x"}, headers={"X-API-KEY": a})).json()[
+                "coupon_id"
+            ]
             assert engine.drain(30)
             B = {"X-API-KEY": b}
             for method, url, body in [
@@ -128,8 +153,13 @@ def test_bad_input_is_422_with_the_error_shape(engine: couponcore.Engine) -> Non
 
     async def main() -> None:
         async with client(engine) as c:
-            for body in ({"name": "x", "quantity": 0}, {"name": "", "quantity": 1}, {"quantity": 5},
-                         {"name": "x", "quantity": "many"}, {"name": "x", "quantity": 5, "discount_kind": "bogus"}):
+            for body in (
+                {"name": "x", "quantity": 0},
+                {"name": "", "quantity": 1},
+                {"quantity": 5},
+                {"name": "x", "quantity": "many"},
+                {"name": "x", "quantity": 5, "discount_kind": "bogus"},
+            ):
                 r = await c.post("/campaigns", json=body, headers=H)
                 assert r.status_code == 422, body
                 assert r.json()["error"]["type"] == "InvalidArgument"
@@ -144,9 +174,16 @@ def test_bad_input_is_422_with_the_error_shape(engine: couponcore.Engine) -> Non
 def test_openapi_document_is_meaningful(engine: couponcore.Engine) -> None:
     schema = create_app(engine).openapi()
     paths = schema["paths"]
-    for p in ("/campaigns", "/campaigns/{campaign_id}/issue", "/coupons/{coupon_id}", "/coupons/{coupon_id}/use",
-              "/coupons/{coupon_id}/cancel", "/users/{user_id}/coupons", "/users/{user_id}/points",
-              "/users/{user_id}/points/use"):
+    for p in (
+        "/campaigns",
+        "/campaigns/{campaign_id}/issue",
+        "/coupons/{coupon_id}",
+        "/coupons/{coupon_id}/use",
+        "/coupons/{coupon_id}/cancel",
+        "/users/{user_id}/coupons",
+        "/users/{user_id}/points",
+        "/users/{user_id}/points/use",
+    ):
         assert p in paths, p
     issue = paths["/campaigns/{campaign_id}/issue"]["post"]
     assert "IssueOut" in str(issue["responses"]["200"]) and "401" in issue["responses"]
@@ -159,8 +196,22 @@ def test_real_uvicorn_process_on_loopback(tmp_path: Any) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "couponcore", "serve", "--port", str(port), "--path", str(tmp_path / "s.db"),
-         "--create-partner", "shop"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "couponcore",
+            "serve",
+            "--port",
+            str(port),
+            "--path",
+            str(tmp_path / "s.db"),
+            "--create-partner",
+            "shop",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -175,11 +226,15 @@ def test_real_uvicorn_process_on_loopback(tmp_path: Any) -> None:
                     raise
                 time.sleep(0.1)
         H = {"X-API-KEY": key}
-        cid = httpx.post(f"http://127.0.0.1:{port}/campaigns", json={"name": "live", "quantity": 3}, headers=H).json()["id"]
+        cid = httpx.post(f"http://127.0.0.1:{port}/campaigns", json={"name": "live", "quantity": 3}, headers=H).json()[
+            "id"
+        ]
 
         async def burst() -> list[dict[str, Any]]:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=H) as c:
-                rs = await asyncio.gather(*(c.post(f"/campaigns/{cid}/issue", json={"user_id": f"u{i}"}) for i in range(20)))
+                rs = await asyncio.gather(
+                    *(c.post(f"/campaigns/{cid}/issue", json={"user_id": f"u{i}"}) for i in range(20))
+                )
                 return [r.json() for r in rs]
 
         answers = run(burst())

@@ -39,9 +39,7 @@ def issue(engine: couponcore.Engine, campaign_id: int, user_id: str) -> couponco
 @pytest.fixture
 def fixed(engine: couponcore.Engine) -> couponcore.Campaign:
     """A campaign of 10 coupons worth 1,000 off orders of at least 5,000."""
-    return engine.campaigns.create(
-        "fixed", 10, discount_kind="fixed", discount_value=1000, min_order_amount=5000
-    )
+    return engine.campaigns.create("fixed", 10, discount_kind="fixed", discount_value=1000, min_order_amount=5000)
 
 
 # ---- campaign rules -----------------------------------------------------------------------------
@@ -86,9 +84,7 @@ def test_set_quantity_reopens_a_sold_out_campaign_but_never_goes_below_issued(
 # ---- use and cancel -----------------------------------------------------------------------------
 
 
-def test_use_fixed_discount_and_idempotent_repeat(
-    engine: couponcore.Engine, fixed: couponcore.Campaign
-) -> None:
+def test_use_fixed_discount_and_idempotent_repeat(engine: couponcore.Engine, fixed: couponcore.Campaign) -> None:
     alice = uid("alice")
     r = issue(engine, fixed.id, alice)
     u = engine.coupons.use(r.coupon_id, alice, "order-1", 12_000)
@@ -104,9 +100,7 @@ def test_use_fixed_discount_and_idempotent_repeat(
 
 
 def test_percent_discount_is_capped_and_rounded_down(engine: couponcore.Engine) -> None:
-    c = engine.campaigns.create(
-        "pct", 10, discount_kind="percent", discount_value=15, discount_max=2000
-    )
+    c = engine.campaigns.create("pct", 10, discount_kind="percent", discount_value=15, discount_max=2000)
     a, b = uid("a"), uid("b")
     ids = [r.coupon_id for r in engine.issue_many(c.id, [a, b])]
     assert engine.drain(30)
@@ -122,9 +116,7 @@ def test_fixed_discount_never_exceeds_the_order(engine: couponcore.Engine) -> No
     assert (u.discount_amount, u.payable_amount) == (3000, 0)
 
 
-def test_wrong_owner_unknown_coupon_and_minimum_order(
-    engine: couponcore.Engine, fixed: couponcore.Campaign
-) -> None:
+def test_wrong_owner_unknown_coupon_and_minimum_order(engine: couponcore.Engine, fixed: couponcore.Campaign) -> None:
     bob = uid("bob")
     r = issue(engine, fixed.id, bob)
     with pytest.raises(couponcore.NotFound):
@@ -138,9 +130,7 @@ def test_wrong_owner_unknown_coupon_and_minimum_order(
     assert engine.coupons.get(r.coupon_id).state is CouponState.ISSUED
 
 
-def test_cancel_use_is_idempotent_and_frees_the_coupon(
-    engine: couponcore.Engine, fixed: couponcore.Campaign
-) -> None:
+def test_cancel_use_is_idempotent_and_frees_the_coupon(engine: couponcore.Engine, fixed: couponcore.Campaign) -> None:
     carol = uid("carol")
     r = issue(engine, fixed.id, carol)
     engine.coupons.use(r.coupon_id, carol, "o-1", 6000)
@@ -150,14 +140,10 @@ def test_cancel_use_is_idempotent_and_frees_the_coupon(
     with pytest.raises(couponcore.Conflict):
         engine.coupons.cancel_use(r.coupon_id, "o-other")
     assert engine.coupons.use(r.coupon_id, carol, "o-2", 6000).order_id == "o-2"
-    assert engine.coupons.counts(fixed.id) == couponcore.CouponCounts(
-        issued=0, used=1, expired=0, total=1
-    )
+    assert engine.coupons.counts(fixed.id) == couponcore.CouponCounts(issued=0, used=1, expired=0, total=1)
 
 
-def test_threads_racing_for_one_coupon_exactly_one_wins(
-    engine: couponcore.Engine, fixed: couponcore.Campaign
-) -> None:
+def test_threads_racing_for_one_coupon_exactly_one_wins(engine: couponcore.Engine, fixed: couponcore.Campaign) -> None:
     dave = uid("dave")
     r = issue(engine, fixed.id, dave)
     barrier = threading.Barrier(16)
@@ -286,9 +272,7 @@ def test_bad_use_input_is_refused_and_changes_nothing(
 BAD_CAMPAIGNS = [
     pytest.param({"discount_kind": "percent", "discount_value": 101}, id="percent-over-100"),
     pytest.param({"discount_kind": "percent", "discount_value": 0}, id="percent-zero"),
-    pytest.param(
-        {"discount_kind": "percent", "discount_value": 10, "discount_max": -1}, id="negative-cap"
-    ),
+    pytest.param({"discount_kind": "percent", "discount_value": 10, "discount_max": -1}, id="negative-cap"),
     pytest.param({"discount_kind": "fixed", "discount_value": -100}, id="negative-fixed"),
     pytest.param({"discount_kind": "fixed", "discount_value": 10**12 + 1}, id="absurd-fixed"),
     pytest.param({"discount_kind": "bogus"}, id="unknown-kind"),
@@ -307,9 +291,7 @@ def test_bad_campaign_terms_are_refused(engine: couponcore.Engine, change: dict)
     assert len(engine.campaigns.list()) == before
 
 
-def test_cancel_and_get_refuse_bad_input(
-    engine: couponcore.Engine, fixed: couponcore.Campaign
-) -> None:
+def test_cancel_and_get_refuse_bad_input(engine: couponcore.Engine, fixed: couponcore.Campaign) -> None:
     hank = uid("hank")
     r = issue(engine, fixed.id, hank)
     engine.coupons.use(r.coupon_id, hank, "o", 6000)

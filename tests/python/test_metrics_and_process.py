@@ -7,9 +7,8 @@ import logging
 import os
 import re
 
-import pytest
-
 import couponcore
+import pytest
 
 
 def test_metrics_text_counts_what_happened(engine: couponcore.Engine) -> None:

@@ -142,31 +142,19 @@ def test_a_partner_cannot_reach_another_partners_objects(engine: couponcore.Engi
         with pytest.raises(couponcore.NotFound) as ref:
             unknown()
         blank = str(got.value).replace(str(r.coupon_id), "#").replace(str(c.id), "#")
-        assert blank == str(ref.value).replace(str(unknown_coupon), "#").replace(
-            str(unknown_campaign), "#"
-        )
+        assert blank == str(ref.value).replace(str(unknown_coupon), "#").replace(str(unknown_campaign), "#")
 
     def reach_for_it(other: couponcore.Scope) -> None:
-        same_as_unknown(
-            lambda: other.campaigns.get(c.id), lambda: other.campaigns.get(unknown_campaign)
-        )
-        same_as_unknown(
-            lambda: other.campaigns.pause(c.id), lambda: other.campaigns.pause(unknown_campaign)
-        )
-        same_as_unknown(
-            lambda: other.campaigns.resume(c.id), lambda: other.campaigns.resume(unknown_campaign)
-        )
-        same_as_unknown(
-            lambda: other.campaigns.close(c.id), lambda: other.campaigns.close(unknown_campaign)
-        )
+        same_as_unknown(lambda: other.campaigns.get(c.id), lambda: other.campaigns.get(unknown_campaign))
+        same_as_unknown(lambda: other.campaigns.pause(c.id), lambda: other.campaigns.pause(unknown_campaign))
+        same_as_unknown(lambda: other.campaigns.resume(c.id), lambda: other.campaigns.resume(unknown_campaign))
+        same_as_unknown(lambda: other.campaigns.close(c.id), lambda: other.campaigns.close(unknown_campaign))
         same_as_unknown(
             lambda: other.campaigns.set_quantity(c.id, 99),
             lambda: other.campaigns.set_quantity(unknown_campaign, 99),
         )
         same_as_unknown(lambda: other.issue(c.id, "x"), lambda: other.issue(unknown_campaign, "x"))
-        same_as_unknown(
-            lambda: other.issue_many(c.id, ["x"]), lambda: other.issue_many(unknown_campaign, ["x"])
-        )
+        same_as_unknown(lambda: other.issue_many(c.id, ["x"]), lambda: other.issue_many(unknown_campaign, ["x"]))
         same_as_unknown(
             lambda: asyncio.run(other.aissue(c.id, "x")),
             lambda: asyncio.run(other.aissue(unknown_campaign, "x")),
@@ -176,12 +164,8 @@ def test_a_partner_cannot_reach_another_partners_objects(engine: couponcore.Engi
             lambda: asyncio.run(other.aissue_many(unknown_campaign, ["x"])),
         )
         same_as_unknown(lambda: other.stats(c.id), lambda: other.stats(unknown_campaign))
-        same_as_unknown(
-            lambda: other.coupons.counts(c.id), lambda: other.coupons.counts(unknown_campaign)
-        )
-        same_as_unknown(
-            lambda: other.coupons.get(r.coupon_id), lambda: other.coupons.get(unknown_coupon)
-        )
+        same_as_unknown(lambda: other.coupons.counts(c.id), lambda: other.coupons.counts(unknown_campaign))
+        same_as_unknown(lambda: other.coupons.get(r.coupon_id), lambda: other.coupons.get(unknown_coupon))
         same_as_unknown(
             lambda: other.coupons.use(r.coupon_id, user, "order-a", 1000),
             lambda: other.coupons.use(unknown_coupon, user, "order-a", 1000),

@@ -15,12 +15,13 @@ import couponcore
 from conftest import production_kwargs, stats
 
 
-def _hammer(kw: dict[str, str], campaign_id: int, proc: int, out: "mp.Queue[list[tuple[str, int]]]") -> None:
+def _hammer(kw: dict[str, str], campaign_id: int, proc: int, out: mp.Queue[list[tuple[str, int]]]) -> None:
     import threading
 
     got: list[tuple[str, int]] = []
     lock = threading.Lock()
     with couponcore.open(**kw) as e:
+
         def worker(t: int) -> None:
             for i in range(150):
                 user = f"u{(proc * 1000 + t * 37 + i * 11) % 4000}"
@@ -42,7 +43,7 @@ def test_processes_hammer_one_campaign() -> None:
     with couponcore.open(**kw) as e:
         c = e.campaigns.create("multi-process", quantity=2500)
     ctx = mp.get_context("spawn")
-    q: "mp.Queue[list[tuple[str, int]]]" = ctx.Queue()
+    q: mp.Queue[list[tuple[str, int]]] = ctx.Queue()
     procs = [ctx.Process(target=_hammer, args=(kw, c.id, p, q)) for p in range(4)]
     for p in procs:
         p.start()
@@ -68,9 +69,25 @@ def test_standalone_worker_writes_and_stops_on_sigterm() -> None:
         assert all(r.issued for r in results)
         assert e.stats(c.id).rows == 0  # nothing writes yet: the grants wait in the stream
         worker = subprocess.Popen(
-            [sys.executable, "-m", "couponcore", "worker", "--redis", kw["redis"], "--postgres", kw["postgres"],
-             "--key-prefix", kw["key_prefix"], "--threads", "2", "--report-s", "0"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "couponcore",
+                "worker",
+                "--redis",
+                kw["redis"],
+                "--postgres",
+                kw["postgres"],
+                "--key-prefix",
+                kw["key_prefix"],
+                "--threads",
+                "2",
+                "--report-s",
+                "0",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         try:
             assert e.drain(60.0)
@@ -91,8 +108,12 @@ def test_worker_cli_usage_errors() -> None:
 def test_migrate_cli_is_idempotent() -> None:
     kw = production_kwargs()
     for _ in range(2):
-        r = subprocess.run([sys.executable, "-m", "couponcore", "migrate", "--postgres", kw["postgres"]],
-                           capture_output=True, text=True, timeout=60)
+        r = subprocess.run(
+            [sys.executable, "-m", "couponcore", "migrate", "--postgres", kw["postgres"]],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert r.returncode == 0, r.stderr
     assert couponcore.migrate(kw["postgres"]) == 0  # everything applied already
 
@@ -100,7 +121,9 @@ def test_migrate_cli_is_idempotent() -> None:
 def test_unreachable_servers_raise_unavailable() -> None:
     t0 = time.monotonic()
     try:
-        couponcore.open(redis="redis://127.0.0.1:1/0", postgres=production_kwargs()["postgres"], redis_connect_timeout_ms=500)
+        couponcore.open(
+            redis="redis://127.0.0.1:1/0", postgres=production_kwargs()["postgres"], redis_connect_timeout_ms=500
+        )
     except couponcore.Unavailable:
         pass
     else:
@@ -111,10 +134,31 @@ def test_unreachable_servers_raise_unavailable() -> None:
 def test_demo_on_servers_json() -> None:
     kw = production_kwargs()
     r = subprocess.run(
-        [sys.executable, "-m", "couponcore", "demo", "--json", "--quantity", "800", "--users", "3000",
-         "--requests", "6000", "--concurrency", "64", "--redis", kw["redis"], "--postgres", kw["postgres"],
-         "--key-prefix", kw["key_prefix"]],
-        capture_output=True, text=True, timeout=180, env=dict(os.environ),
+        [
+            sys.executable,
+            "-m",
+            "couponcore",
+            "demo",
+            "--json",
+            "--quantity",
+            "800",
+            "--users",
+            "3000",
+            "--requests",
+            "6000",
+            "--concurrency",
+            "64",
+            "--redis",
+            kw["redis"],
+            "--postgres",
+            kw["postgres"],
+            "--key-prefix",
+            kw["key_prefix"],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=dict(os.environ),
     )
     assert r.returncode == 0, r.stderr
     s = json.loads(r.stdout)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import pytest
-
 import couponcore
+import pytest
 from couponcore import replay
 
 REPO = Path(__file__).resolve().parents[2]
@@ -77,8 +76,12 @@ def test_trace_from_csv(tmp_path: Path) -> None:
 
 def test_sweep_what_if() -> None:
     traffic = replay.flash_sale(users=3000, duration_s=2.0, seed=4)
-    sw = replay.sweep(lambda: couponcore.open(":memory:"), traffic, quantities=[500, 1000],
-                      retries=[None, replay.RetryPolicy(probability=1.0, delay_s=0.1, max_retries=1)])
+    sw = replay.sweep(
+        lambda: couponcore.open(":memory:"),
+        traffic,
+        quantities=[500, 1000],
+        retries=[None, replay.RetryPolicy(probability=1.0, delay_s=0.1, max_retries=1)],
+    )
     assert len(sw) == 4
     assert list(sw.issued) == [500, 500, 1000, 1000]
     with_retry = sw[sw.retry_probability == 1.0]

@@ -14,9 +14,8 @@ import textwrap
 import threading
 import time
 
-import pytest
-
 import couponcore
+import pytest
 from conftest import production_kwargs
 
 

@@ -72,8 +72,19 @@ def metrics(request: HttpRequest) -> HttpResponse:
     return HttpResponse(get_engine().metrics_text(), content_type="text/plain; version=0.0.4")
 
 
-CAMPAIGN_FIELDS = ("name", "quantity", "per_user_limit", "starts_at", "ends_at", "discount_kind", "discount_value",
-                   "discount_max", "min_order_amount", "valid_until", "valid_days")
+CAMPAIGN_FIELDS = (
+    "name",
+    "quantity",
+    "per_user_limit",
+    "starts_at",
+    "ends_at",
+    "discount_kind",
+    "discount_value",
+    "discount_max",
+    "min_order_amount",
+    "valid_until",
+    "valid_days",
+)
 
 
 def _create_campaign(request: HttpRequest) -> Any:
@@ -94,11 +105,16 @@ def _create_campaign(request: HttpRequest) -> Any:
 
 campaigns = api({"POST": _create_campaign, "GET": lambda r: _scope(r).campaigns.list()}, status=201)
 campaign = api({"GET": lambda r, campaign_id: _scope(r).campaigns.get(campaign_id)})
-campaign_action = {
-    a: api({"POST": (lambda a: lambda r, campaign_id: getattr(_scope(r).campaigns, a)(campaign_id))(a)}, status=200)
-    for a in ("pause", "resume", "close")
-}
-campaign_quantity = api({"PUT": lambda r, campaign_id: _scope(r).campaigns.set_quantity(campaign_id, _req(_json(r), "quantity"))})
+
+
+def _campaign_action(action: str) -> Callable[..., HttpResponse]:
+    return api({"POST": lambda r, campaign_id: getattr(_scope(r).campaigns, action)(campaign_id)}, status=200)
+
+
+campaign_action = {a: _campaign_action(a) for a in ("pause", "resume", "close")}
+campaign_quantity = api(
+    {"PUT": lambda r, campaign_id: _scope(r).campaigns.set_quantity(campaign_id, _req(_json(r), "quantity"))}
+)
 campaign_stats = api({"GET": lambda r, campaign_id: _scope(r).stats(campaign_id)})
 campaign_counts = api({"GET": lambda r, campaign_id: _scope(r).coupons.counts(campaign_id)})
 
@@ -119,8 +135,9 @@ def _use(request: HttpRequest, coupon_id: int) -> Any:
 
 
 coupon_use = api({"POST": _use}, status=200)
-coupon_cancel = api({"POST": lambda r, coupon_id: _scope(r).coupons.cancel_use(coupon_id, _req(_json(r), "order_id"))},
-                    status=200)
+coupon_cancel = api(
+    {"POST": lambda r, coupon_id: _scope(r).coupons.cancel_use(coupon_id, _req(_json(r), "order_id"))}, status=200
+)
 
 
 def _user_coupons(request: HttpRequest, user_id: str) -> Any:
@@ -145,26 +162,34 @@ def _idem(request: HttpRequest, body: dict[str, Any]) -> str:
 
 def _earn(request: HttpRequest, user_id: str) -> Any:
     b = _json(request)
-    return _scope(request).points.earn(user_id, _req(b, "amount"), idempotency_key=_idem(request, b),
-                                       expires_in_days=b.get("expires_in_days"), reason=b.get("reason", ""))
+    return _scope(request).points.earn(
+        user_id,
+        _req(b, "amount"),
+        idempotency_key=_idem(request, b),
+        expires_in_days=b.get("expires_in_days"),
+        reason=b.get("reason", ""),
+    )
 
 
 def _points_use(request: HttpRequest, user_id: str) -> Any:
     b = _json(request)
-    return _scope(request).points.use(user_id, _req(b, "amount"), idempotency_key=_idem(request, b),
-                                      order_id=b.get("order_id", ""))
+    return _scope(request).points.use(
+        user_id, _req(b, "amount"), idempotency_key=_idem(request, b), order_id=b.get("order_id", "")
+    )
 
 
 def _points_cancel(request: HttpRequest, user_id: str) -> Any:
     b = _json(request)
-    return _scope(request).points.cancel(user_id, idempotency_key=_idem(request, b), entry_id=b.get("entry_id"),
-                                         use_key=b.get("use_key"))
+    return _scope(request).points.cancel(
+        user_id, idempotency_key=_idem(request, b), entry_id=b.get("entry_id"), use_key=b.get("use_key")
+    )
 
 
 def _transfer(request: HttpRequest, user_id: str) -> Any:
     b = _json(request)
-    return _scope(request).points.transfer(user_id, _req(b, "to_user_id"), _req(b, "amount"),
-                                           idempotency_key=_idem(request, b))
+    return _scope(request).points.transfer(
+        user_id, _req(b, "to_user_id"), _req(b, "amount"), idempotency_key=_idem(request, b)
+    )
 
 
 def _history(request: HttpRequest, user_id: str) -> Any:

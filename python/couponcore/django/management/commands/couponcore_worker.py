@@ -16,7 +16,18 @@ class Command(BaseCommand):
         kw = engine_kwargs()
         if "redis" not in kw:
             raise CommandError("COUPONCORE has no REDIS: the embedded engine has no separate writer")
-        code = cli_main(["worker", "--redis", kw["redis"], "--postgres", kw["postgres"],
-                         "--key-prefix", kw["key_prefix"], "--threads", str(options["threads"])])
+        code = cli_main(
+            [
+                "worker",
+                "--redis",
+                kw["redis"],
+                "--postgres",
+                kw["postgres"],
+                "--key-prefix",
+                kw["key_prefix"],
+                "--threads",
+                str(options["threads"]),
+            ]
+        )
         if code:
             raise CommandError(f"worker exited with {code}")
