@@ -578,7 +578,7 @@ def bench_http(
             )
             procs.pop().terminate()
             assert e.drain(120)
-            out["rows_in_store"] = e.stats(c.id).rows
+            out["rows_in_store"] = scope.stats(c.id).rows
         out["ours_per_s"] = round(ours["requests"] / (ours["duration_us"] / 1e6))
         out["ours_p50_ms"], out["ours_p95_ms"], out["ours_p99_ms"] = (
             ours[k] / 1000 for k in ("p50_us", "p95_us", "p99_us")
