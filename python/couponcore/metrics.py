@@ -26,6 +26,18 @@ _COUNTERS = [
     ("commits", "commits", "Durable writes of grants (group commits or writer batches)."),
     ("commit_failures", "commit_failures", "Batches whose grants could not be made durable."),
     ("fast_path_requests", "fast_path", "Issue requests answered without a round trip (sold out)."),
+    ("unavailable", "unavailable", "Issue submissions answered Unavailable (Redis dropped or down)."),
+    ("redis_reconnects", "redis_reconnects", "Gate connections (re)established."),
+    ("grants_written", "grants_written", "Grants the in-process writers put into PostgreSQL."),
+    ("dead_lettered", "dead_lettered", "Grant-log entries moved to a dead-letter stream."),
+    ("writer_failures", "writer_failures", "Writer attempts that failed (database down, ...)."),
+]
+_WALLET_COUNTERS = [
+    ("wallet_ops", "ops", "Wallet operations answered."),
+    ("wallet_ops_failed", "ops_failed", "Wallet operations answered with an error (business or other)."),
+    ("wallet_replays", "replays", "Wallet operations answered from an idempotency record."),
+    ("wallet_batches", "batches", "Wallet batches committed."),
+    ("wallet_retries", "retries", "Wallet batch attempts retried (deadlock, serialization, lost connection)."),
 ]
 _HISTOGRAMS = [
     ("issue_latency_seconds", "Time from submit to answer of an issue request."),
@@ -43,7 +55,13 @@ def _fmt(v: float) -> str:
 
 
 def snapshot(engine: Engine) -> dict[str, Any]:
-    return {"counters": engine.counters(), "histograms": engine._core.histograms(), "kind": engine.kind}
+    wallets = engine._wallets_native  # only when the wallets were opened; never opens them
+    return {
+        "counters": engine.counters(),
+        "histograms": engine._core.histograms(),
+        "kind": engine.kind,
+        "wallet": wallets.counters() if wallets is not None and not wallets.closed else None,
+    }
 
 
 def render(engine: Engine) -> str:
@@ -68,9 +86,11 @@ def render(engine: Engine) -> str:
             out.append(f'couponcore_{name}_bucket{{le="{_fmt(bound)}"}} {count}')
         out.append(f"couponcore_{name}_sum {_fmt(hist['sum'])}")
         out.append(f"couponcore_{name}_count {hist['count']}")
-    for name, value in snap["counters"].get("gauges", {}).items():
-        out.append(f"# TYPE couponcore_{name} gauge")
-        out.append(f"couponcore_{name} {_fmt(value)}")
+    if snap["wallet"] is not None:
+        for name, key, help_ in _WALLET_COUNTERS:
+            out.append(f"# HELP couponcore_{name}_total {help_}")
+            out.append(f"# TYPE couponcore_{name}_total counter")
+            out.append(f"couponcore_{name}_total {snap['wallet'][key]}")
     return "\n".join(out) + "\n"
 
 
@@ -84,7 +104,7 @@ class CouponcoreCollector:
         return []  # metrics are read at scrape time; nothing to pre-declare
 
     def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+        from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
         if self._engine.closed:
             return
@@ -101,5 +121,6 @@ class CouponcoreCollector:
             bounds = [*hist["upper_bounds"], float("inf")]
             buckets = [(_fmt(b), n) for b, n in zip(bounds, hist["cumulative_counts"])]
             yield HistogramMetricFamily(f"couponcore_{name}", help_, buckets=buckets, sum_value=hist["sum"])
-        for name, value in c.get("gauges", {}).items():
-            yield GaugeMetricFamily(f"couponcore_{name}", name, value=value)
+        if snap["wallet"] is not None:
+            for name, key, help_ in _WALLET_COUNTERS:
+                yield CounterMetricFamily(f"couponcore_{name}", help_, value=snap["wallet"][key])

@@ -83,3 +83,20 @@ def test_engine_opened_before_fork_is_refused_in_child(db_path: str) -> None:
     engine.close()
     with couponcore.open(db_path) as again:  # closed: the file is free again
         assert again.issue(c.id, "third").seq == 3
+
+
+def test_deploy_rules_and_dashboard_use_metrics_that_exist(engine: couponcore.Engine) -> None:
+    """Every couponcore_* series the alert rules and the Grafana dashboard query is exported."""
+    import json
+    from pathlib import Path
+
+    deploy = Path(__file__).resolve().parents[2] / "deploy"
+    engine.points.earn(f"m{os.getpid()}", 1, idempotency_key=f"m-{os.getpid()}-{id(engine)}")  # opens the wallets
+    exported = set(re.findall(r"^(couponcore_[a-z_]+)", engine.metrics_text(), re.M))
+    text = (deploy / "prometheus-rules.yml").read_text()
+    text += json.dumps(json.loads((deploy / "grafana-dashboard.json").read_text()))
+    used = set(re.findall(r"couponcore_[a-z_]+", text))
+    assert used, "no metrics referenced"
+    assert "couponcore_wallet_ops_total" in exported
+    missing = {m for m in used if m not in exported}
+    assert not missing, missing
