@@ -9,16 +9,6 @@ namespace py = pybind11;
 
 namespace couponcore::py_bindings {
 
-namespace {
-bool interpreter_alive() {
-#if PY_VERSION_HEX >= 0x030D0000
-  return Py_IsInitialized() && !Py_IsFinalizing();
-#else
-  return Py_IsInitialized() && !_Py_IsFinalizing();
-#endif
-}
-}  // namespace
-
 void AsyncCompletions::flush() {
   std::vector<Item> items;
   {

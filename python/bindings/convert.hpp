@@ -39,6 +39,15 @@ AuthOptions auth_options_from(py::handle ttl_ms, py::handle entries_max);
 // The native engine behind a _core.Engine (raises Closed if closed or opened before a fork).
 Engine& engine_of(py::handle self);
 
+// False while the interpreter is finalizing: native threads must not take the GIL then.
+inline bool interpreter_alive() {
+#if PY_VERSION_HEX >= 0x030D0000
+  return Py_IsInitialized() && !Py_IsFinalizing();
+#else
+  return Py_IsInitialized() && !_Py_IsFinalizing();
+#endif
+}
+
 // Call with the GIL released.
 template <typename T>
 T wait_interruptibly(std::future<T>& f) {

@@ -3,6 +3,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include "convert.hpp"
 #include "couponcore/engine.hpp"
 #include "couponcore/metrics.hpp"
 
@@ -12,13 +13,6 @@ namespace couponcore::py_bindings {
 
 namespace {
 
-bool interpreter_alive() {
-#if PY_VERSION_HEX >= 0x030D0000
-  return Py_IsInitialized() && !Py_IsFinalizing();
-#else
-  return Py_IsInitialized() && !_Py_IsFinalizing();
-#endif
-}
 
 py::dict histogram_dict(const Histogram& h) {
   Histogram::Snapshot s = h.snapshot();
