@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "convert.hpp"
+#include "couponcore/coupons.hpp"
 #include "couponcore/error.hpp"
 #include "couponcore/wallet.hpp"
 
@@ -79,6 +80,13 @@ WalletOp op_from(py::dict d) {
   if (kind == "transfer") {
     return WalletOp::transfer(partner, user, to_str(d["to_user_id"], "to_user_id"), to_i64(d["amount"], "amount"), key);
   }
+  if (kind == "checkout") {
+    return WalletOp::checkout(partner, user, to_str(d["order_id"], "order_id"), to_i64(d["order_amount"], "order_amount"),
+                              i64_or(d, "coupon_id", 0), i64_or(d, "points", 0), key);
+  }
+  if (kind == "cancel_checkout") {
+    return WalletOp::cancel_checkout(partner, user, to_str(d["checkout_key"], "checkout_key"), key);
+  }
   raise(ErrorCode::kInvalidArgument, "unknown wallet operation " + kind);
 }
 
@@ -91,6 +99,15 @@ py::dict result_dict(const WalletResult& r) {
   d["peer_entry_id"] = r.peer_entry_id ? py::object(py::int_(r.peer_entry_id)) : py::none();
   d["created_at_us"] = r.created_at_us;
   d["replayed"] = r.replayed;
+  d["order_id"] = r.order_id;
+  d["order_amount"] = r.order_amount;
+  d["coupon_id"] = r.coupon_id ? py::object(py::int_(r.coupon_id)) : py::none();
+  d["discount_amount"] = r.discount_amount;
+  d["points"] = r.points;
+  d["payable_amount"] = r.payable_amount;
+  d["coupon_state"] = r.coupon_state >= 0
+                          ? py::object(py::str(coupon_state_name(static_cast<CouponState>(r.coupon_state))))
+                          : py::none();
   return d;
 }
 

@@ -38,7 +38,7 @@ from ._types import (
     Status,
     UseResult,
 )
-from ._wallet import Balance, HistoryPage, Points, WalletEntry, WalletResult
+from ._wallet import Balance, CheckoutCancelResult, CheckoutResult, HistoryPage, Points, WalletEntry, WalletResult
 
 __version__ = "0.1.0"
 
@@ -48,6 +48,8 @@ __all__ = [
     "Points",
     "WalletEntry",
     "WalletResult",
+    "CheckoutResult",
+    "CheckoutCancelResult",
     "Campaign",
     "CampaignStats",
     "Campaigns",

@@ -38,7 +38,7 @@ from ._types import (
     UseResult,
     to_us,
 )
-from ._wallet import Points, PointsAdmin
+from ._wallet import CheckoutCancelResult, CheckoutResult, Points, PointsAdmin
 
 DEFAULT_PATH = "couponcore.db"
 COUPON_PAGE_DEFAULT = 50  # limits::kCouponPageDefault; at most 1,000 (docs/limits.md)
@@ -268,6 +268,44 @@ class Scope:
     def partner_id(self) -> int:
         return self._partner_id
 
+    def _checkout_points(self) -> Points:
+        if self._wallets_of_engine is None:
+            raise _core.Unavailable("this engine has no wallets")
+        engine = getattr(self._wallets_of_engine, "__self__", None)
+        refusal = getattr(engine, "_checkout_refusal", None)
+        if refusal:
+            raise _core.Unavailable(refusal)
+        return Points(self._wallets_of_engine, self._partner_id)
+
+    def checkout(
+        self,
+        user_id: str,
+        order_id: str,
+        order_amount: int,
+        coupon_id: Optional[int] = None,
+        points: int = 0,
+        *,
+        idempotency_key: str,
+    ) -> CheckoutResult:
+        """Use a coupon and points for one order in ONE transaction: both or neither (see
+        ``Points.checkout``). Retry with the same ``idempotency_key``; cancel with
+        :meth:`cancel_checkout`."""
+        return self._checkout_points().checkout(
+            user_id, order_id, order_amount, coupon_id, points, idempotency_key=idempotency_key
+        )
+
+    def cancel_checkout(self, user_id: str, checkout_key: str, *, idempotency_key: str) -> CheckoutCancelResult:
+        """Undo a checkout (named by its idempotency key): the coupon and the points come back
+        together."""
+        return self._checkout_points().cancel_checkout(user_id, checkout_key, idempotency_key=idempotency_key)
+
+    async def acheckout(self, user_id: str, order_id: str, order_amount: int, **kwargs: Any) -> CheckoutResult:
+        """``checkout`` for asyncio (runs in the loop's default executor)."""
+        return await _offload(functools.partial(self.checkout, user_id, order_id, order_amount, **kwargs))
+
+    async def acancel_checkout(self, user_id: str, checkout_key: str, **kwargs: Any) -> CheckoutCancelResult:
+        return await _offload(functools.partial(self.cancel_checkout, user_id, checkout_key, **kwargs))
+
     def issue(self, campaign_id: int, user_id: str, request_id: Optional[str] = None) -> _core.IssueResult:
         """Ask for one coupon. Returns when the answer is final; an ISSUED answer is durable.
 
@@ -336,6 +374,8 @@ class Engine(Scope):
         self._wallets_native: Optional[_core.Wallets] = None
         self._wallets_lock = threading.Lock()
         self._cleanup: list[Callable[[], None]] = []
+        # Why checkout cannot work here (its coupons and wallets are not in one database).
+        self._checkout_refusal: Optional[str] = None
 
     def _wallets(self) -> _core.Wallets:
         """The native wallet engine, opened on first use (it has its own connections and thread)."""
@@ -513,6 +553,9 @@ def open(  # noqa: A001
         tmp = tempfile.mkdtemp(prefix="couponcore-wallets-")
         engine._open_wallets = lambda: _core.open_wallets_embedded(os.path.join(tmp, "wallets.db"), synchronous_full)
         engine._cleanup.append(lambda: shutil.rmtree(tmp, ignore_errors=True))
+        engine._checkout_refusal = (
+            "checkout needs the coupons and the wallets in one SQLite file: open the engine with a path, not ':memory:'"
+        )
     else:
         engine._open_wallets = lambda: _core.open_wallets_embedded(path, synchronous_full)
     return engine

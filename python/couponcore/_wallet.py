@@ -80,6 +80,83 @@ class HistoryPage:
     next_cursor: Optional[int]
 
 
+@dataclass(frozen=True)
+class CheckoutResult:
+    """The answer to ``scope.checkout``: the coupon and the points were used together.
+
+    ``payable_amount`` is what is left to pay: ``order_amount - discount_amount - points_used``.
+    ``entry_id`` is the wallet's use entry (None when no points were used; then
+    ``balance_after`` is None too)."""
+
+    order_id: str
+    order_amount: int
+    coupon_id: Optional[int]
+    discount_amount: int
+    points_used: int
+    payable_amount: int
+    entry_id: Optional[int]
+    balance_after: Optional[int]
+    created_at: _dt.datetime
+    replayed: bool
+
+    @classmethod
+    def _from_core(cls, d: dict[str, Any]) -> CheckoutResult:
+        created = from_us(d["created_at_us"])
+        assert created is not None
+        entry = d["entry_id"] or None
+        return cls(
+            d["order_id"],
+            d["order_amount"],
+            d["coupon_id"],
+            d["discount_amount"],
+            d["points"],
+            d["payable_amount"],
+            entry,
+            d["balance_after"] if entry else None,
+            created,
+            d["replayed"],
+        )
+
+
+@dataclass(frozen=True)
+class CheckoutCancelResult:
+    """The answer to ``scope.cancel_checkout``: the coupon is ``coupon_state`` again ("issued",
+    or "expired" if its validity passed meanwhile; None without a coupon) and
+    ``points_restored`` went back to exactly the lots they were drawn from (``expired_amount`` of
+    them into lots past their date, written off at once)."""
+
+    order_id: str
+    order_amount: int
+    coupon_id: Optional[int]
+    coupon_state: Optional[str]
+    discount_amount: int
+    points_restored: int
+    expired_amount: int
+    entry_id: Optional[int]
+    balance_after: Optional[int]
+    created_at: _dt.datetime
+    replayed: bool
+
+    @classmethod
+    def _from_core(cls, d: dict[str, Any]) -> CheckoutCancelResult:
+        created = from_us(d["created_at_us"])
+        assert created is not None
+        entry = d["entry_id"] or None
+        return cls(
+            d["order_id"],
+            d["order_amount"],
+            d["coupon_id"],
+            d["coupon_state"],
+            d["discount_amount"],
+            d["points"],
+            d["expired_amount"],
+            entry,
+            d["balance_after"] if entry else None,
+            created,
+            d["replayed"],
+        )
+
+
 async def _offload(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return await asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *args, **kwargs))
 
@@ -168,6 +245,56 @@ class Points:
                 "idempotency_key": idempotency_key,
             }
         )
+
+    def checkout(
+        self,
+        user_id: str,
+        order_id: str,
+        order_amount: int,
+        coupon_id: Optional[int] = None,
+        points: int = 0,
+        *,
+        idempotency_key: str,
+    ) -> CheckoutResult:
+        """Use ``coupon_id`` and ``points`` for one order in ONE transaction: both or neither.
+
+        The coupon is checked and discounted exactly as ``coupons.use`` does; the points pay for
+        what is left (``points <= order_amount - discount``, else ``InvalidArgument``). Errors
+        change nothing: ``NotFound`` (unknown coupon, another user's or partner's; no wallet),
+        ``Conflict`` (coupon used or expired, key reused with other content),
+        ``InsufficientFunds``, ``InvalidArgument``, ``Unavailable`` (production: the coupon was
+        just issued and is not yet in the store; retry)."""
+        if coupon_id is not None and (isinstance(coupon_id, bool) or not isinstance(coupon_id, int) or coupon_id <= 0):
+            raise _core.InvalidArgument("coupon_id must be a coupon id (or None for no coupon)")
+        op = {
+            "kind": "checkout",
+            "user_id": user_id,
+            "order_id": order_id,
+            "order_amount": order_amount,
+            "coupon_id": coupon_id,
+            "points": points,
+            "idempotency_key": idempotency_key,
+            "partner_id": self._partner_id,
+        }
+        return CheckoutResult._from_core(self._wallets().apply(op))
+
+    def cancel_checkout(self, user_id: str, checkout_key: str, *, idempotency_key: str) -> CheckoutCancelResult:
+        """Undo the checkout made with idempotency key ``checkout_key``: its coupon back to issued
+        (or expired), its points back to the lots they came from, in one transaction."""
+        op = {
+            "kind": "cancel_checkout",
+            "user_id": user_id,
+            "checkout_key": checkout_key,
+            "idempotency_key": idempotency_key,
+            "partner_id": self._partner_id,
+        }
+        return CheckoutCancelResult._from_core(self._wallets().apply(op))
+
+    async def acheckout(self, user_id: str, order_id: str, order_amount: int, **kwargs: Any) -> CheckoutResult:
+        return await _offload(self.checkout, user_id, order_id, order_amount, **kwargs)
+
+    async def acancel_checkout(self, user_id: str, checkout_key: str, **kwargs: Any) -> CheckoutCancelResult:
+        return await _offload(self.cancel_checkout, user_id, checkout_key, **kwargs)
 
     def balance(self, user_id: str) -> Balance:
         d = self._wallets().balance(self._partner_id, user_id)

@@ -346,6 +346,48 @@ class HistoryOut(BaseModel):
     next_cursor: Optional[int]
 
 
+class CheckoutIn(BaseModel):
+    user_id: str
+    order_id: str
+    order_amount: int = Field(gt=0)
+    coupon_id: Optional[int] = Field(None, gt=0)
+    points: int = Field(0, ge=0)
+    idempotency_key: Optional[str] = Field(None, description="or the Idempotency-Key header")
+
+
+class CheckoutCancelIn(BaseModel):
+    user_id: str
+    checkout_key: str = Field(description="the checkout's idempotency key")
+    idempotency_key: Optional[str] = None
+
+
+class CheckoutOut(BaseModel):
+    order_id: str
+    order_amount: int
+    coupon_id: Optional[int]
+    discount_amount: int
+    points_used: int
+    payable_amount: int
+    entry_id: Optional[int]
+    balance_after: Optional[int]
+    created_at: dt.datetime
+    replayed: bool
+
+
+class CheckoutCancelOut(BaseModel):
+    order_id: str
+    order_amount: int
+    coupon_id: Optional[int]
+    coupon_state: Optional[str]
+    discount_amount: int
+    points_restored: int
+    expired_amount: int
+    entry_id: Optional[int]
+    balance_after: Optional[int]
+    created_at: dt.datetime
+    replayed: bool
+
+
 def _key(body_key: Optional[str], header_key: Optional[str]) -> str:
     key = body_key or header_key
     if not key:
@@ -405,6 +447,24 @@ def _add_wallet_routes(router: APIRouter, Scope: Any) -> None:
         return to_json(
             await _offload(lambda: s.points.transfer(user_id, body.to_user_id, body.amount, idempotency_key=key))
         )
+
+    @router.post("/checkout", response_model=CheckoutOut, responses=_ERRORS, tags=["checkout"])
+    async def checkout(body: CheckoutIn, s: Any = Scope, idem: Optional[str] = IdemHeader) -> Any:
+        """Use a coupon and points for one order in one transaction: both or neither."""
+        key = _key(body.idempotency_key, idem)
+        return to_json(
+            await _offload(
+                lambda: s.checkout(
+                    body.user_id, body.order_id, body.order_amount, body.coupon_id, body.points, idempotency_key=key
+                )
+            )
+        )
+
+    @router.post("/checkout/cancel", response_model=CheckoutCancelOut, responses=_ERRORS, tags=["checkout"])
+    async def cancel_checkout(body: CheckoutCancelIn, s: Any = Scope, idem: Optional[str] = IdemHeader) -> Any:
+        """Undo a checkout: its coupon and its points come back together."""
+        key = _key(body.idempotency_key, idem)
+        return to_json(await _offload(lambda: s.cancel_checkout(body.user_id, body.checkout_key, idempotency_key=key)))
 
 
 async def _offload(fn: Any, *args: Any) -> Any:

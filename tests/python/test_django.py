@@ -84,3 +84,49 @@ def test_management_command_migrate_needs_servers(django_client: object) -> None
 
     with pytest.raises(CommandError, match="embedded"):
         call_command("couponcore_migrate")
+
+
+def test_django_checkout(django_client: object) -> None:
+    """POST checkout and checkout/cancel: a coupon and points together, then both back."""
+    from couponcore.django import get_engine
+    from django.test import Client
+
+    c: Client = django_client  # type: ignore[assignment]
+    engine = get_engine()
+    key = engine.partners.create("django-checkout").api_key
+    H = {"HTTP_X_API_KEY": key}
+    cid = c.post(
+        "/api/campaigns",
+        data=json.dumps({"name": "dj", "quantity": 2, "discount_kind": "fixed", "discount_value": 500}),
+        content_type="application/json",
+        **H,
+    ).json()["id"]
+    coupon = c.post(
+        f"/api/campaigns/{cid}/issue", data=json.dumps({"user_id": "cu"}), content_type="application/json", **H
+    ).json()["coupon_id"]
+    c.post(
+        "/api/users/cu/points/earn",
+        data=json.dumps({"amount": 100, "idempotency_key": "dj-e"}),
+        content_type="application/json",
+        **H,
+    )
+    body = {
+        "user_id": "cu",
+        "order_id": "dj-o",
+        "order_amount": 3000,
+        "coupon_id": coupon,
+        "points": 50,
+        "idempotency_key": "dj-co",
+    }
+    r = c.post("/api/checkout", data=json.dumps(body), content_type="application/json", **H)
+    assert r.status_code == 200, r.content
+    assert r.json()["payable_amount"] == 2450 and r.json()["discount_amount"] == 500
+    assert c.post("/api/checkout", data=json.dumps(body), content_type="application/json").status_code == 401
+    r = c.post(
+        "/api/checkout/cancel",
+        data=json.dumps({"user_id": "cu", "checkout_key": "dj-co", "idempotency_key": "dj-c"}),
+        content_type="application/json",
+        **H,
+    )
+    assert r.status_code == 200, r.content
+    assert r.json()["coupon_state"] == "issued" and r.json()["points_restored"] == 50

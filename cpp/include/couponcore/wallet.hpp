@@ -30,6 +30,20 @@
 // by an `expire` entry of the part that fell into expired lots (WalletResult::expired_amount).
 // Why: a cancel must not extend the life of points (restoring into a fresh lot would), and it
 // must not silently lose them either; the two entries tell the user exactly what happened.
+//
+// Checkout (WalletOpKind::kCheckout): a coupon use and a points use in ONE batch transaction,
+// both or neither. The batch locks the wallets (id order), then the checkouts' coupon rows
+// (id order; PostgreSQL FOR UPDATE, SQLite: the write lock), decides each coupon with the
+// coupon lifecycle's own rules (coupons/rules.hpp: owner, state, validity, minimum order,
+// discount) and writes it with the coupon store's own conditional UPDATE, on the wallet
+// batch's connection, before the wallet rows and the COMMIT. Points pay for what is left after
+// the discount: points <= order_amount - discount_amount, else kInvalidArgument. A coupon that
+// fails (kNotFound, kConflict, kInvalidArgument, production's "grant not yet in the store"
+// kUnavailable) fails the checkout alone and changes nothing. kCancelCheckout (by the
+// checkout's idempotency key) gives both back: the coupon to issued (or expired, past its
+// validity), the points to exactly the drawn lots (the cancel rule above). The coupon and the
+// wallets must live in the same database: the embedded engine's SQLite file, or production's
+// PostgreSQL database. See docs/wallet.md ("Checkout with coupons").
 #pragma once
 
 #include <cstdint>
@@ -53,7 +67,14 @@ enum class WalletEntryKind : uint8_t {
 // "earn", "use", "cancel", "expire", "transfer_in", "transfer_out" (the stored spelling).
 const char* wallet_entry_kind_name(WalletEntryKind kind) noexcept;
 
-enum class WalletOpKind : uint8_t { kEarn = 0, kUse = 1, kCancel = 2, kTransfer = 3 };
+enum class WalletOpKind : uint8_t {
+  kEarn = 0,
+  kUse = 1,
+  kCancel = 2,
+  kTransfer = 3,
+  kCheckout = 4,        // a coupon and points for one order, both or neither
+  kCancelCheckout = 5,  // gives a checkout's coupon and points back
+};
 
 // One operation on a wallet. Build it with the named constructors; submit() checks it.
 struct WalletOp {
@@ -61,13 +82,17 @@ struct WalletOp {
   int64_t partner_id = 0;
   std::string user_id;          // the wallet (transfer: the source)
   std::string idempotency_key;  // required, unique per partner
-  int64_t amount = 0;           // earn, use, transfer: 1..limits::kAmountMax
+  int64_t amount = 0;           // earn, use, transfer: 1..limits::kAmountMax; checkout: the
+                                //   points, 0..order_amount
   std::optional<int64_t> expires_at_us;  // earn: none = never expires
   std::string reason;           // earn, optional free text (limits::kWalletReasonBytesMax)
-  std::string order_id;         // use, optional
+  std::string order_id;         // use: optional; checkout: required
   int64_t cancel_entry_id = 0;  // cancel: the use's entry id, or
-  std::string cancel_key;       //   the use's idempotency key (exactly one of the two)
+  std::string cancel_key;       //   the use's idempotency key (exactly one of the two);
+                                // cancel_checkout: the checkout's idempotency key
   std::string to_user_id;       // transfer: the destination (created when missing)
+  int64_t order_amount = 0;     // checkout: 1..limits::kAmountMax (minor units)
+  int64_t coupon_id = 0;        // checkout: the coupon to use, 0 for none
 
   static WalletOp earn(int64_t partner_id, std::string user_id, int64_t amount,
                        std::optional<int64_t> expires_at_us, std::string reason, std::string key);
@@ -79,6 +104,10 @@ struct WalletOp {
                                 std::string key);
   static WalletOp transfer(int64_t partner_id, std::string from_user_id, std::string to_user_id,
                            int64_t amount, std::string key);
+  static WalletOp checkout(int64_t partner_id, std::string user_id, std::string order_id,
+                           int64_t order_amount, int64_t coupon_id, int64_t points, std::string key);
+  static WalletOp cancel_checkout(int64_t partner_id, std::string user_id, std::string checkout_key,
+                                  std::string key);
 };
 
 // The answer to a successful operation (also when replayed from its idempotency record).
@@ -90,6 +119,15 @@ struct WalletResult {
   int64_t peer_entry_id = 0;   // transfer: the transfer_in entry of the destination
   int64_t created_at_us = 0;
   bool replayed = false;       // answered from an earlier call's idempotency record
+  // checkout and cancel_checkout (the cancel repeats its checkout's order, coupon and amounts).
+  // entry_id is the points' use (checkout) or cancel (cancel_checkout) entry, 0 without points.
+  std::string order_id;
+  int64_t order_amount = 0;
+  int64_t coupon_id = 0;        // 0: no coupon
+  int64_t discount_amount = 0;  // the coupon's discount
+  int64_t points = 0;           // points paid (checkout) or given back (cancel_checkout)
+  int64_t payable_amount = 0;   // order_amount - discount_amount - points
+  int coupon_state = -1;        // cancel_checkout: the coupon's CouponState after it; else -1
 };
 
 struct WalletBalance {
@@ -208,6 +246,11 @@ class WalletEngine {
                              const std::string& use_key, const std::string& key);
   WalletResult transfer(int64_t partner_id, const std::string& from_user_id,
                         const std::string& to_user_id, int64_t amount, const std::string& key);
+  // coupon_id 0: no coupon; points 0: no points (the wallet need not exist).
+  WalletResult checkout(int64_t partner_id, const std::string& user_id, const std::string& order_id,
+                        int64_t order_amount, int64_t coupon_id, int64_t points, const std::string& key);
+  WalletResult cancel_checkout(int64_t partner_id, const std::string& user_id,
+                               const std::string& checkout_key, const std::string& key);
 
   // Reads, on their own connection (no queue, no locks; tried once more if the connection was
   // dropped). kNotFound for a wallet never created.

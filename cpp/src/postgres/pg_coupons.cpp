@@ -40,27 +40,57 @@ constexpr const char* kListNames[] = {"lc_coupons_list_issued", "lc_coupons_list
 
 }  // namespace
 
+namespace pgcoupons {
+
+const char* const kLoadSql =
+    "SELECT k.id, k.campaign_id, k.seq, k.user_id, k.state, k.issued_at_us, k.valid_until_us,"
+    " k.used_order_id, k.used_at_us, k.used_amount, k.discount_amount"
+    ", k.cancelled_order_id, c.partner_id, c.discount_kind, c.discount_value, c.discount_max,"
+    " c.min_order_amount, c.valid_until_us, c.valid_days"
+    " FROM coupons k JOIN campaigns c ON c.id = k.campaign_id";
+
+const char* const kMarkUsedSql =
+    "UPDATE coupons SET state = 1, used_order_id = $1, used_at_us = $2, used_amount = $3,"
+    " discount_amount = $4, state_changed_at_us = $2"
+    " WHERE id = $5 AND state = 0 AND user_id = $6 AND (valid_until_us IS NULL OR valid_until_us > $2)";
+
+const char* const kMarkCancelledSql =
+    "UPDATE coupons SET"
+    " state = CASE WHEN valid_until_us IS NULL OR valid_until_us > $1 THEN 0 ELSE 2 END,"
+    " cancelled_order_id = used_order_id, used_order_id = NULL, used_at_us = NULL,"
+    " used_amount = NULL, discount_amount = NULL, state_changed_at_us = $1"
+    " WHERE id = $2 AND state = 1 AND used_order_id = $3";
+
+CouponRow row_from(const pg::Result& r, int i) {
+  CouponRow row;
+  row.coupon = coupon_from(r, i);
+  if (!r.is_null(i, 11)) row.cancelled_order_id = std::string(r.text(i, 11));
+  row.terms.partner_id = r.i64(i, 12);
+  row.terms.discount_kind = static_cast<DiscountKind>(r.i64(i, 13));
+  row.terms.discount_value = r.i64(i, 14);
+  row.terms.discount_max = r.opt_i64(i, 15);
+  row.terms.min_order_amount = r.i64(i, 16);
+  row.terms.valid_until_us = r.opt_i64(i, 17);
+  if (auto d = r.opt_i64(i, 18)) row.terms.valid_days = static_cast<int32_t>(*d);
+  return row;
+}
+
+pg::Params mark_used_params(const UseRequest& r, int64_t discount_amount, int64_t now_us) {
+  return pg::Params().add(r.order_id).add(now_us).add(r.order_amount).add(discount_amount).add(r.coupon_id).add(r.user_id);
+}
+
+pg::Params mark_cancelled_params(int64_t coupon_id, const std::string& order_id, int64_t now_us) {
+  return pg::Params().add(now_us).add(coupon_id).add(order_id);
+}
+
+}  // namespace pgcoupons
+
 std::optional<CouponRow> PgCouponStore::load(int64_t coupon_id) {
   auto conn = pool_.acquire();
-  pg::Result r = conn->exec_prepared(
-      "lc_coupon_load",
-      std::string("SELECT ") + kCouponColumns +
-          ", k.cancelled_order_id, c.partner_id, c.discount_kind, c.discount_value, c.discount_max,"
-          " c.min_order_amount, c.valid_until_us, c.valid_days"
-          " FROM coupons k JOIN campaigns c ON c.id = k.campaign_id WHERE k.id = $1",
-      pg::Params().add(coupon_id));
+  pg::Result r = conn->exec_prepared("lc_coupon_load", std::string(pgcoupons::kLoadSql) + " WHERE k.id = $1",
+                                     pg::Params().add(coupon_id));
   if (r.rows() == 0) return std::nullopt;
-  CouponRow row;
-  row.coupon = coupon_from(r, 0);
-  if (!r.is_null(0, 11)) row.cancelled_order_id = std::string(r.text(0, 11));
-  row.terms.partner_id = r.i64(0, 12);
-  row.terms.discount_kind = static_cast<DiscountKind>(r.i64(0, 13));
-  row.terms.discount_value = r.i64(0, 14);
-  row.terms.discount_max = r.opt_i64(0, 15);
-  row.terms.min_order_amount = r.i64(0, 16);
-  row.terms.valid_until_us = r.opt_i64(0, 17);
-  if (auto d = r.opt_i64(0, 18)) row.terms.valid_days = static_cast<int32_t>(*d);
-  return row;
+  return pgcoupons::row_from(r, 0);
 }
 
 bool PgCouponStore::grant_pending(int64_t partner_id, int64_t coupon_id) {
@@ -76,30 +106,20 @@ bool PgCouponStore::grant_pending(int64_t partner_id, int64_t coupon_id) {
     quantity = r.i64(0, 1);
   }
   if (options_.grant_pending) return options_.grant_pending(campaign_id, seq);
-  return seq >= 1 && seq <= quantity;
+  return pgcoupons::grant_may_be_pending(seq, quantity);
 }
 
 bool PgCouponStore::mark_used(const UseRequest& r, int64_t discount_amount, int64_t now_us) {
   auto conn = pool_.acquire();
-  pg::Result res = conn->exec_prepared(
-      "lc_coupon_use",
-      "UPDATE coupons SET state = 1, used_order_id = $1, used_at_us = $2, used_amount = $3,"
-      " discount_amount = $4, state_changed_at_us = $2"
-      " WHERE id = $5 AND state = 0 AND user_id = $6 AND (valid_until_us IS NULL OR valid_until_us > $2)",
-      pg::Params().add(r.order_id).add(now_us).add(r.order_amount).add(discount_amount).add(r.coupon_id).add(r.user_id));
+  pg::Result res = conn->exec_prepared("lc_coupon_use", pgcoupons::kMarkUsedSql,
+                                       pgcoupons::mark_used_params(r, discount_amount, now_us));
   return res.affected() == 1;
 }
 
 bool PgCouponStore::mark_cancelled(int64_t coupon_id, const std::string& order_id, int64_t now_us) {
   auto conn = pool_.acquire();
-  pg::Result res = conn->exec_prepared(
-      "lc_coupon_cancel",
-      "UPDATE coupons SET"
-      " state = CASE WHEN valid_until_us IS NULL OR valid_until_us > $1 THEN 0 ELSE 2 END,"
-      " cancelled_order_id = used_order_id, used_order_id = NULL, used_at_us = NULL,"
-      " used_amount = NULL, discount_amount = NULL, state_changed_at_us = $1"
-      " WHERE id = $2 AND state = 1 AND used_order_id = $3",
-      pg::Params().add(now_us).add(coupon_id).add(order_id));
+  pg::Result res = conn->exec_prepared("lc_coupon_cancel", pgcoupons::kMarkCancelledSql,
+                                       pgcoupons::mark_cancelled_params(coupon_id, order_id, now_us));
   return res.affected() == 1;
 }
 

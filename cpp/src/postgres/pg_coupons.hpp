@@ -67,4 +67,20 @@ class PgCouponStore final : public CouponStore {
   Options options_;
 };
 
+// The coupon statements on a connection the caller owns, for a checkout that uses a coupon
+// inside the wallet batch's transaction (wallet/pg_wallet_store.cpp): the same SQL as the
+// store's own use and cancel, so both paths apply the same conditional updates.
+namespace pgcoupons {
+// "SELECT <CouponRow columns> FROM coupons k JOIN campaigns c ..."; append a WHERE (and a lock).
+extern const char* const kLoadSql;
+extern const char* const kMarkUsedSql;       // parameters: mark_used_params
+extern const char* const kMarkCancelledSql;  // parameters: mark_cancelled_params
+CouponRow row_from(const pg::Result& r, int row);
+pg::Params mark_used_params(const UseRequest& request, int64_t discount_amount, int64_t now_us);
+pg::Params mark_cancelled_params(int64_t coupon_id, const std::string& order_id, int64_t now_us);
+// Without the gate's view: a missing row of an existing campaign (of the caller's partner) with
+// 1 <= seq <= quantity may still be in the grant log (too cautious at worst, never wrong).
+inline bool grant_may_be_pending(uint32_t seq, int64_t quantity) { return seq >= 1 && seq <= quantity; }
+}  // namespace pgcoupons
+
 }  // namespace couponcore

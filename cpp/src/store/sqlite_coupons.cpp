@@ -37,12 +37,13 @@ constexpr const char* kStateFilter[] = {
 
 }  // namespace
 
-std::optional<CouponRow> SqliteCouponStore::load(int64_t coupon_id) {
-  std::lock_guard lock(store_.mutex());
-  sqlite::Stmt s(store_.db(), std::string("SELECT ") + kCouponColumns +
-                                  ", k.cancelled_order_id, c.partner_id, c.discount_kind, c.discount_value,"
-                                  " c.discount_max, c.min_order_amount, c.valid_until_us, c.valid_days"
-                                  " FROM coupons k JOIN campaigns c ON c.id = k.campaign_id WHERE k.id = ?");
+namespace sqlite_coupons {
+
+std::optional<CouponRow> load(sqlite::Db& db, int64_t coupon_id) {
+  sqlite::Stmt s(db, std::string("SELECT ") + kCouponColumns +
+                         ", k.cancelled_order_id, c.partner_id, c.discount_kind, c.discount_value,"
+                         " c.discount_max, c.min_order_amount, c.valid_until_us, c.valid_days"
+                         " FROM coupons k JOIN campaigns c ON c.id = k.campaign_id WHERE k.id = ?");
   s.bind(1, coupon_id);
   if (!s.step()) return std::nullopt;
   CouponRow row;
@@ -58,21 +59,19 @@ std::optional<CouponRow> SqliteCouponStore::load(int64_t coupon_id) {
   return row;
 }
 
-bool SqliteCouponStore::mark_used(const UseRequest& r, int64_t discount_amount, int64_t now_us) {
-  std::lock_guard lock(store_.mutex());
-  sqlite::Stmt s(store_.db(),
+bool mark_used(sqlite::Db& db, const UseRequest& r, int64_t discount_amount, int64_t now_us) {
+  sqlite::Stmt s(db,
                  "UPDATE coupons SET state = 1, used_order_id = ?1, used_at_us = ?2, used_amount = ?3,"
                  " discount_amount = ?4, state_changed_at_us = ?2"
                  " WHERE id = ?5 AND state = 0 AND user_id = ?6 AND (valid_until_us IS NULL OR valid_until_us > ?2)");
   s.bind(1, std::string_view(r.order_id)).bind(2, now_us).bind(3, r.order_amount).bind(4, discount_amount);
   s.bind(5, r.coupon_id).bind(6, std::string_view(r.user_id));
   s.run();
-  return store_.db().changes() == 1;
+  return db.changes() == 1;
 }
 
-bool SqliteCouponStore::mark_cancelled(int64_t coupon_id, const std::string& order_id, int64_t now_us) {
-  std::lock_guard lock(store_.mutex());
-  sqlite::Stmt s(store_.db(),
+bool mark_cancelled(sqlite::Db& db, int64_t coupon_id, const std::string& order_id, int64_t now_us) {
+  sqlite::Stmt s(db,
                  "UPDATE coupons SET"
                  " state = CASE WHEN valid_until_us IS NULL OR valid_until_us > ?1 THEN 0 ELSE 2 END,"
                  " cancelled_order_id = used_order_id, used_order_id = NULL, used_at_us = NULL,"
@@ -80,7 +79,24 @@ bool SqliteCouponStore::mark_cancelled(int64_t coupon_id, const std::string& ord
                  " WHERE id = ?2 AND state = 1 AND used_order_id = ?3");
   s.bind(1, now_us).bind(2, coupon_id).bind(3, std::string_view(order_id));
   s.run();
-  return store_.db().changes() == 1;
+  return db.changes() == 1;
+}
+
+}  // namespace sqlite_coupons
+
+std::optional<CouponRow> SqliteCouponStore::load(int64_t coupon_id) {
+  std::lock_guard lock(store_.mutex());
+  return sqlite_coupons::load(store_.db(), coupon_id);
+}
+
+bool SqliteCouponStore::mark_used(const UseRequest& r, int64_t discount_amount, int64_t now_us) {
+  std::lock_guard lock(store_.mutex());
+  return sqlite_coupons::mark_used(store_.db(), r, discount_amount, now_us);
+}
+
+bool SqliteCouponStore::mark_cancelled(int64_t coupon_id, const std::string& order_id, int64_t now_us) {
+  std::lock_guard lock(store_.mutex());
+  return sqlite_coupons::mark_cancelled(store_.db(), coupon_id, order_id, now_us);
 }
 
 std::optional<int64_t> SqliteCouponStore::campaign_partner(int64_t campaign_id) {

@@ -29,4 +29,13 @@ class SqliteCouponStore final : public CouponStore {
   SqliteStore& store_;
 };
 
+// The same statements on a connection the caller owns, inside its transaction: a checkout uses
+// them from the wallet batch's BEGIN IMMEDIATE (wallet/sqlite_wallet_store.cpp), so a coupon
+// used at checkout goes through exactly the conditional updates above.
+namespace sqlite_coupons {
+std::optional<CouponRow> load(sqlite::Db& db, int64_t coupon_id);
+bool mark_used(sqlite::Db& db, const UseRequest& request, int64_t discount_amount, int64_t now_us);
+bool mark_cancelled(sqlite::Db& db, int64_t coupon_id, const std::string& order_id, int64_t now_us);
+}  // namespace sqlite_coupons
+
 }  // namespace couponcore

@@ -62,7 +62,8 @@ inline constexpr AuditQuery kAuditQueries[] = {
      "    OR NOT EXISTS (SELECT 1 FROM wallet_entries e WHERE e.id = l.entry_id))"
      " + (SELECT count(*) FROM wallet_draws d WHERE NOT EXISTS (SELECT 1 FROM wallet_entries e WHERE e.id = d.entry_id)"
      "    OR NOT EXISTS (SELECT 1 FROM wallet_lots l WHERE l.id = d.lot_id))"
-     " + (SELECT count(*) FROM wallet_idempotency i WHERE NOT EXISTS"
+     // A checkout without points has no entry (entry_id 0).
+     " + (SELECT count(*) FROM wallet_idempotency i WHERE i.entry_id <> 0 AND NOT EXISTS"
      "    (SELECT 1 FROM wallet_entries e WHERE e.id = i.entry_id))"
      " + 0 * CAST($1 AS bigint)"},
 };

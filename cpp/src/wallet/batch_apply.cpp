@@ -28,6 +28,9 @@ namespace {
 
 std::string str(int64_t v) { return std::to_string(v); }
 
+// The reason of a checkout's use entry: such a use is cancelled only with its checkout.
+const std::string kCheckoutReason = "checkout";
+
 }  // namespace
 
 BatchApplier::BatchApplier(int64_t now_us, BatchLoad&& load) : now_us_(now_us) {
@@ -46,6 +49,11 @@ BatchApplier::BatchApplier(int64_t now_us, BatchLoad&& load) : now_us_(now_us) {
     idem_.emplace(std::move(k), std::move(r));
   }
   load_targets(std::move(load.targets));
+  for (CouponRow& row : load.coupons.rows) {
+    const int64_t id = row.coupon.id;
+    coupons_.emplace(id, std::move(row));
+  }
+  for (auto [id, partner] : load.coupons.pending) pending_coupons_.emplace(id, partner);
   for (auto& [key, w] : wallets_) expire_due(w, now_us_, nullptr);
 }
 
@@ -134,6 +142,8 @@ WalletResult BatchApplier::apply_fresh(const WalletOp& op) {
       if (!to) internal("the destination wallet of a transfer was not created");
       return transfer(from, *to, op);
     }
+    case WalletOpKind::kCheckout: return checkout(op);
+    case WalletOpKind::kCancelCheckout: return cancel_checkout(op);
   }
   internal("unknown wallet operation");
 }
@@ -187,6 +197,12 @@ WalletResult BatchApplier::cancel(Wallet& w, const WalletOp& op) {
     }
     target = it->second.result.entry_id;
   }
+  return do_cancel(w, op, check_cancel(w, target, false));
+}
+
+// Checks a cancel of use entry `target` of wallet w and changes nothing. A checkout's use is
+// cancelled only with its checkout (of_checkout): the coupon goes back with the points.
+BatchApplier::CancelPlan BatchApplier::check_cancel(Wallet& w, int64_t target, bool of_checkout) {
   const EntryRow* t = nullptr;
   if (target < 0 && static_cast<std::size_t>(-target) <= entries_.size()) {
     t = &entries_[static_cast<std::size_t>(-target - 1)];
@@ -198,31 +214,38 @@ WalletResult BatchApplier::cancel(Wallet& w, const WalletOp& op) {
     throw_invalid(std::string("entry ") + str(target) + " is a " + wallet_entry_kind_name(t->kind) +
                   "; only a use can be cancelled");
   }
+  if (!of_checkout && t->reason == kCheckoutReason) {
+    throw_invalid("entry " + str(target) + " is the points of a checkout; cancel the checkout (cancel_checkout)");
+  }
   if (auto c = cancelled_by_.find(target); c != cancelled_by_.end()) {
     throw_conflict("the use was cancelled already (by entry " + str(c->second) + ")");
   }
-  // Check everything before changing anything.
-  const std::vector<DrawRow>& draws = draws_of_[target];
-  int64_t usable = 0;
-  int64_t expired = 0;
-  for (const DrawRow& d : draws) {
+  CancelPlan plan;
+  plan.target = target;
+  for (const DrawRow& d : draws_of_[target]) {
     auto lot = lots_.find(d.lot_id);
     if (lot == lots_.end() || lot->second.row.wallet_id != w.row.id) {
       internal("lot " + str(d.lot_id) + " of use " + str(target) + " was not loaded");
     }
     const LotRow& l = lot->second.row;
     if (l.expired || due(l, now_us_)) {
-      expired += d.amount;
+      plan.expired += d.amount;
     } else {
       if (l.remaining + d.amount > l.amount) internal("lot " + str(l.id) + " would hold more than it got");
-      usable += d.amount;
+      plan.usable += d.amount;
     }
   }
-  if (usable + expired != -t->amount) internal("the draws of use " + str(target) + " do not add up");
-  if (w.row.balance > limits::kWalletBalanceMax - usable) {
+  if (plan.usable + plan.expired != -t->amount) internal("the draws of use " + str(target) + " do not add up");
+  if (w.row.balance > limits::kWalletBalanceMax - plan.usable) {
     throw_invalid("the balance would exceed " + str(limits::kWalletBalanceMax));
   }
-  const int64_t c = add_entry(w, WalletEntryKind::kCancel, usable + expired, &op, target);
+  return plan;
+}
+
+WalletResult BatchApplier::do_cancel(Wallet& w, const WalletOp& op, const CancelPlan& plan) {
+  const int64_t target = plan.target;
+  const std::vector<DrawRow>& draws = draws_of_[target];
+  const int64_t c = add_entry(w, WalletEntryKind::kCancel, plan.usable + plan.expired, &op, target);
   cancelled_by_[target] = c;
   std::vector<Draw> written_off;
   for (const DrawRow& d : draws) {
@@ -240,12 +263,141 @@ WalletResult BatchApplier::cancel(Wallet& w, const WalletOp& op) {
     lot.row.remaining += d.amount;
   }
   WalletResult r = result_of(c);
-  if (expired > 0) {
-    const int64_t x = add_entry(w, WalletEntryKind::kExpire, -expired, nullptr, c);
+  if (plan.expired > 0) {
+    const int64_t x = add_entry(w, WalletEntryKind::kExpire, -plan.expired, nullptr, c);
     for (auto [lot_id, points] : written_off) draws_.push_back(DrawRow{x, lot_id, points});
     r.balance_after = w.row.balance;
-    r.expired_amount = expired;
+    r.expired_amount = plan.expired;
   }
+  return r;
+}
+
+// The coupon of a checkout, as locked for this batch (and changed by earlier operations of it).
+// Not the caller's (partner or holder) or unknown: kNotFound, one message; production, a grant
+// not yet in the store: kUnavailable (retry), like use_coupon.
+CouponRow& BatchApplier::coupon_of(int64_t partner_id, const std::string& user_id, int64_t coupon_id) {
+  auto it = coupons_.find(coupon_id);
+  if (it == coupons_.end()) {
+    auto p = pending_coupons_.find(coupon_id);
+    if (p != pending_coupons_.end() && p->second == partner_id) throw_coupon_pending(coupon_id);
+    throw_coupon_not_found(coupon_id);
+  }
+  if (it->second.terms.partner_id != partner_id || it->second.coupon.user_id != user_id) {
+    throw_coupon_not_found(coupon_id);
+  }
+  return it->second;
+}
+
+// Everything is checked (coupon, points, wallet) before anything changes: a failed checkout
+// leaves no trace, neither on the coupon nor on the wallet.
+WalletResult BatchApplier::checkout(const WalletOp& op) {
+  const UseRequest request{op.coupon_id, op.user_id, op.order_id, op.order_amount};
+  CouponRow* coupon = nullptr;
+  int64_t discount = 0;
+  if (op.coupon_id != 0) {
+    coupon = &coupon_of(op.partner_id, op.user_id, op.coupon_id);
+    UseDecision d = decide_use(*coupon, op.partner_id, request, now_us_);
+    if (d.decision == Decision::kReplay) {
+      // The same order used it already (an earlier checkout with another idempotency key, or
+      // use_coupon): charging the points again would pay twice.
+      throw_conflict("coupon " + str(op.coupon_id) + " is already used by order " + op.order_id +
+                     "; repeat the checkout with its first idempotency key");
+    }
+    discount = d.discount_amount;
+  }
+  const int64_t payable = op.order_amount - discount;
+  if (op.amount > payable) {
+    throw_invalid("points " + str(op.amount) + " exceed the amount payable after the coupon's discount (" +
+                  str(payable) + ")");
+  }
+  Wallet* w = nullptr;
+  std::vector<Draw> plan;
+  if (op.amount > 0) {
+    w = &wallet_or_not_found(op.partner_id, op.user_id);
+    if (w->row.balance < op.amount) {
+      insufficient("the wallet holds " + str(w->row.balance) + " points; a checkout with " + str(op.amount) +
+                   " points is refused");
+    }
+    plan = plan_draw(*w, op.amount);
+  }
+  // Apply.
+  WalletResult r;
+  if (w) {
+    const int64_t e = add_entry(*w, WalletEntryKind::kUse, -op.amount, &op, 0);
+    entries_[static_cast<std::size_t>(-e - 1)].reason = kCheckoutReason;
+    take(plan, e);
+    r = result_of(e);
+  } else {
+    r.created_at_us = now_us_;
+  }
+  if (coupon) {
+    Coupon& c = coupon->coupon;
+    c.state = CouponState::kUsed;
+    c.used_order_id = op.order_id;
+    c.used_at_us = now_us_;
+    c.order_amount = op.order_amount;
+    c.discount_amount = discount;
+    coupon_writes_.push_back(CouponWrite{true, request, discount, now_us_});
+  }
+  r.order_id = op.order_id;
+  r.order_amount = op.order_amount;
+  r.coupon_id = op.coupon_id;
+  r.discount_amount = discount;
+  r.points = op.amount;
+  r.payable_amount = payable - op.amount;
+  return r;
+}
+
+WalletResult BatchApplier::cancel_checkout(const WalletOp& op) {
+  auto it = idem_.find(IdemKey{op.partner_id, op.cancel_key});
+  if (it == idem_.end()) throw_not_found("no checkout with idempotency key '" + op.cancel_key + "'");
+  if (it->second.kind != WalletOpKind::kCheckout) {
+    throw_invalid("idempotency key '" + op.cancel_key + "' names a " + op_kind_name(it->second.kind) +
+                  ", not a checkout");
+  }
+  const WalletResult checkout = it->second.result;  // a copy: idem_ grows below
+  // Check both halves first.
+  CouponRow* coupon = nullptr;
+  CancelDecision cd;
+  if (checkout.coupon_id != 0) {
+    coupon = &coupon_of(op.partner_id, op.user_id, checkout.coupon_id);
+    cd = decide_cancel(*coupon, op.partner_id, checkout.order_id, now_us_);
+  }
+  Wallet* w = nullptr;
+  CancelPlan plan;
+  if (checkout.entry_id != 0) {
+    w = &wallet_or_not_found(op.partner_id, op.user_id);
+    plan = check_cancel(*w, checkout.entry_id, true);
+  } else if (coupon && cd.decision == Decision::kReplay) {
+    throw_conflict("the checkout was cancelled already");
+  }
+  // Apply.
+  WalletResult r;
+  if (w) {
+    r = do_cancel(*w, op, plan);
+  } else {
+    r.created_at_us = now_us_;
+  }
+  if (coupon) {
+    Coupon& c = coupon->coupon;
+    if (cd.decision == Decision::kProceed) {
+      coupon->cancelled_order_id = c.used_order_id;
+      c.state = cd.new_state;
+      c.used_order_id.reset();
+      c.used_at_us.reset();
+      c.order_amount.reset();
+      c.discount_amount.reset();
+      UseRequest request{checkout.coupon_id, op.user_id, checkout.order_id, checkout.order_amount};
+      coupon_writes_.push_back(CouponWrite{false, request, 0, now_us_});
+    }
+    r.coupon_state = static_cast<int>(effective_state(c.state, c.valid_until_us, now_us_));
+  }
+  r.order_id = checkout.order_id;
+  r.order_amount = checkout.order_amount;
+  r.coupon_id = checkout.coupon_id;
+  r.discount_amount = checkout.discount_amount;
+  r.points = checkout.points;
+  r.payable_amount = checkout.payable_amount;
   return r;
 }
 
@@ -418,6 +570,7 @@ WalletChanges BatchApplier::finish(const std::vector<int64_t>& entry_ids,
   auto by_id = [](const LotRow& a, const LotRow& b) { return a.id < b.id; };
   std::sort(ch.new_lots.begin(), ch.new_lots.end(), by_id);
   std::sort(ch.changed_lots.begin(), ch.changed_lots.end(), by_id);
+  ch.coupons = coupon_writes_;
   ch.draws = draws_;
   for (DrawRow& d : ch.draws) {
     map_entry(d.entry_id);

@@ -46,6 +46,7 @@ struct BatchLoad {
   std::vector<LotRow> lots;        // their lots with points left
   std::vector<IdemRow> idempotency;
   CancelTargets targets;
+  CouponLoad coupons;  // of the batch's checkouts (and cancelled checkouts)
 };
 
 class BatchApplier {
@@ -77,6 +78,12 @@ class BatchApplier {
     bool sorted = false;
   };
   using Draw = std::pair<int64_t, int64_t>;  // (lot id, points)
+  // A use's cancel, checked and ready to apply (check_cancel, then do_cancel).
+  struct CancelPlan {
+    int64_t target = 0;
+    int64_t usable = 0;   // points going back into lots still usable
+    int64_t expired = 0;  // points going back into lots past their date (written off again)
+  };
 
   void load_lots(std::vector<LotRow>&& lots);
   void load_targets(CancelTargets&& targets);
@@ -87,6 +94,11 @@ class BatchApplier {
   WalletResult use(Wallet& w, const WalletOp& op);
   WalletResult cancel(Wallet& w, const WalletOp& op);
   WalletResult transfer(Wallet& from, Wallet& to, const WalletOp& op);
+  WalletResult checkout(const WalletOp& op);
+  WalletResult cancel_checkout(const WalletOp& op);
+  CancelPlan check_cancel(Wallet& w, int64_t target, bool of_checkout);
+  WalletResult do_cancel(Wallet& w, const WalletOp& op, const CancelPlan& plan);
+  CouponRow& coupon_of(int64_t partner_id, const std::string& user_id, int64_t coupon_id);
 
   Wallet* find_wallet(int64_t partner_id, const std::string& user_id);
   Wallet& wallet_or_not_found(int64_t partner_id, const std::string& user_id);
@@ -113,6 +125,9 @@ class BatchApplier {
   std::unordered_map<int64_t, int64_t> cancelled_by_;  // use entry id -> cancel entry id
   std::vector<EntryRow> entries_;  // new, entry id -(i + 1)
   std::vector<DrawRow> draws_;     // new
+  std::map<int64_t, CouponRow> coupons_;           // locked; changed in memory as ops apply
+  std::map<int64_t, int64_t> pending_coupons_;     // coupon id -> its campaign's partner
+  std::vector<CouponWrite> coupon_writes_;
   std::size_t new_lot_count_ = 0;  // new lot j has id -(j + 1)
 };
 

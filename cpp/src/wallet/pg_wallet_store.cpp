@@ -35,6 +35,7 @@
 #include "couponcore/error.hpp"
 #include "couponcore/limits.hpp"
 #include "postgres/pg.hpp"
+#include "postgres/pg_coupons.hpp"
 #include "wallet/audit_sql.hpp"
 #include "wallet/pg_pipeline.hpp"
 #include "wallet/wallet_engine.hpp"
@@ -106,6 +107,16 @@ const std::vector<pg::Migration>& pg_wallet_migrations() {
        " peer_entry_id bigint NOT NULL DEFAULT 0,"
        " created_at_us bigint NOT NULL,"
        " PRIMARY KEY (partner_id, idempotency_key));"},
+      // Checkout with coupons: what a checkout's record must remember for its replay and its
+      // cancel.
+      {"wallet", 2,
+       "ALTER TABLE wallet_idempotency ADD COLUMN order_id text,"
+       " ADD COLUMN order_amount bigint NOT NULL DEFAULT 0,"
+       " ADD COLUMN coupon_id bigint NOT NULL DEFAULT 0,"
+       " ADD COLUMN discount_amount bigint NOT NULL DEFAULT 0,"
+       " ADD COLUMN points bigint NOT NULL DEFAULT 0,"
+       " ADD COLUMN payable_amount bigint NOT NULL DEFAULT 0,"
+       " ADD COLUMN coupon_state smallint NOT NULL DEFAULT -1;"},
   };
   return all;
 }
@@ -158,7 +169,8 @@ struct WriteArrays {
   std::vector<int64_t> d_entry, d_lot, d_amount;
   std::vector<int64_t> w_id, w_balance;
   std::vector<int64_t> i_partner, i_fp, i_entry, i_amount, i_balance, i_expired, i_peer, i_created;
-  std::vector<std::string> i_key, i_kind;
+  std::vector<std::string> i_key, i_kind, i_order;
+  std::vector<int64_t> i_order_amount, i_coupon, i_discount, i_points, i_payable, i_coupon_state;
 
   explicit WriteArrays(const WalletChanges& ch) {
     for (const EntryRow& e : ch.entries) {
@@ -208,6 +220,13 @@ struct WriteArrays {
       i_expired.push_back(r.result.expired_amount);
       i_peer.push_back(r.result.peer_entry_id);
       i_created.push_back(r.result.created_at_us);
+      i_order.push_back(r.result.order_id);
+      i_order_amount.push_back(r.result.order_amount);
+      i_coupon.push_back(r.result.coupon_id);
+      i_discount.push_back(r.result.discount_amount);
+      i_points.push_back(r.result.points);
+      i_payable.push_back(r.result.payable_amount);
+      i_coupon_state.push_back(r.result.coupon_state);
     }
   }
 
@@ -223,6 +242,8 @@ struct WriteArrays {
     p.add_array(w_id).add_array(w_balance);
     p.add_array(i_partner).add_array(i_key).add_array(i_fp).add_array(i_kind).add_array(i_entry);
     p.add_array(i_amount).add_array(i_balance).add_array(i_expired).add_array(i_peer).add_array(i_created);
+    p.add_array_empty_as_null(i_order).add_array(i_order_amount).add_array(i_coupon).add_array(i_discount);
+    p.add_array(i_points).add_array(i_payable).add_array(i_coupon_state);
     return p;
   }
 };
@@ -247,9 +268,11 @@ constexpr const char* kWriteSql =
     " w AS (UPDATE wallets w SET balance = v.b"
     "  FROM unnest($25::bigint[], $26::bigint[]) AS v(id, b) WHERE w.id = v.id)"
     " INSERT INTO wallet_idempotency(partner_id, idempotency_key, fingerprint, op_kind, entry_id, amount,"
-    "  balance_after, expired_amount, peer_entry_id, created_at_us)"
+    "  balance_after, expired_amount, peer_entry_id, created_at_us, order_id, order_amount, coupon_id,"
+    "  discount_amount, points, payable_amount, coupon_state)"
     " SELECT * FROM unnest($27::bigint[], $28::text[], $29::bigint[], $30::text[], $31::bigint[],"
-    "  $32::bigint[], $33::bigint[], $34::bigint[], $35::bigint[], $36::bigint[])";
+    "  $32::bigint[], $33::bigint[], $34::bigint[], $35::bigint[], $36::bigint[], $37::text[], $38::bigint[],"
+    "  $39::bigint[], $40::bigint[], $41::bigint[], $42::bigint[], $43::bigint[])";
 
 constexpr const char* kCreateSql =
     "INSERT INTO wallets(partner_id, user_id, balance, created_at_us)"
@@ -265,7 +288,8 @@ constexpr const char* kLockSql =
 
 constexpr const char* kIdemSql =
     "SELECT i.partner_id, i.idempotency_key, i.fingerprint, i.op_kind, i.entry_id, i.amount,"
-    " i.balance_after, i.expired_amount, i.peer_entry_id, i.created_at_us"
+    " i.balance_after, i.expired_amount, i.peer_entry_id, i.created_at_us, i.order_id, i.order_amount,"
+    " i.coupon_id, i.discount_amount, i.points, i.payable_amount, i.coupon_state"
     " FROM unnest($1::bigint[], $2::text[]) AS k(p, key), LATERAL (SELECT * FROM wallet_idempotency"
     "  WHERE partner_id = k.p AND idempotency_key = k.key) i";
 
@@ -293,6 +317,13 @@ IdemRow idem_from(const pg::Result& r, int i) {
   row.result.expired_amount = r.i64(i, 7);
   row.result.peer_entry_id = r.i64(i, 8);
   row.result.created_at_us = r.i64(i, 9);
+  row.result.order_id = std::string(r.text(i, 10));
+  row.result.order_amount = r.i64(i, 11);
+  row.result.coupon_id = r.i64(i, 12);
+  row.result.discount_amount = r.i64(i, 13);
+  row.result.points = r.i64(i, 14);
+  row.result.payable_amount = r.i64(i, 15);
+  row.result.coupon_state = static_cast<int>(r.i64(i, 16));
   return row;
 }
 
@@ -379,6 +410,41 @@ class PostgresWalletStore final : public WalletStore {
     return t;
   }
 
+  // One round trip: the coupon rows FOR UPDATE (id order, after the wallets: every batch locks
+  // wallets first, then coupons, so two batches never wait on each other in a cycle), and the
+  // campaigns of coupons without a row (a grant may still be in the grant log).
+  CouponLoad lock_coupons(const std::vector<int64_t>& ids) override {
+    check_same_connection();
+    std::vector<int64_t> campaigns;
+    for (int64_t id : ids) campaigns.push_back(campaign_of_coupon(id));
+    Pipeline p(conn_, &prepared_);
+    const int rows = p.add("wallet_coupons_lock",
+                           std::string(pgcoupons::kLoadSql) + " WHERE k.id = ANY($1::bigint[]) ORDER BY k.id FOR UPDATE OF k",
+                           pg::Params().add_array(ids));
+    const int owners = p.add("wallet_coupon_campaigns",
+                             "SELECT id, partner_id, quantity FROM campaigns WHERE id = ANY($1::bigint[])",
+                             pg::Params().add_array(campaigns));
+    p.sync();
+    PipelineResults r = p.run();
+    r.throw_if_error();
+    CouponLoad out;
+    std::unordered_set<int64_t> found;
+    for (int i = 0; i < r.result(rows).rows(); ++i) {
+      out.rows.push_back(pgcoupons::row_from(r.result(rows), i));
+      found.insert(out.rows.back().coupon.id);
+    }
+    pg::Result& c = r.result(owners);
+    for (int64_t id : ids) {
+      if (found.count(id)) continue;
+      for (int i = 0; i < c.rows(); ++i) {
+        if (c.i64(i, 0) == campaign_of_coupon(id) && pgcoupons::grant_may_be_pending(seq_of_coupon(id), c.i64(i, 2))) {
+          out.pending.emplace_back(id, c.i64(i, 1));
+        }
+      }
+    }
+    return out;
+  }
+
   void reserve_ids(std::size_t entries, std::size_t lots, std::vector<int64_t>* entry_ids,
                    std::vector<int64_t>* lot_ids) override {
     check_same_connection();
@@ -395,6 +461,7 @@ class PostgresWalletStore final : public WalletStore {
   // the engine runs the batch again and the idempotency records tell what committed.
   bool commit_changes(const WalletChanges& ch) override {
     check_same_connection();
+    if (!ch.coupons.empty()) write_coupons(ch.coupons);
     Pipeline p(conn_, &prepared_);
     int write = -1;
     if (!ch.empty() || !ch.idempotency.empty()) {
@@ -483,6 +550,28 @@ class PostgresWalletStore final : public WalletStore {
   }
 
  private:
+  // The coupon store's own conditional UPDATEs, in order, in the batch transaction (their own
+  // round trip, before the wallet rows: each must match its locked row, or nothing commits).
+  void write_coupons(const std::vector<CouponWrite>& writes) {
+    Pipeline p(conn_, &prepared_);
+    std::vector<int> idx;
+    for (const CouponWrite& c : writes) {
+      idx.push_back(c.use ? p.add("wallet_coupon_use", pgcoupons::kMarkUsedSql,
+                                  pgcoupons::mark_used_params(c.request, c.discount_amount, c.at_us))
+                          : p.add("wallet_coupon_cancel", pgcoupons::kMarkCancelledSql,
+                                  pgcoupons::mark_cancelled_params(c.request.coupon_id, c.request.order_id, c.at_us)));
+    }
+    p.sync();
+    PipelineResults r = p.run();
+    r.throw_if_error();
+    for (std::size_t i = 0; i < idx.size(); ++i) {
+      if (r.result(idx[i]).affected() != 1) {
+        throw Error(ErrorCode::kInternal,
+                    "coupon " + std::to_string(writes[i].request.coupon_id) + " changed although it was locked");
+      }
+    }
+  }
+
   static pg::ConnOptions conn_options(const std::string& application_name) {
     pg::ConnOptions o;
     o.application_name = application_name;

@@ -11,9 +11,11 @@
 // Schema: migration list "wallet" (same logical shape as pg_wallet_store.cpp).
 #include <algorithm>
 #include <memory>
+#include <stdexcept>
 
 #include "couponcore/error.hpp"
 #include "store/sqlite.hpp"
+#include "store/sqlite_coupons.hpp"
 #include "wallet/audit_sql.hpp"
 #include "wallet/wallet_engine.hpp"
 #include "wallet/wallet_ops.hpp"
@@ -75,6 +77,16 @@ const std::vector<sqlite::Migration>& sqlite_wallet_migrations() {
        " peer_entry_id INTEGER NOT NULL DEFAULT 0,"
        " created_at_us INTEGER NOT NULL,"
        " PRIMARY KEY (partner_id, idempotency_key)) WITHOUT ROWID;"},
+      // Checkout with coupons: what a checkout's record must remember for its replay and its
+      // cancel.
+      {"wallet", 2,
+       "ALTER TABLE wallet_idempotency ADD COLUMN order_id TEXT;"
+       "ALTER TABLE wallet_idempotency ADD COLUMN order_amount INTEGER NOT NULL DEFAULT 0;"
+       "ALTER TABLE wallet_idempotency ADD COLUMN coupon_id INTEGER NOT NULL DEFAULT 0;"
+       "ALTER TABLE wallet_idempotency ADD COLUMN discount_amount INTEGER NOT NULL DEFAULT 0;"
+       "ALTER TABLE wallet_idempotency ADD COLUMN points INTEGER NOT NULL DEFAULT 0;"
+       "ALTER TABLE wallet_idempotency ADD COLUMN payable_amount INTEGER NOT NULL DEFAULT 0;"
+       "ALTER TABLE wallet_idempotency ADD COLUMN coupon_state INTEGER NOT NULL DEFAULT -1;"},
   };
   return all;
 }
@@ -160,6 +172,16 @@ class SqliteWalletStore final : public WalletStore {
     return t;
   }
 
+  // The write lock (BEGIN IMMEDIATE) already keeps every coupon row as it is read here.
+  // Embedded grants are committed before ISSUED is answered: no coupon is ever pending.
+  CouponLoad lock_coupons(const std::vector<int64_t>& coupon_ids) override {
+    CouponLoad out;
+    for (int64_t id : coupon_ids) {
+      if (std::optional<CouponRow> row = sqlite_coupons::load(db_, id)) out.rows.push_back(std::move(*row));
+    }
+    return out;
+  }
+
   // The write lock is held since BEGIN IMMEDIATE: ids above max(id) are ours alone.
   void reserve_ids(std::size_t entries, std::size_t lots, std::vector<int64_t>* entry_ids,
                    std::vector<int64_t>* lot_ids) override {
@@ -168,6 +190,11 @@ class SqliteWalletStore final : public WalletStore {
   }
 
   bool commit_changes(const WalletChanges& ch) override {
+    for (const CouponWrite& c : ch.coupons) {
+      const bool done = c.use ? sqlite_coupons::mark_used(db_, c.request, c.discount_amount, c.at_us)
+                              : sqlite_coupons::mark_cancelled(db_, c.request.coupon_id, c.request.order_id, c.at_us);
+      if (!done) throw std::logic_error("coupon " + std::to_string(c.request.coupon_id) + " changed under the write lock");
+    }
     write_entries(ch.entries);
     write_lots(ch);
     sqlite::Stmt& d = stmt(ins_draw_, "INSERT INTO wallet_draws(entry_id, lot_id, amount) VALUES (?, ?, ?)");
@@ -264,7 +291,8 @@ class SqliteWalletStore final : public WalletStore {
   std::vector<IdemRow> load_idempotency(const std::vector<IdemKey>& keys) {
     sqlite::Stmt& s = stmt(idem_,
                            "SELECT fingerprint, op_kind, entry_id, amount, balance_after, expired_amount,"
-                           " peer_entry_id, created_at_us FROM wallet_idempotency"
+                           " peer_entry_id, created_at_us, order_id, order_amount, coupon_id, discount_amount,"
+                           " points, payable_amount, coupon_state FROM wallet_idempotency"
                            " WHERE partner_id = ? AND idempotency_key = ?");
     std::vector<IdemRow> out;
     for (const IdemKey& k : keys) {
@@ -283,6 +311,13 @@ class SqliteWalletStore final : public WalletStore {
         r.result.expired_amount = s.i64(5);
         r.result.peer_entry_id = s.i64(6);
         r.result.created_at_us = s.i64(7);
+        r.result.order_id = s.text(8);
+        r.result.order_amount = s.i64(9);
+        r.result.coupon_id = s.i64(10);
+        r.result.discount_amount = s.i64(11);
+        r.result.points = s.i64(12);
+        r.result.payable_amount = s.i64(13);
+        r.result.coupon_state = static_cast<int>(s.i64(14));
         out.push_back(std::move(r));
       }
       s.reset();
@@ -363,13 +398,17 @@ class SqliteWalletStore final : public WalletStore {
   bool write_idempotency(const std::vector<IdemRow>& rows) {
     sqlite::Stmt& s = stmt(ins_idem_,
                            "INSERT INTO wallet_idempotency(partner_id, idempotency_key, fingerprint, op_kind,"
-                           " entry_id, amount, balance_after, expired_amount, peer_entry_id, created_at_us)"
-                           " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING");
+                           " entry_id, amount, balance_after, expired_amount, peer_entry_id, created_at_us,"
+                           " order_id, order_amount, coupon_id, discount_amount, points, payable_amount, coupon_state)"
+                           " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING");
     for (const IdemRow& r : rows) {
       s.bind(1, r.partner_id).bind(2, std::string_view(r.key)).bind(3, r.fingerprint);
       s.bind(4, std::string_view(op_kind_name(r.kind))).bind(5, r.result.entry_id).bind(6, r.result.amount);
       s.bind(7, r.result.balance_after).bind(8, r.result.expired_amount).bind(9, r.result.peer_entry_id);
       s.bind(10, r.result.created_at_us);
+      bind_text_or_null(s, 11, r.result.order_id);
+      s.bind(12, r.result.order_amount).bind(13, r.result.coupon_id).bind(14, r.result.discount_amount);
+      s.bind(15, r.result.points).bind(16, r.result.payable_amount).bind(17, int64_t{r.result.coupon_state});
       s.run();
       if (db_.changes() != 1) return false;
     }

@@ -106,6 +106,16 @@ WalletResult WalletEngine::transfer(int64_t partner_id, const std::string& from_
   return apply(WalletOp::transfer(partner_id, from_user_id, to_user_id, amount, key));
 }
 
+WalletResult WalletEngine::checkout(int64_t partner_id, const std::string& user_id, const std::string& order_id,
+                                    int64_t order_amount, int64_t coupon_id, int64_t points, const std::string& key) {
+  return apply(WalletOp::checkout(partner_id, user_id, order_id, order_amount, coupon_id, points, key));
+}
+
+WalletResult WalletEngine::cancel_checkout(int64_t partner_id, const std::string& user_id,
+                                           const std::string& checkout_key, const std::string& key) {
+  return apply(WalletOp::cancel_checkout(partner_id, user_id, checkout_key, key));
+}
+
 namespace wallet {
 
 namespace {
@@ -472,6 +482,8 @@ class BatchedWalletEngine final : public WalletEngine {
     BatchLoad load{std::move(read.wallets), std::move(read.lots), std::move(read.idempotency), {}};
     add_keyed_targets(batch, load.idempotency, &target_ids);
     if (!target_ids.empty()) load.targets = c.writer->load_cancel_targets(target_ids);
+    std::vector<int64_t> coupon_ids = coupons_of(batch, load.idempotency);
+    if (!coupon_ids.empty()) load.coupons = c.writer->lock_coupons(coupon_ids);
 
     BatchApplier applier(now, std::move(load));
     std::vector<BatchOp> ops;
@@ -523,7 +535,10 @@ class BatchedWalletEngine final : public WalletEngine {
             keys->idempotency.push_back(IdemKey{op.partner_id, op.cancel_key});
           }
           break;
-        case WalletOpKind::kUse: break;
+        case WalletOpKind::kCancelCheckout:
+          keys->idempotency.push_back(IdemKey{op.partner_id, op.cancel_key});
+          break;
+        case WalletOpKind::kUse: case WalletOpKind::kCheckout: break;
       }
     }
     sort_unique(&keys->wallets);
@@ -536,13 +551,36 @@ class BatchedWalletEngine final : public WalletEngine {
     keys->reserve_lots = new_lots_guess;
   }
 
-  // Cancels by idempotency key: the use's entry id is in its record.
+  // The coupons the batch's checkouts name, and those of the checkouts it cancels (in their
+  // records), sorted: the order lock_coupons locks them in.
+  static std::vector<int64_t> coupons_of(const std::vector<Pending>& batch, const std::vector<IdemRow>& records) {
+    std::vector<int64_t> ids;
+    for (const Pending& p : batch) {
+      if (p.expire_cutoff_us) continue;
+      if (p.op.kind == WalletOpKind::kCheckout && p.op.coupon_id != 0) ids.push_back(p.op.coupon_id);
+      if (p.op.kind != WalletOpKind::kCancelCheckout) continue;
+      for (const IdemRow& r : records) {
+        if (r.partner_id == p.op.partner_id && r.key == p.op.cancel_key && r.kind == WalletOpKind::kCheckout &&
+            r.result.coupon_id != 0) {
+          ids.push_back(r.result.coupon_id);
+        }
+      }
+    }
+    sort_unique(&ids);
+    return ids;
+  }
+
+  // Cancels by idempotency key: the use's entry id is in its record (a checkout's: its points).
   static void add_keyed_targets(const std::vector<Pending>& batch, const std::vector<IdemRow>& records,
                                 std::vector<int64_t>* target_ids) {
     for (const Pending& p : batch) {
-      if (p.expire_cutoff_us || p.op.kind != WalletOpKind::kCancel || p.op.cancel_key.empty()) continue;
+      if (p.expire_cutoff_us || p.op.cancel_key.empty()) continue;
+      const bool cancel = p.op.kind == WalletOpKind::kCancel;
+      const bool cancel_checkout = p.op.kind == WalletOpKind::kCancelCheckout;
+      if (!cancel && !cancel_checkout) continue;
       for (const IdemRow& r : records) {
-        if (r.partner_id == p.op.partner_id && r.key == p.op.cancel_key && r.kind == WalletOpKind::kUse) {
+        if (r.partner_id != p.op.partner_id || r.key != p.op.cancel_key || r.result.entry_id <= 0) continue;
+        if ((cancel && r.kind == WalletOpKind::kUse) || (cancel_checkout && r.kind == WalletOpKind::kCheckout)) {
           target_ids->push_back(r.result.entry_id);
         }
       }

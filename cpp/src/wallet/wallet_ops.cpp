@@ -6,6 +6,7 @@
 
 #include "couponcore/error.hpp"
 #include "couponcore/limits.hpp"
+#include "coupons/coupon_service.hpp"
 #include "wallet/wallet_store.hpp"
 
 namespace couponcore {
@@ -69,6 +70,31 @@ WalletOp WalletOp::transfer(int64_t partner_id, std::string from_user_id, std::s
   return op;
 }
 
+WalletOp WalletOp::checkout(int64_t partner_id, std::string user_id, std::string order_id,
+                            int64_t order_amount, int64_t coupon_id, int64_t points, std::string key) {
+  WalletOp op;
+  op.kind = WalletOpKind::kCheckout;
+  op.partner_id = partner_id;
+  op.user_id = std::move(user_id);
+  op.order_id = std::move(order_id);
+  op.order_amount = order_amount;
+  op.coupon_id = coupon_id;
+  op.amount = points;
+  op.idempotency_key = std::move(key);
+  return op;
+}
+
+WalletOp WalletOp::cancel_checkout(int64_t partner_id, std::string user_id, std::string checkout_key,
+                                   std::string key) {
+  WalletOp op;
+  op.kind = WalletOpKind::kCancelCheckout;
+  op.partner_id = partner_id;
+  op.user_id = std::move(user_id);
+  op.cancel_key = std::move(checkout_key);
+  op.idempotency_key = std::move(key);
+  return op;
+}
+
 const char* wallet_entry_kind_name(WalletEntryKind kind) noexcept {
   switch (kind) {
     case WalletEntryKind::kEarn: return "earn";
@@ -114,12 +140,16 @@ void check_unused(const WalletOp& op) {
   const bool use = op.kind == WalletOpKind::kUse;
   const bool cancel = op.kind == WalletOpKind::kCancel;
   const bool transfer = op.kind == WalletOpKind::kTransfer;
+  const bool checkout = op.kind == WalletOpKind::kCheckout;
+  const bool cancel_checkout = op.kind == WalletOpKind::kCancelCheckout;
   if (!earn && op.expires_at_us) refuse("expires_at_us");
   if (!earn && !op.reason.empty()) refuse("reason");
-  if (!use && !op.order_id.empty()) refuse("order_id");
-  if (!cancel && (op.cancel_entry_id != 0 || !op.cancel_key.empty())) refuse("the cancelled entry");
+  if (!use && !checkout && !op.order_id.empty()) refuse("order_id");
+  if (!cancel && op.cancel_entry_id != 0) refuse("the cancelled entry");
+  if (!cancel && !cancel_checkout && !op.cancel_key.empty()) refuse("the cancelled entry");
   if (!transfer && !op.to_user_id.empty()) refuse("to_user_id");
-  if (cancel && op.amount != 0) refuse("amount");
+  if ((cancel || cancel_checkout) && op.amount != 0) refuse("amount");
+  if (!checkout && (op.order_amount != 0 || op.coupon_id != 0)) refuse("order_amount and coupon_id");
 }
 
 void check_earn(const WalletOp& op, int64_t now_us) {
@@ -142,6 +172,28 @@ void check_cancel(const WalletOp& op) {
   if (by_key) check_id_field(op.cancel_key, limits::kRequestIdBytesMax, "cancel_key");
 }
 
+// The coupon's own request checks (coupon id, order id, order amount) are the coupon
+// service's: check_use_request.
+void check_checkout(const WalletOp& op) {
+  if (op.amount < 0) throw_invalid("points must not be negative, got " + std::to_string(op.amount));
+  if (op.amount > limits::kAmountMax) {
+    throw_invalid("points " + std::to_string(op.amount) + " is over the limit of " + std::to_string(limits::kAmountMax));
+  }
+  if (op.coupon_id < 0) throw_invalid("coupon_id must not be negative (0: no coupon)");
+  if (op.coupon_id != 0) {
+    check_use_request(UseRequest{op.coupon_id, op.user_id, op.order_id, op.order_amount});
+  } else {
+    limits::check_order_id(op.order_id);
+    if (op.order_amount <= 0 || op.order_amount > limits::kAmountMax) {
+      throw_invalid("order_amount must be 1.." + std::to_string(limits::kAmountMax) + " (minor units), got " +
+                    std::to_string(op.order_amount));
+    }
+  }
+  if (op.amount > op.order_amount) {
+    throw_invalid("points " + std::to_string(op.amount) + " exceed the order amount " + std::to_string(op.order_amount));
+  }
+}
+
 void mix(uint64_t* h, const void* data, std::size_t n) noexcept {
   const auto* p = static_cast<const unsigned char*>(data);
   for (std::size_t i = 0; i < n; ++i) {
@@ -162,7 +214,7 @@ void mix_str(uint64_t* h, std::string_view s) noexcept {
 void check_op(const WalletOp& op, int64_t now_us) {
   switch (op.kind) {
     case WalletOpKind::kEarn: case WalletOpKind::kUse: case WalletOpKind::kCancel:
-    case WalletOpKind::kTransfer: break;
+    case WalletOpKind::kTransfer: case WalletOpKind::kCheckout: case WalletOpKind::kCancelCheckout: break;
     default: throw_invalid("unknown wallet operation kind");
   }
   if (op.partner_id < 0) throw_invalid("partner_id must not be negative");
@@ -181,6 +233,10 @@ void check_op(const WalletOp& op, int64_t now_us) {
       check_id_field(op.to_user_id, limits::kUserIdBytesMax, "to_user_id");
       if (op.to_user_id == op.user_id) throw_invalid("a transfer needs two different wallets");
       break;
+    case WalletOpKind::kCheckout: check_checkout(op); break;
+    case WalletOpKind::kCancelCheckout:
+      check_id_field(op.cancel_key, limits::kRequestIdBytesMax, "checkout_key");
+      break;
   }
 }
 
@@ -197,6 +253,12 @@ int64_t fingerprint(const WalletOp& op) noexcept {
   mix_str(&h, op.order_id);
   mix_i64(&h, op.cancel_entry_id);
   mix_str(&h, op.cancel_key);
+  // Fields added later are mixed only when set, so stored fingerprints of older operations
+  // still match their retries.
+  if (op.order_amount != 0 || op.coupon_id != 0) {
+    mix_i64(&h, op.order_amount);
+    mix_i64(&h, op.coupon_id);
+  }
   return static_cast<int64_t>(h);
 }
 
@@ -206,13 +268,15 @@ const char* op_kind_name(WalletOpKind kind) noexcept {
     case WalletOpKind::kUse: return "use";
     case WalletOpKind::kCancel: return "cancel";
     case WalletOpKind::kTransfer: return "transfer";
+    case WalletOpKind::kCheckout: return "checkout";
+    case WalletOpKind::kCancelCheckout: return "cancel_checkout";
   }
   return "unknown";
 }
 
 std::optional<WalletOpKind> op_kind_from_name(std::string_view name) noexcept {
   for (WalletOpKind k : {WalletOpKind::kEarn, WalletOpKind::kUse, WalletOpKind::kCancel,
-                         WalletOpKind::kTransfer}) {
+                         WalletOpKind::kTransfer, WalletOpKind::kCheckout, WalletOpKind::kCancelCheckout}) {
     if (name == op_kind_name(k)) return k;
   }
   return std::nullopt;

@@ -24,8 +24,12 @@
 // serialization failure, busy, lost connection), anything else is unexpected. After a throw
 // the engine calls rollback().
 //
-// A coupon use (checkout) can later join the same transaction: its rows are locked in step 2
-// and written by commit_changes.
+//   lock_coupons(ids)        only when the batch checks out (or cancels a checkout) with
+//                            coupons: their rows, locked after the wallets, in id order
+//
+// A checkout's coupon joins the batch transaction: read (locked) by lock_coupons, decided in
+// memory with the coupon rules, written by commit_changes with the coupon store's own
+// conditional UPDATEs before the wallet rows, on the same connection, in the same commit.
 #pragma once
 
 #include <cstdint>
@@ -34,6 +38,7 @@
 #include <utility>
 #include <vector>
 
+#include "coupons/rules.hpp"
 #include "couponcore/wallet.hpp"
 
 namespace couponcore::wallet {
@@ -103,6 +108,24 @@ struct CancelTargets {
   std::vector<LotRow> lots;                         // the lots of those draws
 };
 
+// The coupons of a batch's checkouts.
+struct CouponLoad {
+  std::vector<CouponRow> rows;  // found, locked until the batch ends
+  // Coupons without a row whose grant may still be on its way to the store (production: the
+  // campaign exists and 1 <= seq <= quantity): (coupon id, the campaign's partner).
+  std::vector<std::pair<int64_t, int64_t>> pending;
+};
+
+// One coupon change of a batch, applied in order by commit_changes with the coupon store's
+// conditional UPDATE (which must match: the row is locked).
+struct CouponWrite {
+  bool use = true;              // true: issued -> used (request, discount_amount);
+                                // false: used by request.order_id -> issued / expired
+  UseRequest request;
+  int64_t discount_amount = 0;
+  int64_t at_us = 0;
+};
+
 struct WalletChanges {
   std::vector<EntryRow> entries;
   std::vector<LotRow> new_lots;
@@ -110,6 +133,7 @@ struct WalletChanges {
   std::vector<DrawRow> draws;
   std::vector<std::pair<int64_t, int64_t>> balances;  // (wallet id, new balance)
   std::vector<IdemRow> idempotency;
+  std::vector<CouponWrite> coupons;
   bool empty() const { return entries.empty() && balances.empty() && changed_lots.empty(); }
 };
 
@@ -142,6 +166,8 @@ class WalletStore {
   // The batch transaction (see the file comment for the order).
   virtual BatchRead begin_batch(const BatchKeys& keys, int64_t now_us) = 0;
   virtual CancelTargets load_cancel_targets(const std::vector<int64_t>& entry_ids) = 0;
+  // coupon_ids sorted, without duplicates.
+  virtual CouponLoad lock_coupons(const std::vector<int64_t>& coupon_ids) = 0;
   // Appends more reserved ids (ascending, above every id reserved before in this batch).
   virtual void reserve_ids(std::size_t entries, std::size_t lots, std::vector<int64_t>* entry_ids,
                            std::vector<int64_t>* lot_ids) = 0;

@@ -28,4 +28,6 @@ urlpatterns = [
     path("users/<str:user_id>/points/use", views.points_use, name="points-use"),
     path("users/<str:user_id>/points/cancel", views.points_cancel, name="points-cancel"),
     path("users/<str:user_id>/points/transfer", views.points_transfer, name="points-transfer"),
+    path("checkout", views.checkout, name="checkout"),
+    path("checkout/cancel", views.cancel_checkout, name="checkout-cancel"),
 ]

@@ -192,6 +192,25 @@ def _transfer(request: HttpRequest, user_id: str) -> Any:
     )
 
 
+def _checkout(request: HttpRequest) -> Any:
+    b = _json(request)
+    return _scope(request).checkout(
+        _req(b, "user_id"),
+        _req(b, "order_id"),
+        _req(b, "order_amount"),
+        b.get("coupon_id"),
+        b.get("points", 0),
+        idempotency_key=_idem(request, b),
+    )
+
+
+def _cancel_checkout(request: HttpRequest) -> Any:
+    b = _json(request)
+    return _scope(request).cancel_checkout(
+        _req(b, "user_id"), _req(b, "checkout_key"), idempotency_key=_idem(request, b)
+    )
+
+
 def _history(request: HttpRequest, user_id: str) -> Any:
     try:
         cursor = int(request.GET["cursor"]) if request.GET.get("cursor") else None
@@ -207,3 +226,5 @@ points_earn = api({"POST": _earn}, status=200)
 points_use = api({"POST": _points_use}, status=200)
 points_cancel = api({"POST": _points_cancel}, status=200)
 points_transfer = api({"POST": _transfer}, status=200)
+checkout = api({"POST": _checkout}, status=200)
+cancel_checkout = api({"POST": _cancel_checkout}, status=200)
