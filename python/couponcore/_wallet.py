@@ -336,7 +336,8 @@ class PointsAdmin(Points):
     def expire(self, now: Optional[TimeLike] = None, chunk_wallets: int = 1000) -> dict[str, int]:
         """The expiry job: write off every lot past its date (all partners), in chunks of short
         transactions; safe to re-run after a crash."""
-        now_us = to_us(now, "now") if now is not None else to_us(_dt.datetime.now(_dt.timezone.utc), "now")
+        now_us = to_us(now if now is not None else _dt.datetime.now(_dt.timezone.utc), "now")
+        assert now_us is not None
         return self._wallets().expire(now_us, chunk_wallets)
 
     def audit(self, partner_id: Optional[int] = None) -> dict[str, Any]:

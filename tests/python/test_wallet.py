@@ -171,3 +171,18 @@ def test_sigkill_mid_batch_loses_nothing_acknowledged(deployment: str, db_path: 
             r = e.points.earn(f"victim{t}", amount, idempotency_key=key)  # the retry a client makes
             assert r.replayed and r.entry_id == entry, key
         assert e.points.audit()["ok"]
+
+
+def test_expiry_job_writes_off_lapsed_lots(engine: couponcore.Engine) -> None:
+    p = engine.points
+    u = f"erin-{time.time_ns()}"
+    p.earn(u, 40, idempotency_key=f"{u}-short", expires_in_days=0.5 / 86_400)  # half a second
+    p.earn(u, 60, idempotency_key=f"{u}-long")
+    time.sleep(1.0)
+    assert p.balance(u).total == 60  # lapsed points are not usable even before the job ran
+    report = engine.points.expire()
+    assert report["points"] >= 40 and report["wallets"] >= 1
+    assert [e.kind for e in p.history(u).entries][0] == "expire"
+    engine.points.expire(dt.datetime.now(dt.timezone.utc))  # a re-run is harmless: nothing more to write off
+    assert p.balance(u).total == 60
+    assert engine.points.audit()["ok"]

@@ -54,7 +54,7 @@ BatchApplier::BatchApplier(int64_t now_us, BatchLoad&& load) : now_us_(now_us) {
     coupons_.emplace(id, std::move(row));
   }
   for (auto [id, partner] : load.coupons.pending) pending_coupons_.emplace(id, partner);
-  for (auto& [key, w] : wallets_) expire_due(w, now_us_, nullptr);
+  for (auto& [key, w] : wallets_) expire_due(w, now_us_, &w.load_write_off);
 }
 
 void BatchApplier::load_lots(std::vector<LotRow>&& lots) {
@@ -102,7 +102,12 @@ OpOutcome BatchApplier::apply_one(const BatchOp& bop) {
   const WalletOp& op = *bop.op;
   try {
     if (bop.expire_cutoff_us) {
-      expire_due(wallet_or_not_found(op.partner_id, op.user_id), *bop.expire_cutoff_us, &outcome.result);
+      Wallet& w = wallet_or_not_found(op.partner_id, op.user_id);
+      expire_due(w, *bop.expire_cutoff_us, &outcome.result);
+      if (outcome.result.amount == 0 && w.load_write_off.amount < 0) {
+        outcome.result = w.load_write_off;  // written off at load, by this very operation's batch
+        w.load_write_off = WalletResult{};
+      }
       return outcome;
     }
     IdemKey key{op.partner_id, op.idempotency_key};

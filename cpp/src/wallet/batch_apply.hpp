@@ -76,6 +76,9 @@ class BatchApplier {
     int64_t loaded_balance = 0;
     std::vector<int64_t> lot_ids;  // lots that may hold points (compacted after draws)
     bool sorted = false;
+    // The write-off done when the batch loaded the wallet (lots already past their date); an
+    // expiry-job operation on this wallet reports it, so the job counts what it caused.
+    WalletResult load_write_off;
   };
   using Draw = std::pair<int64_t, int64_t>;  // (lot id, points)
   // A use's cancel, checked and ready to apply (check_cancel, then do_cancel).
