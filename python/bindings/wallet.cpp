@@ -135,22 +135,24 @@ void register_wallet(py::module_& m) {
       .def("apply", [](PyWallets& self, py::dict op) {
         WalletEngine& w = self.get();
         WalletOp o = op_from(op);
-        auto promise = std::make_shared<std::promise<WalletResult>>();
-        std::future<WalletResult> future = promise->get_future();
+        auto promise = std::make_shared<std::promise<Answer<WalletResult>>>();
+        auto future = promise->get_future();
         {
           py::gil_scoped_release nogil;
           w.submit(std::move(o), [promise](WalletResult&& r, std::exception_ptr err) {
+            Answer<WalletResult> a;
             if (err) {
-              promise->set_exception(err);
+              a.error = error_from(err);  // a copy: see error_from
             } else {
-              promise->set_value(std::move(r));
+              a.value = std::move(r);
             }
+            promise->set_value(std::move(a));
           });
         }
         WalletResult r;
         {
           py::gil_scoped_release nogil;
-          r = wait_interruptibly(future);
+          r = wait_interruptibly(future).take();
         }
         return result_dict(r);
       })

@@ -4,6 +4,8 @@
 // outside world: bad input, missing objects, conflicts, servers that are down.
 #pragma once
 
+#include <exception>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -29,6 +31,24 @@ class Error : public std::runtime_error {
 
  private:
   ErrorCode code_;
+};
+
+// A copy of the error an exception_ptr holds (kInternal for anything that is not an Error).
+// Blocking faces copy the error on the engine's thread and throw a new exception in the
+// caller's thread: no exception object is shared between threads (the engine may release its
+// exception_ptr after the caller is done, and that hand-off is invisible to ThreadSanitizer
+// because libstdc++'s reference count is not instrumented).
+Error error_from(std::exception_ptr error) noexcept;
+
+// What a blocking face waits for: a value, or the copy of an error.
+template <typename T>
+struct Answer {
+  T value{};
+  std::optional<Error> error;
+  T take() {
+    if (error) throw *error;
+    return std::move(value);
+  }
 };
 
 [[noreturn]] inline void throw_invalid(const std::string& m) { throw Error(ErrorCode::kInvalidArgument, m); }

@@ -35,6 +35,18 @@ const char* issue_status_name(IssueStatus s) noexcept {
   return "UNKNOWN";
 }
 
+Error error_from(std::exception_ptr error) noexcept {
+  try {
+    std::rethrow_exception(error);
+  } catch (const Error& e) {
+    return e;
+  } catch (const std::exception& e) {
+    return Error(ErrorCode::kInternal, e.what());
+  } catch (...) {
+    return Error(ErrorCode::kInternal, "unknown failure");
+  }
+}
+
 int64_t now_us() {
   using namespace std::chrono;
   return duration_cast<microseconds>(system_clock::now().time_since_epoch()).count();
@@ -92,17 +104,19 @@ IssueResult Engine::issue(int64_t campaign_id, IssueRequest request) {
 
 std::vector<IssueResult> Engine::issue_many(int64_t campaign_id, std::vector<IssueRequest> requests) {
   if (requests.empty()) return {};
-  std::promise<std::vector<IssueResult>> promise;
-  std::future<std::vector<IssueResult>> future = promise.get_future();
+  auto promise = std::make_shared<std::promise<Answer<std::vector<IssueResult>>>>();
+  auto future = promise->get_future();
   submit_issue(campaign_id, std::move(requests),
-               [&promise](std::vector<IssueResult>&& results, std::exception_ptr error) {
+               [promise](std::vector<IssueResult>&& results, std::exception_ptr error) {
+                 Answer<std::vector<IssueResult>> a;
                  if (error) {
-                   promise.set_exception(error);
+                   a.error = error_from(error);
                  } else {
-                   promise.set_value(std::move(results));
+                   a.value = std::move(results);
                  }
+                 promise->set_value(std::move(a));
                });
-  return future.get();
+  return future.get().take();
 }
 
 }  // namespace couponcore

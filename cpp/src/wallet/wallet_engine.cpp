@@ -51,32 +51,18 @@ namespace couponcore {
 // caller's: no exception object is shared between the threads (ThreadSanitizer cannot see
 // libstdc++'s reference counting of exception_ptr, and nothing needs the sharing).
 WalletResult WalletEngine::apply(WalletOp op) {
-  struct Answer {
-    WalletResult result;
-    std::optional<Error> error;
-  };
-  std::promise<Answer> promise;
-  std::future<Answer> future = promise.get_future();
-  submit(std::move(op), [&promise](WalletResult&& r, std::exception_ptr error) {
-    Answer a;
-    if (!error) {
-      a.result = std::move(r);
+  auto promise = std::make_shared<std::promise<Answer<WalletResult>>>();
+  auto future = promise->get_future();
+  submit(std::move(op), [promise](WalletResult&& r, std::exception_ptr error) {
+    Answer<WalletResult> a;
+    if (error) {
+      a.error = error_from(error);
     } else {
-      try {
-        std::rethrow_exception(error);
-      } catch (const Error& e) {
-        a.error = e;
-      } catch (const std::exception& e) {
-        a.error = Error(ErrorCode::kInternal, e.what());
-      } catch (...) {
-        a.error = Error(ErrorCode::kInternal, "unknown failure");
-      }
+      a.value = std::move(r);
     }
-    promise.set_value(std::move(a));
+    promise->set_value(std::move(a));
   });
-  Answer a = future.get();
-  if (a.error) throw *a.error;
-  return std::move(a.result);
+  return future.get().take();
 }
 
 WalletResult WalletEngine::earn(int64_t partner_id, const std::string& user_id, int64_t amount,
