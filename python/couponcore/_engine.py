@@ -14,6 +14,7 @@ an unknown id. The engine itself is the scope of partner 0, the embedded default
 from __future__ import annotations
 
 import asyncio
+import builtins
 import functools
 import os
 import shutil
@@ -123,6 +124,22 @@ class Campaigns:
         """The partner's campaigns, by id."""
         return [Campaign._from_core(d) for d in self._core.list_campaigns(self._scope.partner_id)]
 
+    # asyncio twins (the loop's default executor; none of these is on a hot path)
+    async def alist(self) -> builtins.list[Campaign]:
+        return await _offload(self.list)
+
+    async def apause(self, campaign_id: int) -> Campaign:
+        return await _offload(self.pause, campaign_id)
+
+    async def aresume(self, campaign_id: int) -> Campaign:
+        return await _offload(self.resume, campaign_id)
+
+    async def aclose(self, campaign_id: int) -> Campaign:
+        return await _offload(self.close, campaign_id)
+
+    async def aset_quantity(self, campaign_id: int, quantity: int) -> Campaign:
+        return await _offload(self.set_quantity, campaign_id, quantity)
+
     def pause(self, campaign_id: int) -> Campaign:
         """Stop issuing for now (issue answers ``NOT_OPEN``). Issued coupons stay usable."""
         return Campaign._from_core(self._core.pause_campaign(self._scope.partner_id, campaign_id))
@@ -186,6 +203,12 @@ class Coupons:
     def counts(self, campaign_id: int) -> CouponCounts:
         """The campaign's coupons by state."""
         return CouponCounts(**self._core.coupon_counts(self._scope.partner_id, campaign_id))
+
+    async def alist_for_user(self, user_id: str, **kwargs: Any) -> CouponPage:
+        return await _offload(functools.partial(self.list_for_user, user_id, **kwargs))
+
+    async def acounts(self, campaign_id: int) -> CouponCounts:
+        return await _offload(self.counts, campaign_id)
 
     async def ause(self, coupon_id: int, user_id: str, order_id: str, order_amount: int) -> UseResult:
         """``use`` for asyncio (runs in the loop's default executor)."""
@@ -422,6 +445,10 @@ class Engine(Scope):
         keys alike. Answered from a cache in steady state (see ``auth_counters``)."""
         return Partner._from_core(self._core.authenticate(api_key))
 
+    async def aauthenticate(self, api_key: str) -> Partner:
+        """``authenticate`` for asyncio (a cache miss goes to Redis or the database)."""
+        return await _offload(self.authenticate, api_key)
+
     def auth_counters(self) -> dict[str, int]:
         """Authentication counters since open; ``db_queries`` counts lookups that reached the
         database."""
@@ -449,6 +476,9 @@ class Engine(Scope):
         """Compare the gate (Redis counter and holders) with the store's rows for a campaign,
         re-drive grants that are in the grant log but missing from the store, and report."""
         return self._core.reconcile(campaign_id)
+
+    async def areconcile(self, campaign_id: int) -> dict[str, Any]:
+        return await _offload(self.reconcile, campaign_id)
 
     def counters(self) -> dict[str, Any]:
         """Monotonic counters since open (requests, issued, batches, commits, ...)."""

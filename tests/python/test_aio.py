@@ -127,3 +127,26 @@ def test_uvloop() -> None:
             assert sum(r.issued for r in rs) == 100
 
     uvloop.run(main())
+
+
+def test_async_twins_of_the_other_operations(engine: couponcore.Engine) -> None:
+    async def main() -> None:
+        key = engine.partners.create("async-twins")
+        partner = await engine.aauthenticate(key.api_key)
+        s = engine.partner(partner)
+        c = await s.campaigns.acreate("twins", quantity=3)
+        assert [x.id for x in await s.campaigns.alist()] == [c.id]
+        assert (await s.campaigns.apause(c.id)).state == "paused"
+        assert (await s.aissue(c.id, "u")).status is Status.NOT_OPEN
+        assert (await s.campaigns.aresume(c.id)).state == "active"
+        assert (await s.campaigns.aset_quantity(c.id, 5)).quantity == 5
+        r = await s.aissue(c.id, "u")
+        assert r.issued
+        assert await engine.adrain(30.0)
+        assert (await s.coupons.acounts(c.id)).issued == 1
+        page = await s.coupons.alist_for_user("u")
+        assert [x.id for x in page.items] == [r.coupon_id]
+        assert (await engine.areconcile(c.id))["consistent"]
+        assert (await s.campaigns.aclose(c.id)).state == "closed"
+
+    run(main())
