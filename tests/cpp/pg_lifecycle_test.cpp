@@ -152,6 +152,79 @@ TEST_F(PgLifecycleTest, ValidityIsFixedAtIssueByTheWriter) {
   EXPECT_EQ(life_->coupons.cancel_use(0, a.id, "o", issued + 8 * kDayUs).state, CouponState::kExpired);
 }
 
+// The writer's insert takes COPY for a fresh batch and the set-based INSERT ... ON CONFLICT for a
+// batch COPY refuses (a redelivery, a conflict, an unknown campaign): the outcome and the rows
+// must not depend on which path wrote them.
+TEST_F(PgLifecycleTest, WriteGrantsGivesTheSameRowsAndCountsOnEitherPath) {
+  const int64_t issued = 1'700'000'000'000'000;
+  const int64_t rel = campaign(0, 1000, DiscountKind::kFixed, 100, std::nullopt, 0, std::nullopt, 3);
+  const int64_t none = campaign(0, 1000);
+  const std::string u = unique("wg");
+  auto batch = [&](uint32_t from, uint32_t to) {
+    std::vector<Grant> g;
+    for (uint32_t s = from; s <= to; ++s) {
+      g.push_back(Grant{s % 2 ? rel : none, s, u + "-" + std::to_string(s), 1, s % 3 ? "" : "r-" + std::to_string(s),
+                        issued + s});
+    }
+    return g;
+  };
+  auto check_rows = [&](uint32_t to) {
+    pg::Result r = conn_->exec(
+        "SELECT seq, campaign_id, user_id, request_id, issued_at_us, valid_until_us, state FROM coupons"
+        " WHERE campaign_id IN ($1, $2) ORDER BY seq",
+        pg::Params().add(rel).add(none));
+    ASSERT_EQ(r.rows(), static_cast<int>(to));
+    for (int i = 0; i < r.rows(); ++i) {
+      const uint32_t s = static_cast<uint32_t>(i + 1);
+      EXPECT_EQ(r.i64(i, 0), s);
+      EXPECT_EQ(r.i64(i, 1), s % 2 ? rel : none);
+      EXPECT_EQ(r.text(i, 2), u + "-" + std::to_string(s));
+      if (s % 3) {
+        EXPECT_TRUE(r.is_null(i, 3)) << s;
+      } else {
+        EXPECT_EQ(r.text(i, 3), "r-" + std::to_string(s));
+      }
+      EXPECT_EQ(r.i64(i, 4), issued + s);
+      if (s % 2) {
+        EXPECT_EQ(r.i64(i, 5), issued + s + 3 * kDayUs) << s;
+      } else {
+        EXPECT_TRUE(r.is_null(i, 5)) << s;
+      }
+      EXPECT_EQ(r.i64(i, 6), 0);
+    }
+  };
+  // A fresh batch (COPY).
+  pgstore::WriteOutcome w = pgstore::write_grants(*conn_, batch(1, 40));
+  EXPECT_EQ(w.inserted, 40);
+  EXPECT_EQ(w.already_present, 0);
+  EXPECT_TRUE(w.failed.empty());
+  check_rows(40);
+  // A redelivery with new grants behind it: COPY refuses, the set-based statement sorts it out.
+  w = pgstore::write_grants(*conn_, batch(1, 60));
+  EXPECT_EQ(w.inserted, 20);
+  EXPECT_EQ(w.already_present, 40);
+  EXPECT_TRUE(w.failed.empty());
+  check_rows(60);
+  // A different grant on a taken seq fails alone; the rest of its batch lands.
+  std::vector<Grant> mixed = batch(61, 70);
+  mixed.insert(mixed.begin() + 3, Grant{none, 2, u + "-intruder", 1, "", issued});
+  w = pgstore::write_grants(*conn_, mixed);
+  EXPECT_EQ(w.inserted, 10);
+  ASSERT_EQ(w.failed.size(), 1u);
+  EXPECT_EQ(w.failed[0].first, 3u);
+  check_rows(70);
+  // A grant of a campaign without a row fails alone too.
+  const int64_t ghost = none + 1'000'000;
+  std::vector<Grant> orphan = batch(71, 75);
+  orphan.push_back(Grant{ghost, 1, u + "-ghost", 1, "", issued});
+  w = pgstore::write_grants(*conn_, orphan);
+  EXPECT_EQ(w.inserted, 5);
+  ASSERT_EQ(w.failed.size(), 1u);
+  EXPECT_EQ(w.failed[0].first, 5u);
+  check_rows(75);
+  EXPECT_EQ(conn_->exec("SELECT count(*) FROM coupons WHERE campaign_id = $1", pg::Params().add(ghost)).i64(0, 0), 0);
+}
+
 TEST_F(PgLifecycleTest, ExpiryJobWorksInChunksAndSkipsLockedRows) {
   const int64_t issued = 1'600'000'000'000'000;  // long ago: every earlier test's coupons are later
   int64_t c = campaign(0, 100, DiscountKind::kFixed, 100, std::nullopt, 0, std::nullopt, 1);

@@ -2,7 +2,10 @@
 // Plain functions over a connection the caller owns, so the engine's control connection and
 // each writer's connection use the same code.
 //
-// write_grants is the writer's insert: one set-based statement per batch
+// write_grants is the writer's insert, one transaction per batch. It first tries COPY (the
+// bulk-load protocol; each coupon's valid_until_us computed from its campaign's rule, read in the
+// same transaction). COPY has no ON CONFLICT, so a batch with a grant already written (a
+// redelivery) fails whole and is rolled back; it then takes the set-based statement
 //   INSERT INTO coupons SELECT ... FROM unnest($1::bigint[], ...) ON CONFLICT DO NOTHING
 // (which also fixes each coupon's valid_until_us from its campaign's validity rule, joined in the
 // same statement) and reports which grants conflict with a *different* row already holding their

@@ -280,9 +280,11 @@ int64_t Conn::copy_in(std::string_view copy_sql, std::string_view data) {
     if (PQputCopyData(conn_, data.data() + off, static_cast<int>(n)) != 1) fail_connection("copy data");
   }
   if (PQputCopyEnd(conn_, nullptr) != 1) fail_connection("copy end");
-  Result end = check(PQgetResult(conn_), "copy");
-  // Drain until libpq reports the end of the command.
+  // Take the command's result, then drain until libpq reports the end of it, before looking at
+  // the result: a failed COPY must leave the connection ready for the ROLLBACK.
+  PGresult* end_raw = PQgetResult(conn_);
   while (PGresult* extra = PQgetResult(conn_)) PQclear(extra);
+  Result end = check(end_raw, "copy");
   return end.affected();
 }
 

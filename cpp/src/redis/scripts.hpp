@@ -35,6 +35,15 @@ local now = tonumber(now_s)
 local cid = ARGV[1]
 local out = {0, quantity, now_s}
 local remembered = false
+-- Holder counts: read with one HMGET per 1,000 requests, kept in held_of while the batch is
+-- decided, written back with one HSET per 1,000 changed holders (not an HGET + HSET per request).
+local held_of, changed, dirty = {}, {}, {}
+for i = 3, #ARGV, 2000 do
+  local users = {}
+  for j = i, math.min(i + 1998, #ARGV), 2 do users[#users + 1] = ARGV[j] end
+  local h = redis.call('HMGET', KEYS[2], unpack(users))
+  for j = 1, #users do held_of[users[j]] = tonumber(h[j] or '0') end
+end
 for i = 3, #ARGV, 2 do
   local user, rid = ARGV[i], ARGV[i + 1]
   local akey = nil
@@ -46,7 +55,7 @@ for i = 3, #ARGV, 2 do
     if code then code = tonumber(code) end
   end
   if not code then
-    local held = tonumber(redis.call('HGET', KEYS[2], user) or '0')
+    local held = held_of[user]
     if state == 1 then code = 3
     elseif state == 2 then code = 4
     elseif starts and now < starts then code = 3
@@ -56,7 +65,11 @@ for i = 3, #ARGV, 2 do
     else
       n = n + 1
       held = held + 1
-      redis.call('HSET', KEYS[2], user, held)
+      if not dirty[user] then
+        dirty[user] = true
+        changed[#changed + 1] = user
+      end
+      held_of[user] = held
       redis.call('XADD', KEYS[3], '*', 'c', cid, 's', n, 'u', user, 'o', held, 'r', rid, 't', now_s)
       code = n * 8
     end
@@ -66,6 +79,14 @@ for i = 3, #ARGV, 2 do
     end
   end
   out[#out + 1] = code
+end
+for i = 1, #changed, 1000 do
+  local kv = {}
+  for j = i, math.min(i + 999, #changed) do
+    kv[#kv + 1] = changed[j]
+    kv[#kv + 1] = held_of[changed[j]]
+  end
+  redis.call('HSET', KEYS[2], unpack(kv))
 end
 if n ~= n0 then redis.call('HSET', KEYS[1], 'n', n) end
 if remembered then redis.call('EXPIRE', KEYS[4], ARGV[2]) end
