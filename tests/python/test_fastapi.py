@@ -4,11 +4,12 @@ real uvicorn process on loopback (`couponcore serve`)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import Any, Optional
 
 import couponcore
 import httpx
@@ -169,6 +170,96 @@ def test_bad_input_is_422_with_the_error_shape(engine: couponcore.Engine) -> Non
             assert (await c.get("/campaigns/999999999", headers=H)).status_code == 404
 
     run(main())
+
+
+def test_issue_fast_path_answers_exactly_like_the_documented_route(engine: couponcore.Engine, monkeypatch: Any) -> None:
+    """create_router(fast_issue=True) serves POST /campaigns/{id}/issue without FastAPI's
+    per-request machinery; every answer (status, body, headers that matter) must be the one the
+    FastAPI route gives, on twin campaigns in the same state, and well-formed requests must
+    really take the fast path."""
+    import couponcore.fastapi as cf
+
+    parsed: list[bytes] = []
+    real_parse = cf._issue_body
+
+    def counting_parse(body: bytes) -> Any:
+        parsed.append(body)
+        return real_parse(body)
+
+    monkeypatch.setattr(cf, "_issue_body", counting_parse)
+    key = engine.partners.create("twins").api_key
+    other = engine.partners.create("other").api_key
+    scope = engine.partner(engine.authenticate(key))
+    J = {"content-type": "application/json"}
+    H = {"X-API-KEY": key, **J}
+
+    def requests(cid: int) -> list[tuple[str, str, dict[str, str], bytes]]:
+        ok = b'{"user_id": "ann"}'
+        return [
+            ("first", f"/campaigns/{cid}/issue", H, ok),
+            ("again", f"/campaigns/{cid}/issue", H, ok),
+            ("request id", f"/campaigns/{cid}/issue", H, b'{"user_id": "bob", "request_id": "r-1"}'),
+            ("same request id", f"/campaigns/{cid}/issue", H, b'{"user_id": "bob", "request_id": "r-1"}'),
+            ("idempotency header", f"/campaigns/{cid}/issue", {**H, "Idempotency-Key": "k-1"}, b'{"user_id": "cy"}'),
+            ("extra field", f"/campaigns/{cid}/issue", H, b'{"user_id": "dee", "note": 1}'),
+            ("sold out", f"/campaigns/{cid}/issue", H, b'{"user_id": "eve"}'),
+            ("no key", f"/campaigns/{cid}/issue", J, ok),
+            ("bad key", f"/campaigns/{cid}/issue", {"X-API-KEY": "cc_live_nope", **J}, ok),
+            ("other partner", f"/campaigns/{cid}/issue", {"X-API-KEY": other, **J}, ok),
+            ("int user", f"/campaigns/{cid}/issue", H, b'{"user_id": 5}'),
+            ("empty user", f"/campaigns/{cid}/issue", H, b'{"user_id": ""}'),
+            ("long user", f"/campaigns/{cid}/issue", H, b'{"user_id": "' + b"u" * 129 + b'"}'),
+            ("bad user", f"/campaigns/{cid}/issue", H, b'{"user_id": "a b"}'),
+            ("bad request id", f"/campaigns/{cid}/issue", H, b'{"user_id": "fay", "request_id": 7}'),
+            ("not json", f"/campaigns/{cid}/issue", H, b"{"),
+            ("a list", f"/campaigns/{cid}/issue", H, b"[]"),
+            ("form", f"/campaigns/{cid}/issue", {"X-API-KEY": key, "content-type": "text/plain"}, b"user_id=x"),
+            ("unknown campaign", "/campaigns/999999999/issue", H, b'{"user_id": "gus"}'),
+            ("bad path", "/campaigns/abc/issue", H, b'{"user_id": "gus"}'),
+        ]
+
+    async def answers(fast: bool, cid: int) -> list[tuple[str, int, Any, Optional[str]]]:
+        app = create_app(engine, fast_issue=fast)
+        out = []
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
+            for name, url, headers, body in requests(cid):
+                r = await c.post(url, headers=headers, content=body)
+                out.append((name, r.status_code, r.json(), r.headers.get("content-type")))
+        return out
+
+    fast_campaign = scope.campaigns.create("fast", quantity=4).id
+    slow_campaign = scope.campaigns.create("slow", quantity=4).id
+    fast = run(answers(True, fast_campaign))
+    fast_parsed = len(parsed)
+    slow = run(answers(False, slow_campaign))
+    assert len(parsed) == fast_parsed, "the documented route must not use the fast path"
+
+    def same_shape(a: Any, cid: int) -> str:  # coupon ids and messages name the campaign
+        if isinstance(a, dict) and a.get("coupon_id") is not None:
+            a = {**a, "coupon_id": a["coupon_id"] - (cid << 32)}
+        return json.dumps(a).replace(f"campaign {cid}", "campaign CID")
+
+    for f, s_ in zip(fast, slow):
+        assert (f[0], f[1], same_shape(f[2], fast_campaign), f[3]) == (
+            s_[0],
+            s_[1],
+            same_shape(s_[2], slow_campaign),
+            s_[3],
+        )
+    by_name = {a[0]: a for a in fast}
+    assert by_name["first"][1:3] == (200, {"status": "ISSUED", "seq": 1, "coupon_id": (fast_campaign << 32) | 1})
+    assert by_name["same request id"][2] == by_name["request id"][2]
+    assert by_name["sold out"][2]["status"] == "SOLD_OUT"
+    assert [by_name[n][1] for n in ("no key", "bad key", "other partner", "int user", "not json", "form")] == [
+        401,
+        401,
+        404,
+        422,
+        422,
+        422,
+    ]
+    # Every well-formed JSON body went through the fast parser (the rest were handed on).
+    assert fast_parsed >= 15
 
 
 def test_openapi_document_is_meaningful(engine: couponcore.Engine) -> None:
