@@ -268,6 +268,9 @@ class Scope:
         # Campaign ids seen to be this partner's. A campaign's partner never changes, so a hit
         # is exact; it spares the issue hot path a native call. Bounded: cleared when full.
         self._owned: set[int] = set()
+        # Partner 0 always exists; another partner is looked up once, when its wallets are first
+        # asked for (partners are never deleted, so a positive answer stays true).
+        self._partner_exists = partner_id == 0
         self.campaigns = Campaigns(self)
         self.coupons = Coupons(self)
 
@@ -282,9 +285,13 @@ class Scope:
 
     @property
     def points(self) -> Points:
-        """This partner's point wallets (couponcore._wallet.Points)."""
+        """This partner's point wallets (couponcore._wallet.Points); ``NotFound`` for a partner
+        that does not exist, as for its campaigns."""
         if self._wallets_of_engine is None:
             raise _core.Unavailable("this engine has no wallets")
+        if not self._partner_exists:
+            self._core.get_partner(self._partner_id)
+            self._partner_exists = True
         return Points(self._wallets_of_engine, self._partner_id)
 
     @property
@@ -298,7 +305,7 @@ class Scope:
         refusal = getattr(engine, "_checkout_refusal", None)
         if refusal:
             raise _core.Unavailable(refusal)
-        return Points(self._wallets_of_engine, self._partner_id)
+        return self.points
 
     def checkout(
         self,

@@ -11,6 +11,10 @@ Names follow Prometheus conventions, all with the prefix ``couponcore_``:
 - ``couponcore_issue_latency_seconds``           histogram, submit to answer, per request
 - ``couponcore_batch_requests``                  histogram, requests per decision batch
 - ``couponcore_commit_grants``                   histogram, grants per durable write
+- ``couponcore_auth_*_total``                    API-key authentications, failures, cache hits
+                                                 (in-process, shared) and database lookups
+- ``couponcore_wallet_*_total``                  wallet operations, errors, replays, batches,
+                                                 retries (once the wallets are open)
 """
 
 from __future__ import annotations
@@ -39,6 +43,13 @@ _WALLET_COUNTERS = [
     ("wallet_batches", "batches", "Wallet batches committed."),
     ("wallet_retries", "retries", "Wallet batch attempts retried (deadlock, serialization, lost connection)."),
 ]
+_AUTH_COUNTERS = [
+    ("auth_requests", "authentications", "API-key authentications asked for."),
+    ("auth_failures", "failures", "Authentications refused (missing, unknown, revoked or malformed key)."),
+    ("auth_cache_hits", "cache_hits", "Authentications answered by the in-process key cache."),
+    ("auth_shared_cache_hits", "l2_hits", "Authentications answered by the shared cache in Redis."),
+    ("auth_db_queries", "db_queries", "Key lookups that reached the database."),
+]
 _HISTOGRAMS = [
     ("issue_latency_seconds", "Time from submit to answer of an issue request."),
     ("batch_requests", "Requests per decision batch."),
@@ -60,6 +71,7 @@ def snapshot(engine: Engine) -> dict[str, Any]:
         "counters": engine.counters(),
         "histograms": engine._core.histograms(),
         "kind": engine.kind,
+        "auth": engine.auth_counters(),
         "wallet": wallets.counters() if wallets is not None and not wallets.closed else None,
     }
 
@@ -86,6 +98,10 @@ def render(engine: Engine) -> str:
             out.append(f'couponcore_{name}_bucket{{le="{_fmt(bound)}"}} {count}')
         out.append(f"couponcore_{name}_sum {_fmt(hist['sum'])}")
         out.append(f"couponcore_{name}_count {hist['count']}")
+    for name, key, help_ in _AUTH_COUNTERS:
+        out.append(f"# HELP couponcore_{name}_total {help_}")
+        out.append(f"# TYPE couponcore_{name}_total counter")
+        out.append(f"couponcore_{name}_total {snap['auth'][key]}")
     if snap["wallet"] is not None:
         for name, key, help_ in _WALLET_COUNTERS:
             out.append(f"# HELP couponcore_{name}_total {help_}")
@@ -121,6 +137,8 @@ class CouponcoreCollector:
             bounds = [*hist["upper_bounds"], float("inf")]
             buckets = [(_fmt(b), n) for b, n in zip(bounds, hist["cumulative_counts"])]
             yield HistogramMetricFamily(f"couponcore_{name}", help_, buckets=buckets, sum_value=hist["sum"])
+        for name, key, help_ in _AUTH_COUNTERS:
+            yield CounterMetricFamily(f"couponcore_{name}", help_, value=snap["auth"][key])
         if snap["wallet"] is not None:
             for name, key, help_ in _WALLET_COUNTERS:
                 yield CounterMetricFamily(f"couponcore_{name}", help_, value=snap["wallet"][key])

@@ -39,6 +39,28 @@ def test_prometheus_client_collector(engine: couponcore.Engine) -> None:
     assert reg.get_sample_value("couponcore_batch_requests_count") == 1
 
 
+def test_authentication_counters_are_exported(engine: couponcore.Engine) -> None:
+    import prometheus_client
+    from couponcore.metrics import CouponcoreCollector
+
+    key = engine.partners.create("metered").api_key
+    for _ in range(3):
+        engine.authenticate(key)
+    for bad in ("cc_live_unknown", "nonsense"):
+        with pytest.raises(couponcore.Unauthenticated):
+            engine.authenticate(bad)
+    text = engine.metrics_text()
+    assert re.search(r"^couponcore_auth_requests_total 5$", text, re.M)
+    assert re.search(r"^couponcore_auth_failures_total 2$", text, re.M)
+    # The first lookup of the good key misses the in-process cache; the next two hit it.
+    assert int(re.search(r"^couponcore_auth_cache_hits_total (\d+)$", text, re.M).group(1)) >= 2  # type: ignore[union-attr]
+    assert int(re.search(r"^couponcore_auth_db_queries_total (\d+)$", text, re.M).group(1)) >= 1  # type: ignore[union-attr]
+    reg = prometheus_client.CollectorRegistry()
+    reg.register(CouponcoreCollector(engine))
+    assert reg.get_sample_value("couponcore_auth_requests_total") == 5
+    assert reg.get_sample_value("couponcore_auth_failures_total") == 2
+
+
 def test_native_warnings_reach_python_logging_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="couponcore"):
         for i in range(50):

@@ -194,3 +194,19 @@ def test_campaigns_of_an_unknown_partner_cannot_be_created(engine: couponcore.En
     with pytest.raises(couponcore.NotFound):
         ghost.campaigns.create("c", 1)
     assert ghost.campaigns.list() == []
+
+
+def test_wallets_of_an_unknown_partner_are_not_found_and_nothing_is_written(engine: couponcore.Engine) -> None:
+    ghost = engine.partner(999_998)
+    for call in (
+        lambda: ghost.points.earn("u", 10, idempotency_key="g-1"),
+        lambda: ghost.points.balance("u"),
+        lambda: ghost.checkout("u", "o-1", 100, points=5, idempotency_key="g-2"),
+    ):
+        with pytest.raises(couponcore.NotFound):
+            call()
+    # Nothing reached the store: the default partner's audit sees no wallet of partner 999998.
+    assert engine.points.audit(999_998)["wallets"] == 0
+    # A partner that exists gets its wallets.
+    real = engine.partner(engine.partners.create("real").partner)
+    assert real.points.earn("u", 10, idempotency_key="r-1").balance_after == 10
