@@ -466,11 +466,42 @@ TEST_F(ProductionChaosTest, PoisonEntriesGoToTheDeadLetterStreamAndDoNotBlockOth
                         .add("r").add("")
                         .add("t").add(now_us()),
                     "XADD");
+  // A batch entry (as the gate writes them) with a conflicting grant between two good ones, and
+  // a batch entry with a malformed line.
+  r.command_checked(redis::Args{"XADD"}
+                        .add(keys.grants)
+                        .add("*")
+                        .add("c").add(cid)
+                        .add("t").add(now_us())
+                        .add("g").add("90 1 zed-1 \n2 1 mallory-2 r-9\n91 1 zed-2 "),
+                    "XADD");
+  r.command_checked(
+      redis::Args{"XADD"}.add(keys.grants).add("*").add("c").add(cid).add("t").add(now_us()).add("g").add("92 1 "),
+      "XADD");
   for (int i = 10; i < 20; ++i) ASSERT_EQ(e->issue(c.id, req("u" + std::to_string(i))).status, IssueStatus::kIssued);
   ASSERT_TRUE(e->drain(20));
-  EXPECT_EQ(e->campaign_stats(c.id).rows, 20);  // the others were not blocked
+  EXPECT_EQ(e->campaign_stats(c.id).rows, 22);  // the others were not blocked: u0..u19, zed-1, zed-2
   redis::Reply dl = r.command_checked(redis::Args{"XRANGE"}.add(keys.dead_letters).add("-").add("+"), "XRANGE");
-  ASSERT_EQ(dl.size(), 2u);
+  ASSERT_EQ(dl.size(), 4u);
+  // The refused grant of the batch entry is a record of its own, with its fields.
+  bool found_batch_grant = false;
+  for (std::size_t i = 0; i < dl.size(); ++i) {
+    const redisReply* fields = dl.at(i)->element[1];
+    std::map<std::string, std::string> f;
+    for (std::size_t k = 0; k + 1 < fields->elements; k += 2) {
+      f[std::string(redis::reply_str(fields->element[k]))] = std::string(redis::reply_str(fields->element[k + 1]));
+    }
+    if (f["u"] == "mallory-2") {
+      found_batch_grant = true;
+      EXPECT_EQ(f["s"], "2");
+      EXPECT_EQ(f["o"], "1");
+      EXPECT_EQ(f["r"], "r-9");
+      EXPECT_EQ(f["c"], cid);
+      EXPECT_EQ(f["deliveries"], "3");
+      EXPECT_EQ(f["reason"].substr(0, 9), "conflict:");
+    }
+  }
+  EXPECT_TRUE(found_batch_grant);
   std::set<std::string> reasons;
   for (std::size_t i = 0; i < dl.size(); ++i) {
     const redisReply* fields = dl.at(i)->element[1];
@@ -485,10 +516,11 @@ TEST_F(ProductionChaosTest, PoisonEntriesGoToTheDeadLetterStreamAndDoNotBlockOth
     }
   }
   EXPECT_EQ(reasons, (std::set<std::string>{"malformed", "conflict:"}));
-  EXPECT_EQ(e->counters().dead_lettered, 2u);
+  EXPECT_EQ(e->counters().dead_lettered, 4u);
   EXPECT_EQ(r.command(redis::Args{"XLEN"}.add(keys.grants)).integer(), 0);
   pg::Conn conn(options_.postgres_url);
-  EXPECT_EQ(conn.exec("SELECT count(*) FROM coupons WHERE user_id = 'mallory'").i64(0, 0), 0);
+  EXPECT_EQ(conn.exec("SELECT count(*) FROM coupons WHERE user_id IN ('mallory', 'mallory-2')").i64(0, 0), 0);
+  EXPECT_EQ(conn.exec("SELECT count(*) FROM coupons WHERE user_id IN ('zed-1', 'zed-2')").i64(0, 0), 2);
 }
 
 // ---- PostgreSQL restarted during the load -----------------------------------------------------

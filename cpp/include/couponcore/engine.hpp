@@ -181,7 +181,7 @@ std::unique_ptr<Engine> open_embedded(const EmbeddedOptions& options);
 // How grant-log writers work: shared by the engine's in-process writers and run_worker()
 // (couponcore/worker.hpp). Every batch and wait has a limit.
 struct WriterOptions {
-  std::size_t read_count_max = 2000;      // entries per XREADGROUP per stream (and per insert)
+  std::size_t read_count_max = 2000;      // about this many grants per XREADGROUP per stream (and per insert)
   int64_t block_ms = 100;                 // XREADGROUP BLOCK
   int64_t claim_idle_ms = 30'000;         // entries idle this long on any consumer are claimed
   int64_t claim_interval_ms = 1'000;      // how often a writer looks for such entries

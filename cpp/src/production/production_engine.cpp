@@ -61,6 +61,7 @@
 #include <condition_variable>
 #include <deque>
 #include <mutex>
+#include <set>
 #include <thread>
 #include <unordered_map>
 
@@ -334,41 +335,36 @@ class ProductionEngine final : public Engine {
       if (last) break;
     }
 
-    std::vector<Grant> grants;
-    std::vector<std::string> ids;
-    for (const writer::LogEntry& e : log) {
-      Grant g;
-      if (writer::parse_grant(e, campaign_id, &g).empty()) {
-        grants.push_back(std::move(g));
-        ids.push_back(e.id);
+    // Entries are written in chunks of about read_count_max grants (an entry's grants all in
+    // one chunk); an entry leaves the log once every grant of it is in the store.
+    std::size_t next = 0;
+    while (next < log.size()) {
+      std::vector<Grant> chunk;
+      std::vector<std::size_t> grant_entry;  // chunk[i] came from log[grant_entry[i]]
+      for (; next < log.size() && chunk.size() < options_.writer.read_count_max; ++next) {
+        if (writer::parse_grants(log[next], campaign_id, &chunk).empty()) grant_entry.resize(chunk.size(), next);
       }
-    }
-    for (std::size_t off = 0; off < grants.size(); off += options_.writer.read_count_max) {
-      const std::size_t end = std::min(grants.size(), off + options_.writer.read_count_max);
-      std::vector<Grant> chunk(grants.begin() + off, grants.begin() + end);
+      if (chunk.empty()) continue;
       pgstore::WriteOutcome w = pgstore::write_grants(ctl_pg_, chunk);
       rep.redriven += w.inserted;
       rep.log_pending += w.inserted + static_cast<int64_t>(w.failed.size());  // not in the store before
-      std::vector<bool> failed(chunk.size(), false);
-      for (const auto& f : w.failed) failed[f.first] = true;
-      redis::Args a;
-      a.add(redis::kWriterGroup);
-      std::size_t n = 0;
-      for (std::size_t i = 0; i < chunk.size(); ++i) {
-        if (!failed[i]) {
-          a.add(ids[off + i]);
-          ++n;
-        }
+      std::set<std::size_t> refused;
+      for (const auto& f : w.failed) refused.insert(grant_entry[f.first]);
+      std::vector<std::string> done;
+      for (std::size_t i = 0; i < grant_entry.size(); ++i) {
+        const std::size_t ei = grant_entry[i];
+        if (!refused.count(ei) && (done.empty() || done.back() != log[ei].id)) done.push_back(log[ei].id);
       }
-      if (n) {
+      if (!done.empty()) {
+        redis::Args a;
+        a.add(redis::kWriterGroup);
+        for (const std::string& id : done) a.add(id);
         redis::check_reply(redis::eval(ctl_redis_, ctl_scripts_.ack, {k.grants, k.reasons}, a), "ack");
         // The ack trims only what the group delivered; entries re-driven before any writer
         // saw them are in the store now, so they leave the log here.
         redis::Args del{"XDEL"};
         del.add(k.grants);
-        for (std::size_t i = 0; i < chunk.size(); ++i) {
-          if (!failed[i]) del.add(ids[off + i]);
-        }
+        for (const std::string& id : done) del.add(id);
         ctl_redis_.command_checked(del, "XDEL");
       }
     }

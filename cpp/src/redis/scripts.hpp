@@ -18,6 +18,11 @@ namespace couponcore::redis {
 // Reply: {issued_after, quantity, now_us, code per request...}, code = seq * 8 + status where
 // status is IssueStatus (0 ISSUED, 1 SOLD_OUT, 2 ALREADY_ISSUED, 3 NOT_OPEN, 4 ENDED).
 // The clock is Redis's (TIME), one for every gate process.
+// The batch's grants go to the stream as ONE entry: c <campaign> t <now_us> g <lines>, a line
+// "<seq> <user_ordinal> <user_id> <request_id>" per grant, in seq order (ids hold no space or
+// newline: limits::is_valid_id). One XADD per batch instead of one per grant: an XADD from Lua
+// costs about as much as the rest of a grant's decision. The writer also reads the older
+// one-grant entries (c s u o r t); see writer::parse_grants.
 inline constexpr const char* kGateLua = R"lua(
 if redis.replicate_commands then pcall(redis.replicate_commands) end
 local m = redis.call('HMGET', KEYS[1], 'q', 'l', 's', 'e', 'st', 'n')
@@ -37,7 +42,7 @@ local out = {0, quantity, now_s}
 local remembered = false
 -- Holder counts: read with one HMGET per 1,000 requests, kept in held_of while the batch is
 -- decided, written back with one HSET per 1,000 changed holders (not an HGET + HSET per request).
-local held_of, changed, dirty = {}, {}, {}
+local held_of, changed, dirty, lines = {}, {}, {}, {}
 for i = 3, #ARGV, 2000 do
   local users = {}
   for j = i, math.min(i + 1998, #ARGV), 2 do users[#users + 1] = ARGV[j] end
@@ -70,7 +75,7 @@ for i = 3, #ARGV, 2 do
         changed[#changed + 1] = user
       end
       held_of[user] = held
-      redis.call('XADD', KEYS[3], '*', 'c', cid, 's', n, 'u', user, 'o', held, 'r', rid, 't', now_s)
+      lines[#lines + 1] = n .. ' ' .. held .. ' ' .. user .. ' ' .. rid
       code = n * 8
     end
     if akey then
@@ -80,6 +85,7 @@ for i = 3, #ARGV, 2 do
   end
   out[#out + 1] = code
 end
+if #lines > 0 then redis.call('XADD', KEYS[3], '*', 'c', cid, 't', now_s, 'g', table.concat(lines, '\n')) end
 for i = 1, #changed, 1000 do
   local kv = {}
   for j = i, math.min(i + 999, #changed) do
@@ -152,15 +158,23 @@ inline constexpr const char* kAckLua =
     "end\n" COUPONCORE_TRIM_LUA
     "return acked\n";
 
-// KEYS: 1 grant stream, 2 dead letters, 3 reasons. ARGV: 1 group, 2 entry id, 3 reason,
-// 4 deliveries, 5.. the entry's original field/value pairs. Moves the entry only if it is
-// still pending (another writer may have written it meanwhile). Reply: 1 if moved.
+// KEYS: 1 grant stream, 2 dead letters, 3 reasons. ARGV: 1 group, 2 entry id, 3 deliveries,
+// 4 record count, then per record: reason, field-pair count n, n field/value pairs. Adds the
+// records to the dead-letter stream (each: id, reason, deliveries, its fields) and removes the
+// entry, only if it is still pending (another writer may have written it meanwhile): one
+// record for a malformed entry (its original fields), one per refused grant of a batch entry.
+// Reply: 1 if moved.
 inline constexpr const char* kDeadLetterLua =
     "local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)\n"
     "if #p == 0 then return 0 end\n"
-    "local args = {'id', ARGV[2], 'reason', ARGV[3], 'deliveries', ARGV[4]}\n"
-    "for i = 5, #ARGV do args[#args + 1] = ARGV[i] end\n"
-    "redis.call('XADD', KEYS[2], '*', unpack(args))\n"
+    "local i = 5\n"
+    "for r = 1, tonumber(ARGV[4]) do\n"
+    "  local args = {'id', ARGV[2], 'reason', ARGV[i], 'deliveries', ARGV[3]}\n"
+    "  local n = tonumber(ARGV[i + 1])\n"
+    "  for j = i + 2, i + 1 + 2 * n do args[#args + 1] = ARGV[j] end\n"
+    "  redis.call('XADD', KEYS[2], '*', unpack(args))\n"
+    "  i = i + 2 + 2 * n\n"
+    "end\n"
     "redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])\n"
     "redis.call('XDEL', KEYS[1], ARGV[2])\n"
     "redis.call('HDEL', KEYS[3], ARGV[2])\n" COUPONCORE_TRIM_LUA

@@ -465,7 +465,7 @@ class BatchedWalletEngine final : public WalletEngine {
     collect_keys(c, batch, &keys, &target_ids);
 
     BatchRead read = c.writer->begin_batch(keys, now);
-    BatchLoad load{std::move(read.wallets), std::move(read.lots), std::move(read.idempotency), {}};
+    BatchLoad load{std::move(read.wallets), std::move(read.lots), std::move(read.idempotency), {}, {}};
     add_keyed_targets(batch, load.idempotency, &target_ids);
     if (!target_ids.empty()) load.targets = c.writer->load_cancel_targets(target_ids);
     std::vector<int64_t> coupon_ids = coupons_of(batch, load.idempotency);

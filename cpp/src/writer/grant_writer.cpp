@@ -68,38 +68,83 @@ std::vector<LogEntry> parse_entries(const redisReply* entries) {
   return out;
 }
 
-std::string parse_grant(const LogEntry& entry, int64_t campaign_id, Grant* g) {
-  if (entry.deleted) return "malformed: the entry was deleted";
-  bool have_c = false, have_s = false, have_u = false, have_o = false, have_t = false;
+namespace {
+
+// One grant's fields, checked; "" or why they are malformed.
+std::string grant_from(int64_t campaign_id, std::string_view seq, std::string_view user, std::string_view ordinal,
+                       std::string_view request_id, int64_t issued_at_us, Grant* g) {
+  int64_t n = 0;
   *g = Grant{};
+  g->campaign_id = campaign_id;
+  if (!to_i64(seq, &n) || n < 1 || n > limits::kQuantityMax) return "malformed: s is not a seq in 1..quantity max";
+  g->seq = static_cast<uint32_t>(n);
+  if (!limits::is_valid_id(user, limits::kUserIdBytesMax)) return "malformed: u is not a valid user id";
+  g->user_id = std::string(user);
+  if (!to_i64(ordinal, &n) || n < 1 || n > limits::kPerUserLimitMax) return "malformed: o is not a user ordinal";
+  g->user_ordinal = static_cast<uint32_t>(n);
+  if (!request_id.empty() && !limits::is_valid_id(request_id, limits::kRequestIdBytesMax)) {
+    return "malformed: r is not a request id";
+  }
+  g->request_id = std::string(request_id);
+  g->issued_at_us = issued_at_us;
+  return "";
+}
+
+}  // namespace
+
+std::string parse_grants(const LogEntry& entry, int64_t campaign_id, std::vector<Grant>* out) {
+  if (entry.deleted) return "malformed: the entry was deleted";
+  std::string_view c, s, u, o, r, t, g;
+  bool have_c = false, have_s = false, have_u = false, have_o = false, have_t = false, have_g = false;
   for (const auto& [k, v] : entry.fields) {
-    int64_t n = 0;
     if (k == "c") {
-      if (!to_i64(v, &n) || n != campaign_id) return "malformed: c is not this stream's campaign id";
-      g->campaign_id = n;
-      have_c = true;
+      c = v, have_c = true;
     } else if (k == "s") {
-      if (!to_i64(v, &n) || n < 1 || n > limits::kQuantityMax) return "malformed: s is not a seq in 1..quantity max";
-      g->seq = static_cast<uint32_t>(n);
-      have_s = true;
+      s = v, have_s = true;
     } else if (k == "u") {
-      if (!limits::is_valid_id(v, limits::kUserIdBytesMax)) return "malformed: u is not a valid user id";
-      g->user_id = v;
-      have_u = true;
+      u = v, have_u = true;
     } else if (k == "o") {
-      if (!to_i64(v, &n) || n < 1 || n > limits::kPerUserLimitMax) return "malformed: o is not a user ordinal";
-      g->user_ordinal = static_cast<uint32_t>(n);
-      have_o = true;
+      o = v, have_o = true;
     } else if (k == "r") {
-      if (!v.empty() && !limits::is_valid_id(v, limits::kRequestIdBytesMax)) return "malformed: r is not a request id";
-      g->request_id = v;
+      r = v;
     } else if (k == "t") {
-      if (!to_i64(v, &n) || n < 0) return "malformed: t is not a time in microseconds";
-      g->issued_at_us = n;
-      have_t = true;
+      t = v, have_t = true;
+    } else if (k == "g") {
+      g = v, have_g = true;
     }
   }
-  if (!(have_c && have_s && have_u && have_o && have_t)) return "malformed: a field of c s u o t is missing";
+  int64_t n = 0;
+  if (!have_c || !to_i64(c, &n) || n != campaign_id) return "malformed: c is not this stream's campaign id";
+  int64_t issued_at = 0;
+  if (!have_t || !to_i64(t, &issued_at) || issued_at < 0) return "malformed: t is not a time in microseconds";
+  if (!have_g) {  // one grant: c s u o r t
+    if (!(have_s && have_u && have_o)) return "malformed: a field of c s u o t is missing";
+    Grant one;
+    std::string why = grant_from(campaign_id, s, u, o, r, issued_at, &one);
+    if (why.empty()) out->push_back(std::move(one));
+    return why;
+  }
+  // A batch: c t g, g = lines "<seq> <user_ordinal> <user_id> <request_id>".
+  if (g.empty()) return "malformed: g holds no grant";
+  std::vector<Grant> grants;
+  for (std::size_t pos = 0; pos <= g.size();) {
+    std::size_t end = g.find('\n', pos);
+    if (end == std::string_view::npos) end = g.size();
+    const std::string_view line = g.substr(pos, end - pos);
+    const std::size_t a = line.find(' ');
+    const std::size_t b = a == std::string_view::npos ? a : line.find(' ', a + 1);
+    const std::size_t d = b == std::string_view::npos ? b : line.find(' ', b + 1);
+    if (d == std::string_view::npos || line.find(' ', d + 1) != std::string_view::npos) {
+      return "malformed: a line of g is not '<seq> <user_ordinal> <user_id> <request_id>'";
+    }
+    Grant one;
+    std::string why = grant_from(campaign_id, line.substr(0, a), line.substr(b + 1, d - b - 1), line.substr(a + 1, b - a - 1),
+                                 line.substr(d + 1), issued_at, &one);
+    if (!why.empty()) return why;
+    grants.push_back(std::move(one));
+    pos = end + 1;
+  }
+  for (Grant& one : grants) out->push_back(std::move(one));
   return "";
 }
 
@@ -208,7 +253,7 @@ void GrantWriter::read_new(std::vector<StreamBatch>& out) {
   read_window_ = (read_window_ + n) % streams_.size();
 
   redis::Args a{"XREADGROUP", "GROUP"};
-  a.add(redis::kWriterGroup).add(consumer_).add("COUNT").add(static_cast<int64_t>(sh_.options.read_count_max));
+  a.add(redis::kWriterGroup).add(consumer_).add("COUNT").add(entries_per_read_);
   if (block) a.add("BLOCK").add(sh_.options.block_ms);
   a.add("STREAMS");
   for (const auto* k : chosen) a.add(k->grants);
@@ -225,7 +270,7 @@ void GrantWriter::read_new(std::vector<StreamBatch>& out) {
     std::string_view key = redis::reply_str(s->element[0]);
     for (const auto* k : chosen) {
       if (k->grants == key) {
-        StreamBatch sb{*k, parse_entries(s->element[1]), {}};
+        StreamBatch sb{*k, parse_entries(s->element[1]), {}, {}};
         if (!sb.entries.empty()) out.push_back(std::move(sb));
         break;
       }
@@ -251,7 +296,7 @@ void GrantWriter::claim_idle(std::vector<StreamBatch>& out) {
                       .add(sh_.options.claim_idle_ms)
                       .add(cursor)
                       .add("COUNT")
-                      .add(static_cast<int64_t>(sh_.options.read_count_max)));
+                      .add(entries_per_read_));
   }
   std::vector<StreamBatch> claimed;
   for (const auto* k : chosen) {
@@ -259,7 +304,7 @@ void GrantWriter::claim_idle(std::vector<StreamBatch>& out) {
     if (r.is_error()) continue;  // NOGROUP for a vanished stream: refresh recreates it
     if (r.size() < 2) continue;
     claim_cursor_[k->campaign_id] = std::string(redis::reply_str(r.at(0)));
-    StreamBatch sb{*k, parse_entries(r.at(1)), {}};
+    StreamBatch sb{*k, parse_entries(r.at(1)), {}, {}};
     if (!sb.entries.empty()) claimed.push_back(std::move(sb));
   }
   if (claimed.empty()) return;
@@ -305,21 +350,38 @@ void GrantWriter::heartbeat(const std::vector<StreamBatch>& batch, int64_t now_m
   for (std::size_t i = 0; i < batch.size(); ++i) redis_.read_reply();
 }
 
-void GrantWriter::dead_letter(const StreamBatch& sb, const LogEntry& e, const std::string& reason) {
+void GrantWriter::dead_letter(const StreamBatch& sb, const LogEntry& e, const std::string& reason,
+                              const std::vector<std::pair<std::size_t, std::string>>* refused) {
   redis::Args a;
-  a.add(redis::kWriterGroup).add(e.id).add(clip(reason, kReasonBytesMax)).add(e.deliveries);
-  std::size_t pairs = 0;
-  for (const auto& [k, v] : e.fields) {
-    if (++pairs > kDeadLetterFieldsMax) break;
-    a.add(clip(k, 64)).add(clip(v, kDeadLetterValueBytesMax));
+  a.add(redis::kWriterGroup).add(e.id).add(e.deliveries);
+  int64_t records = 0;
+  if (refused == nullptr) {
+    std::vector<std::pair<std::string, std::string>> fields;
+    for (const auto& [k, v] : e.fields) {
+      if (fields.size() == kDeadLetterFieldsMax) break;
+      fields.emplace_back(clip(k, 64), clip(v, kDeadLetterValueBytesMax));
+    }
+    a.add(int64_t{1}).add(clip(reason, kReasonBytesMax)).add(static_cast<int64_t>(fields.size()));
+    for (const auto& [k, v] : fields) a.add(k).add(v);
+    records = 1;
+  } else {
+    a.add(static_cast<int64_t>(refused->size()));
+    for (const auto& [gi, why] : *refused) {
+      const Grant& g = sb.grants[gi];
+      a.add(clip(why, kReasonBytesMax)).add(int64_t{6});
+      a.add("c").add(g.campaign_id).add("s").add(int64_t{g.seq}).add("u").add(g.user_id);
+      a.add("o").add(int64_t{g.user_ordinal}).add("r").add(g.request_id).add("t").add(g.issued_at_us);
+    }
+    records = static_cast<int64_t>(refused->size());
   }
   redis::Reply r = redis::eval(redis_, dead_letter_script_, {sb.keys.grants, sb.keys.dead_letters, sb.keys.reasons}, a);
   if (r.is_error()) redis::throw_reply_error(r.str(), "dead letter");
   if (r.integer() == 1) {
-    sh_.dead_lettered++;
+    sh_.dead_lettered += static_cast<uint64_t>(records);
     log(LogLevel::kWarning, "writer", "grant-log entry " + e.id + " of campaign " + std::to_string(sb.keys.campaign_id) +
-                                          " moved to the dead-letter stream after " + std::to_string(e.deliveries) +
-                                          " deliveries: " + clip(reason, kReasonBytesMax));
+                                          ": " + std::to_string(records) +
+                                          " record(s) moved to the dead-letter stream after " +
+                                          std::to_string(e.deliveries) + " deliveries: " + clip(reason, kReasonBytesMax));
   }
 }
 
@@ -329,19 +391,19 @@ void GrantWriter::prepare(std::vector<StreamBatch>& batch) {
     std::vector<std::string> clear;
     keep.reserve(sb.entries.size());
     sb.grants.clear();
+    sb.grant_entry.clear();
     for (LogEntry& e : sb.entries) {
       if (e.deleted) {  // deleted while pending: nothing to write, just clear it
         clear.push_back(e.id);
         continue;
       }
-      Grant g;
-      const std::string why = parse_grant(e, sb.keys.campaign_id, &g);
+      const std::string why = parse_grants(e, sb.keys.campaign_id, &sb.grants);
       if (!why.empty()) {  // retrying cannot fix a malformed entry
         dead_letter(sb, e, why);
         continue;
       }
+      sb.grant_entry.resize(sb.grants.size(), keep.size());
       keep.push_back(std::move(e));
-      sb.grants.push_back(std::move(g));
     }
     sb.entries = std::move(keep);
     if (!clear.empty()) {
@@ -357,7 +419,7 @@ void GrantWriter::prepare(std::vector<StreamBatch>& batch) {
 
 bool GrantWriter::write(std::vector<StreamBatch>& batch, int64_t now_ms, int64_t* wait_ms) {
   std::vector<Grant> grants;
-  std::vector<std::pair<std::size_t, std::size_t>> where;  // grant index -> (stream, entry)
+  std::vector<std::pair<std::size_t, std::size_t>> where;  // grant index -> (stream, its index there)
   for (std::size_t s = 0; s < batch.size(); ++s) {
     for (std::size_t i = 0; i < batch[s].grants.size(); ++i) {
       grants.push_back(batch[s].grants[i]);
@@ -389,33 +451,57 @@ bool GrantWriter::write(std::vector<StreamBatch>& batch, int64_t now_ms, int64_t
   sh_.batches++;
   if (sh_.commit_grants) sh_.commit_grants->observe(static_cast<double>(grants.size()));
   sh_.written += static_cast<uint64_t>(outcome.inserted);
-  // 2. Grants the database refused: dead-letter on the last allowed delivery, else leave them
-  //    pending (they come back through XAUTOCLAIM) with the reason noted.
-  std::vector<bool> failed(grants.size(), false);
+  // 2. Entries with a grant the database refused: on the last allowed delivery their refused
+  //    grants go to the dead-letter stream (the others are written) and the entry is removed;
+  //    before that, the entry is left pending (it comes back through XAUTOCLAIM, and its other
+  //    grants are written again, idempotently) with the reason noted.
+  std::vector<std::vector<std::vector<std::pair<std::size_t, std::string>>>> refused(batch.size());
+  for (std::size_t s = 0; s < batch.size(); ++s) refused[s].resize(batch[s].entries.size());
   for (const auto& [gi, reason] : outcome.failed) {
-    failed[gi] = true;
     const auto [s, i] = where[gi];
-    const LogEntry& e = batch[s].entries[i];
-    if (e.deliveries >= sh_.options.dead_letter_after_deliveries) {
-      dead_letter(batch[s], e, reason);
-    } else {
-      redis_.command_checked(
-          redis::Args{"HSET"}.add(batch[s].keys.reasons).add(e.id).add(clip(reason, kReasonBytesMax)), "HSET reason");
-    }
-  }
-  // 3. Acknowledge (and delete) what is in PostgreSQL now.
-  std::vector<std::vector<std::string>> ack(batch.size());
-  for (std::size_t gi = 0; gi < grants.size(); ++gi) {
-    if (!failed[gi]) ack[where[gi].first].push_back(batch[where[gi].first].entries[where[gi].second].id);
+    refused[s][batch[s].grant_entry[i]].emplace_back(i, reason);
   }
   for (std::size_t s = 0; s < batch.size(); ++s) {
-    if (ack[s].empty()) continue;
+    for (std::size_t ei = 0; ei < batch[s].entries.size(); ++ei) {
+      const auto& why = refused[s][ei];
+      if (why.empty()) continue;
+      const LogEntry& e = batch[s].entries[ei];
+      const std::string reason =
+          why.size() == 1 ? why[0].second : std::to_string(why.size()) + " grants refused; the first: " + why[0].second;
+      if (e.deliveries >= sh_.options.dead_letter_after_deliveries) {
+        dead_letter(batch[s], e, reason, &why);
+      } else {
+        redis_.command_checked(
+            redis::Args{"HSET"}.add(batch[s].keys.reasons).add(e.id).add(clip(reason, kReasonBytesMax)), "HSET reason");
+      }
+    }
+  }
+  // 3. Acknowledge (and delete) the entries whose grants are all in PostgreSQL now.
+  for (std::size_t s = 0; s < batch.size(); ++s) {
     redis::Args a;
     a.add(redis::kWriterGroup);
-    for (const std::string& id : ack[s]) a.add(id);
-    redis::check_reply(redis::eval(redis_, ack_script_, {batch[s].keys.grants, batch[s].keys.reasons}, a), "ack");
+    std::size_t n = 0;
+    for (std::size_t ei = 0; ei < batch[s].entries.size(); ++ei) {
+      if (refused[s][ei].empty()) {
+        a.add(batch[s].entries[ei].id);
+        ++n;
+      }
+    }
+    if (n) redis::check_reply(redis::eval(redis_, ack_script_, {batch[s].keys.grants, batch[s].keys.reasons}, a), "ack");
   }
   return true;
+}
+
+void GrantWriter::adapt_read_size(const std::vector<StreamBatch>& batch) {
+  std::size_t entries = 0, grants = 0;
+  for (const StreamBatch& sb : batch) {
+    entries += sb.entries.size();
+    grants += sb.grants.size();
+  }
+  if (entries == 0) return;
+  const int64_t per_entry = std::max<int64_t>(1, static_cast<int64_t>((grants + entries - 1) / entries));
+  entries_per_read_ = std::clamp<int64_t>(static_cast<int64_t>(sh_.options.read_count_max) / per_entry, 1,
+                                          static_cast<int64_t>(sh_.options.read_count_max));
 }
 
 void GrantWriter::say_goodbye() {
@@ -447,6 +533,7 @@ void GrantWriter::run() {
         }
         if (fresh.empty()) read_new(fresh);
         prepare(fresh);
+        adapt_read_size(fresh);
         held = std::move(fresh);
         if (held.empty()) continue;
         last_heartbeat_ms_ = now;

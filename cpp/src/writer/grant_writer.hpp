@@ -5,15 +5,19 @@
 //   1. every campaigns_refresh_ms: SMEMBERS Pcampaigns; XGROUP CREATE for new streams
 //   2. every claim_interval_ms: XAUTOCLAIM entries idle > claim_idle_ms on any consumer (a dead
 //      one), XPENDING for their delivery counts
-//   3. otherwise XREADGROUP GROUP writers <me> COUNT read_count_max BLOCK block_ms STREAMS ... >
+//   3. otherwise XREADGROUP GROUP writers <me> COUNT n BLOCK block_ms STREAMS ... >, where n
+//      is read_count_max divided by the grants per entry of the previous read (an entry holds
+//      one gate batch: up to 2,048 grants; older entries one), so a read brings about
+//      read_count_max grants
 //   4. write the batch: parse (malformed -> dead letter at once: retrying cannot fix it);
 //      pgstore::write_grants in one transaction; commit; then kAckLua (XACK, then XTRIM MINID
 //      up to the oldest pending entry: only acknowledged entries are ever removed, one trim
 //      per batch instead of an XDEL per entry; the stream holds the grants not yet in
-//      PostgreSQL, plus acknowledged ones above a pending one until it is resolved). A grant
-//      the database refuses (conflict, foreign key) stays pending and
-//      comes back through XAUTOCLAIM; on its dead_letter_after_deliveries-th delivery it moves
-//      to the dead-letter stream with the reason (kDeadLetterLua).
+//      PostgreSQL, plus acknowledged ones above a pending one until it is resolved). An entry
+//      with a grant the database refuses (conflict, foreign key) stays pending and comes back
+//      through XAUTOCLAIM (its other grants are written again, idempotently); on its
+//      dead_letter_after_deliveries-th delivery the refused grants move to the dead-letter
+//      stream, one record each with its reason, and the entry is removed (kDeadLetterLua).
 //   5. database down: the batch stays in hand (and in our PEL, its idle time refreshed by
 //      XCLAIM JUSTID so no one else claims it), the shared circuit breaker paces retries, and
 //      no new entries are read: grants wait in the stream.
@@ -50,8 +54,10 @@ struct LogEntry {
 
 // Entries of an XRANGE / XREADGROUP / XAUTOCLAIM entries array.
 std::vector<LogEntry> parse_entries(const redisReply* entries);
-// Fills *grant from an entry of campaign_id's stream; returns "" or why it is malformed.
-std::string parse_grant(const LogEntry& entry, int64_t campaign_id, Grant* grant);
+// Appends the grants of an entry of campaign_id's stream to *out: a batch entry (c t g, see
+// redis::kGateLua) or a one-grant entry (c s u o r t). Returns "" or why the entry is
+// malformed (then nothing is appended).
+std::string parse_grants(const LogEntry& entry, int64_t campaign_id, std::vector<Grant>* out);
 
 // What all writer threads of one process share.
 struct WriterShared {
@@ -89,7 +95,8 @@ class GrantWriter {
   struct StreamBatch {
     redis::CampaignKeys keys;
     std::vector<LogEntry> entries;
-    std::vector<Grant> grants;  // after prepare(): grants[i] is entries[i] parsed
+    std::vector<Grant> grants;             // after prepare(): every entry's grants, in order
+    std::vector<std::size_t> grant_entry;  // grants[i] came from entries[grant_entry[i]]
   };
 
   void refresh_streams(int64_t now_ms);
@@ -103,7 +110,11 @@ class GrantWriter {
   // breaker says wait).
   bool write(std::vector<StreamBatch>& batch, int64_t now_ms, int64_t* wait_ms);
   void heartbeat(const std::vector<StreamBatch>& batch, int64_t now_ms);
-  void dead_letter(const StreamBatch& sb, const LogEntry& e, const std::string& reason);
+  void adapt_read_size(const std::vector<StreamBatch>& batch);  // sets entries_per_read_
+  // Moves entry e to the dead-letter stream as one record with its own fields (refused ==
+  // nullptr: e is malformed) or as one record per refused grant (index into sb.grants, reason).
+  void dead_letter(const StreamBatch& sb, const LogEntry& e, const std::string& reason,
+                   const std::vector<std::pair<std::size_t, std::string>>* refused = nullptr);
   void ensure_group(const redis::CampaignKeys& keys);
   void say_goodbye();  // XGROUP DELCONSUMER where we hold nothing
   void sleep_ms(int64_t ms);
@@ -123,6 +134,7 @@ class GrantWriter {
   int64_t next_claim_ms_ = 0;
   int64_t last_heartbeat_ms_ = 0;
   int redis_failures_ = 0;
+  int64_t entries_per_read_ = 16;  // see step 3 above; starts small until entries are seen
   std::mt19937_64 rng_{std::random_device{}()};
 };
 

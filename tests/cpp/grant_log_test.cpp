@@ -1,0 +1,81 @@
+// The grant log's entry formats (writer::parse_grants): a gate batch as one entry (c t g) and the
+// older one-grant entry (c s u o r t), and every way an entry can be malformed. No servers.
+#include <gtest/gtest.h>
+
+#include "writer/grant_writer.hpp"
+
+using namespace couponcore;
+using writer::LogEntry;
+using writer::parse_grants;
+
+namespace {
+
+LogEntry entry(std::vector<std::pair<std::string, std::string>> fields) {
+  LogEntry e;
+  e.id = "1-0";
+  e.fields = std::move(fields);
+  return e;
+}
+
+TEST(GrantLogTest, ABatchEntryHoldsItsGrantsInOrder) {
+  std::vector<Grant> out;
+  out.push_back(Grant{7, 99, "earlier", 1, "", 1});  // appended to, never cleared
+  ASSERT_EQ(parse_grants(entry({{"c", "7"}, {"t", "1700000000000000"}, {"g", "3 1 ann r-1\n4 2 bob \n5 1 c:d@e.f/g+h=i "}}),
+                         7, &out),
+            "");
+  ASSERT_EQ(out.size(), 4u);
+  EXPECT_EQ(out[1].seq, 3u);
+  EXPECT_EQ(out[1].user_ordinal, 1u);
+  EXPECT_EQ(out[1].user_id, "ann");
+  EXPECT_EQ(out[1].request_id, "r-1");
+  EXPECT_EQ(out[2].user_id, "bob");
+  EXPECT_EQ(out[2].user_ordinal, 2u);
+  EXPECT_EQ(out[2].request_id, "");
+  EXPECT_EQ(out[3].user_id, "c:d@e.f/g+h=i");
+  for (std::size_t i = 1; i < out.size(); ++i) {
+    EXPECT_EQ(out[i].campaign_id, 7);
+    EXPECT_EQ(out[i].issued_at_us, 1'700'000'000'000'000);
+  }
+}
+
+TEST(GrantLogTest, AOneGrantEntryStillParses) {
+  std::vector<Grant> out;
+  ASSERT_EQ(parse_grants(entry({{"c", "7"}, {"s", "12"}, {"u", "ann"}, {"o", "1"}, {"r", ""}, {"t", "5"}}), 7, &out), "");
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].seq, 12u);
+  EXPECT_EQ(out[0].user_id, "ann");
+  EXPECT_EQ(out[0].issued_at_us, 5);
+}
+
+TEST(GrantLogTest, MalformedEntriesAreRefusedWholeAndAppendNothing) {
+  const std::vector<std::vector<std::pair<std::string, std::string>>> bad = {
+      {{"c", "8"}, {"t", "1"}, {"g", "1 1 ann "}},                   // another campaign's id
+      {{"t", "1"}, {"g", "1 1 ann "}},                               // no campaign
+      {{"c", "7"}, {"g", "1 1 ann "}},                               // no time
+      {{"c", "7"}, {"t", "-1"}, {"g", "1 1 ann "}},                  // negative time
+      {{"c", "7"}, {"t", "1"}, {"g", ""}},                           // no grant
+      {{"c", "7"}, {"t", "1"}, {"g", "1 1 ann"}},                    // three fields
+      {{"c", "7"}, {"t", "1"}, {"g", "1 1 ann r x"}},                // five fields
+      {{"c", "7"}, {"t", "1"}, {"g", "1 1 ann \n"}},                 // an empty line
+      {{"c", "7"}, {"t", "1"}, {"g", "1 1 ann \n0 1 bob "}},         // seq 0, after a good line
+      {{"c", "7"}, {"t", "1"}, {"g", "x 1 ann "}},                   // seq not a number
+      {{"c", "7"}, {"t", "1"}, {"g", "1 0 ann "}},                   // ordinal 0
+      {{"c", "7"}, {"t", "1"}, {"g", "1 1 a}b "}},                   // user id outside the alphabet
+      {{"c", "7"}, {"t", "1"}, {"g", "1 1 ann r}1"}},                // request id outside the alphabet
+      {{"c", "7"}, {"s", "oops"}},                                   // the poison of the chaos test
+      {{"c", "7"}, {"s", "1"}, {"u", "ann"}, {"t", "1"}},            // one-grant entry without o
+      {{"c", "7"}, {"s", "1"}, {"u", "ann"}, {"o", "1"}, {"t", "x"}},
+  };
+  for (const auto& fields : bad) {
+    std::vector<Grant> out;
+    const std::string why = parse_grants(entry(fields), 7, &out);
+    EXPECT_EQ(why.rfind("malformed:", 0), 0u) << why;
+    EXPECT_TRUE(out.empty()) << fields.back().second;
+  }
+  LogEntry deleted = entry({});
+  deleted.deleted = true;
+  std::vector<Grant> out;
+  EXPECT_NE(parse_grants(deleted, 7, &out), "");
+}
+
+}  // namespace
