@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, Callable, Optional
 
-from ._engine import open
+from ._engine import Engine, open
 
 
 def _timed(fn: Callable[[], int]) -> tuple[int, float]:
@@ -174,36 +174,46 @@ def bench_gate(threads: int = 64, per_thread: int = 400, ceiling_requests: int =
     """Production gate decisions/s: 64 Python threads each issuing one request at a time,
     couponcore (coalesced into batched Lua calls) vs redis-py running an equivalent FCFS Lua
     script (check holder, count, record, XADD the grant) once per request from 64 threads.
-    Also the engine's ceiling with batched callers (issue_many from 4 threads)."""
+    Also the engine's ceiling with batched callers (issue_many of 2,000 from 4 threads, every
+    request a new grant): of the gate alone (writers elsewhere, as with `couponcore worker`
+    processes: the grants wait in the stream) and with the engine's own writers draining into
+    PostgreSQL on the same two cores."""
     import redis
 
     srv = _bench_servers()
     out: dict[str, Any] = {"benchmark": "gate", "threads": threads, "requests": threads * per_thread}
+
+    def ceiling(e: Engine, tag: str) -> int:
+        c = e.campaigns.create(f"bench-ceiling-{tag}", quantity=10**8)
+        per = ceiling_requests // 4
+        batches = [[f"{tag}{t}-{i}" for i in range(j, j + 2000)] for t in range(4) for j in range(0, per, 2000)]
+        barrier = threading.Barrier(4)
+
+        def batched(tid: int) -> None:
+            barrier.wait()
+            for b in batches[tid::4]:
+                e.issue_many(c.id, b)
+
+        ts = [threading.Thread(target=batched, args=(i,)) for i in range(4)]
+        t0 = time.perf_counter()
+        for th in ts:
+            th.start()
+        for th in ts:
+            th.join()
+        return round(ceiling_requests / (time.perf_counter() - t0))
+
     try:
+        with open(redis=srv["redis"], postgres=srv["postgres"], key_prefix=srv["key_prefix"], writer_threads=0) as g:
+            out["ceiling_per_s"] = ceiling(g, "g")
         with open(redis=srv["redis"], postgres=srv["postgres"], key_prefix=srv["key_prefix"]) as e:
+            assert e.drain(300)  # the gate-only run's grants, before anything else is measured
             c = e.campaigns.create("bench-gate", quantity=10**8)
             t = _threaded(threads, per_thread, lambda u: e.issue(c.id, u))
             out["ours_per_s"] = round(threads * per_thread / t)
             k = e.counters()
             out["ours_requests_per_lua_call"] = round(k["requests"] / max(1, k["batches"]), 1)
-            c2 = e.campaigns.create("bench-ceiling", quantity=10**8)
-            per = ceiling_requests // 4
-            batches = [[f"c{t}-{i}" for i in range(j, j + 2000)] for t in range(4) for j in range(0, per, 2000)]
-            barrier = threading.Barrier(4)
-
-            def batched(tid: int) -> None:
-                barrier.wait()
-                for b in batches[tid::4]:
-                    e.issue_many(c2.id, b)
-
-            ts = [threading.Thread(target=batched, args=(i,)) for i in range(4)]
-            t0 = time.perf_counter()
-            for th in ts:
-                th.start()
-            for th in ts:
-                th.join()
-            out["ceiling_per_s"] = round(ceiling_requests / (time.perf_counter() - t0))
-            e.drain(120)
+            out["ceiling_with_writers_per_s"] = ceiling(e, "w")
+            assert e.drain(300)
         r = redis.Redis.from_url(srv["redis"], max_connections=threads + 8)
         script = r.register_script(_GATE_LUA)
         tag = f"{srv['key_prefix']}base{{c1}}"
