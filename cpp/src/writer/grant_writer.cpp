@@ -21,6 +21,9 @@ namespace {
 
 constexpr std::size_t kDeadLetterFieldsMax = 16;     // original field pairs copied to a dead letter
 constexpr std::size_t kDeadLetterValueBytesMax = 1024;
+// A malformed batch entry keeps its grant lines whole (2,048 lines of at most ~310 bytes), so
+// that its grants can still be recovered by hand from the dead-letter stream.
+constexpr std::size_t kDeadLetterLinesBytesMax = 1 << 20;
 constexpr std::size_t kReasonBytesMax = 500;
 constexpr std::size_t kCampaignsMax = 100'000;       // campaign streams one writer follows
 constexpr int64_t kWriterStatementTimeoutMs = 30'000;
@@ -359,7 +362,7 @@ void GrantWriter::dead_letter(const StreamBatch& sb, const LogEntry& e, const st
     std::vector<std::pair<std::string, std::string>> fields;
     for (const auto& [k, v] : e.fields) {
       if (fields.size() == kDeadLetterFieldsMax) break;
-      fields.emplace_back(clip(k, 64), clip(v, kDeadLetterValueBytesMax));
+      fields.emplace_back(clip(k, 64), clip(v, k == "g" ? kDeadLetterLinesBytesMax : kDeadLetterValueBytesMax));
     }
     a.add(int64_t{1}).add(clip(reason, kReasonBytesMax)).add(static_cast<int64_t>(fields.size()));
     for (const auto& [k, v] : fields) a.add(k).add(v);
