@@ -24,7 +24,11 @@ std::string_view utf8(py::handle o, const char* what) {
   }
   Py_ssize_t n = 0;
   const char* p = PyUnicode_AsUTF8AndSize(o.ptr(), &n);
-  if (!p) throw py::error_already_set();
+  if (!p) {
+    if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) throw py::error_already_set();
+    PyErr_Clear();  // a lone surrogate ('\ud800'): a str that has no UTF-8 form
+    raise(ErrorCode::kInvalidArgument, std::string(what) + " is not valid Unicode text (it holds a lone surrogate)");
+  }
   return {p, static_cast<std::size_t>(n)};
 }
 }  // namespace

@@ -195,11 +195,24 @@ def _issue_body(body: bytes) -> Optional[tuple[str, Optional[str]]]:
         return None
     user_id = data.get("user_id")
     request_id = data.get("request_id")
-    if not isinstance(user_id, str) or not 1 <= len(user_id) <= 128:
+    if not isinstance(user_id, str) or not 1 <= len(user_id) <= 128 or not _is_text(user_id):
         return None
-    if request_id is not None and (not isinstance(request_id, str) or len(request_id) > 128):
+    if request_id is not None and (
+        not isinstance(request_id, str) or len(request_id) > 128 or not _is_text(request_id)
+    ):
         return None
     return user_id, request_id
+
+
+def _is_text(s: str) -> bool:
+    """False for a str pydantic refuses as a string: one holding a lone surrogate."""
+    if s.isascii():
+        return True
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class _FastIssue:

@@ -150,6 +150,13 @@ def test_bad_input_raises_typed_errors_and_changes_nothing(engine: couponcore.En
         engine.issue(c.id, "u" * 129)
     with pytest.raises(couponcore.InvalidArgument):
         engine.issue(c.id, "user}{evil")
+    for surrogate in ("\ud800", "ok\udfff"):  # a str with no UTF-8 form: typed, not UnicodeEncodeError
+        with pytest.raises(couponcore.InvalidArgument, match="surrogate"):
+            engine.issue(c.id, surrogate)
+        with pytest.raises(couponcore.InvalidArgument, match="surrogate"):
+            engine.issue(c.id, "u", request_id=surrogate)
+        with pytest.raises(couponcore.InvalidArgument, match="surrogate"):
+            engine.points.earn(surrogate, 5, idempotency_key="k")
     with pytest.raises(couponcore.InvalidType):
         engine.issue(c.id, 42)  # type: ignore[arg-type]
     with pytest.raises(couponcore.InvalidType):

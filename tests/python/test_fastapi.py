@@ -210,6 +210,7 @@ def test_issue_fast_path_answers_exactly_like_the_documented_route(engine: coupo
             ("empty user", f"/campaigns/{cid}/issue", H, b'{"user_id": ""}'),
             ("long user", f"/campaigns/{cid}/issue", H, b'{"user_id": "' + b"u" * 129 + b'"}'),
             ("bad user", f"/campaigns/{cid}/issue", H, b'{"user_id": "a b"}'),
+            ("surrogate", f"/campaigns/{cid}/issue", H, b'{"user_id": "\\ud800"}'),
             ("bad request id", f"/campaigns/{cid}/issue", H, b'{"user_id": "fay", "request_id": 7}'),
             ("not json", f"/campaigns/{cid}/issue", H, b"{"),
             ("a list", f"/campaigns/{cid}/issue", H, b"[]"),
@@ -250,10 +251,13 @@ def test_issue_fast_path_answers_exactly_like_the_documented_route(engine: coupo
     assert by_name["first"][1:3] == (200, {"status": "ISSUED", "seq": 1, "coupon_id": (fast_campaign << 32) | 1})
     assert by_name["same request id"][2] == by_name["request id"][2]
     assert by_name["sold out"][2]["status"] == "SOLD_OUT"
-    assert [by_name[n][1] for n in ("no key", "bad key", "other partner", "int user", "not json", "form")] == [
+    assert [
+        by_name[n][1] for n in ("no key", "bad key", "other partner", "int user", "not json", "form", "surrogate")
+    ] == [
         401,
         401,
         404,
+        422,
         422,
         422,
         422,
@@ -272,7 +276,7 @@ def test_issue_fast_path_matches_the_documented_route_on_random_requests(engine:
     rng = random.Random(20261122)
     key = engine.partners.create("fuzz").api_key
     scope = engine.partner(engine.authenticate(key))
-    alphabet = "abcXYZ019-_.:@+=/ }{\"'\u00e9\u4e2d\n\t"
+    alphabet = "abcXYZ019-_.:@+=/ }{\"'\u00e9\u4e2d\n\t\ud800"
 
     def text(n_max: int) -> str:
         return "".join(rng.choice(alphabet) for _ in range(rng.randint(0, n_max)))
@@ -299,7 +303,7 @@ def test_issue_fast_path_matches_the_documented_route_on_random_requests(engine:
             headers["Idempotency-Key"] = rng.choice(["k1", "k2", "bad key", "k" * 129])
         shape = rng.random()
         if shape < 0.1:
-            return headers, text(20).encode()
+            return headers, text(20).encode("utf-8", "surrogatepass")
         if shape < 0.15:
             return headers, json.dumps([value()]).encode()
         body: dict[str, Any] = {}
