@@ -361,6 +361,43 @@ TEST_F(ProductionEngineTest, ReconcileRedrivesWhatTheLogHolds) {
   EXPECT_TRUE(again.consistent);
 }
 
+// More entries than one XRANGE page, batch entries (issue_many) between one-grant entries, small
+// re-drive chunks, and one entry holding a grant that conflicts with a row already there: that
+// entry stays in the log, every other entry lands and leaves it.
+TEST_F(ProductionEngineTest, ReconcileRedrivesPageByPageAndKeepsARefusedEntry) {
+  options_.writer_threads = 0;
+  options_.writer.read_count_max = 50;
+  auto e = open();
+  Campaign c = e->create_campaign(spec(1000));
+  for (int i = 0; i < 150; ++i) ASSERT_EQ(e->issue(c.id, req("u" + std::to_string(i))).status, IssueStatus::kIssued);
+  std::vector<IssueRequest> batch;
+  for (int i = 0; i < 120; ++i) batch.push_back(req("b" + std::to_string(i)));
+  for (const IssueResult& r : e->issue_many(c.id, batch)) ASSERT_EQ(r.status, IssueStatus::kIssued);
+  for (int i = 150; i < 200; ++i) ASSERT_EQ(e->issue(c.id, req("u" + std::to_string(i))).status, IssueStatus::kIssued);
+  // A row that takes seq 160 (b9's, inside the batch entry) for somebody else, as a poison would.
+  pg::Conn conn(options_.postgres_url);
+  conn.exec("INSERT INTO coupons (id, campaign_id, seq, user_id, user_ordinal, issued_at_us) VALUES ($1, $2, 160, 'intruder', 1, 1)",
+            pg::Params().add((c.id << 32) | 160).add(c.id));
+  redis::CampaignKeys k(options_.key_prefix, c.id);
+  redis::RedisConn r = redis();
+  const int64_t entries_before = r.command(redis::Args{"XLEN"}.add(k.grants)).integer();
+  EXPECT_GT(entries_before, 64);   // more than one page
+  EXPECT_LT(entries_before, 320);  // the 120-request issue_many is not 120 entries
+  ReconcileReport rep = e->reconcile(c.id);
+  EXPECT_EQ(rep.gate_issued, 320);
+  EXPECT_EQ(rep.redriven, 319);
+  EXPECT_EQ(rep.log_pending, 320);
+  EXPECT_EQ(rep.store_rows, 320);  // 319 grants + the intruder
+  EXPECT_EQ(rep.holder_mismatches, 2);  // the intruder holds a coupon the gate gave to another user
+  EXPECT_FALSE(rep.consistent);
+  // Only the batch entry with the refused grant is left in the log; its 119 other grants landed.
+  EXPECT_EQ(r.command(redis::Args{"XLEN"}.add(k.grants)).integer(), 1);
+  EXPECT_EQ(conn.exec("SELECT count(*) FROM coupons WHERE campaign_id = $1 AND user_id = 'b9'",
+                      pg::Params().add(c.id)).i64(0, 0), 0);
+  EXPECT_EQ(conn.exec("SELECT count(*) FROM coupons WHERE campaign_id = $1 AND user_id LIKE 'b%'",
+                      pg::Params().add(c.id)).i64(0, 0), 119);
+}
+
 TEST_F(ProductionEngineTest, ReconcileReportsDrift) {
   options_.writer_threads = 0;
   auto e = open();

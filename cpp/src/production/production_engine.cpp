@@ -91,7 +91,7 @@ constexpr std::size_t kFastPathHoldersMax = 2'000'000;   // larger campaigns alw
 constexpr int64_t kHscanCount = 10'000;
 constexpr std::size_t kRestorePairsPerCall = 1'000;
 constexpr std::size_t kReconcileLogEntriesMax = 1'000'000;
-constexpr std::size_t kXrangePage = 1'000;
+constexpr std::size_t kXrangePage = 64;  // entries per XRANGE page (a gate batch each)
 constexpr std::size_t kMissingSeqsSampleMax = 100;
 constexpr int kSendRoundsMax = 3;  // NOSCRIPT / NOCAMPAIGN re-sends within one cycle
 constexpr int64_t kFastPathRecheckMs = 1'000;  // the sold-out fast path's life between checks
@@ -321,52 +321,50 @@ class ProductionEngine final : public Engine {
     ping_ctl_pg_locked();
     // 1. Re-drive: whatever is still in the grant log goes into the table (idempotently), and
     //    is acknowledged and removed from the log once it is there.
-    std::vector<writer::LogEntry> log;
+    //    Page by page (an entry holds up to 2,048 grants), each page in chunks of about
+    //    read_count_max grants (an entry's grants all in one chunk); an entry leaves the log
+    //    once every grant of it is in the store.
     std::string from = "-";
-    while (log.size() < kReconcileLogEntriesMax) {
+    for (std::size_t seen = 0; seen < kReconcileLogEntriesMax;) {
       redis::Reply r = ctl_redis_.command_checked(
           redis::Args{"XRANGE"}.add(k.grants).add(from).add("+").add("COUNT").add(static_cast<int64_t>(kXrangePage)),
           "XRANGE");
-      std::vector<writer::LogEntry> page = writer::parse_entries(r.raw());
-      if (page.empty()) break;
-      from = "(" + page.back().id;
-      const bool last = page.size() < kXrangePage;
-      for (auto& e : page) log.push_back(std::move(e));
-      if (last) break;
-    }
-
-    // Entries are written in chunks of about read_count_max grants (an entry's grants all in
-    // one chunk); an entry leaves the log once every grant of it is in the store.
-    std::size_t next = 0;
-    while (next < log.size()) {
-      std::vector<Grant> chunk;
-      std::vector<std::size_t> grant_entry;  // chunk[i] came from log[grant_entry[i]]
-      for (; next < log.size() && chunk.size() < options_.writer.read_count_max; ++next) {
-        if (writer::parse_grants(log[next], campaign_id, &chunk).empty()) grant_entry.resize(chunk.size(), next);
+      std::vector<writer::LogEntry> log = writer::parse_entries(r.raw());
+      if (log.empty()) break;
+      from = "(" + log.back().id;
+      seen += log.size();
+      std::size_t next = 0;
+      while (next < log.size()) {
+        std::vector<Grant> chunk;
+        std::vector<std::size_t> grant_entry;  // chunk[i] came from log[grant_entry[i]]
+        for (; next < log.size() && chunk.size() < options_.writer.read_count_max; ++next) {
+          if (writer::parse_grants(log[next], campaign_id, &chunk).empty()) grant_entry.resize(chunk.size(), next);
+        }
+        if (chunk.empty()) continue;
+        pgstore::WriteOutcome w = pgstore::write_grants(ctl_pg_, chunk);
+        rep.redriven += w.inserted;
+        rep.log_pending += w.inserted + static_cast<int64_t>(w.failed.size());  // not in the store before
+        std::set<std::size_t> refused;
+        for (const auto& f : w.failed) refused.insert(grant_entry[f.first]);
+        std::vector<std::string> done;
+        for (std::size_t i = 0; i < grant_entry.size(); ++i) {
+          const std::size_t ei = grant_entry[i];
+          if (!refused.count(ei) && (done.empty() || done.back() != log[ei].id)) done.push_back(log[ei].id);
+        }
+        if (!done.empty()) {
+          redis::Args a;
+          a.add(redis::kWriterGroup);
+          for (const std::string& id : done) a.add(id);
+          redis::check_reply(redis::eval(ctl_redis_, ctl_scripts_.ack, {k.grants, k.reasons}, a), "ack");
+          // The ack trims only what the group delivered; entries re-driven before any writer
+          // saw them are in the store now, so they leave the log here.
+          redis::Args del{"XDEL"};
+          del.add(k.grants);
+          for (const std::string& id : done) del.add(id);
+          ctl_redis_.command_checked(del, "XDEL");
+        }
       }
-      if (chunk.empty()) continue;
-      pgstore::WriteOutcome w = pgstore::write_grants(ctl_pg_, chunk);
-      rep.redriven += w.inserted;
-      rep.log_pending += w.inserted + static_cast<int64_t>(w.failed.size());  // not in the store before
-      std::set<std::size_t> refused;
-      for (const auto& f : w.failed) refused.insert(grant_entry[f.first]);
-      std::vector<std::string> done;
-      for (std::size_t i = 0; i < grant_entry.size(); ++i) {
-        const std::size_t ei = grant_entry[i];
-        if (!refused.count(ei) && (done.empty() || done.back() != log[ei].id)) done.push_back(log[ei].id);
-      }
-      if (!done.empty()) {
-        redis::Args a;
-        a.add(redis::kWriterGroup);
-        for (const std::string& id : done) a.add(id);
-        redis::check_reply(redis::eval(ctl_redis_, ctl_scripts_.ack, {k.grants, k.reasons}, a), "ack");
-        // The ack trims only what the group delivered; entries re-driven before any writer
-        // saw them are in the store now, so they leave the log here.
-        redis::Args del{"XDEL"};
-        del.add(k.grants);
-        for (const std::string& id : done) del.add(id);
-        ctl_redis_.command_checked(del, "XDEL");
-      }
+      if (log.size() < kXrangePage) break;
     }
     // 2. The gate's view.
     redis::Reply m = ctl_redis_.command_checked(redis::Args{"HGET"}.add(k.meta).add("n"), "HGET");
