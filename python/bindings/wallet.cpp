@@ -203,6 +203,27 @@ void register_wallet(py::module_& m) {
         d["chunks"] = r.chunks;
         return d;
       })
+      .def("purge_idempotency", [](PyWallets& self, py::object before_us, py::object include_checkouts,
+                                    py::object chunk_rows, py::object chunks_max) {
+        WalletEngine& w = self.get();
+        int64_t before = to_i64(before_us, "before");
+        if (!PyBool_Check(include_checkouts.ptr())) raise_invalid_type("include_checkouts must be a bool");
+        const bool checkouts = include_checkouts.ptr() == Py_True;
+        int64_t rows = to_i64(chunk_rows, "chunk_rows");
+        int64_t chunks = to_i64(chunks_max, "chunks_max");
+        if (rows < 1 || rows > INT32_MAX) raise(ErrorCode::kInvalidArgument, "chunk_rows is out of range");
+        if (chunks < 1 || chunks > INT32_MAX) raise(ErrorCode::kInvalidArgument, "chunks_max is out of range");
+        WalletPurgeReport r;
+        {
+          py::gil_scoped_release nogil;
+          r = w.purge_idempotency(before, checkouts, static_cast<int>(rows), static_cast<int>(chunks));
+        }
+        py::dict d;
+        d["deleted"] = r.deleted;
+        d["chunks"] = r.chunks;
+        d["done"] = r.done;
+        return d;
+      })
       .def("audit", [](PyWallets& self, py::object partner_id) {
         WalletEngine& w = self.get();
         int64_t p = partner_id.is_none() ? -1 : to_i64(partner_id, "partner_id");

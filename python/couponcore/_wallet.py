@@ -340,6 +340,27 @@ class PointsAdmin(Points):
         assert now_us is not None
         return self._wallets().expire(now_us, chunk_wallets)
 
+    def purge_idempotency(
+        self,
+        older_than: TimeLike,
+        *,
+        include_checkouts: bool = False,
+        chunk_rows: int = 1000,
+        chunks_max: int = 1000,
+    ) -> dict[str, Any]:
+        """Retention: delete the idempotency records created before ``older_than`` (all
+        partners), ``chunk_rows`` per short transaction, at most ``chunks_max`` chunks (``done``
+        False: run it again). Returns ``{"deleted", "chunks", "done"}``.
+
+        A retry with a purged key is a new operation, and ``cancel`` by a purged use key is
+        ``NotFound`` (cancel by entry id still works): keep records longer than any client
+        retries. Checkout records stay unless ``include_checkouts`` (``cancel_checkout`` finds
+        its checkout by them)."""
+        before_us = to_us(older_than, "older_than")
+        if before_us is None:
+            raise _core.InvalidArgument("older_than is required")
+        return self._wallets().purge_idempotency(before_us, include_checkouts, chunk_rows, chunks_max)
+
     def audit(self, partner_id: Optional[int] = None) -> dict[str, Any]:
         """Check the invariants (balance == remaining lots == ledger sum, never negative, ...)."""
         return self._wallets().audit(partner_id)

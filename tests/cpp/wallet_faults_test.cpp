@@ -77,6 +77,9 @@ class FaultyStore final : public WalletStore {
     return inner_->expire_candidates(n, a, l);
   }
   WalletAudit audit(int64_t p) override { return inner_->audit(p); }
+  int64_t purge_idempotency(int64_t before_us, bool include_checkouts, int limit) override {
+    return inner_->purge_idempotency(before_us, include_checkouts, limit);
+  }
 
  private:
   std::unique_ptr<WalletStore> inner_;

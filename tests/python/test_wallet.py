@@ -186,3 +186,52 @@ def test_expiry_job_writes_off_lapsed_lots(engine: couponcore.Engine) -> None:
     engine.points.expire(dt.datetime.now(dt.timezone.utc))  # a re-run is harmless: nothing more to write off
     assert p.balance(u).total == 60
     assert engine.points.audit()["ok"]
+
+
+def test_idempotency_records_are_purged_by_age(engine: couponcore.Engine) -> None:
+    """Retention: records older than the cutoff go (checkout records only when asked), in
+    chunks; what a purge changes is exactly what the docs say (a purged key is new again,
+    cancel by a purged use key is NotFound, by entry id still works); invariants hold."""
+    scope = engine.partner(engine.partners.create("retention").partner)
+    p = scope.points
+    u = f"ret-{time.time_ns()}"
+    earn = p.earn(u, 100, idempotency_key=f"{u}-earn")
+    use = p.use(u, 10, idempotency_key=f"{u}-use")
+    scope.checkout(u, f"{u}-order", 50, points=5, idempotency_key=f"{u}-co")
+    time.sleep(0.01)
+    cutoff = dt.datetime.now(dt.timezone.utc)
+    time.sleep(0.01)
+    p.earn(u, 1, idempotency_key=f"{u}-late")
+
+    r = engine.points.purge_idempotency(cutoff, chunk_rows=100)  # with earlier tests' records
+    assert r["done"] and r["deleted"] >= 2 and r["chunks"] == r["deleted"] // 100 + 1
+    assert p.earn(u, 1, idempotency_key=f"{u}-late").replayed  # newer than the cutoff: kept
+    again = p.earn(u, 100, idempotency_key=f"{u}-earn")  # purged: a new operation
+    assert not again.replayed and again.entry_id != earn.entry_id
+    with pytest.raises(couponcore.NotFound):
+        p.cancel(u, use_key=f"{u}-use", idempotency_key=f"{u}-c1")
+    assert p.cancel(u, entry_id=use.entry_id, idempotency_key=f"{u}-c2").amount == 10
+    # The checkout's record was kept, so the order can still be cancelled by its key.
+    assert scope.cancel_checkout(u, f"{u}-co", idempotency_key=f"{u}-cc").points_restored == 5
+    assert p.balance(u).total == 100 - 10 + 1 + 100 + 10
+
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=1)
+    partial = engine.points.purge_idempotency(later, chunk_rows=1, chunks_max=2)
+    assert partial == {"deleted": 2, "chunks": 2, "done": False}  # run it again to go on
+    rest = engine.points.purge_idempotency(later, include_checkouts=True)
+    assert rest["done"] and rest["deleted"] >= 3  # the two left of late, earn, c2, cc; and the checkout
+    with pytest.raises(couponcore.NotFound):
+        scope.cancel_checkout(u, f"{u}-co", idempotency_key=f"{u}-cc2")
+    assert engine.points.audit()["ok"]
+
+    for bad in (
+        lambda: engine.points.purge_idempotency(later, chunk_rows=0),
+        lambda: engine.points.purge_idempotency(later, chunk_rows=100_001),
+        lambda: engine.points.purge_idempotency(later, chunks_max=0),
+    ):
+        with pytest.raises(couponcore.InvalidArgument):
+            bad()
+    with pytest.raises(couponcore.InvalidType):
+        engine.points.purge_idempotency("yesterday")  # type: ignore[arg-type]
+    with pytest.raises(couponcore.InvalidType):
+        engine.points.purge_idempotency(later, include_checkouts=1)  # type: ignore[arg-type]

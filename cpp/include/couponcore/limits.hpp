@@ -62,6 +62,7 @@ inline constexpr int kWalletHistoryLimitMax = 1000;
 // Committer threads (each with its own database connection) of one PostgreSQL wallet engine.
 inline constexpr int kWalletCommittersMax = 16;
 inline constexpr int kWalletExpireChunkMax = 10'000;
+inline constexpr int kWalletPurgeChunkMax = 100'000;  // idempotency records per purge statement
 
 bool is_valid_id(std::string_view id, std::size_t bytes_max) noexcept;
 // Throws kInvalidArgument naming the field and the rule.

@@ -160,6 +160,12 @@ struct WalletExpireReport {
   int64_t chunks = 0;   // candidate chunks examined (one scan each)
 };
 
+struct WalletPurgeReport {
+  int64_t deleted = 0;  // idempotency records deleted
+  int64_t chunks = 0;   // delete statements run (one short transaction each)
+  bool done = false;    // false: chunks_max was reached with records left; run it again
+};
+
 // What audit() found. Every count is of violations; ok() when all are zero.
 struct WalletAudit {
   int64_t wallets = 0;                   // wallets examined
@@ -267,6 +273,14 @@ class WalletEngine {
 
   // Checks the invariants over all wallets of partner_id (or all partners if partner_id < 0).
   virtual WalletAudit audit(int64_t partner_id = -1) = 0;
+
+  // Retention of idempotency records: deletes those created before before_us, chunk_rows per
+  // short transaction, at most chunks_max chunks (run it again to go on). Checkout records are
+  // kept unless include_checkouts: cancel_checkout finds its checkout by them. After the purge
+  // a retry with a purged key is a new operation, and cancel_by_key of a purged use is
+  // kNotFound (cancel by entry id still works): keep records longer than any client retries.
+  virtual WalletPurgeReport purge_idempotency(int64_t before_us, bool include_checkouts, int chunk_rows = 1000,
+                                              int chunks_max = 1000) = 0;
 
   virtual WalletCounters counters() const = 0;
 

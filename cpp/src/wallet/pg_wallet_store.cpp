@@ -117,6 +117,10 @@ const std::vector<pg::Migration>& pg_wallet_migrations() {
        " ADD COLUMN points bigint NOT NULL DEFAULT 0,"
        " ADD COLUMN payable_amount bigint NOT NULL DEFAULT 0,"
        " ADD COLUMN coupon_state smallint NOT NULL DEFAULT -1;"},
+      // Retention (purge_idempotency): records are found by age. BRIN, not B-tree: the table is
+      // appended to in time order, so a block-range summary finds old records at almost no
+      // cost to the inserts on the hot path.
+      {"wallet", 3, "CREATE INDEX wallet_idempotency_age ON wallet_idempotency USING brin (created_at_us);"},
   };
   return all;
 }
@@ -547,6 +551,14 @@ class PostgresWalletStore final : public WalletStore {
     }
     tx.commit();
     return a;
+  }
+
+  int64_t purge_idempotency(int64_t before_us, bool include_checkouts, int limit) override {
+    pg::Result r = conn_.exec(
+        "DELETE FROM wallet_idempotency WHERE ctid = ANY(ARRAY("
+        " SELECT ctid FROM wallet_idempotency WHERE created_at_us < $1 AND ($2 OR op_kind <> 'checkout') LIMIT $3))",
+        pg::Params().add(before_us).add(include_checkouts).add(int64_t{limit}));
+    return r.affected();
   }
 
  private:

@@ -87,6 +87,7 @@ const std::vector<sqlite::Migration>& sqlite_wallet_migrations() {
        "ALTER TABLE wallet_idempotency ADD COLUMN points INTEGER NOT NULL DEFAULT 0;"
        "ALTER TABLE wallet_idempotency ADD COLUMN payable_amount INTEGER NOT NULL DEFAULT 0;"
        "ALTER TABLE wallet_idempotency ADD COLUMN coupon_state INTEGER NOT NULL DEFAULT -1;"},
+      {"wallet", 3, "CREATE INDEX wallet_idempotency_age ON wallet_idempotency (created_at_us);"},
   };
   return all;
 }
@@ -273,6 +274,18 @@ class SqliteWalletStore final : public WalletStore {
     }
     db_.exec("COMMIT");
     return a;
+  }
+
+  int64_t purge_idempotency(int64_t before_us, bool include_checkouts, int limit) override {
+    sqlite::Stmt s(db_,
+                   "DELETE FROM wallet_idempotency WHERE (partner_id, idempotency_key) IN ("
+                   " SELECT partner_id, idempotency_key FROM wallet_idempotency"
+                   " WHERE created_at_us < ?1 AND (?2 OR op_kind <> 'checkout') LIMIT ?3)");
+    s.bind(1, before_us);
+    s.bind(2, int64_t{include_checkouts ? 1 : 0});
+    s.bind(3, int64_t{limit});
+    s.step();
+    return db_.changes();
   }
 
  private:

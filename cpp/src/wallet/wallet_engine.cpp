@@ -240,6 +240,27 @@ class BatchedWalletEngine final : public WalletEngine {
     return read([&](WalletStore& r) { return r.audit(partner_id); });
   }
 
+  WalletPurgeReport purge_idempotency(int64_t before_us, bool include_checkouts, int chunk_rows,
+                                      int chunks_max) override {
+    check_open();
+    if (chunk_rows < 1 || chunk_rows > limits::kWalletPurgeChunkMax) {
+      throw_invalid("chunk_rows must be 1.." + std::to_string(limits::kWalletPurgeChunkMax));
+    }
+    if (chunks_max < 1) throw_invalid("chunks_max must be positive");
+    WalletPurgeReport report;
+    while (report.chunks < chunks_max) {
+      // Each chunk is one statement in its own transaction; a retried one deletes what is left.
+      const int64_t n = read([&](WalletStore& r) { return r.purge_idempotency(before_us, include_checkouts, chunk_rows); });
+      report.chunks++;
+      report.deleted += n;
+      if (n < chunk_rows) {
+        report.done = true;
+        break;
+      }
+    }
+    return report;
+  }
+
   WalletCounters counters() const override {
     std::lock_guard lock(counters_mu_);
     return counters_;

@@ -183,6 +183,9 @@ class WalletStore {
   virtual std::vector<ExpireCandidate> expire_candidates(int64_t now_us, int64_t after_wallet_id,
                                                          int limit) = 0;
   virtual WalletAudit audit(int64_t partner_id) = 0;
+  // Deletes at most limit idempotency records created before before_us (checkout records only
+  // with include_checkouts), in one statement; returns how many.
+  virtual int64_t purge_idempotency(int64_t before_us, bool include_checkouts, int limit) = 0;
 };
 
 // Stored spellings of the enums.
