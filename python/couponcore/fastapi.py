@@ -267,11 +267,7 @@ class _FastIssue:
         user_id, request_id = parsed
         s = await self._auth.scope(api_key)
         r = await s.aissue(scope["path_params"]["campaign_id"], user_id, request_id or idempotency_key)
-        payload = json.dumps(
-            {"status": r.status.value, "seq": r.seq, "coupon_id": r.coupon_id},
-            ensure_ascii=False,
-            separators=(",", ":"),
-        ).encode()
+        payload = json.dumps(to_json(r), ensure_ascii=False, separators=(",", ":")).encode()
         await send(
             {
                 "type": "http.response.start",
@@ -363,7 +359,7 @@ def create_router(engine: Engine, *, fast_issue: bool = True) -> APIRouter:
         idempotency_key: Optional[str] = Header(None, alias="Idempotency-Key"),
     ) -> Any:
         r = await s.aissue(campaign_id, body.user_id, body.request_id or idempotency_key)
-        return JSONResponse({"status": r.status.value, "seq": r.seq, "coupon_id": r.coupon_id})
+        return JSONResponse(to_json(r))
 
     if fast_issue:
         # Served by _FastIssue, matched first; the route above documents it (OpenAPI) and

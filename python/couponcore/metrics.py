@@ -76,6 +76,17 @@ def snapshot(engine: Engine) -> dict[str, Any]:
     }
 
 
+def _counters(snap: dict[str, Any]) -> Iterator[tuple[str, str, int]]:
+    """(name without _total, help, value) of every plain counter in the snapshot."""
+    for name, key, help_ in _COUNTERS:
+        yield name, help_, snap["counters"][key]
+    for name, key, help_ in _AUTH_COUNTERS:
+        yield name, help_, snap["auth"][key]
+    if snap["wallet"] is not None:
+        for name, key, help_ in _WALLET_COUNTERS:
+            yield name, help_, snap["wallet"][key]
+
+
 def render(engine: Engine) -> str:
     """The engine's metrics in the Prometheus text exposition format (version 0.0.4)."""
     snap = snapshot(engine)
@@ -85,10 +96,10 @@ def render(engine: Engine) -> str:
     out.append("# TYPE couponcore_issue_requests_total counter")
     for status, n in c["by_status"].items():
         out.append(f'couponcore_issue_requests_total{{outcome="{status.lower()}"}} {n}')
-    for name, key, help_ in _COUNTERS:
+    for name, help_, value in _counters(snap):
         out.append(f"# HELP couponcore_{name}_total {help_}")
         out.append(f"# TYPE couponcore_{name}_total counter")
-        out.append(f"couponcore_{name}_total {c[key]}")
+        out.append(f"couponcore_{name}_total {value}")
     for name, help_ in _HISTOGRAMS:
         hist = h[name]
         out.append(f"# HELP couponcore_{name} {help_}")
@@ -98,15 +109,6 @@ def render(engine: Engine) -> str:
             out.append(f'couponcore_{name}_bucket{{le="{_fmt(bound)}"}} {count}')
         out.append(f"couponcore_{name}_sum {_fmt(hist['sum'])}")
         out.append(f"couponcore_{name}_count {hist['count']}")
-    for name, key, help_ in _AUTH_COUNTERS:
-        out.append(f"# HELP couponcore_{name}_total {help_}")
-        out.append(f"# TYPE couponcore_{name}_total counter")
-        out.append(f"couponcore_{name}_total {snap['auth'][key]}")
-    if snap["wallet"] is not None:
-        for name, key, help_ in _WALLET_COUNTERS:
-            out.append(f"# HELP couponcore_{name}_total {help_}")
-            out.append(f"# TYPE couponcore_{name}_total counter")
-            out.append(f"couponcore_{name}_total {snap['wallet'][key]}")
     return "\n".join(out) + "\n"
 
 
@@ -130,15 +132,10 @@ class CouponcoreCollector:
         for status, n in c["by_status"].items():
             fam.add_metric([status.lower()], n)
         yield fam
-        for name, key, help_ in _COUNTERS:
-            yield CounterMetricFamily(f"couponcore_{name}", help_, value=c[key])
+        for name, help_, value in _counters(snap):
+            yield CounterMetricFamily(f"couponcore_{name}", help_, value=value)
         for name, help_ in _HISTOGRAMS:
             hist = h[name]
             bounds = [*hist["upper_bounds"], float("inf")]
             buckets = [(_fmt(b), n) for b, n in zip(bounds, hist["cumulative_counts"])]
             yield HistogramMetricFamily(f"couponcore_{name}", help_, buckets=buckets, sum_value=hist["sum"])
-        for name, key, help_ in _AUTH_COUNTERS:
-            yield CounterMetricFamily(f"couponcore_{name}", help_, value=snap["auth"][key])
-        if snap["wallet"] is not None:
-            for name, key, help_ in _WALLET_COUNTERS:
-                yield CounterMetricFamily(f"couponcore_{name}", help_, value=snap["wallet"][key])
