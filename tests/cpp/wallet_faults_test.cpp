@@ -323,6 +323,39 @@ TEST_F(WalletPostgresTest, SameKeyFromTwoEnginesOnDifferentWalletsWinsOnce) {
   std::cout << "[ info ] key races retried: " << e1->counters().retries + e2->counters().retries << "\n";
 }
 
+// A committer finds wallets it has seen by their ids. Should a database be changed under a
+// running engine so that an id no longer names the same wallet (here: two wallets' users swapped
+// by hand), the batch must notice, forget the ids and run again by keys, never touching the
+// other user's wallet.
+TEST_F(WalletPostgresTest, AWalletIdTheEngineKnowsIsCheckedAgainstItsKey) {
+  auto e = open(unique_app("ids"));
+  e->earn(kPartner, "A", 50, std::nullopt, "", "seedA");
+  e->earn(kPartner, "B", 100, std::nullopt, "", "seedB");
+  e->use(kPartner, "A", 1, "", "warm-A");  // the committer now knows A's and B's ids
+  e->use(kPartner, "B", 1, "", "warm-B");
+  const uint64_t retries_before = e->counters().retries;
+  {
+    couponcore::pg::Conn c(storage_->url());
+    c.exec("UPDATE wallets SET user_id = 'tmp' WHERE user_id = 'A'");
+    c.exec("UPDATE wallets SET user_id = 'A' WHERE user_id = 'B'");
+    c.exec("UPDATE wallets SET user_id = 'B' WHERE user_id = 'tmp'");
+  }
+  // A now owns the wallet with 99 points; B the one with 49. By the old ids, A's use of 60
+  // would have drawn on B's wallet (49: refused) and B's use of 60 on A's (99: taken).
+  WalletResult a = e->use(kPartner, "A", 60, "", "after-A");
+  EXPECT_EQ(a.balance_after, 39);
+  try {
+    e->use(kPartner, "B", 60, "", "after-B");
+    ADD_FAILURE() << "B has 49 points";
+  } catch (const Error& err) {
+    EXPECT_EQ(err.code(), ErrorCode::kInsufficientFunds) << err.what();
+  }
+  EXPECT_GE(e->counters().retries, retries_before + 1);
+  EXPECT_EQ(e->balance(kPartner, "A").total, 39);
+  EXPECT_EQ(e->balance(kPartner, "B").total, 49);
+  testutil::expect_audit_ok(*e);
+}
+
 TEST_F(WalletPostgresTest, TransfersBothWaysFromFourEnginesNeverDeadlock) {
   std::vector<std::unique_ptr<WalletEngine>> engines;
   for (int i = 0; i < 4; ++i) engines.push_back(open(unique_app("lockorder")));

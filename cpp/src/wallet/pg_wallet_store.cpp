@@ -8,9 +8,10 @@
 //               never waits for a new wallet's unique-index entry while holding row locks, and
 //               concurrent creators insert in the same order)
 //     BEGIN
-//     lock      SELECT ... FROM wallets WHERE id IN (lateral lookups) ORDER BY id
-//               FOR NO KEY UPDATE (id order: two batches that share wallets wait, never
-//               deadlock; NO KEY UPDATE leaves FOR KEY SHARE alone)
+//     lock      SELECT ... FROM wallets WHERE id IN (the ids the engine knows, and lateral
+//               lookups of the other keys) ORDER BY id FOR NO KEY UPDATE (id order: two
+//               batches that share wallets wait, never deadlock; NO KEY UPDATE leaves FOR KEY
+//               SHARE alone)
 //     records   idempotency records (after the locks, so a concurrent batch with the same key
 //               and wallet has committed and is visible)
 //     lots      the wallets' active lots
@@ -283,12 +284,29 @@ constexpr const char* kCreateSql =
     " SELECT p, u, 0, $3 FROM unnest($1::bigint[], $2::text[]) AS k(p, u)"
     " ORDER BY p, u ON CONFLICT DO NOTHING";
 
-// The outer query locks only `w`; the lateral lookups keep every plan on the unique index.
+// The batch's wallet ids: those the engine knows ($3), and those of the other keys ($1, $2),
+// found through the unique index on (partner_id, user_id). The lateral lookups keep every plan
+// on an index.
+#define CC_BATCH_WALLET_IDS                                                           \
+  "SELECT i.id FROM unnest($3::bigint[]) AS i(id) UNION ALL SELECT x.id"              \
+  " FROM unnest($1::bigint[], $2::text[]) AS k(p, u),"                                \
+  " LATERAL (SELECT id FROM wallets WHERE partner_id = k.p AND user_id = k.u) x"
+
+// The ids are computed once, before the scan (an InitPlan), so that when a row lock has to
+// wait for a concurrent batch, PostgreSQL's recheck of the updated row is the plain
+// `id = ANY(...)` test. (With the ids in an IN (subquery) join, rows locked after a wait
+// went missing from the result under contention.)
 constexpr const char* kLockSql =
-    "SELECT w.id, w.partner_id, w.user_id, w.balance FROM wallets w WHERE w.id IN"
-    " (SELECT x.id FROM unnest($1::bigint[], $2::text[]) AS k(p, u),"
-    "  LATERAL (SELECT id FROM wallets WHERE partner_id = k.p AND user_id = k.u) x)"
-    " ORDER BY w.id FOR NO KEY UPDATE";
+    "SELECT w.id, w.partner_id, w.user_id, w.balance FROM wallets w WHERE w.id = ANY(ARRAY(" CC_BATCH_WALLET_IDS
+    ")) ORDER BY w.id FOR NO KEY UPDATE";
+
+// OFFSET 0 keeps the lot lookup a nested loop over wallet_lots_active, once per wallet.
+constexpr const char* kLotsSql =
+    "SELECT l.id, l.wallet_id, l.entry_id, l.amount, l.remaining, l.expires_at_us, l.state, l.created_at_us"
+    " FROM (" CC_BATCH_WALLET_IDS ") w,"
+    " LATERAL (SELECT * FROM wallet_lots WHERE wallet_id = w.id AND state = 'active' OFFSET 0) l";
+
+#undef CC_BATCH_WALLET_IDS
 
 constexpr const char* kIdemSql =
     "SELECT i.partner_id, i.idempotency_key, i.fingerprint, i.op_kind, i.entry_id, i.amount,"
@@ -296,12 +314,6 @@ constexpr const char* kIdemSql =
     " i.coupon_id, i.discount_amount, i.points, i.payable_amount, i.coupon_state"
     " FROM unnest($1::bigint[], $2::text[]) AS k(p, key), LATERAL (SELECT * FROM wallet_idempotency"
     "  WHERE partner_id = k.p AND idempotency_key = k.key) i";
-
-constexpr const char* kLotsByKeySql =
-    "SELECT l.id, l.wallet_id, l.entry_id, l.amount, l.remaining, l.expires_at_us, l.state, l.created_at_us"
-    " FROM unnest($1::bigint[], $2::text[]) AS k(p, u),"
-    " LATERAL (SELECT id FROM wallets WHERE partner_id = k.p AND user_id = k.u) w,"
-    " LATERAL (SELECT * FROM wallet_lots WHERE wallet_id = w.id AND state = 'active') l";
 
 constexpr const char* kReserveSql =
     "SELECT 0, nextval('wallet_entries_id_seq') FROM generate_series(1, $1::int)"
@@ -351,9 +363,9 @@ class PostgresWalletStore final : public WalletStore {
       p.add("wallet_create", kCreateSql, pg::Params().add_array(partners).add_array(users).add(now_us));
       p.sync();  // its own implicit transaction, committed before BEGIN
     }
-    auto [partners, users] = split(keys.wallets);
+    auto [partners, users] = split(keys.unknown);
     pg::Params by_key;
-    by_key.add_array(partners).add_array(users);
+    by_key.add_array(partners).add_array(users).add_array(keys.known_ids);
     std::vector<int64_t> idem_partners;
     std::vector<std::string> idem_names;
     for (const IdemKey& k : keys.idempotency) {
@@ -364,7 +376,7 @@ class PostgresWalletStore final : public WalletStore {
     in_tx_ = true;
     const int lock = p.add("wallet_lock", kLockSql, by_key);
     const int idem = p.add("wallet_idem", kIdemSql, pg::Params().add_array(idem_partners).add_array(idem_names));
-    const int lots = p.add("wallet_lots", kLotsByKeySql, by_key);
+    const int lots = p.add("wallet_lots", kLotsSql, by_key);
     const int reserve = p.add("wallet_reserve", kReserveSql,
                               pg::Params().add(static_cast<int64_t>(keys.reserve_entries))
                                   .add(static_cast<int64_t>(keys.reserve_lots)));

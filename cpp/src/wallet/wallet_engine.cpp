@@ -31,12 +31,14 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <map>
 #include <future>
 #include <mutex>
 #include <random>
 #include <set>
 #include <thread>
 #include <type_traits>
+#include <unordered_map>
 
 #include "couponcore/engine.hpp"
 #include "couponcore/error.hpp"
@@ -108,8 +110,8 @@ namespace {
 
 constexpr int64_t kBackoffFirstUs = 1'000;
 constexpr int64_t kBackoffMaxUs = 250'000;
-// Wallet keys known to exist (wallets are never deleted), so their batches skip the create
-// step. At the limit the set is cleared and relearned.
+// Wallets seen by a committer, key -> id (wallets are never deleted): their batches skip the
+// create step and find them by primary key. At the limit the map is cleared and relearned.
 constexpr std::size_t kKnownWalletsMax = 100'000;
 
 // Thrown inside an attempt when an idempotency key was taken by a concurrent batch.
@@ -300,7 +302,7 @@ class BatchedWalletEngine final : public WalletEngine {
     std::unique_ptr<WalletStore> writer;
     std::deque<Pending> queue;   // guarded by queue_mu_
     std::condition_variable work_cv;    // with queue_mu_
-    std::set<WalletKey> known_wallets;  // exist already: no create step (kKnownWalletsMax)
+    std::map<WalletKey, int64_t> known_wallets;  // key -> id, seen in batches (kKnownWalletsMax)
     std::mt19937_64 rng{std::random_device{}()};
     std::thread thread;
   };
@@ -484,8 +486,13 @@ class BatchedWalletEngine final : public WalletEngine {
     BatchKeys keys;
     std::vector<int64_t> target_ids;
     collect_keys(c, batch, &keys, &target_ids);
+    std::vector<std::pair<WalletKey, int64_t>> batch_known = split_known(c, &keys);
 
     BatchRead read = c.writer->begin_batch(keys, now);
+    check_known_wallets(c, batch_known, read.wallets);
+    std::vector<std::pair<WalletKey, int64_t>> seen;
+    seen.reserve(read.wallets.size());
+    for (const WalletRow& w : read.wallets) seen.emplace_back(WalletKey{w.partner_id, w.user_id}, w.id);
     BatchLoad load{std::move(read.wallets), std::move(read.lots), std::move(read.idempotency), {}, {}};
     add_keyed_targets(batch, load.idempotency, &target_ids);
     if (!target_ids.empty()) load.targets = c.writer->load_cancel_targets(target_ids);
@@ -513,7 +520,7 @@ class BatchedWalletEngine final : public WalletEngine {
     *written = applier.written_keys();
     *committing = true;
     if (!c.writer->commit_changes(changes)) throw KeyRace{};
-    remember_wallets(c, keys.create);
+    remember_wallets(c, seen);
     return outcomes;
   }
 
@@ -595,9 +602,43 @@ class BatchedWalletEngine final : public WalletEngine {
     sort_unique(target_ids);
   }
 
-  static void remember_wallets(Committer& c, const std::vector<WalletKey>& created) {
-    if (c.known_wallets.size() + created.size() > kKnownWalletsMax) c.known_wallets.clear();
-    c.known_wallets.insert(created.begin(), created.end());
+  // Splits keys->wallets into the ids the committer knows and the keys it does not; returns
+  // the known (key, id) pairs for check_known_wallets.
+  static std::vector<std::pair<WalletKey, int64_t>> split_known(const Committer& c, BatchKeys* keys) {
+    std::vector<std::pair<WalletKey, int64_t>> known;
+    for (const WalletKey& k : keys->wallets) {
+      auto it = c.known_wallets.find(k);
+      if (it == c.known_wallets.end()) {
+        keys->unknown.push_back(k);
+      } else {
+        known.emplace_back(k, it->second);
+        keys->known_ids.push_back(it->second);
+      }
+    }
+    sort_unique(&keys->known_ids);
+    return known;
+  }
+
+  // Every wallet looked up by a known id must have come back as that key's wallet. Only a
+  // database reset under a running engine breaks this (wallets are never deleted): forget what
+  // the committer knows and run the batch again, by keys.
+  static void check_known_wallets(Committer& c, const std::vector<std::pair<WalletKey, int64_t>>& known,
+                                  const std::vector<WalletRow>& rows) {
+    if (known.empty()) return;
+    std::unordered_map<int64_t, const WalletRow*> by_id;
+    for (const WalletRow& w : rows) by_id.emplace(w.id, &w);
+    for (const auto& [key, id] : known) {
+      auto it = by_id.find(id);
+      if (it == by_id.end() || it->second->partner_id != key.partner_id || it->second->user_id != key.user_id) {
+        c.known_wallets.clear();
+        throw Error(ErrorCode::kUnavailable, "a wallet id known to the engine no longer names its wallet; retrying");
+      }
+    }
+  }
+
+  static void remember_wallets(Committer& c, const std::vector<std::pair<WalletKey, int64_t>>& seen) {
+    if (c.known_wallets.size() + seen.size() > kKnownWalletsMax) c.known_wallets.clear();
+    c.known_wallets.insert(seen.begin(), seen.end());
   }
 
   void answer(std::vector<Pending>& batch, std::vector<OpOutcome>& outcomes) {

@@ -146,6 +146,12 @@ struct ExpireCandidate {
 struct BatchKeys {
   std::vector<WalletKey> create;     // wallets to create when missing
   std::vector<WalletKey> wallets;    // every wallet of the batch (create included)
+  // The same wallets split by what the engine knows: the ids of those it has seen (wallets are
+  // never deleted, so an id once seen stays that wallet's), and the keys of the others. A store
+  // may find the first by primary key instead of by (partner, user); the engine checks the rows
+  // it gets back against their keys.
+  std::vector<int64_t> known_ids;
+  std::vector<WalletKey> unknown;
   std::vector<IdemKey> idempotency;  // the operations' keys and the cancelled uses' keys
   std::size_t reserve_entries = 0;   // ids to reserve (a guess; more via reserve_ids)
   std::size_t reserve_lots = 0;
