@@ -412,11 +412,93 @@ def bench_use(threads: int = 16, per_thread: int = 300) -> dict[str, Any]:
     return out
 
 
+_SAME_MODEL_TABLES = ("bench_sm_idempotency", "bench_sm_draws", "bench_sm_entries", "bench_sm_lots", "bench_sm_wallets")
+
+
+def _same_model_baseline(url: str, threads: int, ops_per_thread: int, wallets: int) -> int:
+    """Uses/s of one psycopg transaction per use that keeps the engine's data: lock the wallet,
+    read its idempotency record and its lots (first-expiring-first), update the lot, insert the
+    ledger entry, the draw and the idempotency record, update the balance, COMMIT. Uniform over
+    ``wallets`` wallets with one lot each, as the engine's run."""
+    import random as _random
+
+    import psycopg
+
+    drop = "DROP TABLE IF EXISTS " + ", ".join(_SAME_MODEL_TABLES)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(drop)
+        conn.execute(
+            "CREATE TABLE bench_sm_wallets (id bigserial PRIMARY KEY, user_id text UNIQUE NOT NULL,"
+            " balance bigint NOT NULL CHECK (balance >= 0));"
+            "CREATE TABLE bench_sm_lots (id bigserial PRIMARY KEY, wallet_id bigint NOT NULL, amount bigint NOT NULL,"
+            " remaining bigint NOT NULL CHECK (remaining >= 0), expires_at timestamptz);"
+            "CREATE INDEX ON bench_sm_lots(wallet_id) WHERE remaining > 0;"
+            "CREATE TABLE bench_sm_entries (id bigserial PRIMARY KEY, wallet_id bigint NOT NULL,"
+            " amount bigint NOT NULL, balance_after bigint NOT NULL, idempotency_key text,"
+            " created_at timestamptz NOT NULL DEFAULT now());"
+            "CREATE INDEX ON bench_sm_entries(wallet_id, id);"
+            "CREATE TABLE bench_sm_draws (entry_id bigint NOT NULL, lot_id bigint NOT NULL, amount bigint NOT NULL,"
+            " PRIMARY KEY (entry_id, lot_id));"
+            "CREATE TABLE bench_sm_idempotency (idempotency_key text PRIMARY KEY, entry_id bigint NOT NULL,"
+            " balance_after bigint NOT NULL, created_at timestamptz NOT NULL DEFAULT now())"
+        )
+        conn.execute(
+            "INSERT INTO bench_sm_wallets(user_id, balance) SELECT 'w' || g, 1000000 FROM generate_series(0, %s) g",
+            (wallets - 1,),
+        )
+        conn.execute(
+            "INSERT INTO bench_sm_lots(wallet_id, amount, remaining) SELECT id, 1000000, 1000000 FROM bench_sm_wallets"
+        )
+    local = threading.local()
+    rngs = [_random.Random(i) for i in range(threads)]
+    counter = iter(range(10**12))
+
+    def op(u: str) -> None:
+        if not hasattr(local, "conn"):
+            local.conn = psycopg.connect(url)
+        c = local.conn
+        user = f"w{rngs[int(u[1:4])].randrange(wallets)}"
+        key = f"sm-{next(counter)}"
+        with c.transaction():
+            wid, bal = c.execute(
+                "SELECT id, balance FROM bench_sm_wallets WHERE user_id = %s FOR UPDATE", (user,)
+            ).fetchone()
+            if c.execute("SELECT entry_id FROM bench_sm_idempotency WHERE idempotency_key = %s", (key,)).fetchone():
+                return
+            lots = c.execute(
+                "SELECT id, remaining FROM bench_sm_lots WHERE wallet_id = %s AND remaining > 0"
+                " ORDER BY expires_at NULLS LAST, id",
+                (wid,),
+            ).fetchall()
+            lot_id = lots[0][0]
+            c.execute("UPDATE bench_sm_lots SET remaining = remaining - 1 WHERE id = %s", (lot_id,))
+            (entry_id,) = c.execute(
+                "INSERT INTO bench_sm_entries(wallet_id, amount, balance_after, idempotency_key)"
+                " VALUES (%s, -1, %s, %s) RETURNING id",
+                (wid, bal - 1, key),
+            ).fetchone()
+            c.execute("INSERT INTO bench_sm_draws VALUES (%s, %s, 1)", (entry_id, lot_id))
+            c.execute(
+                "INSERT INTO bench_sm_idempotency(idempotency_key, entry_id, balance_after) VALUES (%s, %s, %s)",
+                (key, entry_id, bal - 1),
+            )
+            c.execute("UPDATE bench_sm_wallets SET balance = balance - 1 WHERE id = %s", (wid,))
+
+    secs = _threaded(threads, ops_per_thread, op)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(drop)
+    return round(threads * ops_per_thread / secs)
+
+
 def bench_wallet(threads: int = 64, ops_per_thread: int = 150, wallets: int = 10_000) -> dict[str, Any]:
     """Wallet uses/s with ``threads`` concurrent callers, every use committed before it is
     answered: couponcore's batched wallet engine vs one transaction per operation with psycopg
     (SELECT … FOR UPDATE, UPDATE, INSERT into a ledger, COMMIT), on (a) ``wallets`` wallets
-    uniformly and (b) one hot wallet."""
+    uniformly and (b) one hot wallet.
+
+    The issue's baseline keeps a balance and a ledger only. A second baseline, uniform only,
+    keeps what the engine keeps, one transaction per use: lots drawn first-expiring-first, a
+    draw record per lot, an idempotency record (``baseline_same_model_uniform_per_s``)."""
     import random as _random
 
     import psycopg
@@ -496,6 +578,8 @@ def bench_wallet(threads: int = 64, ops_per_thread: int = 150, wallets: int = 10
         out[f"baseline_{case}_per_s"] = round(threads * ops_per_thread / secs)
     with psycopg.connect(srv["postgres"], autocommit=True) as conn:
         conn.execute("DROP TABLE bench_ledger; DROP TABLE bench_wallets")
+    out["baseline_same_model_uniform_per_s"] = _same_model_baseline(srv["postgres"], threads, ops_per_thread, wallets)
+    out["ratio_same_model_uniform"] = round(out["ours_uniform_per_s"] / out["baseline_same_model_uniform_per_s"], 2)
     out["ratio_uniform"] = round(out["ours_uniform_per_s"] / out["baseline_uniform_per_s"], 2)
     out["ratio_hot"] = round(out["ours_hot_per_s"] / out["baseline_hot_per_s"], 2)
     out["ours_per_s"], out["baseline_per_s"], out["ratio"] = (
