@@ -85,7 +85,13 @@ WalletOp op_from(py::dict d) {
                               i64_or(d, "coupon_id", 0), i64_or(d, "points", 0), key);
   }
   if (kind == "cancel_checkout") {
-    return WalletOp::cancel_checkout(partner, user, to_str(d["checkout_key"], "checkout_key"), key);
+    const std::string checkout_key = str_or_empty(d, "checkout_key");
+    const std::string order_id = str_or_empty(d, "order_id");
+    if (checkout_key.empty() == order_id.empty()) {
+      raise(ErrorCode::kInvalidArgument, "give checkout_key or order_id (exactly one)");
+    }
+    return order_id.empty() ? WalletOp::cancel_checkout(partner, user, checkout_key, key)
+                            : WalletOp::cancel_checkout_of_order(partner, user, order_id, key);
   }
   raise(ErrorCode::kInvalidArgument, "unknown wallet operation " + kind);
 }

@@ -324,16 +324,27 @@ class Scope:
             user_id, order_id, order_amount, coupon_id, points, idempotency_key=idempotency_key
         )
 
-    def cancel_checkout(self, user_id: str, checkout_key: str, *, idempotency_key: str) -> CheckoutCancelResult:
-        """Undo a checkout (named by its idempotency key): the coupon and the points come back
-        together."""
-        return self._checkout_points().cancel_checkout(user_id, checkout_key, idempotency_key=idempotency_key)
+    def cancel_checkout(
+        self,
+        user_id: str,
+        checkout_key: Optional[str] = None,
+        *,
+        order_id: Optional[str] = None,
+        idempotency_key: str,
+    ) -> CheckoutCancelResult:
+        """Undo a checkout, named by its idempotency key or by its order id (the order's latest
+        checkout): the coupon and the points come back together."""
+        return self._checkout_points().cancel_checkout(
+            user_id, checkout_key, order_id=order_id, idempotency_key=idempotency_key
+        )
 
     async def acheckout(self, user_id: str, order_id: str, order_amount: int, **kwargs: Any) -> CheckoutResult:
         """``checkout`` for asyncio (runs in the loop's default executor)."""
         return await _offload(functools.partial(self.checkout, user_id, order_id, order_amount, **kwargs))
 
-    async def acancel_checkout(self, user_id: str, checkout_key: str, **kwargs: Any) -> CheckoutCancelResult:
+    async def acancel_checkout(
+        self, user_id: str, checkout_key: Optional[str] = None, **kwargs: Any
+    ) -> CheckoutCancelResult:
         return await _offload(functools.partial(self.cancel_checkout, user_id, checkout_key, **kwargs))
 
     def issue(self, campaign_id: int, user_id: str, request_id: Optional[str] = None) -> _core.IssueResult:

@@ -278,13 +278,22 @@ class Points:
         }
         return CheckoutResult._from_core(self._wallets().apply(op))
 
-    def cancel_checkout(self, user_id: str, checkout_key: str, *, idempotency_key: str) -> CheckoutCancelResult:
-        """Undo the checkout made with idempotency key ``checkout_key``: its coupon back to issued
-        (or expired), its points back to the lots they came from, in one transaction."""
+    def cancel_checkout(
+        self,
+        user_id: str,
+        checkout_key: Optional[str] = None,
+        *,
+        order_id: Optional[str] = None,
+        idempotency_key: str,
+    ) -> CheckoutCancelResult:
+        """Undo the checkout made with idempotency key ``checkout_key``, or the latest checkout of
+        ``order_id`` (exactly one of the two): its coupon back to issued (or expired), its points
+        back to the lots they came from, in one transaction."""
         op = {
             "kind": "cancel_checkout",
             "user_id": user_id,
             "checkout_key": checkout_key,
+            "order_id": order_id,
             "idempotency_key": idempotency_key,
             "partner_id": self._partner_id,
         }
@@ -293,7 +302,9 @@ class Points:
     async def acheckout(self, user_id: str, order_id: str, order_amount: int, **kwargs: Any) -> CheckoutResult:
         return await _offload(self.checkout, user_id, order_id, order_amount, **kwargs)
 
-    async def acancel_checkout(self, user_id: str, checkout_key: str, **kwargs: Any) -> CheckoutCancelResult:
+    async def acancel_checkout(
+        self, user_id: str, checkout_key: Optional[str] = None, **kwargs: Any
+    ) -> CheckoutCancelResult:
         return await _offload(self.cancel_checkout, user_id, checkout_key, **kwargs)
 
     def balance(self, user_id: str) -> Balance:

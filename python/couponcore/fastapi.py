@@ -480,7 +480,8 @@ class CheckoutIn(BaseModel):
 
 class CheckoutCancelIn(BaseModel):
     user_id: str
-    checkout_key: str = Field(description="the checkout's idempotency key")
+    checkout_key: Optional[str] = Field(None, description="the checkout's idempotency key (or order_id)")
+    order_id: Optional[str] = Field(None, description="cancel the order's latest checkout (or checkout_key)")
     idempotency_key: Optional[str] = None
 
 
@@ -585,9 +586,14 @@ def _add_wallet_routes(router: APIRouter, Scope: Any) -> None:
 
     @router.post("/checkout/cancel", response_model=CheckoutCancelOut, responses=_ERRORS, tags=["checkout"])
     async def cancel_checkout(body: CheckoutCancelIn, s: Any = Scope, idem: Optional[str] = IdemHeader) -> Any:
-        """Undo a checkout: its coupon and its points come back together."""
+        """Undo a checkout, named by its key or by its order id: its coupon and its points come
+        back together."""
         key = _key(body.idempotency_key, idem)
-        return to_json(await _offload(lambda: s.cancel_checkout(body.user_id, body.checkout_key, idempotency_key=key)))
+        return to_json(
+            await _offload(
+                lambda: s.cancel_checkout(body.user_id, body.checkout_key, order_id=body.order_id, idempotency_key=key)
+            )
+        )
 
 
 async def _offload(fn: Any, *args: Any) -> Any:

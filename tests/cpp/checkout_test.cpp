@@ -213,6 +213,59 @@ TEST_P(CheckoutTest, CancelGivesBothBackExactlyOnce) {
   expect_audit_ok();
 }
 
+// By order id: the order's latest checkout (an order cancelled and checked out again has two
+// records; the newer one is the live one). The by-key rules apply to it.
+TEST_P(CheckoutTest, CancelByOrderIdCancelsTheOrdersLatestCheckout) {
+  open();
+  const int64_t coupon = issue_coupon("u1");
+  wallets_->earn(0, "u1", 1000, std::nullopt, "", "earn-1");
+  wallets_->checkout(0, "u1", "order-1", 3000, coupon, 300, "co-1");
+  EXPECT_EQ(balance("u1"), 700);
+
+  WalletResult c = wallets_->cancel_checkout_of_order(0, "u1", "order-1", "cx-1");
+  EXPECT_EQ(c.points, 300);
+  EXPECT_EQ(c.order_id, "order-1");
+  EXPECT_EQ(c.coupon_id, coupon);
+  EXPECT_EQ(c.coupon_state, static_cast<int>(CouponState::kIssued));
+  EXPECT_EQ(balance("u1"), 1000);
+  EXPECT_TRUE(wallets_->cancel_checkout_of_order(0, "u1", "order-1", "cx-1").replayed);
+  // The same key naming the checkout by its key is other content.
+  EXPECT_EQ(code_of([&] { wallets_->cancel_checkout(0, "u1", "co-1", "cx-1"); }), ErrorCode::kConflict);
+
+  // The order checked out again: cancelling the order now means the new checkout.
+  wallets_->checkout(0, "u1", "order-1", 3000, coupon, 100, "co-2");
+  EXPECT_EQ(balance("u1"), 900);
+  WalletResult c2 = wallets_->cancel_checkout_of_order(0, "u1", "order-1", "cx-2");
+  EXPECT_EQ(c2.points, 100);
+  EXPECT_EQ(balance("u1"), 1000);
+  EXPECT_EQ(engine_->get_coupon(0, coupon).state, CouponState::kIssued);
+  // Its latest checkout is cancelled already; other orders, users and partners: not found.
+  const int64_t entries_before = entries();
+  EXPECT_EQ(code_of([&] { wallets_->cancel_checkout_of_order(0, "u1", "order-1", "cx-3"); }), ErrorCode::kConflict);
+  EXPECT_EQ(code_of([&] { wallets_->cancel_checkout_of_order(0, "u1", "order-9", "cx-4"); }), ErrorCode::kNotFound);
+  wallets_->checkout(0, "u1", "order-2", 3000, coupon, 0, "co-3");
+  wallets_->earn(0, "u2", 10, std::nullopt, "", "earn-u2");
+  wallets_->earn(7, "u1", 10, std::nullopt, "", "earn-p7");
+  const int64_t entries_now = entries();
+  EXPECT_EQ(entries_now, entries_before + 2);
+  EXPECT_EQ(code_of([&] { wallets_->cancel_checkout_of_order(0, "u2", "order-2", "cx-5"); }), ErrorCode::kNotFound);
+  EXPECT_EQ(code_of([&] { wallets_->cancel_checkout_of_order(7, "u1", "order-2", "cx-6"); }), ErrorCode::kNotFound);
+  EXPECT_EQ(engine_->get_coupon(0, coupon).state, CouponState::kUsed);
+  // Bad input is refused before the queue: both names, neither, a bad order id.
+  WalletOp both = WalletOp::cancel_checkout(0, "u1", "co-3", "cx-7");
+  both.order_id = "order-2";
+  EXPECT_EQ(code_of([&] { wallets_->apply(both); }), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(code_of([&] { wallets_->cancel_checkout_of_order(0, "u1", "", "cx-8"); }), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(code_of([&] { wallets_->cancel_checkout_of_order(0, "u1", "bad order", "cx-9"); }),
+            ErrorCode::kInvalidArgument);
+  EXPECT_EQ(entries(), entries_now);
+  EXPECT_EQ(engine_->get_coupon(0, coupon).state, CouponState::kUsed);
+  // And the order's checkout does cancel by its order id.
+  EXPECT_EQ(wallets_->cancel_checkout_of_order(0, "u1", "order-2", "cx-10").coupon_state,
+            static_cast<int>(CouponState::kIssued));
+  expect_audit_ok();
+}
+
 TEST_P(CheckoutTest, CancelAfterTheValidityPassedExpiresTheCoupon) {
   open();
   const int64_t coupon = issue_coupon("u1", 0, now_us() + 60'000'000);  // valid one more minute

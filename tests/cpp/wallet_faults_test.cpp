@@ -45,6 +45,10 @@ class FaultyStore final : public WalletStore {
   wallet::CancelTargets load_cancel_targets(const std::vector<int64_t>& ids) override {
     return inner_->load_cancel_targets(ids);
   }
+  std::vector<wallet::IdemRow> load_checkouts_of_orders(
+      const std::vector<std::pair<int64_t, std::string>>& orders) override {
+    return inner_->load_checkouts_of_orders(orders);
+  }
   wallet::CouponLoad lock_coupons(const std::vector<int64_t>& ids) override { return inner_->lock_coupons(ids); }
   void reserve_ids(std::size_t e, std::size_t l, std::vector<int64_t>* ei, std::vector<int64_t>* li) override {
     inner_->reserve_ids(e, l, ei, li);

@@ -55,6 +55,32 @@ def test_checkout_uses_both_and_cancel_restores_both(engine: couponcore.Engine) 
     assert engine.points.audit()["ok"]
 
 
+def test_cancel_checkout_by_order_id(engine: couponcore.Engine) -> None:
+    """By order id: the order's latest checkout; an order redone after a cancel is cancelled
+    again by the same order id. Naming both, or neither, is InvalidArgument and changes nothing."""
+    u = f"ord-{time.time_ns()}"
+    coupon = _coupon(engine, engine, u)
+    engine.points.earn(u, 1000, idempotency_key=f"{u}-e")
+    engine.checkout(u, f"{u}-o1", 5000, coupon, 300, idempotency_key=f"{u}-co1")
+    c = engine.cancel_checkout(u, order_id=f"{u}-o1", idempotency_key=f"{u}-x1")
+    assert (c.coupon_id, c.coupon_state, c.points_restored, c.order_id) == (coupon, "issued", 300, f"{u}-o1")
+    assert engine.cancel_checkout(u, order_id=f"{u}-o1", idempotency_key=f"{u}-x1").replayed
+    engine.checkout(u, f"{u}-o1", 5000, coupon, 200, idempotency_key=f"{u}-co2")
+    assert engine.points.balance(u).total == 800
+    for bad in ({}, {"checkout_key": f"{u}-co2", "order_id": f"{u}-o1"}):
+        with pytest.raises(couponcore.InvalidArgument):
+            engine.cancel_checkout(u, idempotency_key=f"{u}-bad", **bad)
+    assert engine.points.balance(u).total == 800
+    with pytest.raises(couponcore.NotFound):
+        engine.cancel_checkout(u, order_id=f"{u}-o9", idempotency_key=f"{u}-x9")
+    c2 = engine.cancel_checkout(u, order_id=f"{u}-o1", idempotency_key=f"{u}-x2")
+    assert c2.points_restored == 200 and engine.points.balance(u).total == 1000
+    with pytest.raises(couponcore.Conflict):  # its latest checkout is cancelled already
+        engine.cancel_checkout(u, order_id=f"{u}-o1", idempotency_key=f"{u}-x3")
+    assert engine.coupons.get(coupon).state == couponcore.CouponState.ISSUED
+    assert engine.points.audit()["ok"]
+
+
 def test_both_or_neither_and_bad_input(engine: couponcore.Engine) -> None:
     u = f"bob-{time.time_ns()}"
     coupon = _coupon(engine, engine, u)
@@ -175,5 +201,17 @@ def test_fastapi_checkout_routes(engine: couponcore.Engine) -> None:
             )
             assert cancel.status_code == 200, cancel.text
             assert cancel.json()["coupon_state"] == "issued" and cancel.json()["points_restored"] == 100
+            # The order checked out again, then cancelled by its order id.
+            r = await c.post("/checkout", json=body, headers={**H, "Idempotency-Key": f"{u}-co2"})
+            assert r.status_code == 200, r.text
+            by_order = await c.post(
+                "/checkout/cancel",
+                json={"user_id": u, "order_id": f"{u}-o"},
+                headers={**H, "Idempotency-Key": f"{u}-c2"},
+            )
+            assert by_order.status_code == 200, by_order.text
+            assert by_order.json()["points_restored"] == 100
+            neither = await c.post("/checkout/cancel", json={"user_id": u}, headers={**H, "Idempotency-Key": f"{u}-c3"})
+            assert neither.status_code == 422, neither.text
 
     asyncio.run(main())

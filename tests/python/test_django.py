@@ -130,3 +130,14 @@ def test_django_checkout(django_client: object) -> None:
     )
     assert r.status_code == 200, r.content
     assert r.json()["coupon_state"] == "issued" and r.json()["points_restored"] == 50
+    # Checked out again, then cancelled by the order id.
+    body["idempotency_key"] = "dj-co2"
+    assert c.post("/api/checkout", data=json.dumps(body), content_type="application/json", **H).status_code == 200
+    r = c.post(
+        "/api/checkout/cancel",
+        data=json.dumps({"user_id": "cu", "order_id": "dj-o", "idempotency_key": "dj-c2"}),
+        content_type="application/json",
+        **H,
+    )
+    assert r.status_code == 200, r.content
+    assert r.json()["points_restored"] == 50 and r.json()["order_id"] == "dj-o"

@@ -40,7 +40,7 @@
 // the discount: points <= order_amount - discount_amount, else kInvalidArgument. A coupon that
 // fails (kNotFound, kConflict, kInvalidArgument, production's "grant not yet in the store"
 // kUnavailable) fails the checkout alone and changes nothing. kCancelCheckout (by the
-// checkout's idempotency key) gives both back: the coupon to issued (or expired, past its
+// checkout's idempotency key, or by its order id: the order's latest checkout) gives both back: the coupon to issued (or expired, past its
 // validity), the points to exactly the drawn lots (the cancel rule above). The coupon and the
 // wallets must live in the same database: the embedded engine's SQLite file, or production's
 // PostgreSQL database. See docs/wallet.md ("Checkout with coupons").
@@ -86,10 +86,11 @@ struct WalletOp {
                                 //   points, 0..order_amount
   std::optional<int64_t> expires_at_us;  // earn: none = never expires
   std::string reason;           // earn, optional free text (limits::kWalletReasonBytesMax)
-  std::string order_id;         // use: optional; checkout: required
+  std::string order_id;         // use: optional; checkout: required; cancel_checkout: the
+                                //   order whose latest checkout is cancelled (or cancel_key)
   int64_t cancel_entry_id = 0;  // cancel: the use's entry id, or
   std::string cancel_key;       //   the use's idempotency key (exactly one of the two);
-                                // cancel_checkout: the checkout's idempotency key
+                                // cancel_checkout: the checkout's idempotency key (or order_id)
   std::string to_user_id;       // transfer: the destination (created when missing)
   int64_t order_amount = 0;     // checkout: 1..limits::kAmountMax (minor units)
   int64_t coupon_id = 0;        // checkout: the coupon to use, 0 for none
@@ -108,6 +109,9 @@ struct WalletOp {
                            int64_t order_amount, int64_t coupon_id, int64_t points, std::string key);
   static WalletOp cancel_checkout(int64_t partner_id, std::string user_id, std::string checkout_key,
                                   std::string key);
+  // Cancels the order's latest checkout (the newest checkout record with this order id).
+  static WalletOp cancel_checkout_of_order(int64_t partner_id, std::string user_id, std::string order_id,
+                                           std::string key);
 };
 
 // The answer to a successful operation (also when replayed from its idempotency record).
@@ -257,6 +261,8 @@ class WalletEngine {
                         int64_t order_amount, int64_t coupon_id, int64_t points, const std::string& key);
   WalletResult cancel_checkout(int64_t partner_id, const std::string& user_id,
                                const std::string& checkout_key, const std::string& key);
+  WalletResult cancel_checkout_of_order(int64_t partner_id, const std::string& user_id,
+                                        const std::string& order_id, const std::string& key);
 
   // Reads, on their own connection (no queue, no locks; tried once more if the connection was
   // dropped). kNotFound for a wallet never created.

@@ -354,6 +354,8 @@ WalletResult BatchApplier::checkout(const WalletOp& op) {
 }
 
 WalletResult BatchApplier::cancel_checkout(const WalletOp& op) {
+  // By order id, the engine has named the order's latest checkout by its key; none: empty.
+  if (op.cancel_key.empty()) throw_not_found("no checkout for order '" + op.order_id + "'");
   auto it = idem_.find(IdemKey{op.partner_id, op.cancel_key});
   if (it == idem_.end()) throw_not_found("no checkout with idempotency key '" + op.cancel_key + "'");
   if (it->second.kind != WalletOpKind::kCheckout) {

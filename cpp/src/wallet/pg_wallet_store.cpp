@@ -122,6 +122,11 @@ const std::vector<pg::Migration>& pg_wallet_migrations() {
       // appended to in time order, so a block-range summary finds old records at almost no
       // cost to the inserts on the hot path.
       {"wallet", 3, "CREATE INDEX wallet_idempotency_age ON wallet_idempotency USING brin (created_at_us);"},
+      // cancel_checkout by order id finds the order's checkouts (partial: uses and the other
+      // operations add nothing to it).
+      {"wallet", 4,
+       "CREATE INDEX wallet_idempotency_checkout_order ON wallet_idempotency (partner_id, order_id)"
+       " WHERE op_kind = 'checkout';"},
   };
   return all;
 }
@@ -308,12 +313,23 @@ constexpr const char* kLotsSql =
 
 #undef CC_BATCH_WALLET_IDS
 
+// The columns idem_from() reads.
+#define CC_IDEM_SELECT                                                                                  \
+  "SELECT i.partner_id, i.idempotency_key, i.fingerprint, i.op_kind, i.entry_id, i.amount,"             \
+  " i.balance_after, i.expired_amount, i.peer_entry_id, i.created_at_us, i.order_id, i.order_amount,"  \
+  " i.coupon_id, i.discount_amount, i.points, i.payable_amount, i.coupon_state"
+
 constexpr const char* kIdemSql =
-    "SELECT i.partner_id, i.idempotency_key, i.fingerprint, i.op_kind, i.entry_id, i.amount,"
-    " i.balance_after, i.expired_amount, i.peer_entry_id, i.created_at_us, i.order_id, i.order_amount,"
-    " i.coupon_id, i.discount_amount, i.points, i.payable_amount, i.coupon_state"
+    CC_IDEM_SELECT
     " FROM unnest($1::bigint[], $2::text[]) AS k(p, key), LATERAL (SELECT * FROM wallet_idempotency"
     "  WHERE partner_id = k.p AND idempotency_key = k.key) i";
+
+constexpr const char* kOrderCheckoutsSql =
+    CC_IDEM_SELECT
+    " FROM unnest($1::bigint[], $2::text[]) AS k(p, o), LATERAL (SELECT * FROM wallet_idempotency"
+    "  WHERE partner_id = k.p AND order_id = k.o AND op_kind = 'checkout') i";
+
+#undef CC_IDEM_SELECT
 
 constexpr const char* kReserveSql =
     "SELECT 0, nextval('wallet_entries_id_seq') FROM generate_series(1, $1::int)"
@@ -424,6 +440,26 @@ class PostgresWalletStore final : public WalletStore {
     for (int i = 0; i < cr.rows(); ++i) t.cancels.emplace_back(cr.i64(i, 0), cr.i64(i, 1));
     t.lots = lots_from(r.result(l));
     return t;
+  }
+
+  std::vector<IdemRow> load_checkouts_of_orders(
+      const std::vector<std::pair<int64_t, std::string>>& orders) override {
+    check_same_connection();
+    std::vector<int64_t> partners;
+    std::vector<std::string> order_ids;
+    for (const auto& [partner, order] : orders) {
+      partners.push_back(partner);
+      order_ids.push_back(order);
+    }
+    Pipeline p(conn_, &prepared_);
+    const int q = p.add("wallet_order_checkouts", kOrderCheckoutsSql,
+                        pg::Params().add_array(partners).add_array(order_ids));
+    p.sync();
+    PipelineResults r = p.run();
+    r.throw_if_error();
+    std::vector<IdemRow> out;
+    for (int i = 0; i < r.result(q).rows(); ++i) out.push_back(idem_from(r.result(q), i));
+    return out;
   }
 
   // One round trip: the coupon rows FOR UPDATE (id order, after the wallets: every batch locks

@@ -88,6 +88,10 @@ const std::vector<sqlite::Migration>& sqlite_wallet_migrations() {
        "ALTER TABLE wallet_idempotency ADD COLUMN payable_amount INTEGER NOT NULL DEFAULT 0;"
        "ALTER TABLE wallet_idempotency ADD COLUMN coupon_state INTEGER NOT NULL DEFAULT -1;"},
       {"wallet", 3, "CREATE INDEX wallet_idempotency_age ON wallet_idempotency (created_at_us);"},
+      // cancel_checkout by order id finds the order's checkouts.
+      {"wallet", 4,
+       "CREATE INDEX wallet_idempotency_checkout_order ON wallet_idempotency (partner_id, order_id)"
+       " WHERE op_kind = 'checkout';"},
   };
   return all;
 }
@@ -301,42 +305,61 @@ class SqliteWalletStore final : public WalletStore {
     return out;
   }
 
+  static constexpr const char* kIdemColumns =
+      "fingerprint, op_kind, entry_id, amount, balance_after, expired_amount, peer_entry_id, created_at_us,"
+      " order_id, order_amount, coupon_id, discount_amount, points, payable_amount, coupon_state";
+
+  // One record from a statement selecting kIdemColumns.
+  static IdemRow idem_row(sqlite::Stmt& s, int64_t partner_id, std::string key) {
+    IdemRow r;
+    r.partner_id = partner_id;
+    r.key = std::move(key);
+    r.fingerprint = s.i64(0);
+    std::optional<WalletOpKind> kind = op_kind_from_name(s.text(1));
+    if (!kind) throw Error(ErrorCode::kInternal, "unknown operation kind '" + s.text(1) + "'");
+    r.kind = *kind;
+    r.result.entry_id = s.i64(2);
+    r.result.amount = s.i64(3);
+    r.result.balance_after = s.i64(4);
+    r.result.expired_amount = s.i64(5);
+    r.result.peer_entry_id = s.i64(6);
+    r.result.created_at_us = s.i64(7);
+    r.result.order_id = s.text(8);
+    r.result.order_amount = s.i64(9);
+    r.result.coupon_id = s.i64(10);
+    r.result.discount_amount = s.i64(11);
+    r.result.points = s.i64(12);
+    r.result.payable_amount = s.i64(13);
+    r.result.coupon_state = static_cast<int>(s.i64(14));
+    return r;
+  }
+
   std::vector<IdemRow> load_idempotency(const std::vector<IdemKey>& keys) {
-    sqlite::Stmt& s = stmt(idem_,
-                           "SELECT fingerprint, op_kind, entry_id, amount, balance_after, expired_amount,"
-                           " peer_entry_id, created_at_us, order_id, order_amount, coupon_id, discount_amount,"
-                           " points, payable_amount, coupon_state FROM wallet_idempotency"
-                           " WHERE partner_id = ? AND idempotency_key = ?");
+    sqlite::Stmt& s = stmt(idem_, std::string("SELECT ") + kIdemColumns +
+                                      " FROM wallet_idempotency WHERE partner_id = ? AND idempotency_key = ?");
     std::vector<IdemRow> out;
     for (const IdemKey& k : keys) {
       s.bind(1, k.partner_id).bind(2, std::string_view(k.key));
-      if (s.step()) {
-        IdemRow r;
-        r.partner_id = k.partner_id;
-        r.key = k.key;
-        r.fingerprint = s.i64(0);
-        std::optional<WalletOpKind> kind = op_kind_from_name(s.text(1));
-        if (!kind) throw Error(ErrorCode::kInternal, "unknown operation kind '" + s.text(1) + "'");
-        r.kind = *kind;
-        r.result.entry_id = s.i64(2);
-        r.result.amount = s.i64(3);
-        r.result.balance_after = s.i64(4);
-        r.result.expired_amount = s.i64(5);
-        r.result.peer_entry_id = s.i64(6);
-        r.result.created_at_us = s.i64(7);
-        r.result.order_id = s.text(8);
-        r.result.order_amount = s.i64(9);
-        r.result.coupon_id = s.i64(10);
-        r.result.discount_amount = s.i64(11);
-        r.result.points = s.i64(12);
-        r.result.payable_amount = s.i64(13);
-        r.result.coupon_state = static_cast<int>(s.i64(14));
-        out.push_back(std::move(r));
-      }
+      if (s.step()) out.push_back(idem_row(s, k.partner_id, k.key));
       s.reset();
     }
     return out;
   }
+
+  std::vector<IdemRow> load_checkouts_of_orders(
+      const std::vector<std::pair<int64_t, std::string>>& orders) override {
+    sqlite::Stmt& s = stmt(order_checkouts_, std::string("SELECT ") + kIdemColumns +
+                                                 ", idempotency_key FROM wallet_idempotency"
+                                                 " WHERE partner_id = ? AND order_id = ? AND op_kind = 'checkout'");
+    std::vector<IdemRow> out;
+    for (const auto& [partner, order] : orders) {
+      s.bind(1, partner).bind(2, std::string_view(order));
+      while (s.step()) out.push_back(idem_row(s, partner, s.text(15)));
+      s.reset();
+    }
+    return out;
+  }
+
 
   void create_wallets(const std::vector<WalletKey>& create, int64_t now_us) {
     if (create.empty()) return;
@@ -433,7 +456,7 @@ class SqliteWalletStore final : public WalletStore {
   int64_t next_entry_id_ = 0;  // within the current batch
   int64_t next_lot_id_ = 0;
   // Prepared once, on first use.
-  std::unique_ptr<sqlite::Stmt> create_, find_, idem_, lots_, entry_, draws_, cancel_of_, lot_;
+  std::unique_ptr<sqlite::Stmt> create_, find_, idem_, order_checkouts_, lots_, entry_, draws_, cancel_of_, lot_;
   std::unique_ptr<sqlite::Stmt> max_entry_, max_lot_, ins_entry_, ins_lot_, upd_lot_, ins_draw_;
   std::unique_ptr<sqlite::Stmt> upd_wallet_, ins_idem_, history_, due_;
 };

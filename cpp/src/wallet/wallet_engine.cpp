@@ -37,6 +37,7 @@
 #include <random>
 #include <set>
 #include <thread>
+#include <tuple>
 #include <type_traits>
 #include <unordered_map>
 
@@ -102,6 +103,11 @@ WalletResult WalletEngine::checkout(int64_t partner_id, const std::string& user_
 WalletResult WalletEngine::cancel_checkout(int64_t partner_id, const std::string& user_id,
                                            const std::string& checkout_key, const std::string& key) {
   return apply(WalletOp::cancel_checkout(partner_id, user_id, checkout_key, key));
+}
+
+WalletResult WalletEngine::cancel_checkout_of_order(int64_t partner_id, const std::string& user_id,
+                                                    const std::string& order_id, const std::string& key) {
+  return apply(WalletOp::cancel_checkout_of_order(partner_id, user_id, order_id, key));
 }
 
 namespace wallet {
@@ -494,15 +500,19 @@ class BatchedWalletEngine final : public WalletEngine {
     seen.reserve(read.wallets.size());
     for (const WalletRow& w : read.wallets) seen.emplace_back(WalletKey{w.partner_id, w.user_id}, w.id);
     BatchLoad load{std::move(read.wallets), std::move(read.lots), std::move(read.idempotency), {}, {}};
-    add_keyed_targets(batch, load.idempotency, &target_ids);
+    std::vector<WalletOp> resolved;  // cancels of an order's checkout, named by its key
+    const std::vector<const WalletOp*> view = resolve_order_cancels(c, batch, &load.idempotency, &resolved);
+    add_keyed_targets(batch, view, load.idempotency, &target_ids);
     if (!target_ids.empty()) load.targets = c.writer->load_cancel_targets(target_ids);
-    std::vector<int64_t> coupon_ids = coupons_of(batch, load.idempotency);
+    std::vector<int64_t> coupon_ids = coupons_of(batch, view, load.idempotency);
     if (!coupon_ids.empty()) load.coupons = c.writer->lock_coupons(coupon_ids);
 
     BatchApplier applier(now, std::move(load));
     std::vector<BatchOp> ops;
     ops.reserve(batch.size());
-    for (const Pending& p : batch) ops.push_back(BatchOp{&p.op, p.fingerprint, p.expire_cutoff_us});
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      ops.push_back(BatchOp{view[i], batch[i].fingerprint, batch[i].expire_cutoff_us});
+    }
     std::vector<OpOutcome> outcomes = applier.apply(ops);
 
     std::vector<int64_t>& entry_ids = read.entry_ids;
@@ -549,8 +559,8 @@ class BatchedWalletEngine final : public WalletEngine {
             keys->idempotency.push_back(IdemKey{op.partner_id, op.cancel_key});
           }
           break;
-        case WalletOpKind::kCancelCheckout:
-          keys->idempotency.push_back(IdemKey{op.partner_id, op.cancel_key});
+        case WalletOpKind::kCancelCheckout:  // by order id: resolve_order_cancels
+          if (!op.cancel_key.empty()) keys->idempotency.push_back(IdemKey{op.partner_id, op.cancel_key});
           break;
         case WalletOpKind::kUse: case WalletOpKind::kCheckout: break;
       }
@@ -565,16 +575,64 @@ class BatchedWalletEngine final : public WalletEngine {
     keys->reserve_lots = new_lots_guess;
   }
 
+  // The operations of the batch as the applier sees them: each Pending's own, except cancels of
+  // an order's checkout, which become cancels by the key of the order's latest checkout record
+  // (newest created_at_us, then entry id, then key), read in the batch transaction after the
+  // wallet locks. That record joins `records`. An order without a checkout keeps its empty key:
+  // the applier answers kNotFound.
+  std::vector<const WalletOp*> resolve_order_cancels(Committer& c, const std::vector<Pending>& batch,
+                                                     std::vector<IdemRow>* records, std::vector<WalletOp>* resolved) {
+    std::vector<const WalletOp*> view;
+    view.reserve(batch.size());
+    std::vector<std::pair<int64_t, std::string>> orders;
+    for (const Pending& p : batch) {
+      view.push_back(&p.op);
+      if (is_order_cancel(p)) orders.emplace_back(p.op.partner_id, p.op.order_id);
+    }
+    if (orders.empty()) return view;
+    sort_unique(&orders);
+    std::vector<IdemRow> found = c.writer->load_checkouts_of_orders(orders);
+    std::map<std::pair<int64_t, std::string>, const IdemRow*> latest;
+    for (const IdemRow& r : found) {
+      const IdemRow*& best = latest[{r.partner_id, r.result.order_id}];
+      if (!best || std::tie(r.result.created_at_us, r.result.entry_id, r.key) >
+                       std::tie(best->result.created_at_us, best->result.entry_id, best->key)) {
+        best = &r;
+      }
+    }
+    resolved->reserve(batch.size());  // view points into it: no reallocation
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      if (!is_order_cancel(batch[i])) continue;
+      auto it = latest.find({batch[i].op.partner_id, batch[i].op.order_id});
+      if (it == latest.end()) continue;
+      const IdemRow& r = *it->second;
+      resolved->push_back(batch[i].op);
+      resolved->back().cancel_key = r.key;
+      view[i] = &resolved->back();
+      const bool known = std::any_of(records->begin(), records->end(), [&](const IdemRow& x) {
+        return x.partner_id == r.partner_id && x.key == r.key;
+      });
+      if (!known) records->push_back(r);
+    }
+    return view;
+  }
+
+  static bool is_order_cancel(const Pending& p) {
+    return !p.expire_cutoff_us && p.op.kind == WalletOpKind::kCancelCheckout && p.op.cancel_key.empty();
+  }
+
   // The coupons the batch's checkouts name, and those of the checkouts it cancels (in their
   // records), sorted: the order lock_coupons locks them in.
-  static std::vector<int64_t> coupons_of(const std::vector<Pending>& batch, const std::vector<IdemRow>& records) {
+  static std::vector<int64_t> coupons_of(const std::vector<Pending>& batch, const std::vector<const WalletOp*>& view,
+                                         const std::vector<IdemRow>& records) {
     std::vector<int64_t> ids;
-    for (const Pending& p : batch) {
-      if (p.expire_cutoff_us) continue;
-      if (p.op.kind == WalletOpKind::kCheckout && p.op.coupon_id != 0) ids.push_back(p.op.coupon_id);
-      if (p.op.kind != WalletOpKind::kCancelCheckout) continue;
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      if (batch[i].expire_cutoff_us) continue;
+      const WalletOp& op = *view[i];
+      if (op.kind == WalletOpKind::kCheckout && op.coupon_id != 0) ids.push_back(op.coupon_id);
+      if (op.kind != WalletOpKind::kCancelCheckout) continue;
       for (const IdemRow& r : records) {
-        if (r.partner_id == p.op.partner_id && r.key == p.op.cancel_key && r.kind == WalletOpKind::kCheckout &&
+        if (r.partner_id == op.partner_id && r.key == op.cancel_key && r.kind == WalletOpKind::kCheckout &&
             r.result.coupon_id != 0) {
           ids.push_back(r.result.coupon_id);
         }
@@ -585,15 +643,16 @@ class BatchedWalletEngine final : public WalletEngine {
   }
 
   // Cancels by idempotency key: the use's entry id is in its record (a checkout's: its points).
-  static void add_keyed_targets(const std::vector<Pending>& batch, const std::vector<IdemRow>& records,
-                                std::vector<int64_t>* target_ids) {
-    for (const Pending& p : batch) {
-      if (p.expire_cutoff_us || p.op.cancel_key.empty()) continue;
-      const bool cancel = p.op.kind == WalletOpKind::kCancel;
-      const bool cancel_checkout = p.op.kind == WalletOpKind::kCancelCheckout;
+  static void add_keyed_targets(const std::vector<Pending>& batch, const std::vector<const WalletOp*>& view,
+                                const std::vector<IdemRow>& records, std::vector<int64_t>* target_ids) {
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      const WalletOp& op = *view[i];
+      if (batch[i].expire_cutoff_us || op.cancel_key.empty()) continue;
+      const bool cancel = op.kind == WalletOpKind::kCancel;
+      const bool cancel_checkout = op.kind == WalletOpKind::kCancelCheckout;
       if (!cancel && !cancel_checkout) continue;
       for (const IdemRow& r : records) {
-        if (r.partner_id != p.op.partner_id || r.key != p.op.cancel_key || r.result.entry_id <= 0) continue;
+        if (r.partner_id != op.partner_id || r.key != op.cancel_key || r.result.entry_id <= 0) continue;
         if ((cancel && r.kind == WalletOpKind::kUse) || (cancel_checkout && r.kind == WalletOpKind::kCheckout)) {
           target_ids->push_back(r.result.entry_id);
         }

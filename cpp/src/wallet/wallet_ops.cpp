@@ -11,87 +11,80 @@
 
 namespace couponcore {
 
-WalletOp WalletOp::earn(int64_t partner_id, std::string user_id, int64_t amount,
-                        std::optional<int64_t> expires_at_us, std::string reason, std::string key) {
+namespace {
+
+// What every operation has: its kind, its wallet and its idempotency key.
+WalletOp base_op(WalletOpKind kind, int64_t partner_id, std::string user_id, std::string key) {
   WalletOp op;
-  op.kind = WalletOpKind::kEarn;
+  op.kind = kind;
   op.partner_id = partner_id;
   op.user_id = std::move(user_id);
+  op.idempotency_key = std::move(key);
+  return op;
+}
+
+}  // namespace
+
+WalletOp WalletOp::earn(int64_t partner_id, std::string user_id, int64_t amount,
+                        std::optional<int64_t> expires_at_us, std::string reason, std::string key) {
+  WalletOp op = base_op(WalletOpKind::kEarn, partner_id, std::move(user_id), std::move(key));
   op.amount = amount;
   op.expires_at_us = expires_at_us;
   op.reason = std::move(reason);
-  op.idempotency_key = std::move(key);
   return op;
 }
 
 WalletOp WalletOp::use(int64_t partner_id, std::string user_id, int64_t amount, std::string order_id,
                        std::string key) {
-  WalletOp op;
-  op.kind = WalletOpKind::kUse;
-  op.partner_id = partner_id;
-  op.user_id = std::move(user_id);
+  WalletOp op = base_op(WalletOpKind::kUse, partner_id, std::move(user_id), std::move(key));
   op.amount = amount;
   op.order_id = std::move(order_id);
-  op.idempotency_key = std::move(key);
   return op;
 }
 
 WalletOp WalletOp::cancel_entry(int64_t partner_id, std::string user_id, int64_t use_entry_id,
                                 std::string key) {
-  WalletOp op;
-  op.kind = WalletOpKind::kCancel;
-  op.partner_id = partner_id;
-  op.user_id = std::move(user_id);
+  WalletOp op = base_op(WalletOpKind::kCancel, partner_id, std::move(user_id), std::move(key));
   op.cancel_entry_id = use_entry_id;
-  op.idempotency_key = std::move(key);
   return op;
 }
 
 WalletOp WalletOp::cancel_by_key(int64_t partner_id, std::string user_id, std::string use_key,
                                  std::string key) {
-  WalletOp op;
-  op.kind = WalletOpKind::kCancel;
-  op.partner_id = partner_id;
-  op.user_id = std::move(user_id);
+  WalletOp op = base_op(WalletOpKind::kCancel, partner_id, std::move(user_id), std::move(key));
   op.cancel_key = std::move(use_key);
-  op.idempotency_key = std::move(key);
   return op;
 }
 
 WalletOp WalletOp::transfer(int64_t partner_id, std::string from_user_id, std::string to_user_id,
                             int64_t amount, std::string key) {
-  WalletOp op;
-  op.kind = WalletOpKind::kTransfer;
-  op.partner_id = partner_id;
-  op.user_id = std::move(from_user_id);
+  WalletOp op = base_op(WalletOpKind::kTransfer, partner_id, std::move(from_user_id), std::move(key));
   op.to_user_id = std::move(to_user_id);
   op.amount = amount;
-  op.idempotency_key = std::move(key);
   return op;
 }
 
 WalletOp WalletOp::checkout(int64_t partner_id, std::string user_id, std::string order_id,
                             int64_t order_amount, int64_t coupon_id, int64_t points, std::string key) {
-  WalletOp op;
-  op.kind = WalletOpKind::kCheckout;
-  op.partner_id = partner_id;
-  op.user_id = std::move(user_id);
+  WalletOp op = base_op(WalletOpKind::kCheckout, partner_id, std::move(user_id), std::move(key));
   op.order_id = std::move(order_id);
   op.order_amount = order_amount;
   op.coupon_id = coupon_id;
   op.amount = points;
-  op.idempotency_key = std::move(key);
   return op;
 }
 
 WalletOp WalletOp::cancel_checkout(int64_t partner_id, std::string user_id, std::string checkout_key,
                                    std::string key) {
-  WalletOp op;
-  op.kind = WalletOpKind::kCancelCheckout;
-  op.partner_id = partner_id;
-  op.user_id = std::move(user_id);
+  WalletOp op = base_op(WalletOpKind::kCancelCheckout, partner_id, std::move(user_id), std::move(key));
   op.cancel_key = std::move(checkout_key);
-  op.idempotency_key = std::move(key);
+  return op;
+}
+
+WalletOp WalletOp::cancel_checkout_of_order(int64_t partner_id, std::string user_id, std::string order_id,
+                                            std::string key) {
+  WalletOp op = base_op(WalletOpKind::kCancelCheckout, partner_id, std::move(user_id), std::move(key));
+  op.order_id = std::move(order_id);
   return op;
 }
 
@@ -144,7 +137,7 @@ void check_unused(const WalletOp& op) {
   const bool cancel_checkout = op.kind == WalletOpKind::kCancelCheckout;
   if (!earn && op.expires_at_us) refuse("expires_at_us");
   if (!earn && !op.reason.empty()) refuse("reason");
-  if (!use && !checkout && !op.order_id.empty()) refuse("order_id");
+  if (!use && !checkout && !cancel_checkout && !op.order_id.empty()) refuse("order_id");
   if (!cancel && op.cancel_entry_id != 0) refuse("the cancelled entry");
   if (!cancel && !cancel_checkout && !op.cancel_key.empty()) refuse("the cancelled entry");
   if (!transfer && !op.to_user_id.empty()) refuse("to_user_id");
@@ -235,7 +228,14 @@ void check_op(const WalletOp& op, int64_t now_us) {
       break;
     case WalletOpKind::kCheckout: check_checkout(op); break;
     case WalletOpKind::kCancelCheckout:
-      check_id_field(op.cancel_key, limits::kRequestIdBytesMax, "checkout_key");
+      if (op.cancel_key.empty() == op.order_id.empty()) {
+        throw_invalid("cancel_checkout names the checkout by its idempotency key or by its order id (one of them)");
+      }
+      if (op.order_id.empty()) {
+        check_id_field(op.cancel_key, limits::kRequestIdBytesMax, "checkout_key");
+      } else {
+        limits::check_order_id(op.order_id);
+      }
       break;
   }
 }

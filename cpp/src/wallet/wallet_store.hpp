@@ -15,6 +15,8 @@
 //                               READ COMMITTED shows its record
 //                            4. the lots with points left, and ids reserved for new rows
 //                            (PostgreSQL: one round trip, in pipeline mode)
+//   load_checkouts_of_orders only when the batch cancels a checkout by its order id: the
+//                            checkout records of those orders (read after the locks)
 //   load_cancel_targets(ids) only when the batch cancels: entries, their draws, their lots
 //   reserve_ids(n, m)        only when begin_batch's reservation was too small
 //   commit_changes(changes)  a few set-based statements and COMMIT (PostgreSQL: one round
@@ -172,6 +174,10 @@ class WalletStore {
   // The batch transaction (see the file comment for the order).
   virtual BatchRead begin_batch(const BatchKeys& keys, int64_t now_us) = 0;
   virtual CancelTargets load_cancel_targets(const std::vector<int64_t>& entry_ids) = 0;
+  // Only when the batch cancels a checkout by its order id: the checkout records of these
+  // (partner, order id) pairs, every one of them (sorted, without duplicates).
+  virtual std::vector<IdemRow> load_checkouts_of_orders(
+      const std::vector<std::pair<int64_t, std::string>>& orders) = 0;
   // coupon_ids sorted, without duplicates.
   virtual CouponLoad lock_coupons(const std::vector<int64_t>& coupon_ids) = 0;
   // Appends more reserved ids (ascending, above every id reserved before in this batch).

@@ -207,7 +207,7 @@ def _checkout(request: HttpRequest) -> Any:
 def _cancel_checkout(request: HttpRequest) -> Any:
     b = _json(request)
     return _scope(request).cancel_checkout(
-        _req(b, "user_id"), _req(b, "checkout_key"), idempotency_key=_idem(request, b)
+        _req(b, "user_id"), b.get("checkout_key"), order_id=b.get("order_id"), idempotency_key=_idem(request, b)
     )
 
 
