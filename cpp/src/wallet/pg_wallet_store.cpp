@@ -8,15 +8,16 @@
 //               never waits for a new wallet's unique-index entry while holding row locks, and
 //               concurrent creators insert in the same order)
 //     BEGIN
-//     lock      SELECT ... FROM wallets WHERE id IN (the ids the engine knows, and lateral
-//               lookups of the other keys) ORDER BY id FOR NO KEY UPDATE (id order: two
-//               batches that share wallets wait, never deadlock; NO KEY UPDATE leaves FOR KEY
-//               SHARE alone)
+//     lock      SELECT ... FROM wallets WHERE id = ANY(ARRAY(the ids the engine knows, and
+//               lateral lookups of the other keys)) ORDER BY id FOR NO KEY UPDATE (id order:
+//               two batches that share wallets wait, never deadlock; NO KEY UPDATE leaves FOR
+//               KEY SHARE alone)
 //     records   idempotency records (after the locks, so a concurrent batch with the same key
 //               and wallet has committed and is visible)
 //     lots      the wallets' active lots
 //     reserve   nextval() for the new entries and lots (sequences with CACHE 1, taken under
 //               the wallet locks: a wallet's entries grow in commit order); sync
+//   [orders]    for batches that cancel a checkout by order id: the orders' checkout records
 //   [targets]   for batches that cancel: the cancelled entries, their draws and lots
 //   round trip 2
 //     write     ONE statement: data-modifying CTEs insert entries, lots and draws, update lots
@@ -299,8 +300,9 @@ constexpr const char* kCreateSql =
 
 // The ids are computed once, before the scan (an InitPlan), so that when a row lock has to
 // wait for a concurrent batch, PostgreSQL's recheck of the updated row is the plain
-// `id = ANY(...)` test. (With the ids in an IN (subquery) join, rows locked after a wait
-// went missing from the result under contention.)
+// `id = ANY(...)` test. (With the ids as an `IN (SELECT … UNION ALL …)` join instead, rows
+// locked after a wait went missing from the result under contention; the four-engine transfer
+// test in wallet_faults_test.cpp caught it.)
 constexpr const char* kLockSql =
     "SELECT w.id, w.partner_id, w.user_id, w.balance FROM wallets w WHERE w.id = ANY(ARRAY(" CC_BATCH_WALLET_IDS
     ")) ORDER BY w.id FOR NO KEY UPDATE";

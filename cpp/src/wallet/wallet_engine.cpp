@@ -31,8 +31,8 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
-#include <map>
 #include <future>
+#include <map>
 #include <mutex>
 #include <random>
 #include <set>
