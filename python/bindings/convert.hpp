@@ -7,10 +7,12 @@
 
 #include <chrono>
 #include <future>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "couponcore/auth.hpp"
+#include "couponcore/error.hpp"
 #include "couponcore/types.hpp"
 #include "errors.hpp"
 
@@ -57,6 +59,26 @@ T wait_interruptibly(std::future<T>& f) {
     if (PyErr_CheckSignals() != 0) throw py::error_already_set();
   }
   return f.get();
+}
+
+// The blocking face of a callback API: submit(callback) and the wait for the callback's answer
+// run under ONE release of the GIL (each release and re-acquisition is a hand-off among the
+// caller's threads).
+template <typename T, typename Submit>
+T submit_and_wait(Submit&& submit) {
+  auto promise = std::make_shared<std::promise<Answer<T>>>();
+  auto future = promise->get_future();
+  py::gil_scoped_release nogil;
+  submit([promise](T&& r, std::exception_ptr err) {
+    Answer<T> a;
+    if (err) {
+      a.error = error_from(err);  // a copy: see error_from
+    } else {
+      a.value = std::move(r);
+    }
+    promise->set_value(std::move(a));
+  });
+  return wait_interruptibly(future).take();
 }
 
 }  // namespace couponcore::py_bindings

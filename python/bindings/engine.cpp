@@ -82,19 +82,8 @@ void submit_async(PyEngine& self, int64_t campaign_id, std::vector<IssueRequest>
 }
 
 std::vector<IssueResult> issue_blocking(Engine& e, int64_t campaign_id, std::vector<IssueRequest> requests) {
-  auto promise = std::make_shared<std::promise<Answer<std::vector<IssueResult>>>>();
-  auto future = promise->get_future();
-  py::gil_scoped_release nogil;
-  e.submit_issue(campaign_id, std::move(requests), [promise](std::vector<IssueResult>&& r, std::exception_ptr err) {
-    Answer<std::vector<IssueResult>> a;
-    if (err) {
-      a.error = error_from(err);  // a copy: see error_from
-    } else {
-      a.value = std::move(r);
-    }
-    promise->set_value(std::move(a));
-  });
-  return wait_interruptibly(future).take();
+  return submit_and_wait<std::vector<IssueResult>>(
+      [&](auto callback) { e.submit_issue(campaign_id, std::move(requests), std::move(callback)); });
 }
 
 std::optional<int64_t> opt_i64(py::handle o, const char* what) {

@@ -141,25 +141,8 @@ void register_wallet(py::module_& m) {
       .def("apply", [](PyWallets& self, py::dict op) {
         WalletEngine& w = self.get();
         WalletOp o = op_from(op);
-        auto promise = std::make_shared<std::promise<Answer<WalletResult>>>();
-        auto future = promise->get_future();
-        {
-          py::gil_scoped_release nogil;
-          w.submit(std::move(o), [promise](WalletResult&& r, std::exception_ptr err) {
-            Answer<WalletResult> a;
-            if (err) {
-              a.error = error_from(err);  // a copy: see error_from
-            } else {
-              a.value = std::move(r);
-            }
-            promise->set_value(std::move(a));
-          });
-        }
-        WalletResult r;
-        {
-          py::gil_scoped_release nogil;
-          r = wait_interruptibly(future).take();
-        }
+        WalletResult r =
+            submit_and_wait<WalletResult>([&](auto callback) { w.submit(std::move(o), std::move(callback)); });
         return result_dict(r);
       })
       .def("balance", [](PyWallets& self, py::object partner_id, py::object user_id) {
