@@ -334,6 +334,48 @@ TEST_P(CheckoutTest, ConcurrentCheckoutsOfOneCouponOneWinsPointsChargedOnce) {
 
 // Production: a coupon whose grant is still in the grant log is kUnavailable (retry), and the
 // points are untouched.
+// Many threads on two wallet engines cancel one checkout at once, by its order id and by its
+// key, each under its own key: exactly one cancel wins, the coupon and the points come back once.
+TEST_P(CheckoutTest, ConcurrentCancelsOfOneOrderOneWins) {
+  open();
+  WalletOptions w;
+  w.clock_us = [this] { return now_us() + clock_offset_us_.load(); };
+  std::unique_ptr<WalletEngine> second = storage_->open(w);
+  for (int round = 0; round < 3; ++round) {
+    const std::string user = "cx-" + std::to_string(round);
+    const std::string order = "order-" + std::to_string(round);
+    const int64_t coupon = issue_coupon(user);
+    wallets_->earn(0, user, 10'000, std::nullopt, "", "earn-" + user);
+    wallets_->checkout(0, user, order, 5000, coupon, 250, "co-" + user);
+    constexpr int kThreads = 16;
+    std::atomic<int> won{0}, conflicts{0}, other{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        WalletEngine& e = t % 2 ? *second : *wallets_;
+        const std::string key = user + "-cancel-" + std::to_string(t);
+        try {
+          if (t % 4 == 3) {
+            e.cancel_checkout(0, user, "co-" + user, key);
+          } else {
+            e.cancel_checkout_of_order(0, user, order, key);
+          }
+          won++;
+        } catch (const Error& err) {
+          (err.code() == ErrorCode::kConflict ? conflicts : other)++;
+        }
+      });
+    }
+    for (auto& th : threads) th.join();
+    EXPECT_EQ(won, 1) << "round " << round;
+    EXPECT_EQ(conflicts, kThreads - 1);
+    EXPECT_EQ(other, 0);
+    EXPECT_EQ(balance(user), 10'000);
+    EXPECT_EQ(engine_->get_coupon(0, coupon).state, CouponState::kIssued);
+  }
+  expect_audit_ok();
+}
+
 TEST_P(CheckoutTest, ProductionGrantNotYetInPostgresIsUnavailable) {
   if (embedded()) GTEST_SKIP() << "embedded grants are committed before ISSUED is answered";
   open(/*writer_threads=*/0);
