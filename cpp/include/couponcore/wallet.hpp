@@ -40,8 +40,9 @@
 // the discount: points <= order_amount - discount_amount, else kInvalidArgument. A coupon that
 // fails (kNotFound, kConflict, kInvalidArgument, production's "grant not yet in the store"
 // kUnavailable) fails the checkout alone and changes nothing. kCancelCheckout (by the
-// checkout's idempotency key, or by its order id: the order's latest checkout) gives both back: the coupon to issued (or expired, past its
-// validity), the points to exactly the drawn lots (the cancel rule above). The coupon and the
+// checkout's idempotency key, or by its order id: the order's latest checkout) gives both
+// back: the coupon to issued (or expired, past its validity), the points to exactly the drawn
+// lots (the cancel rule above). The coupon and the
 // wallets must live in the same database: the embedded engine's SQLite file, or production's
 // PostgreSQL database. See docs/wallet.md ("Checkout with coupons").
 #pragma once
