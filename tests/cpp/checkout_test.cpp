@@ -266,6 +266,46 @@ TEST_P(CheckoutTest, CancelByOrderIdCancelsTheOrdersLatestCheckout) {
   expect_audit_ok();
 }
 
+// A checkout and the cancel of its order submitted back to back often share a batch: the
+// cancel must find the checkout made earlier in its own batch (arrival order), not only the
+// ones committed before.
+TEST_P(CheckoutTest, CancelByOrderIdSeesACheckoutOfItsOwnBatch) {
+  open();
+  wallets_->earn(0, "u1", 1000, std::nullopt, "", "earn-1");
+  constexpr int kOrders = 20;
+  std::mutex mu;
+  std::condition_variable cv;
+  int left = 2 * kOrders;
+  int cancelled = 0;
+  std::vector<std::string> errors;
+  for (int i = 0; i < kOrders; ++i) {
+    const std::string order = "o-" + std::to_string(i);
+    wallets_->submit(WalletOp::checkout(0, "u1", order, 1000, 0, 10, "co-" + order),
+                     [&](WalletResult&&, std::exception_ptr err) {
+                       std::lock_guard lock(mu);
+                       if (err) errors.push_back(error_from(err).what());
+                       if (--left == 0) cv.notify_all();
+                     });
+    wallets_->submit(WalletOp::cancel_checkout_of_order(0, "u1", order, "cx-" + order),
+                     [&](WalletResult&& r, std::exception_ptr err) {
+                       std::lock_guard lock(mu);
+                       if (err) {
+                         errors.push_back(error_from(err).what());
+                       } else if (r.points == 10) {
+                         ++cancelled;
+                       }
+                       if (--left == 0) cv.notify_all();
+                     });
+  }
+  std::unique_lock lock(mu);
+  cv.wait(lock, [&] { return left == 0; });
+  EXPECT_TRUE(errors.empty()) << errors.front();
+  EXPECT_EQ(cancelled, kOrders);
+  EXPECT_EQ(balance("u1"), 1000);
+  EXPECT_LT(wallets_->counters().batches, static_cast<uint64_t>(2 * kOrders + 1)) << "some pairs shared a batch";
+  expect_audit_ok();
+}
+
 TEST_P(CheckoutTest, CancelAfterTheValidityPassedExpiresTheCoupon) {
   open();
   const int64_t coupon = issue_coupon("u1", 0, now_us() + 60'000'000);  // valid one more minute

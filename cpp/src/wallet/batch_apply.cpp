@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 
 #include "couponcore/error.hpp"
 #include "couponcore/limits.hpp"
@@ -353,11 +354,32 @@ WalletResult BatchApplier::checkout(const WalletOp& op) {
   return r;
 }
 
+bool later_checkout(const IdemRow& a, const IdemRow& b) noexcept {
+  return std::tie(a.result.created_at_us, a.result.entry_id, a.key) >
+         std::tie(b.result.created_at_us, b.result.entry_id, b.key);
+}
+
+// The order's latest checkout among the records this batch knows: those the engine loaded for
+// the order, and checkouts made earlier in this batch (which come later than any committed one).
+const IdemRow* BatchApplier::latest_checkout_of(int64_t partner_id, const std::string& order_id) const {
+  const IdemRow* best = nullptr;
+  for (const auto& [key, r] : idem_) {
+    if (key.partner_id != partner_id || r.kind != WalletOpKind::kCheckout || r.result.order_id != order_id) continue;
+    if (!best || later_checkout(r, *best)) best = &r;
+  }
+  return best;
+}
+
 WalletResult BatchApplier::cancel_checkout(const WalletOp& op) {
-  // By order id, the engine has named the order's latest checkout by its key; none: empty.
-  if (op.cancel_key.empty()) throw_not_found("no checkout for order '" + op.order_id + "'");
-  auto it = idem_.find(IdemKey{op.partner_id, op.cancel_key});
-  if (it == idem_.end()) throw_not_found("no checkout with idempotency key '" + op.cancel_key + "'");
+  auto it = idem_.end();
+  if (!op.order_id.empty()) {  // by order id
+    const IdemRow* latest = latest_checkout_of(op.partner_id, op.order_id);
+    if (!latest) throw_not_found("no checkout for order '" + op.order_id + "'");
+    it = idem_.find(IdemKey{op.partner_id, latest->key});
+  } else {
+    it = idem_.find(IdemKey{op.partner_id, op.cancel_key});
+    if (it == idem_.end()) throw_not_found("no checkout with idempotency key '" + op.cancel_key + "'");
+  }
   if (it->second.kind != WalletOpKind::kCheckout) {
     throw_invalid("idempotency key '" + op.cancel_key + "' names a " + op_kind_name(it->second.kind) +
                   ", not a checkout");

@@ -99,6 +99,7 @@ class BatchApplier {
   WalletResult transfer(Wallet& from, Wallet& to, const WalletOp& op);
   WalletResult checkout(const WalletOp& op);
   WalletResult cancel_checkout(const WalletOp& op);
+  const IdemRow* latest_checkout_of(int64_t partner_id, const std::string& order_id) const;
   CancelPlan check_cancel(Wallet& w, int64_t target, bool of_checkout);
   WalletResult do_cancel(Wallet& w, const WalletOp& op, const CancelPlan& plan);
   CouponRow& coupon_of(int64_t partner_id, const std::string& user_id, int64_t coupon_id);
@@ -133,5 +134,10 @@ class BatchApplier {
   std::vector<CouponWrite> coupon_writes_;
   std::size_t new_lot_count_ = 0;  // new lot j has id -(j + 1)
 };
+
+// Of two checkout records of one order, whether `a` is the later: newest created_at_us, then
+// entry id, then key. Cancels by order id take the latest (the engine to load it, the applier
+// to decide).
+bool later_checkout(const IdemRow& a, const IdemRow& b) noexcept;
 
 }  // namespace couponcore::wallet

@@ -37,7 +37,6 @@
 #include <random>
 #include <set>
 #include <thread>
-#include <tuple>
 #include <type_traits>
 #include <unordered_map>
 
@@ -576,10 +575,11 @@ class BatchedWalletEngine final : public WalletEngine {
   }
 
   // The operations of the batch as the applier sees them: each Pending's own, except cancels of
-  // an order's checkout, which become cancels by the key of the order's latest checkout record
-  // (newest created_at_us, then entry id, then key), read in the batch transaction after the
-  // wallet locks. That record joins `records`. An order without a checkout keeps its empty key:
-  // the applier answers kNotFound.
+  // an order's checkout, which also carry the key of the order's latest committed checkout
+  // record (newest created_at_us, then entry id, then key), read in the batch transaction after
+  // the wallet locks; that record joins `records`, so its entry and coupon are loaded and locked
+  // with the others. The applier decides by order id (BatchApplier::latest_checkout_of): a
+  // checkout made earlier in this very batch comes after the committed ones.
   std::vector<const WalletOp*> resolve_order_cancels(Committer& c, const std::vector<Pending>& batch,
                                                      std::vector<IdemRow>* records, std::vector<WalletOp>* resolved) {
     std::vector<const WalletOp*> view;
@@ -595,10 +595,7 @@ class BatchedWalletEngine final : public WalletEngine {
     std::map<std::pair<int64_t, std::string>, const IdemRow*> latest;
     for (const IdemRow& r : found) {
       const IdemRow*& best = latest[{r.partner_id, r.result.order_id}];
-      if (!best || std::tie(r.result.created_at_us, r.result.entry_id, r.key) >
-                       std::tie(best->result.created_at_us, best->result.entry_id, best->key)) {
-        best = &r;
-      }
+      if (!best || later_checkout(r, *best)) best = &r;
     }
     resolved->reserve(batch.size());  // view points into it: no reallocation
     for (std::size_t i = 0; i < batch.size(); ++i) {
