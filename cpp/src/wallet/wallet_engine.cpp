@@ -499,19 +499,17 @@ class BatchedWalletEngine final : public WalletEngine {
     seen.reserve(read.wallets.size());
     for (const WalletRow& w : read.wallets) seen.emplace_back(WalletKey{w.partner_id, w.user_id}, w.id);
     BatchLoad load{std::move(read.wallets), std::move(read.lots), std::move(read.idempotency), {}, {}};
-    std::vector<WalletOp> resolved;  // cancels of an order's checkout, named by its key
-    const std::vector<const WalletOp*> view = resolve_order_cancels(c, batch, &load.idempotency, &resolved);
-    add_keyed_targets(batch, view, load.idempotency, &target_ids);
+    std::vector<int64_t> coupon_ids;
+    load_order_checkouts(c, batch, &load.idempotency, &target_ids, &coupon_ids);
+    add_keyed_targets(batch, load.idempotency, &target_ids);
     if (!target_ids.empty()) load.targets = c.writer->load_cancel_targets(target_ids);
-    std::vector<int64_t> coupon_ids = coupons_of(batch, view, load.idempotency);
+    add_coupons(batch, load.idempotency, &coupon_ids);
     if (!coupon_ids.empty()) load.coupons = c.writer->lock_coupons(coupon_ids);
 
     BatchApplier applier(now, std::move(load));
     std::vector<BatchOp> ops;
     ops.reserve(batch.size());
-    for (std::size_t i = 0; i < batch.size(); ++i) {
-      ops.push_back(BatchOp{view[i], batch[i].fingerprint, batch[i].expire_cutoff_us});
-    }
+    for (const Pending& p : batch) ops.push_back(BatchOp{&p.op, p.fingerprint, p.expire_cutoff_us});
     std::vector<OpOutcome> outcomes = applier.apply(ops);
 
     std::vector<int64_t>& entry_ids = read.entry_ids;
@@ -558,7 +556,7 @@ class BatchedWalletEngine final : public WalletEngine {
             keys->idempotency.push_back(IdemKey{op.partner_id, op.cancel_key});
           }
           break;
-        case WalletOpKind::kCancelCheckout:  // by order id: resolve_order_cancels
+        case WalletOpKind::kCancelCheckout:  // by order id: load_order_checkouts
           if (!op.cancel_key.empty()) keys->idempotency.push_back(IdemKey{op.partner_id, op.cancel_key});
           break;
         case WalletOpKind::kUse: case WalletOpKind::kCheckout: break;
@@ -574,22 +572,20 @@ class BatchedWalletEngine final : public WalletEngine {
     keys->reserve_lots = new_lots_guess;
   }
 
-  // The operations of the batch as the applier sees them: each Pending's own, except cancels of
-  // an order's checkout, which also carry the key of the order's latest committed checkout
-  // record (newest created_at_us, then entry id, then key), read in the batch transaction after
-  // the wallet locks; that record joins `records`, so its entry and coupon are loaded and locked
-  // with the others. The applier decides by order id (BatchApplier::latest_checkout_of): a
-  // checkout made earlier in this very batch comes after the committed ones.
-  std::vector<const WalletOp*> resolve_order_cancels(Committer& c, const std::vector<Pending>& batch,
-                                                     std::vector<IdemRow>* records, std::vector<WalletOp>* resolved) {
-    std::vector<const WalletOp*> view;
-    view.reserve(batch.size());
+  // Cancels of an order's checkout: the order's latest committed checkout record (read in the
+  // batch transaction, after the wallet locks) joins `records`, and its points' entry and its
+  // coupon join the batch's cancel targets and coupons, so they are loaded and locked with the
+  // others. The applier decides by order id (BatchApplier::latest_checkout_of): a checkout made
+  // earlier in this very batch comes after the committed ones.
+  void load_order_checkouts(Committer& c, const std::vector<Pending>& batch, std::vector<IdemRow>* records,
+                            std::vector<int64_t>* target_ids, std::vector<int64_t>* coupon_ids) {
     std::vector<std::pair<int64_t, std::string>> orders;
     for (const Pending& p : batch) {
-      view.push_back(&p.op);
-      if (is_order_cancel(p)) orders.emplace_back(p.op.partner_id, p.op.order_id);
+      if (!p.expire_cutoff_us && p.op.kind == WalletOpKind::kCancelCheckout && !p.op.order_id.empty()) {
+        orders.emplace_back(p.op.partner_id, p.op.order_id);
+      }
     }
-    if (orders.empty()) return view;
+    if (orders.empty()) return;
     sort_unique(&orders);
     std::vector<IdemRow> found = c.writer->load_checkouts_of_orders(orders);
     std::map<std::pair<int64_t, std::string>, const IdemRow*> latest;
@@ -597,59 +593,44 @@ class BatchedWalletEngine final : public WalletEngine {
       const IdemRow*& best = latest[{r.partner_id, r.result.order_id}];
       if (!best || later_checkout(r, *best)) best = &r;
     }
-    resolved->reserve(batch.size());  // view points into it: no reallocation
-    for (std::size_t i = 0; i < batch.size(); ++i) {
-      if (!is_order_cancel(batch[i])) continue;
-      auto it = latest.find({batch[i].op.partner_id, batch[i].op.order_id});
-      if (it == latest.end()) continue;
-      const IdemRow& r = *it->second;
-      resolved->push_back(batch[i].op);
-      resolved->back().cancel_key = r.key;
-      view[i] = &resolved->back();
+    for (const auto& [order, r] : latest) {
       const bool known = std::any_of(records->begin(), records->end(), [&](const IdemRow& x) {
-        return x.partner_id == r.partner_id && x.key == r.key;
+        return x.partner_id == r->partner_id && x.key == r->key;
       });
-      if (!known) records->push_back(r);
+      if (!known) records->push_back(*r);
+      if (r->result.entry_id > 0) target_ids->push_back(r->result.entry_id);
+      if (r->result.coupon_id != 0) coupon_ids->push_back(r->result.coupon_id);
     }
-    return view;
   }
 
-  static bool is_order_cancel(const Pending& p) {
-    return !p.expire_cutoff_us && p.op.kind == WalletOpKind::kCancelCheckout && p.op.cancel_key.empty();
-  }
-
-  // The coupons the batch's checkouts name, and those of the checkouts it cancels (in their
-  // records), sorted: the order lock_coupons locks them in.
-  static std::vector<int64_t> coupons_of(const std::vector<Pending>& batch, const std::vector<const WalletOp*>& view,
-                                         const std::vector<IdemRow>& records) {
-    std::vector<int64_t> ids;
-    for (std::size_t i = 0; i < batch.size(); ++i) {
-      if (batch[i].expire_cutoff_us) continue;
-      const WalletOp& op = *view[i];
-      if (op.kind == WalletOpKind::kCheckout && op.coupon_id != 0) ids.push_back(op.coupon_id);
-      if (op.kind != WalletOpKind::kCancelCheckout) continue;
+  // The coupons the batch's checkouts name, and those of the checkouts it cancels by key (in
+  // their records), added to `ids`, which ends sorted: the order lock_coupons locks them in.
+  static void add_coupons(const std::vector<Pending>& batch, const std::vector<IdemRow>& records,
+                          std::vector<int64_t>* ids) {
+    for (const Pending& p : batch) {
+      if (p.expire_cutoff_us) continue;
+      if (p.op.kind == WalletOpKind::kCheckout && p.op.coupon_id != 0) ids->push_back(p.op.coupon_id);
+      if (p.op.kind != WalletOpKind::kCancelCheckout) continue;
       for (const IdemRow& r : records) {
-        if (r.partner_id == op.partner_id && r.key == op.cancel_key && r.kind == WalletOpKind::kCheckout &&
+        if (r.partner_id == p.op.partner_id && r.key == p.op.cancel_key && r.kind == WalletOpKind::kCheckout &&
             r.result.coupon_id != 0) {
-          ids.push_back(r.result.coupon_id);
+          ids->push_back(r.result.coupon_id);
         }
       }
     }
-    sort_unique(&ids);
-    return ids;
+    sort_unique(ids);
   }
 
   // Cancels by idempotency key: the use's entry id is in its record (a checkout's: its points).
-  static void add_keyed_targets(const std::vector<Pending>& batch, const std::vector<const WalletOp*>& view,
-                                const std::vector<IdemRow>& records, std::vector<int64_t>* target_ids) {
-    for (std::size_t i = 0; i < batch.size(); ++i) {
-      const WalletOp& op = *view[i];
-      if (batch[i].expire_cutoff_us || op.cancel_key.empty()) continue;
-      const bool cancel = op.kind == WalletOpKind::kCancel;
-      const bool cancel_checkout = op.kind == WalletOpKind::kCancelCheckout;
+  static void add_keyed_targets(const std::vector<Pending>& batch, const std::vector<IdemRow>& records,
+                                std::vector<int64_t>* target_ids) {
+    for (const Pending& p : batch) {
+      if (p.expire_cutoff_us || p.op.cancel_key.empty()) continue;
+      const bool cancel = p.op.kind == WalletOpKind::kCancel;
+      const bool cancel_checkout = p.op.kind == WalletOpKind::kCancelCheckout;
       if (!cancel && !cancel_checkout) continue;
       for (const IdemRow& r : records) {
-        if (r.partner_id != op.partner_id || r.key != op.cancel_key || r.result.entry_id <= 0) continue;
+        if (r.partner_id != p.op.partner_id || r.key != p.op.cancel_key || r.result.entry_id <= 0) continue;
         if ((cancel && r.kind == WalletOpKind::kUse) || (cancel_checkout && r.kind == WalletOpKind::kCheckout)) {
           target_ids->push_back(r.result.entry_id);
         }
