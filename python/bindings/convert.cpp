@@ -1,6 +1,7 @@
 #include "convert.hpp"
 
 #include <array>
+#include <limits>
 
 #include "couponcore/limits.hpp"
 
@@ -15,6 +16,56 @@ int64_t to_i64(py::handle o, const char* what) {
   if (overflow != 0) raise(ErrorCode::kInvalidArgument, std::string(what) + " is out of range");
   if (v == -1 && PyErr_Occurred()) throw py::error_already_set();
   return static_cast<int64_t>(v);
+}
+
+py::handle OptionReader::value(const char* key) {
+  asked_.insert(key);
+  if (!d_.contains(key)) return py::handle();
+  py::handle v = d_[key];
+  return v.is_none() ? py::handle() : v;
+}
+
+void OptionReader::get(const char* key, std::string& field) {
+  if (py::handle v = value(key)) field = to_str(v, key);
+}
+
+void OptionReader::get(const char* key, bool& field) {
+  py::handle v = value(key);
+  if (!v) return;
+  if (!PyBool_Check(v.ptr())) {
+    raise_invalid_type(std::string(key) + " must be a bool, got " + std::string(py::str(v.get_type().attr("__name__"))));
+  }
+  field = v.ptr() == Py_True;
+}
+
+void OptionReader::get(const char* key, int64_t& field) {
+  if (py::handle v = value(key)) field = to_i64(v, key);
+}
+
+void OptionReader::get(const char* key, int& field) {
+  py::handle v = value(key);
+  if (!v) return;
+  const int64_t x = to_i64(v, key);
+  if (x < std::numeric_limits<int>::min() || x > std::numeric_limits<int>::max()) raise(ErrorCode::kInvalidArgument, std::string(key) + " is out of range");
+  field = static_cast<int>(x);
+}
+
+void OptionReader::get(const char* key, std::size_t& field) {
+  py::handle v = value(key);
+  if (!v) return;
+  const int64_t x = to_i64(v, key);
+  if (x < 0) raise(ErrorCode::kInvalidArgument, std::string(key) + " must not be negative");
+  field = static_cast<std::size_t>(x);
+}
+
+void OptionReader::finish(const char* what) const {
+  std::string unknown;
+  for (auto item : d_) {
+    const std::string key = py::str(item.first);
+    if (asked_.count(key) && PyUnicode_Check(item.first.ptr())) continue;
+    unknown += (unknown.empty() ? "" : ", ") + key;
+  }
+  if (!unknown.empty()) raise(ErrorCode::kInvalidArgument, std::string("unknown options for ") + what + ": " + unknown);
 }
 
 namespace {

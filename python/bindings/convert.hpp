@@ -6,8 +6,10 @@
 #include <pybind11/pybind11.h>
 
 #include <chrono>
+#include <cstddef>
 #include <future>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -26,6 +28,27 @@ namespace py = pybind11;
 
 int64_t to_i64(py::handle o, const char* what);
 std::string to_str(py::handle o, const char* what);
+// Keyword options (a dict) read into an options struct, field by field: None keeps the
+// default, a value of the wrong type is InvalidType, a number out of the field's range
+// InvalidArgument, and finish() refuses the keys no field asked for — a misspelt option must
+// not pass silently. Ranges beyond the field's type are the core's to check.
+class OptionReader {
+ public:
+  explicit OptionReader(py::dict d) : d_(std::move(d)) {}
+  void get(const char* key, std::string& field);
+  void get(const char* key, bool& field);
+  void get(const char* key, int& field);
+  void get(const char* key, int64_t& field);
+  void get(const char* key, std::size_t& field);
+  // InvalidArgument naming every key of the dict no get() asked for, "unknown options for <what>".
+  void finish(const char* what) const;
+
+ private:
+  py::handle value(const char* key);  // null when absent or None
+  py::dict d_;
+  std::set<std::string> asked_;
+};
+
 // user_ids: a sequence of str; request_ids: None or a sequence of str/None of the same length.
 std::vector<IssueRequest> to_requests(py::handle user_ids, py::handle request_ids);
 // The Python couponcore.Status member for a status (borrowed; lives as long as the process).

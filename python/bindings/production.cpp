@@ -18,42 +18,44 @@ py::object wrap_engine(std::unique_ptr<Engine> engine);  // engine.cpp
 
 namespace {
 
-template <typename T>
-void set_if(py::dict d, const char* key, T& field) {
-  if (d.contains(key) && !py::object(d[key]).is_none()) field = py::cast<T>(d[key]);
-}
-
-void read_writer_options(py::dict d, WriterOptions& w) {
-  set_if(d, "writer_read_count_max", w.read_count_max);
-  set_if(d, "writer_block_ms", w.block_ms);
-  set_if(d, "writer_claim_idle_ms", w.claim_idle_ms);
-  set_if(d, "writer_claim_interval_ms", w.claim_interval_ms);
-  set_if(d, "writer_dead_letter_after_deliveries", w.dead_letter_after_deliveries);
-  set_if(d, "writer_backoff_initial_ms", w.backoff_initial_ms);
-  set_if(d, "writer_backoff_max_ms", w.backoff_max_ms);
-  set_if(d, "writer_breaker_failures", w.breaker_failures);
+void read_writer_options(OptionReader& r, WriterOptions& w) {
+  r.get("writer_read_count_max", w.read_count_max);
+  r.get("writer_block_ms", w.block_ms);
+  r.get("writer_claim_idle_ms", w.claim_idle_ms);
+  r.get("writer_claim_interval_ms", w.claim_interval_ms);
+  r.get("writer_dead_letter_after_deliveries", w.dead_letter_after_deliveries);
+  r.get("writer_backoff_initial_ms", w.backoff_initial_ms);
+  r.get("writer_backoff_max_ms", w.backoff_max_ms);
+  r.get("writer_breaker_failures", w.breaker_failures);
+  r.get("writer_campaigns_refresh_ms", w.campaigns_refresh_ms);
+  r.get("writer_streams_per_read_max", w.streams_per_read_max);
 }
 
 ProductionOptions production_options(py::dict d) {
   ProductionOptions o;
-  set_if(d, "redis_url", o.redis_url);
-  set_if(d, "postgres_url", o.postgres_url);
-  set_if(d, "key_prefix", o.key_prefix);
-  set_if(d, "writer_threads", o.writer_threads);
-  set_if(d, "migrate_on_open", o.migrate_on_open);
-  set_if(d, "answer_ttl_s", o.answer_ttl_s);
-  set_if(d, "gate_batch_requests_max", o.gate_batch_requests_max);
-  set_if(d, "gate_pipeline_calls_max", o.gate_pipeline_calls_max);
-  set_if(d, "queued_requests_max", o.queued_requests_max);
-  set_if(d, "queue_full_wait_ms", o.queue_full_wait_ms);
-  set_if(d, "redis_connect_timeout_ms", o.redis_connect_timeout_ms);
-  set_if(d, "redis_command_timeout_ms", o.redis_command_timeout_ms);
-  set_if(d, "client_name", o.client_name);
-  set_if(d, "close_drain_timeout_ms", o.close_drain_timeout_ms);
-  set_if(d, "lifecycle_conns_max", o.lifecycle_conns_max);
-  set_if(d, "auth_cache_ttl_ms", o.auth.cache_ttl_ms);
-  set_if(d, "auth_cache_entries_max", o.auth.cache_entries_max);
-  read_writer_options(d, o.writer);
+  OptionReader r(d);
+  r.get("redis_url", o.redis_url);
+  r.get("postgres_url", o.postgres_url);
+  r.get("key_prefix", o.key_prefix);
+  r.get("writer_threads", o.writer_threads);
+  r.get("migrate_on_open", o.migrate_on_open);
+  r.get("answer_ttl_s", o.answer_ttl_s);
+  r.get("gate_batch_requests_max", o.gate_batch_requests_max);
+  r.get("gate_pipeline_calls_max", o.gate_pipeline_calls_max);
+  r.get("gate_cycle_requests_max", o.gate_cycle_requests_max);
+  r.get("gate_retries_max", o.gate_retries_max);
+  r.get("queued_requests_max", o.queued_requests_max);
+  r.get("queue_full_wait_ms", o.queue_full_wait_ms);
+  r.get("redis_connect_timeout_ms", o.redis_connect_timeout_ms);
+  r.get("redis_command_timeout_ms", o.redis_command_timeout_ms);
+  r.get("redis_backoff_max_ms", o.redis_backoff_max_ms);
+  r.get("client_name", o.client_name);
+  r.get("close_drain_timeout_ms", o.close_drain_timeout_ms);
+  r.get("lifecycle_conns_max", o.lifecycle_conns_max);
+  r.get("auth_cache_ttl_ms", o.auth.cache_ttl_ms);
+  r.get("auth_cache_entries_max", o.auth.cache_entries_max);
+  read_writer_options(r, o.writer);
+  r.finish("the production engine");
   return o;
 }
 
@@ -168,14 +170,16 @@ void register_production(py::module_& m) {
   py::class_<PyWorker>(m, "Worker", "The standalone grant writer (run_worker) on a native thread.")
       .def(py::init([](py::dict d) {
         WorkerOptions o;
-        set_if(d, "redis_url", o.redis_url);
-        set_if(d, "postgres_url", o.postgres_url);
-        set_if(d, "key_prefix", o.key_prefix);
-        set_if(d, "threads", o.threads);
-        set_if(d, "consumer_name", o.consumer_name);
-        set_if(d, "migrate_on_start", o.migrate_on_start);
-        set_if(d, "report_interval_ms", o.report_interval_ms);
-        read_writer_options(d, o.writer);
+        OptionReader r(d);
+        r.get("redis_url", o.redis_url);
+        r.get("postgres_url", o.postgres_url);
+        r.get("key_prefix", o.key_prefix);
+        r.get("threads", o.threads);
+        r.get("consumer_name", o.consumer_name);
+        r.get("migrate_on_start", o.migrate_on_start);
+        r.get("report_interval_ms", o.report_interval_ms);
+        read_writer_options(r, o.writer);
+        r.finish("the worker");
         return std::make_unique<PyWorker>(std::move(o));
       }))
       .def("start", &PyWorker::start)

@@ -47,6 +47,21 @@ class PyWallets {
   pid_t pid_;
 };
 
+// The wallet engine's tuning options, as couponcore.open() takes them (wallet_batch_ops_max,
+// ...), checked as the engine would check them.
+WalletOptions wallet_options(py::dict d) {
+  WalletOptions o;
+  OptionReader r(d);
+  r.get("wallet_batch_ops_max", o.batch_ops_max);
+  r.get("wallet_queue_ops_max", o.queue_ops_max);
+  r.get("wallet_queue_full_wait_ms", o.queue_full_wait_ms);
+  r.get("wallet_retry_budget_ms", o.retry_budget_ms);
+  r.get("wallet_committers", o.committers);
+  r.finish("the wallet engine");
+  check_wallet_options(o);
+  return o;
+}
+
 py::object opt(const std::optional<int64_t>& v) { return v ? py::object(py::int_(*v)) : py::none(); }
 
 std::string str_or_empty(py::dict d, const char* key) {
@@ -247,28 +262,33 @@ void register_wallet(py::module_& m) {
         return d;
       });
 
-  m.def("open_wallets_embedded", [](const std::string& path, bool synchronous_full) {
+  m.def("check_wallet_options", [](py::dict options) { (void)wallet_options(options); }, py::arg("options"),
+        "InvalidArgument / InvalidType for wallet options the engine would refuse.");
+
+  m.def("open_wallets_embedded", [](const std::string& path, bool synchronous_full, py::dict options) {
     EmbeddedWalletOptions o;
     o.path = path;
     o.synchronous_full = synchronous_full;
+    o.wallet = wallet_options(options);
     std::unique_ptr<WalletEngine> e;
     {
       py::gil_scoped_release nogil;
       e = open_wallets_embedded(o);
     }
     return std::make_unique<PyWallets>(std::move(e));
-  }, py::arg("path"), py::arg("synchronous_full") = true);
+  }, py::arg("path"), py::arg("synchronous_full") = true, py::arg("options") = py::dict());
 
-  m.def("open_wallets_postgres", [](const std::string& url) {
+  m.def("open_wallets_postgres", [](const std::string& url, py::dict options) {
     PostgresWalletOptions o;
     o.url = url;
+    o.wallet = wallet_options(options);
     std::unique_ptr<WalletEngine> e;
     {
       py::gil_scoped_release nogil;
       e = open_wallets_postgres(o);
     }
     return std::make_unique<PyWallets>(std::move(e));
-  }, py::arg("url"));
+  }, py::arg("url"), py::arg("options") = py::dict());
 }
 
 }  // namespace couponcore::py_bindings

@@ -561,11 +561,22 @@ def open(  # noqa: A001
       ``key_prefix`` starts every Redis key; ``migrate`` applies the schema on open. Further
       tuning options (``answer_ttl_s``, ``gate_batch_requests_max``, ``writer_block_ms``,
       ``lifecycle_conns_max``, ...) are passed on as keyword arguments; see docs/production.md.
+      A misspelt option is ``InvalidArgument``, not ignored.
+
+    Both: the point wallets' engine takes ``wallet_batch_ops_max`` (operations per
+    transaction, default 1,024), ``wallet_queue_ops_max`` (queued operations before callers
+    wait, default 100,000), ``wallet_queue_full_wait_ms`` (then ``Unavailable``, default
+    10,000), ``wallet_retry_budget_ms`` (how long a batch retries a deadlock or a lost
+    connection, default 30,000) and, production only, ``wallet_committers`` (parallel batch
+    connections, default 2; SQLite has one writer). They are checked here, at open; the
+    wallet engine itself opens on first use. See docs/wallet.md.
 
     Both: ``auth_cache_ttl_s`` (default 30 s, at most 3,600; 0 disables) and
     ``auth_cache_entries_max`` (default 10,000) size the in-process authentication cache (the
     production deployment also shares entries through Redis for the same TTL).
     """
+    wallet_opts = {k: options.pop(k) for k in [k for k in options if k.startswith("wallet_")]}
+    _core.check_wallet_options(wallet_opts)
     if redis is not None or postgres is not None:
         if path is not None:
             raise _core.InvalidArgument("give either path (embedded) or redis and postgres (production)")
@@ -586,9 +597,11 @@ def open(  # noqa: A001
             auth_cache_ttl_ms=_auth_ttl_ms(auth_cache_ttl_s),
             auth_cache_entries_max=auth_cache_entries_max,
         )
-        return Engine(_core.open_production(opts), lambda: _core.open_wallets_postgres(postgres))
+        return Engine(_core.open_production(opts), lambda: _core.open_wallets_postgres(postgres, wallet_opts))
     if options:
         raise _core.InvalidArgument(f"unknown options for the embedded engine: {sorted(options)}")
+    if wallet_opts.get("wallet_committers") not in (None, 1):
+        raise _core.InvalidArgument("wallet_committers: the embedded wallet store has one writer (SQLite)")
     if path is None:
         path = DEFAULT_PATH
     if not isinstance(path, (str, os.PathLike)):
@@ -599,13 +612,15 @@ def open(  # noqa: A001
     if path == ":memory:":
         # The wallet engine needs a file (it uses two connections): a private temporary one.
         tmp = tempfile.mkdtemp(prefix="couponcore-wallets-")
-        engine._open_wallets = lambda: _core.open_wallets_embedded(os.path.join(tmp, "wallets.db"), synchronous_full)
+        engine._open_wallets = lambda: _core.open_wallets_embedded(
+            os.path.join(tmp, "wallets.db"), synchronous_full, wallet_opts
+        )
         engine._cleanup.append(lambda: shutil.rmtree(tmp, ignore_errors=True))
         engine._checkout_refusal = (
             "checkout needs the coupons and the wallets in one SQLite file: open the engine with a path, not ':memory:'"
         )
     else:
-        engine._open_wallets = lambda: _core.open_wallets_embedded(path, synchronous_full)
+        engine._open_wallets = lambda: _core.open_wallets_embedded(path, synchronous_full, wallet_opts)
     return engine
 
 

@@ -235,3 +235,79 @@ def test_idempotency_records_are_purged_by_age(engine: couponcore.Engine) -> Non
         engine.points.purge_idempotency("yesterday")  # type: ignore[arg-type]
     with pytest.raises(couponcore.InvalidType):
         engine.points.purge_idempotency(later, include_checkouts=1)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("deployment", ["embedded", "production"])
+def test_wallet_options_reach_the_engine(deployment: str, db_path: str) -> None:
+    """wallet_batch_ops_max bounds every batch under 32 concurrent callers; wallet_committers
+    opens that many batch connections (plus one reader)."""
+    import psycopg
+
+    kw: dict[str, object] = {"wallet_batch_ops_max": 3}
+    if deployment == "production":
+        kw.update(production_kwargs(), wallet_committers=3)
+        pg_url = str(kw["postgres"])
+    else:
+        kw["path"] = db_path
+
+    def wallet_conns() -> int:
+        with psycopg.connect(pg_url, autocommit=True) as c:
+            row = c.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND application_name = 'couponcore-wallet'"
+            ).fetchone()
+            assert row is not None
+            return int(row[0])
+
+    before = wallet_conns() if deployment == "production" else 0
+    tag = time.time_ns()
+    with couponcore.open(**kw) as e:  # type: ignore[arg-type]
+        p = e.points
+        users = [f"opt{i}-{tag}" for i in range(8)]
+        for u in users:
+            p.earn(u, 10_000, idempotency_key=f"seed-{u}")
+        if deployment == "production":
+            assert wallet_conns() - before == 3 + 1
+
+        def worker(t: int) -> None:
+            for i in range(40):
+                p.use(users[(t + i) % len(users)], 1, idempotency_key=f"{tag}-{t}-{i}")
+
+        ts = [threading.Thread(target=worker, args=(t,)) for t in range(32)]
+        for th in ts:
+            th.start()
+        for th in ts:
+            th.join()
+        k = p.counters()
+        assert 1 <= k["max_batch_ops"] <= 3, k
+        assert k["ops"] == len(users) + 32 * 40 and k["ops_failed"] == 0
+        assert sum(p.balance(u).total for u in users) == len(users) * 10_000 - 32 * 40
+        assert p.audit()["ok"]
+
+
+def test_bad_or_misspelt_open_options_are_refused(db_path: str) -> None:
+    """Every option is checked when the engine opens, by name and type; nothing is created."""
+    kw = production_kwargs()
+    refused: list[tuple[dict[str, object], type[BaseException], str]] = [
+        ({**kw, "writer_thredas": 3}, couponcore.InvalidArgument, "writer_thredas"),
+        ({**kw, "answer_ttl_s": True}, couponcore.InvalidType, "answer_ttl_s"),
+        ({**kw, "gate_batch_requests_max": -1}, couponcore.InvalidArgument, "gate_batch_requests_max"),
+        ({**kw, "client_name": 5}, couponcore.InvalidType, "client_name"),
+        ({**kw, "wallet_batch_ops_max": 0}, couponcore.InvalidArgument, "batch_ops_max"),
+        ({**kw, "wallet_batch_ops_max": "8"}, couponcore.InvalidType, "wallet_batch_ops_max"),
+        ({**kw, "wallet_committers": 99}, couponcore.InvalidArgument, "committers"),
+        ({**kw, "wallet_retry_budget_ms": -1}, couponcore.InvalidArgument, "retry_budget_ms"),
+        ({**kw, "wallet_comitters": 2}, couponcore.InvalidArgument, "wallet_comitters"),
+        ({"path": db_path, "wallet_committers": 2}, couponcore.InvalidArgument, "one writer"),
+        ({"path": db_path, "wallet_queue_ops_max": 0}, couponcore.InvalidArgument, "queue_ops_max"),
+        ({"path": db_path, "writer_threads": 1, "gate_retries_max": 1}, couponcore.InvalidArgument, "gate_retries_max"),
+    ]
+    for options, error, words in refused:
+        with pytest.raises(error, match=words):
+            couponcore.open(**options)  # type: ignore[arg-type]
+    assert not os.path.exists(db_path)  # no embedded open got as far as the file
+    with pytest.raises(couponcore.InvalidArgument, match="threds"):
+        couponcore._core.Worker({"redis_url": kw["redis"], "postgres_url": kw["postgres"], "threds": 2})
+    # The options that are right still open.
+    with couponcore.open(**kw, gate_retries_max=1, wallet_queue_ops_max=50) as e:
+        e.points.earn(f"ok-{time.time_ns()}", 5, idempotency_key=f"ok-{time.time_ns()}")

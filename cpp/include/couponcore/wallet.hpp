@@ -214,6 +214,9 @@ struct WalletOptions {
   std::function<int64_t()> clock_us;
 };
 
+// InvalidArgument when an option is out of its range (the engines check this when they open).
+void check_wallet_options(const WalletOptions& options);
+
 struct EmbeddedWalletOptions {
   // May be the coupon engine's file. Not ":memory:": the engine opens two connections.
   std::string path = "couponcore.db";

@@ -37,7 +37,6 @@
 #include <unordered_set>
 
 #include "couponcore/error.hpp"
-#include "couponcore/limits.hpp"
 #include "postgres/pg.hpp"
 #include "postgres/pg_coupons.hpp"
 #include "wallet/audit_sql.hpp"
@@ -712,9 +711,7 @@ namespace couponcore {
 
 std::unique_ptr<WalletEngine> open_wallets_postgres(const PostgresWalletOptions& options) {
   if (options.url.empty()) throw_invalid("postgres url must not be empty");
-  if (options.wallet.committers < 1 || options.wallet.committers > limits::kWalletCommittersMax) {
-    throw_invalid("committers must be 1.." + std::to_string(limits::kWalletCommittersMax));
-  }
+  check_wallet_options(options.wallet);  // before any connection is opened
   std::vector<std::unique_ptr<wallet::WalletStore>> writers;
   for (int i = 0; i < options.wallet.committers; ++i) {
     writers.push_back(wallet::open_postgres_wallet_store(options.url, options.application_name,

@@ -472,6 +472,7 @@ std::unique_ptr<WalletStore> open_sqlite_wallet_store(const std::string& path, b
 namespace couponcore {
 
 std::unique_ptr<WalletEngine> open_wallets_embedded(const EmbeddedWalletOptions& options) {
+  check_wallet_options(options.wallet);
   if (options.path.empty() || options.path == ":memory:") {
     throw_invalid("the embedded wallet engine needs a file path (it opens two connections)");
   }

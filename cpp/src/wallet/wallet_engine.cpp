@@ -109,6 +109,20 @@ WalletResult WalletEngine::cancel_checkout_of_order(int64_t partner_id, const st
   return apply(WalletOp::cancel_checkout_of_order(partner_id, user_id, order_id, key));
 }
 
+void check_wallet_options(const WalletOptions& o) {
+  if (o.batch_ops_max < 1 || o.batch_ops_max > limits::kWalletBatchOpsMax) {
+    throw_invalid("batch_ops_max must be 1.." + std::to_string(limits::kWalletBatchOpsMax));
+  }
+  if (o.queue_ops_max < 1 || o.queue_ops_max > limits::kWalletQueueOpsMax) {
+    throw_invalid("queue_ops_max must be 1.." + std::to_string(limits::kWalletQueueOpsMax));
+  }
+  if (o.queue_full_wait_ms < 0) throw_invalid("queue_full_wait_ms must not be negative");
+  if (o.retry_budget_ms < 0) throw_invalid("retry_budget_ms must not be negative");
+  if (o.committers < 1 || o.committers > limits::kWalletCommittersMax) {
+    throw_invalid("committers must be 1.." + std::to_string(limits::kWalletCommittersMax));
+  }
+}
+
 namespace wallet {
 
 namespace {
@@ -133,25 +147,12 @@ void check_wallet_key(int64_t partner_id, const std::string& user_id) {
   limits::check_user_id(user_id);
 }
 
-void check_options(const WalletOptions& o) {
-  if (o.batch_ops_max < 1 || o.batch_ops_max > limits::kWalletBatchOpsMax) {
-    throw_invalid("batch_ops_max must be 1.." + std::to_string(limits::kWalletBatchOpsMax));
-  }
-  if (o.queue_ops_max < 1 || o.queue_ops_max > limits::kWalletQueueOpsMax) {
-    throw_invalid("queue_ops_max must be 1.." + std::to_string(limits::kWalletQueueOpsMax));
-  }
-  if (o.queue_full_wait_ms < 0 || o.retry_budget_ms < 0) throw_invalid("waits must not be negative");
-  if (o.committers < 1 || o.committers > limits::kWalletCommittersMax) {
-    throw_invalid("committers must be 1.." + std::to_string(limits::kWalletCommittersMax));
-  }
-}
-
 class BatchedWalletEngine final : public WalletEngine {
  public:
   BatchedWalletEngine(const char* kind, std::vector<std::unique_ptr<WalletStore>> writers,
                       std::unique_ptr<WalletStore> reader, const WalletOptions& options)
       : kind_(kind), options_(options), reader_(std::move(reader)) {
-    check_options(options_);
+    check_wallet_options(options_);
     if (writers.empty()) throw_invalid("a wallet engine needs a writer");
     if (!options_.clock_us) options_.clock_us = [] { return now_us(); };
     for (auto& w : writers) {
