@@ -141,3 +141,25 @@ def test_django_checkout(django_client: object) -> None:
     )
     assert r.status_code == 200, r.content
     assert r.json()["points_restored"] == 50 and r.json()["order_id"] == "dj-o"
+
+
+def test_settings_options_reach_couponcore_open(tmp_path: Path) -> None:
+    """COUPONCORE["OPTIONS"] is passed to couponcore.open(); a misspelt option fails the open."""
+    import couponcore
+    from conftest import production_kwargs
+    from couponcore.django.engine import engine_kwargs
+
+    path = str(tmp_path / "d.db")
+    kw = engine_kwargs({"PATH": path, "OPTIONS": {"wallet_batch_ops_max": 2}})
+    assert kw == {"path": path, "wallet_batch_ops_max": 2}
+    with couponcore.open(**kw) as e:
+        e.points.earn("u", 5, idempotency_key="k")
+    servers = production_kwargs()
+    kw = engine_kwargs({"REDIS": servers["redis"], "POSTGRES": servers["postgres"], "OPTIONS": {"answer_ttl_s": 60}})
+    assert kw["answer_ttl_s"] == 60 and kw["redis"] == servers["redis"]
+    with pytest.raises(couponcore.InvalidArgument, match="wallet_batch_opsmax"):
+        couponcore.open(**engine_kwargs({"PATH": path, "OPTIONS": {"wallet_batch_opsmax": 2}}))
+    with pytest.raises(ValueError, match="path"):
+        engine_kwargs({"PATH": path, "OPTIONS": {"path": "other.db"}})
+    with pytest.raises(TypeError):
+        engine_kwargs({"PATH": path, "OPTIONS": [("wallet_batch_ops_max", 2)]})

@@ -5,6 +5,7 @@
     COUPONCORE = {"REDIS": "redis://127.0.0.1:6379/0",           # production: Redis +
                   "POSTGRES": "postgresql://.../db"}             #   PostgreSQL by URL, or
     COUPONCORE = {"REDIS": "redis://...", "DATABASE": "default"} #   reuse a configured database
+    # either may add "OPTIONS": {"wallet_committers": 3, ...}: couponcore.open() keyword arguments
     urlpatterns = [path("api/", include("couponcore.django.urls"))]
 
 ``couponcore.django.get_engine()`` opens the engine lazily, once per process (again in a

@@ -41,16 +41,26 @@ def database_url(alias: str) -> str:
 
 
 def engine_kwargs(conf: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """couponcore.open()'s keyword arguments from the COUPONCORE settings; ``OPTIONS`` (a dict)
+    adds tuning options as couponcore.open() takes them (``wallet_committers``, ...)."""
     conf = _settings() if conf is None else conf
     if conf.get("REDIS"):
         postgres = conf.get("POSTGRES") or database_url(conf.get("DATABASE", "default"))
-        return {
+        kw: dict[str, Any] = {
             "redis": conf["REDIS"],
             "postgres": postgres,
             "key_prefix": conf.get("KEY_PREFIX", "cc:"),
             "writer_threads": int(conf.get("WRITER_THREADS", 1)),
         }
-    return {"path": conf.get("PATH", "couponcore.db")}
+    else:
+        kw = {"path": conf.get("PATH", "couponcore.db")}
+    options = conf.get("OPTIONS") or {}
+    if not isinstance(options, dict):
+        raise TypeError("COUPONCORE['OPTIONS'] must be a dict of couponcore.open() keyword arguments")
+    clash = sorted(set(options) & set(kw))
+    if clash:
+        raise ValueError(f"COUPONCORE['OPTIONS'] repeats {clash}: set them with their own COUPONCORE keys")
+    return {**kw, **options}
 
 
 def get_engine() -> Engine:
