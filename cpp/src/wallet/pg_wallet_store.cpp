@@ -27,9 +27,10 @@
 //               taken meanwhile by a batch on other wallets is a unique violation that aborts
 //               the transaction -> the engine runs the batch again
 //     COMMIT; sync
-// The batch connection forbids sequential scans (every statement finds rows by key; see
-// configure in start_connection()). Errors: deadlocks, serialization failures, lost
-// connections and statement timeouts are kUnavailable, which the engine retries.
+// The batch connection forbids sequential scans, hash and merge joins (every statement finds
+// rows by key) and runs generic plans (start_connection(); add_custom_planned() says why).
+// Errors: deadlocks, serialization failures, lost connections and statement timeouts are
+// kUnavailable, which the engine retries.
 //
 // Schema: migration list "wallet" (registered with the pg layer, and applied on open).
 #include <algorithm>
@@ -134,6 +135,16 @@ const std::vector<pg::Migration>& pg_wallet_migrations() {
       {"wallet", 5,
        "ALTER SEQUENCE wallet_entries_id_seq INCREMENT BY 64;"
        "ALTER SEQUENCE wallet_lots_id_seq INCREMENT BY 64;"},
+      // The expiry index only holds lots that can expire (the expiry scan's `expires_at_us <=
+      // $1` implies it), so a batch's lot lookup (`wallet_id = ... AND state = 'active'`) can
+      // only use wallet_lots_active, whatever the statistics say: batch statements run generic
+      // plans (start_connection()), and one made on a near-empty table picked this index for
+      // the lookup and then scanned it whole for every wallet.
+      {"wallet", 6,
+       "CREATE INDEX wallet_lots_due_v6 ON wallet_lots(expires_at_us, wallet_id)"
+       " WHERE state = 'active' AND expires_at_us IS NOT NULL;"
+       "DROP INDEX wallet_lots_due;"
+       "ALTER INDEX wallet_lots_due_v6 RENAME TO wallet_lots_due;"},
   };
   return all;
 }
@@ -471,8 +482,8 @@ class PostgresWalletStore final : public WalletStore {
       order_ids.push_back(order);
     }
     Pipeline p(conn_, &prepared_);
-    const int q = p.add("wallet_order_checkouts", kOrderCheckoutsSql,
-                        pg::Params().add_array(partners).add_array(order_ids));
+    const int q = add_custom_planned(p, "wallet_order_checkouts", kOrderCheckoutsSql,
+                                     pg::Params().add_array(partners).add_array(order_ids));
     p.sync();
     PipelineResults r = p.run();
     r.throw_if_error();
@@ -676,10 +687,31 @@ class PostgresWalletStore final : public WalletStore {
     conn_.ensure_connected();
     if (configured_generation_ != conn_.generation()) {
       prepared_.clear();
-      conn_.exec("SET enable_seqscan = off");
+      // Every batch statement finds rows by key: index scans in nested loops, nothing else,
+      // and generic plans (see add_custom_planned()).
+      conn_.exec("SET enable_seqscan = off; SET enable_hashjoin = off; SET enable_mergejoin = off;"
+                 " SET plan_cache_mode = force_generic_plan");
       configured_generation_ = conn_.generation();
     }
     tx_generation_ = conn_.generation();
+  }
+
+  // Why generic plans: every batch statement takes arrays, and a custom plan sees their
+  // lengths (unnest's row estimate), so for batches of fewer than ~100 operations PostgreSQL
+  // often judged custom plans cheaper and planned every statement of every batch again —
+  // ~0.3 ms of a backend's CPU per batch (EXPLAIN's planning times: write 126 µs, lots 71,
+  // lock 55, records 41, reserve 36), which is most of PostgreSQL's cost per operation once
+  // batches are small (several committers or engines; bench/RESULTS.md). A generic plan is made
+  // once per connection, possibly while the tables are near empty, and kept until the tables'
+  // statistics change; so hash and merge joins are off (a plan stays a nested loop over index
+  // scans as a table grows), and each statement has one usable index per table (migration
+  // wallet 6). A statement for which two indexes could serve is planned on every execution:
+  // the checkouts of an order (the primary key also starts with partner_id).
+  static int add_custom_planned(Pipeline& p, const char* name, const char* sql, const pg::Params& params) {
+    p.add("", "SET LOCAL plan_cache_mode = force_custom_plan", pg::Params());
+    const int q = p.add(name, sql, params);
+    p.add("", "SET LOCAL plan_cache_mode = force_generic_plan", pg::Params());
+    return q;
   }
 
   // Inside a batch: the connection of its BEGIN, or the batch is void.
