@@ -23,6 +23,9 @@ class Status(str, enum.Enum):
         return self.value
 
 
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+
+
 def to_us(value: Optional[TimeLike], what: str) -> Optional[int]:
     """A datetime (naive means UTC) or Unix seconds -> microseconds since the epoch."""
     from ._core import InvalidType
@@ -32,7 +35,7 @@ def to_us(value: Optional[TimeLike], what: str) -> Optional[int]:
     if isinstance(value, _dt.datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=_dt.timezone.utc)
-        delta = value - _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+        delta = value - _EPOCH
         return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidType(f"{what} must be a datetime or Unix seconds, got {type(value).__name__}")
@@ -42,7 +45,7 @@ def to_us(value: Optional[TimeLike], what: str) -> Optional[int]:
 def from_us(value: Optional[int]) -> Optional[_dt.datetime]:
     if value is None:
         return None
-    return _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc) + _dt.timedelta(microseconds=value)
+    return _EPOCH + _dt.timedelta(microseconds=value)
 
 
 @dataclass(frozen=True)
