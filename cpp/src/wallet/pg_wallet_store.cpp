@@ -688,9 +688,12 @@ class PostgresWalletStore final : public WalletStore {
     if (configured_generation_ != conn_.generation()) {
       prepared_.clear();
       // Every batch statement finds rows by key: index scans in nested loops, nothing else,
-      // and generic plans (see add_custom_planned()).
-      conn_.exec("SET enable_seqscan = off; SET enable_hashjoin = off; SET enable_mergejoin = off;"
-                 " SET plan_cache_mode = force_generic_plan");
+      // and generic plans (see add_custom_planned()) once the schema has migration wallet 6
+      // (an engine opened with migrate=false may run before it: PostgreSQL's default then).
+      conn_.exec("SET enable_seqscan = off; SET enable_hashjoin = off; SET enable_mergejoin = off");
+      generic_plans_ =
+          conn_.exec("SELECT 1 FROM schema_migrations WHERE component = 'wallet' AND version = 6").rows() > 0;
+      conn_.exec(std::string("SET plan_cache_mode = ") + plan_mode());
       configured_generation_ = conn_.generation();
     }
     tx_generation_ = conn_.generation();
@@ -707,12 +710,14 @@ class PostgresWalletStore final : public WalletStore {
   // scans as a table grows), and each statement has one usable index per table (migration
   // wallet 6). A statement for which two indexes could serve is planned on every execution:
   // the checkouts of an order (the primary key also starts with partner_id).
-  static int add_custom_planned(Pipeline& p, const char* name, const char* sql, const pg::Params& params) {
+  int add_custom_planned(Pipeline& p, const char* name, const char* sql, const pg::Params& params) const {
     p.add("", "SET LOCAL plan_cache_mode = force_custom_plan", pg::Params());
     const int q = p.add(name, sql, params);
-    p.add("", "SET LOCAL plan_cache_mode = force_generic_plan", pg::Params());
+    p.add("", std::string("SET LOCAL plan_cache_mode = ") + plan_mode(), pg::Params());
     return q;
   }
+
+  const char* plan_mode() const { return generic_plans_ ? "force_generic_plan" : "auto"; }
 
   // Inside a batch: the connection of its BEGIN, or the batch is void.
   void check_same_connection() {
@@ -723,6 +728,7 @@ class PostgresWalletStore final : public WalletStore {
 
   pg::Conn conn_;
   std::unordered_set<std::string> prepared_;  // on the current physical connection
+  bool generic_plans_ = false;  // the batch connection runs generic plans (start_connection())
   uint64_t configured_generation_ = 0;
   uint64_t tx_generation_ = 0;
   bool in_tx_ = false;
