@@ -25,7 +25,7 @@
 #include "couponcore/engine.hpp"
 #include "couponcore/limits.hpp"
 #include "couponcore/wallet.hpp"
-#include "postgres/pg.hpp"
+#include "store/postgres/pg.hpp"
 
 using namespace couponcore;
 

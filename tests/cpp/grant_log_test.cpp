@@ -2,11 +2,11 @@
 // older one-grant entry (c s u o r t), and every way an entry can be malformed. No servers.
 #include <gtest/gtest.h>
 
-#include "writer/grant_writer.hpp"
+#include "log/grant_entry.hpp"
 
 using namespace couponcore;
-using writer::LogEntry;
-using writer::parse_grants;
+using grantlog::LogEntry;
+using grantlog::parse_grants;
 
 namespace {
 

@@ -14,8 +14,8 @@
 #include "couponcore/error.hpp"
 #include "couponcore/limits.hpp"
 #include "couponcore/scope.hpp"
-#include "store/sqlite.hpp"
-#include "store/sqlite_coupons.hpp"
+#include "store/sqlite/sqlite.hpp"
+#include "store/sqlite/sqlite_coupons.hpp"
 #include "test_util.hpp"
 
 using namespace couponcore;

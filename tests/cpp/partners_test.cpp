@@ -14,7 +14,7 @@
 #include "couponcore/engine.hpp"
 #include "couponcore/error.hpp"
 #include "couponcore/scope.hpp"
-#include "store/sqlite_partners.hpp"
+#include "store/sqlite/sqlite_partners.hpp"
 #include "test_util.hpp"
 
 using namespace couponcore;

@@ -14,8 +14,8 @@
 
 #include "couponcore/error.hpp"
 #include "couponcore/limits.hpp"
-#include "postgres/coupon_store.hpp"
-#include "postgres/pg_lifecycle.hpp"
+#include "store/postgres/coupon_store.hpp"
+#include "store/postgres/pg_lifecycle.hpp"
 #include "production_test_util.hpp"
 
 using namespace couponcore;

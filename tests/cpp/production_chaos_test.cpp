@@ -22,7 +22,7 @@
 #include "couponcore/engine.hpp"
 #include "couponcore/error.hpp"
 #include "couponcore/worker.hpp"
-#include "postgres/pg.hpp"
+#include "store/postgres/pg.hpp"
 #include "production_test_util.hpp"
 #include "redis/keys.hpp"
 #include "redis/redis.hpp"

@@ -2,8 +2,8 @@
 // and codes), transactions, reconnect, COPY, and versioned migrations.
 #include <gtest/gtest.h>
 
-#include "postgres/migrations.hpp"
-#include "postgres/pg.hpp"
+#include "store/postgres/migrations.hpp"
+#include "store/postgres/pg.hpp"
 #include "production_test_util.hpp"
 
 using namespace couponcore;

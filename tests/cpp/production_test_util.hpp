@@ -24,8 +24,8 @@
 
 #include "couponcore/engine.hpp"
 #include "redis/redis.hpp"
-#include "postgres/migrations.hpp"
-#include "postgres/pg.hpp"
+#include "store/postgres/migrations.hpp"
+#include "store/postgres/pg.hpp"
 #include "test_util.hpp"
 
 namespace testutil {

@@ -19,9 +19,9 @@
 #include "couponcore/engine.hpp"
 #include "couponcore/error.hpp"
 #include "couponcore/wallet.hpp"
-#include "postgres/pg.hpp"
+#include "store/postgres/pg.hpp"
 #include "production_test_util.hpp"
-#include "store/sqlite.hpp"
+#include "store/sqlite/sqlite.hpp"
 #include "wallet/wallet_engine.hpp"
 #include "test_util.hpp"
 

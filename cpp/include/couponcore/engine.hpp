@@ -17,6 +17,7 @@
 // operator's.
 #pragma once
 
+#include <atomic>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -31,6 +32,10 @@
 
 namespace couponcore {
 
+namespace detail {
+struct Deployment;  // engine/pipeline.hpp
+}
+
 // Runs on the engine's thread. results.size() == the number of requests submitted, in order,
 // unless error is set (then results is empty and nothing of this submission was granted).
 // Monotonic counters since open; metrics are built on them.
@@ -42,6 +47,8 @@ struct EngineCounters {
   uint64_t fast_path = 0;          // requests answered without a round trip (sold out)
   uint64_t commit_failures = 0;    // batches whose grants could not be made durable
   uint64_t by_status[5] = {0, 0, 0, 0, 0};  // indexed by IssueStatus
+  uint64_t queued_requests = 0;    // requests waiting in the engine's queue now (a gauge)
+  uint64_t queue_refused = 0;      // submissions refused because the queue stayed full
   // Production deployment only (0 in the embedded engine):
   uint64_t unavailable = 0;        // submissions answered with kUnavailable (Redis dropped, down)
   uint64_t redis_reconnects = 0;   // gate connections (re)established
@@ -68,55 +75,61 @@ struct ReconcileReport {
   bool consistent = false;          // nothing missing, nothing unexpected, no mismatch
 };
 
+// Adds a batch of answers to the counters (requests, issued, by_status, fast_path).
+void count_results(EngineCounters& counters, const std::vector<IssueResult>& results, bool fast_path);
+
 using IssueCallback = std::function<void(std::vector<IssueResult>&& results, std::exception_ptr error)>;
 
+// A facade over one deployment (engine/pipeline.hpp): the pipeline that issues (gate, log,
+// writer, store) and the services that follow it (coupons, partners). open_embedded() and
+// open_production() build one; every call is checked here once for both deployments.
 class Engine {
  public:
-  virtual ~Engine() = default;
-  Engine() = default;
+  explicit Engine(std::unique_ptr<detail::Deployment> deployment);
+  ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
-  virtual const char* kind() const noexcept = 0;  // "embedded" or "production"
+  const char* kind() const noexcept;  // "embedded" or "production"
 
   // Campaigns.
-  virtual Campaign create_campaign(const CampaignSpec& spec) = 0;
-  virtual Campaign get_campaign(int64_t campaign_id) = 0;
-  virtual std::vector<Campaign> list_campaigns(int64_t partner_id) = 0;
+  Campaign create_campaign(const CampaignSpec& spec);
+  Campaign get_campaign(int64_t campaign_id);
+  std::vector<Campaign> list_campaigns(int64_t partner_id);
 
   // Issuance. submit_issue validates its arguments in the caller's thread (throwing Error) and
   // queues them; the callback runs later on the engine's thread, exactly once.
-  virtual void submit_issue(int64_t campaign_id, std::vector<IssueRequest> requests, IssueCallback cb) = 0;
+  void submit_issue(int64_t campaign_id, std::vector<IssueRequest> requests, IssueCallback cb);
   IssueResult issue(int64_t campaign_id, IssueRequest request);
   std::vector<IssueResult> issue_many(int64_t campaign_id, std::vector<IssueRequest> requests);
 
   // What the store holds for a campaign (after drain(), everything granted so far).
-  virtual CampaignStats campaign_stats(int64_t campaign_id) = 0;
+  CampaignStats campaign_stats(int64_t campaign_id);
   // Waits until every grant acknowledged so far is in the store; false on timeout.
-  virtual bool drain(double timeout_s) = 0;
+  bool drain(double timeout_s);
 
-  virtual EngineCounters counters() const = 0;
+  EngineCounters counters() const;
   // Latency and batch-size histograms; engines record into them (thread-safe, lock-free).
-  const EngineHistograms& histograms() const { return histograms_; }
+  const EngineHistograms& histograms() const;
 
   // Compares the gate with the store for one campaign and re-drives grants that are in the
   // grant log but missing from the store. Read-only apart from the re-drive.
-  virtual ReconcileReport reconcile(int64_t campaign_id) = 0;
+  ReconcileReport reconcile(int64_t campaign_id);
 
   // ---- Campaign rules --------------------------------------------------------------------
   // The partner that owns a campaign (immutable); kNotFound for an unknown campaign.
-  virtual int64_t campaign_partner(int64_t campaign_id);
+  int64_t campaign_partner(int64_t campaign_id);
   // kNotFound unless the campaign exists and belongs to partner_id (same message either way).
   void check_campaign_partner(int64_t partner_id, int64_t campaign_id);
   // Pause (issue answers NOT_OPEN), resume, close (ENDED, final: kConflict afterwards). The gate
   // and the store change together; repeating the current state is a no-op. Issued coupons stay
   // usable whatever the campaign's state.
-  virtual Campaign pause_campaign(int64_t partner_id, int64_t campaign_id);
-  virtual Campaign resume_campaign(int64_t partner_id, int64_t campaign_id);
-  virtual Campaign close_campaign(int64_t partner_id, int64_t campaign_id);
+  Campaign pause_campaign(int64_t partner_id, int64_t campaign_id);
+  Campaign resume_campaign(int64_t partner_id, int64_t campaign_id);
+  Campaign close_campaign(int64_t partner_id, int64_t campaign_id);
   // Changes the quantity while running: 1..limits::kQuantityMax and never below the coupons
   // already issued (kConflict). Raising it reopens a sold-out campaign.
-  virtual Campaign set_campaign_quantity(int64_t partner_id, int64_t campaign_id, int64_t quantity);
+  Campaign set_campaign_quantity(int64_t partner_id, int64_t campaign_id, int64_t quantity);
 
   // ---- Coupon lifecycle (couponcore/coupons.hpp) -------------------------------------------
   // Checks owner, state, validity and minimum order, computes the discount and marks the coupon
@@ -125,49 +138,45 @@ class Engine {
   // result; with another order_amount it is kConflict. Unknown coupon, another partner's, or
   // another user's: kNotFound. Production: a coupon whose grant is not yet in the store is
   // kUnavailable ("not yet usable, retry"), never kNotFound.
-  virtual UseResult use_coupon(int64_t partner_id, const UseRequest& request);
+  UseResult use_coupon(int64_t partner_id, const UseRequest& request);
   // Undoes the use by order_id: the coupon is issued again, or expired if its validity passed
   // meanwhile (the returned coupon says which). Idempotent per order_id; kConflict if the
   // coupon is not (and was not) used by that order.
-  virtual Coupon cancel_coupon_use(int64_t partner_id, int64_t coupon_id, const std::string& order_id);
-  virtual Coupon get_coupon(int64_t partner_id, int64_t coupon_id);
-  virtual CouponPage list_user_coupons(int64_t partner_id, const CouponQuery& query);
-  virtual CouponCounts coupon_counts(int64_t partner_id, int64_t campaign_id);
+  Coupon cancel_coupon_use(int64_t partner_id, int64_t coupon_id, const std::string& order_id);
+  Coupon get_coupon(int64_t partner_id, int64_t coupon_id);
+  CouponPage list_user_coupons(int64_t partner_id, const CouponQuery& query);
+  CouponCounts coupon_counts(int64_t partner_id, int64_t campaign_id);
   // The expiry job (all partners): marks issued coupons with valid_until_us <= now_us as
   // expired, chunk_rows (1..limits::kExpireChunkRowsMax) per short transaction, at most
   // chunks_max chunks (then report.more is set).
-  virtual ExpireReport expire_coupons(int64_t now_us, int64_t chunk_rows, int64_t chunks_max);
+  ExpireReport expire_coupons(int64_t now_us, int64_t chunk_rows, int64_t chunks_max);
 
   // ---- Partners and API keys (couponcore/auth.hpp) --------------------------------------------
-  virtual PartnerKey create_partner(const std::string& name);
+  PartnerKey create_partner(const std::string& name);
   // A new key; every older key of the partner is revoked in the same transaction.
-  virtual PartnerKey rotate_partner_key(int64_t partner_id);
+  PartnerKey rotate_partner_key(int64_t partner_id);
   // Revokes every key of the partner (it can get a new one with rotate_partner_key).
-  virtual Partner revoke_partner_keys(int64_t partner_id);
-  virtual Partner get_partner(int64_t partner_id);
+  Partner revoke_partner_keys(int64_t partner_id);
+  Partner get_partner(int64_t partner_id);
   // Ordered by id, after after_partner_id; limit 1..1000.
-  virtual std::vector<Partner> list_partners(int64_t after_partner_id, int32_t limit);
+  std::vector<Partner> list_partners(int64_t after_partner_id, int32_t limit);
   // The partner owning api_key; kUnauthenticated (one message) for unknown, revoked, malformed.
-  virtual Partner authenticate(std::string_view api_key);
-  virtual AuthCounters auth_counters() const;
+  Partner authenticate(std::string_view api_key);
+  AuthCounters auth_counters() const;
 
   // Stops the engine's threads after finishing what was queued; later calls throw kClosed.
-  virtual void close() = 0;
-  virtual bool closed() const noexcept = 0;
+  void close();
+  bool closed() const noexcept;
 
   // Called on the engine's thread after each batch of callbacks (the asyncio binding uses it to
   // wake the event loop once per batch). Set it before the first submit.
-  void set_batch_end_hook(std::function<void()> hook) { batch_end_hook_ = std::move(hook); }
-
- protected:
-  void run_batch_end_hook() {
-    if (batch_end_hook_) batch_end_hook_();
-  }
-
-  EngineHistograms histograms_;
+  void set_batch_end_hook(std::function<void()> hook);
 
  private:
-  std::function<void()> batch_end_hook_;
+  void check_open() const;
+
+  std::unique_ptr<detail::Deployment> deployment_;
+  std::atomic<bool> closed_{false};
 };
 
 struct EmbeddedOptions {

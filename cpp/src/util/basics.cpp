@@ -95,28 +95,4 @@ void check_order_id(std::string_view order_id) { check_id(order_id, kOrderIdByte
 
 }  // namespace limits
 
-IssueResult Engine::issue(int64_t campaign_id, IssueRequest request) {
-  std::vector<IssueRequest> one;
-  one.push_back(std::move(request));
-  std::vector<IssueResult> results = issue_many(campaign_id, std::move(one));
-  return results.at(0);
-}
-
-std::vector<IssueResult> Engine::issue_many(int64_t campaign_id, std::vector<IssueRequest> requests) {
-  if (requests.empty()) return {};
-  auto promise = std::make_shared<std::promise<Answer<std::vector<IssueResult>>>>();
-  auto future = promise->get_future();
-  submit_issue(campaign_id, std::move(requests),
-               [promise](std::vector<IssueResult>&& results, std::exception_ptr error) {
-                 Answer<std::vector<IssueResult>> a;
-                 if (error) {
-                   a.error = error_from(error);
-                 } else {
-                   a.value = std::move(results);
-                 }
-                 promise->set_value(std::move(a));
-               });
-  return future.get().take();
-}
-
 }  // namespace couponcore

@@ -5,151 +5,26 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <charconv>
 #include <chrono>
 #include <thread>
 
 #include "couponcore/error.hpp"
 #include "couponcore/limits.hpp"
-#include "postgres/coupon_store.hpp"
-#include "postgres/migrations.hpp"
-#include "redis/scripts.hpp"
+#include "store/postgres/coupon_store.hpp"
+#include "store/postgres/migrations.hpp"
 
 namespace couponcore::writer {
 
 namespace {
 
-constexpr std::size_t kDeadLetterFieldsMax = 16;     // original field pairs copied to a dead letter
-constexpr std::size_t kDeadLetterValueBytesMax = 1024;
-// A malformed batch entry keeps its grant lines whole (2,048 lines of at most ~310 bytes), so
-// that its grants can still be recovered by hand from the dead-letter stream.
-constexpr std::size_t kDeadLetterLinesBytesMax = 1 << 20;
-constexpr std::size_t kReasonBytesMax = 500;
 constexpr std::size_t kCampaignsMax = 100'000;       // campaign streams one writer follows
 constexpr int64_t kWriterStatementTimeoutMs = 30'000;
-
-bool to_i64(std::string_view s, int64_t* v) {
-  if (s.empty()) return false;
-  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), *v);
-  return ec == std::errc() && end == s.data() + s.size();
-}
-
-std::string clip(std::string s, std::size_t n) {
-  if (s.size() > n) s.resize(n);
-  return s;
-}
 
 bool is_error_prefix(const redis::Reply& r, std::string_view p) {
   return r.is_error() && r.str().substr(0, p.size()) == p;
 }
 
 }  // namespace
-
-// ---- parsing ---------------------------------------------------------------------------------
-
-std::vector<LogEntry> parse_entries(const redisReply* entries) {
-  std::vector<LogEntry> out;
-  if (!redis::reply_is_array(entries)) return out;
-  out.reserve(entries->elements);
-  for (std::size_t i = 0; i < entries->elements; ++i) {
-    const redisReply* e = entries->element[i];
-    if (!redis::reply_is_array(e) || e->elements < 1) continue;
-    LogEntry le;
-    le.id = std::string(redis::reply_str(e->element[0]));
-    if (le.id.empty()) continue;
-    if (e->elements < 2 || redis::reply_is_nil(e->element[1])) {
-      le.deleted = true;
-    } else if (redis::reply_is_array(e->element[1])) {
-      const redisReply* f = e->element[1];
-      for (std::size_t k = 0; k + 1 < f->elements; k += 2) {
-        le.fields.emplace_back(std::string(redis::reply_str(f->element[k])),
-                               std::string(redis::reply_str(f->element[k + 1])));
-      }
-    }
-    out.push_back(std::move(le));
-  }
-  return out;
-}
-
-namespace {
-
-// One grant's fields, checked; "" or why they are malformed.
-std::string grant_from(int64_t campaign_id, std::string_view seq, std::string_view user, std::string_view ordinal,
-                       std::string_view request_id, int64_t issued_at_us, Grant* g) {
-  int64_t n = 0;
-  *g = Grant{};
-  g->campaign_id = campaign_id;
-  if (!to_i64(seq, &n) || n < 1 || n > limits::kQuantityMax) return "malformed: s is not a seq in 1..quantity max";
-  g->seq = static_cast<uint32_t>(n);
-  if (!limits::is_valid_id(user, limits::kUserIdBytesMax)) return "malformed: u is not a valid user id";
-  g->user_id = std::string(user);
-  if (!to_i64(ordinal, &n) || n < 1 || n > limits::kPerUserLimitMax) return "malformed: o is not a user ordinal";
-  g->user_ordinal = static_cast<uint32_t>(n);
-  if (!request_id.empty() && !limits::is_valid_id(request_id, limits::kRequestIdBytesMax)) {
-    return "malformed: r is not a request id";
-  }
-  g->request_id = std::string(request_id);
-  g->issued_at_us = issued_at_us;
-  return "";
-}
-
-}  // namespace
-
-std::string parse_grants(const LogEntry& entry, int64_t campaign_id, std::vector<Grant>* out) {
-  if (entry.deleted) return "malformed: the entry was deleted";
-  std::string_view c, s, u, o, r, t, g;
-  bool have_c = false, have_s = false, have_u = false, have_o = false, have_t = false, have_g = false;
-  for (const auto& [k, v] : entry.fields) {
-    if (k == "c") {
-      c = v, have_c = true;
-    } else if (k == "s") {
-      s = v, have_s = true;
-    } else if (k == "u") {
-      u = v, have_u = true;
-    } else if (k == "o") {
-      o = v, have_o = true;
-    } else if (k == "r") {
-      r = v;
-    } else if (k == "t") {
-      t = v, have_t = true;
-    } else if (k == "g") {
-      g = v, have_g = true;
-    }
-  }
-  int64_t n = 0;
-  if (!have_c || !to_i64(c, &n) || n != campaign_id) return "malformed: c is not this stream's campaign id";
-  int64_t issued_at = 0;
-  if (!have_t || !to_i64(t, &issued_at) || issued_at < 0) return "malformed: t is not a time in microseconds";
-  if (!have_g) {  // one grant: c s u o r t
-    if (!(have_s && have_u && have_o)) return "malformed: a field of c s u o t is missing";
-    Grant one;
-    std::string why = grant_from(campaign_id, s, u, o, r, issued_at, &one);
-    if (why.empty()) out->push_back(std::move(one));
-    return why;
-  }
-  // A batch: c t g, g = lines "<seq> <user_ordinal> <user_id> <request_id>".
-  if (g.empty()) return "malformed: g holds no grant";
-  std::vector<Grant> grants;
-  for (std::size_t pos = 0; pos <= g.size();) {
-    std::size_t end = g.find('\n', pos);
-    if (end == std::string_view::npos) end = g.size();
-    const std::string_view line = g.substr(pos, end - pos);
-    const std::size_t a = line.find(' ');
-    const std::size_t b = a == std::string_view::npos ? a : line.find(' ', a + 1);
-    const std::size_t d = b == std::string_view::npos ? b : line.find(' ', b + 1);
-    if (d == std::string_view::npos || line.find(' ', d + 1) != std::string_view::npos) {
-      return "malformed: a line of g is not '<seq> <user_ordinal> <user_id> <request_id>'";
-    }
-    Grant one;
-    std::string why = grant_from(campaign_id, line.substr(0, a), line.substr(b + 1, d - b - 1), line.substr(a + 1, b - a - 1),
-                                 line.substr(d + 1), issued_at, &one);
-    if (!why.empty()) return why;
-    grants.push_back(std::move(one));
-    pos = end + 1;
-  }
-  for (Grant& one : grants) out->push_back(std::move(one));
-  return "";
-}
 
 // ---- shared state ----------------------------------------------------------------------------
 
@@ -210,20 +85,13 @@ GrantWriter::GrantWriter(WriterShared& shared, std::string consumer)
         o.application_name = "couponcore-writer";
         o.statement_timeout_ms = kWriterStatementTimeoutMs;  // a hung server is a failure, not a hang
         return o;
-      }()),
-      ack_script_(redis::kAckLua),
-      dead_letter_script_(redis::kDeadLetterLua) {}
+      }()) {}
 
 void GrantWriter::sleep_ms(int64_t ms) {
   const int64_t until = redis::steady_ms() + ms;
   while (!sh_.stop.load() && redis::steady_ms() < until) {
     std::this_thread::sleep_for(std::chrono::milliseconds(std::min<int64_t>(20, std::max<int64_t>(1, until - redis::steady_ms()))));
   }
-}
-
-void GrantWriter::ensure_group(const redis::CampaignKeys& keys) {
-  redis::Reply r = redis_.command(redis::Args{"XGROUP", "CREATE"}.add(keys.grants).add(redis::kWriterGroup).add("0").add("MKSTREAM"));
-  if (r.is_error() && !is_error_prefix(r, "BUSYGROUP")) redis::throw_reply_error(r.str(), "XGROUP CREATE");
 }
 
 void GrantWriter::refresh_streams(int64_t now_ms) {
@@ -235,7 +103,7 @@ void GrantWriter::refresh_streams(int64_t now_ms) {
     if (!redis::reply_int(r.at(i), &id) || id <= 0 || id > limits::kCampaignIdMax) continue;
     if (known_.count(id)) continue;
     redis::CampaignKeys keys(sh_.prefix, id);
-    ensure_group(keys);
+    log_.ensure_group(keys);
     known_.insert(id);
     streams_.push_back(std::move(keys));
   }
@@ -263,7 +131,7 @@ void GrantWriter::read_new(std::vector<StreamBatch>& out) {
   for (std::size_t k = 0; k < chosen.size(); ++k) a.add(">");
   redis::Reply r = redis_.command(a);
   if (is_error_prefix(r, "NOGROUP")) {  // a stream vanished (deleted by hand): recreate groups
-    for (const auto* k : chosen) ensure_group(*k);
+    for (const auto* k : chosen) log_.ensure_group(*k);
     return;
   }
   if (r.is_error()) redis::throw_reply_error(r.str(), "XREADGROUP");
@@ -273,7 +141,7 @@ void GrantWriter::read_new(std::vector<StreamBatch>& out) {
     std::string_view key = redis::reply_str(s->element[0]);
     for (const auto* k : chosen) {
       if (k->grants == key) {
-        StreamBatch sb{*k, parse_entries(s->element[1]), {}, {}};
+        StreamBatch sb{*k, grantlog::parse_entries(s->element[1]), {}, {}};
         if (!sb.entries.empty()) out.push_back(std::move(sb));
         break;
       }
@@ -307,7 +175,7 @@ void GrantWriter::claim_idle(std::vector<StreamBatch>& out) {
     if (r.is_error()) continue;  // NOGROUP for a vanished stream: refresh recreates it
     if (r.size() < 2) continue;
     claim_cursor_[k->campaign_id] = std::string(redis::reply_str(r.at(0)));
-    StreamBatch sb{*k, parse_entries(r.at(1)), {}, {}};
+    StreamBatch sb{*k, grantlog::parse_entries(r.at(1)), {}, {}};
     if (!sb.entries.empty()) claimed.push_back(std::move(sb));
   }
   if (claimed.empty()) return;
@@ -353,94 +221,22 @@ void GrantWriter::heartbeat(const std::vector<StreamBatch>& batch, int64_t now_m
   for (std::size_t i = 0; i < batch.size(); ++i) redis_.read_reply();
 }
 
-void GrantWriter::dead_letter(const StreamBatch& sb, const LogEntry& e, const std::string& reason,
-                              const std::vector<std::pair<std::size_t, std::string>>* refused) {
-  redis::Args a;
-  a.add(redis::kWriterGroup).add(e.id).add(e.deliveries);
-  int64_t records = 0;
-  if (refused == nullptr) {
-    std::vector<std::pair<std::string, std::string>> fields;
-    for (const auto& [k, v] : e.fields) {
-      if (fields.size() == kDeadLetterFieldsMax) break;
-      fields.emplace_back(clip(k, 64), clip(v, k == "g" ? kDeadLetterLinesBytesMax : kDeadLetterValueBytesMax));
-    }
-    a.add(int64_t{1}).add(clip(reason, kReasonBytesMax)).add(static_cast<int64_t>(fields.size()));
-    for (const auto& [k, v] : fields) a.add(k).add(v);
-    records = 1;
-  } else {
-    a.add(static_cast<int64_t>(refused->size()));
-    for (const auto& [gi, why] : *refused) {
-      const Grant& g = sb.grants[gi];
-      a.add(clip(why, kReasonBytesMax)).add(int64_t{6});
-      a.add("c").add(g.campaign_id).add("s").add(int64_t{g.seq}).add("u").add(g.user_id);
-      a.add("o").add(int64_t{g.user_ordinal}).add("r").add(g.request_id).add("t").add(g.issued_at_us);
-    }
-    records = static_cast<int64_t>(refused->size());
-  }
-  redis::Reply r = redis::eval(redis_, dead_letter_script_, {sb.keys.grants, sb.keys.dead_letters, sb.keys.reasons}, a);
-  if (r.is_error()) redis::throw_reply_error(r.str(), "dead letter");
-  if (r.integer() == 1) {
-    sh_.dead_lettered += static_cast<uint64_t>(records);
-    log(LogLevel::kWarning, "writer", "grant-log entry " + e.id + " of campaign " + std::to_string(sb.keys.campaign_id) +
-                                          ": " + std::to_string(records) +
-                                          " record(s) moved to the dead-letter stream after " +
-                                          std::to_string(e.deliveries) + " deliveries: " + clip(reason, kReasonBytesMax));
-  }
-}
-
-void GrantWriter::prepare(std::vector<StreamBatch>& batch) {
-  for (StreamBatch& sb : batch) {
-    std::vector<LogEntry> keep;
-    std::vector<std::string> clear;
-    keep.reserve(sb.entries.size());
-    sb.grants.clear();
-    sb.grant_entry.clear();
-    for (LogEntry& e : sb.entries) {
-      if (e.deleted) {  // deleted while pending: nothing to write, just clear it
-        clear.push_back(e.id);
-        continue;
-      }
-      const std::string why = parse_grants(e, sb.keys.campaign_id, &sb.grants);
-      if (!why.empty()) {  // retrying cannot fix a malformed entry
-        dead_letter(sb, e, why);
-        continue;
-      }
-      sb.grant_entry.resize(sb.grants.size(), keep.size());
-      keep.push_back(std::move(e));
-    }
-    sb.entries = std::move(keep);
-    if (!clear.empty()) {
-      redis::Args a;
-      a.add(redis::kWriterGroup);
-      for (const std::string& id : clear) a.add(id);
-      redis::check_reply(redis::eval(redis_, ack_script_, {sb.keys.grants, sb.keys.reasons}, a), "ack");
-    }
-  }
-  batch.erase(std::remove_if(batch.begin(), batch.end(), [](const StreamBatch& sb) { return sb.entries.empty(); }),
-              batch.end());
-}
-
 bool GrantWriter::write(std::vector<StreamBatch>& batch, int64_t now_ms, int64_t* wait_ms) {
-  std::vector<Grant> grants;
-  std::vector<std::pair<std::size_t, std::size_t>> where;  // grant index -> (stream, its index there)
-  for (std::size_t s = 0; s < batch.size(); ++s) {
-    for (std::size_t i = 0; i < batch[s].grants.size(); ++i) {
-      grants.push_back(batch[s].grants[i]);
-      where.emplace_back(s, i);
-    }
-  }
-  if (grants.empty()) return true;
-  // 1. One transaction for the whole batch, if the breaker lets us.
+  std::size_t grants = 0;
+  for (const StreamBatch& sb : batch) grants += sb.grants.size();
+  if (grants == 0) return true;
   if (!sh_.breaker.allow(now_ms, wait_ms)) return false;
-  pgstore::WriteOutcome outcome;
+  grantlog::CommitPolicy policy;
+  policy.dead_letter_after_deliveries = sh_.options.dead_letter_after_deliveries;
+  grantlog::CommitOutcome outcome;
   try {
-    outcome = pgstore::write_grants(pg_, grants);
-  } catch (const Error& e) {
+    outcome = grantlog::commit_entries(pg_, log_, batch, policy);
+  } catch (const pg::PgError& e) {
     // The database is down, or refused the batch as a whole (not one row): retry later.
     sh_.failures++;
     const bool was_open = sh_.breaker.is_open();
     sh_.breaker.failure(redis::steady_ms());
-    log(LogLevel::kWarning, "writer", "writing " + std::to_string(grants.size()) +
+    log(LogLevel::kWarning, "writer", "writing " + std::to_string(grants) +
                                           " grants failed; they wait in the log and are retried: " + e.what());
     if (!was_open && sh_.breaker.is_open()) {
       log(LogLevel::kError, "writer", "circuit breaker open after " + std::to_string(sh_.options.breaker_failures) +
@@ -452,46 +248,9 @@ bool GrantWriter::write(std::vector<StreamBatch>& batch, int64_t now_ms, int64_t
   if (sh_.breaker.is_open()) log(LogLevel::kInfo, "writer", "PostgreSQL answers again: circuit breaker closed");
   sh_.breaker.success();
   sh_.batches++;
-  if (sh_.commit_grants) sh_.commit_grants->observe(static_cast<double>(grants.size()));
+  if (sh_.commit_grants) sh_.commit_grants->observe(static_cast<double>(grants));
   sh_.written += static_cast<uint64_t>(outcome.inserted);
-  // 2. Entries with a grant the database refused: on the last allowed delivery their refused
-  //    grants go to the dead-letter stream (the others are written) and the entry is removed;
-  //    before that, the entry is left pending (it comes back through XAUTOCLAIM, and its other
-  //    grants are written again, idempotently) with the reason noted.
-  std::vector<std::vector<std::vector<std::pair<std::size_t, std::string>>>> refused(batch.size());
-  for (std::size_t s = 0; s < batch.size(); ++s) refused[s].resize(batch[s].entries.size());
-  for (const auto& [gi, reason] : outcome.failed) {
-    const auto [s, i] = where[gi];
-    refused[s][batch[s].grant_entry[i]].emplace_back(i, reason);
-  }
-  for (std::size_t s = 0; s < batch.size(); ++s) {
-    for (std::size_t ei = 0; ei < batch[s].entries.size(); ++ei) {
-      const auto& why = refused[s][ei];
-      if (why.empty()) continue;
-      const LogEntry& e = batch[s].entries[ei];
-      const std::string reason =
-          why.size() == 1 ? why[0].second : std::to_string(why.size()) + " grants refused; the first: " + why[0].second;
-      if (e.deliveries >= sh_.options.dead_letter_after_deliveries) {
-        dead_letter(batch[s], e, reason, &why);
-      } else {
-        redis_.command_checked(
-            redis::Args{"HSET"}.add(batch[s].keys.reasons).add(e.id).add(clip(reason, kReasonBytesMax)), "HSET reason");
-      }
-    }
-  }
-  // 3. Acknowledge (and delete) the entries whose grants are all in PostgreSQL now.
-  for (std::size_t s = 0; s < batch.size(); ++s) {
-    redis::Args a;
-    a.add(redis::kWriterGroup);
-    std::size_t n = 0;
-    for (std::size_t ei = 0; ei < batch[s].entries.size(); ++ei) {
-      if (refused[s][ei].empty()) {
-        a.add(batch[s].entries[ei].id);
-        ++n;
-      }
-    }
-    if (n) redis::check_reply(redis::eval(redis_, ack_script_, {batch[s].keys.grants, batch[s].keys.reasons}, a), "ack");
-  }
+  sh_.dead_lettered += static_cast<uint64_t>(outcome.dead_letter_records);
   return true;
 }
 
@@ -535,7 +294,7 @@ void GrantWriter::run() {
           claim_idle(fresh);
         }
         if (fresh.empty()) read_new(fresh);
-        prepare(fresh);
+        sh_.dead_lettered += log_.prepare(fresh, /*dead_letter_malformed=*/true);
         adapt_read_size(fresh);
         held = std::move(fresh);
         if (held.empty()) continue;

@@ -9,15 +9,14 @@
 //      is read_count_max divided by the grants per entry of the previous read (an entry holds
 //      one gate batch: up to 2,048 grants; older entries one), so a read brings about
 //      read_count_max grants
-//   4. write the batch: parse (malformed -> dead letter at once: retrying cannot fix it);
-//      pgstore::write_grants in one transaction; commit; then kAckLua (XACK, then XTRIM MINID
-//      up to the oldest pending entry: only acknowledged entries are ever removed, one trim
-//      per batch instead of an XDEL per entry; the stream holds the grants not yet in
-//      PostgreSQL, plus acknowledged ones above a pending one until it is resolved). An entry
-//      with a grant the database refuses (conflict, foreign key) stays pending and comes back
-//      through XAUTOCLAIM (its other grants are written again, idempotently); on its
-//      dead_letter_after_deliveries-th delivery the refused grants move to the dead-letter
-//      stream, one record each with its reason, and the entry is removed (kDeadLetterLua).
+//   4. write the batch: GrantLog::prepare parses it (malformed -> dead letter at once: retrying
+//      cannot fix it); grantlog::commit_entries writes it in one transaction, commits, then
+//      acknowledges (log/lua/ack.lua: XACK, then XTRIM MINID up to the oldest pending entry:
+//      only acknowledged entries are ever removed, one trim per batch instead of an XDEL per
+//      entry). An entry with a grant the database refuses (conflict, foreign key) stays pending
+//      and comes back through XAUTOCLAIM (its other grants are written again, idempotently); on
+//      its dead_letter_after_deliveries-th delivery the refused grants move to the dead-letter
+//      stream, one record each with its reason, and the entry is removed (log/lua/dead_letter.lua).
 //   5. database down: the batch stays in hand (and in our PEL, its idle time refreshed by
 //      XCLAIM JUSTID so no one else claims it), the shared circuit breaker paces retries, and
 //      no new entries are read: grants wait in the stream.
@@ -37,27 +36,16 @@
 #include "couponcore/metrics.hpp"
 #include "couponcore/types.hpp"
 #include "couponcore/worker.hpp"
-#include "postgres/pg.hpp"
+#include "log/grant_log.hpp"
+#include "store/postgres/pg.hpp"
 #include "redis/keys.hpp"
 #include "redis/redis.hpp"
 #include "writer/backoff.hpp"
 
 namespace couponcore::writer {
 
-// One grant-log entry as read from a stream.
-struct LogEntry {
-  std::string id;
-  std::vector<std::pair<std::string, std::string>> fields;
-  int64_t deliveries = 1;
-  bool deleted = false;  // XAUTOCLAIM of an entry deleted meanwhile (Redis 6.2 reports nil)
-};
-
-// Entries of an XRANGE / XREADGROUP / XAUTOCLAIM entries array.
-std::vector<LogEntry> parse_entries(const redisReply* entries);
-// Appends the grants of an entry of campaign_id's stream to *out: a batch entry (c t g, see
-// redis::kGateLua) or a one-grant entry (c s u o r t). Returns "" or why the entry is
-// malformed (then nothing is appended).
-std::string parse_grants(const LogEntry& entry, int64_t campaign_id, std::vector<Grant>* out);
+using grantlog::LogEntry;
+using grantlog::StreamBatch;
 
 // What all writer threads of one process share.
 struct WriterShared {
@@ -92,30 +80,15 @@ class GrantWriter {
   void run();  // until shared.stop
 
  private:
-  struct StreamBatch {
-    redis::CampaignKeys keys;
-    std::vector<LogEntry> entries;
-    std::vector<Grant> grants;             // after prepare(): every entry's grants, in order
-    std::vector<std::size_t> grant_entry;  // grants[i] came from entries[grant_entry[i]]
-  };
-
   void refresh_streams(int64_t now_ms);
   void claim_idle(std::vector<StreamBatch>& out);
   void read_new(std::vector<StreamBatch>& out);
-  // Parses every entry; dead-letters the malformed ones and clears deleted ones, keeping the
-  // rest (entries[i] <-> grants[i]). Drops stream batches left empty.
-  void prepare(std::vector<StreamBatch>& batch);
   // True when the batch is finished with (written, dead-lettered or left pending to come
   // back); false when it must be retried after *wait_ms (the database is down, or the
   // breaker says wait).
   bool write(std::vector<StreamBatch>& batch, int64_t now_ms, int64_t* wait_ms);
   void heartbeat(const std::vector<StreamBatch>& batch, int64_t now_ms);
   void adapt_read_size(const std::vector<StreamBatch>& batch);  // sets entries_per_read_
-  // Moves entry e to the dead-letter stream as one record with its own fields (refused ==
-  // nullptr: e is malformed) or as one record per refused grant (index into sb.grants, reason).
-  void dead_letter(const StreamBatch& sb, const LogEntry& e, const std::string& reason,
-                   const std::vector<std::pair<std::size_t, std::string>>* refused = nullptr);
-  void ensure_group(const redis::CampaignKeys& keys);
   void say_goodbye();  // XGROUP DELCONSUMER where we hold nothing
   void sleep_ms(int64_t ms);
 
@@ -123,8 +96,7 @@ class GrantWriter {
   const std::string consumer_;
   redis::RedisConn redis_;
   pg::Conn pg_;
-  redis::Script ack_script_;
-  redis::Script dead_letter_script_;
+  grantlog::GrantLog log_{redis_};
   std::vector<redis::CampaignKeys> streams_;
   std::unordered_set<int64_t> known_;
   std::unordered_map<int64_t, std::string> claim_cursor_;

@@ -1,0 +1,237 @@
+// The Engine facade (couponcore/engine.hpp): argument checks and the open/closed state, once for
+// both deployments, then one forward each to the pipeline or a service (engine/pipeline.hpp).
+#include <future>
+#include <string>
+
+#include "auth/partner_service.hpp"
+#include "coupons/coupon_service.hpp"
+#include "couponcore/engine.hpp"
+#include "couponcore/error.hpp"
+#include "couponcore/limits.hpp"
+#include "engine/pipeline.hpp"
+#include "util/assert.hpp"
+#include "util/validate.hpp"
+
+namespace couponcore {
+
+namespace {
+
+void check_requests(const std::vector<IssueRequest>& requests) {
+  if (requests.size() > limits::kIssueBatchMax) {
+    throw_invalid("a batch holds at most " + std::to_string(limits::kIssueBatchMax) + " requests, got " +
+                  std::to_string(requests.size()));
+  }
+  for (const IssueRequest& r : requests) {
+    limits::check_user_id(r.user_id);
+    if (!r.request_id.empty()) limits::check_request_id(r.request_id);
+  }
+}
+
+void check_quantity(int64_t quantity) {
+  if (quantity <= 0 || quantity > limits::kQuantityMax) {
+    throw_invalid("quantity must be 1.." + std::to_string(limits::kQuantityMax) + ", got " + std::to_string(quantity));
+  }
+}
+
+}  // namespace
+
+Engine::Engine(std::unique_ptr<detail::Deployment> deployment) : deployment_(std::move(deployment)) {
+  CC_ASSERT(deployment_ && deployment_->pipeline && deployment_->coupons && deployment_->partners,
+            "a deployment without all of its parts");
+}
+
+Engine::~Engine() { close(); }
+
+void Engine::check_open() const {
+  if (closed_.load(std::memory_order_acquire)) throw Error(ErrorCode::kClosed, "the engine is closed");
+}
+
+const char* Engine::kind() const noexcept { return deployment_->pipeline->kind(); }
+
+// ---- campaigns and issuance --------------------------------------------------------------------
+
+Campaign Engine::create_campaign(const CampaignSpec& spec) {
+  check_open();
+  check_campaign_spec(spec);
+  if (!deployment_->partners->exists(spec.partner_id)) {
+    throw_not_found("partner " + std::to_string(spec.partner_id) + " not found");
+  }
+  return deployment_->pipeline->create_campaign(spec);
+}
+
+Campaign Engine::get_campaign(int64_t campaign_id) {
+  check_open();
+  return deployment_->pipeline->get_campaign(campaign_id);
+}
+
+std::vector<Campaign> Engine::list_campaigns(int64_t partner_id) {
+  check_open();
+  return deployment_->pipeline->list_campaigns(partner_id);
+}
+
+void Engine::submit_issue(int64_t campaign_id, std::vector<IssueRequest> requests, IssueCallback cb) {
+  check_open();
+  check_requests(requests);
+  detail::Pipeline& p = *deployment_->pipeline;
+  if (requests.empty()) {
+    p.get_campaign(campaign_id);  // an unknown campaign is kNotFound, even with nothing to decide
+    cb({}, nullptr);
+    p.run_batch_end_hook();
+    return;
+  }
+  p.submit(campaign_id, std::move(requests), std::move(cb));
+}
+
+IssueResult Engine::issue(int64_t campaign_id, IssueRequest request) {
+  std::vector<IssueRequest> one;
+  one.push_back(std::move(request));
+  std::vector<IssueResult> results = issue_many(campaign_id, std::move(one));
+  return results.at(0);
+}
+
+std::vector<IssueResult> Engine::issue_many(int64_t campaign_id, std::vector<IssueRequest> requests) {
+  if (requests.empty()) return {};
+  auto promise = std::make_shared<std::promise<Answer<std::vector<IssueResult>>>>();
+  auto future = promise->get_future();
+  submit_issue(campaign_id, std::move(requests), [promise](std::vector<IssueResult>&& results, std::exception_ptr error) {
+    Answer<std::vector<IssueResult>> a;
+    if (error) {
+      a.error = error_from(error);
+    } else {
+      a.value = std::move(results);
+    }
+    promise->set_value(std::move(a));
+  });
+  return future.get().take();
+}
+
+CampaignStats Engine::campaign_stats(int64_t campaign_id) {
+  check_open();
+  return deployment_->pipeline->campaign_stats(campaign_id);
+}
+
+bool Engine::drain(double timeout_s) {
+  check_open();
+  return deployment_->pipeline->drain(timeout_s);
+}
+
+ReconcileReport Engine::reconcile(int64_t campaign_id) {
+  check_open();
+  return deployment_->pipeline->reconcile(campaign_id);
+}
+
+EngineCounters Engine::counters() const { return deployment_->pipeline->counters(); }
+const EngineHistograms& Engine::histograms() const { return deployment_->pipeline->histograms(); }
+void Engine::set_batch_end_hook(std::function<void()> hook) { deployment_->pipeline->set_batch_end_hook(std::move(hook)); }
+
+// ---- campaign rules ----------------------------------------------------------------------------
+
+int64_t Engine::campaign_partner(int64_t campaign_id) {
+  check_open();
+  return deployment_->pipeline->campaign_partner(campaign_id);
+}
+
+void Engine::check_campaign_partner(int64_t partner_id, int64_t campaign_id) {
+  // The message is the one an unknown campaign gets: existence is not leaked.
+  if (campaign_partner(campaign_id) != partner_id) throw_not_found("campaign " + std::to_string(campaign_id) + " not found");
+}
+
+Campaign Engine::pause_campaign(int64_t partner_id, int64_t campaign_id) {
+  check_open();
+  return deployment_->pipeline->change_rules(partner_id, campaign_id, {CampaignState::kPaused, std::nullopt});
+}
+Campaign Engine::resume_campaign(int64_t partner_id, int64_t campaign_id) {
+  check_open();
+  return deployment_->pipeline->change_rules(partner_id, campaign_id, {CampaignState::kActive, std::nullopt});
+}
+Campaign Engine::close_campaign(int64_t partner_id, int64_t campaign_id) {
+  check_open();
+  return deployment_->pipeline->change_rules(partner_id, campaign_id, {CampaignState::kClosed, std::nullopt});
+}
+Campaign Engine::set_campaign_quantity(int64_t partner_id, int64_t campaign_id, int64_t quantity) {
+  check_open();
+  check_quantity(quantity);
+  return deployment_->pipeline->change_rules(partner_id, campaign_id, {std::nullopt, quantity});
+}
+
+// ---- coupon lifecycle --------------------------------------------------------------------------
+
+UseResult Engine::use_coupon(int64_t partner_id, const UseRequest& request) {
+  check_open();
+  return deployment_->coupons->use(partner_id, request, now_us());
+}
+Coupon Engine::cancel_coupon_use(int64_t partner_id, int64_t coupon_id, const std::string& order_id) {
+  check_open();
+  return deployment_->coupons->cancel_use(partner_id, coupon_id, order_id, now_us());
+}
+Coupon Engine::get_coupon(int64_t partner_id, int64_t coupon_id) {
+  check_open();
+  return deployment_->coupons->get(partner_id, coupon_id, now_us());
+}
+CouponPage Engine::list_user_coupons(int64_t partner_id, const CouponQuery& query) {
+  check_open();
+  return deployment_->coupons->list_for_user(partner_id, query, now_us());
+}
+CouponCounts Engine::coupon_counts(int64_t partner_id, int64_t campaign_id) {
+  check_open();
+  return deployment_->coupons->counts(partner_id, campaign_id, now_us());
+}
+ExpireReport Engine::expire_coupons(int64_t now, int64_t chunk_rows, int64_t chunks_max) {
+  check_open();
+  return deployment_->coupons->expire(now, chunk_rows, chunks_max);
+}
+
+// ---- partners ----------------------------------------------------------------------------------
+
+PartnerKey Engine::create_partner(const std::string& name) {
+  check_open();
+  return deployment_->partners->create(name);
+}
+PartnerKey Engine::rotate_partner_key(int64_t partner_id) {
+  check_open();
+  return deployment_->partners->rotate(partner_id);
+}
+Partner Engine::revoke_partner_keys(int64_t partner_id) {
+  check_open();
+  return deployment_->partners->revoke(partner_id);
+}
+Partner Engine::get_partner(int64_t partner_id) {
+  check_open();
+  return deployment_->partners->get(partner_id);
+}
+std::vector<Partner> Engine::list_partners(int64_t after_partner_id, int32_t limit) {
+  check_open();
+  return deployment_->partners->list(after_partner_id, limit);
+}
+Partner Engine::authenticate(std::string_view api_key) {
+  check_open();
+  return deployment_->partners->authenticate(api_key);
+}
+AuthCounters Engine::auth_counters() const { return deployment_->partners->counters(); }
+
+// ---- life --------------------------------------------------------------------------------------
+
+void Engine::close() {
+  if (closed_.exchange(true, std::memory_order_acq_rel)) return;
+  deployment_->pipeline->close();
+}
+
+bool Engine::closed() const noexcept { return closed_.load(std::memory_order_acquire); }
+
+void count_results(EngineCounters& k, const std::vector<IssueResult>& results, bool fast_path) {
+  k.requests += results.size();
+  if (fast_path) k.fast_path += results.size();
+  for (const IssueResult& r : results) k.by_status[static_cast<int>(r.status)]++;
+  k.issued = k.by_status[static_cast<int>(IssueStatus::kIssued)];
+}
+
+const char* coupon_state_name(CouponState s) noexcept {
+  switch (s) {
+    case CouponState::kIssued: return "issued";
+    case CouponState::kUsed: return "used";
+    case CouponState::kExpired: return "expired";
+  }
+  return "unknown";
+}
+
+}  // namespace couponcore

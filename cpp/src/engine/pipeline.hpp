@@ -1,0 +1,90 @@
+// The pipeline of one deployment: the flow of a grant (gate -> log -> writer -> store) behind
+// one small interface, with two implementations:
+//
+//   EmbeddedPipeline  (engine/embedded_pipeline.cpp)  in-process gate (gate/campaign_gate),
+//                     group commit into SQLite (store/sqlite): the log is the commit itself
+//   RedisPipeline     (engine/redis_pipeline.cpp)     Redis gate (gate/redis_gate), grant log
+//                     as Redis Streams (log/), writers (writer/), PostgreSQL (store/postgres)
+//
+// The Engine (couponcore/engine.hpp, engine/engine.cpp) is a facade over a Deployment: one
+// pipeline plus the services that do not depend on it (coupons after issue, partners). The
+// facade validates arguments and checks that the engine is open, once, for both deployments;
+// the pipeline only does what differs between them.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "couponcore/engine.hpp"
+#include "couponcore/metrics.hpp"
+
+namespace couponcore {
+
+class CouponService;
+namespace auth {
+class PartnerService;
+}
+
+namespace detail {
+
+// A change of a campaign's rules; either part may be absent.
+struct RuleChange {
+  std::optional<CampaignState> state;
+  std::optional<int64_t> quantity;
+};
+
+class Pipeline {
+ public:
+  virtual ~Pipeline() = default;
+  Pipeline() = default;
+  Pipeline(const Pipeline&) = delete;
+  Pipeline& operator=(const Pipeline&) = delete;
+
+  virtual const char* kind() const noexcept = 0;
+
+  // Campaigns: the spec and the partner were checked by the facade.
+  virtual Campaign create_campaign(const CampaignSpec& spec) = 0;
+  virtual Campaign get_campaign(int64_t campaign_id) = 0;
+  virtual std::vector<Campaign> list_campaigns(int64_t partner_id) = 0;
+  virtual int64_t campaign_partner(int64_t campaign_id) = 0;
+  // Closed is final (kConflict); a quantity is never below the coupons issued (kConflict);
+  // another partner's campaign is kNotFound. Repeating the current rules changes nothing.
+  virtual Campaign change_rules(int64_t partner_id, int64_t campaign_id, const RuleChange& change) = 0;
+
+  // Issuance: requests were checked by the facade (non-empty, within limits). The callback
+  // runs exactly once, on the pipeline's thread or (fast path) in the caller's.
+  virtual void submit(int64_t campaign_id, std::vector<IssueRequest> requests, IssueCallback cb) = 0;
+  virtual CampaignStats campaign_stats(int64_t campaign_id) = 0;
+  virtual bool drain(double timeout_s) = 0;
+  virtual ReconcileReport reconcile(int64_t campaign_id) = 0;
+
+  virtual EngineCounters counters() const = 0;
+  // Finishes what was queued, then stops the pipeline's threads. Idempotent.
+  virtual void close() = 0;
+
+  EngineHistograms& histograms() { return histograms_; }
+  void set_batch_end_hook(std::function<void()> hook) { batch_end_hook_ = std::move(hook); }
+  // After each batch of callbacks, on the thread that ran them.
+  void run_batch_end_hook() {
+    if (batch_end_hook_) batch_end_hook_();
+  }
+
+ protected:
+  EngineHistograms histograms_;
+
+ private:
+  std::function<void()> batch_end_hook_;
+};
+
+// What an engine is made of; the concrete deployment owns the parts (and orders their lifetimes).
+struct Deployment {
+  virtual ~Deployment() = default;
+  Pipeline* pipeline = nullptr;
+  CouponService* coupons = nullptr;
+  auth::PartnerService* partners = nullptr;
+};
+
+}  // namespace detail
+}  // namespace couponcore

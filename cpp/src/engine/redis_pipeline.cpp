@@ -1,0 +1,455 @@
+// The production pipeline: the Redis gate (gate/redis_gate: one Lua call decides a batch of one
+// campaign), a Redis Stream per campaign as the grant log (log/), the writers (writer/) and
+// PostgreSQL as the store (store/postgres). Same semantics as the embedded pipeline.
+//
+// Threads and connections:
+//   callers     the facade checked the arguments; the campaign is looked up here (cached;
+//               PostgreSQL on a miss), then handed to the gate
+//   gate        its I/O thread and connections (gate/redis_gate.hpp)
+//   writers     writer_threads GrantWriters (writer/), each with its own connections
+//   control     a small pool of PostgreSQL connections and one Redis connection (behind a
+//               mutex) for campaigns, stats, rules and drain
+//   reconcile   its OWN Redis and PostgreSQL connections, opened per call: a reconcile of a
+//               million log entries holds no lock that issuance, drain or a rule change waits on
+//
+// Campaign rules (pause / resume / close / set_quantity): one PostgreSQL transaction locks the
+// campaign row (FOR UPDATE: rule changes of a campaign queue across processes), writes the new
+// rules, applies them to the Redis mirror in one Lua call that refuses a quantity below the
+// gate's counter (which includes grants still in the log), then commits. If the commit's
+// outcome is lost after Redis applied the change, the caller gets kUnavailable and a retry (the
+// same call) brings both to the same rules.
+//
+// open_production() wires the deployment: this pipeline, and the coupon lifecycle and partners
+// on PostgreSQL (store/postgres/pg_lifecycle.hpp) with authentication through the in-process
+// cache, then a Redis cache shared by every engine of the deployment (redis/auth_cache.hpp). A
+// coupon whose grant is still in the log (seq <= the mirror's counter, no row yet) is
+// kUnavailable ("not yet usable, retry"), never kNotFound.
+#include <hiredis/hiredis.h>
+
+#include <algorithm>
+#include <chrono>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include "couponcore/engine.hpp"
+#include "couponcore/error.hpp"
+#include "couponcore/limits.hpp"
+#include "couponcore/metrics.hpp"
+#include "engine/pipeline.hpp"
+#include "gate/mirror.hpp"
+#include "gate/redis_gate.hpp"
+#include "log/grant_log.hpp"
+#include "redis/auth_cache.hpp"
+#include "redis/keys.hpp"
+#include "redis/redis.hpp"
+#include "store/postgres/conn_pool.hpp"
+#include "store/postgres/coupon_store.hpp"
+#include "store/postgres/migrations.hpp"
+#include "store/postgres/pg.hpp"
+#include "store/postgres/pg_lifecycle.hpp"
+#include "util/assert.hpp"
+#include "writer/grant_writer.hpp"
+
+namespace couponcore {
+
+namespace {
+
+constexpr std::size_t kReconcileLogEntriesMax = 1'000'000;
+constexpr std::size_t kXrangePage = 64;  // entries per XRANGE page (a gate batch each)
+constexpr std::size_t kMissingSeqsSampleMax = 100;
+constexpr std::size_t kControlConnsMax = 4;
+
+void check_options(const ProductionOptions& o) {
+  redis::check_key_prefix(o.key_prefix);
+  if (o.postgres_url.empty()) throw_invalid("postgres_url is required");
+  if (o.writer_threads < 0 || o.writer_threads > 64) throw_invalid("writer_threads must be 0..64");
+  if (o.answer_ttl_s < 1 || o.answer_ttl_s > 30 * 24 * 3600) throw_invalid("answer_ttl_s must be 1 s..30 days");
+  if (o.gate_batch_requests_max < 1 || o.gate_batch_requests_max > 20'000) {
+    throw_invalid("gate_batch_requests_max must be 1..20000");
+  }
+  if (o.gate_pipeline_calls_max < 1 || o.gate_pipeline_calls_max > 10'000) {
+    throw_invalid("gate_pipeline_calls_max must be 1..10000");
+  }
+  if (o.gate_cycle_requests_max < 1) throw_invalid("gate_cycle_requests_max must be positive");
+  if (o.queued_requests_max < 1) throw_invalid("queued_requests_max must be positive");
+  if (o.queue_full_wait_ms < 0) throw_invalid("queue_full_wait_ms must not be negative");
+  if (o.redis_connect_timeout_ms < 1 || o.redis_command_timeout_ms < 1) throw_invalid("redis timeouts must be positive");
+  if (o.gate_retries_max < 0 || o.gate_retries_max > 10) throw_invalid("gate_retries_max must be 0..10");
+  if (o.close_drain_timeout_ms < 0) throw_invalid("close_drain_timeout_ms must not be negative");
+  if (o.lifecycle_conns_max < 1 || o.lifecycle_conns_max > pg::ConnPool::kConnsMax) {
+    throw_invalid("lifecycle_conns_max must be 1.." + std::to_string(pg::ConnPool::kConnsMax));
+  }
+  auth::check_auth_options(o.auth);
+  writer::check_writer_options(o.writer);
+}
+
+redis::RedisConnOptions redis_options(const ProductionOptions& o, const char* role) {
+  redis::RedisConnOptions ro;
+  ro.connect_timeout_ms = o.redis_connect_timeout_ms;
+  ro.command_timeout_ms = o.redis_command_timeout_ms;
+  ro.backoff_max_ms = o.redis_backoff_max_ms;
+  ro.client_name = o.client_name + role;
+  return ro;
+}
+
+gate::RedisGateOptions gate_options(const ProductionOptions& o) {
+  gate::RedisGateOptions g;
+  g.key_prefix = o.key_prefix;
+  g.postgres_url = o.postgres_url;
+  g.answer_ttl_s = o.answer_ttl_s;
+  g.batch_requests_max = o.gate_batch_requests_max;
+  g.pipeline_calls_max = o.gate_pipeline_calls_max;
+  g.cycle_requests_max = o.gate_cycle_requests_max;
+  g.queued_requests_max = o.queued_requests_max;
+  g.queue_full_wait_ms = o.queue_full_wait_ms;
+  g.retries_max = o.gate_retries_max;
+  return g;
+}
+
+pg::ConnOptions control_conn_options() {
+  pg::ConnOptions c;
+  c.application_name = "couponcore-control";
+  return c;
+}
+
+using gate::GateCampaign;
+using gate::read_once_more;
+
+class RedisPipeline final : public detail::Pipeline {
+ public:
+  explicit RedisPipeline(const ProductionOptions& o)
+      : options_(o),
+        redis_url_(redis::RedisUrl::parse(o.redis_url)),
+        ctl_pool_(o.postgres_url, kControlConnsMax, control_conn_options()),
+        ctl_redis_(redis_url_, redis_options(o, "-ctl")),
+        writer_shared_(o.key_prefix, redis_url_, redis_options(o, "-writer"), o.postgres_url, o.writer, writers_stop_) {
+    writer_shared_.commit_grants = &histograms_.commit_grants;
+    if (o.migrate_on_open) {
+      auto c = ctl_pool_.acquire();
+      pg::migrate_all(*c);
+    }
+    ctl_redis_.ensure_connected();  // fail fast on a wrong URL or password
+    gate_ = std::make_unique<gate::RedisGate>(gate_options(o), redis_url_, redis_options(o, "-gate"), *this);
+    const std::string base = writer::default_consumer_base();
+    for (int i = 0; i < o.writer_threads; ++i) {
+      writers_.push_back(std::make_unique<writer::GrantWriter>(writer_shared_, base + "-" + std::to_string(i)));
+    }
+    for (auto& w : writers_) writer_threads_.emplace_back([&w] { w->run(); });
+  }
+
+  ~RedisPipeline() override { close(); }
+
+  const char* kind() const noexcept override { return "production"; }
+
+  // ---- campaigns -------------------------------------------------------------------------------
+
+  Campaign create_campaign(const CampaignSpec& spec) override {
+    Campaign c;
+    {
+      auto conn = ctl_pool_.acquire();
+      conn->exec("SELECT 1");  // an INSERT is not repeated blindly: find a dead connection first
+      c = pgstore::insert_campaign(*conn, spec, now_us());
+    }
+    auto entry = std::make_shared<GateCampaign>(c, options_.key_prefix);
+    // The mirror is created now; if Redis is down, the first issue creates it (NOCAMPAIGN).
+    try {
+      std::lock_guard lock(ctl_redis_mu_);
+      gate::write_mirror(ctl_redis_, ctl_scripts_, options_.key_prefix, *entry, 0);
+    } catch (const Error&) {
+    }
+    std::lock_guard lock(campaigns_mu_);
+    campaigns_.emplace(c.id, entry);
+    return c;
+  }
+
+  // The record, from PostgreSQL: another process may have changed the rules. PostgreSQL
+  // unreachable: this process's view.
+  Campaign get_campaign(int64_t campaign_id) override {
+    std::shared_ptr<GateCampaign> entry = entry_for(campaign_id);
+    try {
+      if (std::optional<Campaign> c = ctl_read([&](pg::Conn& conn) { return pgstore::find_campaign(conn, campaign_id); })) {
+        return *c;
+      }
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::kUnavailable) throw;
+    }
+    return entry->snapshot();
+  }
+
+  std::vector<Campaign> list_campaigns(int64_t partner_id) override {
+    return ctl_read([&](pg::Conn& conn) { return pgstore::list_campaigns(conn, partner_id); });
+  }
+
+  int64_t campaign_partner(int64_t campaign_id) override {
+    return entry_for(campaign_id)->campaign.spec.partner_id;  // immutable: no lock needed
+  }
+
+  // The campaign rules: see the file top. Closed is final; anything else may be repeated.
+  Campaign change_rules(int64_t partner_id, int64_t campaign_id, const detail::RuleChange& change) override {
+    std::shared_ptr<GateCampaign> entry = entry_for(campaign_id);
+    const std::string not_found = "campaign " + std::to_string(campaign_id) + " not found";
+    if (entry->campaign.spec.partner_id != partner_id) throw_not_found(not_found);
+    auto conn = ctl_pool_.acquire();
+    pg::Tx tx(*conn);
+    std::optional<PgCouponStore::CampaignRules> current = PgCouponStore::lock_campaign_rules(*conn, partner_id, campaign_id);
+    if (!current) throw_not_found(not_found);
+    PgCouponStore::CampaignRules next = *current;
+    if (change.state) next.state = *change.state;
+    if (change.quantity) next.quantity = *change.quantity;
+    const bool same = next.state == current->state && next.quantity == current->quantity;
+    if (current->state == CampaignState::kClosed && !same) {
+      throw_conflict("campaign " + std::to_string(campaign_id) + " is closed; closing is final");
+    }
+    PgCouponStore::write_campaign_rules(*conn, campaign_id, next);
+    {
+      // Even when `same`: it repairs a mirror a lost commit left ahead.
+      std::lock_guard lock(ctl_redis_mu_);
+      gate::apply_rules(ctl_redis_, ctl_scripts_, *conn, options_.key_prefix, *entry, next.state, next.quantity);
+    }
+    tx.commit();
+    entry->rules_changed(next.state, next.quantity);
+    return entry->snapshot();
+  }
+
+  // ---- issuance ----------------------------------------------------------------------------------
+
+  void submit(int64_t campaign_id, std::vector<IssueRequest> requests, IssueCallback cb) override {
+    gate_->submit(entry_for(campaign_id), std::move(requests), std::move(cb));
+  }
+
+  CampaignStats campaign_stats(int64_t campaign_id) override {
+    entry_for(campaign_id);
+    return ctl_read([&](pg::Conn& conn) { return pgstore::stats(conn, campaign_id); });
+  }
+
+  bool drain(double timeout_s) override {
+    return drain_until(redis::steady_ms() + static_cast<int64_t>(std::max(0.0, timeout_s) * 1000.0));
+  }
+
+  // 1. Re-drive: whatever is still in the grant log goes into the table (idempotently, through
+  //    the writers' own commit path), and leaves the log once it is there. Page by page (an
+  //    entry holds up to 2,048 grants), each page in chunks of about read_count_max grants.
+  // 2. The gate's view, 3. the store's, and the differences.
+  ReconcileReport reconcile(int64_t campaign_id) override {
+    std::shared_ptr<GateCampaign> entry = entry_for(campaign_id);
+    const redis::CampaignKeys& k = entry->keys;
+    ReconcileReport rep;
+    rep.campaign_id = campaign_id;
+    // Its own connections: nothing else waits while a reconcile runs.
+    redis::RedisConn rconn(redis_url_, redis_options(options_, "-reconcile"));
+    pg::Conn pconn(options_.postgres_url, control_conn_options());
+    grantlog::GrantLog glog(rconn);
+    grantlog::CommitPolicy policy;
+    policy.remove_acked = true;  // entries a writer never saw leave the log here
+    std::string from = "-";
+    for (std::size_t seen = 0; seen < kReconcileLogEntriesMax;) {
+      std::vector<grantlog::LogEntry> page = glog.range(k, from, kXrangePage);
+      if (page.empty()) break;
+      from = "(" + page.back().id;
+      seen += page.size();
+      const bool last_page = page.size() < kXrangePage;
+      std::vector<grantlog::StreamBatch> batch{{k, std::move(page), {}, {}}};
+      glog.prepare(batch, /*dead_letter_malformed=*/false);  // malformed entries stay for the writers
+      if (batch.empty()) {
+        if (last_page) break;
+        continue;
+      }
+      // Chunks of whole entries of about read_count_max grants each.
+      grantlog::StreamBatch& all = batch.front();
+      std::size_t next = 0;
+      while (next < all.entries.size()) {
+        grantlog::StreamBatch chunk{k, {}, {}, {}};
+        std::size_t gi = 0;
+        while (gi < all.grants.size() && all.grant_entry[gi] < next) ++gi;
+        for (; next < all.entries.size() && (chunk.entries.empty() || chunk.grants.size() < options_.writer.read_count_max);
+             ++next) {
+          chunk.entries.push_back(all.entries[next]);
+          for (; gi < all.grants.size() && all.grant_entry[gi] == next; ++gi) {
+            chunk.grants.push_back(all.grants[gi]);
+            chunk.grant_entry.push_back(chunk.entries.size() - 1);
+          }
+        }
+        std::vector<grantlog::StreamBatch> one{std::move(chunk)};
+        grantlog::CommitOutcome w = read_once_more([&] { return grantlog::commit_entries(pconn, glog, one, policy); });
+        rep.redriven += w.inserted;
+        rep.log_pending += w.inserted + w.refused;  // not in the store before
+      }
+      if (last_page) break;
+    }
+    redis::Reply m = rconn.command_checked(redis::Args{"HGET"}.add(k.meta).add("n"), "HGET");
+    long long issued = 0;
+    redis::reply_int(m.raw(), &issued);
+    rep.gate_issued = issued;
+    StringMap<int64_t> gate_holders = gate::scan_holders(rconn, k);
+    rep.gate_holders = static_cast<int64_t>(gate_holders.size());
+    rep.dead_lettered = glog.dead_letter_count(k);
+    CampaignStats st = pgstore::stats(pconn, campaign_id);
+    rep.store_rows = st.rows;
+    rep.store_distinct_users = st.distinct_users;
+    rep.store_max_seq = st.max_seq;
+    auto [missing, sample] = pgstore::missing_seqs(pconn, campaign_id, rep.gate_issued, kMissingSeqsSampleMax);
+    rep.missing_in_store = missing;
+    rep.missing_seqs_sample = std::move(sample);
+    pg::Result extra = pconn.exec("SELECT count(*) FROM coupons WHERE campaign_id = $1 AND seq > $2",
+                                  pg::Params().add(campaign_id).add(rep.gate_issued));
+    rep.unexpected_in_store = extra.i64(0, 0);
+    pgstore::Holdings h = pgstore::holdings(pconn, campaign_id);
+    for (const auto& [user, rows] : h.holders) {
+      auto it = gate_holders.find(user);
+      if (it == gate_holders.end() || it->second != rows) rep.holder_mismatches++;
+      if (it != gate_holders.end()) gate_holders.erase(it);
+    }
+    rep.holder_mismatches += static_cast<int64_t>(gate_holders.size());  // in Redis, not in the store
+    rep.consistent = rep.missing_in_store == 0 && rep.unexpected_in_store == 0 && rep.holder_mismatches == 0;
+    return rep;
+  }
+
+  EngineCounters counters() const override {
+    gate::GateCounters g = gate_->counters();
+    EngineCounters k = g.answers;
+    k.redis_reconnects = g.connects;
+    WorkerStats w = writer_shared_.stats();
+    k.grants_written = w.grants_written;
+    k.dead_lettered = w.dead_lettered;
+    k.writer_failures = w.failures;
+    return k;
+  }
+
+  void close() override {
+    if (closing_.exchange(true)) return;
+    gate_->close();
+    // A script that issues and closes should find its grants in PostgreSQL: give the in-process
+    // writers a bounded time to finish the log (whatever is left waits for the next writer).
+    if (!writers_.empty() && options_.close_drain_timeout_ms > 0) {
+      try {
+        drain_until(redis::steady_ms() + options_.close_drain_timeout_ms);
+      } catch (const Error&) {
+      }
+    }
+    writers_stop_ = true;
+    for (auto& t : writer_threads_) t.join();
+    writer_threads_.clear();
+  }
+
+  // For a coupon without a row: did the gate grant it? (Its grant is then still in the log.)
+  // No mirror (Redis lost it): it cannot be ruled out, so the answer is "retry".
+  bool gate_granted(int64_t campaign_id, uint32_t seq) {
+    redis::CampaignKeys k(options_.key_prefix, campaign_id);
+    std::lock_guard lock(ctl_redis_mu_);
+    redis::Reply r = ctl_redis_.command_checked(redis::Args{"HGET"}.add(k.meta).add("n"), "HGET");
+    long long n = 0;
+    if (!redis::reply_int(r.raw(), &n)) return true;
+    return static_cast<long long>(seq) <= n;
+  }
+
+  const redis::RedisUrl& redis_url() const { return redis_url_; }
+
+ private:
+  // A read on a control connection, repeated once on a fresh connection if it had died idle.
+  template <typename Fn>
+  auto ctl_read(Fn&& fn) -> decltype(fn(std::declval<pg::Conn&>())) {
+    auto conn = ctl_pool_.acquire();
+    return read_once_more([&] { return fn(*conn); });
+  }
+
+  std::shared_ptr<GateCampaign> entry_for(int64_t campaign_id) {
+    const std::string not_found = "campaign " + std::to_string(campaign_id) + " not found";
+    if (campaign_id <= 0 || campaign_id > limits::kCampaignIdMax) throw_not_found(not_found);
+    {
+      std::lock_guard lock(campaigns_mu_);
+      if (auto it = campaigns_.find(campaign_id); it != campaigns_.end()) return it->second;
+    }
+    std::optional<Campaign> c = ctl_read([&](pg::Conn& conn) { return pgstore::find_campaign(conn, campaign_id); });
+    if (!c) throw_not_found(not_found);
+    auto entry = std::make_shared<GateCampaign>(std::move(*c), options_.key_prefix);
+    std::lock_guard lock(campaigns_mu_);
+    return campaigns_.emplace(campaign_id, entry).first->second;
+  }
+
+  // Waits until every grant in the logs at the time of the call is in PostgreSQL: for each
+  // campaign stream, the group has delivered past its last entry and nothing at or before it
+  // is pending.
+  bool drain_until(int64_t deadline_ms) {
+    std::vector<std::pair<redis::CampaignKeys, redis::StreamId>> targets;
+    bool listed = false;
+    for (;;) {
+      try {
+        std::lock_guard lock(ctl_redis_mu_);
+        grantlog::GrantLog glog(ctl_redis_);
+        if (!listed) {
+          for (int64_t id : glog.campaigns(options_.key_prefix)) {
+            redis::CampaignKeys k(options_.key_prefix, id);
+            redis::StreamId last;
+            if (glog.last_id(k, &last)) targets.emplace_back(std::move(k), last);
+          }
+          listed = true;
+        }
+        std::vector<std::pair<redis::CampaignKeys, redis::StreamId>> left;
+        for (auto& t : targets) {
+          if (!glog.settled_through(t.first, t.second)) left.push_back(std::move(t));
+        }
+        targets = std::move(left);
+        if (targets.empty()) return true;
+      } catch (const Error& e) {
+        if (e.code() != ErrorCode::kUnavailable) throw;
+      }
+      if (redis::steady_ms() >= deadline_ms) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+
+  const ProductionOptions options_;
+  const redis::RedisUrl redis_url_;
+
+  pg::ConnPool ctl_pool_;
+  std::mutex ctl_redis_mu_;
+  redis::RedisConn ctl_redis_;
+  gate::MirrorScripts ctl_scripts_;  // with ctl_redis_mu_
+
+  std::mutex campaigns_mu_;
+  std::unordered_map<int64_t, std::shared_ptr<GateCampaign>> campaigns_;
+
+  std::atomic<bool> closing_{false};
+  std::atomic<bool> writers_stop_{false};
+  writer::WriterShared writer_shared_;
+  std::unique_ptr<gate::RedisGate> gate_;
+  std::vector<std::unique_ptr<writer::GrantWriter>> writers_;
+  std::vector<std::thread> writer_threads_;
+};
+
+// The production deployment's parts: the pipeline first (the lifecycle asks its gate whether a
+// coupon without a row was granted), then the shared authentication cache and the lifecycle.
+struct ProductionDeployment final : detail::Deployment {
+  explicit ProductionDeployment(const ProductionOptions& o)
+      : redis(o),
+        auth_cache(redis.redis_url(), redis_options(o, "-auth"), o.key_prefix),
+        life(o.postgres_url, lifecycle_options(o)) {
+    pipeline = &redis;
+    coupons = &life.coupons;
+    partners = &life.partners;
+  }
+  ~ProductionDeployment() override { redis.close(); }  // the lifecycle's hook uses the pipeline
+
+  PgLifecycleOptions lifecycle_options(const ProductionOptions& o) {
+    PgLifecycleOptions lo;
+    lo.conns_max = o.lifecycle_conns_max;
+    lo.coupons.grant_pending = [this](int64_t campaign_id, uint32_t seq) { return redis.gate_granted(campaign_id, seq); };
+    lo.auth = o.auth;
+    lo.shared_key_cache = o.auth.cache_ttl_ms > 0 ? &auth_cache : nullptr;
+    return lo;
+  }
+
+  RedisPipeline redis;
+  redis::RedisKeyCache auth_cache;
+  PgLifecycle life;
+};
+
+}  // namespace
+
+std::unique_ptr<Engine> open_production(const ProductionOptions& options) {
+  check_options(options);
+  return std::make_unique<Engine>(std::make_unique<ProductionDeployment>(options));
+}
+
+}  // namespace couponcore

@@ -1,0 +1,102 @@
+// The Redis gate's view of a campaign, and its mirror in Redis.
+//
+// A campaign decided by the Redis gate lives in Redis as a mirror (keys in redis/keys.hpp: the
+// meta hash with quantity, limit, window, state and the issued counter; the holders hash) next
+// to its grant log. PostgreSQL is the system of record: a missing mirror (Redis lost it, or the
+// campaign was created while Redis was down) is rebuilt from the store, holders first and the
+// meta hash last (until it exists the gate script refuses with NOCAMPAIGN).
+//
+// Entry points:
+//   GateCampaign                     the campaign, its keys, its sold-out fast path state
+//   write_mirror / restore_mirror    create or refresh; rebuild from the store
+//   apply_rules                      state and quantity as one script call (never below issued)
+//   scan_holders                     the holders hash, read with HSCAN
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <string_view>
+
+#include "couponcore/types.hpp"
+#include "gate/campaign_gate.hpp"
+#include "gate/lua_scripts.hpp"
+#include "redis/keys.hpp"
+#include "redis/redis.hpp"
+
+namespace couponcore::pg {
+class Conn;
+}
+
+namespace couponcore::gate {
+
+struct GateCampaign {
+  GateCampaign(Campaign c, std::string_view prefix) : campaign(std::move(c)), keys(prefix, campaign.id) {}
+  // Fixed for life except state and spec.quantity (the campaign rules), which change under
+  // fast_mu; snapshot() reads them there.
+  Campaign campaign;
+  const redis::CampaignKeys keys;
+  // The gate's I/O thread only.
+  bool publish_queued = false;
+  // The sold-out fast path answers while steady_ms() < fast_until_ms; holders is complete for
+  // the (issued, quantity) it was read at. rules_version counts this process's rule changes, so
+  // an arm that raced one is dropped.
+  std::atomic<int64_t> fast_until_ms{0};
+  std::atomic<uint64_t> rules_version{0};
+  mutable std::mutex fast_mu;
+  StringMap<uint32_t> holders;
+  int64_t armed_issued = -1;    // with fast_mu
+  int64_t armed_quantity = -1;  // with fast_mu
+
+  Campaign snapshot() const {
+    std::lock_guard lock(fast_mu);
+    return campaign;
+  }
+  bool fast_path_live() const { return redis::steady_ms() < fast_until_ms.load(std::memory_order_acquire); }
+  // This process changed the rules: take them, and let Redis decide again (fast path off).
+  void rules_changed(CampaignState state, int64_t quantity);
+};
+
+// The mirror scripts of one connection (a Script caches its sha; not shared across threads).
+struct MirrorScripts {
+  redis::Script mirror{lua::kMirror};
+  redis::Script holders{lua::kHoldersMax};
+  redis::Script rules{lua::kRules};
+};
+
+// Creates or refreshes the mirror hash and registers the campaign's grant log for the writers.
+// `issued_if_new` starts the counter when the mirror is new.
+void write_mirror(redis::RedisConn& conn, MirrorScripts& scripts, std::string_view prefix, const GateCampaign& c,
+                  int64_t issued_if_new);
+
+// Rebuilds a missing mirror from the store (pg, whose connection the caller owns). The rules
+// come from the store too: another process may have changed them.
+void restore_mirror(redis::RedisConn& conn, MirrorScripts& scripts, pg::Conn& pg, std::string_view prefix,
+                    GateCampaign& c);
+
+// Applies state and quantity to the mirror (restoring it first if it is missing). kConflict if
+// the quantity is below the coupons the gate has issued.
+void apply_rules(redis::RedisConn& conn, MirrorScripts& scripts, pg::Conn& pg, std::string_view prefix, GateCampaign& c,
+                 CampaignState state, int64_t quantity);
+
+StringMap<int64_t> scan_holders(redis::RedisConn& conn, const redis::CampaignKeys& keys);
+
+// A read of the store that is safe to repeat: a connection that died while idle (a server
+// restart) is only noticed when used, so the read is tried once more on a fresh connection.
+template <typename Fn>
+auto read_once_more(Fn&& fn) -> decltype(fn());
+
+}  // namespace couponcore::gate
+
+#include "store/postgres/pg.hpp"
+
+template <typename Fn>
+auto couponcore::gate::read_once_more(Fn&& fn) -> decltype(fn()) {
+  try {
+    return fn();
+  } catch (const pg::PgError& e) {
+    if (!e.connection_lost()) throw;
+  }
+  return fn();
+}

@@ -1,0 +1,413 @@
+// The Redis gate's I/O thread, coalescing and sold-out fast path: see redis_gate.hpp.
+#include "gate/redis_gate.hpp"
+
+#include <algorithm>
+#include <unordered_map>
+
+#include "couponcore/error.hpp"
+#include "couponcore/metrics.hpp"
+#include "engine/pipeline.hpp"
+#include "util/assert.hpp"
+#include "util/validate.hpp"
+
+namespace couponcore::gate {
+
+namespace {
+
+constexpr std::size_t kFastPathHoldersMax = 2'000'000;  // larger campaigns always ask Redis
+constexpr int kSendRoundsMax = 3;                       // NOSCRIPT / NOCAMPAIGN re-sends within one cycle
+constexpr int64_t kFastPathRecheckMs = 1'000;           // the sold-out fast path's life between checks
+
+std::exception_ptr unavailable(const std::string& m) { return std::make_exception_ptr(Error(ErrorCode::kUnavailable, m)); }
+
+ErrorCode error_code_of(const std::exception_ptr& e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const Error& err) {
+    return err.code();
+  } catch (...) {
+    return ErrorCode::kInternal;
+  }
+}
+
+pg::ConnOptions repair_conn_options() {
+  pg::ConnOptions o;
+  o.connect_now = false;
+  o.application_name = "couponcore-gate";
+  return o;
+}
+
+}  // namespace
+
+struct RedisGate::Pending {
+  std::shared_ptr<GateCampaign> campaign;
+  std::vector<IssueRequest> requests;
+  IssueCallback cb;
+  std::vector<IssueResult> results;
+  std::exception_ptr error;
+  bool all_have_request_ids = false;
+  bool lost = false;  // a call carrying part of it lost its reply
+  int attempts = 0;
+  std::chrono::steady_clock::time_point submitted_at;
+};
+
+struct RedisGate::Segment {
+  Pending* pending;
+  std::size_t begin, end;
+};
+
+struct RedisGate::Call {
+  GateCampaign* campaign;
+  std::vector<Segment> segments;
+  std::size_t requests = 0;
+};
+
+RedisGate::RedisGate(RedisGateOptions options, const redis::RedisUrl& url, const redis::RedisConnOptions& conn_options,
+                     detail::Pipeline& owner)
+    : options_(std::move(options)),
+      owner_(owner),
+      queue_("issue", options_.queued_requests_max, options_.queue_full_wait_ms),
+      redis_(url, conn_options),
+      script_(lua::kGate),
+      repair_pg_(options_.postgres_url, repair_conn_options()) {
+  io_thread_ = std::thread([this] { io_loop(); });
+}
+
+RedisGate::~RedisGate() { close(); }
+
+void RedisGate::close() {
+  if (stopping_.exchange(true)) return;
+  queue_.close();
+  if (io_thread_.joinable()) io_thread_.join();
+}
+
+GateCounters RedisGate::counters() const {
+  std::lock_guard lock(counters_mu_);
+  GateCounters k = counters_;
+  k.answers.queued_requests = queue_.depth();
+  k.answers.queue_refused = queue_.refused();
+  return k;
+}
+
+void RedisGate::count(const std::vector<IssueResult>& results, bool fast) {
+  std::lock_guard lock(counters_mu_);
+  count_results(counters_.answers, results, fast);
+}
+
+void RedisGate::submit(std::shared_ptr<GateCampaign> entry, std::vector<IssueRequest> requests, IssueCallback cb) {
+  if (entry->fast_path_live()) {
+    std::vector<IssueResult> results;
+    if (answer_locally(*entry, requests, &results)) {
+      count(results, /*fast=*/true);
+      owner_.histograms().issue_latency_seconds.observe(0, results.size());
+      cb(std::move(results), nullptr);
+      owner_.run_batch_end_hook();
+      return;
+    }
+  }
+  auto p = std::make_unique<Pending>();
+  p->campaign = std::move(entry);
+  p->all_have_request_ids =
+      std::all_of(requests.begin(), requests.end(), [](const IssueRequest& r) { return !r.request_id.empty(); });
+  p->requests = std::move(requests);
+  p->cb = std::move(cb);
+  p->submitted_at = std::chrono::steady_clock::now();
+  const std::size_t n = p->requests.size();
+  queue_.push(std::move(p), n);
+}
+
+// The sold-out fast path; false if some request needs Redis (a holder's request id).
+bool RedisGate::answer_locally(GateCampaign& e, const std::vector<IssueRequest>& requests,
+                               std::vector<IssueResult>* out) {
+  const Campaign& c = e.campaign;
+  const int64_t now = now_us();
+  std::lock_guard lock(e.fast_mu);
+  out->reserve(requests.size());
+  for (const IssueRequest& r : requests) {
+    auto it = e.holders.find(r.user_id);
+    const uint32_t held = it == e.holders.end() ? 0 : it->second;
+    if (held > 0 && !r.request_id.empty()) return false;
+    IssueResult res;
+    if (c.state == CampaignState::kPaused) {
+      res.status = IssueStatus::kNotOpen;
+    } else if (c.state == CampaignState::kClosed) {
+      res.status = IssueStatus::kEnded;
+    } else if (outside_window(c.spec, now, &res.status)) {
+    } else if (held >= static_cast<uint32_t>(c.spec.per_user_limit)) {
+      res.status = IssueStatus::kAlreadyIssued;
+    } else {
+      res.status = IssueStatus::kSoldOut;
+    }
+    out->push_back(res);
+  }
+  return true;
+}
+
+// ---- the I/O thread ----------------------------------------------------------------------------
+
+void RedisGate::io_loop() {
+  std::vector<std::pair<Queued, std::size_t>> batch;
+  while (queue_.pop(&batch, options_.cycle_requests_max)) {
+    process(batch);
+    batch.clear();
+  }
+}
+
+std::vector<RedisGate::Call> RedisGate::build_calls(std::vector<std::pair<Queued, std::size_t>>& batch) {
+  std::vector<Call> calls;
+  std::unordered_map<GateCampaign*, std::size_t> open;  // campaign -> call being filled
+  for (auto& [up, weight] : batch) {
+    Pending* p = up.get();
+    p->results.assign(p->requests.size(), IssueResult{});
+    p->lost = false;
+    std::size_t off = 0;
+    while (off < p->requests.size()) {
+      GateCampaign* c = p->campaign.get();
+      auto it = open.find(c);
+      if (it == open.end() || calls[it->second].requests >= options_.batch_requests_max) {
+        calls.push_back(Call{c, {}, 0});
+        open[c] = calls.size() - 1;
+        it = open.find(c);
+      }
+      Call& call = calls[it->second];
+      const std::size_t take = std::min(p->requests.size() - off, options_.batch_requests_max - call.requests);
+      call.segments.push_back(Segment{p, off, off + take});
+      call.requests += take;
+      off += take;
+    }
+  }
+  return calls;
+}
+
+redis::Args RedisGate::call_args(const Call& call, int64_t generation) const {
+  const redis::CampaignKeys& k = call.campaign->keys;
+  redis::Args a = script_.evalsha_args({k.meta, k.holders, k.grants, k.answers(generation), k.answers(generation - 1)});
+  a.add(call.campaign->campaign.id).add(options_.answer_ttl_s * 2 + 60);
+  for (const Segment& s : call.segments) {
+    for (std::size_t i = s.begin; i < s.end; ++i) {
+      a.add(s.pending->requests[i].user_id).add(s.pending->requests[i].request_id);
+    }
+  }
+  return a;
+}
+
+void RedisGate::fail_call(const Call& call, std::exception_ptr error) {
+  for (const Segment& s : call.segments) {
+    if (!s.pending->error) s.pending->error = error;
+  }
+}
+
+// Decodes one reply into the results of the call's segments. A reply of another shape is
+// Redis's word against ours (another script under our sha, a proxy in between): kUnavailable.
+void RedisGate::decode(const Call& call, const redis::Reply& r) {
+  if (!r.is_array() || r.size() != 3 + call.requests) {
+    fail_call(call, unavailable("redis: unexpected gate reply"));
+    return;
+  }
+  long long issued = 0, quantity = 0;
+  redis::reply_int(r.at(0), &issued);
+  redis::reply_int(r.at(1), &quantity);
+  std::size_t k = 3;
+  std::size_t granted = 0;
+  for (const Segment& s : call.segments) {
+    for (std::size_t i = s.begin; i < s.end; ++i, ++k) {
+      long long code = 0;
+      if (!redis::reply_int(r.at(k), &code) || code < 0 || (code & 7) > 4) {
+        fail_call(call, unavailable("redis: bad code in gate reply"));
+        return;
+      }
+      IssueResult& res = s.pending->results[i];
+      res.status = static_cast<IssueStatus>(code & 7);
+      if (res.status == IssueStatus::kIssued) {
+        res.seq = static_cast<uint32_t>(code >> 3);
+        res.coupon_id = make_coupon_id(call.campaign->campaign.id, res.seq);
+        ++granted;
+        // The gate's side of the batch: a seq is a rank in 1..issued, never past the quantity.
+        CC_ASSERT(res.seq >= 1 && static_cast<long long>(res.seq) <= issued && static_cast<long long>(res.seq) <= quantity,
+                  "the gate answered seq " + std::to_string(res.seq) + " with issued " + std::to_string(issued) +
+                      " of " + std::to_string(quantity));
+      }
+    }
+  }
+  CC_ASSERT(issued <= quantity || granted == 0, "the gate issued past the quantity in this batch");
+  {
+    std::lock_guard lock(counters_mu_);
+    counters_.answers.batches++;
+    counters_.answers.commits++;
+  }
+  owner_.histograms().batch_requests.observe(static_cast<double>(call.requests));
+  if (issued >= quantity && !call.campaign->publish_queued) {
+    call.campaign->publish_queued = true;
+    sold_out_now_.push_back(call.campaign);
+  }
+}
+
+// Sends the calls, pipelined, and decodes the replies. Calls whose replies are lost mark
+// their submissions lost; error replies fail their submissions.
+void RedisGate::send(std::vector<Call>& calls) {
+  std::vector<Call*> todo;
+  for (Call& c : calls) todo.push_back(&c);
+  std::unordered_map<GateCampaign*, bool> restored;
+  for (int round = 0; round < kSendRoundsMax && !todo.empty(); ++round) {
+    std::vector<Call*> again;
+    bool reload = false;
+    std::size_t next = 0;  // first call of todo not yet answered
+    bool appended = false;
+    try {
+      const uint64_t before = redis_.connects();
+      redis_.ensure_connected();
+      if (redis_.connects() != before) {
+        std::lock_guard lock(counters_mu_);
+        counters_.connects++;
+      }
+      if (script_.sha().empty()) script_.load(redis_);
+      const int64_t generation = now_us() / 1'000'000 / options_.answer_ttl_s;
+      while (next < todo.size()) {
+        const std::size_t end = std::min(todo.size(), next + options_.pipeline_calls_max);
+        for (std::size_t i = next; i < end; ++i) {
+          appended = true;
+          redis_.append(call_args(*todo[i], generation));
+        }
+        for (; next < end; ++next) {
+          Call& call = *todo[next];
+          redis::Reply r = redis_.read_reply();
+          if (redis::is_noscript(r)) {
+            reload = true;
+            again.push_back(&call);
+          } else if (r.is_error() && r.str().substr(0, 10) == "NOCAMPAIGN") {
+            if (!restored[call.campaign]) {
+              restored[call.campaign] = true;
+              restore_queue_.push_back(call.campaign);
+            }
+            again.push_back(&call);
+          } else if (r.is_error()) {
+            try {
+              redis::throw_reply_error(r.str(), "gate");
+            } catch (...) {
+              fail_call(call, std::current_exception());
+            }
+          } else {
+            decode(call, r);
+          }
+        }
+      }
+      if (reload) script_.load(redis_);
+      for (GateCampaign* c : restore_queue_) {
+        log(LogLevel::kWarning, "gate", "campaign " + std::to_string(c->campaign.id) +
+                                            " is not mirrored in Redis; rebuilding the mirror from PostgreSQL");
+        try {
+          restore_mirror(redis_, mirror_scripts_, repair_pg_, options_.key_prefix, *c);
+        } catch (const pg::PgError& e) {
+          // The store is unreachable: the campaign's calls fail now (kUnavailable), the others go on.
+          for (Call* call : again) {
+            if (call->campaign == c) fail_call(*call, unavailable(std::string("the campaign's mirror cannot be rebuilt: ") + e.what()));
+          }
+        }
+      }
+      restore_queue_.clear();
+    } catch (const Error& e) {
+      // The connection failed: everything not answered has an unknown outcome.
+      for (std::size_t i = next; i < todo.size(); ++i) {
+        for (const Segment& s : todo[i]->segments) s.pending->lost = true;
+      }
+      for (Call* c : again) {
+        for (const Segment& s : c->segments) s.pending->lost = true;
+      }
+      lost_reason_ = e.what();
+      lost_after_send_ = appended || round > 0;
+      log(LogLevel::kWarning, "gate", std::string(lost_after_send_ ? "connection lost with calls in flight: " : "") + e.what());
+      restore_queue_.clear();
+      return;
+    }
+    todo = std::move(again);
+  }
+  for (Call* c : todo) fail_call(*c, unavailable("redis: the gate call could not be made (the script or mirror kept vanishing)"));
+}
+
+void RedisGate::process(std::vector<std::pair<Queued, std::size_t>>& batch) {
+  std::vector<Call> calls = build_calls(batch);
+  send(calls);
+  std::vector<std::pair<Queued, std::size_t>> retry;
+  const auto answered_at = std::chrono::steady_clock::now();
+  for (auto& [up, weight] : batch) {
+    Pending& p = *up;
+    if (p.lost && !p.error) {
+      if (p.all_have_request_ids && p.attempts < options_.retries_max && !stopping_) {
+        p.attempts++;
+        retry.emplace_back(std::move(up), weight);
+        continue;
+      }
+      p.error = unavailable(lost_after_send_ ? "redis connection lost before the answer arrived (" + lost_reason_ +
+                                                   "); the outcome is unknown: retry with the same request_id"
+                                             : lost_reason_);
+    }
+    if (p.error) {
+      std::lock_guard lock(counters_mu_);
+      if (error_code_of(p.error) == ErrorCode::kUnavailable) counters_.answers.unavailable += p.requests.size();
+    } else {
+      CC_ASSERT(p.results.size() == p.requests.size(), "a submission answered with the wrong number of results");
+      count(p.results, /*fast=*/false);
+    }
+    owner_.histograms().issue_latency_seconds.observe(std::chrono::duration<double>(answered_at - p.submitted_at).count(),
+                                                      p.requests.size());
+    try {
+      if (p.error) {
+        p.cb({}, p.error);
+      } else {
+        p.cb(std::move(p.results), nullptr);
+      }
+    } catch (...) {
+      // A callback must not take the I/O thread down.
+    }
+  }
+  owner_.run_batch_end_hook();
+  if (!retry.empty()) queue_.push_front(std::move(retry));
+  publish_sold_out();
+}
+
+// Arms (or re-arms) the fast path of campaigns whose replies showed them sold out.
+void RedisGate::publish_sold_out() {
+  for (GateCampaign* c : sold_out_now_) {
+    c->publish_queued = false;
+    try {
+      arm_fast_path(*c);
+    } catch (const Error&) {
+      // Redis hiccup: the next reply that shows the campaign sold out tries again.
+    }
+  }
+  sold_out_now_.clear();
+}
+
+// Reads the mirror (Redis's rules are the gate's truth), the holders if issued or quantity
+// moved since they were read, and arms the fast path for kFastPathRecheckMs.
+void RedisGate::arm_fast_path(GateCampaign& c) {
+  const int64_t now = redis::steady_ms();
+  if (c.fast_until_ms.load(std::memory_order_acquire) - now > kFastPathRecheckMs / 2) return;  // fresh
+  const uint64_t version = c.rules_version.load(std::memory_order_acquire);
+  redis::Reply m = redis_.command_checked(redis::Args{"HMGET"}.add(c.keys.meta).add("q").add("st").add("n"), "HMGET");
+  long long q = 0, st = 0, n = 0;
+  if (m.size() != 3 || !redis::reply_int(m.at(0), &q) || !redis::reply_int(m.at(2), &n)) return;  // no mirror
+  if (!redis::reply_int(m.at(1), &st) || st < 0 || st > 2) st = 0;
+  const bool sold_out = n >= q && static_cast<std::size_t>(q) <= kFastPathHoldersMax;
+  bool rescan = false;
+  {
+    std::lock_guard lock(c.fast_mu);
+    rescan = sold_out && (c.armed_issued != n || c.armed_quantity != q);
+  }
+  StringMap<int64_t> h;
+  if (rescan) h = scan_holders(redis_, c.keys);
+  std::lock_guard lock(c.fast_mu);
+  if (c.rules_version.load(std::memory_order_acquire) != version) return;  // a local rule change won
+  c.campaign.spec.quantity = q;
+  c.campaign.state = static_cast<CampaignState>(st);
+  if (!sold_out) return;
+  if (rescan) {
+    c.holders.clear();
+    for (auto& [user, held] : h) c.holders.emplace(user, static_cast<uint32_t>(held));
+    c.armed_issued = n;
+    c.armed_quantity = q;
+  }
+  c.fast_until_ms.store(now + kFastPathRecheckMs, std::memory_order_release);
+}
+
+}  // namespace couponcore::gate

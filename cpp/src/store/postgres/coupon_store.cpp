@@ -1,0 +1,359 @@
+// Campaign and grant statements for PostgreSQL: see coupon_store.hpp.
+#include "store/postgres/coupon_store.hpp"
+
+#include "util/assert.hpp"
+
+#include <algorithm>
+#include <charconv>
+
+#include "couponcore/error.hpp"
+#include "couponcore/limits.hpp"
+
+namespace couponcore::pgstore {
+
+namespace {
+
+constexpr const char* kCampaignColumns =
+    "id, partner_id, name, quantity, per_user_limit, starts_at_us, ends_at_us, state,"
+    " discount_kind, discount_value, discount_max, min_order_amount, valid_until_us, valid_days,"
+    " created_at_us";
+
+Campaign campaign_from_row(const pg::Result& r, int row) {
+  Campaign c;
+  c.id = r.i64(row, 0);
+  c.spec.partner_id = r.i64(row, 1);
+  c.spec.name = std::string(r.text(row, 2));
+  c.spec.quantity = r.i64(row, 3);
+  c.spec.per_user_limit = static_cast<int32_t>(r.i64(row, 4));
+  c.spec.starts_at_us = r.opt_i64(row, 5);
+  c.spec.ends_at_us = r.opt_i64(row, 6);
+  c.state = static_cast<CampaignState>(r.i64(row, 7));
+  c.spec.discount_kind = static_cast<DiscountKind>(r.i64(row, 8));
+  c.spec.discount_value = r.i64(row, 9);
+  c.spec.discount_max = r.opt_i64(row, 10);
+  c.spec.min_order_amount = r.i64(row, 11);
+  c.spec.valid_until_us = r.opt_i64(row, 12);
+  if (auto d = r.opt_i64(row, 13)) c.spec.valid_days = static_cast<int32_t>(*d);
+  c.created_at_us = r.i64(row, 14);
+  return c;
+}
+
+// The batch statement. Column 1: the input index of a grant that conflicts with a different
+// row (or -1 for the summary row); column 2 (summary row only): rows inserted.
+constexpr const char* kInsertGrantsSql =
+    "WITH input AS ("
+    "  SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::int[], $5::text[], $6::bigint[])"
+    "    WITH ORDINALITY AS t(campaign_id, seq, user_id, user_ordinal, request_id, issued_at_us, i)),"
+    " ins AS ("
+    "  INSERT INTO coupons (id, campaign_id, seq, user_id, user_ordinal, request_id, issued_at_us, valid_until_us)"
+    "  SELECT (g.campaign_id << 32) | g.seq, g.campaign_id, g.seq, g.user_id, g.user_ordinal, g.request_id,"
+    "         g.issued_at_us, coalesce(c.valid_until_us, g.issued_at_us + c.valid_days::bigint * 86400000000)"
+    "  FROM input g LEFT JOIN campaigns c ON c.id = g.campaign_id ORDER BY g.i"
+    "  ON CONFLICT DO NOTHING"
+    "  RETURNING campaign_id, seq, user_id, user_ordinal)"
+    " SELECT -1, (SELECT count(*) FROM ins)"
+    " UNION ALL"
+    " SELECT i.i - 1, 0 FROM input i"
+    " WHERE NOT EXISTS (SELECT 1 FROM ins WHERE ins.campaign_id = i.campaign_id AND ins.seq = i.seq"
+    "                   AND ins.user_id = i.user_id AND ins.user_ordinal = i.user_ordinal)"
+    "   AND NOT EXISTS (SELECT 1 FROM coupons c WHERE c.campaign_id = i.campaign_id AND c.seq = i.seq"
+    "                   AND c.user_id = i.user_id AND c.user_ordinal = i.user_ordinal)";
+
+// Which of the given grants have no identical row (checked in a fresh snapshot).
+constexpr const char* kAbsentSql =
+    "SELECT t.i - 1 FROM unnest($1::bigint[], $2::int[], $3::text[], $4::int[])"
+    "  WITH ORDINALITY AS t(campaign_id, seq, user_id, user_ordinal, i)"
+    " WHERE NOT EXISTS (SELECT 1 FROM coupons c WHERE c.campaign_id = t.campaign_id AND c.seq = t.seq"
+    "                   AND c.user_id = t.user_id AND c.user_ordinal = t.user_ordinal)";
+
+// The fast path's statements: the validity rules of a batch's campaigns, then COPY (text format).
+constexpr const char* kGrantRulesSql =
+    "SELECT id, valid_until_us, valid_days FROM campaigns WHERE id = ANY($1::bigint[])";
+constexpr const char* kCopyGrantsSql =
+    "COPY coupons (id, campaign_id, seq, user_id, user_ordinal, request_id, issued_at_us, valid_until_us)"
+    " FROM STDIN";
+constexpr int64_t kMicrosPerDay = 86'400'000'000;
+
+void append_copy_int(std::string& out, int64_t v) {
+  char buf[24];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+  out.append(buf, end);
+}
+
+// A text-format COPY field. Ids are validated to a safe alphabet upstream; the escaping does not
+// rely on it.
+void append_copy_text(std::string& out, std::string_view v) {
+  for (char c : v) {
+    switch (c) {
+      case '\\': out.append("\\\\"); break;
+      case '\t': out.append("\\t"); break;
+      case '\n': out.append("\\n"); break;
+      case '\r': out.append("\\r"); break;
+      default: out.push_back(c);
+    }
+  }
+}
+
+// Writes the batch with COPY inside the caller's transaction and returns the rows written, or
+// nullopt when the fast path does not apply (a campaign without a row, a validity that does not
+// fit in 64 bits): the set-based statement then decides those cases, as it always has.
+// valid_until_us is computed here exactly as kInsertGrantsSql computes it.
+std::optional<int64_t> copy_grants(pg::Conn& conn, const std::vector<Grant>& grants) {
+  std::vector<int64_t> ids;
+  for (const Grant& g : grants) {
+    if (ids.empty() || ids.back() != g.campaign_id) ids.push_back(g.campaign_id);
+  }
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  struct Rule {
+    int64_t id;
+    std::optional<int64_t> until, days;
+  };
+  std::vector<Rule> rules;
+  pg::Result r = conn.exec_prepared("cc_grant_rules", kGrantRulesSql, pg::Params().add_array(ids));
+  for (int row = 0; row < r.rows(); ++row) rules.push_back({r.i64(row, 0), r.opt_i64(row, 1), r.opt_i64(row, 2)});
+  if (rules.size() != ids.size()) return std::nullopt;
+  std::sort(rules.begin(), rules.end(), [](const Rule& a, const Rule& b) { return a.id < b.id; });
+
+  std::string data;
+  data.reserve(grants.size() * 96);
+  for (const Grant& g : grants) {
+    const Rule& rule = *std::lower_bound(rules.begin(), rules.end(), g.campaign_id,
+                                         [](const Rule& a, int64_t id) { return a.id < id; });
+    std::optional<int64_t> valid_until = rule.until;
+    if (!valid_until && rule.days) {
+      int64_t span = 0, until = 0;
+      if (__builtin_mul_overflow(*rule.days, kMicrosPerDay, &span) ||
+          __builtin_add_overflow(g.issued_at_us, span, &until)) {
+        return std::nullopt;
+      }
+      valid_until = until;
+    }
+    append_copy_int(data, (g.campaign_id << 32) | static_cast<int64_t>(g.seq));
+    data.push_back('\t');
+    append_copy_int(data, g.campaign_id);
+    data.push_back('\t');
+    append_copy_int(data, g.seq);
+    data.push_back('\t');
+    append_copy_text(data, g.user_id);
+    data.push_back('\t');
+    append_copy_int(data, g.user_ordinal);
+    data.push_back('\t');
+    if (g.request_id.empty()) {
+      data.append("\\N");
+    } else {
+      append_copy_text(data, g.request_id);
+    }
+    data.push_back('\t');
+    append_copy_int(data, g.issued_at_us);
+    data.push_back('\t');
+    if (valid_until) {
+      append_copy_int(data, *valid_until);
+    } else {
+      data.append("\\N");
+    }
+    data.push_back('\n');
+  }
+  return conn.copy_in(kCopyGrantsSql, data);
+}
+
+pg::Params grant_params(const std::vector<Grant>& grants, bool full) {
+  std::vector<int64_t> campaign(grants.size()), issued_at(grants.size());
+  std::vector<uint32_t> seq(grants.size()), ordinal(grants.size());
+  std::vector<std::string> user(grants.size()), request(grants.size());
+  for (std::size_t i = 0; i < grants.size(); ++i) {
+    campaign[i] = grants[i].campaign_id;
+    seq[i] = grants[i].seq;
+    user[i] = grants[i].user_id;
+    ordinal[i] = grants[i].user_ordinal;
+    request[i] = grants[i].request_id;
+    issued_at[i] = grants[i].issued_at_us;
+  }
+  pg::Params p;
+  p.add_array(campaign).add_array(seq).add_array(user).add_array(ordinal);
+  if (full) p.add_array_empty_as_null(request).add_array(issued_at);
+  return p;
+}
+
+bool data_error(const pg::PgError& e) {
+  if (e.retryable()) return false;
+  return e.code() == ErrorCode::kConflict || e.code() == ErrorCode::kInvalidArgument;
+}
+
+const char* kConflictReason =
+    "conflict: another grant already holds this (campaign_id, seq) or (campaign_id, user_id, user_ordinal)";
+
+// Returns the indexes (into `grants`) among `candidates` that have no identical row.
+std::vector<std::size_t> still_absent(pg::Conn& conn, const std::vector<Grant>& grants,
+                                      const std::vector<std::size_t>& candidates) {
+  std::vector<Grant> sub;
+  for (std::size_t i : candidates) sub.push_back(grants[i]);
+  pg::Result r = conn.exec(kAbsentSql, grant_params(sub, false));
+  std::vector<std::size_t> out;
+  for (int row = 0; row < r.rows(); ++row) out.push_back(candidates[static_cast<std::size_t>(r.i64(row, 0))]);
+  return out;
+}
+
+WriteOutcome write_row_by_row(pg::Conn& conn, const std::vector<Grant>& grants) {
+  WriteOutcome out;
+  std::vector<std::size_t> conflicts;
+  pg::Tx tx(conn);
+  for (std::size_t i = 0; i < grants.size(); ++i) {
+    conn.exec("SAVEPOINT g");
+    try {
+      pg::Result r = conn.exec_prepared("cc_insert_grants", kInsertGrantsSql, grant_params({grants[i]}, true));
+      conn.exec("RELEASE SAVEPOINT g");
+      const int64_t inserted = r.i64(0, 1);
+      out.inserted += inserted;
+      if (r.rows() > 1) {
+        conflicts.push_back(i);
+      } else if (inserted == 0) {
+        out.already_present++;
+      }
+    } catch (const pg::PgError& e) {
+      if (!data_error(e)) throw;
+      conn.exec("ROLLBACK TO SAVEPOINT g");
+      out.failed.emplace_back(i, e.what());
+    }
+  }
+  tx.commit();
+  if (!conflicts.empty()) {
+    std::vector<std::size_t> absent = still_absent(conn, grants, conflicts);
+    out.already_present += static_cast<int64_t>(conflicts.size() - absent.size());
+    for (std::size_t i : absent) out.failed.emplace_back(i, kConflictReason);
+  }
+  return out;
+}
+
+}  // namespace
+
+Campaign insert_campaign(pg::Conn& conn, const CampaignSpec& spec, int64_t now_us) {
+  pg::Params p;
+  p.add(spec.partner_id).add(spec.name).add(spec.quantity).add(int64_t{spec.per_user_limit});
+  p.add(spec.starts_at_us).add(spec.ends_at_us).add(static_cast<int64_t>(spec.discount_kind));
+  p.add(spec.discount_value).add(spec.discount_max).add(spec.min_order_amount).add(spec.valid_until_us);
+  if (spec.valid_days) {
+    p.add(int64_t{*spec.valid_days});
+  } else {
+    p.add_null();
+  }
+  p.add(now_us);
+  pg::Result r = conn.exec(
+      "INSERT INTO campaigns(partner_id, name, quantity, per_user_limit, starts_at_us, ends_at_us,"
+      " discount_kind, discount_value, discount_max, min_order_amount, valid_until_us, valid_days,"
+      " created_at_us) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13) RETURNING id",
+      p);
+  Campaign c;
+  c.id = r.i64(0, 0);
+  if (c.id > limits::kCampaignIdMax) throw Error(ErrorCode::kInternal, "campaign ids exhausted");
+  c.spec = spec;
+  c.created_at_us = now_us;
+  return c;
+}
+
+std::optional<Campaign> find_campaign(pg::Conn& conn, int64_t campaign_id) {
+  pg::Result r = conn.exec(std::string("SELECT ") + kCampaignColumns + " FROM campaigns WHERE id = $1",
+                           pg::Params().add(campaign_id));
+  if (r.rows() == 0) return std::nullopt;
+  return campaign_from_row(r, 0);
+}
+
+std::vector<Campaign> list_campaigns(pg::Conn& conn, int64_t partner_id) {
+  pg::Result r = conn.exec(
+      std::string("SELECT ") + kCampaignColumns + " FROM campaigns WHERE partner_id = $1 ORDER BY id",
+      pg::Params().add(partner_id));
+  std::vector<Campaign> out;
+  for (int i = 0; i < r.rows(); ++i) out.push_back(campaign_from_row(r, i));
+  return out;
+}
+
+CampaignStats stats(pg::Conn& conn, int64_t campaign_id) {
+  pg::Result r = conn.exec(
+      "SELECT count(*), count(DISTINCT user_id), coalesce(min(seq),0), coalesce(max(seq),0)"
+      " FROM coupons WHERE campaign_id = $1",
+      pg::Params().add(campaign_id));
+  CampaignStats st;
+  st.rows = r.i64(0, 0);
+  st.distinct_users = r.i64(0, 1);
+  st.min_seq = r.i64(0, 2);
+  st.max_seq = r.i64(0, 3);
+  return st;
+}
+
+Holdings holdings(pg::Conn& conn, int64_t campaign_id) {
+  Holdings h;
+  pg::Result m = conn.exec("SELECT coalesce(max(seq),0) FROM coupons WHERE campaign_id = $1",
+                           pg::Params().add(campaign_id));
+  h.max_seq = m.i64(0, 0);
+  pg::Result r = conn.exec("SELECT user_id, count(*) FROM coupons WHERE campaign_id = $1 GROUP BY user_id",
+                           pg::Params().add(campaign_id));
+  h.holders.reserve(static_cast<std::size_t>(r.rows()));
+  for (int i = 0; i < r.rows(); ++i) h.holders.emplace_back(std::string(r.text(i, 0)), r.i64(i, 1));
+  return h;
+}
+
+WriteOutcome write_grants(pg::Conn& conn, const std::vector<Grant>& grants) {
+  WriteOutcome out;
+  if (grants.empty()) return out;
+  // Fast path: COPY, the bulk-load protocol, in one transaction. COPY has no ON CONFLICT: a
+  // batch holding a grant whose row is already there (a redelivery after a crash or a lost
+  // commit reply) fails whole with a unique violation and is rolled back; the set-based
+  // statement below then sorts out each grant, as it does for a batch with a bad row.
+  try {
+    pg::Tx tx(conn);
+    if (std::optional<int64_t> n = copy_grants(conn, grants)) {
+      tx.commit();
+      CC_ASSERT(*n == static_cast<int64_t>(grants.size()),
+                "COPY wrote " + std::to_string(*n) + " rows for " + std::to_string(grants.size()) + " grants");
+      out.inserted = *n;
+      return out;
+    }
+  } catch (const pg::PgError& e) {
+    if (!data_error(e)) throw;
+  }
+  std::vector<std::size_t> conflicts;
+  try {
+    pg::Tx tx(conn);
+    pg::Result r = conn.exec_prepared("cc_insert_grants", kInsertGrantsSql, grant_params(grants, true));
+    for (int row = 0; row < r.rows(); ++row) {
+      const int64_t idx = r.i64(row, 0);
+      if (idx < 0) {
+        out.inserted = r.i64(row, 1);
+      } else {
+        conflicts.push_back(static_cast<std::size_t>(idx));
+      }
+    }
+    tx.commit();
+  } catch (const pg::PgError& e) {
+    if (!data_error(e)) throw;
+    return write_row_by_row(conn, grants);
+  }
+  if (!conflicts.empty()) {
+    // The statement's snapshot may predate a concurrent writer's commit of the same grant:
+    // look again before calling anything a conflict.
+    std::vector<std::size_t> absent = still_absent(conn, grants, conflicts);
+    for (std::size_t i : absent) out.failed.emplace_back(i, kConflictReason);
+  }
+  out.already_present = static_cast<int64_t>(grants.size()) - out.inserted - static_cast<int64_t>(out.failed.size());
+  CC_ASSERT(out.already_present >= 0, "the insert reported more rows than grants");
+  return out;
+}
+
+std::pair<int64_t, std::vector<int64_t>> missing_seqs(pg::Conn& conn, int64_t campaign_id, int64_t issued,
+                                                      std::size_t sample_max) {
+  std::pair<int64_t, std::vector<int64_t>> out{0, {}};
+  if (issued <= 0) return out;
+  pg::Result c = conn.exec("SELECT $2::bigint - count(*) FROM coupons WHERE campaign_id = $1 AND seq BETWEEN 1 AND $2",
+                           pg::Params().add(campaign_id).add(issued));
+  out.first = c.i64(0, 0);
+  if (out.first == 0 || sample_max == 0) return out;
+  // generate_series yields in order and LIMIT stops it early: no sort of 1..issued.
+  pg::Result r = conn.exec(
+      "SELECT s FROM generate_series(1, $2::bigint) s"
+      " WHERE NOT EXISTS (SELECT 1 FROM coupons c WHERE c.campaign_id = $1 AND c.seq = s) LIMIT $3",
+      pg::Params().add(campaign_id).add(issued).add(static_cast<int64_t>(sample_max)));
+  for (int i = 0; i < r.rows(); ++i) out.second.push_back(r.i64(i, 0));
+  return out;
+}
+
+}  // namespace couponcore::pgstore
