@@ -43,6 +43,7 @@
 #include "couponcore/engine.hpp"
 #include "couponcore/error.hpp"
 #include "couponcore/limits.hpp"
+#include "util/bounded_queue.hpp"
 #include "wallet/batch_apply.hpp"
 #include "wallet/wallet_ops.hpp"
 
@@ -151,12 +152,16 @@ class BatchedWalletEngine final : public WalletEngine {
  public:
   BatchedWalletEngine(const char* kind, std::vector<std::unique_ptr<WalletStore>> writers,
                       std::unique_ptr<WalletStore> reader, const WalletOptions& options)
-      : kind_(kind), options_(options), reader_(std::move(reader)) {
+      : kind_(kind),
+        options_(options),
+        reader_(std::move(reader)),
+        queue_("wallet", std::max<std::size_t>(1, options.queue_ops_max), options.queue_full_wait_ms, std::max<std::size_t>(1, writers.size())) {
     check_wallet_options(options_);
     if (writers.empty()) throw_invalid("a wallet engine needs a writer");
     if (!options_.clock_us) options_.clock_us = [] { return now_us(); };
     for (auto& w : writers) {
       auto c = std::make_unique<Committer>();
+      c->lane = committers_.size();
       c->writer = std::move(w);
       committers_.push_back(std::move(c));
     }
@@ -275,13 +280,8 @@ class BatchedWalletEngine final : public WalletEngine {
   }
 
   void close() override {
-    {
-      std::lock_guard lock(queue_mu_);
-      if (stopping_) return;
-      stopping_ = true;
-      for (auto& c : committers_) c->work_cv.notify_all();
-      space_cv_.notify_all();
-    }
+    if (stopping_.exchange(true)) return;
+    queue_.close();
     for (auto& c : committers_) {
       if (c->thread.joinable()) c->thread.join();
     }
@@ -306,8 +306,7 @@ class BatchedWalletEngine final : public WalletEngine {
   // order, so they never deadlock.
   struct Committer {
     std::unique_ptr<WalletStore> writer;
-    std::deque<Pending> queue;   // guarded by queue_mu_
-    std::condition_variable work_cv;    // with queue_mu_
+    std::size_t lane = 0;  // its lane of queue_
     std::map<WalletKey, int64_t> known_wallets;  // key -> id, seen in batches (kKnownWalletsMax)
     std::mt19937_64 rng{std::random_device{}()};
     std::thread thread;
@@ -338,19 +337,8 @@ class BatchedWalletEngine final : public WalletEngine {
   }
 
   void enqueue(Pending&& p) {
-    std::unique_lock lock(queue_mu_);
-    const bool space = space_cv_.wait_for(lock, std::chrono::milliseconds(options_.queue_full_wait_ms), [&] {
-      return stopping_ || queued_ops_ < options_.queue_ops_max;
-    });
-    if (stopping_) throw Error(ErrorCode::kClosed, "the wallet engine is closed");
-    if (!space) {
-      throw_unavailable("the wallet queue is full (" + std::to_string(options_.queue_ops_max) +
-                        " operations waiting); try again");
-    }
-    Committer& c = committer_of(p.op);
-    c.queue.push_back(std::move(p));
-    ++queued_ops_;
-    c.work_cv.notify_one();
+    const std::size_t lane = committer_of(p.op).lane;
+    queue_.push(std::move(p), 1, lane);
   }
 
   void expire_chunk(const std::vector<ExpireCandidate>& chunk, int64_t cutoff_us, WalletExpireReport* report) {
@@ -392,18 +380,11 @@ class BatchedWalletEngine final : public WalletEngine {
   }
 
   void run(Committer& c) {
+    std::vector<std::pair<Pending, std::size_t>> taken;
     std::vector<Pending> batch;
-    for (;;) {
-      {
-        std::unique_lock lock(queue_mu_);
-        c.work_cv.wait(lock, [&] { return stopping_ || !c.queue.empty(); });
-        if (c.queue.empty()) return;  // stopping and nothing left
-        const std::size_t n = std::min(c.queue.size(), options_.batch_ops_max);
-        batch.assign(std::make_move_iterator(c.queue.begin()), std::make_move_iterator(c.queue.begin() + n));
-        c.queue.erase(c.queue.begin(), c.queue.begin() + n);
-        queued_ops_ -= n;
-        space_cv_.notify_all();
-      }
+    while (queue_.pop(&taken, options_.batch_ops_max, c.lane)) {
+      for (auto& [p, one] : taken) batch.push_back(std::move(p));
+      taken.clear();
       process(c, batch);
       batch.clear();
       run_batch_end_hook();
@@ -729,9 +710,7 @@ class BatchedWalletEngine final : public WalletEngine {
   std::mutex reader_mu_;
   std::unique_ptr<WalletStore> reader_;
 
-  std::mutex queue_mu_;  // guards every committer's queue and queued_ops_
-  std::condition_variable space_cv_;
-  std::size_t queued_ops_ = 0;  // over all committers, at most queue_ops_max
+  BoundedQueue<Pending> queue_;  // one lane per committer; queue_ops_max over all of them
   std::atomic<bool> stopping_{false};
   std::atomic<bool> closed_{false};
   std::vector<std::unique_ptr<Committer>> committers_;
