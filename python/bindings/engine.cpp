@@ -265,6 +265,8 @@ void register_engine(py::module_& m) {
         d["grants_written"] = k.grants_written;
         d["dead_lettered"] = k.dead_lettered;
         d["writer_failures"] = k.writer_failures;
+        d["queued_requests"] = k.queued_requests;
+        d["queue_refused"] = k.queue_refused;
         py::dict by;
         for (int i = 0; i < 5; ++i) by[issue_status_name(static_cast<IssueStatus>(i))] = k.by_status[i];
         d["by_status"] = by;

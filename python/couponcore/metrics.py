@@ -8,6 +8,8 @@ Names follow Prometheus conventions, all with the prefix ``couponcore_``:
 - ``couponcore_commits_total``                   durable writes of grants
 - ``couponcore_commit_failures_total``           batches whose grants could not be made durable
 - ``couponcore_fast_path_requests_total``        answered without a round trip (sold out)
+- ``couponcore_issue_queue_depth``               gauge, issue requests waiting in the engine's queue
+- ``couponcore_issue_queue_refused_total``       submissions refused: the queue stayed full
 - ``couponcore_issue_latency_seconds``           histogram, submit to answer, per request
 - ``couponcore_batch_requests``                  histogram, requests per decision batch
 - ``couponcore_commit_grants``                   histogram, grants per durable write
@@ -35,7 +37,9 @@ _COUNTERS = [
     ("grants_written", "grants_written", "Grants the in-process writers put into PostgreSQL."),
     ("dead_lettered", "dead_lettered", "Grant-log entries moved to a dead-letter stream."),
     ("writer_failures", "writer_failures", "Writer attempts that failed (database down, ...)."),
+    ("issue_queue_refused", "queue_refused", "Issue submissions refused because the engine's queue stayed full."),
 ]
+_QUEUE_DEPTH_HELP = "Issue requests waiting in the engine's queue."
 _WALLET_COUNTERS = [
     ("wallet_ops", "ops", "Wallet operations answered."),
     ("wallet_ops_failed", "ops_failed", "Wallet operations answered with an error (business or other)."),
@@ -100,6 +104,9 @@ def render(engine: Engine) -> str:
         out.append(f"# HELP couponcore_{name}_total {help_}")
         out.append(f"# TYPE couponcore_{name}_total counter")
         out.append(f"couponcore_{name}_total {value}")
+    out.append(f"# HELP couponcore_issue_queue_depth {_QUEUE_DEPTH_HELP}")
+    out.append("# TYPE couponcore_issue_queue_depth gauge")
+    out.append(f"couponcore_issue_queue_depth {c['queued_requests']}")
     for name, help_ in _HISTOGRAMS:
         hist = h[name]
         out.append(f"# HELP couponcore_{name} {help_}")
@@ -122,7 +129,7 @@ class CouponcoreCollector:
         return []  # metrics are read at scrape time; nothing to pre-declare
 
     def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
         if self._engine.closed:
             return
@@ -134,6 +141,7 @@ class CouponcoreCollector:
         yield fam
         for name, help_, value in _counters(snap):
             yield CounterMetricFamily(f"couponcore_{name}", help_, value=value)
+        yield GaugeMetricFamily("couponcore_issue_queue_depth", _QUEUE_DEPTH_HELP, value=c["queued_requests"])
         for name, help_ in _HISTOGRAMS:
             hist = h[name]
             bounds = [*hist["upper_bounds"], float("inf")]
