@@ -227,7 +227,9 @@ _FACES = textwrap.dedent(
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cli = Path(sys.executable).with_name("couponcore")
-    server = subprocess.Popen([cli, "serve", "--port", str(port), "--path", str(work / "serve.db")])
+    server = subprocess.Popen(
+        [cli, "serve", "--port", str(port), "--path", str(work / "serve.db")], stdout=sys.stderr
+    )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -286,7 +288,8 @@ _FACES = textwrap.dedent(
 def test_extras_suffice_for_each_face(wheel: Path, venv: Path, work: Path) -> None:
     """couponcore[server,django,replay] from the wheel (the extras' packages come from the index)
     is all that `couponcore serve`, couponcore.metrics, couponcore.django and couponcore.replay
-    need."""
+    need. Runs after the tests of the wheel alone (pytest keeps the file's order): it adds the
+    extras' packages to the module's venv."""
     env = _clean_env()
     py = venv / "bin" / "python"
     _run(
