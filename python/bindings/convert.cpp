@@ -145,42 +145,6 @@ py::list result_list(const std::vector<IssueResult>& results) {
 
 py::object int_or_none(const std::optional<int64_t>& v) { return v ? py::object(py::int_(*v)) : py::none(); }
 
-const char* discount_kind_name(DiscountKind k) {
-  switch (k) {
-    case DiscountKind::kFixed: return "fixed";
-    case DiscountKind::kPercent: return "percent";
-    default: return "none";
-  }
-}
-
-const char* campaign_state_name(CampaignState s) {
-  switch (s) {
-    case CampaignState::kPaused: return "paused";
-    case CampaignState::kClosed: return "closed";
-    default: return "active";
-  }
-}
-
-py::dict campaign_dict(const Campaign& c) {
-  py::dict d;
-  d["id"] = c.id;
-  d["partner_id"] = c.spec.partner_id;
-  d["name"] = c.spec.name;
-  d["quantity"] = c.spec.quantity;
-  d["per_user_limit"] = c.spec.per_user_limit;
-  d["starts_at_us"] = int_or_none(c.spec.starts_at_us);
-  d["ends_at_us"] = int_or_none(c.spec.ends_at_us);
-  d["state"] = campaign_state_name(c.state);
-  d["discount_kind"] = discount_kind_name(c.spec.discount_kind);
-  d["discount_value"] = c.spec.discount_value;
-  d["discount_max"] = int_or_none(c.spec.discount_max);
-  d["min_order_amount"] = c.spec.min_order_amount;
-  d["valid_until_us"] = int_or_none(c.spec.valid_until_us);
-  d["valid_days"] = c.spec.valid_days ? py::object(py::int_(*c.spec.valid_days)) : py::none();
-  d["created_at_us"] = c.created_at_us;
-  return d;
-}
-
 AuthOptions auth_options_from(py::handle ttl_ms, py::handle entries_max) {
   AuthOptions a;
   if (!ttl_ms.is_none()) a.cache_ttl_ms = to_i64(ttl_ms, "auth_cache_ttl_ms");

@@ -56,8 +56,6 @@ py::object status_object(IssueStatus s);
 // An IssueResult as a Python object; answers without a coupon share one object per status.
 py::object result_object(const IssueResult& r);
 py::list result_list(const std::vector<IssueResult>& results);
-// A campaign as the dict couponcore._types.Campaign is built from.
-py::dict campaign_dict(const Campaign& c);
 py::object int_or_none(const std::optional<int64_t>& v);
 // The authentication cache options of open_*(); None keeps the default.
 AuthOptions auth_options_from(py::handle ttl_ms, py::handle entries_max);

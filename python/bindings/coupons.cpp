@@ -1,7 +1,7 @@
 // Binds the coupon lifecycle, the campaign rules, partners and authentication as methods of
 // _core.Engine (added to the class that engine.cpp registers). Conversions only: arguments are
-// converted with the GIL held, the call runs with the GIL released, results become plain dicts
-// (couponcore/_types.py turns them into dataclasses).
+// converted with the GIL held, the call runs with the GIL released, results become record tuples
+// (records.cpp; couponcore/_types.py turns them into dataclasses).
 //
 // Every scoped method takes the partner id first; the Python layer (_engine.py: Scope) supplies
 // it. Entry points, all on _core.Engine:
@@ -15,6 +15,7 @@
 #include <utility>
 
 #include "convert.hpp"
+#include "records.hpp"
 #include "couponcore/engine.hpp"
 #include "couponcore/limits.hpp"
 
@@ -28,48 +29,6 @@ auto nogil(Fn&& fn) -> decltype(fn()) {
   py::gil_scoped_release release;
   return fn();
 }
-
-py::object opt_str(const std::optional<std::string>& v) { return v ? py::object(py::str(*v)) : py::none(); }
-
-py::dict coupon_dict(const Coupon& c) {
-  py::dict d;
-  d["id"] = c.id;
-  d["campaign_id"] = c.campaign_id;
-  d["seq"] = c.seq;
-  d["user_id"] = c.user_id;
-  d["state"] = coupon_state_name(c.state);
-  d["issued_at_us"] = c.issued_at_us;
-  d["valid_until_us"] = int_or_none(c.valid_until_us);
-  d["used_order_id"] = opt_str(c.used_order_id);
-  d["used_at_us"] = int_or_none(c.used_at_us);
-  d["order_amount"] = int_or_none(c.order_amount);
-  d["discount_amount"] = int_or_none(c.discount_amount);
-  return d;
-}
-
-py::dict use_dict(const UseResult& r) {
-  py::dict d;
-  d["coupon_id"] = r.coupon_id;
-  d["campaign_id"] = r.campaign_id;
-  d["user_id"] = r.user_id;
-  d["order_id"] = r.order_id;
-  d["order_amount"] = r.order_amount;
-  d["discount_amount"] = r.discount_amount;
-  d["payable_amount"] = r.payable_amount;
-  d["used_at_us"] = r.used_at_us;
-  return d;
-}
-
-py::dict partner_dict(const Partner& p) {
-  py::dict d;
-  d["id"] = p.id;
-  d["name"] = p.name;
-  d["created_at_us"] = p.created_at_us;
-  d["active_keys"] = p.active_keys;
-  return d;
-}
-
-py::tuple partner_key_tuple(const PartnerKey& k) { return py::make_tuple(partner_dict(k.partner), k.api_key); }
 
 std::optional<CouponState> state_from(py::handle o) {
   if (o.is_none()) return std::nullopt;
@@ -104,7 +63,7 @@ void register_campaign_rules(py::object& cls) {
   method(cls, "get_campaign_for", [](py::handle self, py::object pid, py::object cid) {
     Engine& e = engine_of(self);
     const int64_t p = to_i64(pid, "partner_id"), c = to_i64(cid, "campaign_id");
-    return campaign_dict(nogil([&] {
+    return to_record(nogil([&] {
       e.check_campaign_partner(p, c);
       return e.get_campaign(c);
     }));
@@ -116,13 +75,13 @@ void register_campaign_rules(py::object& cls) {
     method(cls, name, [fn = fn](py::handle self, py::object pid, py::object cid) {
       Engine& e = engine_of(self);
       const int64_t p = to_i64(pid, "partner_id"), c = to_i64(cid, "campaign_id");
-      return campaign_dict(nogil([&] { return (e.*fn)(p, c); }));
+      return to_record(nogil([&] { return (e.*fn)(p, c); }));
     }, "Changes the campaign's state in the gate and the store together.");
   }
   method(cls, "set_campaign_quantity", [](py::handle self, py::object pid, py::object cid, py::object q) {
     Engine& e = engine_of(self);
     const int64_t p = to_i64(pid, "partner_id"), c = to_i64(cid, "campaign_id"), n = to_i64(q, "quantity");
-    return campaign_dict(nogil([&] { return e.set_campaign_quantity(p, c, n); }));
+    return to_record(nogil([&] { return e.set_campaign_quantity(p, c, n); }));
   }, "Sets the quantity (never below the coupons already issued).");
 }
 
@@ -133,18 +92,18 @@ void register_lifecycle(py::object& cls) {
     const int64_t p = to_i64(pid, "partner_id");
     UseRequest r{to_i64(coupon_id, "coupon_id"), to_str(user_id, "user_id"), to_str(order_id, "order_id"),
                  to_i64(order_amount, "order_amount")};
-    return use_dict(nogil([&] { return e.use_coupon(p, r); }));
+    return to_record(nogil([&] { return e.use_coupon(p, r); }));
   }, "Uses a coupon for an order (idempotent per order_id).");
   method(cls, "cancel_coupon_use", [](py::handle self, py::object pid, py::object coupon_id, py::object order_id) {
     Engine& e = engine_of(self);
     const int64_t p = to_i64(pid, "partner_id"), id = to_i64(coupon_id, "coupon_id");
     const std::string order = to_str(order_id, "order_id");
-    return coupon_dict(nogil([&] { return e.cancel_coupon_use(p, id, order); }));
+    return to_record(nogil([&] { return e.cancel_coupon_use(p, id, order); }));
   }, "Undoes an order's use of a coupon (idempotent per order_id).");
   method(cls, "get_coupon", [](py::handle self, py::object pid, py::object coupon_id) {
     Engine& e = engine_of(self);
     const int64_t p = to_i64(pid, "partner_id"), id = to_i64(coupon_id, "coupon_id");
-    return coupon_dict(nogil([&] { return e.get_coupon(p, id); }));
+    return to_record(nogil([&] { return e.get_coupon(p, id); }));
   }, "One coupon, its state as of now.");
   method(cls, "list_user_coupons", [](py::handle self, py::object pid, py::object user_id, py::object state,
                                       py::object cursor, py::object limit) {
@@ -155,31 +114,17 @@ void register_lifecycle(py::object& cls) {
     q.state = state_from(state);
     if (!cursor.is_none()) q.after_coupon_id = to_i64(cursor, "cursor");
     q.limit = limit_from(limit);
-    CouponPage page = nogil([&] { return e.list_user_coupons(p, q); });
-    py::list items;
-    for (const Coupon& c : page.items) items.append(coupon_dict(c));
-    return py::make_tuple(items, int_or_none(page.next_cursor));
-  }, "A page of a user's coupons: (items, next_cursor).");
+    return to_record(nogil([&] { return e.list_user_coupons(p, q); }));
+  }, "A page of a user's coupons (a CouponPage record).");
   method(cls, "coupon_counts", [](py::handle self, py::object pid, py::object cid) {
     Engine& e = engine_of(self);
     const int64_t p = to_i64(pid, "partner_id"), c = to_i64(cid, "campaign_id");
-    CouponCounts n = nogil([&] { return e.coupon_counts(p, c); });
-    py::dict d;
-    d["issued"] = n.issued;
-    d["used"] = n.used;
-    d["expired"] = n.expired;
-    d["total"] = n.total;
-    return d;
+    return to_record(nogil([&] { return e.coupon_counts(p, c); }));
   }, "A campaign's coupons by state.");
   method(cls, "expire_coupons", [](py::handle self, py::object now, py::object chunk_rows, py::object chunks_max) {
     Engine& e = engine_of(self);
     const int64_t t = to_i64(now, "now_us"), rows = to_i64(chunk_rows, "chunk_rows"), max = to_i64(chunks_max, "chunks_max");
-    ExpireReport r = nogil([&] { return e.expire_coupons(t, rows, max); });
-    py::dict d;
-    d["expired"] = r.expired;
-    d["chunks"] = r.chunks;
-    d["more"] = r.more;
-    return d;
+    return to_record(nogil([&] { return e.expire_coupons(t, rows, max); }));
   }, "The expiry job: marks lapsed coupons expired, chunk_rows per transaction.");
 }
 
@@ -187,32 +132,29 @@ void register_partners(py::object& cls) {
   method(cls, "create_partner", [](py::handle self, py::object name) {
     Engine& e = engine_of(self);
     const std::string n = to_str(name, "name");
-    return partner_key_tuple(nogil([&] { return e.create_partner(n); }));
-  }, "A new partner and its API key: (partner, key). The key is never shown again.");
+    return to_record(nogil([&] { return e.create_partner(n); }));
+  }, "A new partner and its API key (a PartnerKey record). The key is never shown again.");
   method(cls, "rotate_partner_key", [](py::handle self, py::object pid) {
     Engine& e = engine_of(self);
     const int64_t p = to_i64(pid, "partner_id");
-    return partner_key_tuple(nogil([&] { return e.rotate_partner_key(p); }));
+    return to_record(nogil([&] { return e.rotate_partner_key(p); }));
   }, "A new key for the partner; older keys stop working.");
   method(cls, "revoke_partner_keys", [](py::handle self, py::object pid) {
     Engine& e = engine_of(self);
     const int64_t p = to_i64(pid, "partner_id");
-    return partner_dict(nogil([&] { return e.revoke_partner_keys(p); }));
+    return to_record(nogil([&] { return e.revoke_partner_keys(p); }));
   }, "Revokes every key of the partner.");
   method(cls, "get_partner", [](py::handle self, py::object pid) {
     Engine& e = engine_of(self);
     const int64_t p = to_i64(pid, "partner_id");
-    return partner_dict(nogil([&] { return e.get_partner(p); }));
+    return to_record(nogil([&] { return e.get_partner(p); }));
   }, "One partner.");
   method(cls, "list_partners", [](py::handle self, py::object after, py::object limit) {
     Engine& e = engine_of(self);
     const int64_t a = to_i64(after, "after");
     const int64_t l = to_i64(limit, "limit");
     if (l < 1 || l > 1000) raise(ErrorCode::kInvalidArgument, "limit must be 1..1000");
-    std::vector<Partner> ps = nogil([&] { return e.list_partners(a, static_cast<int32_t>(l)); });
-    py::list out;
-    for (const Partner& p : ps) out.append(partner_dict(p));
-    return out;
+    return to_records(nogil([&] { return e.list_partners(a, static_cast<int32_t>(l)); }));
   }, "Partners ordered by id, after `after`.");
   method(cls, "authenticate", [](py::handle self, py::object key) {
     Engine& e = engine_of(self);
@@ -224,17 +166,10 @@ void register_partners(py::object& cls) {
       raise(ErrorCode::kUnauthenticated, "invalid API key");
     }
     const std::string k(p, static_cast<std::size_t>(std::min<Py_ssize_t>(n, limits::kApiKeyBytesMax + 1)));
-    return partner_dict(nogil([&] { return e.authenticate(k); }));
+    return to_record(nogil([&] { return e.authenticate(k); }));
   }, "The partner owning the API key; Unauthenticated otherwise.");
   method(cls, "auth_counters", [](py::handle self) {
-    AuthCounters c = engine_of(self).auth_counters();
-    py::dict d;
-    d["authentications"] = c.authentications;
-    d["failures"] = c.failures;
-    d["cache_hits"] = c.cache_hits;
-    d["l2_hits"] = c.l2_hits;
-    d["db_queries"] = c.db_queries;
-    return d;
+    return to_dict(engine_of(self).auth_counters());
   }, "Authentication counters since open (db_queries: lookups that reached the database).");
 }
 

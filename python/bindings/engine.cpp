@@ -11,13 +11,13 @@
 
 #include "async.hpp"
 #include "convert.hpp"
+#include "records.hpp"
 #include "couponcore/engine.hpp"
 #include "couponcore/error.hpp"
 
 namespace couponcore::py_bindings {
 
 py::dict histograms_dict(const Engine& e);
-py::dict reconcile_dict(const ReconcileReport& r);
 
 namespace {
 
@@ -132,25 +132,6 @@ py::object wrap_engine(std::unique_ptr<Engine> engine);
 Engine& engine_of(py::handle self) { return self.cast<PyEngine&>().get(); }
 
 void register_engine(py::module_& m) {
-  py::class_<IssueResult>(m, "IssueResult", "The answer to one issue request.")
-      .def_property_readonly("status", [](const IssueResult& r) { return status_object(r.status); })
-      .def_property_readonly("seq", [](const IssueResult& r) -> py::object {
-        return r.seq ? py::object(py::int_(r.seq)) : py::none();
-      }, "The coupon's first-come rank, 1..quantity, when issued; else None.")
-      .def_property_readonly("coupon_id", [](const IssueResult& r) -> py::object {
-        return r.coupon_id ? py::object(py::int_(r.coupon_id)) : py::none();
-      })
-      .def_property_readonly("issued", [](const IssueResult& r) { return r.status == IssueStatus::kIssued; })
-      .def("__eq__", [](const IssueResult& a, const IssueResult& b) {
-        return a.status == b.status && a.seq == b.seq && a.coupon_id == b.coupon_id;
-      })
-      .def("__hash__", [](const IssueResult& r) { return py::hash(py::make_tuple(static_cast<int>(r.status), r.seq, r.coupon_id)); })
-      .def("__repr__", [](const IssueResult& r) {
-        std::string s = std::string("IssueResult(status=") + issue_status_name(r.status);
-        if (r.seq) s += ", seq=" + std::to_string(r.seq) + ", coupon_id=" + std::to_string(r.coupon_id);
-        return s + ")";
-      });
-
   py::class_<PyEngine>(m, "Engine", "The native engine; use couponcore.open() rather than this class.")
       .def_property_readonly("kind", [](PyEngine& self) { return std::string(self.get().kind()); })
       .def_property_readonly("closed", &PyEngine::closed)
@@ -163,7 +144,7 @@ void register_engine(py::module_& m) {
           py::gil_scoped_release nogil;
           c = e.create_campaign(s);
         }
-        return campaign_dict(c);
+        return to_record(c);
       })
       .def("get_campaign", [](PyEngine& self, py::object id) {
         Engine& e = self.get();
@@ -173,7 +154,7 @@ void register_engine(py::module_& m) {
           py::gil_scoped_release nogil;
           c = e.get_campaign(cid);
         }
-        return campaign_dict(c);
+        return to_record(c);
       })
       .def("list_campaigns", [](PyEngine& self, py::object partner_id) {
         Engine& e = self.get();
@@ -183,9 +164,7 @@ void register_engine(py::module_& m) {
           py::gil_scoped_release nogil;
           cs = e.list_campaigns(pid);
         }
-        py::list out;
-        for (const Campaign& c : cs) out.append(campaign_dict(c));
-        return out;
+        return to_records(cs);
       })
       .def("issue", [](PyEngine& self, py::object campaign_id, py::object user_id, py::object request_id) {
         Engine& e = self.get();
@@ -228,12 +207,7 @@ void register_engine(py::module_& m) {
           py::gil_scoped_release nogil;
           st = e.campaign_stats(cid);
         }
-        py::dict d;
-        d["rows"] = st.rows;
-        d["distinct_users"] = st.distinct_users;
-        d["min_seq"] = st.min_seq;
-        d["max_seq"] = st.max_seq;
-        return d;
+        return to_record(st);
       })
       .def("drain", [](PyEngine& self, double timeout_s) {
         Engine& e = self.get();
@@ -249,7 +223,7 @@ void register_engine(py::module_& m) {
           py::gil_scoped_release nogil;
           r = e.reconcile(cid);
         }
-        return reconcile_dict(r);
+        return to_dict(r);
       })
       .def("counters", [](PyEngine& self) {
         EngineCounters k = self.get().counters();

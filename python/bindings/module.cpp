@@ -5,6 +5,7 @@
 #include "errors.hpp"
 
 namespace couponcore::py_bindings {
+void register_records(pybind11::module_& m);  // _core.IssueResult, _core.fields
 void register_engine(pybind11::module_& m);
 void register_metrics(pybind11::module_& m);
 void register_production(pybind11::module_& m);
@@ -15,6 +16,7 @@ void register_coupons(pybind11::module_& m);  // after register_engine: adds met
 PYBIND11_MODULE(_core, m) {
   m.doc() = "couponcore native core";
   couponcore::py_bindings::register_errors(m);
+  couponcore::py_bindings::register_records(m);
   couponcore::py_bindings::register_engine(m);
   couponcore::py_bindings::register_metrics(m);
   couponcore::py_bindings::register_production(m);

@@ -132,25 +132,6 @@ class PyWorker {
 
 }  // namespace
 
-py::dict reconcile_dict(const ReconcileReport& r) {
-  py::dict d;
-  d["campaign_id"] = r.campaign_id;
-  d["gate_issued"] = r.gate_issued;
-  d["gate_holders"] = r.gate_holders;
-  d["log_pending"] = r.log_pending;
-  d["redriven"] = r.redriven;
-  d["store_rows"] = r.store_rows;
-  d["store_distinct_users"] = r.store_distinct_users;
-  d["store_max_seq"] = r.store_max_seq;
-  d["missing_in_store"] = r.missing_in_store;
-  d["unexpected_in_store"] = r.unexpected_in_store;
-  d["holder_mismatches"] = r.holder_mismatches;
-  d["dead_lettered"] = r.dead_lettered;
-  d["missing_seqs_sample"] = r.missing_seqs_sample;
-  d["consistent"] = r.consistent;
-  return d;
-}
-
 void register_production(py::module_& m) {
   m.def("open_production", [](py::dict options) {
     ProductionOptions o = production_options(options);

@@ -1,4 +1,4 @@
-// Binds couponcore::WalletEngine as _core.Wallets: operations as dicts in, result dicts out,
+// Binds couponcore::WalletEngine as _core.Wallets: operations as dicts in, records out (records.cpp),
 // the GIL released around every blocking call. Like _core.Engine, a Wallets object belongs to
 // the process that opened it (refused after fork, never destroyed in a child).
 #include <pybind11/pybind11.h>
@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "convert.hpp"
+#include "records.hpp"
 #include "couponcore/coupons.hpp"
 #include "couponcore/error.hpp"
 #include "couponcore/wallet.hpp"
@@ -62,8 +63,6 @@ WalletOptions wallet_options(py::dict d) {
   return o;
 }
 
-py::object opt(const std::optional<int64_t>& v) { return v ? py::object(py::int_(*v)) : py::none(); }
-
 std::string str_or_empty(py::dict d, const char* key) {
   if (!d.contains(key) || py::object(d[key]).is_none()) return {};
   return to_str(d[key], key);
@@ -111,41 +110,6 @@ WalletOp op_from(py::dict d) {
   raise(ErrorCode::kInvalidArgument, "unknown wallet operation " + kind);
 }
 
-py::dict result_dict(const WalletResult& r) {
-  py::dict d;
-  d["entry_id"] = r.entry_id;
-  d["amount"] = r.amount;
-  d["balance_after"] = r.balance_after;
-  d["expired_amount"] = r.expired_amount;
-  d["peer_entry_id"] = r.peer_entry_id ? py::object(py::int_(r.peer_entry_id)) : py::none();
-  d["created_at_us"] = r.created_at_us;
-  d["replayed"] = r.replayed;
-  d["order_id"] = r.order_id;
-  d["order_amount"] = r.order_amount;
-  d["coupon_id"] = r.coupon_id ? py::object(py::int_(r.coupon_id)) : py::none();
-  d["discount_amount"] = r.discount_amount;
-  d["points"] = r.points;
-  d["payable_amount"] = r.payable_amount;
-  d["coupon_state"] = r.coupon_state >= 0
-                          ? py::object(py::str(coupon_state_name(static_cast<CouponState>(r.coupon_state))))
-                          : py::none();
-  return d;
-}
-
-py::dict entry_dict(const WalletEntry& e) {
-  py::dict d;
-  d["id"] = e.id;
-  d["kind"] = wallet_entry_kind_name(e.kind);
-  d["amount"] = e.amount;
-  d["balance_after"] = e.balance_after;
-  d["idempotency_key"] = e.idempotency_key.empty() ? py::object(py::none()) : py::object(py::str(e.idempotency_key));
-  d["ref_entry_id"] = e.ref_entry_id ? py::object(py::int_(e.ref_entry_id)) : py::none();
-  d["order_id"] = e.order_id.empty() ? py::object(py::none()) : py::object(py::str(e.order_id));
-  d["reason"] = e.reason.empty() ? py::object(py::none()) : py::object(py::str(e.reason));
-  d["created_at_us"] = e.created_at_us;
-  return d;
-}
-
 }  // namespace
 
 void register_wallet(py::module_& m) {
@@ -158,7 +122,7 @@ void register_wallet(py::module_& m) {
         WalletOp o = op_from(op);
         WalletResult r =
             submit_and_wait<WalletResult>([&](auto callback) { w.submit(std::move(o), std::move(callback)); });
-        return result_dict(r);
+        return to_record(r);
       })
       .def("balance", [](PyWallets& self, py::object partner_id, py::object user_id) {
         WalletEngine& w = self.get();
@@ -169,11 +133,7 @@ void register_wallet(py::module_& m) {
           py::gil_scoped_release nogil;
           b = w.balance(p, u);
         }
-        py::dict d;
-        d["total"] = b.total;
-        d["next_expiry_amount"] = b.next_expiry_amount;
-        d["next_expiry_at_us"] = opt(b.next_expiry_at_us);
-        return d;
+        return to_record(b);
       })
       .def("history", [](PyWallets& self, py::object partner_id, py::object user_id, py::object cursor, py::object limit) {
         WalletEngine& w = self.get();
@@ -187,9 +147,7 @@ void register_wallet(py::module_& m) {
           py::gil_scoped_release nogil;
           page = w.history(p, u, c, static_cast<int>(l));
         }
-        py::list items;
-        for (const WalletEntry& e : page.entries) items.append(entry_dict(e));
-        return py::make_tuple(items, page.next_cursor ? py::object(py::int_(page.next_cursor)) : py::none());
+        return to_record(page);
       })
       .def("expire", [](PyWallets& self, py::object now_us, py::object chunk) {
         WalletEngine& w = self.get();
@@ -201,11 +159,7 @@ void register_wallet(py::module_& m) {
           py::gil_scoped_release nogil;
           r = w.expire(n, static_cast<int>(c));
         }
-        py::dict d;
-        d["wallets"] = r.wallets;
-        d["points"] = r.points;
-        d["chunks"] = r.chunks;
-        return d;
+        return to_dict(r);
       })
       .def("purge_idempotency", [](PyWallets& self, py::object before_us, py::object include_checkouts,
                                     py::object chunk_rows, py::object chunks_max) {
@@ -222,11 +176,7 @@ void register_wallet(py::module_& m) {
           py::gil_scoped_release nogil;
           r = w.purge_idempotency(before, checkouts, static_cast<int>(rows), static_cast<int>(chunks));
         }
-        py::dict d;
-        d["deleted"] = r.deleted;
-        d["chunks"] = r.chunks;
-        d["done"] = r.done;
-        return d;
+        return to_dict(r);
       })
       .def("audit", [](PyWallets& self, py::object partner_id) {
         WalletEngine& w = self.get();
@@ -236,30 +186,10 @@ void register_wallet(py::module_& m) {
           py::gil_scoped_release nogil;
           a = w.audit(p);
         }
-        py::dict d;
-        d["wallets"] = a.wallets;
-        d["balance_not_lot_sum"] = a.balance_not_lot_sum;
-        d["negative"] = a.negative;
-        d["balance_not_entry_sum"] = a.balance_not_entry_sum;
-        d["running_balance_broken"] = a.running_balance_broken;
-        d["draws_not_entry_amount"] = a.draws_not_entry_amount;
-        d["lots_not_entry_amount"] = a.lots_not_entry_amount;
-        d["lot_drawn_mismatch"] = a.lot_drawn_mismatch;
-        d["orphans"] = a.orphans;
-        d["ok"] = a.ok();
-        return d;
+        return to_dict(a);
       })
       .def("counters", [](PyWallets& self) {
-        WalletCounters k = self.get().counters();
-        py::dict d;
-        d["ops"] = k.ops;
-        d["ops_failed"] = k.ops_failed;
-        d["replays"] = k.replays;
-        d["batches"] = k.batches;
-        d["retries"] = k.retries;
-        d["isolated"] = k.isolated;
-        d["max_batch_ops"] = k.max_batch_ops;
-        return d;
+        return to_dict(self.get().counters());
       });
 
   m.def("check_wallet_options", [](py::dict options) { (void)wallet_options(options); }, py::arg("options"),

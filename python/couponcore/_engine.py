@@ -37,6 +37,7 @@ from ._types import (
     PartnerKey,
     TimeLike,
     UseResult,
+    from_core,
     to_us,
 )
 from ._wallet import CheckoutCancelResult, CheckoutResult, Points, PointsAdmin
@@ -107,7 +108,7 @@ class Campaigns:
             "valid_days": valid_days,
             "partner_id": self._scope.partner_id,
         }
-        return Campaign._from_core(self._core.create_campaign(spec))
+        return from_core(Campaign, self._core.create_campaign(spec))
 
     async def acreate(self, name: str, quantity: int, **kwargs: Any) -> Campaign:
         """``create`` for asyncio (runs in the loop's default executor)."""
@@ -118,11 +119,11 @@ class Campaigns:
 
     def get(self, campaign_id: int) -> Campaign:
         """The campaign as recorded in the store."""
-        return Campaign._from_core(self._core.get_campaign_for(self._scope.partner_id, campaign_id))
+        return from_core(Campaign, self._core.get_campaign_for(self._scope.partner_id, campaign_id))
 
     def list(self) -> list[Campaign]:
         """The partner's campaigns, by id."""
-        return [Campaign._from_core(d) for d in self._core.list_campaigns(self._scope.partner_id)]
+        return [from_core(Campaign, t) for t in self._core.list_campaigns(self._scope.partner_id)]
 
     # asyncio twins (the loop's default executor; none of these is on a hot path)
     async def alist(self) -> builtins.list[Campaign]:
@@ -142,20 +143,20 @@ class Campaigns:
 
     def pause(self, campaign_id: int) -> Campaign:
         """Stop issuing for now (issue answers ``NOT_OPEN``). Issued coupons stay usable."""
-        return Campaign._from_core(self._core.pause_campaign(self._scope.partner_id, campaign_id))
+        return from_core(Campaign, self._core.pause_campaign(self._scope.partner_id, campaign_id))
 
     def resume(self, campaign_id: int) -> Campaign:
         """Issue again after a pause."""
-        return Campaign._from_core(self._core.resume_campaign(self._scope.partner_id, campaign_id))
+        return from_core(Campaign, self._core.resume_campaign(self._scope.partner_id, campaign_id))
 
     def close(self, campaign_id: int) -> Campaign:
         """Stop issuing for good (issue answers ``ENDED``); later rule changes raise Conflict."""
-        return Campaign._from_core(self._core.close_campaign(self._scope.partner_id, campaign_id))
+        return from_core(Campaign, self._core.close_campaign(self._scope.partner_id, campaign_id))
 
     def set_quantity(self, campaign_id: int, quantity: int) -> Campaign:
         """Change the quantity while the campaign runs: never below the coupons already issued
         (``Conflict``). Raising it reopens a sold-out campaign."""
-        return Campaign._from_core(self._core.set_campaign_quantity(self._scope.partner_id, campaign_id, quantity))
+        return from_core(Campaign, self._core.set_campaign_quantity(self._scope.partner_id, campaign_id, quantity))
 
 
 class Coupons:
@@ -175,18 +176,18 @@ class Coupons:
         expired), ``InvalidArgument`` (bad amounts, below the minimum order), ``Unavailable``
         (production: just issued and not yet in the store; retry).
         """
-        return UseResult._from_core(
-            self._core.use_coupon(self._scope.partner_id, coupon_id, user_id, order_id, order_amount)
+        return from_core(
+            UseResult, self._core.use_coupon(self._scope.partner_id, coupon_id, user_id, order_id, order_amount)
         )
 
     def cancel_use(self, coupon_id: int, order_id: str) -> Coupon:
         """Undo ``order_id``'s use: the coupon is issued again, or expired if its validity passed
         meanwhile (see the returned state). Repeats are harmless."""
-        return Coupon._from_core(self._core.cancel_coupon_use(self._scope.partner_id, coupon_id, order_id))
+        return from_core(Coupon, self._core.cancel_coupon_use(self._scope.partner_id, coupon_id, order_id))
 
     def get(self, coupon_id: int) -> Coupon:
         """One coupon, with its state as of now."""
-        return Coupon._from_core(self._core.get_coupon(self._scope.partner_id, coupon_id))
+        return from_core(Coupon, self._core.get_coupon(self._scope.partner_id, coupon_id))
 
     def list_for_user(
         self,
@@ -197,12 +198,12 @@ class Coupons:
     ) -> CouponPage:
         """A page of ``user_id``'s coupons (optionally in one state), by coupon id. Pass the
         page's ``next_cursor`` as ``cursor`` for the next one; ``limit`` is 1..1,000."""
-        items, next_cursor = self._core.list_user_coupons(self._scope.partner_id, user_id, state, cursor, limit)
-        return CouponPage([Coupon._from_core(d) for d in items], next_cursor)
+        page = self._core.list_user_coupons(self._scope.partner_id, user_id, state, cursor, limit)
+        return from_core(CouponPage, page)
 
     def counts(self, campaign_id: int) -> CouponCounts:
         """The campaign's coupons by state."""
-        return CouponCounts(**self._core.coupon_counts(self._scope.partner_id, campaign_id))
+        return from_core(CouponCounts, self._core.coupon_counts(self._scope.partner_id, campaign_id))
 
     async def alist_for_user(self, user_id: str, **kwargs: Any) -> CouponPage:
         return await _offload(functools.partial(self.list_for_user, user_id, **kwargs))
@@ -229,25 +230,23 @@ class Partners:
 
     def create(self, name: str) -> PartnerKey:
         """A new partner and its API key. The key is shown only here: store it now."""
-        partner, key = self._core.create_partner(name)
-        return PartnerKey(Partner._from_core(partner), key)
+        return from_core(PartnerKey, self._core.create_partner(name))
 
     def rotate(self, partner: Union[int, Partner]) -> PartnerKey:
         """A new API key for the partner; every older key stops working."""
-        p, key = self._core.rotate_partner_key(_partner_id(partner))
-        return PartnerKey(Partner._from_core(p), key)
+        return from_core(PartnerKey, self._core.rotate_partner_key(_partner_id(partner)))
 
     def revoke(self, partner: Union[int, Partner]) -> Partner:
         """Revoke every key of the partner (``rotate`` issues a new one). Takes effect at once in
         this engine and within the auth cache TTL in every other engine."""
-        return Partner._from_core(self._core.revoke_partner_keys(_partner_id(partner)))
+        return from_core(Partner, self._core.revoke_partner_keys(_partner_id(partner)))
 
     def get(self, partner_id: int) -> Partner:
-        return Partner._from_core(self._core.get_partner(partner_id))
+        return from_core(Partner, self._core.get_partner(partner_id))
 
     def list(self, after: int = 0, limit: int = 100) -> list[Partner]:
         """Partners by id after ``after`` (partner 0 is never listed); ``limit`` 1..1,000."""
-        return [Partner._from_core(d) for d in self._core.list_partners(after, limit)]
+        return [from_core(Partner, t) for t in self._core.list_partners(after, limit)]
 
 
 class Scope:
@@ -391,7 +390,7 @@ class Scope:
     def stats(self, campaign_id: int) -> CampaignStats:
         """Rows, distinct users and seq range of the campaign's coupons in the store."""
         self._check(campaign_id)
-        return CampaignStats(**self._core.campaign_stats(campaign_id))
+        return from_core(CampaignStats, self._core.campaign_stats(campaign_id))
 
     async def astats(self, campaign_id: int) -> CampaignStats:
         return await _offload(self.stats, campaign_id)
@@ -461,7 +460,7 @@ class Engine(Scope):
     def authenticate(self, api_key: str) -> Partner:
         """The partner owning ``api_key``; ``Unauthenticated`` for unknown, revoked and malformed
         keys alike. Answered from a cache in steady state (see ``auth_counters``)."""
-        return Partner._from_core(self._core.authenticate(api_key))
+        return from_core(Partner, self._core.authenticate(api_key))
 
     async def aauthenticate(self, api_key: str) -> Partner:
         """``authenticate`` for asyncio (a cache miss goes to Redis or the database)."""
@@ -481,7 +480,7 @@ class Engine(Scope):
         now_us = to_us(now, "now")
         if now_us is None:
             now_us = time.time_ns() // 1000
-        return ExpireReport(**self._core.expire_coupons(now_us, chunk_rows, chunks_max))
+        return from_core(ExpireReport, self._core.expire_coupons(now_us, chunk_rows, chunks_max))
 
     async def adrain(self, timeout_s: float = 30.0) -> bool:
         return await _offload(self.drain, timeout_s)

@@ -1,13 +1,28 @@
-"""Plain Python values of the public API: statuses, campaigns, stats, coupons, partners."""
+"""Plain Python values of the public API: statuses, campaigns, stats, coupons, partners.
+
+Each value type the core returns is defined ONCE here (wallets: in _wallet.py), as a frozen
+dataclass marked ``@record("CoreName")``. The binding hands over the core's value as a tuple in
+the order of its record (python/bindings/records.cpp, published as ``_core.fields(name)``), and
+:func:`from_core` builds the dataclass from it in one step: each field reads the core field of
+its name, or the one its ``core(...)`` metadata names, converted as that metadata says
+(``*_us`` microseconds -> aware UTC datetimes, strings -> enums, nested records). The HTTP faces
+(couponcore.fastapi's response models, the JSON of couponcore._web.to_json used by FastAPI
+and Django) are derived from these dataclasses; tests/python/test_value_types.py checks that
+every face has every field. See docs/development.md, "Value types".
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, TypeVar, Union
+
+from . import _core
 
 TimeLike = Union[_dt.datetime, int, float]
+T = TypeVar("T")
 
 
 class Status(str, enum.Enum):
@@ -23,13 +38,17 @@ class Status(str, enum.Enum):
         return self.value
 
 
+# _core.IssueResult is the one value type that is a native class, not a dataclass: issue() is
+# the hot path, and answers without a coupon are shared immutable objects (one per status).
+# Its fields are its record's (_core.fields("IssueResult")); these are their Python types, for
+# the HTTP schema. The stub _core.pyi declares the same; test_value_types.py checks all three.
+ISSUE_RESULT_TYPES: dict[str, Any] = {"status": Status, "seq": Optional[int], "coupon_id": Optional[int]}
+
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
 
 
 def to_us(value: Optional[TimeLike], what: str) -> Optional[int]:
     """A datetime (naive means UTC) or Unix seconds -> microseconds since the epoch."""
-    from ._core import InvalidType
-
     if value is None:
         return None
     if isinstance(value, _dt.datetime):
@@ -38,7 +57,7 @@ def to_us(value: Optional[TimeLike], what: str) -> Optional[int]:
         delta = value - _EPOCH
         return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidType(f"{what} must be a datetime or Unix seconds, got {type(value).__name__}")
+        raise _core.InvalidType(f"{what} must be a datetime or Unix seconds, got {type(value).__name__}")
     return int(round(value * 1_000_000))
 
 
@@ -48,6 +67,84 @@ def from_us(value: Optional[int]) -> Optional[_dt.datetime]:
     return _EPOCH + _dt.timedelta(microseconds=value)
 
 
+# ---- one definition per value type: the dataclass, read from the core's record ---------------
+
+_RECORDS: dict[type, str] = {}  # dataclass -> the core record it is read from
+_MAKERS: dict[type, Callable[[tuple[Any, ...]], Any]] = {}
+
+
+def record(core_name: str) -> Callable[[type[T]], type[T]]:
+    """Marks a dataclass as the Python definition of the core's value type ``core_name``."""
+
+    def register(cls: type[T]) -> type[T]:
+        _RECORDS[cls] = core_name
+        return cls
+
+    return register
+
+
+def core(
+    name: Optional[str] = None, convert: Optional[Callable[[Any], Any]] = None, *, when: Optional[str] = None
+) -> dict[str, Any]:
+    """Field metadata, ``field(metadata=core(...))``: the field reads the core field ``name``
+    (default: its own name) through ``convert``; with ``when``, it is None unless the core
+    field ``when`` is truthy."""
+    return {"core": (name, convert, when)}
+
+
+def records() -> dict[type, str]:
+    """Every value type defined here (and in _wallet.py) -> the core record it is read from."""
+    return dict(_RECORDS)
+
+
+def core_field_names(cls: type) -> list[str]:
+    """The core fields ``cls``'s fields read, in the dataclass's order."""
+    return [(f.metadata.get("core") or (None,))[0] or f.name for f in dataclasses.fields(cls)]
+
+
+def from_core(cls: type[T], values: tuple[Any, ...]) -> T:
+    """The dataclass ``cls`` from its core record's tuple (as the binding returns it)."""
+    make = _MAKERS.get(cls)
+    if make is None:
+        make = _MAKERS[cls] = _maker(cls)
+    return make(values)  # type: ignore[no-any-return]
+
+
+def _maker(cls: type) -> Callable[[tuple[Any, ...]], Any]:
+    """The function building ``cls`` from its core record's tuple, made once per class. Like
+    the dataclasses module, it is generated code: ``cls(t[0], from_us(t[5]), ...)``."""
+    core_name = _RECORDS[cls]
+    names = _core.fields(core_name)
+    index = {n: i for i, n in enumerate(names)}
+    namespace: dict[str, Any] = {"cls": cls}
+    args = []
+    for k, f in enumerate(dataclasses.fields(cls)):
+        name, convert, when = f.metadata.get("core") or (None, None, None)
+        for n in (name or f.name, when):
+            if n is not None and n not in index:
+                raise TypeError(f"{cls.__name__}.{f.name}: the core's {core_name} has no field {n!r} (it has {names})")
+        arg = f"t[{index[name or f.name]}]"
+        if convert is not None:
+            namespace[f"convert{k}"] = convert
+            arg = f"convert{k}({arg})"
+        if when is not None:
+            arg = f"({arg} if t[{index[when]}] else None)"
+        args.append(arg)
+    exec(f"def make(t):\n    return cls({', '.join(args)})", namespace)
+    return namespace["make"]  # type: ignore[no-any-return]
+
+
+def record_of(cls: type[T]) -> Callable[[tuple[Any, ...]], T]:
+    """A ``convert`` for a field holding another record."""
+    return lambda t: from_core(cls, t)
+
+
+def records_of(cls: type[T]) -> Callable[[list[tuple[Any, ...]]], list[T]]:
+    """A ``convert`` for a field holding a list of records."""
+    return lambda ts: [from_core(cls, t) for t in ts]
+
+
+@record("Campaign")
 @dataclass(frozen=True)
 class Campaign:
     """A coupon campaign. Times are aware UTC datetimes; amounts are integers in minor units."""
@@ -56,41 +153,20 @@ class Campaign:
     name: str
     quantity: int
     per_user_limit: int
-    starts_at: Optional[_dt.datetime]
-    ends_at: Optional[_dt.datetime]
+    starts_at: Optional[_dt.datetime] = field(metadata=core("starts_at_us", from_us))
+    ends_at: Optional[_dt.datetime] = field(metadata=core("ends_at_us", from_us))
     state: str
     partner_id: int
     discount_kind: str
     discount_value: int
     discount_max: Optional[int]
     min_order_amount: int
-    valid_until: Optional[_dt.datetime]
+    valid_until: Optional[_dt.datetime] = field(metadata=core("valid_until_us", from_us))
     valid_days: Optional[int]
-    created_at: _dt.datetime
-
-    @classmethod
-    def _from_core(cls, d: dict[str, Any]) -> Campaign:
-        created = from_us(d["created_at_us"])
-        assert created is not None
-        return cls(
-            id=d["id"],
-            name=d["name"],
-            quantity=d["quantity"],
-            per_user_limit=d["per_user_limit"],
-            starts_at=from_us(d["starts_at_us"]),
-            ends_at=from_us(d["ends_at_us"]),
-            state=d["state"],
-            partner_id=d["partner_id"],
-            discount_kind=d["discount_kind"],
-            discount_value=d["discount_value"],
-            discount_max=d["discount_max"],
-            min_order_amount=d["min_order_amount"],
-            valid_until=from_us(d["valid_until_us"]),
-            valid_days=d["valid_days"],
-            created_at=created,
-        )
+    created_at: _dt.datetime = field(metadata=core("created_at_us", from_us))
 
 
+@record("CampaignStats")
 @dataclass(frozen=True)
 class CampaignStats:
     """What the store holds for one campaign (after ``drain()``, every grant so far)."""
@@ -116,6 +192,7 @@ class CouponState(str, enum.Enum):
         return self.value
 
 
+@record("Coupon")
 @dataclass(frozen=True)
 class Coupon:
     """One issued coupon. Amounts are integers in minor units; times aware UTC datetimes."""
@@ -124,33 +201,16 @@ class Coupon:
     campaign_id: int
     seq: int
     user_id: str
-    state: CouponState
-    issued_at: _dt.datetime
-    valid_until: Optional[_dt.datetime]
+    state: CouponState = field(metadata=core(convert=CouponState))
+    issued_at: _dt.datetime = field(metadata=core("issued_at_us", from_us))
+    valid_until: Optional[_dt.datetime] = field(metadata=core("valid_until_us", from_us))
     used_order_id: Optional[str]
-    used_at: Optional[_dt.datetime]
+    used_at: Optional[_dt.datetime] = field(metadata=core("used_at_us", from_us))
     order_amount: Optional[int]
     discount_amount: Optional[int]
 
-    @classmethod
-    def _from_core(cls, d: dict[str, Any]) -> Coupon:
-        issued = from_us(d["issued_at_us"])
-        assert issued is not None
-        return cls(
-            id=d["id"],
-            campaign_id=d["campaign_id"],
-            seq=d["seq"],
-            user_id=d["user_id"],
-            state=CouponState(d["state"]),
-            issued_at=issued,
-            valid_until=from_us(d["valid_until_us"]),
-            used_order_id=d["used_order_id"],
-            used_at=from_us(d["used_at_us"]),
-            order_amount=d["order_amount"],
-            discount_amount=d["discount_amount"],
-        )
 
-
+@record("UseResult")
 @dataclass(frozen=True)
 class UseResult:
     """What ``coupons.use`` answered; a repeat with the same order id returns the same."""
@@ -162,33 +222,20 @@ class UseResult:
     order_amount: int
     discount_amount: int
     payable_amount: int
-    used_at: _dt.datetime
-
-    @classmethod
-    def _from_core(cls, d: dict[str, Any]) -> UseResult:
-        used_at = from_us(d["used_at_us"])
-        assert used_at is not None
-        return cls(
-            coupon_id=d["coupon_id"],
-            campaign_id=d["campaign_id"],
-            user_id=d["user_id"],
-            order_id=d["order_id"],
-            order_amount=d["order_amount"],
-            discount_amount=d["discount_amount"],
-            payable_amount=d["payable_amount"],
-            used_at=used_at,
-        )
+    used_at: _dt.datetime = field(metadata=core("used_at_us", from_us))
 
 
+@record("CouponPage")
 @dataclass(frozen=True)
 class CouponPage:
     """One page of a user's coupons, by coupon id. Pass ``next_cursor`` back as ``cursor``;
     it is ``None`` on the last page."""
 
-    items: list[Coupon]
+    items: list[Coupon] = field(metadata=core(convert=records_of(Coupon)))
     next_cursor: Optional[int]
 
 
+@record("CouponCounts")
 @dataclass(frozen=True)
 class CouponCounts:
     """A campaign's coupons by state (an issued coupon past its validity counts as expired)."""
@@ -199,6 +246,7 @@ class CouponCounts:
     total: int
 
 
+@record("ExpireReport")
 @dataclass(frozen=True)
 class ExpireReport:
     """What one run of the expiry job did. ``more``: it stopped at ``chunks_max``."""
@@ -208,26 +256,22 @@ class ExpireReport:
     more: bool
 
 
+@record("Partner")
 @dataclass(frozen=True)
 class Partner:
     """A tenant. Partner 0 is the embedded default and holds no API keys."""
 
     id: int
     name: str
-    created_at: _dt.datetime
+    created_at: _dt.datetime = field(metadata=core("created_at_us", from_us))
     active_keys: int
 
-    @classmethod
-    def _from_core(cls, d: dict[str, Any]) -> Partner:
-        created = from_us(d["created_at_us"])
-        assert created is not None
-        return cls(id=d["id"], name=d["name"], created_at=created, active_keys=d["active_keys"])
 
-
+@record("PartnerKey")
 @dataclass(frozen=True)
 class PartnerKey:
     """A partner with its API key, as ``partners.create`` / ``partners.rotate`` return it: the
     only time the key is visible (only its SHA-256 is stored). The key is left out of repr()."""
 
-    partner: Partner
+    partner: Partner = field(metadata=core(convert=record_of(Partner)))
     api_key: str = field(repr=False)

@@ -11,16 +11,21 @@ from __future__ import annotations
 import asyncio
 import datetime as _dt
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, TypeVar
 
 from . import _core
-from ._types import TimeLike, from_us, to_us
+from ._types import TimeLike, core, from_core, from_us, record, records_of, to_us
 
 T = TypeVar("T")
 HISTORY_PAGE_DEFAULT = 50
 
 
+def _none_if_zero(v: int) -> Optional[int]:
+    return v or None
+
+
+@record("WalletResult")
 @dataclass(frozen=True)
 class WalletResult:
     """The answer to one wallet operation (also when replayed from its idempotency record)."""
@@ -30,33 +35,21 @@ class WalletResult:
     balance_after: int
     expired_amount: int  # cancel: restored points that fell into expired lots (written off)
     peer_entry_id: Optional[int]  # transfer: the destination's transfer_in entry
-    created_at: _dt.datetime
+    created_at: _dt.datetime = field(metadata=core("created_at_us", from_us))
     replayed: bool
 
-    @classmethod
-    def _from_core(cls, d: dict[str, Any]) -> WalletResult:
-        created = from_us(d["created_at_us"])
-        assert created is not None
-        return cls(
-            d["entry_id"],
-            d["amount"],
-            d["balance_after"],
-            d["expired_amount"],
-            d["peer_entry_id"],
-            created,
-            d["replayed"],
-        )
 
-
+@record("WalletBalance")
 @dataclass(frozen=True)
 class Balance:
     """Usable points now, and the soonest expiry (amount and time), if any."""
 
     total: int
     next_expiry_amount: int
-    next_expiry_at: Optional[_dt.datetime]
+    next_expiry_at: Optional[_dt.datetime] = field(metadata=core("next_expiry_at_us", from_us))
 
 
+@record("WalletEntry")
 @dataclass(frozen=True)
 class WalletEntry:
     """One ledger entry: kind is earn, use, cancel, expire, transfer_in or transfer_out."""
@@ -69,17 +62,19 @@ class WalletEntry:
     ref_entry_id: Optional[int]
     order_id: Optional[str]
     reason: Optional[str]
-    created_at: _dt.datetime
+    created_at: _dt.datetime = field(metadata=core("created_at_us", from_us))
 
 
+@record("WalletHistoryPage")
 @dataclass(frozen=True)
 class HistoryPage:
     """Entries newest first; pass ``next_cursor`` back as ``cursor`` (None: no more)."""
 
-    entries: list[WalletEntry]
+    entries: list[WalletEntry] = field(metadata=core(convert=records_of(WalletEntry)))
     next_cursor: Optional[int]
 
 
+@record("WalletResult")
 @dataclass(frozen=True)
 class CheckoutResult:
     """The answer to ``scope.checkout``: the coupon and the points were used together.
@@ -92,32 +87,15 @@ class CheckoutResult:
     order_amount: int
     coupon_id: Optional[int]
     discount_amount: int
-    points_used: int
+    points_used: int = field(metadata=core("points"))
     payable_amount: int
-    entry_id: Optional[int]
-    balance_after: Optional[int]
-    created_at: _dt.datetime
+    entry_id: Optional[int] = field(metadata=core(convert=_none_if_zero))
+    balance_after: Optional[int] = field(metadata=core(when="entry_id"))
+    created_at: _dt.datetime = field(metadata=core("created_at_us", from_us))
     replayed: bool
 
-    @classmethod
-    def _from_core(cls, d: dict[str, Any]) -> CheckoutResult:
-        created = from_us(d["created_at_us"])
-        assert created is not None
-        entry = d["entry_id"] or None
-        return cls(
-            d["order_id"],
-            d["order_amount"],
-            d["coupon_id"],
-            d["discount_amount"],
-            d["points"],
-            d["payable_amount"],
-            entry,
-            d["balance_after"] if entry else None,
-            created,
-            d["replayed"],
-        )
 
-
+@record("WalletResult")
 @dataclass(frozen=True)
 class CheckoutCancelResult:
     """The answer to ``scope.cancel_checkout``: the coupon is ``coupon_state`` again ("issued",
@@ -130,31 +108,13 @@ class CheckoutCancelResult:
     coupon_id: Optional[int]
     coupon_state: Optional[str]
     discount_amount: int
-    points_restored: int
+    points_restored: int = field(metadata=core("points"))
     expired_amount: int
-    entry_id: Optional[int]
-    balance_after: Optional[int]
-    created_at: _dt.datetime
+    entry_id: Optional[int] = field(metadata=core(convert=_none_if_zero))
+    balance_after: Optional[int] = field(metadata=core(when="entry_id"))
+    created_at: _dt.datetime = field(metadata=core("created_at_us", from_us))
     replayed: bool
 
-    @classmethod
-    def _from_core(cls, d: dict[str, Any]) -> CheckoutCancelResult:
-        created = from_us(d["created_at_us"])
-        assert created is not None
-        entry = d["entry_id"] or None
-        return cls(
-            d["order_id"],
-            d["order_amount"],
-            d["coupon_id"],
-            d["coupon_state"],
-            d["discount_amount"],
-            d["points"],
-            d["expired_amount"],
-            entry,
-            d["balance_after"] if entry else None,
-            created,
-            d["replayed"],
-        )
 
 
 async def _offload(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -170,7 +130,7 @@ class Points:
 
     def _apply(self, op: dict[str, Any]) -> WalletResult:
         op["partner_id"] = self._partner_id
-        return WalletResult._from_core(self._wallets().apply(op))
+        return from_core(WalletResult, self._wallets().apply(op))
 
     def earn(
         self,
@@ -276,7 +236,7 @@ class Points:
             "idempotency_key": idempotency_key,
             "partner_id": self._partner_id,
         }
-        return CheckoutResult._from_core(self._wallets().apply(op))
+        return from_core(CheckoutResult, self._wallets().apply(op))
 
     def cancel_checkout(
         self,
@@ -297,7 +257,7 @@ class Points:
             "idempotency_key": idempotency_key,
             "partner_id": self._partner_id,
         }
-        return CheckoutCancelResult._from_core(self._wallets().apply(op))
+        return from_core(CheckoutCancelResult, self._wallets().apply(op))
 
     async def acheckout(self, user_id: str, order_id: str, order_amount: int, **kwargs: Any) -> CheckoutResult:
         return await _offload(self.checkout, user_id, order_id, order_amount, **kwargs)
@@ -308,17 +268,10 @@ class Points:
         return await _offload(self.cancel_checkout, user_id, checkout_key, **kwargs)
 
     def balance(self, user_id: str) -> Balance:
-        d = self._wallets().balance(self._partner_id, user_id)
-        return Balance(d["total"], d["next_expiry_amount"], from_us(d["next_expiry_at_us"]))
+        return from_core(Balance, self._wallets().balance(self._partner_id, user_id))
 
     def history(self, user_id: str, cursor: Optional[int] = None, limit: int = HISTORY_PAGE_DEFAULT) -> HistoryPage:
-        items, next_cursor = self._wallets().history(self._partner_id, user_id, cursor, limit)
-        entries = []
-        for d in items:
-            created = from_us(d.pop("created_at_us"))
-            assert created is not None
-            entries.append(WalletEntry(created_at=created, **d))
-        return HistoryPage(entries, next_cursor)
+        return from_core(HistoryPage, self._wallets().history(self._partner_id, user_id, cursor, limit))
 
     async def aearn(self, user_id: str, amount: int, **kwargs: Any) -> WalletResult:
         return await _offload(self.earn, user_id, amount, **kwargs)

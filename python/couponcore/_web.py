@@ -1,5 +1,8 @@
 """What the web integrations (couponcore.fastapi, couponcore.django) share: the mapping of
-couponcore errors onto HTTP statuses, the one JSON error shape, and JSON values of results."""
+couponcore errors onto HTTP statuses, the one JSON error shape, and JSON values of results.
+
+The JSON of a value type is derived from its one definition (couponcore._types): the fields
+of :func:`json_fields`, the same list FastAPI's response models are made from."""
 
 from __future__ import annotations
 
@@ -31,13 +34,22 @@ def error_body(error_type: str, message: str) -> dict[str, Any]:
     return {"error": {"type": error_type, "message": message}}
 
 
+_ISSUE_RESULT_FIELDS = _core.fields("IssueResult")
+
+
+def json_fields(cls: type) -> list[dataclasses.Field[Any]]:
+    """The fields of a value type's JSON (and HTTP schema): every field but the secrets, which
+    are the fields left out of repr (like an API key)."""
+    return [f for f in dataclasses.fields(cls) if f.repr]
+
+
 def to_json(value: Any) -> Any:
     """couponcore's dataclasses, datetimes, enums and issue results as JSON values. Secrets
     (fields left out of repr, like an API key) are left out here too."""
     if isinstance(value, _core.IssueResult):
-        return {"status": value.status.value, "seq": value.seq, "coupon_id": value.coupon_id}
+        return {name: to_json(getattr(value, name)) for name in _ISSUE_RESULT_FIELDS}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value) if f.repr}
+        return {f.name: to_json(getattr(value, f.name)) for f in json_fields(type(value))}
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, dt.datetime):

@@ -17,21 +17,35 @@ and never block the event loop (``aissue``); the other calls run in the default 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import time
-from typing import Any, Optional
+import typing
+from typing import Any, Optional, Union
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 from starlette.routing import Route
 
 from . import _core
 from ._engine import Engine
-from ._web import error_body, error_status, to_json
+from ._types import (
+    ISSUE_RESULT_TYPES,
+    Campaign,
+    CampaignStats,
+    Coupon,
+    CouponCounts,
+    CouponPage,
+    UseResult,
+)
+from ._wallet import Balance, CheckoutCancelResult, CheckoutResult, HistoryPage, WalletEntry, WalletResult
+from ._web import error_body, error_status, json_fields, to_json
 
 # ---- request bodies and response models (they make the OpenAPI document) ------------------
+# Request bodies are written here (they carry the HTTP layer's limits); response models are
+# derived from the value types (below).
 
 
 class ErrorBody(BaseModel):
@@ -57,24 +71,6 @@ class CampaignIn(BaseModel):
     valid_days: Optional[int] = None
 
 
-class CampaignOut(BaseModel):
-    id: int
-    name: str
-    quantity: int
-    per_user_limit: int
-    starts_at: Optional[dt.datetime]
-    ends_at: Optional[dt.datetime]
-    state: str
-    partner_id: int
-    discount_kind: str
-    discount_value: int
-    discount_max: Optional[int]
-    min_order_amount: int
-    valid_until: Optional[dt.datetime]
-    valid_days: Optional[int]
-    created_at: dt.datetime
-
-
 class QuantityIn(BaseModel):
     quantity: int = Field(gt=0, le=1_000_000_000)
 
@@ -84,64 +80,68 @@ class IssueIn(BaseModel):
     request_id: Optional[str] = Field(None, max_length=128, description="retry key: a repeat gets the first answer")
 
 
-class IssueOut(BaseModel):
-    status: str = Field(examples=["ISSUED"])
-    seq: Optional[int] = Field(None, description="first-come rank 1..quantity when issued")
-    coupon_id: Optional[int] = None
-
-
-class CouponOut(BaseModel):
-    id: int
-    campaign_id: int
-    seq: int
-    user_id: str
-    state: str
-    issued_at: dt.datetime
-    valid_until: Optional[dt.datetime]
-    used_order_id: Optional[str]
-    used_at: Optional[dt.datetime]
-    order_amount: Optional[int]
-    discount_amount: Optional[int]
-
-
 class UseIn(BaseModel):
     user_id: str
     order_id: str
     order_amount: int
 
 
-class UseOut(BaseModel):
-    coupon_id: int
-    campaign_id: int
-    user_id: str
-    order_id: str
-    order_amount: int
-    discount_amount: int
-    payable_amount: int
-    used_at: dt.datetime
-
-
 class CancelIn(BaseModel):
     order_id: str
 
 
-class CouponPageOut(BaseModel):
-    items: list[CouponOut]
-    next_cursor: Optional[int]
+# Response models: derived from the value types' one definition (couponcore._types, _wallet),
+# field by field (json_fields: what to_json writes), under the names the OpenAPI document has
+# always used. Nested value types become their own models.
+_OUT_NAMES: dict[type, str] = {
+    Campaign: "CampaignOut",
+    CampaignStats: "StatsOut",
+    Coupon: "CouponOut",
+    UseResult: "UseOut",
+    CouponPage: "CouponPageOut",
+    CouponCounts: "CountsOut",
+    WalletResult: "WalletResultOut",
+    Balance: "BalanceOut",
+    WalletEntry: "EntryOut",
+    HistoryPage: "HistoryOut",
+    CheckoutResult: "CheckoutOut",
+    CheckoutCancelResult: "CheckoutCancelOut",
+}
+_OUT_MODELS: dict[type, type[BaseModel]] = {}
 
 
-class CountsOut(BaseModel):
-    issued: int
-    used: int
-    expired: int
-    total: int
+def response_model(cls: type) -> type[BaseModel]:
+    """The pydantic model of a value type's JSON (couponcore._web.to_json), made from its
+    dataclass: the same fields, names and types."""
+    model = _OUT_MODELS.get(cls)
+    if model is None:
+        hints = typing.get_type_hints(cls)
+        fields: dict[str, Any] = {f.name: (_out_type(hints[f.name]), ...) for f in json_fields(cls)}
+        doc = (cls.__doc__ or "").strip()
+        model = _OUT_MODELS[cls] = create_model(
+            _OUT_NAMES.get(cls, f"{cls.__name__}Out"), __doc__=doc or None, **fields
+        )
+    return model
 
 
-class StatsOut(BaseModel):
-    rows: int
-    distinct_users: int
-    min_seq: int
-    max_seq: int
+def _out_type(tp: Any) -> Any:
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return response_model(tp)
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) is list:
+        return list[_out_type(args[0])]  # type: ignore[misc]
+    if typing.get_origin(tp) is Union:
+        return Union[tuple(_out_type(a) for a in args)]
+    return tp
+
+
+# _core.IssueResult is a native class (the hot path): its model is made from its record's
+# fields and their Python types (couponcore._types.ISSUE_RESULT_TYPES).
+IssueOut = create_model(
+    "IssueOut",
+    __doc__="The gate's answer: status, and seq (first-come rank 1..quantity) and coupon_id when issued.",
+    **{name: (ISSUE_RESULT_TYPES[name], ...) for name in _core.fields("IssueResult")},  # type: ignore[call-overload]
+)
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -303,15 +303,31 @@ def create_router(engine: Engine, *, fast_issue: bool = True) -> APIRouter:
     async def metrics() -> str:
         return engine.metrics_text()
 
-    @router.post("/campaigns", status_code=201, response_model=CampaignOut, responses=_ERRORS, tags=["campaigns"])
+    @router.post(
+        "/campaigns",
+        status_code=201,
+        response_model=response_model(Campaign),
+        responses=_ERRORS,
+        tags=["campaigns"],
+    )
     async def create_campaign(body: CampaignIn, s: Any = Scope) -> Any:
         return to_json(await _offload(lambda: s.campaigns.create(**body.model_dump())))
 
-    @router.get("/campaigns", response_model=list[CampaignOut], responses=_ERRORS, tags=["campaigns"])
+    @router.get(
+        "/campaigns",
+        response_model=list[response_model(Campaign)],  # type: ignore[misc]
+        responses=_ERRORS,
+        tags=["campaigns"],
+    )
     async def list_campaigns(s: Any = Scope) -> Any:
         return to_json(await _offload(s.campaigns.list))
 
-    @router.get("/campaigns/{campaign_id}", response_model=CampaignOut, responses=_ERRORS, tags=["campaigns"])
+    @router.get(
+        "/campaigns/{campaign_id}",
+        response_model=response_model(Campaign),
+        responses=_ERRORS,
+        tags=["campaigns"],
+    )
     async def get_campaign(campaign_id: int, s: Any = Scope) -> Any:
         return to_json(await _offload(s.campaigns.get, campaign_id))
 
@@ -326,21 +342,36 @@ def create_router(engine: Engine, *, fast_issue: bool = True) -> APIRouter:
 
         router.post(
             f"/campaigns/{{campaign_id}}/{action}",
-            response_model=CampaignOut,
+            response_model=response_model(Campaign),
             responses=_ERRORS,
             tags=["campaigns"],
             summary=f"{action.capitalize()} a campaign",
         )(make(action))
 
-    @router.put("/campaigns/{campaign_id}/quantity", response_model=CampaignOut, responses=_ERRORS, tags=["campaigns"])
+    @router.put(
+        "/campaigns/{campaign_id}/quantity",
+        response_model=response_model(Campaign),
+        responses=_ERRORS,
+        tags=["campaigns"],
+    )
     async def set_quantity(campaign_id: int, body: QuantityIn, s: Any = Scope) -> Any:
         return to_json(await _offload(s.campaigns.set_quantity, campaign_id, body.quantity))
 
-    @router.get("/campaigns/{campaign_id}/stats", response_model=StatsOut, responses=_ERRORS, tags=["campaigns"])
+    @router.get(
+        "/campaigns/{campaign_id}/stats",
+        response_model=response_model(CampaignStats),
+        responses=_ERRORS,
+        tags=["campaigns"],
+    )
     async def campaign_stats(campaign_id: int, s: Any = Scope) -> Any:
         return to_json(await _offload(s.stats, campaign_id))
 
-    @router.get("/campaigns/{campaign_id}/counts", response_model=CountsOut, responses=_ERRORS, tags=["coupons"])
+    @router.get(
+        "/campaigns/{campaign_id}/counts",
+        response_model=response_model(CouponCounts),
+        responses=_ERRORS,
+        tags=["coupons"],
+    )
     async def campaign_counts(campaign_id: int, s: Any = Scope) -> Any:
         return to_json(await _offload(s.coupons.counts, campaign_id))
 
@@ -370,13 +401,13 @@ def create_router(engine: Engine, *, fast_issue: bool = True) -> APIRouter:
             Route("/campaigns/{campaign_id:int}/issue", _FastIssue(auth, documented), methods=["POST"]),
         )
 
-    @router.get("/coupons/{coupon_id}", response_model=CouponOut, responses=_ERRORS, tags=["coupons"])
+    @router.get("/coupons/{coupon_id}", response_model=response_model(Coupon), responses=_ERRORS, tags=["coupons"])
     async def get_coupon(coupon_id: int, s: Any = Scope) -> Any:
         return to_json(await _offload(s.coupons.get, coupon_id))
 
     @router.post(
         "/coupons/{coupon_id}/use",
-        response_model=UseOut,
+        response_model=response_model(UseResult),
         responses=_ERRORS,
         tags=["coupons"],
         summary="Redeem a coupon at checkout (idempotent per order_id)",
@@ -386,7 +417,7 @@ def create_router(engine: Engine, *, fast_issue: bool = True) -> APIRouter:
 
     @router.post(
         "/coupons/{coupon_id}/cancel",
-        response_model=CouponOut,
+        response_model=response_model(Coupon),
         responses=_ERRORS,
         tags=["coupons"],
         summary="Cancel an order's use of a coupon (idempotent)",
@@ -394,7 +425,12 @@ def create_router(engine: Engine, *, fast_issue: bool = True) -> APIRouter:
     async def cancel_coupon(coupon_id: int, body: CancelIn, s: Any = Scope) -> Any:
         return to_json(await _offload(s.coupons.cancel_use, coupon_id, body.order_id))
 
-    @router.get("/users/{user_id}/coupons", response_model=CouponPageOut, responses=_ERRORS, tags=["coupons"])
+    @router.get(
+        "/users/{user_id}/coupons",
+        response_model=response_model(CouponPage),
+        responses=_ERRORS,
+        tags=["coupons"],
+    )
     async def user_coupons(
         user_id: str,
         s: Any = Scope,
@@ -436,39 +472,6 @@ class TransferIn(BaseModel):
     idempotency_key: Optional[str] = None
 
 
-class WalletResultOut(BaseModel):
-    entry_id: int
-    amount: int
-    balance_after: int
-    expired_amount: int
-    peer_entry_id: Optional[int]
-    created_at: dt.datetime
-    replayed: bool
-
-
-class BalanceOut(BaseModel):
-    total: int
-    next_expiry_amount: int
-    next_expiry_at: Optional[dt.datetime]
-
-
-class EntryOut(BaseModel):
-    id: int
-    kind: str
-    amount: int
-    balance_after: int
-    idempotency_key: Optional[str]
-    ref_entry_id: Optional[int]
-    order_id: Optional[str]
-    reason: Optional[str]
-    created_at: dt.datetime
-
-
-class HistoryOut(BaseModel):
-    entries: list[EntryOut]
-    next_cursor: Optional[int]
-
-
 class CheckoutIn(BaseModel):
     user_id: str
     order_id: str
@@ -485,33 +488,6 @@ class CheckoutCancelIn(BaseModel):
     idempotency_key: Optional[str] = None
 
 
-class CheckoutOut(BaseModel):
-    order_id: str
-    order_amount: int
-    coupon_id: Optional[int]
-    discount_amount: int
-    points_used: int
-    payable_amount: int
-    entry_id: Optional[int]
-    balance_after: Optional[int]
-    created_at: dt.datetime
-    replayed: bool
-
-
-class CheckoutCancelOut(BaseModel):
-    order_id: str
-    order_amount: int
-    coupon_id: Optional[int]
-    coupon_state: Optional[str]
-    discount_amount: int
-    points_restored: int
-    expired_amount: int
-    entry_id: Optional[int]
-    balance_after: Optional[int]
-    created_at: dt.datetime
-    replayed: bool
-
-
 def _key(body_key: Optional[str], header_key: Optional[str]) -> str:
     key = body_key or header_key
     if not key:
@@ -523,17 +499,27 @@ def _add_wallet_routes(router: APIRouter, Scope: Any) -> None:
     """Point routes under /users/{user_id}/points."""
     IdemHeader = Header(None, alias="Idempotency-Key")
 
-    @router.get("/users/{user_id}/points", response_model=BalanceOut, responses=_ERRORS, tags=["points"])
+    @router.get("/users/{user_id}/points", response_model=response_model(Balance), responses=_ERRORS, tags=["points"])
     async def balance(user_id: str, s: Any = Scope) -> Any:
         return to_json(await _offload(s.points.balance, user_id))
 
-    @router.get("/users/{user_id}/points/history", response_model=HistoryOut, responses=_ERRORS, tags=["points"])
+    @router.get(
+        "/users/{user_id}/points/history",
+        response_model=response_model(HistoryPage),
+        responses=_ERRORS,
+        tags=["points"],
+    )
     async def history(
         user_id: str, s: Any = Scope, cursor: Optional[int] = None, limit: int = Query(50, ge=1, le=1000)
     ) -> Any:
         return to_json(await _offload(s.points.history, user_id, cursor, limit))
 
-    @router.post("/users/{user_id}/points/earn", response_model=WalletResultOut, responses=_ERRORS, tags=["points"])
+    @router.post(
+        "/users/{user_id}/points/earn",
+        response_model=response_model(WalletResult),
+        responses=_ERRORS,
+        tags=["points"],
+    )
     async def earn(user_id: str, body: EarnIn, s: Any = Scope, idem: Optional[str] = IdemHeader) -> Any:
         key = _key(body.idempotency_key, idem)
         return to_json(
@@ -549,14 +535,24 @@ def _add_wallet_routes(router: APIRouter, Scope: Any) -> None:
             )
         )
 
-    @router.post("/users/{user_id}/points/use", response_model=WalletResultOut, responses=_ERRORS, tags=["points"])
+    @router.post(
+        "/users/{user_id}/points/use",
+        response_model=response_model(WalletResult),
+        responses=_ERRORS,
+        tags=["points"],
+    )
     async def use(user_id: str, body: PointsUseIn, s: Any = Scope, idem: Optional[str] = IdemHeader) -> Any:
         key = _key(body.idempotency_key, idem)
         return to_json(
             await _offload(lambda: s.points.use(user_id, body.amount, idempotency_key=key, order_id=body.order_id))
         )
 
-    @router.post("/users/{user_id}/points/cancel", response_model=WalletResultOut, responses=_ERRORS, tags=["points"])
+    @router.post(
+        "/users/{user_id}/points/cancel",
+        response_model=response_model(WalletResult),
+        responses=_ERRORS,
+        tags=["points"],
+    )
     async def cancel(user_id: str, body: PointsCancelIn, s: Any = Scope, idem: Optional[str] = IdemHeader) -> Any:
         key = _key(body.idempotency_key, idem)
         return to_json(
@@ -565,14 +561,19 @@ def _add_wallet_routes(router: APIRouter, Scope: Any) -> None:
             )
         )
 
-    @router.post("/users/{user_id}/points/transfer", response_model=WalletResultOut, responses=_ERRORS, tags=["points"])
+    @router.post(
+        "/users/{user_id}/points/transfer",
+        response_model=response_model(WalletResult),
+        responses=_ERRORS,
+        tags=["points"],
+    )
     async def transfer(user_id: str, body: TransferIn, s: Any = Scope, idem: Optional[str] = IdemHeader) -> Any:
         key = _key(body.idempotency_key, idem)
         return to_json(
             await _offload(lambda: s.points.transfer(user_id, body.to_user_id, body.amount, idempotency_key=key))
         )
 
-    @router.post("/checkout", response_model=CheckoutOut, responses=_ERRORS, tags=["checkout"])
+    @router.post("/checkout", response_model=response_model(CheckoutResult), responses=_ERRORS, tags=["checkout"])
     async def checkout(body: CheckoutIn, s: Any = Scope, idem: Optional[str] = IdemHeader) -> Any:
         """Use a coupon and points for one order in one transaction: both or neither."""
         key = _key(body.idempotency_key, idem)
@@ -584,7 +585,12 @@ def _add_wallet_routes(router: APIRouter, Scope: Any) -> None:
             )
         )
 
-    @router.post("/checkout/cancel", response_model=CheckoutCancelOut, responses=_ERRORS, tags=["checkout"])
+    @router.post(
+        "/checkout/cancel",
+        response_model=response_model(CheckoutCancelResult),
+        responses=_ERRORS,
+        tags=["checkout"],
+    )
     async def cancel_checkout(body: CheckoutCancelIn, s: Any = Scope, idem: Optional[str] = IdemHeader) -> Any:
         """Undo a checkout, named by its key or by its order id: its coupon and its points come
         back together."""

@@ -3,6 +3,7 @@ Partner routes authenticate the X-API-KEY header and work in that partner's scop
 
 from __future__ import annotations
 
+import inspect
 import json
 from typing import Any, Callable
 
@@ -10,6 +11,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from .. import _core
+from .._engine import Campaigns
 from .._web import error_body, error_status, to_json
 from .engine import get_engine
 
@@ -72,19 +74,10 @@ def metrics(request: HttpRequest) -> HttpResponse:
     return HttpResponse(get_engine().metrics_text(), content_type="text/plain; version=0.0.4")
 
 
-CAMPAIGN_FIELDS = (
-    "name",
-    "quantity",
-    "per_user_limit",
-    "starts_at",
-    "ends_at",
-    "discount_kind",
-    "discount_value",
-    "discount_max",
-    "min_order_amount",
-    "valid_until",
-    "valid_days",
-)
+# What POST /campaigns accepts: the parameters of Campaigns.create (partner_id comes from the key).
+_CREATE = inspect.signature(Campaigns.create).parameters
+CAMPAIGN_FIELDS = tuple(p for p in _CREATE if p != "self")
+_TIME_FIELDS = tuple(p for p in CAMPAIGN_FIELDS if "TimeLike" in str(_CREATE[p].annotation))  # ISO 8601 in JSON
 
 
 def _create_campaign(request: HttpRequest) -> Any:
@@ -94,7 +87,7 @@ def _create_campaign(request: HttpRequest) -> Any:
         raise _core.InvalidArgument(f"unknown fields: {sorted(unknown)}")
     import datetime as dt
 
-    for k in ("starts_at", "ends_at", "valid_until"):
+    for k in _TIME_FIELDS:
         if isinstance(body.get(k), str):
             try:
                 body[k] = dt.datetime.fromisoformat(body[k].replace("Z", "+00:00"))
