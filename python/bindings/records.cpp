@@ -211,7 +211,9 @@ const Record kWalletCounters{"WalletCounters",
     field<WC>("batches", &WC::batches),
     field<WC>("retries", &WC::retries),
     field<WC>("isolated", &WC::isolated),
-    field<WC>("max_batch_ops", &WC::max_batch_ops)};
+    field<WC>("max_batch_ops", &WC::max_batch_ops),
+    field<WC>("queued_ops", &WC::queued_ops),
+    field<WC>("queue_refused", &WC::queue_refused)};
 
 }  // namespace
 

@@ -8,8 +8,8 @@ Names follow Prometheus conventions, all with the prefix ``couponcore_``:
 - ``couponcore_commits_total``                   durable writes of grants
 - ``couponcore_commit_failures_total``           batches whose grants could not be made durable
 - ``couponcore_fast_path_requests_total``        answered without a round trip (sold out)
-- ``couponcore_issue_queue_depth``               gauge, issue requests waiting in the engine's queue
-- ``couponcore_issue_queue_refused_total``       submissions refused: the queue stayed full
+- ``couponcore_queue_depth{queue}``              gauge, work waiting in the issue / wallet queue
+- ``couponcore_queue_refused_total{queue}``      submissions refused: the queue stayed full
 - ``couponcore_issue_latency_seconds``           histogram, submit to answer, per request
 - ``couponcore_batch_requests``                  histogram, requests per decision batch
 - ``couponcore_commit_grants``                   histogram, grants per durable write
@@ -37,9 +37,10 @@ _COUNTERS = [
     ("grants_written", "grants_written", "Grants the in-process writers put into PostgreSQL."),
     ("dead_lettered", "dead_lettered", "Grant-log entries moved to a dead-letter stream."),
     ("writer_failures", "writer_failures", "Writer attempts that failed (database down, ...)."),
-    ("issue_queue_refused", "queue_refused", "Issue submissions refused because the engine's queue stayed full."),
 ]
-_QUEUE_DEPTH_HELP = "Issue requests waiting in the engine's queue."
+# The engines' bounded queues (one type, util/bounded_queue.hpp): one pair of series, by queue.
+_QUEUE_DEPTH_HELP = "Work waiting in an engine queue (issue: requests; wallet: operations)."
+_QUEUE_REFUSED_HELP = "Submissions refused because an engine queue stayed full."
 _WALLET_COUNTERS = [
     ("wallet_ops", "ops", "Wallet operations answered."),
     ("wallet_ops_failed", "ops_failed", "Wallet operations answered with an error (business or other)."),
@@ -91,6 +92,13 @@ def _counters(snap: dict[str, Any]) -> Iterator[tuple[str, str, int]]:
             yield name, help_, snap["wallet"][key]
 
 
+def _queues(snap: dict[str, Any]) -> Iterator[tuple[str, int, int]]:
+    """(queue, depth, refused) of every engine queue in the snapshot."""
+    yield "issue", snap["counters"]["queued_requests"], snap["counters"]["queue_refused"]
+    if snap["wallet"] is not None:
+        yield "wallet", snap["wallet"]["queued_ops"], snap["wallet"]["queue_refused"]
+
+
 def render(engine: Engine) -> str:
     """The engine's metrics in the Prometheus text exposition format (version 0.0.4)."""
     snap = snapshot(engine)
@@ -104,9 +112,13 @@ def render(engine: Engine) -> str:
         out.append(f"# HELP couponcore_{name}_total {help_}")
         out.append(f"# TYPE couponcore_{name}_total counter")
         out.append(f"couponcore_{name}_total {value}")
-    out.append(f"# HELP couponcore_issue_queue_depth {_QUEUE_DEPTH_HELP}")
-    out.append("# TYPE couponcore_issue_queue_depth gauge")
-    out.append(f"couponcore_issue_queue_depth {c['queued_requests']}")
+    queues = list(_queues(snap))
+    out.append(f"# HELP couponcore_queue_depth {_QUEUE_DEPTH_HELP}")
+    out.append("# TYPE couponcore_queue_depth gauge")
+    out.extend(f'couponcore_queue_depth{{queue="{q}"}} {depth}' for q, depth, _ in queues)
+    out.append(f"# HELP couponcore_queue_refused_total {_QUEUE_REFUSED_HELP}")
+    out.append("# TYPE couponcore_queue_refused_total counter")
+    out.extend(f'couponcore_queue_refused_total{{queue="{q}"}} {refused}' for q, _, refused in queues)
     for name, help_ in _HISTOGRAMS:
         hist = h[name]
         out.append(f"# HELP couponcore_{name} {help_}")
@@ -141,7 +153,13 @@ class CouponcoreCollector:
         yield fam
         for name, help_, value in _counters(snap):
             yield CounterMetricFamily(f"couponcore_{name}", help_, value=value)
-        yield GaugeMetricFamily("couponcore_issue_queue_depth", _QUEUE_DEPTH_HELP, value=c["queued_requests"])
+        depth = GaugeMetricFamily("couponcore_queue_depth", _QUEUE_DEPTH_HELP, labels=["queue"])
+        refused = CounterMetricFamily("couponcore_queue_refused", _QUEUE_REFUSED_HELP, labels=["queue"])
+        for q, n_depth, n_refused in _queues(snap):
+            depth.add_metric([q], n_depth)
+            refused.add_metric([q], n_refused)
+        yield depth
+        yield refused
         for name, help_ in _HISTOGRAMS:
             hist = h[name]
             bounds = [*hist["upper_bounds"], float("inf")]

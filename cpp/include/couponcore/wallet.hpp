@@ -198,6 +198,8 @@ struct WalletCounters {
   uint64_t retries = 0;        // batch attempts retried (deadlock, busy, lost connection, race)
   uint64_t isolated = 0;       // batches split into single operations after an unexpected error
   uint64_t max_batch_ops = 0;  // the largest batch so far
+  uint64_t queued_ops = 0;     // operations waiting in the engine's queue now (a gauge)
+  uint64_t queue_refused = 0;  // submissions refused because the queue stayed full
 };
 
 struct WalletOptions {

@@ -8,6 +8,8 @@
 //                       by one, so the bug costs one operation, never a partial write.
 #include "wallet/batch_apply.hpp"
 
+#include "util/assert.hpp"
+
 #include <algorithm>
 #include <stdexcept>
 #include <string>
@@ -571,12 +573,29 @@ WalletResult BatchApplier::result_of(int64_t entry_id) const {
 
 std::vector<IdemKey> BatchApplier::written_keys() const { return new_idem_; }
 
+// The batch's side of the wallet invariant, after every operation applied: each wallet's
+// balance is the sum of its lots' remaining points (expired lots hold none) and never negative.
+void BatchApplier::check_balances() const {
+  if constexpr (kAssertions) {
+    std::unordered_map<int64_t, int64_t> sums;
+    for (const auto& [id, lot] : lots_) {
+      if (!lot.row.expired && lot.row.remaining > 0) sums[lot.row.wallet_id] += lot.row.remaining;
+    }
+    for (const auto& [key, w] : wallets_) {
+      CC_ASSERT(w.row.balance >= 0, "wallet " + str(w.row.id) + " has a negative balance");
+      CC_ASSERT(sums[w.row.id] == w.row.balance, "wallet " + str(w.row.id) + " holds balance " + str(w.row.balance) +
+                                                      " but its lots hold " + str(sums[w.row.id]));
+    }
+  }
+}
+
 WalletChanges BatchApplier::finish(const std::vector<int64_t>& entry_ids,
                                    const std::vector<int64_t>& lot_ids,
                                    std::vector<OpOutcome>* outcomes) {
   if (entry_ids.size() != entries_.size() || lot_ids.size() != new_lot_count_) {
     broken("reserved ids do not match the batch");
   }
+  check_balances();
   auto map_entry = [&](int64_t& id) {
     if (id < 0) id = entry_ids.at(static_cast<std::size_t>(-id - 1));
   };

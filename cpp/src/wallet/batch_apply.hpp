@@ -116,6 +116,7 @@ class BatchApplier {
     return lot.expires_at_us && *lot.expires_at_us <= cutoff_us;
   }
   WalletResult result_of(int64_t entry_id) const;
+  void check_balances() const;  // CC_ASSERT: balance == sum of remaining lots, per wallet
 
   const int64_t now_us_;
   std::map<WalletKey, Wallet> wallets_;

@@ -275,8 +275,14 @@ class BatchedWalletEngine final : public WalletEngine {
   }
 
   WalletCounters counters() const override {
-    std::lock_guard lock(counters_mu_);
-    return counters_;
+    WalletCounters k;
+    {
+      std::lock_guard lock(counters_mu_);
+      k = counters_;
+    }
+    k.queued_ops = queue_.depth();
+    k.queue_refused = queue_.refused();
+    return k;
   }
 
   void close() override {
