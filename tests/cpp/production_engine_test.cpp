@@ -1,7 +1,10 @@
-// The production engine on real Redis and PostgreSQL: the embedded engine's gate semantics
-// (same scenarios as embedded_engine_test.cpp), the sold-out fast path, request-id retries,
-// reopen, bad input (key-injection attempts included), the mirror rebuilt from the store, and
-// reconcile. Every test uses its own key prefix; the servers must be up (the tests fail if not).
+// What only the production engine has, on real Redis and PostgreSQL: Lua calls and pipelining,
+// the sold-out fast path shared between engines, campaigns found by another engine through
+// PostgreSQL, the Lua script cache flushed, key injection kept inside the prefix, production
+// options, reconcile re-driving the grant log, the mirror rebuilt from the store, Redis URLs.
+// The gate semantics both deployments share (sold out, request ids, reopen, bad input, ...) run
+// on both in engine_behaviour_test.cpp. Every test uses its own key prefix; the servers must be
+// up (the tests fail if not).
 #include <gtest/gtest.h>
 
 #include <map>
@@ -45,97 +48,6 @@ void expect_code(ErrorCode code, Fn&& fn) {
   } catch (const Error& err) {
     EXPECT_EQ(err.code(), code) << err.what();
   }
-}
-
-TEST_F(ProductionEngineTest, IssuesUntilSoldOutThenSaysSoldOut) {
-  auto e = open();
-  EXPECT_STREQ(e->kind(), "production");
-  Campaign c = e->create_campaign(spec(3));
-  for (uint32_t i = 1; i <= 3; ++i) {
-    IssueResult r = e->issue(c.id, req("u" + std::to_string(i)));
-    EXPECT_EQ(r.status, IssueStatus::kIssued);
-    EXPECT_EQ(r.seq, i);
-    EXPECT_EQ(r.coupon_id, make_coupon_id(c.id, i));
-  }
-  EXPECT_EQ(e->issue(c.id, req("u4")).status, IssueStatus::kSoldOut);
-  EXPECT_EQ(e->issue(c.id, req("u2")).status, IssueStatus::kAlreadyIssued);
-  ASSERT_TRUE(e->drain(10));
-  CampaignStats st = e->campaign_stats(c.id);
-  EXPECT_EQ(st.rows, 3);
-  EXPECT_EQ(st.distinct_users, 3);
-  EXPECT_EQ(st.min_seq, 1);
-  EXPECT_EQ(st.max_seq, 3);
-}
-
-TEST_F(ProductionEngineTest, SecondPressIsAlreadyIssued) {
-  auto e = open();
-  Campaign c = e->create_campaign(spec(10));
-  EXPECT_EQ(e->issue(c.id, req("alice")).status, IssueStatus::kIssued);
-  EXPECT_EQ(e->issue(c.id, req("alice")).status, IssueStatus::kAlreadyIssued);
-  ASSERT_TRUE(e->drain(10));
-  EXPECT_EQ(e->campaign_stats(c.id).rows, 1);
-}
-
-TEST_F(ProductionEngineTest, WindowGivesNotOpenAndEnded) {
-  auto e = open();
-  CampaignSpec future = spec(10);
-  future.starts_at_us = now_us() + 3'600'000'000LL;
-  Campaign f = e->create_campaign(future);
-  EXPECT_EQ(e->issue(f.id, req("u")).status, IssueStatus::kNotOpen);
-  CampaignSpec past = spec(10);
-  past.starts_at_us = now_us() - 7'200'000'000LL;
-  past.ends_at_us = now_us() - 3'600'000'000LL;
-  Campaign p = e->create_campaign(past);
-  EXPECT_EQ(e->issue(p.id, req("u")).status, IssueStatus::kEnded);
-  CampaignSpec open_now = spec(10);
-  open_now.starts_at_us = now_us() - 1'000'000;
-  open_now.ends_at_us = now_us() + 3'600'000'000LL;
-  Campaign o = e->create_campaign(open_now);
-  EXPECT_EQ(e->issue(o.id, req("u")).status, IssueStatus::kIssued);
-  ASSERT_TRUE(e->drain(10));
-  EXPECT_EQ(e->campaign_stats(f.id).rows, 0);
-  EXPECT_EQ(e->campaign_stats(p.id).rows, 0);
-  EXPECT_EQ(e->campaign_stats(o.id).rows, 1);
-}
-
-TEST_F(ProductionEngineTest, RepeatedRequestIdReturnsTheFirstAnswer) {
-  auto e = open();
-  Campaign c = e->create_campaign(spec(5, 3));
-  IssueResult first = e->issue(c.id, req("bob", "r-1"));
-  ASSERT_EQ(first.status, IssueStatus::kIssued);
-  IssueResult again = e->issue(c.id, req("bob", "r-1"));
-  EXPECT_EQ(again.status, IssueStatus::kIssued);
-  EXPECT_EQ(again.seq, first.seq);
-  EXPECT_EQ(again.coupon_id, first.coupon_id);
-  EXPECT_EQ(e->issue(c.id, req("bob", "r-2")).seq, 2u);  // a new press is a new request
-  // Request ids are scoped per user: carol's r-1 is her own request.
-  EXPECT_EQ(e->issue(c.id, req("carol", "r-1")).seq, 3u);
-  ASSERT_TRUE(e->drain(10));
-  EXPECT_EQ(e->campaign_stats(c.id).rows, 3);  // no extra coupon for the retry
-}
-
-TEST_F(ProductionEngineTest, PerUserLimitAboveOne) {
-  auto e = open();
-  Campaign c = e->create_campaign(spec(100, 3));
-  for (int i = 0; i < 3; ++i) EXPECT_EQ(e->issue(c.id, req("carol")).status, IssueStatus::kIssued);
-  EXPECT_EQ(e->issue(c.id, req("carol")).status, IssueStatus::kAlreadyIssued);
-  ASSERT_TRUE(e->drain(10));
-  CampaignStats st = e->campaign_stats(c.id);
-  EXPECT_EQ(st.rows, 3);
-  EXPECT_EQ(st.distinct_users, 1);
-}
-
-TEST_F(ProductionEngineTest, IssueManyDecidesABatchInOrder) {
-  auto e = open();
-  Campaign c = e->create_campaign(spec(3));
-  std::vector<IssueResult> r = e->issue_many(c.id, {req("a"), req("b"), req("a"), req("c"), req("d")});
-  ASSERT_EQ(r.size(), 5u);
-  EXPECT_EQ(r[0].status, IssueStatus::kIssued);
-  EXPECT_EQ(r[1].status, IssueStatus::kIssued);
-  EXPECT_EQ(r[2].status, IssueStatus::kAlreadyIssued);
-  EXPECT_EQ(r[3].status, IssueStatus::kIssued);
-  EXPECT_EQ(r[4].status, IssueStatus::kSoldOut);
-  EXPECT_EQ(r[3].seq, 3u);
 }
 
 TEST_F(ProductionEngineTest, BigIssueManySpansSeveralLuaCalls) {
@@ -216,32 +128,6 @@ TEST_F(ProductionEngineTest, SoldOutIsAnsweredWithoutARoundTripAndHoldersStillHe
 }
 
 
-TEST_F(ProductionEngineTest, ReopenRestoresTheGateExactly) {
-  int64_t id;
-  {
-    auto e = open();
-    Campaign c = e->create_campaign(spec(5, 2));
-    id = c.id;
-    e->issue(c.id, req("x", "rx"));
-    e->issue(c.id, req("x"));
-    e->issue(c.id, req("y"));
-    e->close();
-  }
-  auto e = open();
-  Campaign c = e->get_campaign(id);
-  EXPECT_EQ(c.spec.quantity, 5);
-  EXPECT_EQ(c.spec.per_user_limit, 2);
-  EXPECT_EQ(e->issue(id, req("x")).status, IssueStatus::kAlreadyIssued);
-  IssueResult retry = e->issue(id, req("x", "rx"));
-  EXPECT_EQ(retry.status, IssueStatus::kIssued);
-  EXPECT_EQ(retry.seq, 1u);
-  EXPECT_EQ(e->issue(id, req("y")).seq, 4u);
-  EXPECT_EQ(e->issue(id, req("z")).seq, 5u);
-  EXPECT_EQ(e->issue(id, req("w")).status, IssueStatus::kSoldOut);
-  ASSERT_TRUE(e->drain(10));
-  EXPECT_EQ(e->campaign_stats(id).rows, 5);
-}
-
 TEST_F(ProductionEngineTest, CampaignsLiveInPostgres) {
   auto e = open();
   CampaignSpec s = spec(7, 2);
@@ -277,39 +163,20 @@ TEST_F(ProductionEngineTest, ScriptCacheFlushIsSurvived) {
   EXPECT_EQ(e->campaign_stats(c.id).rows, 4);
 }
 
-TEST_F(ProductionEngineTest, BadInputIsRefusedAndChangesNothing) {
+// Production only: the ids reach Redis as key names and Lua arguments. That every one of them is
+// refused (on both deployments): engine_behaviour_test.cpp, BadInputIsRefusedAndChangesNothing.
+// Here: the attempts created nothing outside this deployment's prefix.
+TEST_F(ProductionEngineTest, KeyInjectionAttemptsCreateNoKeyOutsideThePrefix) {
   auto e = open();
-  expect_code(ErrorCode::kInvalidArgument, [&] { e->create_campaign(spec(0)); });
-  expect_code(ErrorCode::kInvalidArgument, [&] { e->create_campaign(spec(limits::kQuantityMax + 1)); });
-  expect_code(ErrorCode::kInvalidArgument, [&] { e->create_campaign(spec(10, 0)); });
-  CampaignSpec backwards = spec(10);
-  backwards.starts_at_us = 2'000'000;
-  backwards.ends_at_us = 1'000'000;
-  expect_code(ErrorCode::kInvalidArgument, [&] { e->create_campaign(backwards); });
-
   Campaign c = e->create_campaign(spec(10));
-  expect_code(ErrorCode::kNotFound, [&] { e->issue(c.id + 1'000'000, req("u")); });
-  expect_code(ErrorCode::kNotFound, [&] { e->issue(-1, req("u")); });
-  expect_code(ErrorCode::kNotFound, [&] { e->issue(int64_t{1} << 40, req("u")); });
-  expect_code(ErrorCode::kInvalidArgument, [&] { e->issue(c.id, req("")); });
-  expect_code(ErrorCode::kInvalidArgument, [&] { e->issue(c.id, req(std::string(129, 'a'))); });
-  // Key-injection attempts: hash tags, key names, protocol bytes, globs, Lua separators.
   for (const char* evil : {"u}{x", "{c1}:m", "x\r\nFLUSHALL\r\n", "a b", "*", "user|r", "ünï", "k'--",
                            "$(rm)", "a;DEL"}) {
     expect_code(ErrorCode::kInvalidArgument, [&] { e->issue(c.id, req(evil)); });
     expect_code(ErrorCode::kInvalidArgument, [&] { e->issue(c.id, req("ok", evil)); });
   }
-  expect_code(ErrorCode::kInvalidArgument, [&] { e->issue(c.id, req(std::string("nul\0byte", 8))); });
-  expect_code(ErrorCode::kInvalidArgument, [&] { e->issue_many(c.id, {req("ok1"), req("bad id")}); });
-  ASSERT_TRUE(e->drain(10));
-  EXPECT_EQ(e->campaign_stats(c.id).rows, 0);
-  EXPECT_EQ(e->reconcile(c.id).gate_issued, 0);
-  // Nothing outside this deployment's prefix was created by the attempts.
   redis::RedisConn r = redis();
   EXPECT_EQ(r.command(redis::Args{"EXISTS"}.add("{c1}:m")).integer(), 0);
-  EXPECT_EQ(e->issue(c.id, req(std::string(128, 'a'))).seq, 1u);  // the limit itself is fine
 }
-
 TEST_F(ProductionEngineTest, BadOptionsAreRefused) {
   ProductionOptions o = options_;
   o.key_prefix = "bad{prefix}";
@@ -327,15 +194,6 @@ TEST_F(ProductionEngineTest, BadOptionsAreRefused) {
   o.redis_url = "redis://127.0.0.1:1/0";  // nobody listens: Unavailable, not a hang
   o.redis_connect_timeout_ms = 500;
   expect_code(ErrorCode::kUnavailable, [&] { open_production(o); });
-}
-
-TEST_F(ProductionEngineTest, ClosedEngineRefuses) {
-  auto e = open();
-  Campaign c = e->create_campaign(spec(1));
-  e->close();
-  EXPECT_TRUE(e->closed());
-  expect_code(ErrorCode::kClosed, [&] { e->issue(c.id, req("u")); });
-  expect_code(ErrorCode::kClosed, [&] { e->drain(1); });
 }
 
 TEST_F(ProductionEngineTest, ReconcileRedrivesWhatTheLogHolds) {
@@ -432,17 +290,6 @@ TEST_F(ProductionEngineTest, LostMirrorIsRebuiltFromTheStore) {
   EXPECT_EQ(next.seq, 4u);  // the counter continues from the store
   ASSERT_TRUE(e->drain(10));
   EXPECT_EQ(e->campaign_stats(c.id).rows, 4);
-}
-
-TEST_F(ProductionEngineTest, EmbeddedReconcileComparesGateAndStore) {
-  auto e = open_embedded(EmbeddedOptions{":memory:", true});
-  Campaign c = e->create_campaign(spec(3));
-  e->issue(c.id, req("a"));
-  e->issue(c.id, req("b"));
-  ReconcileReport rep = e->reconcile(c.id);
-  EXPECT_EQ(rep.gate_issued, 2);
-  EXPECT_EQ(rep.store_rows, 2);
-  EXPECT_TRUE(rep.consistent);
 }
 
 TEST(RedisUrl, ParsesTheUsualForms) {

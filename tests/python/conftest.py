@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import couponcore
@@ -35,12 +35,18 @@ def production_kwargs() -> dict[str, str]:
 
 
 @pytest.fixture(params=["embedded", "production"])
-def engine(request: pytest.FixtureRequest, db_path: str) -> Iterator[couponcore.Engine]:
+def open_deployment(request: pytest.FixtureRequest, db_path: str) -> Callable[..., couponcore.Engine]:
+    """Opens this test's deployment, as often as the test likes (keyword arguments are passed on to
+    couponcore.open): the same SQLite file, or the same servers and Redis key prefix. A test taking
+    it (or `engine`) runs on both deployments."""
+    where: dict[str, str] = {"path": db_path} if request.param == "embedded" else production_kwargs()
+    return lambda **options: couponcore.open(**where, **options)
+
+
+@pytest.fixture
+def engine(open_deployment: Callable[..., couponcore.Engine]) -> Iterator[couponcore.Engine]:
     """The same tests run against both deployments."""
-    if request.param == "embedded":
-        e = couponcore.open(db_path)
-    else:
-        e = couponcore.open(**production_kwargs())
+    e = open_deployment()
     yield e
     e.close()
 

@@ -164,6 +164,7 @@ def test_async_twins_and_coupon_only(engine: couponcore.Engine) -> None:
 
 
 def test_memory_engine_refuses_checkout() -> None:
+    # Embedded only: ":memory:" is a SQLite path; checkout needs coupons and wallets in one file.
     with couponcore.open(":memory:") as e:
         with pytest.raises(couponcore.Unavailable):
             e.checkout("u", "o", 1000, idempotency_key="k")

@@ -1,4 +1,8 @@
-"""A process SIGKILLed while issuing loses nothing it was told was ISSUED."""
+"""A process SIGKILLed while issuing loses nothing it was told was ISSUED.
+
+Embedded only: it reads the SQLite file behind the killed engine. The production deployment's
+counterparts (a worker killed mid-batch, killed connections, PostgreSQL restarts) are in
+tests/cpp/production_chaos_test.cpp."""
 
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import uuid
+from collections.abc import Callable
 
 import couponcore
 import pytest
@@ -305,8 +306,8 @@ def test_cancel_and_get_refuse_bad_input(engine: couponcore.Engine, fixed: coupo
     assert engine.coupons.get(r.coupon_id).state is CouponState.USED
 
 
-def test_closed_engine_refuses_lifecycle_calls(db_path: str) -> None:
-    e = couponcore.open(db_path)
+def test_closed_engine_refuses_lifecycle_calls(open_deployment: Callable[..., couponcore.Engine]) -> None:
+    e = open_deployment()
     c = e.campaigns.create("c", 1)
     r = e.issue(c.id, "u")
     e.close()

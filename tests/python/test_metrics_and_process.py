@@ -71,6 +71,8 @@ def test_native_warnings_reach_python_logging_rate_limited(caplog: pytest.LogCap
 
 
 def test_engine_opened_before_fork_is_refused_in_child(db_path: str) -> None:
+    # Embedded only: besides the fork guard it checks the file lock (one SQLite file, one engine),
+    # which the production deployment (many engines on one Redis + PostgreSQL) does not have.
     engine = couponcore.open(db_path)
     c = engine.campaigns.create("fork", quantity=10)
     engine.issue(c.id, "parent")

@@ -108,17 +108,17 @@ def test_partner_management_refuses_bad_input(engine: couponcore.Engine) -> None
         engine.partner(True)  # type: ignore[arg-type]
 
 
-def test_auth_cache_options(db_path: str) -> None:
-    with couponcore.open(db_path, auth_cache_ttl_s=0) as e:  # no cache: every call asks
+def test_auth_cache_options(open_deployment: Callable[..., couponcore.Engine]) -> None:
+    with open_deployment(auth_cache_ttl_s=0) as e:  # no cache: every call asks
         pk = e.partners.create("p")
         for _ in range(5):
             e.authenticate(pk.api_key)
         assert e.auth_counters()["db_queries"] == 5
     for bad in (-1, 3601):
         with pytest.raises(couponcore.InvalidArgument):
-            couponcore.open(db_path + f"-{bad}", auth_cache_ttl_s=bad)
+            open_deployment(auth_cache_ttl_s=bad)
     with pytest.raises(couponcore.InvalidType):
-        couponcore.open(db_path + "-t", auth_cache_ttl_s="30")  # type: ignore[arg-type]
+        open_deployment(auth_cache_ttl_s="30")
 
 
 # ---- tenant isolation ---------------------------------------------------------------------------

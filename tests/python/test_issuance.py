@@ -1,9 +1,11 @@
-"""The embedded engine from Python: the API, its guarantees, its errors."""
+"""Issuance from Python: the API, its guarantees, its errors. Every test but the last runs on both
+deployments (the `engine` / `open_deployment` fixtures); `:memory:` is embedded only."""
 
 from __future__ import annotations
 
 import datetime as dt
 import threading
+from collections.abc import Callable
 
 import couponcore
 import pytest
@@ -57,12 +59,12 @@ def test_window(engine: couponcore.Engine) -> None:
     assert later.starts_at is not None and abs((later.starts_at - (now + dt.timedelta(hours=1))).total_seconds()) < 1e-3
 
 
-def test_reopen_restores_state(db_path: str) -> None:
-    with couponcore.open(db_path) as e:
+def test_reopen_restores_state(open_deployment: Callable[..., couponcore.Engine]) -> None:
+    with open_deployment() as e:
         c = e.campaigns.create("drop", quantity=3)
         e.issue(c.id, "a", request_id="ra")
         e.issue(c.id, "b")
-    with couponcore.open(db_path) as e:
+    with open_deployment() as e:
         assert e.campaigns.get(c.id) == c
         assert e.issue(c.id, "a").status is Status.ALREADY_ISSUED
         assert e.issue(c.id, "a", request_id="ra").seq == 1
@@ -176,20 +178,20 @@ def test_bad_input_raises_typed_errors_and_changes_nothing(engine: couponcore.En
     assert isinstance(couponcore.NotFound("x"), LookupError)
 
 
-def test_closed_engine_refuses(db_path: str) -> None:
-    e = couponcore.open(db_path)
+def test_closed_engine_refuses(open_deployment: Callable[..., couponcore.Engine]) -> None:
+    e = open_deployment()
     c = e.campaigns.create("x", quantity=1)
     e.close()
     assert e.closed
     with pytest.raises(couponcore.Closed):
         e.issue(c.id, "u")
     e.close()  # idempotent
-    with couponcore.open(db_path) as e2:
+    with open_deployment() as e2:
         assert not e2.closed
     assert e2.closed
 
 
-def test_memory_engine() -> None:
+def test_memory_engine() -> None:  # embedded only: ":memory:" is a SQLite path
     with couponcore.open(":memory:") as e:
         c = e.campaigns.create("x", quantity=1)
         assert e.issue(c.id, "u").issued
