@@ -58,7 +58,7 @@ namespace {
 constexpr std::size_t kReconcileLogEntriesMax = 1'000'000;
 constexpr std::size_t kXrangePage = 64;  // entries per XRANGE page (a gate batch each)
 constexpr std::size_t kMissingSeqsSampleMax = 100;
-constexpr std::size_t kControlConnsMax = 4;
+constexpr std::size_t kControlConnsMax = 2;  // opened as needed; before the rooms: one connection behind a mutex
 
 void check_options(const ProductionOptions& o) {
   redis::check_key_prefix(o.key_prefix);
