@@ -797,6 +797,7 @@ def bench_reconcile(
     threads: int = 16,
     quiet_s: float = 10.0,
     per_thread_max: int = 100_000,
+    control_probe: bool = False,
 ) -> dict[str, Any]:
     """Issuance latency while a large reconcile runs, against the same issuance quiet.
 
@@ -811,6 +812,8 @@ def bench_reconcile(
     hiccups weigh alike on every phase's p99.
     Reports p50/p99 of the per-request latency for each phase, the ratio during/quiet, how many
     answers arrived while the reconcile ran, and the longest time with no answer at all.
+    With ``control_probe``, one more thread calls ``stats(B)`` (a read on the engine's control
+    connection) every 50 ms while the reconcile runs and reports how long those calls took.
 
     Uses only the public API (``open``, ``issue``, ``issue_many``, ``reconcile``), so
     bench/reconcile_load.py can run it against any installed build of couponcore."""
@@ -892,11 +895,30 @@ def bench_reconcile(
                     span["end"] = time.perf_counter()
                     done.set()
 
+            probe_ms: list[float] = []
+
+            def probe() -> None:
+                while not done.wait(0.05):
+                    t0 = time.perf_counter()
+                    e.stats(b.id)
+                    probe_ms.append((time.perf_counter() - t0) * 1000)
+
             rt = threading.Thread(target=run_reconcile)
             rt.start()
             started.wait()
+            pt = threading.Thread(target=probe) if control_probe else None
+            if pt is not None:
+                pt.start()
             lat, ends = issue_phase(e, b.id, "d", per_thread_max, done)
             rt.join()
+            if pt is not None:
+                pt.join()
+                probe_ms.sort()
+                out["control_stats_during"] = {
+                    "calls": len(probe_ms),
+                    "p50_ms": round(_percentile(probe_ms, 0.5), 2),
+                    "max_ms": round(probe_ms[-1], 1) if probe_ms else None,
+                }
             r_start, r_end = span["start"], span["end"]
             during = [x for x, t in zip(lat, ends) if t <= r_end]
             out["during"] = _latency_summary(during)
