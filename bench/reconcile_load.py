@@ -3,7 +3,7 @@
     COUPONCORE_BENCH_POSTGRES_URL=postgresql://postgres@127.0.0.1/cc_bench \\
         .venv/bin/python bench/reconcile_load.py [--grants N] [--threads T] ...
 
-The benchmark itself is ``bench_reconcile`` in python/couponcore/bench.py (``python -m couponcore
+The benchmark itself is ``bench_reconcile`` in python/couponcore/_bench_reconcile.py (``python -m couponcore
 bench reconcile`` on a build that has it). This script loads that file from this checkout as a
 module of the *installed* couponcore package, so the same benchmark runs against an older build
 whose own bench module predates it (it uses only the public API: ``open``, ``issue``,
@@ -21,7 +21,7 @@ import sys
 import couponcore
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BENCH_PY = os.path.join(HERE, os.pardir, "python", "couponcore", "bench.py")
+BENCH_PY = os.path.join(HERE, os.pardir, "python", "couponcore", "_bench_reconcile.py")
 
 
 def _load_bench() -> object:
