@@ -42,7 +42,6 @@ def main() -> int:
     ap.add_argument("--quiet-s", type=float, default=10.0)
     ap.add_argument("--per-thread-max", type=int, default=100_000)
     ap.add_argument("--control-probe", action="store_true", help="also time stats() calls during the reconcile")
-    ap.add_argument("--reconcile-duty-percent", type=int, default=None, help="the engine option (builds that have it)")
     args = ap.parse_args()
     bench = _load_bench()
     out = bench.bench_reconcile(  # type: ignore[attr-defined]
@@ -53,7 +52,6 @@ def main() -> int:
         quiet_s=args.quiet_s,
         per_thread_max=args.per_thread_max,
         control_probe=args.control_probe,
-        reconcile_duty_percent=args.reconcile_duty_percent,
     )
     out["couponcore"] = os.path.dirname(couponcore.__file__)
     print(json.dumps(out), flush=True)

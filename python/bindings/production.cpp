@@ -51,7 +51,6 @@ ProductionOptions production_options(py::dict d) {
   r.get("redis_backoff_max_ms", o.redis_backoff_max_ms);
   r.get("client_name", o.client_name);
   r.get("close_drain_timeout_ms", o.close_drain_timeout_ms);
-  r.get("reconcile_duty_percent", o.reconcile_duty_percent);
   r.get("lifecycle_conns_max", o.lifecycle_conns_max);
   r.get("auth_cache_ttl_ms", o.auth.cache_ttl_ms);
   r.get("auth_cache_entries_max", o.auth.cache_entries_max);

@@ -38,7 +38,6 @@ def bench_reconcile(
     quiet_s: float = 10.0,
     per_thread_max: int = 100_000,
     control_probe: bool = False,
-    reconcile_duty_percent: Optional[int] = None,
 ) -> dict[str, Any]:
     """Issuance latency while a large reconcile runs, against the same issuance quiet.
 
@@ -55,7 +54,6 @@ def bench_reconcile(
     answers arrived while the reconcile ran, and the longest time with no answer at all.
     With ``control_probe``, one more thread calls ``stats(B)`` (a read on the engine's control
     connection) every 50 ms while the reconcile runs and reports how long those calls took.
-    ``reconcile_duty_percent`` is passed to the engine when given (builds that have it).
 
     Uses only the public API (``open``, ``issue``, ``issue_many``, ``reconcile``), so
     bench/reconcile_load.py can run it against any installed build of couponcore."""
@@ -96,13 +94,7 @@ def bench_reconcile(
         return [x for li in lats for x in li], [x for li in ends for x in li]
 
     try:
-        options: dict[str, Any] = {}
-        if reconcile_duty_percent is not None:
-            options["reconcile_duty_percent"] = reconcile_duty_percent
-            out["reconcile_duty_percent"] = reconcile_duty_percent
-        with open(
-            redis=srv["redis"], postgres=srv["postgres"], key_prefix=srv["key_prefix"], writer_threads=0, **options
-        ) as e:
+        with open(redis=srv["redis"], postgres=srv["postgres"], key_prefix=srv["key_prefix"], writer_threads=0) as e:
             a = e.campaigns.create("bench-reconcile-a", quantity=grants)
             batches = [[f"a{i:08d}" for i in range(j, min(grants, j + batch))] for j in range(0, grants, batch)]
             filled = [0] * 4

@@ -559,8 +559,7 @@ def open(  # noqa: A001
       native writers in this process (0 when separate ``couponcore worker`` processes write).
       ``key_prefix`` starts every Redis key; ``migrate`` applies the schema on open. Further
       tuning options (``answer_ttl_s``, ``gate_batch_requests_max``, ``writer_block_ms``,
-      ``lifecycle_conns_max``, ``reconcile_duty_percent``, ...) are passed on as keyword
-      arguments; see docs/production.md.
+      ``lifecycle_conns_max``, ...) are passed on as keyword arguments; see docs/production.md.
       A misspelt option is ``InvalidArgument``, not ignored.
 
     Both: the point wallets' engine takes ``wallet_batch_ops_max`` (operations per

@@ -190,11 +190,6 @@ TEST_F(ProductionEngineTest, BadOptionsAreRefused) {
   o = options_;
   o.writer_threads = -1;
   expect_code(ErrorCode::kInvalidArgument, [&] { open_production(o); });
-  for (int duty : {0, 101, -5}) {
-    o = options_;
-    o.reconcile_duty_percent = duty;
-    expect_code(ErrorCode::kInvalidArgument, [&] { open_production(o); });
-  }
   o = options_;
   o.redis_url = "redis://127.0.0.1:1/0";  // nobody listens: Unavailable, not a hang
   o.redis_connect_timeout_ms = 500;

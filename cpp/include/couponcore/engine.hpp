@@ -221,10 +221,6 @@ struct ProductionOptions {
   int64_t redis_backoff_max_ms = 1'000;
   int gate_retries_max = 2;          // re-sends of a batch whose reply was lost (request ids only)
   std::string client_name = "couponcore";  // CLIENT SETNAME base: <name>-gate, -ctl, -writer
-  // reconcile() re-drives the grant log in chunks and rests after each one, so that it takes at
-  // most this share of its wall time (1..100): a reconcile during a sale gives the gate, Redis
-  // and PostgreSQL room. 100: as fast as it can (re-driving a log whose writers are down).
-  int reconcile_duty_percent = 50;
   // close() gives the in-process writers this long to put the log into PostgreSQL.
   int64_t close_drain_timeout_ms = 5'000;
   // The coupon lifecycle and partners: a pool of PostgreSQL connections (1..256), and the

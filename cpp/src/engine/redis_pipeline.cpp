@@ -58,7 +58,6 @@ namespace {
 constexpr std::size_t kReconcileLogEntriesMax = 1'000'000;
 constexpr std::size_t kXrangePage = 64;  // entries per XRANGE page (a gate batch each)
 constexpr std::size_t kMissingSeqsSampleMax = 100;
-constexpr int64_t kReconcileRestMaxMs = 1'000;  // one rest between chunks, at most
 constexpr std::size_t kControlConnsMax = 2;  // opened as needed; before the rooms: one connection behind a mutex
 
 void check_options(const ProductionOptions& o) {
@@ -78,9 +77,6 @@ void check_options(const ProductionOptions& o) {
   if (o.redis_connect_timeout_ms < 1 || o.redis_command_timeout_ms < 1) throw_invalid("redis timeouts must be positive");
   if (o.gate_retries_max < 0 || o.gate_retries_max > 10) throw_invalid("gate_retries_max must be 0..10");
   if (o.close_drain_timeout_ms < 0) throw_invalid("close_drain_timeout_ms must not be negative");
-  if (o.reconcile_duty_percent < 1 || o.reconcile_duty_percent > 100) {
-    throw_invalid("reconcile_duty_percent must be 1..100");
-  }
   if (o.lifecycle_conns_max < 1 || o.lifecycle_conns_max > pg::ConnPool::kConnsMax) {
     throw_invalid("lifecycle_conns_max must be 1.." + std::to_string(pg::ConnPool::kConnsMax));
   }
@@ -234,8 +230,6 @@ class RedisPipeline final : public detail::Pipeline {
   // 1. Re-drive: whatever is still in the grant log goes into the table (idempotently, through
   //    the writers' own commit path), and leaves the log once it is there. Page by page (an
   //    entry holds up to 2,048 grants), each page in chunks of about read_count_max grants.
-  //    After each chunk it rests, so that the re-drive takes at most reconcile_duty_percent of
-  //    its wall time (a chunk of ~20 ms, at 50%: a rest of ~20 ms).
   // 2. The gate's view, 3. the store's, and the differences.
   ReconcileReport reconcile(int64_t campaign_id) override {
     std::shared_ptr<GateCampaign> entry = entry_for(campaign_id);
@@ -249,16 +243,6 @@ class RedisPipeline final : public detail::Pipeline {
     grantlog::CommitPolicy policy;
     policy.remove_acked = true;  // entries a writer never saw leave the log here
     std::string from = "-";
-    auto work_started = std::chrono::steady_clock::now();
-    auto rest = [&] {
-      if (options_.reconcile_duty_percent >= 100) return;
-      const auto worked = std::chrono::steady_clock::now() - work_started;
-      const auto pause = std::min<std::chrono::steady_clock::duration>(
-          worked * (100 - options_.reconcile_duty_percent) / options_.reconcile_duty_percent,
-          std::chrono::milliseconds(kReconcileRestMaxMs));
-      std::this_thread::sleep_for(pause);
-      work_started = std::chrono::steady_clock::now();
-    };
     for (std::size_t seen = 0; seen < kReconcileLogEntriesMax;) {
       std::vector<grantlog::LogEntry> page = glog.range(k, from, kXrangePage);
       if (page.empty()) break;
@@ -290,7 +274,6 @@ class RedisPipeline final : public detail::Pipeline {
         grantlog::CommitOutcome w = read_once_more([&] { return grantlog::commit_entries(pconn, glog, one, policy); });
         rep.redriven += w.inserted;
         rep.log_pending += w.inserted + w.refused;  // not in the store before
-        rest();
       }
       if (last_page) break;
     }
