@@ -23,15 +23,7 @@ namespace {
 
 constexpr int64_t kDayUs = 86'400'000'000;
 
-ErrorCode code_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.code();
-  }
-  ADD_FAILURE() << "no error";
-  return ErrorCode::kInternal;
-}
+using testutil::code_of;
 
 class CheckoutTest : public ::testing::TestWithParam<std::string> {
  protected:

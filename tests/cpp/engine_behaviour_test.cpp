@@ -56,31 +56,10 @@ void PrintTo(Deployment d, std::ostream* os) { *os << name_of(d); }  // in failu
 
 IssueRequest req(std::string user, std::string request_id = "") { return {std::move(user), std::move(request_id)}; }
 
-ErrorCode code_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.code();
-  }
-  ADD_FAILURE() << "no error";
-  return ErrorCode::kInternal;
-}
+using testutil::code_of;
 
-struct Caught {
-  ErrorCode code = ErrorCode::kInternal;
-  std::string message;
-  bool thrown = false;
-};
-
-Caught catch_error(const std::function<void()>& fn) {
-  Caught c;
-  try {
-    fn();
-  } catch (const Error& e) {
-    c = {e.code(), e.what(), true};
-  }
-  return c;
-}
+using testutil::Caught;
+using testutil::catch_error;
 
 // A well-formed API key that nobody holds: a real one with its last character changed (a key is
 // a prefix and base32 of random bytes, nothing else; partners_test.cpp checks the format).

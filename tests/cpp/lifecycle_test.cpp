@@ -25,15 +25,7 @@ namespace {
 constexpr int64_t kHourUs = 3'600'000'000;
 constexpr int64_t kDayUs = 24 * kHourUs;
 
-ErrorCode code_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.code();
-  }
-  ADD_FAILURE() << "no error";
-  return ErrorCode::kInternal;
-}
+using testutil::code_of;
 
 // ---- discount math ---------------------------------------------------------------------------
 

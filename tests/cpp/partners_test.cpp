@@ -21,21 +21,8 @@ using namespace couponcore;
 
 namespace {
 
-struct Caught {
-  ErrorCode code = ErrorCode::kInternal;
-  std::string message;
-  bool thrown = false;
-};
-
-Caught catch_error(const std::function<void()>& fn) {
-  Caught c;
-  try {
-    fn();
-  } catch (const Error& e) {
-    c = {e.code(), e.what(), true};
-  }
-  return c;
-}
+using testutil::Caught;
+using testutil::catch_error;
 
 class PartnersTest : public ::testing::Test {
  protected:

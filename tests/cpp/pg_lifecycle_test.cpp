@@ -24,15 +24,7 @@ namespace {
 
 constexpr int64_t kDayUs = 86'400'000'000;
 
-ErrorCode code_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.code();
-  }
-  ADD_FAILURE() << "no error";
-  return ErrorCode::kInternal;
-}
+using testutil::code_of;
 
 std::string unique(const std::string& stem) {
   static std::atomic<int> n{0};

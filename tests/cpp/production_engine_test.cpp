@@ -314,3 +314,32 @@ TEST(RedisUrl, ParsesTheUsualForms) {
 }
 
 }  // namespace
+
+namespace {
+
+// A closed engine gives its PostgreSQL connections back at close(), not when the object goes:
+// the server's slots are few (a Python engine lives until it is collected). Production only:
+// the embedded deployment holds no server connection.
+TEST_F(ProductionEngineTest, CloseGivesBackEveryPostgresConnection) {
+  auto e = open();
+  Campaign c = e->create_campaign(spec(10));
+  IssueResult r = e->issue(c.id, req("ann"));
+  ASSERT_EQ(r.status, IssueStatus::kIssued);
+  ASSERT_TRUE(e->drain(30));
+  e->get_coupon(0, r.coupon_id);  // the lifecycle's pool
+  e->campaign_stats(c.id);        // the control pool
+  pg::Conn watcher(options_.postgres_url);
+  auto ours = [&] {
+    return watcher
+        .exec("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+              " AND application_name LIKE 'couponcore%'")
+        .i64(0, 0);
+  };
+  ASSERT_GT(ours(), 0);
+  e->close();
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (ours() > 0 && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(ours(), 0);
+}
+
+}  // namespace

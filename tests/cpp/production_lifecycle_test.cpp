@@ -36,15 +36,7 @@ class ProductionLifecycleTest : public ::testing::Test {
 
 IssueRequest req(std::string user) { return {std::move(user), ""}; }
 
-ErrorCode code_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.code();
-  }
-  ADD_FAILURE() << "no error";
-  return ErrorCode::kInternal;
-}
+using testutil::code_of;
 
 // Polls fn until it returns true or the deadline passes.
 bool eventually(std::chrono::milliseconds within, const std::function<bool()>& fn) {

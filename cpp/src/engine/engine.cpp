@@ -74,7 +74,7 @@ void Engine::submit_issue(int64_t campaign_id, std::vector<IssueRequest> request
   check_requests(requests);
   detail::Pipeline& p = *deployment_->pipeline;
   if (requests.empty()) {
-    p.get_campaign(campaign_id);  // an unknown campaign is kNotFound, even with nothing to decide
+    p.campaign_partner(campaign_id);  // an unknown campaign is kNotFound, even with nothing to decide
     cb({}, nullptr);
     p.run_batch_end_hook();
     return;
@@ -213,7 +213,7 @@ AuthCounters Engine::auth_counters() const { return deployment_->partners->count
 
 void Engine::close() {
   if (closed_.exchange(true, std::memory_order_acq_rel)) return;
-  deployment_->pipeline->close();
+  deployment_->close();
 }
 
 bool Engine::closed() const noexcept { return closed_.load(std::memory_order_acquire); }

@@ -81,6 +81,8 @@ class Pipeline {
 // What an engine is made of; the concrete deployment owns the parts (and orders their lifetimes).
 struct Deployment {
   virtual ~Deployment() = default;
+  // Stops the pipeline; a deployment also gives back what its services hold (connections).
+  virtual void close() { pipeline->close(); }
   Pipeline* pipeline = nullptr;
   CouponService* coupons = nullptr;
   auth::PartnerService* partners = nullptr;

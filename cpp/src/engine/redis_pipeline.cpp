@@ -330,6 +330,8 @@ class RedisPipeline final : public detail::Pipeline {
     writers_stop_ = true;
     for (auto& t : writer_threads_) t.join();
     writer_threads_.clear();
+    writers_.clear();  // their connections go with them
+    ctl_pool_.disconnect_idle();
   }
 
   // For a coupon without a row: did the gate grant it? (Its grant is then still in the log.)
@@ -430,6 +432,12 @@ struct ProductionDeployment final : detail::Deployment {
     partners = &life.partners;
   }
   ~ProductionDeployment() override { redis.close(); }  // the lifecycle's hook uses the pipeline
+
+  // A closed engine holds no PostgreSQL connection (the server's slots are few).
+  void close() override {
+    redis.close();
+    life.pool.disconnect_idle();
+  }
 
   PgLifecycleOptions lifecycle_options(const ProductionOptions& o) {
     PgLifecycleOptions lo;

@@ -79,6 +79,7 @@ void RedisGate::close() {
   if (stopping_.exchange(true)) return;
   queue_.close();
   if (io_thread_.joinable()) io_thread_.join();
+  repair_pg_.disconnect();
 }
 
 GateCounters RedisGate::counters() const {

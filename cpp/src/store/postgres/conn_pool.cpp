@@ -38,6 +38,11 @@ ConnPool::Lease ConnPool::acquire() {
   }
 }
 
+void ConnPool::disconnect_idle() {
+  std::lock_guard lock(mu_);
+  for (auto& c : idle_) c->disconnect();
+}
+
 void ConnPool::release(std::unique_ptr<Conn> conn) {
   std::lock_guard lock(mu_);
   idle_.push_back(std::move(conn));

@@ -48,6 +48,9 @@ class ConnPool {
   };
 
   Lease acquire();
+  // Closes the idle connections (they reconnect if used again): an engine's close() gives its
+  // server slots back at once, not when the engine object is destroyed.
+  void disconnect_idle();
   const std::string& conninfo() const { return conninfo_; }
 
  private:
