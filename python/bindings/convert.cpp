@@ -3,6 +3,7 @@
 #include <array>
 #include <limits>
 
+#include "args.hpp"
 #include "couponcore/limits.hpp"
 
 namespace couponcore::py_bindings {
@@ -87,11 +88,7 @@ std::string_view utf8(py::handle o, const char* what) {
 std::string to_str(py::handle o, const char* what) { return std::string(utf8(o, what)); }
 
 std::vector<IssueRequest> to_requests(py::handle user_ids, py::handle request_ids) {
-  if (PyUnicode_Check(user_ids.ptr()) || PyBytes_Check(user_ids.ptr())) {
-    raise_invalid_type("user_ids must be a sequence of str, not a single string");
-  }
-  py::object users = py::reinterpret_steal<py::object>(PySequence_Fast(user_ids.ptr(), "user_ids must be a sequence of str"));
-  if (!users) raise_invalid_type("user_ids must be a sequence of str");
+  py::object users = sequence_fast(user_ids, "user_ids");
   const Py_ssize_t n = PySequence_Fast_GET_SIZE(users.ptr());
   if (static_cast<std::size_t>(n) > limits::kIssueBatchMax) {
     raise(ErrorCode::kInvalidArgument, "a batch holds at most " + std::to_string(limits::kIssueBatchMax) +
@@ -99,8 +96,7 @@ std::vector<IssueRequest> to_requests(py::handle user_ids, py::handle request_id
   }
   py::object reqs;
   if (!request_ids.is_none()) {
-    reqs = py::reinterpret_steal<py::object>(PySequence_Fast(request_ids.ptr(), "request_ids must be a sequence"));
-    if (!reqs) raise_invalid_type("request_ids must be a sequence of str or None");
+    reqs = sequence_fast(request_ids, "request_ids");
     if (PySequence_Fast_GET_SIZE(reqs.ptr()) != n) {
       raise(ErrorCode::kInvalidArgument, "request_ids must have as many items as user_ids");
     }

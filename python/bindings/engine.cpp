@@ -9,6 +9,7 @@
 #include <array>
 #include <memory>
 
+#include "args.hpp"
 #include "async.hpp"
 #include "convert.hpp"
 #include "records.hpp"
@@ -209,8 +210,9 @@ void register_engine(py::module_& m) {
         }
         return to_record(st);
       })
-      .def("drain", [](PyEngine& self, double timeout_s) {
+      .def("drain", [](PyEngine& self, py::object timeout) {
         Engine& e = self.get();
+        const double timeout_s = to_timeout_s(timeout, "timeout_s");
         py::gil_scoped_release nogil;
         return e.drain(timeout_s);
       }, py::arg("timeout_s") = 30.0)

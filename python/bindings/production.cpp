@@ -8,6 +8,7 @@
 #include <mutex>
 #include <thread>
 
+#include "args.hpp"
 #include "convert.hpp"
 #include "couponcore/engine.hpp"
 #include "couponcore/worker.hpp"
@@ -165,7 +166,8 @@ void register_production(py::module_& m) {
       }))
       .def("start", &PyWorker::start)
       .def("stop", &PyWorker::stop)
-      .def("join", &PyWorker::join, py::arg("timeout_s"))
+      .def("join", [](PyWorker& w, py::object timeout) { return w.join(to_timeout_s(timeout, "timeout_s")); },
+           py::arg("timeout_s"))
       .def("stats", &PyWorker::stats);
 }
 

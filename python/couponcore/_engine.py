@@ -532,6 +532,8 @@ def _auth_ttl_ms(auth_cache_ttl_s: Optional[float]) -> Optional[int]:
         return None
     if isinstance(auth_cache_ttl_s, bool) or not isinstance(auth_cache_ttl_s, (int, float)):
         raise _core.InvalidType("auth_cache_ttl_s must be a number of seconds")
+    if not -1e12 <= auth_cache_ttl_s <= 1e12:  # inf and NaN too; the core checks the real range
+        raise _core.InvalidArgument("auth_cache_ttl_s is out of range")
     return int(round(auth_cache_ttl_s * 1000))
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import enum
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, TypeVar, Union
 
@@ -58,7 +59,20 @@ def to_us(value: Optional[TimeLike], what: str) -> Optional[int]:
         return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _core.InvalidType(f"{what} must be a datetime or Unix seconds, got {type(value).__name__}")
-    return int(round(value * 1_000_000))
+    return _seconds_to_us(value, what)
+
+
+_I64_MAX = 2**63 - 1
+
+
+def _seconds_to_us(value: Union[int, float], what: str) -> int:
+    """Seconds (int or finite float) -> microseconds within int64, else InvalidArgument."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _core.InvalidArgument(f"{what} must be a finite number of seconds, got {value}")
+    us = value * 1_000_000 if isinstance(value, int) else int(round(value * 1_000_000))
+    if not -_I64_MAX <= us <= _I64_MAX:
+        raise _core.InvalidArgument(f"{what} is out of range")
+    return us
 
 
 def from_us(value: Optional[int]) -> Optional[_dt.datetime]:

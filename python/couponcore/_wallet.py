@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as _dt
 import functools
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, TypeVar
 
@@ -19,6 +20,9 @@ from ._types import TimeLike, core, from_core, from_us, record, records_of, to_u
 
 T = TypeVar("T")
 HISTORY_PAGE_DEFAULT = 50
+# The latest expiry expires_in_days can name: 10,000 years (far beyond any real use, well within
+# the int64 microseconds of the store).
+_EXPIRES_IN_DAYS_MAX = 3_652_425
 
 
 def _none_if_zero(v: int) -> Optional[int]:
@@ -148,13 +152,14 @@ class Points:
             raise _core.InvalidArgument("give expires_at or expires_in_days, not both")
         expires_us = to_us(expires_at, "expires_at")
         if expires_in_days is not None:
-            if (
-                isinstance(expires_in_days, bool)
-                or not isinstance(expires_in_days, (int, float))
-                or expires_in_days <= 0
-            ):
-                raise _core.InvalidArgument("expires_in_days must be a positive number")
-            expires_us = to_us(_dt.datetime.now(_dt.timezone.utc) + _dt.timedelta(days=expires_in_days), "expires_at")
+            if isinstance(expires_in_days, bool) or not isinstance(expires_in_days, (int, float)):
+                raise _core.InvalidType(f"expires_in_days must be a number, got {type(expires_in_days).__name__}")
+            if not (expires_in_days > 0 and expires_in_days <= _EXPIRES_IN_DAYS_MAX):  # NaN too
+                raise _core.InvalidArgument(
+                    f"expires_in_days must be a positive number of days, at most {_EXPIRES_IN_DAYS_MAX:,}"
+                )
+            now_us = time.time_ns() // 1000
+            expires_us = now_us + to_us(expires_in_days * 86_400, "expires_in_days")
         return self._apply(
             {
                 "kind": "earn",

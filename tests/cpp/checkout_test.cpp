@@ -428,6 +428,41 @@ TEST_P(CheckoutTest, ProductionGrantNotYetInPostgresIsUnavailable) {
   expect_audit_ok();
 }
 
+// Free text the API stores (campaign and partner names, an earn's reason) with control or
+// invisible format characters is kInvalidArgument on both deployments, and nothing is written.
+TEST_P(CheckoutTest, NamesWithControlOrFormatCharactersAreRefusedAndChangeNothing) {
+  open();
+  const std::vector<std::string> bad = {
+      std::string("nul\0x", 5), "new\nline", "tab\there", "esc\x1b[31m", "del\x7f",
+      "c1 \xc2\x85 nel", "c1 \xc2\x9b csi", "rlo \xe2\x80\xae gnp.exe", "lre \xe2\x80\xaa",
+      "lri \xe2\x81\xa6", "pdi \xe2\x81\xa9", "zwsp\xe2\x80\x8b", "bom\xef\xbb\xbf",
+      "ls\xe2\x80\xa8", "rlm\xe2\x80\x8f", "tag\xf3\xa0\x80\x81", "\xff\xfe not utf-8"};
+  for (const std::string& name : bad) {
+    CampaignSpec s;
+    s.name = name;
+    s.quantity = 5;
+    EXPECT_EQ(code_of([&] { engine_->create_campaign(s); }), ErrorCode::kInvalidArgument) << name;
+    EXPECT_EQ(code_of([&] { engine_->create_partner(name); }), ErrorCode::kInvalidArgument) << name;
+    EXPECT_EQ(code_of([&] { wallets_->earn(0, "textuser", 5, std::nullopt, name, "k-text"); }),
+              ErrorCode::kInvalidArgument) << name;
+  }
+  EXPECT_TRUE(engine_->list_campaigns(0).empty());
+  EXPECT_TRUE(engine_->list_partners(0, 100).empty());
+  EXPECT_EQ(storage_->scalar("SELECT count(*) FROM wallets"), 0);
+  EXPECT_EQ(entries(), 0);
+  // Ordinary text, other scripts and emoji (with their joiners) are fine.
+  for (const std::string& name : {std::string("Caf\xc3\xa9 10% off"), std::string("\xe6\x98\xa5\xe3\x82\xbb\xe3\x83\xbc\xe3\x83\xab"),
+                                  std::string("family \xf0\x9f\x91\xa8\xe2\x80\x8d\xf0\x9f\x91\xa9")}) {
+    CampaignSpec s;
+    s.name = name;
+    s.quantity = 5;
+    EXPECT_EQ(engine_->create_campaign(s).spec.name, name);
+    EXPECT_EQ(engine_->create_partner(name).partner.name, name);
+  }
+  wallets_->earn(0, "textuser", 5, std::nullopt, "caf\xc3\xa9", "k-ok");
+  EXPECT_EQ(balance("textuser"), 5);
+}
+
 INSTANTIATE_TEST_SUITE_P(Deployments, CheckoutTest, ::testing::Values("embedded", "postgres"),
                          [](const auto& info) { return info.param; });
 

@@ -392,6 +392,65 @@ TEST_P(WalletTest, BadInputIsRefusedAndChangesNothing) {
   EXPECT_EQ(storage_->scalar("SELECT count(*) FROM wallets"), 2);
 }
 
+// A refused earn or transfer leaves no wallet row for the wallet it would have created (the
+// batch creates the wallets of earns and transfer destinations before it takes its locks).
+TEST_P(WalletTest, RefusedOperationsCreateNoWalletRows) {
+  using E = ErrorCode;
+  auto rows_of = [&](const std::string& user) {
+    return storage_->scalar("SELECT count(*) FROM wallets WHERE user_id = '" + user + "'");
+  };
+  earn("sam", 10);
+  const std::string used = key();
+  e_->use(kPartner, "sam", 1, "", used);
+  // Transfer from a wallet that does not exist; transfer of more than the source holds.
+  expect_error(E::kNotFound, [&] { e_->transfer(kPartner, "nobody", "dest1", 5, key()); });
+  expect_error(E::kInsufficientFunds, [&] { e_->transfer(kPartner, "sam", "dest2", 50, key()); });
+  // A key used before for something else: kConflict, for an earn and for a transfer.
+  expect_error(E::kConflict, [&] { e_->earn(kPartner, "dest3", 5, std::nullopt, "", used); });
+  expect_error(E::kConflict, [&] { e_->transfer(kPartner, "sam", "dest4", 5, used); });
+  // Several refused operations in one batch, one of them naming the same new wallet twice.
+  std::mutex mu;
+  std::condition_variable cv;
+  int left = 0;
+  for (int i = 0; i < 20; ++i) {
+    WalletOp op = WalletOp::transfer(kPartner, "sam", i % 2 ? "dest5" : "dest6", 1000, key());
+    {
+      std::lock_guard lock(mu);
+      ++left;
+    }
+    e_->submit(std::move(op), [&](WalletResult&&, std::exception_ptr err) {
+      std::lock_guard lock(mu);
+      EXPECT_TRUE(err);
+      if (--left == 0) cv.notify_all();
+    });
+  }
+  {
+    std::unique_lock lock(mu);
+    cv.wait(lock, [&] { return left == 0; });
+  }
+  for (const char* u : {"nobody", "dest1", "dest2", "dest3", "dest4", "dest5", "dest6"}) {
+    EXPECT_EQ(rows_of(u), 0) << u;
+  }
+  EXPECT_EQ(storage_->scalar("SELECT count(*) FROM wallets"), 1);
+  EXPECT_EQ(balance("sam"), 9);
+  // A refused transfer to an existing wallet whose balance is 0 keeps it (and its history),
+  // also when the engine does not know it yet (a fresh engine creates it "when missing").
+  e_->transfer(kPartner, "sam", "zoe", 2, key());
+  e_->use(kPartner, "zoe", 2, "", key());
+  e_->close();
+  e_ = open();
+  expect_error(E::kInsufficientFunds, [&] { e_->transfer(kPartner, "sam", "zoe", 500, key()); });
+  EXPECT_EQ(rows_of("zoe"), 1);
+  EXPECT_EQ(e_->history(kPartner, "zoe", 0, 10).entries.size(), 2u);
+  // The wallet appears once an operation on it succeeds, also after a refused one.
+  WalletResult t = e_->transfer(kPartner, "sam", "dest2", 3, key());
+  EXPECT_EQ(t.balance_after, 4);
+  EXPECT_EQ(balance("dest2"), 3);
+  EXPECT_EQ(rows_of("dest2"), 1);
+  e_->earn(kPartner, "dest3", 5, std::nullopt, "", key());
+  EXPECT_EQ(balance("dest3"), 5);
+}
+
 TEST_P(WalletTest, ReopenKeepsBalancesAndIdempotency) {
   const int64_t d = clock_.now() + kDayUs;
   WalletResult a = e_->earn(kPartner, "ron", 70, d, "", "keep-1");

@@ -143,6 +143,42 @@ def test_django_checkout(django_client: object) -> None:
     assert r.json()["points_restored"] == 50 and r.json()["order_id"] == "dj-o"
 
 
+def test_django_bad_text_numbers_and_refused_transfers_are_4xx_and_change_nothing(django_client: object) -> None:
+    from couponcore.django import get_engine
+    from django.test import Client
+
+    c: Client = django_client  # type: ignore[assignment]
+    engine = get_engine()
+    partner = engine.partners.create("django-hardening")
+    H = {"HTTP_X_API_KEY": partner.api_key}
+
+    def post(path: str, body: object) -> object:
+        raw = body if isinstance(body, str) else json.dumps(body)
+        return c.post(path, data=raw, content_type="application/json", **H)
+
+    for name in ("a\u202eb", "line\nbreak", "nul\u0000"):
+        r = post("/api/campaigns", {"name": name, "quantity": 5})
+        assert r.status_code == 422, r.content  # type: ignore[attr-defined]
+        assert r.json()["error"]["type"] == "InvalidArgument"  # type: ignore[attr-defined]
+        r = post("/api/users/du1/points/earn", {"amount": 5, "reason": name, "idempotency_key": "de1"})
+        assert r.status_code == 422, r.content  # type: ignore[attr-defined]
+    for raw in (
+        '{"name": "t", "quantity": 5, "starts_at": 1e400}',
+        '{"name": "t", "quantity": 5, "ends_at": NaN}',
+        '{"name": "t", "quantity": 1e400}',
+    ):
+        r = post("/api/campaigns", raw)
+        assert r.status_code == 422, r.content  # type: ignore[attr-defined]
+    r = post("/api/users/du1/points/earn", '{"amount": 5, "expires_in_days": 1e400, "idempotency_key": "de2"}')
+    assert r.status_code == 422, r.content  # type: ignore[attr-defined]
+    assert engine.partner(partner.partner).campaigns.list() == []
+    assert post("/api/users/du1/points/earn", {"amount": 5, "idempotency_key": "de3"}).status_code == 200  # type: ignore[attr-defined]
+    r = post("/api/users/du1/points/transfer", {"to_user_id": "du2", "amount": 50, "idempotency_key": "dt1"})
+    assert r.status_code == 409, r.content  # type: ignore[attr-defined]
+    assert c.get("/api/users/du2/points", **H).status_code == 404
+    assert engine.points.audit(partner.partner.id)["wallets"] == 1
+
+
 def test_settings_options_reach_couponcore_open(tmp_path: Path) -> None:
     """COUPONCORE["OPTIONS"] is passed to couponcore.open(); a misspelt option fails the open."""
     import couponcore

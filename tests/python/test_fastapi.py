@@ -172,6 +172,47 @@ def test_bad_input_is_422_with_the_error_shape(engine: couponcore.Engine) -> Non
     run(main())
 
 
+def test_control_characters_out_of_range_numbers_and_refused_transfers_change_nothing(
+    engine: couponcore.Engine,
+) -> None:
+    partner = engine.partners.create("hardening")
+    H = {"X-API-KEY": partner.api_key}
+    points = engine.partner(partner.partner).points
+
+    async def main() -> None:
+        async with client(engine) as c:
+            for name in ("a\u202eb", "line\nbreak", "nul\u0000", "zw\u200bsp"):
+                r = await c.post("/campaigns", json={"name": name, "quantity": 5}, headers=H)
+                assert r.status_code == 422, (name, r.text)
+                assert r.json()["error"]["type"] == "InvalidArgument"
+                r = await c.post(
+                    "/users/u1/points/earn", json={"amount": 5, "reason": name, "idempotency_key": "e1"}, headers=H
+                )
+                assert r.status_code == 422, (name, r.text)
+            assert (await c.get("/campaigns", headers=H)).json() == []
+            # expires_in_days of 1e400 parses as inf: 422, not a 500.
+            r = await c.post(
+                "/users/u1/points/earn",
+                content=b'{"amount": 5, "expires_in_days": 1e400, "idempotency_key": "e2"}',
+                headers={**H, "content-type": "application/json"},
+            )
+            assert r.status_code == 422, r.text
+            assert (await c.get("/users/u1/points", headers=H)).status_code == 404
+            assert (
+                await c.post("/users/u1/points/earn", json={"amount": 5, "idempotency_key": "e3"}, headers=H)
+            ).status_code == 200
+            # A refused transfer does not create the recipient's wallet.
+            r = await c.post(
+                "/users/u1/points/transfer", json={"to_user_id": "u2", "amount": 50, "idempotency_key": "t1"}, headers=H
+            )
+            assert r.status_code == 409 and r.json()["error"]["type"] == "InsufficientFunds", r.text
+            assert (await c.get("/users/u2/points", headers=H)).status_code == 404
+
+    run(main())
+    assert engine.points.audit(partner.partner.id)["wallets"] == 1
+    assert points.balance("u1").total == 5
+
+
 def test_issue_fast_path_answers_exactly_like_the_documented_route(engine: couponcore.Engine, monkeypatch: Any) -> None:
     """create_router(fast_issue=True) serves POST /campaigns/{id}/issue without FastAPI's
     per-request machinery; every answer (status, body, headers that matter) must be the one the

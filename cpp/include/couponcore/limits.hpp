@@ -65,6 +65,17 @@ inline constexpr int kWalletExpireChunkMax = 10'000;
 inline constexpr int kWalletPurgeChunkMax = 100'000;  // idempotency records per purge statement
 
 bool is_valid_id(std::string_view id, std::size_t bytes_max) noexcept;
+// Free text the API stores and shows back (campaign and partner names, a wallet earn's reason):
+// valid UTF-8 without control or invisible format characters — C0 controls (NUL, newline, tab,
+// ...), DEL, C1 controls, the bidirectional embeddings, overrides and isolates (U+202A..U+202E,
+// U+2066..U+2069) and marks (U+200E, U+200F, U+061C), zero-width and invisible characters
+// (U+00AD, U+180E, U+200B, U+2060..U+2064, U+FEFF), line and paragraph separators (U+2028,
+// U+2029), interlinear annotations (U+FFF9..U+FFFB), tag characters (U+E0000..U+E007F) and
+// noncharacters. (U+200C/U+200D, the joiners of many scripts and emoji, are allowed.)
+bool is_clean_text(std::string_view text) noexcept;
+// Throws kInvalidArgument "<field> must be UTF-8 without control characters ..." unless
+// is_clean_text(text).
+void check_text(std::string_view text, const char* field);
 // Throws kInvalidArgument naming the field and the rule.
 void check_user_id(std::string_view user_id);
 void check_request_id(std::string_view request_id);

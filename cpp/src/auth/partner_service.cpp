@@ -42,9 +42,7 @@ void check_partner_name(const std::string& name) {
     throw_invalid("partner name is " + std::to_string(name.size()) + " bytes; the limit is " +
                   std::to_string(limits::kPartnerNameBytesMax));
   }
-  for (unsigned char c : name) {
-    if (c < 0x20 || c == 0x7f) throw_invalid("partner name must not contain control characters");
-  }
+  limits::check_text(name, "partner name");
 }
 
 PartnerService::PartnerService(PartnerStore& store, const AuthOptions& options, SharedKeyCache* shared)

@@ -1,9 +1,76 @@
 #include "util/validate.hpp"
 
+#include <string>
+
 #include "couponcore/error.hpp"
 #include "couponcore/limits.hpp"
 
 namespace couponcore {
+
+namespace limits {
+
+namespace {
+// Code points refused in stored free text besides the C0/C1 controls and DEL (see limits.hpp).
+bool invisible_or_format(uint32_t cp) noexcept {
+  if (cp == 0xad || cp == 0x61c || cp == 0x180e || cp == 0xfeff) return true;
+  if (cp == 0x200b || cp == 0x200e || cp == 0x200f) return true;   // ZWSP, LRM, RLM
+  if (cp >= 0x2028 && cp <= 0x202e) return true;                    // separators, bidi embed/override
+  if (cp >= 0x2060 && cp <= 0x2069) return true;                    // word joiner.., bidi isolates
+  if (cp >= 0xfff9 && cp <= 0xfffb) return true;                    // interlinear annotations
+  if (cp >= 0xe0000 && cp <= 0xe007f) return true;                  // tags
+  if (cp >= 0xfdd0 && cp <= 0xfdef) return true;                    // noncharacters
+  if ((cp & 0xfffe) == 0xfffe) return true;                         // U+xxFFFE, U+xxFFFF
+  return false;
+}
+}  // namespace
+
+bool is_clean_text(std::string_view s) noexcept {
+  std::size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      if (c < 0x20 || c == 0x7f) return false;
+      ++i;
+      continue;
+    }
+    std::size_t n = 0;
+    uint32_t cp = 0;
+    if ((c & 0xe0) == 0xc0) {
+      n = 1;
+      cp = c & 0x1f;
+    } else if ((c & 0xf0) == 0xe0) {
+      n = 2;
+      cp = c & 0x0f;
+    } else if ((c & 0xf8) == 0xf0) {
+      n = 3;
+      cp = c & 0x07;
+    } else {
+      return false;
+    }
+    if (i + n >= s.size()) return false;  // truncated sequence
+    for (std::size_t k = 1; k <= n; ++k) {
+      const auto cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc & 0xc0) != 0x80) return false;
+      cp = (cp << 6) | (cc & 0x3f);
+    }
+    const uint32_t min_cp = n == 1 ? 0x80 : n == 2 ? 0x800 : 0x10000;
+    if (cp < min_cp || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
+    if (cp < 0xa0) return false;  // C1 controls
+    if (invisible_or_format(cp)) return false;
+    i += n + 1;
+  }
+  return true;
+}
+
+void check_text(std::string_view text, const char* field) {
+  if (!is_clean_text(text)) {
+    throw_invalid(std::string(field) +
+                  " must be UTF-8 without control characters (newline, tab, NUL, ...) or invisible"
+                  " format characters (bidirectional overrides, zero-width spaces, ...)");
+  }
+}
+
+}  // namespace limits
 
 void check_campaign_spec(const CampaignSpec& s) {
   if (s.name.empty()) throw_invalid("campaign name must not be empty");
@@ -11,6 +78,7 @@ void check_campaign_spec(const CampaignSpec& s) {
     throw_invalid("campaign name is " + std::to_string(s.name.size()) + " bytes; the limit is " +
                   std::to_string(limits::kNameBytesMax));
   }
+  limits::check_text(s.name, "campaign name");
   if (s.quantity <= 0) throw_invalid("quantity must be positive, got " + std::to_string(s.quantity));
   if (s.quantity > limits::kQuantityMax) {
     throw_invalid("quantity " + std::to_string(s.quantity) + " is over the limit of " +

@@ -39,6 +39,7 @@
 #include <thread>
 #include <type_traits>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "couponcore/engine.hpp"
 #include "couponcore/error.hpp"
@@ -130,7 +131,8 @@ namespace {
 
 constexpr int64_t kBackoffFirstUs = 1'000;
 constexpr int64_t kBackoffMaxUs = 250'000;
-// Wallets seen by a committer, key -> id (wallets are never deleted): their batches skip the
+// Wallets seen by a committer, key -> id (a wallet is deleted only while it has no entries,
+// and check_known_wallets catches that): their batches skip the
 // create step and find them by primary key. At the limit the map is cleared and relearned.
 constexpr std::size_t kKnownWalletsMax = 100'000;
 
@@ -486,6 +488,7 @@ class BatchedWalletEngine final : public WalletEngine {
     std::vector<std::pair<WalletKey, int64_t>> seen;
     seen.reserve(read.wallets.size());
     for (const WalletRow& w : read.wallets) seen.emplace_back(WalletKey{w.partner_id, w.user_id}, w.id);
+    std::vector<int64_t> created = created_ids(keys.create, seen);
     BatchLoad load{std::move(read.wallets), std::move(read.lots), std::move(read.idempotency), {}, {}};
     std::vector<int64_t> coupon_ids;
     load_order_checkouts(c, batch, &load.idempotency, &target_ids, &coupon_ids);
@@ -512,11 +515,50 @@ class BatchedWalletEngine final : public WalletEngine {
     entry_ids.resize(applier.entries_needed());  // unused reservations are gaps in the ids
     lot_ids.resize(applier.lots_needed());
     WalletChanges changes = applier.finish(entry_ids, lot_ids, &outcomes);
+    changes.drop_wallets = unused_wallets(created, changes.entries);
+    if (!changes.drop_wallets.empty()) {
+      std::erase_if(seen, [&](const std::pair<WalletKey, int64_t>& s) {
+        return std::binary_search(changes.drop_wallets.begin(), changes.drop_wallets.end(), s.second);
+      });
+    }
     *written = applier.written_keys();
     *committing = true;
     if (!c.writer->commit_changes(changes)) throw KeyRace{};
     remember_wallets(c, seen);
     return outcomes;
+  }
+
+  // The ids of the wallets begin_batch was asked to create (when missing). Each must be there:
+  // a concurrent batch may have deleted one it had created (WalletChanges::drop_wallets) after
+  // our create step found it; then the batch runs again (and creates it).
+  static std::vector<int64_t> created_ids(const std::vector<WalletKey>& create,
+                                          const std::vector<std::pair<WalletKey, int64_t>>& seen) {
+    std::vector<int64_t> ids;
+    if (create.empty()) return ids;
+    std::map<WalletKey, int64_t> by_key(seen.begin(), seen.end());
+    for (const WalletKey& k : create) {
+      auto it = by_key.find(k);
+      if (it == by_key.end()) {
+        throw Error(ErrorCode::kUnavailable, "a new wallet was removed by a concurrent batch; retrying");
+      }
+      ids.push_back(it->second);
+    }
+    sort_unique(&ids);
+    return ids;
+  }
+
+  // Of the wallets the batch created, those that got no entry: every operation that named them
+  // was refused. The store deletes them (if they hold no entries at all), so a refused
+  // operation leaves no wallet row behind.
+  static std::vector<int64_t> unused_wallets(const std::vector<int64_t>& created, const std::vector<EntryRow>& entries) {
+    if (created.empty()) return {};
+    std::unordered_set<int64_t> used;
+    for (const EntryRow& e : entries) used.insert(e.wallet_id);
+    std::vector<int64_t> out;
+    for (int64_t id : created) {
+      if (!used.count(id)) out.push_back(id);
+    }
+    return out;
   }
 
   void collect_keys(Committer& c, const std::vector<Pending>& batch, BatchKeys* keys,
@@ -644,9 +686,10 @@ class BatchedWalletEngine final : public WalletEngine {
     return known;
   }
 
-  // Every wallet looked up by a known id must have come back as that key's wallet. Only a
-  // database reset under a running engine breaks this (wallets are never deleted): forget what
-  // the committer knows and run the batch again, by keys.
+  // Every wallet looked up by a known id must have come back as that key's wallet. A database
+  // reset under a running engine breaks this, and so does a wallet without entries deleted by
+  // another engine's batch (WalletChanges::drop_wallets): forget what the committer knows and
+  // run the batch again, by keys.
   static void check_known_wallets(Committer& c, const std::vector<std::pair<WalletKey, int64_t>>& known,
                                   const std::vector<WalletRow>& rows) {
     if (known.empty()) return;

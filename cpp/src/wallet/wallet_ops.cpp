@@ -154,7 +154,7 @@ void check_earn(const WalletOp& op, int64_t now_us) {
     throw_invalid("reason is " + std::to_string(op.reason.size()) + " bytes; the limit is " +
                   std::to_string(limits::kWalletReasonBytesMax));
   }
-  if (!is_printable_utf8(op.reason)) throw_invalid("reason must be UTF-8 without control characters");
+  limits::check_text(op.reason, "reason");
 }
 
 void check_cancel(const WalletOp& op) {
@@ -293,35 +293,6 @@ std::optional<WalletEntryKind> entry_kind_from_name(std::string_view name) noexc
     if (name == wallet_entry_kind_name(k)) return k;
   }
   return std::nullopt;
-}
-
-bool is_printable_utf8(std::string_view s) noexcept {
-  std::size_t i = 0;
-  while (i < s.size()) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c < 0x80) {
-      if (c < 0x20 || c == 0x7f) return false;
-      ++i;
-      continue;
-    }
-    std::size_t n = 0;
-    uint32_t cp = 0;
-    if ((c & 0xe0) == 0xc0) { n = 1; cp = c & 0x1f; }
-    else if ((c & 0xf0) == 0xe0) { n = 2; cp = c & 0x0f; }
-    else if ((c & 0xf8) == 0xf0) { n = 3; cp = c & 0x07; }
-    else return false;
-    if (i + n >= s.size()) return false;  // truncated sequence
-    for (std::size_t k = 1; k <= n; ++k) {
-      const auto cc = static_cast<unsigned char>(s[i + k]);
-      if ((cc & 0xc0) != 0x80) return false;
-      cp = (cp << 6) | (cc & 0x3f);
-    }
-    const uint32_t min_cp = n == 1 ? 0x80 : n == 2 ? 0x800 : 0x10000;
-    if (cp < min_cp || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
-    if (cp >= 0x80 && cp < 0xa0) return false;  // C1 controls
-    i += n + 1;
-  }
-  return true;
 }
 
 }  // namespace wallet

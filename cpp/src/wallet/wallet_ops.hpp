@@ -22,7 +22,4 @@ int64_t fingerprint(const WalletOp& op) noexcept;
 const char* op_kind_name(WalletOpKind kind) noexcept;  // "earn", "use", "cancel", "transfer"
 std::optional<WalletOpKind> op_kind_from_name(std::string_view name) noexcept;
 
-// Printable UTF-8 without control characters (reasons are free text).
-bool is_printable_utf8(std::string_view s) noexcept;
-
 }  // namespace couponcore::wallet

@@ -136,6 +136,10 @@ struct WalletChanges {
   std::vector<std::pair<int64_t, int64_t>> balances;  // (wallet id, new balance)
   std::vector<IdemRow> idempotency;
   std::vector<CouponWrite> coupons;
+  // Wallets begin_batch created for this batch's earns and transfer destinations that got no
+  // entry (every operation naming them was refused): deleted again, when they hold no entries
+  // at all, so that a refused operation leaves no wallet row behind. Sorted; usually empty.
+  std::vector<int64_t> drop_wallets;
   bool empty() const { return entries.empty() && balances.empty() && changed_lots.empty(); }
 };
 
@@ -148,8 +152,9 @@ struct ExpireCandidate {
 struct BatchKeys {
   std::vector<WalletKey> create;     // wallets to create when missing
   std::vector<WalletKey> wallets;    // every wallet of the batch (create included)
-  // The same wallets split by what the engine knows: the ids of those it has seen (wallets are
-  // never deleted, so an id once seen stays that wallet's), and the keys of the others. A store
+  // The same wallets split by what the engine knows: the ids of those it has seen (a wallet is
+  // deleted only while it has no entries, see WalletChanges::drop_wallets, and the engine checks
+  // the rows it gets back), and the keys of the others. A store
   // may find the first by primary key instead of by (partner, user); the engine checks the rows
   // it gets back against their keys.
   std::vector<int64_t> known_ids;

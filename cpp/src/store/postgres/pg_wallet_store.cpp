@@ -26,6 +26,8 @@
 //               and balances from unnest()ed arrays, and insert the idempotency records; a key
 //               taken meanwhile by a batch on other wallets is a unique violation that aborts
 //               the transaction -> the engine runs the batch again
+//     [drop]    for batches with refused operations on wallets they created: DELETE those
+//               wallets again (while they hold no entries)
 //     COMMIT; sync
 // The batch connection forbids sequential scans, hash and merge joins (every statement finds
 // rows by key) and runs generic plans (start_connection(); add_custom_planned() says why).
@@ -307,6 +309,13 @@ constexpr const char* kCreateSql =
     " SELECT p, u, 0, $3 FROM unnest($1::bigint[], $2::text[]) AS k(p, u)"
     " ORDER BY p, u ON CONFLICT DO NOTHING";
 
+// Wallets this batch created (before BEGIN) whose operations were all refused: deleted again,
+// under the batch's lock, while they hold no entries (WalletChanges::drop_wallets). Only in
+// batches that need it, after the write statement.
+constexpr const char* kDropSql =
+    "DELETE FROM wallets w WHERE w.id = ANY($1::bigint[]) AND w.balance = 0"
+    " AND NOT EXISTS (SELECT 1 FROM wallet_entries e WHERE e.wallet_id = w.id)";
+
 // The batch's wallet ids: those the engine knows ($3), and those of the other keys ($1, $2),
 // found through the unique index on (partner_id, user_id). The lateral lookups keep every plan
 // on an index.
@@ -550,6 +559,7 @@ class PostgresWalletStore final : public WalletStore {
       WriteArrays arrays(ch);
       write = p.add("wallet_write", kWriteSql, arrays.params());
     }
+    if (!ch.drop_wallets.empty()) p.add("wallet_drop", kDropSql, pg::Params().add_array(ch.drop_wallets));
     const int commit = p.add("", "COMMIT", pg::Params());
     p.sync();
     PipelineResults r = p.run();

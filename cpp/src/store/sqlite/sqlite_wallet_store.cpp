@@ -216,6 +216,7 @@ class SqliteWalletStore final : public WalletStore {
       tx_.reset();
       return false;
     }
+    drop_wallets(ch.drop_wallets);
     tx_->commit();
     tx_.reset();
     return true;
@@ -371,6 +372,18 @@ class SqliteWalletStore final : public WalletStore {
     }
   }
 
+  // Wallets created by this batch whose operations were all refused (created in this very
+  // transaction, under the write lock): deleted while they hold no entries.
+  void drop_wallets(const std::vector<int64_t>& ids) {
+    if (ids.empty()) return;
+    sqlite::Stmt& s = stmt(drop_, "DELETE FROM wallets WHERE id = ? AND balance = 0"
+                                  " AND NOT EXISTS (SELECT 1 FROM wallet_entries WHERE wallet_id = wallets.id)");
+    for (int64_t id : ids) {
+      s.bind(1, id);
+      s.run();
+    }
+  }
+
   int64_t next_id(std::unique_ptr<sqlite::Stmt>& slot, const char* sql) {
     sqlite::Stmt& s = stmt(slot, sql);
     s.step();
@@ -456,7 +469,7 @@ class SqliteWalletStore final : public WalletStore {
   int64_t next_entry_id_ = 0;  // within the current batch
   int64_t next_lot_id_ = 0;
   // Prepared once, on first use.
-  std::unique_ptr<sqlite::Stmt> create_, find_, idem_, order_checkouts_, lots_, entry_, draws_, cancel_of_, lot_;
+  std::unique_ptr<sqlite::Stmt> create_, drop_, find_, idem_, order_checkouts_, lots_, entry_, draws_, cancel_of_, lot_;
   std::unique_ptr<sqlite::Stmt> max_entry_, max_lot_, ins_entry_, ins_lot_, upd_lot_, ins_draw_;
   std::unique_ptr<sqlite::Stmt> upd_wallet_, ins_idem_, history_, due_;
 };
