@@ -257,16 +257,15 @@ class RedisPipeline final : public detail::Pipeline {
       }
       // Chunks of whole entries of about read_count_max grants each.
       grantlog::StreamBatch& all = batch.front();
-      std::size_t next = 0;
+      std::size_t next = 0;  // the next entry of the page
+      std::size_t gi = 0;    // its first grant
       while (next < all.entries.size()) {
         grantlog::StreamBatch chunk{k, {}, {}, {}};
-        std::size_t gi = 0;
-        while (gi < all.grants.size() && all.grant_entry[gi] < next) ++gi;
         for (; next < all.entries.size() && (chunk.entries.empty() || chunk.grants.size() < options_.writer.read_count_max);
              ++next) {
-          chunk.entries.push_back(all.entries[next]);
+          chunk.entries.push_back(std::move(all.entries[next]));
           for (; gi < all.grants.size() && all.grant_entry[gi] == next; ++gi) {
-            chunk.grants.push_back(all.grants[gi]);
+            chunk.grants.push_back(std::move(all.grants[gi]));
             chunk.grant_entry.push_back(chunk.entries.size() - 1);
           }
         }
