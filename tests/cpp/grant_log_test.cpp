@@ -1,5 +1,6 @@
-// The grant log's entry formats (writer::parse_grants): a gate batch as one entry (c t g) and the
-// older one-grant entry (c s u o r t), and every way an entry can be malformed. No servers.
+// The grant log's entry formats (grantlog::parse_grants): version 1 (v 1 c t g, what the gate
+// writes), the same batch shape without a version, the older one-grant entry (c s u o r t), and
+// every way an entry can be malformed. No servers.
 #include <gtest/gtest.h>
 
 #include "log/grant_entry.hpp"
@@ -76,6 +77,27 @@ TEST(GrantLogTest, MalformedEntriesAreRefusedWholeAndAppendNothing) {
   deleted.deleted = true;
   std::vector<Grant> out;
   EXPECT_NE(parse_grants(deleted, 7, &out), "");
+}
+
+TEST(GrantLogTest, VersionOneIsReadAndUnknownVersionsAreRefusedWhole) {
+  std::vector<Grant> out;
+  ASSERT_EQ(parse_grants(entry({{"v", "1"}, {"c", "7"}, {"t", "5"}, {"g", "1 1 ann \n2 1 bob r"}}), 7, &out), "");
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[1].user_id, "bob");
+  EXPECT_EQ(out[1].request_id, "r");
+  // A version this reader does not know, or a version 1 entry in another shape: refused whole,
+  // with a reason that says what to do.
+  for (const char* v : {"2", "0", "x", ""}) {
+    std::vector<Grant> none;
+    const std::string why = parse_grants(entry({{"v", v}, {"c", "7"}, {"t", "5"}, {"g", "1 1 ann "}}), 7, &none);
+    EXPECT_EQ(why.rfind("malformed:", 0), 0u) << v;
+    EXPECT_TRUE(none.empty()) << v;
+  }
+  std::vector<Grant> none;
+  EXPECT_NE(parse_grants(entry({{"v", "2"}, {"c", "7"}, {"t", "5"}, {"g", "1 1 ann "}}), 7, &none).find("upgrade the writer"),
+            std::string::npos);
+  EXPECT_NE(parse_grants(entry({{"v", "1"}, {"c", "7"}, {"s", "1"}, {"u", "ann"}, {"o", "1"}, {"t", "5"}}), 7, &none), "");
+  EXPECT_TRUE(none.empty());
 }
 
 }  // namespace
