@@ -114,7 +114,7 @@ pg::ConnOptions control_conn_options() {
 }
 
 using gate::GateCampaign;
-using gate::read_once_more;
+using pg::read_once_more;
 
 class RedisPipeline final : public detail::Pipeline {
  public:

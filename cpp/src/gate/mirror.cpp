@@ -40,6 +40,7 @@ void write_mirror(redis::RedisConn& conn, MirrorScripts& scripts, std::string_vi
 
 void restore_mirror(redis::RedisConn& conn, MirrorScripts& scripts, pg::Conn& pg, std::string_view prefix,
                     GateCampaign& e) {
+  using couponcore::pg::read_once_more;  // `pg` is the connection here
   if (std::optional<Campaign> fresh = read_once_more([&] { return pgstore::find_campaign(pg, e.campaign.id); })) {
     std::lock_guard lock(e.fast_mu);
     e.campaign.state = fresh->state;

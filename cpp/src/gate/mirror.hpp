@@ -24,10 +24,7 @@
 #include "gate/lua_scripts.hpp"
 #include "redis/keys.hpp"
 #include "redis/redis.hpp"
-
-namespace couponcore::pg {
-class Conn;
-}
+#include "store/postgres/pg.hpp"
 
 namespace couponcore::gate {
 
@@ -82,21 +79,4 @@ void apply_rules(redis::RedisConn& conn, MirrorScripts& scripts, pg::Conn& pg, s
 
 StringMap<int64_t> scan_holders(redis::RedisConn& conn, const redis::CampaignKeys& keys);
 
-// A read of the store that is safe to repeat: a connection that died while idle (a server
-// restart) is only noticed when used, so the read is tried once more on a fresh connection.
-template <typename Fn>
-auto read_once_more(Fn&& fn) -> decltype(fn());
-
 }  // namespace couponcore::gate
-
-#include "store/postgres/pg.hpp"
-
-template <typename Fn>
-auto couponcore::gate::read_once_more(Fn&& fn) -> decltype(fn()) {
-  try {
-    return fn();
-  } catch (const pg::PgError& e) {
-    if (!e.connection_lost()) throw;
-  }
-  return fn();
-}

@@ -58,6 +58,18 @@ class PgError : public Error {
 ErrorCode error_code_for_sqlstate(std::string_view sqlstate) noexcept;
 bool is_retryable_sqlstate(std::string_view sqlstate) noexcept;  // 40P01, 40001, class 08, 57P0x
 
+// A read that is safe to repeat: a connection that died while idle (a server restart) is only
+// noticed when used, so the read is tried once more (the Conn reconnects on its next exec).
+template <typename Fn>
+auto read_once_more(Fn&& fn) -> decltype(fn()) {
+  try {
+    return fn();
+  } catch (const PgError& e) {
+    if (!e.connection_lost()) throw;
+  }
+  return fn();
+}
+
 // Parameters in text format. NULL is a missing value. Arrays are rendered as PostgreSQL array
 // literals, so one statement can carry a whole batch: `unnest($1::bigint[], $2::text[])`.
 class Params {
