@@ -48,8 +48,8 @@ cmake -S . -B $(1) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) $(2) $(CMAKE_ARGS)
 $(3) cmake --build $(1)
 endef
 
-.PHONY: help deps deps-servers services venv requirements demo test test-cpp test-asan \
-        test-python test-wheel tsan bench lint format format-check clean distclean sdist wheel dist
+.PHONY: help deps deps-servers deps-alerts services venv requirements demo test test-alerts test-cpp \
+        test-asan test-python test-wheel tsan bench lint format format-check clean distclean sdist wheel dist
 
 help:
 	@echo 'couponcore make targets:'
@@ -58,8 +58,9 @@ help:
 	@echo '  demo          run `python -m couponcore demo $$DEMO_ARGS`'
 	@echo '  wheel         a self-contained manylinux wheel in dist/ (scikit-build-core + auditwheel)'
 	@echo '  sdist         the source distribution in dist/;  dist: both'
-	@echo '  test          everything CI runs: C++ tests, C++ tests under ASan+UBSan, pytest, the wheel'
-	@echo '                in a fresh venv (pieces: test-cpp, test-asan, test-python, test-wheel)'
+	@echo '  test          everything CI runs: alert rules and Alertmanager config, C++ tests, C++ tests'
+	@echo '                under ASan+UBSan, pytest, the wheel in a fresh venv (pieces: test-alerts,'
+	@echo '                test-cpp, test-asan, test-python, test-wheel)'
 	@echo '  tsan          C++ tests under ThreadSanitizer'
 	@echo '  bench         C++ benchmarks, then `python -m couponcore bench all`'
 	@echo '  lint          ruff check;  format / format-check: clang-format on the C++ sources'
@@ -74,6 +75,9 @@ deps:
 
 deps-servers:
 	bash scripts/install-deps.sh --servers
+
+deps-alerts:
+	bash scripts/install-deps.sh --alerts
 
 services: deps-servers
 	bash scripts/services.sh
@@ -114,8 +118,21 @@ demo: deps venv
 
 test: deps-servers venv
 	bash scripts/services.sh
-	$(MAKE) --no-print-directory test-cpp test-asan test-python test-wheel
+	$(MAKE) --no-print-directory test-alerts test-cpp test-asan test-python test-wheel
 	@echo 'make test: all steps passed'
+
+# deploy/: the alert rules (syntax, then their unit tests in deploy/tests/), the Alertmanager config
+# as committed and as deploy/render-alertmanager.sh renders it with a (made-up) webhook URL.
+ALERT_TESTS := $(wildcard deploy/tests/*.yml)
+
+test-alerts: deps-alerts
+	promtool check rules deploy/prometheus-rules.yml
+	promtool test rules $(ALERT_TESTS)
+	amtool check-config deploy/alertmanager.yml
+	d="$$(mktemp -d)"; trap 'rm -rf "$$d"' EXIT; \
+	  echo 'https://discord.com/api/webhooks/123456789/made-up_token' > "$$d/url"; \
+	  bash deploy/render-alertmanager.sh "$$d/url" "$$d/alertmanager.yml"; \
+	  grep -q "webhook_url: 'https://discord.com/api/webhooks/123456789/made-up_token'" "$$d/alertmanager.yml"
 
 test-cpp:
 	$(call cmake_build,build/cpp,)

@@ -3,17 +3,20 @@
 #
 #   scripts/install-deps.sh            build packages (compiler, CMake, Ninja, libraries, GoogleTest, ...)
 #   scripts/install-deps.sh --servers  also Redis and PostgreSQL, for `make test`
+#   scripts/install-deps.sh --alerts   also promtool and amtool (prometheus, prometheus-alertmanager),
+#                                      for `make test-alerts`; `--servers` includes them
 #
 # Idempotent and cheap when nothing is missing: every package is checked with dpkg first, and
 # apt-get (update + install) only runs for the missing ones. Uses sudo when not run as root.
 set -euo pipefail
 
-usage() { sed -n '2,8s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,10s/^# \{0,1\}//p' "$0"; }
 
-servers=0
+servers=0 alerts=0
 for arg in "$@"; do
   case "$arg" in
-    --servers) servers=1 ;;
+    --servers) servers=1 alerts=1 ;;
+    --alerts) alerts=1 ;;
     -h | --help) usage; exit 0 ;;
     *) echo "install-deps: unknown argument: $arg" >&2; usage >&2; exit 2 ;;
   esac
@@ -30,15 +33,24 @@ if ((servers)); then
   # wrk is the HTTP load tool of `couponcore bench http`.
   packages+=(redis-server postgresql postgresql-client wrk)
 fi
+# Installed without recommends (no node exporter): only their checkers are used, promtool (in
+# prometheus) and amtool (in prometheus-alertmanager). Debian starts both daemons where systemd
+# runs; they are not needed (`systemctl disable --now prometheus prometheus-alertmanager`).
+lean=()
+if ((alerts)); then
+  lean+=(prometheus prometheus-alertmanager)
+  packages+=("${lean[@]}")
+fi
 
-missing=()
+missing=() missing_lean=()
 for pkg in "${packages[@]}"; do
   # Like `dpkg -s`, but a package that was removed with its config files left behind counts as missing.
   status="$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)"
-  [[ "$status" == installed ]] || missing+=("$pkg")
+  [[ "$status" == installed ]] && continue
+  if [[ " ${lean[*]} " == *" $pkg "* ]]; then missing_lean+=("$pkg"); else missing+=("$pkg"); fi
 done
 
-if ((${#missing[@]} == 0)); then
+if ((${#missing[@]} + ${#missing_lean[@]} == 0)); then
   echo "install-deps: all ${#packages[@]} Debian packages present"
   exit 0
 fi
@@ -46,13 +58,15 @@ fi
 sudo=()
 if [[ "$(id -u)" != 0 ]]; then
   if ! command -v sudo >/dev/null 2>&1; then
-    echo "install-deps: missing packages (${missing[*]}) and not root; install sudo or run as root" >&2
+    echo "install-deps: missing packages (${missing[*]} ${missing_lean[*]}) and not root; install sudo or run as root" >&2
     exit 1
   fi
   sudo=(sudo)
 fi
 
-echo "install-deps: installing ${missing[*]}"
+echo "install-deps: installing ${missing[*]} ${missing_lean[*]}"
 export DEBIAN_FRONTEND=noninteractive
 "${sudo[@]}" apt-get update -q
-"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o Dpkg::Use-Pty=0 "${missing[@]}"
+apt_install=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o Dpkg::Use-Pty=0)
+if ((${#missing[@]})); then "${apt_install[@]}" "${missing[@]}"; fi
+if ((${#missing_lean[@]})); then "${apt_install[@]}" --no-install-recommends "${missing_lean[@]}"; fi
