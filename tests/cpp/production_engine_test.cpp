@@ -342,4 +342,70 @@ TEST_F(ProductionEngineTest, CloseGivesBackEveryPostgresConnection) {
   EXPECT_EQ(ours(), 0);
 }
 
+// The grant log's backlog as Engine::log_backlog() reports it: entries wait while no writer
+// runs (nothing pending: nobody read them), a read without an acknowledgement is pending and
+// ages on Redis's clock, a malformed entry ends in the dead letters, and once a writer drained
+// the log it is empty (acknowledged entries are trimmed).
+TEST_F(ProductionEngineTest, LogBacklogReportsEntriesPendingAgeAndDeadLetters) {
+  options_.writer_threads = 0;
+  auto e = open();
+  Campaign c = e->create_campaign(spec(50));
+  for (int i = 0; i < 5; ++i) ASSERT_EQ(e->issue(c.id, req("u" + std::to_string(i))).status, IssueStatus::kIssued);
+  std::vector<LogBacklog> b = e->log_backlog();
+  ASSERT_EQ(b.size(), 1u);
+  EXPECT_EQ(b[0].campaign_id, c.id);
+  EXPECT_GE(b[0].entries, 1);  // one entry per Lua call: up to one per issue
+  EXPECT_LE(b[0].entries, 5);
+  EXPECT_EQ(b[0].pending, 0);
+  EXPECT_EQ(b[0].oldest_pending_age_ms, 0);
+  EXPECT_EQ(b[0].dead_letters, 0);
+  const int64_t entries = b[0].entries;
+
+  // A consumer reads one entry and does not acknowledge it.
+  redis::CampaignKeys keys(options_.key_prefix, c.id);
+  redis::RedisConn r = redis();
+  redis::Reply read = r.command_checked(redis::Args{"XREADGROUP", "GROUP"}
+                                            .add(redis::kWriterGroup)
+                                            .add("probe")
+                                            .add("COUNT")
+                                            .add("1")
+                                            .add("STREAMS")
+                                            .add(keys.grants)
+                                            .add(">"),
+                                        "XREADGROUP");
+  ASSERT_TRUE(read.is_array());
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  b = e->log_backlog();
+  ASSERT_EQ(b.size(), 1u);
+  EXPECT_EQ(b[0].entries, entries);
+  EXPECT_EQ(b[0].pending, 1);
+  EXPECT_GE(b[0].oldest_pending_age_ms, 50);  // the entry is older than its read
+  EXPECT_LT(b[0].oldest_pending_age_ms, 60'000);
+
+  // A malformed entry: the writer dead-letters it.
+  r.command_checked(
+      redis::Args{"XADD"}.add(keys.grants).add("*").add("c").add(std::to_string(c.id)).add("s").add("oops"), "XADD");
+  EXPECT_EQ(e->log_backlog()[0].entries, entries + 1);
+
+  // A writer (another engine on the deployment) claims the idle entry and drains the log.
+  ProductionOptions with_writer = options_;
+  with_writer.writer_threads = 1;
+  with_writer.writer.claim_idle_ms = 100;
+  with_writer.writer.claim_interval_ms = 50;
+  auto w = open_production(with_writer);
+  ASSERT_TRUE(w->drain(20));
+  for (Engine* eng : {e.get(), w.get()}) {
+    b = eng->log_backlog();
+    ASSERT_EQ(b.size(), 1u);
+    EXPECT_EQ(b[0].campaign_id, c.id);
+    EXPECT_EQ(b[0].entries, 0);
+    EXPECT_EQ(b[0].pending, 0);
+    EXPECT_EQ(b[0].oldest_pending_age_ms, 0);
+    EXPECT_EQ(b[0].dead_letters, 1);
+  }
+  EXPECT_EQ(e->campaign_stats(c.id).rows, 5);
+  e->close();
+  expect_code(ErrorCode::kClosed, [&] { e->log_backlog(); });
+}
+
 }  // namespace

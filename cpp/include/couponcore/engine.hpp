@@ -75,6 +75,9 @@ struct ReconcileReport {
   bool consistent = false;          // nothing missing, nothing unexpected, no mismatch
 };
 
+// Campaigns Engine::log_backlog() reports at most (each is one series per backlog gauge).
+inline constexpr std::size_t kLogBacklogCampaignsMax = 10'000;
+
 // Adds a batch of answers to the counters (requests, issued, by_status, fast_path).
 void count_results(EngineCounters& counters, const std::vector<IssueResult>& results, bool fast_path);
 
@@ -109,6 +112,11 @@ class Engine {
   bool drain(double timeout_s);
 
   EngineCounters counters() const;
+  // The grant log's backlog, one element per campaign with a log, ordered by campaign id
+  // (production: the Redis Streams, read on the control connection with pipelined commands;
+  // at most kLogBacklogCampaignsMax campaigns, the highest ids). Embedded: empty, its
+  // log is the SQLite commit itself: a grant is in the store when it is answered.
+  std::vector<LogBacklog> log_backlog();
   // Latency and batch-size histograms; engines record into them (thread-safe, lock-free).
   const EngineHistograms& histograms() const;
 

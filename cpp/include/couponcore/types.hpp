@@ -77,4 +77,14 @@ struct CampaignStats {
   int64_t max_seq = 0;
 };
 
+// The backlog of one campaign's grant log (production: a Redis Stream read by the consumer
+// group "writers"). Values of the deployment, the same from every engine on it.
+struct LogBacklog {
+  int64_t campaign_id = 0;
+  int64_t entries = 0;                // XLEN: entries not yet settled (acknowledged ones are trimmed)
+  int64_t pending = 0;                // delivered to the writers, not yet acknowledged (XPENDING)
+  int64_t oldest_pending_age_ms = 0;  // Redis TIME minus the oldest pending id's ms part; 0: none
+  int64_t dead_letters = 0;           // XLEN of the campaign's dead-letter stream
+};
+
 }  // namespace couponcore

@@ -121,6 +121,12 @@ ReconcileReport Engine::reconcile(int64_t campaign_id) {
 }
 
 EngineCounters Engine::counters() const { return deployment_->pipeline->counters(); }
+
+std::vector<LogBacklog> Engine::log_backlog() {
+  check_open();
+  return deployment_->pipeline->log_backlog();
+}
+
 const EngineHistograms& Engine::histograms() const { return deployment_->pipeline->histograms(); }
 void Engine::set_batch_end_hook(std::function<void()> hook) { deployment_->pipeline->set_batch_end_hook(std::move(hook)); }
 

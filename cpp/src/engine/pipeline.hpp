@@ -61,6 +61,8 @@ class Pipeline {
   virtual ReconcileReport reconcile(int64_t campaign_id) = 0;
 
   virtual EngineCounters counters() const = 0;
+  // The grant log's backlog per campaign (production); empty where the commit is the log.
+  virtual std::vector<LogBacklog> log_backlog() = 0;
   // Finishes what was queued, then stops the pipeline's threads. Idempotent.
   virtual void close() = 0;
 

@@ -315,6 +315,12 @@ class RedisPipeline final : public detail::Pipeline {
     return k;
   }
 
+  std::vector<LogBacklog> log_backlog() override {
+    std::lock_guard lock(ctl_redis_mu_);
+    grantlog::GrantLog glog(ctl_redis_);
+    return glog.backlog(options_.key_prefix, kLogBacklogCampaignsMax);
+  }
+
   void close() override {
     if (closing_.exchange(true)) return;
     gate_->close();

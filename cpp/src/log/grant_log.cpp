@@ -4,6 +4,7 @@
 #include <hiredis/hiredis.h>
 
 #include <algorithm>
+#include <functional>
 
 #include "couponcore/error.hpp"
 #include "couponcore/limits.hpp"
@@ -92,6 +93,53 @@ bool GrantLog::settled_through(const redis::CampaignKeys& keys, const redis::Str
 
 int64_t GrantLog::dead_letter_count(const redis::CampaignKeys& keys) {
   return conn_.command_checked(redis::Args{"XLEN"}.add(keys.dead_letters), "XLEN").integer();
+}
+
+std::vector<LogBacklog> GrantLog::backlog(std::string_view prefix, std::size_t campaigns_max) {
+  std::vector<int64_t> ids = campaigns(prefix);
+  std::sort(ids.begin(), ids.end(), std::greater<>());
+  if (ids.size() > campaigns_max) ids.resize(campaigns_max);
+  std::sort(ids.begin(), ids.end());
+  redis::Reply t = conn_.command_checked(redis::Args{"TIME"}, "TIME");
+  long long sec = 0, usec = 0;
+  if (t.size() < 2 || !redis::reply_int(t.at(0), &sec) || !redis::reply_int(t.at(1), &usec)) {
+    throw Error(ErrorCode::kUnavailable, "redis: TIME gave an unexpected reply");
+  }
+  const int64_t now_ms = static_cast<int64_t>(sec) * 1000 + static_cast<int64_t>(usec) / 1000;
+  std::vector<LogBacklog> out;
+  out.reserve(ids.size());
+  // Round trips of kBacklogChunk campaigns (3 commands each): the reply buffer stays bounded.
+  constexpr std::size_t kBacklogChunk = 1000;
+  for (std::size_t from = 0; from < ids.size(); from += kBacklogChunk) {
+    const std::size_t to = std::min(ids.size(), from + kBacklogChunk);
+    for (std::size_t i = from; i < to; ++i) {
+      redis::CampaignKeys k(prefix, ids[i]);
+      conn_.append(redis::Args{"XLEN"}.add(k.grants));
+      conn_.append(redis::Args{"XPENDING"}.add(k.grants).add(redis::kWriterGroup));
+      conn_.append(redis::Args{"XLEN"}.add(k.dead_letters));
+    }
+    // Every reply is read before anything is judged: the connection stays in step.
+    for (std::size_t i = from; i < to; ++i) {
+      redis::Reply len = conn_.read_reply();
+      redis::Reply pend = conn_.read_reply();
+      redis::Reply dl = conn_.read_reply();
+      LogBacklog b;
+      b.campaign_id = ids[i];
+      if (len.is_integer()) b.entries = len.integer();
+      if (dl.is_integer()) b.dead_letters = dl.integer();
+      long long pending = 0;
+      // XPENDING summary: count, smallest id, greatest id, consumers (NOGROUP: an error reply).
+      if (pend.is_array() && pend.size() >= 2 && redis::reply_int(pend.at(0), &pending) && pending > 0) {
+        b.pending = pending;
+        redis::StreamId oldest;
+        if (redis::parse_stream_id(redis::reply_str(pend.at(1)), &oldest)) {
+          b.oldest_pending_age_ms = std::max<int64_t>(0, now_ms - static_cast<int64_t>(oldest.first));
+        }
+      }
+      out.push_back(b);
+    }
+  }
+  return out;
 }
 
 void GrantLog::ack(const redis::CampaignKeys& keys, const std::vector<std::string>& ids, bool remove) {

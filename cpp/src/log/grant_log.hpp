@@ -11,6 +11,7 @@
 //   GrantLog log(conn)                      the log's operations over one Redis connection
 //     register_campaign / campaigns         the set of campaign streams the writers follow
 //     range / last_id / settled_through     reading (reconcile, drain)
+//     backlog                               entries, pending, oldest pending age, dead letters
 //     prepare                               parse entries into grants; malformed -> dead letters
 //     ack / note_reason / dead_letter       settling single entries
 //   commit_entries(pg, log, batch, policy)  write a batch's grants in one transaction, then
@@ -58,6 +59,11 @@ class GrantLog {
   // True when the group has delivered past `target` and nothing at or before it is pending.
   bool settled_through(const redis::CampaignKeys& keys, const redis::StreamId& target);
   int64_t dead_letter_count(const redis::CampaignKeys& keys);
+  // The backlog of every listed campaign (at most campaigns_max, the highest ids first), read
+  // with pipelined XLEN / XPENDING / XLEN per campaign and one TIME: ages are measured on the
+  // Redis server's clock, the clock that made the stream ids. A campaign whose stream or group
+  // is gone reports what is left (XLEN of a missing key is 0; no group: nothing pending).
+  std::vector<LogBacklog> backlog(std::string_view prefix, std::size_t campaigns_max);
 
   // Parses every entry; dead-letters the malformed ones (dead_letter_malformed) or leaves them
   // where they are; acknowledges deleted ones (nothing to write). Keeps the rest, with
