@@ -217,6 +217,15 @@ void register_engine(py::module_& m) {
         return e.drain(timeout_s);
       }, py::arg("timeout_s") = 30.0)
       .def("histograms", [](PyEngine& self) { return histograms_dict(self.get()); })
+      .def("log_backlog", [](PyEngine& self) {
+        Engine& e = self.get();
+        std::vector<LogBacklog> b;
+        {
+          py::gil_scoped_release nogil;
+          b = e.log_backlog();
+        }
+        return to_records(b);
+      })
       .def("reconcile", [](PyEngine& self, py::object campaign_id) {
         Engine& e = self.get();
         int64_t cid = to_i64(campaign_id, "campaign_id");

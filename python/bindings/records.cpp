@@ -65,6 +65,14 @@ const Record kCampaignStats{"CampaignStats",
     field<CampaignStats>("min_seq", &CampaignStats::min_seq),
     field<CampaignStats>("max_seq", &CampaignStats::max_seq)};
 
+using LB = LogBacklog;
+const Record kLogBacklog{"LogBacklog",
+    field<LB>("campaign_id", &LB::campaign_id),
+    field<LB>("entries", &LB::entries),
+    field<LB>("pending", &LB::pending),
+    field<LB>("oldest_pending_age_ms", &LB::oldest_pending_age_ms),
+    field<LB>("dead_letters", &LB::dead_letters)};
+
 using RR = ReconcileReport;
 const Record kReconcileReport{"ReconcileReport",
     field<RR>("campaign_id", &RR::campaign_id),
@@ -219,6 +227,7 @@ const Record kWalletCounters{"WalletCounters",
 
 py::tuple to_record(const Campaign& v) { return kCampaign.tuple(v); }
 py::tuple to_record(const CampaignStats& v) { return kCampaignStats.tuple(v); }
+py::tuple to_record(const LogBacklog& v) { return kLogBacklog.tuple(v); }
 py::tuple to_record(const Coupon& v) { return kCoupon.tuple(v); }
 py::tuple to_record(const UseResult& v) { return kUseResult.tuple(v); }
 py::tuple to_record(const CouponPage& v) { return kCouponPage.tuple(v); }
@@ -261,6 +270,7 @@ void register_records(py::module_& m) {
   publish(kCampaign);
   publish(kIssueResult);
   publish(kCampaignStats);
+  publish(kLogBacklog);
   publish(kReconcileReport);
   publish(kCoupon);
   publish(kUseResult);

@@ -107,6 +107,7 @@ class Record {
 // The Python values of the core's value types (records.cpp holds their one field list each).
 py::tuple to_record(const Campaign& v);
 py::tuple to_record(const CampaignStats& v);
+py::tuple to_record(const LogBacklog& v);
 py::tuple to_record(const Coupon& v);
 py::tuple to_record(const UseResult& v);
 py::tuple to_record(const CouponPage& v);

@@ -33,6 +33,7 @@ from ._types import (
     CouponPage,
     CouponState,
     ExpireReport,
+    LogBacklog,
     Partner,
     PartnerKey,
     TimeLike,
@@ -500,6 +501,13 @@ class Engine(Scope):
     def counters(self) -> dict[str, Any]:
         """Monotonic counters since open (requests, issued, batches, commits, ...)."""
         return self._core.counters()
+
+    def log_backlog(self) -> list[LogBacklog]:
+        """The grant log's backlog, one value per campaign with a log, by campaign id: entries
+        waiting, entries pending at a writer, the oldest pending entry's age (on the Redis
+        server's clock) and dead letters. Production only, at most 10,000 campaigns (the newest
+        ids) per call; the embedded engine returns ``[]`` (its log is the SQLite commit itself)."""
+        return [from_core(LogBacklog, t) for t in self._core.log_backlog()]
 
     def metrics_text(self) -> str:
         """The engine's metrics in Prometheus text format (see ``couponcore.metrics``)."""

@@ -191,6 +191,19 @@ class CampaignStats:
     max_seq: int
 
 
+@record("LogBacklog")
+@dataclass(frozen=True)
+class LogBacklog:
+    """The backlog of one campaign's grant log (production: a Redis Stream read by the consumer
+    group "writers"); the deployment's values, the same from every engine on it."""
+
+    campaign_id: int
+    entries: int  # entries not yet settled (acknowledged ones are trimmed); one holds 1..2,048 grants
+    pending: int  # delivered to a writer, not yet acknowledged
+    oldest_pending_age_ms: int  # Redis server time minus the oldest pending entry's id time; 0: none
+    dead_letters: int  # entries in the campaign's dead-letter stream
+
+
 class CouponState(str, enum.Enum):
     """Where a coupon is in its life. A ``str`` enum: ``coupon.state == "used"`` works too.
 

@@ -17,6 +17,19 @@ Names follow Prometheus conventions, all with the prefix ``couponcore_``:
                                                  (in-process, shared) and database lookups
 - ``couponcore_wallet_*_total``                  wallet operations, errors, replays, batches,
                                                  retries (once the wallets are open)
+
+Production only, the grant log's backlog (``engine.log_backlog()``), gauges by campaign:
+
+- ``couponcore_log_entries{campaign}``            entries in the grant stream, not yet settled
+- ``couponcore_log_pending{campaign}``            entries delivered to a writer, not acknowledged
+- ``couponcore_log_oldest_pending_seconds{campaign}``  age of the oldest pending entry (Redis clock)
+- ``couponcore_dead_letters{campaign}``           entries in the campaign's dead-letter stream
+
+Cardinality: one series per gauge and campaign with a grant log (every campaign created on the
+deployment, at most 10,000: the newest ids), and the values are the deployment's, so every engine
+on it exports the same ones (aggregate with ``max by (campaign)``). A scrape reads them from Redis
+(pipelined, a few commands per campaign); if Redis does not answer, the backlog gauges are left
+out of that scrape and the rest is exported.
 """
 
 from __future__ import annotations
@@ -24,8 +37,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from ._core import Unavailable
+
 if TYPE_CHECKING:
     from ._engine import Engine
+    from ._types import LogBacklog
 
 _COUNTERS = [
     ("issue_batches", "batches", "Decision batches (one atomic step each)."),
@@ -55,6 +71,20 @@ _AUTH_COUNTERS = [
     ("auth_shared_cache_hits", "l2_hits", "Authentications answered by the shared cache in Redis."),
     ("auth_db_queries", "db_queries", "Key lookups that reached the database."),
 ]
+# The grant log's backlog: (name, LogBacklog field, scale, help); production only, by campaign.
+_LOG_GAUGES = [
+    ("log_entries", "entries", 1, "Entries in the campaign's grant log not yet settled (each holds 1..2,048 grants)."),
+    ("log_pending", "pending", 1, "Grant-log entries delivered to a writer and not yet acknowledged."),
+    (
+        "log_oldest_pending_seconds",
+        "oldest_pending_age_ms",
+        1000,
+        "Age of the oldest pending grant-log entry, on the Redis server's clock (0: none pending).",
+    ),
+    ("dead_letters", "dead_letters", 1, "Entries in the campaign's dead-letter stream (grants needing an operator)."),
+]
+# Series only a production engine exports (the embedded engine has no grant log).
+PRODUCTION_ONLY_SERIES = frozenset(f"couponcore_{name}" for name, *_ in _LOG_GAUGES)
 _HISTOGRAMS = [
     ("issue_latency_seconds", "Time from submit to answer of an issue request."),
     ("batch_requests", "Requests per decision batch."),
@@ -78,7 +108,27 @@ def snapshot(engine: Engine) -> dict[str, Any]:
         "kind": engine.kind,
         "auth": engine.auth_counters(),
         "wallet": wallets.counters() if wallets is not None and not wallets.closed else None,
+        "log_backlog": _log_backlog(engine),
     }
+
+
+def _log_backlog(engine: Engine) -> list[LogBacklog]:
+    """The grant log's backlog; [] when Redis does not answer (the other metrics still go out)."""
+    if engine.kind != "production":
+        return []
+    try:
+        return engine.log_backlog()
+    except Unavailable:
+        return []
+
+
+def _log_gauges(snap: dict[str, Any]) -> Iterator[tuple[str, str, list[tuple[str, float]]]]:
+    """(name, help, [(campaign, value)]) of every backlog gauge; nothing without a grant log."""
+    backlog = snap["log_backlog"]
+    if not backlog:
+        return
+    for name, key, scale, help_ in _LOG_GAUGES:
+        yield name, help_, [(str(b.campaign_id), getattr(b, key) / scale) for b in backlog]
 
 
 def _counters(snap: dict[str, Any]) -> Iterator[tuple[str, str, int]]:
@@ -119,6 +169,10 @@ def render(engine: Engine) -> str:
     out.append(f"# HELP couponcore_queue_refused_total {_QUEUE_REFUSED_HELP}")
     out.append("# TYPE couponcore_queue_refused_total counter")
     out.extend(f'couponcore_queue_refused_total{{queue="{q}"}} {refused}' for q, _, refused in queues)
+    for name, help_, samples in _log_gauges(snap):
+        out.append(f"# HELP couponcore_{name} {help_}")
+        out.append(f"# TYPE couponcore_{name} gauge")
+        out.extend(f'couponcore_{name}{{campaign="{cid}"}} {_fmt(v)}' for cid, v in samples)
     for name, help_ in _HISTOGRAMS:
         hist = h[name]
         out.append(f"# HELP couponcore_{name} {help_}")
@@ -160,6 +214,11 @@ class CouponcoreCollector:
             refused.add_metric([q], n_refused)
         yield depth
         yield refused
+        for name, help_, samples in _log_gauges(snap):
+            gauge = GaugeMetricFamily(f"couponcore_{name}", help_, labels=["campaign"])
+            for cid, v in samples:
+                gauge.add_metric([cid], v)
+            yield gauge
         for name, help_ in _HISTOGRAMS:
             hist = h[name]
             bounds = [*hist["upper_bounds"], float("inf")]

@@ -6,9 +6,11 @@ from __future__ import annotations
 import logging
 import os
 import re
+from typing import Callable
 
 import couponcore
 import pytest
+from couponcore.metrics import PRODUCTION_ONLY_SERIES
 
 
 def test_metrics_text_counts_what_happened(engine: couponcore.Engine) -> None:
@@ -59,6 +61,50 @@ def test_authentication_counters_are_exported(engine: couponcore.Engine) -> None
     reg.register(CouponcoreCollector(engine))
     assert reg.get_sample_value("couponcore_auth_requests_total") == 5
     assert reg.get_sample_value("couponcore_auth_failures_total") == 2
+
+
+def test_grant_log_backlog_gauges(open_deployment: Callable[..., couponcore.Engine]) -> None:
+    """Production: the grant log's backlog by campaign, in the text and through the collector,
+    with the values engine.log_backlog() reports; embedded: no log, no series."""
+    import prometheus_client
+    from couponcore.metrics import CouponcoreCollector
+
+    e = open_deployment(writer_threads=0)  # nobody writes: the grants wait in the log
+    try:
+        c = e.campaigns.create("backlog", quantity=10)
+        e.issue_many(c.id, ["a", "b", "c"])
+        e.issue(c.id, "d")
+        text = e.metrics_text()
+        reg = prometheus_client.CollectorRegistry()
+        reg.register(CouponcoreCollector(e))
+        if e.kind == "embedded":
+            assert e.log_backlog() == []
+            assert not re.search(r"^couponcore_(log_|dead_letters)", text, re.M)
+            assert reg.get_sample_value("couponcore_log_entries", {"campaign": str(c.id)}) is None
+            return
+        (b,) = e.log_backlog()
+        assert isinstance(b, couponcore.LogBacklog)
+        assert (b.campaign_id, b.pending, b.oldest_pending_age_ms, b.dead_letters) == (c.id, 0, 0, 0)
+        assert 2 <= b.entries <= 4  # one entry per Lua call: issue_many's batch and the single issue
+        label = f'{{campaign="{c.id}"}}'
+        assert f"couponcore_log_entries{label} {b.entries}\n" in text
+        assert f"couponcore_log_pending{label} 0\n" in text
+        assert f"couponcore_log_oldest_pending_seconds{label} 0\n" in text
+        assert f"couponcore_dead_letters{label} 0\n" in text
+        assert "# TYPE couponcore_log_oldest_pending_seconds gauge" in text
+        for line in text.splitlines():
+            assert line.startswith("#") or re.match(r"^couponcore_[a-z_]+(\{[^}]*\})? [0-9.e+-]+$", line), line
+        assert reg.get_sample_value("couponcore_log_entries", {"campaign": str(c.id)}) == b.entries
+        assert reg.get_sample_value("couponcore_log_pending", {"campaign": str(c.id)}) == 0
+        assert reg.get_sample_value("couponcore_dead_letters", {"campaign": str(c.id)}) == 0
+        # A writer on the deployment drains the log: nothing left, in every engine's view.
+        with open_deployment(writer_threads=1) as w:
+            assert w.drain(30)
+            assert w.log_backlog() == [couponcore.LogBacklog(c.id, 0, 0, 0, 0)]
+        assert f"couponcore_log_entries{label} 0\n" in e.metrics_text()
+        assert reg.get_sample_value("couponcore_log_entries", {"campaign": str(c.id)}) == 0
+    finally:
+        e.close()
 
 
 def test_native_warnings_reach_python_logging_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
@@ -122,5 +168,11 @@ def test_deploy_rules_and_dashboard_use_metrics_that_exist(engine: couponcore.En
     used = set(re.findall(r"couponcore_[a-z_]+", text))
     assert used, "no metrics referenced"
     assert "couponcore_wallet_ops_total" in exported
+    if engine.kind == "embedded":
+        used -= PRODUCTION_ONLY_SERIES  # no grant log: its series are production's
+    else:
+        engine.campaigns.create("exported", quantity=1)  # a campaign with a grant log
+        exported = set(re.findall(r"^(couponcore_[a-z_]+)", engine.metrics_text(), re.M))
+        assert PRODUCTION_ONLY_SERIES <= exported
     missing = {m for m in used if m not in exported}
     assert not missing, missing
