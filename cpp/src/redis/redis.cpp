@@ -1,6 +1,8 @@
 // hiredis wrapper: see redis.hpp.
 #include "redis/redis.hpp"
 
+#include "util/assert.hpp"
+
 #include <hiredis/hiredis.h>
 #include <pthread.h>
 #include <signal.h>
@@ -308,7 +310,7 @@ void RedisConn::ensure_connected() {
 
 Reply RedisConn::command(const Args& args) {
   ensure_connected();
-  if (unread_ != 0) throw Error(ErrorCode::kInternal, "redis: command() with pipelined replies unread");
+  if (unread_ != 0) CC_BUG("redis: command() with pipelined replies unread");
   std::vector<const char*> argv = args.argv();
   SigpipeGuard guard;
   void* raw = redisCommandArgv(ctx_, static_cast<int>(args.size()), argv.data(), args.lens().data());
@@ -333,7 +335,7 @@ void RedisConn::append(const Args& args) {
 
 Reply RedisConn::read_reply() {
   if (!ctx_) throw Error(ErrorCode::kUnavailable, "redis " + url_.redacted() + ": connection lost");
-  if (unread_ == 0) throw Error(ErrorCode::kInternal, "redis: read_reply() with nothing pipelined");
+  if (unread_ == 0) CC_BUG("redis: read_reply() with nothing pipelined");
   void* raw = nullptr;
   int rc;
   {
