@@ -4,7 +4,7 @@
 // ENDED; the user already holds per_user_limit coupons -> ALREADY_ISSUED; all coupons are
 // out -> SOLD_OUT; else ISSUED with the next seq and a Grant appended for the store. A request
 // id (scoped per user) remembers its first answer, so a retry gets the same answer back.
-// The Lua script of the Redis gate (cpp/src/redis/gate.lua) implements the same rule.
+// The Lua script of the Redis gate (cpp/src/gate/lua/gate.lua) implements the same rule.
 //
 // Not thread-safe: the owner (EmbeddedEngine) serialises access.
 #pragma once

@@ -8,7 +8,7 @@
 //   P{cN}:g        stream the grant log (group "writers"): c s u o r t = campaign, seq, user,
 //                         user_ordinal, request_id, issued_at_us
 //   P{cN}:a:<gen>  hash   remembered answers "user|request" -> seq*8+status, one hash per
-//                         generation of answer_ttl_s seconds (see production_engine.cpp)
+//                         generation of answer_ttl_s seconds (see gate/redis_gate.hpp)
 //   P{cN}:dl       stream dead letters: the original fields plus id, reason, deliveries
 //   P{cN}:why      hash   last failure reason per pending grant-log entry id
 //   Pcampaigns     set    campaign ids with a grant log, for the writers
