@@ -83,6 +83,8 @@ class GrantWriter {
   void refresh_streams(int64_t now_ms);
   void claim_idle(std::vector<StreamBatch>& out);
   void read_new(std::vector<StreamBatch>& out);
+  void read_new_per_stream(const std::vector<const redis::CampaignKeys*>& chosen, bool block,
+                           std::vector<StreamBatch>& out);
   // True when the batch is finished with (written, dead-lettered or left pending to come
   // back); false when it must be retried after *wait_ms (the database is down, or the
   // breaker says wait).
