@@ -20,6 +20,8 @@ constexpr int64_t kRetryBackoffMaxMs = 200;
 
 bool starts_with(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
 
+std::atomic<uint64_t> g_moved{0}, g_ask{0}, g_tryagain{0}, g_clusterdown{0}, g_map_loads{0};
+
 bool iequals(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
   for (std::size_t i = 0; i < a.size(); ++i) {
@@ -59,6 +61,16 @@ std::string seeds_text(const std::vector<std::pair<std::string, int>>& seeds) {
 }
 
 }  // namespace
+
+ClusterEvents cluster_events() {
+  ClusterEvents e;
+  e.moved = g_moved.load();
+  e.ask = g_ask.load();
+  e.tryagain = g_tryagain.load();
+  e.clusterdown = g_clusterdown.load();
+  e.map_loads = g_map_loads.load();
+  return e;
+}
 
 uint16_t crc16(std::string_view data) {
   uint16_t crc = 0;
@@ -216,6 +228,7 @@ void ClusterRouter::refresh_map() {
     }
     slots_ = std::move(slots);
     masters_ = std::move(masters);
+    g_map_loads++;
     loaded_ = true;
     stale_ = false;
     return;
@@ -285,6 +298,7 @@ Reply ClusterRouter::execute(const Args& args, int slot, RedisConn* conn, Reply 
     asking = false;
     if (is_redirect(reply)) {
       const bool moved = starts_with(reply.str(), "MOVED ");
+      (moved ? g_moved : g_ask)++;
       std::string host;
       int port = 0;
       if (!parse_redirect(reply.str(), &host, &port)) return reply;  // for the caller to judge
@@ -307,6 +321,7 @@ Reply ClusterRouter::execute(const Args& args, int slot, RedisConn* conn, Reply 
     if (is_retryable(reply)) {
       if (steady_ms() + backoff > deadline) return reply;  // the budget is spent: the caller's error
       const bool down = starts_with(reply.str(), "CLUSTERDOWN");
+      (down ? g_clusterdown : g_tryagain)++;
       std::this_thread::sleep_for(std::chrono::milliseconds(backoff));
       backoff = std::min(backoff * 2, kRetryBackoffMaxMs);
       if (down) stale_ = true;

@@ -21,6 +21,7 @@
 #pragma once
 
 #include <cstdint>
+#include <atomic>
 #include <deque>
 #include <exception>
 #include <memory>
@@ -41,6 +42,12 @@ uint16_t crc16(std::string_view data);
 int key_slot(std::string_view key);
 // Index of a command's first key in args; -1 for a command without keys.
 int first_key_index(const Args& args);
+
+// What every router of this process met, since it started (for tests and logs).
+struct ClusterEvents {
+  uint64_t moved = 0, ask = 0, tryagain = 0, clusterdown = 0, map_loads = 0;
+};
+ClusterEvents cluster_events();
 
 class ClusterRouter {
  public:
