@@ -29,7 +29,8 @@ using namespace couponcore;
 
 namespace {
 
-std::string cluster_url() { return testutil::env_or("COUPONCORE_TEST_REDIS_CLUSTER", ""); }
+using testutil::cluster_url;
+using testutil::delete_cluster_keys;
 
 #define NEED_CLUSTER()                                                                     \
   do {                                                                                     \
@@ -75,23 +76,6 @@ redis::RedisConn plain(const std::string& addr, int64_t timeout_ms = 5000) {
   redis::RedisConnOptions o;
   o.command_timeout_ms = timeout_ms;
   return redis::RedisConn(redis::RedisUrl::parse("redis://" + addr), o);
-}
-
-// Every key under prefix, on every master of the cluster.
-void delete_cluster_keys(const std::string& prefix) {
-  redis::RedisConn c(redis::RedisUrl::parse(cluster_url()), {});
-  c.ensure_connected();
-  for (const std::string& addr : c.cluster()->master_addrs()) {
-    redis::RedisConn m = plain(addr);
-    std::string cursor = "0";
-    do {
-      redis::Reply r = m.command_checked(redis::Args{"SCAN"}.add(cursor).add("MATCH").add(prefix + "*").add("COUNT").add("1000"), "SCAN");
-      cursor = std::string(redis::reply_str(r.at(0)));
-      const redisReply* keys = r.at(1);
-      for (std::size_t i = 0; keys && i < keys->elements; ++i) m.append(redis::Args{"UNLINK"}.add(redis::reply_str(keys->element[i])));
-      for (std::size_t i = 0; keys && i < keys->elements; ++i) m.read_reply();
-    } while (cursor != "0");
-  }
 }
 
 std::string node_id(const std::string& addr) {
