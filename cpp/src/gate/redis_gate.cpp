@@ -292,6 +292,8 @@ void RedisGate::send(std::vector<Call>& calls) {
           }
         }
       }
+      // (Replica acknowledgement goes here: one WAIT per master that took a call of this round,
+      // before any ISSUED is handed back; on Redis Cluster the router knows those masters.)
       if (reload) script_.load(redis_);
       for (GateCampaign* c : restore_queue_) {
         log(LogLevel::kWarning, "gate", "campaign " + std::to_string(c->campaign.id) +
