@@ -37,7 +37,9 @@ def _cleanup_cluster(url: str, prefix: str) -> None:
     r.close()
 
 
-def bench_cluster(threads: int = 64, per_thread: int = 300, campaigns: int = 6, ceiling_requests: int = 240_000) -> dict[str, Any]:
+def bench_cluster(
+    threads: int = 64, per_thread: int = 300, campaigns: int = 6, ceiling_requests: int = 240_000
+) -> dict[str, Any]:
     """Decisions/s of the gate alone (no writers: grants wait in the streams) on one server and
     on the cluster, over `campaigns` campaigns (their hash tags spread over the masters): the
     ceiling (one thread per campaign calling issue_many with 2,000 new users) and 64 threads
