@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A Redis Cluster on loopback for the tests: 3 masters with one replica each.
 #
-#   scripts/cluster.sh start     start it (or reuse the one that answers); prints the seeds URL
+#   scripts/cluster.sh start [-q]  start it (or reuse the one that answers); prints the seeds URL
 #   scripts/cluster.sh stop      stop the nodes this script started and forget their state
 #   scripts/cluster.sh status    cluster_state and the nodes; exit 1 if it is not up
 #   scripts/cluster.sh url       the seeds URL, redis+cluster://127.0.0.1:P1,127.0.0.1:P2,...
@@ -22,7 +22,9 @@ DIR="${COUPONCORE_CLUSTER_DIR:-$root/build/redis-cluster}"
 NODES=6
 
 die() { echo "cluster: error: $*" >&2; exit 1; }
-say() { echo "cluster: $*" >&2; }
+quiet=0
+[[ "${2:-}" == -q ]] && quiet=1
+say() { ((quiet)) || echo "cluster: $*" >&2; }
 
 [[ "$PORT" =~ ^[0-9]+$ ]] && ((PORT >= 1024 && PORT + NODES - 1 <= 65535)) ||
   die "COUPONCORE_CLUSTER_PORT must be 1024..$((65535 - NODES + 1))"

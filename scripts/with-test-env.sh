@@ -48,7 +48,7 @@ if [[ -z "${COUPONCORE_TEST_POSTGRES_ADMIN_URL:-}" || -z "${COUPONCORE_TEST_REDI
 fi
 
 if [[ -z "${COUPONCORE_TEST_REDIS_CLUSTER:-}" && "${COUPONCORE_TEST_NO_CLUSTER:-0}" != 1 ]]; then
-  COUPONCORE_TEST_REDIS_CLUSTER="$(bash "$here/cluster.sh" start 2>/dev/null)" ||
+  COUPONCORE_TEST_REDIS_CLUSTER="$(bash "$here/cluster.sh" start -q)" ||
     { log "error: the test Redis Cluster did not start (scripts/cluster.sh start; COUPONCORE_TEST_NO_CLUSTER=1 skips it)"; exit 1; }
   export COUPONCORE_TEST_REDIS_CLUSTER
 fi

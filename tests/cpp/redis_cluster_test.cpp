@@ -114,6 +114,21 @@ int64_t migrate_slot(int slot, const std::string& from, const std::string& to, c
   return moved;
 }
 
+// Leaves a slot STABLE on every master when a test that migrates it ends, even half-way (a
+// failed run must not leave the shared test cluster with a slot stuck in MIGRATING).
+struct SlotStabilizer {
+  int slot;
+  std::vector<std::string> masters;
+  ~SlotStabilizer() {
+    for (const std::string& m : masters) {
+      try {
+        plain(m).command(redis::Args{"CLUSTER", "SETSLOT"}.add(slot).add("STABLE"));
+      } catch (const Error&) {
+      }
+    }
+  }
+};
+
 IssueRequest req(std::string user, std::string request_id = "") { return {std::move(user), std::move(request_id)}; }
 
 CampaignSpec spec(int64_t quantity, int32_t limit = 1) {
@@ -230,12 +245,14 @@ TEST_F(RedisClusterTest, RoutesPipelinesScriptsAndCommandsAcrossMasters) {
 TEST_F(RedisClusterTest, FollowsAskDuringAMigrationAndMovedAfterIt) {
   redis::RedisConn c(redis::RedisUrl::parse(cluster_url()), {});
   c.ensure_connected();
-  const std::string a = prefix_ + "{mig}:a", b = prefix_ + "{mig}:b";
+  const std::string tag = "{mig" + std::to_string(::getpid()) + "}";
+  const std::string a = prefix_ + tag + ":a", b = prefix_ + tag + ":b", cc = prefix_ + tag + ":c";
   const int slot = redis::key_slot(a);
   c.command_checked(redis::Args{"SET"}.add(a).add("1"), "SET");
   c.command_checked(redis::Args{"SET"}.add(b).add("2"), "SET");
   const std::string from = c.cluster()->master_of(slot);
   const std::vector<std::string> masters = c.cluster()->master_addrs();
+  SlotStabilizer stable{slot, masters};
   std::string to;
   for (const std::string& m : masters) {
     if (m != from) to = m;
@@ -254,14 +271,14 @@ TEST_F(RedisClusterTest, FollowsAskDuringAMigrationAndMovedAfterIt) {
   EXPECT_EQ(c.read_reply().str(), "2");
   EXPECT_EQ(c.cluster()->master_of(slot), from) << "ASK does not change the map";
   // A write of a key that exists nowhere yet goes to the target (ASK).
-  c.command_checked(redis::Args{"SET"}.add(prefix_ + "{mig}:c").add("3"), "SET");
+  c.command_checked(redis::Args{"SET"}.add(cc).add("3"), "SET");
   // Finish: the rest moves, the slot is the target's; the router learns it from MOVED.
   src.command_checked(redis::Args{"MIGRATE"}.add(to.substr(0, to.rfind(':'))).add(to.substr(to.rfind(':') + 1)).add(b).add("0").add("5000"), "MIGRATE");
   for (const std::string& m : masters) {
     plain(m).command_checked(redis::Args{"CLUSTER", "SETSLOT"}.add(slot).add("NODE").add(node_id(to)), "NODE");
   }
   c.append(redis::Args{"GET"}.add(b));
-  c.append(redis::Args{"GET"}.add(prefix_ + "{mig}:c"));
+  c.append(redis::Args{"GET"}.add(cc));
   EXPECT_EQ(c.read_reply().str(), "2");
   EXPECT_EQ(c.read_reply().str(), "3");
   EXPECT_EQ(c.cluster()->master_of(slot), to) << "MOVED refreshed the map";
@@ -388,6 +405,7 @@ TEST_F(RedisClusterTest, ReshardingAHotCampaignMidSaleLosesAndDuplicatesNothing)
   const int slot = redis::key_slot(redis::CampaignKeys(o.key_prefix, c.id).meta);
   const std::string from = router.cluster()->master_of(slot);
   const std::vector<std::string> masters = router.cluster()->master_addrs();
+  SlotStabilizer stable{slot, masters};
   std::string to;
   for (const std::string& m : masters) {
     if (m != from) to = m;
