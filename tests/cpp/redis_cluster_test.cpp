@@ -178,6 +178,8 @@ TEST(RedisClusterUrl, SeedsAndTypedErrors) {
   EXPECT_EQ(u.password, "s@cret");
   EXPECT_EQ(u.redacted().find("cret"), std::string::npos);
   EXPECT_FALSE(redis::RedisUrl::parse("redis://127.0.0.1:6379/2").cluster());
+  EXPECT_EQ(redis::RedisUrl::parse("redis://:pa,ss@127.0.0.1:6379").password, "pa,ss");  // a comma in a password
+  EXPECT_EQ(redis::RedisUrl::parse("redis+cluster://:pa,ss@127.0.0.1:7000").password, "pa,ss");
 
   auto expect_invalid = [](const std::string& url, const std::string& words) {
     try {

@@ -4,8 +4,12 @@ and the URL and cluster errors as Python sees them."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 
 import couponcore
@@ -46,6 +50,32 @@ def test_campaigns_across_masters_issue_drain_and_reconcile() -> None:
             assert st.rows == 200 and st.distinct_users == 200 and st.max_seq == 200
             rep = e.reconcile(c.id)
             assert rep["consistent"] and rep["gate_issued"] == 200
+
+
+@needs_cluster
+def test_standalone_worker_drains_every_master() -> None:
+    kw = cluster_kwargs()
+    with couponcore.open(**kw, writer_threads=0) as e:
+        campaigns = [e.campaigns.create(f"worker-{i}", quantity=300) for i in range(6)]
+        for c in campaigns:
+            assert all(r.issued for r in e.issue_many(c.id, [f"w{i}" for i in range(300)]))
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "couponcore", "worker", "--redis", kw["redis"], "--postgres", kw["postgres"]]
+            + ["--key-prefix", kw["key_prefix"], "--threads", "2", "--report-s", "0"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert e.drain(60.0)
+            for c in campaigns:
+                st = e.stats(c.id)
+                assert (st.rows, st.distinct_users, st.max_seq) == (300, 300, 300)
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            out, err = worker.communicate(timeout=30)
+        assert worker.returncode == 0, err
+        assert json.loads(out.strip().splitlines()[-1])["grants_written"] == 1800
 
 
 def test_mixed_url_is_invalid_argument() -> None:

@@ -161,10 +161,7 @@ RedisUrl RedisUrl::parse(std::string_view url) {
     throw_invalid("redis url must look like redis://[[user]:password@]host[:port][/db] or, for Redis Cluster, "
                   "redis+cluster://host:port[,host:port...] (rediss:// and unix sockets are not supported)");
   }
-  if (url.find(',') != std::string_view::npos) {
-    throw_invalid("redis url mixes the cluster and single-node forms: a redis:// url names one server; for the "
-                  "seeds of a Redis Cluster use redis+cluster://host:port,host:port");
-  }
+
   RedisUrl out;
   std::string_view rest = url.substr(kScheme.size());
   if (const std::size_t q = rest.find('?'); q != std::string_view::npos) rest = rest.substr(0, q);
@@ -184,6 +181,10 @@ RedisUrl RedisUrl::parse(std::string_view url) {
     }
   }
   std::string_view host = rest;
+  if (host.find(',') != std::string_view::npos) {
+    throw_invalid("redis url mixes the cluster and single-node forms: a redis:// url names one server; for the "
+                  "seeds of a Redis Cluster use redis+cluster://host:port,host:port");
+  }
   if (!host.empty() && host.front() == '[') {  // [ipv6]:port
     const std::size_t close = host.find(']');
     if (close == std::string_view::npos) throw_invalid("redis url: unclosed [ in host");
