@@ -480,6 +480,97 @@ TEST_F(RedisClusterTest, ReshardingAHotCampaignMidSaleLosesAndDuplicatesNothing)
   EXPECT_EQ(router.cluster()->master_of(slot), from);
 }
 
+// Kills, on every master, the connections whose client name starts with `name` (this engine's:
+// gate, writers, control); returns how many.
+int kill_clients(const std::vector<std::string>& masters, const std::string& name) {
+  int killed = 0;
+  for (const std::string& m : masters) {
+    redis::RedisConn c = plain(m);
+    const std::string list(c.command_checked(redis::Args{"CLIENT", "LIST"}, "CLIENT LIST").str());
+    std::size_t pos = 0;
+    while (pos < list.size()) {
+      std::size_t end = list.find('\n', pos);
+      if (end == std::string::npos) end = list.size();
+      const std::string line = list.substr(pos, end - pos);
+      pos = end + 1;
+      const std::size_t n = line.find(" name=");
+      if (n == std::string::npos || line.compare(n + 6, name.size(), name) != 0) continue;
+      const std::string id = line.substr(3, line.find(' ') - 3);  // "id=N ..."
+      redis::Reply r = c.command(redis::Args{"CLIENT", "KILL", "ID"}.add(id));
+      if (r.is_integer()) killed += static_cast<int>(r.integer());
+    }
+  }
+  return killed;
+}
+
+TEST_F(RedisClusterTest, ConnectionsKilledOnEveryMasterMidSaleLoseNothing) {
+  ProductionOptions o = options();
+  o.writer_threads = 2;
+  auto e = open_production(o);
+  redis::RedisConn router(redis::RedisUrl::parse(cluster_url()), {});
+  router.ensure_connected();
+  const std::vector<std::string> masters = router.cluster()->master_addrs();
+  std::vector<Campaign> campaigns;
+  for (int i = 0; i < 4; ++i) campaigns.push_back(e->create_campaign(spec(1000)));
+  std::vector<Tally> tallies(campaigns.size());
+  std::atomic<int64_t> answered{0};
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937 rng(t + 7);
+      for (int i = 0; i < 300 || !stop.load(); ++i) {
+        const std::size_t ci = rng() % campaigns.size();
+        const std::string user = "u" + std::to_string(rng() % 3000);
+        try {
+          tallies[ci].add(user, e->issue(campaigns[ci].id, req(user, "r" + std::to_string(t) + "-" + std::to_string(i))));
+        } catch (const Error& err) {
+          tallies[ci].error(err);
+        }
+        answered++;
+      }
+    });
+  }
+  int killed = 0;
+  for (int round = 0; round < 3; ++round) {
+    const int64_t at = answered.load();
+    while (answered.load() < at + 300) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    killed += kill_clients(masters, o.client_name);
+  }
+  stop = true;
+  for (auto& th : threads) th.join();
+  EXPECT_GE(killed, 3) << "connections of this engine were killed";
+  ASSERT_TRUE(e->drain(30));
+  int64_t requests = 0, issued = 0, unavailable = 0, rows = 0, lost = 0;
+  for (std::size_t i = 0; i < campaigns.size(); ++i) {
+    requests += tallies[i].requests;
+    issued += static_cast<int64_t>(tallies[i].issued.size());
+    unavailable += tallies[i].unavailable;
+    const StoreCount s = count_in_store(o.postgres_url, campaigns[i].id, tallies[i]);
+    rows += s.rows;
+    lost += s.lost;
+  }
+  std::printf("[ killed ] %d connections killed in 3 rounds: requests %lld, ISSUED %lld, unavailable %lld, rows %lld, "
+              "lost %lld\n",
+              killed, static_cast<long long>(requests), static_cast<long long>(issued),
+              static_cast<long long>(unavailable), static_cast<long long>(rows), static_cast<long long>(lost));
+  for (std::size_t i = 0; i < campaigns.size(); ++i) {
+    const Tally& t = tallies[i];
+    EXPECT_EQ(t.other_errors, 0) << t.first_error;
+    const StoreCount s = count_in_store(o.postgres_url, campaigns[i].id, t);
+    EXPECT_LE(s.rows, 1000);
+    EXPECT_EQ(s.rows, s.distinct_seqs);
+    EXPECT_EQ(s.rows, s.distinct_users);
+    EXPECT_EQ(s.max_seq, s.rows);
+    EXPECT_EQ(s.lost + s.wrong_user, 0);
+    EXPECT_GE(s.rows, static_cast<int64_t>(t.issued.size()));
+    EXPECT_LE(s.rows - static_cast<int64_t>(t.issued.size()), t.unavailable);
+    ReconcileReport rep = e->reconcile(campaigns[i].id);
+    EXPECT_TRUE(rep.consistent) << "campaign " << campaigns[i].id;
+    EXPECT_EQ(rep.gate_issued, s.rows);
+  }
+}
+
 // ---- bad clusters -------------------------------------------------------------------------------
 
 TEST(RedisClusterBad, NoReachableSeedIsUnavailableAndWritesNothing) {
