@@ -571,6 +571,72 @@ TEST_F(RedisClusterTest, ConnectionsKilledOnEveryMasterMidSaleLoseNothing) {
   }
 }
 
+// One master stops answering (CLIENT PAUSE, longer than the command timeout): campaigns on the
+// other masters go on being answered, without a single Unavailable, while that master's campaign
+// answers Unavailable; afterwards everything acknowledged is in the store.
+TEST_F(RedisClusterTest, AStalledMasterDoesNotFailCampaignsOnTheOthers) {
+  ProductionOptions o = options();
+  o.writer_threads = 1;
+  o.redis_command_timeout_ms = 300;
+  o.gate_retries_max = 0;  // a lost answer is Unavailable at once: what this test counts
+  auto e = open_production(o);
+  redis::RedisConn router(redis::RedisUrl::parse(cluster_url()), {});
+  router.ensure_connected();
+  auto master_of = [&](const Campaign& c) {
+    return router.cluster()->master_of(redis::key_slot(redis::CampaignKeys(o.key_prefix, c.id).meta));
+  };
+  Campaign stalled = e->create_campaign(spec(100000));
+  Campaign healthy = e->create_campaign(spec(100000));
+  while (master_of(healthy) == master_of(stalled)) healthy = e->create_campaign(spec(100000));
+  Tally on_stalled, on_healthy;
+  std::atomic<bool> paused{false}, stop{false};
+  std::atomic<int64_t> healthy_during_pause{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 6; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; !stop.load(); ++i) {
+        const bool h = t % 2 == 0;
+        const std::string user = "u" + std::to_string(t) + "-" + std::to_string(i);
+        Tally& tally = h ? on_healthy : on_stalled;
+        try {
+          tally.add(user, e->issue((h ? healthy : stalled).id, req(user)));
+          if (h && paused.load()) healthy_during_pause++;
+        } catch (const Error& err) {
+          tally.error(err);
+        }
+      }
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  plain(master_of(stalled)).command_checked(redis::Args{"CLIENT", "PAUSE", "1500", "ALL"}, "CLIENT PAUSE");
+  paused = true;
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  paused = false;
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  stop = true;
+  for (auto& th : threads) th.join();
+  std::printf("[ stalled master ] healthy campaign: %lld requests, %zu ISSUED (%lld during the pause), %lld unavailable; "
+              "stalled campaign: %lld requests, %zu ISSUED, %lld unavailable\n",
+              static_cast<long long>(on_healthy.requests), on_healthy.issued.size(),
+              static_cast<long long>(healthy_during_pause.load()), static_cast<long long>(on_healthy.unavailable),
+              static_cast<long long>(on_stalled.requests), on_stalled.issued.size(),
+              static_cast<long long>(on_stalled.unavailable));
+  EXPECT_EQ(on_healthy.unavailable + on_healthy.other_errors, 0) << on_healthy.first_error;
+  EXPECT_GT(healthy_during_pause.load(), 0) << "the healthy campaign was answered while the other master stalled";
+  EXPECT_GT(on_stalled.unavailable, 0) << "the stalled master's campaign saw the stall";
+  EXPECT_EQ(on_stalled.other_errors, 0) << on_stalled.first_error;
+  ASSERT_TRUE(e->drain(30));
+  for (const auto& [c, t] : {std::make_pair(&stalled, &on_stalled), std::make_pair(&healthy, &on_healthy)}) {
+    const StoreCount s = count_in_store(o.postgres_url, c->id, *t);
+    EXPECT_EQ(s.rows, s.distinct_seqs);
+    EXPECT_EQ(s.max_seq, s.rows);
+    EXPECT_EQ(s.lost + s.wrong_user, 0);
+    EXPECT_GE(s.rows, static_cast<int64_t>(t->issued.size()));
+    EXPECT_LE(s.rows - static_cast<int64_t>(t->issued.size()), t->unavailable);
+    EXPECT_TRUE(e->reconcile(c->id).consistent) << "campaign " << c->id;
+  }
+}
+
 // ---- bad clusters -------------------------------------------------------------------------------
 
 TEST(RedisClusterBad, NoReachableSeedIsUnavailableAndWritesNothing) {

@@ -150,6 +150,7 @@ uint64_t ClusterRouter::connects() const {
 void ClusterRouter::disconnect() {
   for (auto& [a, c] : nodes_) c->disconnect();
   pending_.clear();
+  dangling_ = false;
   read_done_ = false;
   stale_ = true;
 }
@@ -167,6 +168,7 @@ std::vector<std::string> ClusterRouter::master_addrs() const {
 }
 
 void ClusterRouter::ensure_ready() {
+  drop_dangling();
   if (!loaded_ || stale_) refresh_map();
 }
 
@@ -349,7 +351,13 @@ Reply ClusterRouter::broadcast(const Args& args) {
   return first;
 }
 
+void ClusterRouter::drop_dangling() {
+  if (dangling_) abandon();
+  dangling_ = false;
+}
+
 Reply ClusterRouter::command(const Args& args) {
+  drop_dangling();
   if (!pending_.empty()) CC_BUG("redis: command() with pipelined replies unread");
   if (args.size() >= 1) {
     const std::vector<const char*> argv = args.argv();
@@ -361,6 +369,7 @@ Reply ClusterRouter::command(const Args& args) {
 }
 
 void ClusterRouter::append(Args args) {
+  drop_dangling();
   if (read_done_) CC_BUG("redis: append() while pipelined replies are being handed back");
   Pending p;
   try {
@@ -411,14 +420,18 @@ Reply ClusterRouter::read_reply() {
   pending_.pop_front();
   if (pending_.empty()) read_done_ = false;
   if (p.error) {
-    // Like a single node's lost connection: what was pipelined after it is abandoned.
-    abandon();
+    // The other replies stay readable (they are read already): a caller may go on reading them
+    // (the gate does: one master's failure is not the others'). A caller that stops, as after a
+    // single node's lost connection, has them dropped by its next command or append.
+    if (!pending_.empty()) dangling_ = true;
     std::rethrow_exception(p.error);
   }
+  if (pending_.empty()) dangling_ = false;
   return std::move(p.reply);
 }
 
 void ClusterRouter::abandon() {
+  dangling_ = false;
   pending_.clear();
   read_done_ = false;
   for (auto& [a, c] : nodes_) {

@@ -16,6 +16,9 @@
 //   pipelining    append() buffers on the key's node; the first read_reply() sends every node's
 //                 buffer, then reads every pipelined reply (the nodes work in parallel), retries
 //                 the redirected ones one by one, and hands the replies back in append order.
+//                 A reply lost with its node throws (kUnavailable) at its turn; the replies after
+//                 it can still be read (one master's failure is not the others'), or are
+//                 dropped by the next command / append / ensure_connected.
 //
 // Not thread-safe, like RedisConn.
 #pragma once
@@ -86,6 +89,7 @@ class ClusterRouter {
   Reply broadcast(const Args& args);
   void read_all();
   void abandon();
+  void drop_dangling();
 
   RedisUrl url_;
   RedisConnOptions options_;
@@ -97,6 +101,7 @@ class ClusterRouter {
   bool stale_ = false;
   std::deque<Pending> pending_;
   bool read_done_ = false;  // pending_'s replies are all read
+  bool dangling_ = false;   // a read threw with replies left: dropped unless read next
 };
 
 }  // namespace couponcore::redis
