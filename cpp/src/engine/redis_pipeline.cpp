@@ -39,6 +39,7 @@
 #include "engine/pipeline.hpp"
 #include "gate/mirror.hpp"
 #include "gate/redis_gate.hpp"
+#include "gate/shards.hpp"
 #include "log/grant_log.hpp"
 #include "redis/auth_cache.hpp"
 #include "redis/keys.hpp"
@@ -197,6 +198,10 @@ class RedisPipeline final : public detail::Pipeline {
     PgCouponStore::CampaignRules next = *current;
     if (change.state) next.state = *change.state;
     if (change.quantity) next.quantity = *change.quantity;
+    if (entry->sharded() && next.quantity != current->quantity) {
+      throw_invalid("campaign " + std::to_string(campaign_id) + " is sharded (" +
+                    std::to_string(entry->shard_keys.size()) + " shards): its quantity cannot change");
+    }
     const bool same = next.state == current->state && next.quantity == current->quantity;
     if (current->state == CampaignState::kClosed && !same) {
       throw_conflict("campaign " + std::to_string(campaign_id) + " is closed; closing is final");
@@ -240,42 +245,47 @@ class RedisPipeline final : public detail::Pipeline {
     redis::RedisConn rconn(redis_url_, redis_options(options_, "-reconcile"));
     pg::Conn pconn(options_.postgres_url, control_conn_options());
     grantlog::GrantLog glog(rconn);
+    gate::MirrorScripts scripts;
     grantlog::CommitPolicy policy;
     policy.remove_acked = true;  // entries a writer never saw leave the log here
-    std::string from = "-";
-    for (std::size_t seen = 0; seen < kReconcileLogEntriesMax;) {
-      std::vector<grantlog::LogEntry> page = glog.range(k, from, kXrangePage);
-      if (page.empty()) break;
-      from = "(" + page.back().id;
-      seen += page.size();
-      const bool last_page = page.size() < kXrangePage;
-      std::vector<grantlog::StreamBatch> batch{{k, std::move(page), {}, {}}};
-      glog.prepare(batch, /*dead_letter_malformed=*/false);  // malformed entries stay for the writers
-      if (batch.empty()) {
-        if (last_page) break;
-        continue;
-      }
-      // Chunks of whole entries of about read_count_max grants each.
-      grantlog::StreamBatch& all = batch.front();
-      std::size_t next = 0;  // the next entry of the page
-      std::size_t gi = 0;    // its first grant
-      while (next < all.entries.size()) {
-        grantlog::StreamBatch chunk{k, {}, {}, {}};
-        for (; next < all.entries.size() && (chunk.entries.empty() || chunk.grants.size() < options_.writer.read_count_max);
-             ++next) {
-          chunk.entries.push_back(std::move(all.entries[next]));
-          for (; gi < all.grants.size() && all.grant_entry[gi] == next; ++gi) {
-            chunk.grants.push_back(std::move(all.grants[gi]));
-            chunk.grant_entry.push_back(chunk.entries.size() - 1);
-          }
+    if (entry->sharded()) gate::settle_moves(rconn, scripts, *entry);  // moves cut half-way
+    for (const redis::CampaignKeys& sk : entry->shard_keys) {  // every shard's stream
+      std::string from = "-";
+      for (std::size_t seen = 0; seen < kReconcileLogEntriesMax;) {
+        std::vector<grantlog::LogEntry> page = glog.range(sk, from, kXrangePage);
+        if (page.empty()) break;
+        from = "(" + page.back().id;
+        seen += page.size();
+        const bool last_page = page.size() < kXrangePage;
+        std::vector<grantlog::StreamBatch> batch{{sk, std::move(page), {}, {}}};
+        glog.prepare(batch, /*dead_letter_malformed=*/false);  // malformed entries stay for the writers
+        if (batch.empty()) {
+          if (last_page) break;
+          continue;
         }
-        std::vector<grantlog::StreamBatch> one{std::move(chunk)};
-        grantlog::CommitOutcome w = read_once_more([&] { return grantlog::commit_entries(pconn, glog, one, policy); });
-        rep.redriven += w.inserted;
-        rep.log_pending += w.inserted + w.refused;  // not in the store before
+        // Chunks of whole entries of about read_count_max grants each.
+        grantlog::StreamBatch& all = batch.front();
+        std::size_t next = 0;  // the next entry of the page
+        std::size_t gi = 0;    // its first grant
+        while (next < all.entries.size()) {
+          grantlog::StreamBatch chunk{sk, {}, {}, {}};
+          for (; next < all.entries.size() && (chunk.entries.empty() || chunk.grants.size() < options_.writer.read_count_max);
+               ++next) {
+            chunk.entries.push_back(std::move(all.entries[next]));
+            for (; gi < all.grants.size() && all.grant_entry[gi] == next; ++gi) {
+              chunk.grants.push_back(std::move(all.grants[gi]));
+              chunk.grant_entry.push_back(chunk.entries.size() - 1);
+            }
+          }
+          std::vector<grantlog::StreamBatch> one{std::move(chunk)};
+          grantlog::CommitOutcome w = read_once_more([&] { return grantlog::commit_entries(pconn, glog, one, policy); });
+          rep.redriven += w.inserted;
+          rep.log_pending += w.inserted + w.refused;  // not in the store before
+        }
+        if (last_page) break;
       }
-      if (last_page) break;
     }
+    if (entry->sharded()) return reconcile_sharded(*entry, rconn, pconn, glog, std::move(rep));
     redis::Reply m = rconn.command_checked(redis::Args{"HGET"}.add(k.meta).add("n"), "HGET");
     long long issued = 0;
     redis::reply_int(m.raw(), &issued);
@@ -340,8 +350,18 @@ class RedisPipeline final : public detail::Pipeline {
   }
 
   // For a coupon without a row: did the gate grant it? (Its grant is then still in the log.)
-  // No mirror (Redis lost it): it cannot be ruled out, so the answer is "retry".
+  // No mirror (Redis lost it): it cannot be ruled out, so the answer is "retry". Sharded: the
+  // seq is in no shard's free seqs and in no move in flight.
   bool gate_granted(int64_t campaign_id, uint32_t seq) {
+    std::shared_ptr<GateCampaign> entry = entry_for(campaign_id);
+    if (entry->sharded()) {
+      int64_t issued = 0;
+      std::lock_guard lock(ctl_redis_mu_);
+      for (const auto& [lo, hi] : gate::unissued(ctl_redis_, *entry, &issued)) {
+        if (seq >= lo && seq <= hi) return false;
+      }
+      return true;
+    }
     redis::CampaignKeys k(options_.key_prefix, campaign_id);
     std::lock_guard lock(ctl_redis_mu_);
     redis::Reply r = ctl_redis_.command_checked(redis::Args{"HGET"}.add(k.meta).add("n"), "HGET");
@@ -353,6 +373,53 @@ class RedisPipeline final : public detail::Pipeline {
   const redis::RedisUrl& redis_url() const { return redis_url_; }
 
  private:
+  // reconcile() of a sharded campaign after the re-drive: the gate's view is every shard's.
+  // Issued seqs are those in no shard's free seqs and no move in flight; a row outside them is
+  // unexpected. Stock a lost shard took with it (quantity - issued - free) is logged.
+  ReconcileReport reconcile_sharded(GateCampaign& e, redis::RedisConn& rconn, pg::Conn& pconn, grantlog::GrantLog& glog,
+                                    ReconcileReport rep) {
+    int64_t issued = 0;
+    const gate::SeqRanges free = gate::unissued(rconn, e, &issued);
+    rep.gate_issued = issued;
+    StringMap<int64_t> gate_holders;
+    for (const redis::CampaignKeys& sk : e.shard_keys) {
+      for (auto& [user, held] : gate::scan_holders(rconn, sk)) gate_holders[user] += held;
+      rep.dead_lettered += glog.dead_letter_count(sk);
+    }
+    rep.gate_holders = static_cast<int64_t>(gate_holders.size());
+    CampaignStats st = pgstore::stats(pconn, e.campaign.id);
+    rep.store_rows = st.rows;
+    rep.store_distinct_users = st.distinct_users;
+    rep.store_max_seq = st.max_seq;
+    std::string los = "{", his = "{";
+    for (const auto& [lo, hi] : free) {
+      los += (los.size() > 1 ? "," : "") + std::to_string(lo);
+      his += (his.size() > 1 ? "," : "") + std::to_string(hi);
+    }
+    los += "}";
+    his += "}";
+    pg::Result extra = pconn.exec(
+        "SELECT count(*) FROM coupons c, unnest($2::bigint[], $3::bigint[]) AS r(lo, hi)"
+        " WHERE c.campaign_id = $1 AND c.seq BETWEEN r.lo AND r.hi",
+        pg::Params().add(e.campaign.id).add(los).add(his));
+    rep.unexpected_in_store = extra.i64(0, 0);
+    rep.missing_in_store = std::max<int64_t>(0, issued - (rep.store_rows - rep.unexpected_in_store));
+    const int64_t unaccounted = e.campaign.spec.quantity - issued - gate::count_ranges(free);
+    if (unaccounted != 0) {
+      log(LogLevel::kWarning, "reconcile", "campaign " + std::to_string(e.campaign.id) + ": " + std::to_string(unaccounted) +
+                                               " seqs are in no shard (a shard was rebuilt without its free seqs)");
+    }
+    pgstore::Holdings h = pgstore::holdings(pconn, e.campaign.id);
+    for (const auto& [user, rows] : h.holders) {
+      auto it = gate_holders.find(user);
+      if (it == gate_holders.end() || it->second != rows) rep.holder_mismatches++;
+      if (it != gate_holders.end()) gate_holders.erase(it);
+    }
+    rep.holder_mismatches += static_cast<int64_t>(gate_holders.size());
+    rep.consistent = rep.missing_in_store == 0 && rep.unexpected_in_store == 0 && rep.holder_mismatches == 0;
+    return rep;
+  }
+
   // A read on a control connection, repeated once on a fresh connection if it had died idle.
   template <typename Fn>
   auto ctl_read(Fn&& fn) -> decltype(fn(std::declval<pg::Conn&>())) {
@@ -386,7 +453,8 @@ class RedisPipeline final : public detail::Pipeline {
         grantlog::GrantLog glog(ctl_redis_);
         if (!listed) {
           for (int64_t id : glog.campaigns(options_.key_prefix)) {
-            redis::CampaignKeys k(options_.key_prefix, id);
+            redis::CampaignKeys k;
+            redis::CampaignKeys::from_stream_id(options_.key_prefix, id, &k);
             redis::StreamId last;
             if (glog.last_id(k, &last)) targets.emplace_back(std::move(k), last);
           }
