@@ -63,7 +63,9 @@ def bench_shards(
                     issued = [0]
                     lock = threading.Lock()
 
-                    def sell(i: int, s: Any = s, users: list[str] = users) -> None:
+                    def sell(
+                        i: int, s: Any = s, users: list[str] = users, issued: list[int] = issued, lock: Any = lock
+                    ) -> None:
                         part = users[i::batch_threads]
                         n = 0
                         for j in range(0, len(part), 2000):

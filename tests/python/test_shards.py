@@ -191,4 +191,3 @@ def test_stock_moves_cut_half_way_are_settled_once() -> None:
                     assert where == [shard_of(f"m{i}", 3)]
         finally:
             rc.close()
-
