@@ -191,3 +191,37 @@ def test_stock_moves_cut_half_way_are_settled_once() -> None:
                     assert where == [shard_of(f"m{i}", 3)]
         finally:
             rc.close()
+
+
+@needs_cluster
+def test_a_lost_shard_is_rebuilt_without_its_free_seqs_and_nothing_is_issued_twice() -> None:
+    import redis
+
+    kw = cluster_kwargs()
+    prefix = kw["key_prefix"]
+    with couponcore.open(**kw) as e:
+        c = e.campaigns.create("lost", quantity=300, shards=3)
+        first = e.issue_many(c.id, [f"l{i}" for i in range(90)])
+        assert all(r.issued for r in first)
+        assert e.drain(60.0)
+        tag = shard_tag(c.id, 1, 3)
+        rc = redis.RedisCluster.from_url("redis://" + CLUSTER.split("//", 1)[1].split(",")[0])
+        try:
+            left_in_lost = int(rc.hget(f"{prefix}{{{tag}}}:m", "r") or 0)
+            assert left_in_lost > 0
+            rc.delete(f"{prefix}{{{tag}}}:m", f"{prefix}{{{tag}}}:h")  # shard 1's master lost its data
+        finally:
+            rc.close()
+        # The first users again (their holdings are rebuilt from the store: ALREADY_ISSUED), then
+        # new users until the stock the surviving shards hold is gone.
+        again = e.issue_many(c.id, [f"l{i}" for i in range(90)])
+        assert all(r.status == "ALREADY_ISSUED" for r in again)
+        more = e.issue_many(c.id, [f"n{i}" for i in range(400)])
+        seqs = [r.seq for r in first + more if r.issued]
+        assert len(seqs) == len(set(seqs))  # nothing issued twice
+        assert len(seqs) == 300 - left_in_lost  # the lost shard's unsold stock is not sold
+        assert more[-1].status == "SOLD_OUT"
+        st = stats(e, c.id)
+        assert st.rows == len(seqs)
+        rep = e.reconcile(c.id)
+        assert rep["consistent"] and rep["gate_issued"] == len(seqs)

@@ -353,8 +353,13 @@ class RedisPipeline final : public detail::Pipeline {
   // No mirror (Redis lost it): it cannot be ruled out, so the answer is "retry". Sharded: the
   // seq is in no shard's free seqs and in no move in flight.
   bool gate_granted(int64_t campaign_id, uint32_t seq) {
-    std::shared_ptr<GateCampaign> entry = entry_for(campaign_id);
-    if (entry->sharded()) {
+    std::shared_ptr<GateCampaign> entry;
+    try {
+      entry = entry_for(campaign_id);
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::kNotFound) throw;
+    }
+    if (entry && entry->sharded()) {
       int64_t issued = 0;
       std::lock_guard lock(ctl_redis_mu_);
       for (const auto& [lo, hi] : gate::unissued(ctl_redis_, *entry, &issued)) {
