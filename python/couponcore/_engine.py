@@ -579,7 +579,8 @@ def open(  # noqa: A001
       ``lifecycle_conns_max``, ...) are passed on as keyword arguments; see docs/production.md.
       A misspelt option is ``InvalidArgument``, not ignored. On Redis Cluster, give its seeds:
       ``redis="redis+cluster://host:7000,host:7001"`` (docs/production.md, "Running on Redis
-      Cluster").
+      Cluster"); one hot campaign spreads over several masters with
+      ``campaigns.create(..., shards=K)`` (docs/production.md, "Sharded campaigns").
 
     Both: the point wallets' engine takes ``wallet_batch_ops_max`` (operations per
     transaction, default 1,024), ``wallet_queue_ops_max`` (queued operations before callers
