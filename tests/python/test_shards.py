@@ -225,3 +225,40 @@ def test_a_lost_shard_is_rebuilt_without_its_free_seqs_and_nothing_is_issued_twi
         assert st.rows == len(seqs)
         rep = e.reconcile(c.id)
         assert rep["consistent"] and rep["gate_issued"] == len(seqs)
+
+
+@needs_cluster
+def test_two_gates_moving_stock_of_one_campaign_issue_every_coupon_once() -> None:
+    k, quantity = 4, 2000
+    kw = cluster_kwargs()
+    with couponcore.open(**kw) as a, couponcore.open(**kw) as b:
+        c = a.campaigns.create("two gates", quantity=quantity, per_user_limit=3, shards=k)
+        users = [f"g{i}" for i in range(1500)]
+        issued: list[tuple[str, int]] = []
+        lock = threading.Lock()
+
+        def worker(t: int) -> None:
+            e = a if t % 2 else b
+            rnd = random.Random(t)
+            # Each gate favours other shards, so both keep moving stock in opposite directions.
+            favoured = [u for u in users if shard_of(u, k) in ((0, 1) if t % 2 else (2, 3))]
+            for _ in range(60):
+                batch = [rnd.choice(favoured if rnd.random() < 0.8 else users) for _ in range(20)]
+                results = e.issue_many(c.id, batch)
+                with lock:
+                    issued.extend((u, r.seq) for u, r in zip(batch, results) if r.issued)
+
+        threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(120)
+        assert sorted(s for _, s in issued) == list(range(1, quantity + 1))
+        per_user: dict[str, int] = {}
+        for u, _ in issued:
+            per_user[u] = per_user.get(u, 0) + 1
+        assert max(per_user.values()) <= 3
+        st = stats(a, c.id)
+        assert (st.rows, st.max_seq) == (quantity, quantity)
+        rep = b.reconcile(c.id)
+        assert rep["consistent"] and rep["gate_issued"] == quantity
