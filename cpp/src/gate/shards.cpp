@@ -38,10 +38,12 @@ SeqRanges merged(SeqRanges r) {
 
 SeqRanges parse_ranges(std::string_view s) {
   SeqRanges out;
-  while (!s.empty()) {
+  bool more = !s.empty();
+  while (more) {
     const std::size_t comma = s.find(',');
     std::string_view part = s.substr(0, comma);
-    s = comma == std::string_view::npos ? std::string_view() : s.substr(comma + 1);
+    more = comma != std::string_view::npos;
+    s = more ? s.substr(comma + 1) : std::string_view();
     const std::size_t dash = part.find('-');
     int64_t lo = 0, hi = 0;
     if (dash == std::string_view::npos || !parse_i64(part.substr(0, dash), &lo) || !parse_i64(part.substr(dash + 1), &hi) ||
