@@ -38,7 +38,8 @@ class MetricsServer:
     def __init__(self, httpd: ThreadingHTTPServer, thread: threading.Thread) -> None:
         self._httpd = httpd
         self._thread = thread
-        self.host, self.port = httpd.server_address[:2]
+        self.host = str(httpd.server_address[0])
+        self.port = int(httpd.server_address[1])
 
     @property
     def url(self) -> str:

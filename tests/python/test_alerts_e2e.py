@@ -66,7 +66,7 @@ def _wait_for(what: str, check: Callable[[], Any], timeout_s: float, proc: list[
     while time.monotonic() < deadline:
         for p in proc:
             if p.poll() is not None:
-                pytest.fail(f"waiting for {what}: {p.args[0]} exited with {p.returncode}")
+                pytest.fail(f"waiting for {what}: {p.args!r} exited with {p.returncode}")
         try:
             last = check()
             if last:

@@ -185,7 +185,7 @@ def test_deploy_rules_and_dashboard_use_metrics_that_exist(engine: couponcore.En
         exported = set(re.findall(r"^(couponcore_[a-z_]+)", engine.metrics_text(), re.M))
         assert PRODUCTION_ONLY_SERIES <= exported
         kw = production_kwargs()  # the standalone writer's endpoint (couponcore worker --metrics-port)
-        with couponcore.open(**kw) as other:
+        with couponcore.open(redis=kw["redis"], postgres=kw["postgres"], key_prefix=kw["key_prefix"]) as other:
             other.campaigns.create("exported", quantity=1)
         worker = couponcore._core.Worker(
             {"redis_url": kw["redis"], "postgres_url": kw["postgres"], "key_prefix": kw["key_prefix"]}

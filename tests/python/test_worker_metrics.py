@@ -129,7 +129,9 @@ def test_worker_exports_its_writer_counters_and_the_backlog_an_engine_exports() 
     kw = production_kwargs()
     port = _free_port()
     url = f"http://127.0.0.1:{port}/metrics"
-    with couponcore.open(**kw, writer_threads=0) as engine:
+    with couponcore.open(
+        redis=kw["redis"], postgres=kw["postgres"], key_prefix=kw["key_prefix"], writer_threads=0
+    ) as engine:
         c = engine.campaigns.create("worker-metrics", quantity=100)
         for i in range(25):
             assert engine.issue(c.id, f"u{i}").status == "ISSUED"
@@ -186,15 +188,15 @@ def test_coupon_use_counters(engine: couponcore.Engine) -> None:
     before = uses()
     c = engine.campaigns.create("uses", 10, discount_kind="fixed", discount_value=100, min_order_amount=500)
     user = f"u-{uuid.uuid4().hex[:12]}"
-    r = engine.issue(c.id, user)
-    assert engine.drain(30)
-    engine.coupons.use(r.coupon_id, user, "o-1", 1000)
-    engine.coupons.use(r.coupon_id, user, "o-1", 1000)  # a replay: answered, counted as a use
+    coupon_id = engine.issue(c.id, user).coupon_id
+    assert coupon_id is not None and engine.drain(30)
+    engine.coupons.use(coupon_id, user, "o-1", 1000)
+    engine.coupons.use(coupon_id, user, "o-1", 1000)  # a replay: answered, counted as a use
     with pytest.raises(couponcore.Conflict):
-        engine.coupons.use(r.coupon_id, user, "o-2", 1000)  # used already: refused
+        engine.coupons.use(coupon_id, user, "o-2", 1000)  # used already: refused
     with pytest.raises(couponcore.NotFound):
-        engine.coupons.use(r.coupon_id + 1, user, "o-3", 1000)  # no such coupon: refused
-    engine.coupons.cancel_use(r.coupon_id, "o-1")
+        engine.coupons.use(coupon_id + 1, user, "o-3", 1000)  # no such coupon: refused
+    engine.coupons.cancel_use(coupon_id, "o-1")
     after = uses()
     assert {o: after[o] - before[o] for o in after} == {"used": 2, "cancelled": 1, "refused": 2}
     k = engine.counters()
