@@ -128,7 +128,9 @@ class PyWorker {
     {
       py::gil_scoped_release nogil;
       std::lock_guard lock(backlog_mu_);
-      if (!backlog_) backlog_ = std::make_unique<LogBacklogReader>(options_.redis_url, options_.key_prefix);
+      if (!backlog_) {
+        backlog_ = std::make_unique<LogBacklogReader>(options_.redis_url, options_.key_prefix);
+      }
       b = backlog_->read();
     }
     return to_records(b);
