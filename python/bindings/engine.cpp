@@ -252,6 +252,9 @@ void register_engine(py::module_& m) {
         d["writer_failures"] = k.writer_failures;
         d["queued_requests"] = k.queued_requests;
         d["queue_refused"] = k.queue_refused;
+        d["coupon_uses"] = k.coupon_uses;
+        d["coupon_cancels"] = k.coupon_cancels;
+        d["coupon_uses_refused"] = k.coupon_uses_refused;
         py::dict by;
         for (int i = 0; i < 5; ++i) by[issue_status_name(static_cast<IssueStatus>(i))] = k.by_status[i];
         d["by_status"] = by;

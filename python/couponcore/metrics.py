@@ -13,6 +13,9 @@ Names follow Prometheus conventions, all with the prefix ``couponcore_``:
 - ``couponcore_issue_latency_seconds``           histogram, submit to answer, per request
 - ``couponcore_batch_requests``                  histogram, requests per decision batch
 - ``couponcore_commit_grants``                   histogram, grants per durable write
+- ``couponcore_coupon_uses_total{outcome}``      coupon use calls: used (a replay by order id
+                                                 included), cancelled, refused (answered with an
+                                                 error: unknown, used, expired, below minimum...)
 - ``couponcore_auth_*_total``                    API-key authentications, failures, cache hits
                                                  (in-process, shared) and database lookups
 - ``couponcore_wallet_*_total``                  wallet operations, errors, replays, batches,
@@ -30,6 +33,12 @@ deployment, at most 10,000: the newest ids), and the values are the deployment's
 on it exports the same ones (aggregate with ``max by (campaign)``). A scrape reads them from Redis
 (pipelined, a few commands per campaign); if Redis does not answer, the backlog gauges are left
 out of that scrape and the rest is exported.
+
+The standalone writer (``couponcore worker --metrics-port``) exports :func:`render_worker`: its
+writer counters under the names the engine's in-process writers use (``grants_written``,
+``dead_lettered``, ``writer_failures``), ``couponcore_writer_batches_total``,
+``couponcore_writer_claimed_total``, ``couponcore_writer_breaker_open``,
+``couponcore_writer_threads``, ``couponcore_worker_up`` and the same backlog gauges.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from . import _core
 from ._core import Unavailable
 
 if TYPE_CHECKING:
@@ -70,6 +80,19 @@ _AUTH_COUNTERS = [
     ("auth_cache_hits", "cache_hits", "Authentications answered by the in-process key cache."),
     ("auth_shared_cache_hits", "l2_hits", "Authentications answered by the shared cache in Redis."),
     ("auth_db_queries", "db_queries", "Key lookups that reached the database."),
+]
+# Coupon lifecycle calls: (outcome label, counters() key).
+_COUPON_USE_HELP = "Coupon use calls by outcome (used, cancelled, refused: a use answered with an error)."
+_COUPON_USES = [("used", "coupon_uses"), ("cancelled", "coupon_cancels"), ("refused", "coupon_uses_refused")]
+# The standalone worker's counters (Worker.stats()): (name without _total, stats key, help). The
+# first three are the series the engine's in-process writers export.
+_HELP = {name: help_ for name, _, help_ in _COUNTERS}
+_WORKER_COUNTERS = [
+    ("grants_written", "grants_written", _HELP["grants_written"]),
+    ("dead_lettered", "dead_lettered", _HELP["dead_lettered"]),
+    ("writer_failures", "failures", _HELP["writer_failures"]),
+    ("writer_batches", "batches", "Grant batches the standalone writer committed to PostgreSQL."),
+    ("writer_claimed", "claimed", "Grant-log entries the writer took over from dead consumers."),
 ]
 # The grant log's backlog: (name, LogBacklog field, scale, help); production only, by campaign.
 _LOG_GAUGES = [
@@ -122,9 +145,8 @@ def _log_backlog(engine: Engine) -> list[LogBacklog]:
         return []
 
 
-def _log_gauges(snap: dict[str, Any]) -> Iterator[tuple[str, str, list[tuple[str, float]]]]:
+def _log_gauges(backlog: list[Any]) -> Iterator[tuple[str, str, list[tuple[str, float]]]]:
     """(name, help, [(campaign, value)]) of every backlog gauge; nothing without a grant log."""
-    backlog = snap["log_backlog"]
     if not backlog:
         return
     for name, key, scale, help_ in _LOG_GAUGES:
@@ -169,10 +191,10 @@ def render(engine: Engine) -> str:
     out.append(f"# HELP couponcore_queue_refused_total {_QUEUE_REFUSED_HELP}")
     out.append("# TYPE couponcore_queue_refused_total counter")
     out.extend(f'couponcore_queue_refused_total{{queue="{q}"}} {refused}' for q, _, refused in queues)
-    for name, help_, samples in _log_gauges(snap):
-        out.append(f"# HELP couponcore_{name} {help_}")
-        out.append(f"# TYPE couponcore_{name} gauge")
-        out.extend(f'couponcore_{name}{{campaign="{cid}"}} {_fmt(v)}' for cid, v in samples)
+    out.append(f"# HELP couponcore_coupon_uses_total {_COUPON_USE_HELP}")
+    out.append("# TYPE couponcore_coupon_uses_total counter")
+    out.extend(f'couponcore_coupon_uses_total{{outcome="{o}"}} {c[key]}' for o, key in _COUPON_USES)
+    out.extend(_render_log_gauges(snap["log_backlog"]))
     for name, help_ in _HISTOGRAMS:
         hist = h[name]
         out.append(f"# HELP couponcore_{name} {help_}")
@@ -182,6 +204,46 @@ def render(engine: Engine) -> str:
             out.append(f'couponcore_{name}_bucket{{le="{_fmt(bound)}"}} {count}')
         out.append(f"couponcore_{name}_sum {_fmt(hist['sum'])}")
         out.append(f"couponcore_{name}_count {hist['count']}")
+    return "\n".join(out) + "\n"
+
+
+def _render_log_gauges(backlog: list[Any]) -> Iterator[str]:
+    for name, help_, samples in _log_gauges(backlog):
+        yield f"# HELP couponcore_{name} {help_}"
+        yield f"# TYPE couponcore_{name} gauge"
+        yield from (f'couponcore_{name}{{campaign="{cid}"}} {_fmt(v)}' for cid, v in samples)
+
+
+def worker_log_backlog(worker: _core.Worker) -> list[LogBacklog]:
+    """The grant log's backlog read by a standalone worker (``_core.Worker``); [] when Redis does
+    not answer, as for an engine."""
+    from ._types import LogBacklog, from_core
+
+    try:
+        return [from_core(LogBacklog, t) for t in worker.log_backlog()]
+    except Unavailable:
+        return []
+
+
+def render_worker(worker: _core.Worker, *, threads: int) -> str:
+    """The standalone writer's metrics (``couponcore worker --metrics-port``) in the Prometheus
+    text format: its counters (``worker.stats()``), the breaker, and the grant log's backlog."""
+    stats = worker.stats()
+    out: list[str] = []
+    for name, key, help_ in _WORKER_COUNTERS:
+        out.append(f"# HELP couponcore_{name}_total {help_}")
+        out.append(f"# TYPE couponcore_{name}_total counter")
+        out.append(f"couponcore_{name}_total {stats[key]}")
+    for name, help_, value in (
+        ("worker_up", "1 while the standalone writer process runs.", 1),
+        ("writer_threads", "Writer threads of the standalone writer.", threads),
+        ("writer_breaker_open", "1 while the writer's circuit breaker is open (PostgreSQL failing).",
+         int(stats["breaker_open"])),
+    ):
+        out.append(f"# HELP couponcore_{name} {help_}")
+        out.append(f"# TYPE couponcore_{name} gauge")
+        out.append(f"couponcore_{name} {value}")
+    out.extend(_render_log_gauges(worker_log_backlog(worker)))
     return "\n".join(out) + "\n"
 
 
@@ -214,7 +276,11 @@ class CouponcoreCollector:
             refused.add_metric([q], n_refused)
         yield depth
         yield refused
-        for name, help_, samples in _log_gauges(snap):
+        uses = CounterMetricFamily("couponcore_coupon_uses", _COUPON_USE_HELP, labels=["outcome"])
+        for o, key in _COUPON_USES:
+            uses.add_metric([o], c[key])
+        yield uses
+        for name, help_, samples in _log_gauges(snap["log_backlog"]):
             gauge = GaugeMetricFamily(f"couponcore_{name}", help_, labels=["campaign"])
             for cid, v in samples:
                 gauge.add_metric([cid], v)

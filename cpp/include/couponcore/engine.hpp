@@ -55,6 +55,10 @@ struct EngineCounters {
   uint64_t grants_written = 0;     // grants the in-process writers put into PostgreSQL
   uint64_t dead_lettered = 0;      // grant-log entries the in-process writers moved to dead letters
   uint64_t writer_failures = 0;    // writer attempts that failed (database down, ...)
+  // Coupon lifecycle calls (use_coupon / cancel_coupon_use), both deployments:
+  uint64_t coupon_uses = 0;          // uses answered with a result (a replay by order_id included)
+  uint64_t coupon_cancels = 0;       // cancels answered with the coupon (a replay included)
+  uint64_t coupon_uses_refused = 0;  // uses answered with an error (not found, used, expired, ...)
 };
 
 // What reconcile() found for one campaign: the gate's view against the store's rows.
@@ -185,6 +189,7 @@ class Engine {
 
   std::unique_ptr<detail::Deployment> deployment_;
   std::atomic<bool> closed_{false};
+  std::atomic<uint64_t> coupon_uses_{0}, coupon_cancels_{0}, coupon_uses_refused_{0};
 };
 
 struct EmbeddedOptions {

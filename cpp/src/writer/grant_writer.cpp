@@ -377,4 +377,30 @@ int run_worker(const WorkerOptions& options, std::atomic<bool>& stop) {
   return 0;
 }
 
+// ---- LogBacklogReader --------------------------------------------------------------------------
+
+struct LogBacklogReader::Impl {
+  Impl(redis::RedisUrl url, redis::RedisConnOptions ro, std::string prefix)
+      : conn(std::move(url), std::move(ro)), key_prefix(std::move(prefix)) {}
+  redis::RedisConn conn;
+  std::string key_prefix;
+};
+
+LogBacklogReader::LogBacklogReader(const std::string& redis_url, const std::string& key_prefix) {
+  redis::check_key_prefix(key_prefix);
+  redis::RedisConnOptions ro;
+  ro.client_name = "couponcore-worker-metrics";
+  ro.connect_timeout_ms = 1'000;  // a scrape waits at most this long for a Redis that is down
+  ro.command_timeout_ms = 2'000;
+  impl_ = std::make_unique<Impl>(redis::RedisUrl::parse(redis_url), ro, key_prefix);
+}
+
+LogBacklogReader::~LogBacklogReader() = default;
+
+std::vector<LogBacklog> LogBacklogReader::read() {
+  impl_->conn.ensure_connected();
+  grantlog::GrantLog glog(impl_->conn);
+  return glog.backlog(impl_->key_prefix, kLogBacklogCampaignsMax);
+}
+
 }  // namespace couponcore
