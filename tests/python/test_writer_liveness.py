@@ -76,7 +76,17 @@ def _start_victim(kind: str, kw: dict[str, str]) -> subprocess.Popen[str]:
     else:
         args = [sys.executable, "-m", "couponcore", "worker", "--redis", kw["redis"], "--postgres", kw["postgres"]]
         args += ["--key-prefix", kw["key_prefix"], "--threads", "1", "--report-s", "0", "--no-migrate"]
-    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _reap(proc: subprocess.Popen[str] | None) -> None:
+    if proc is None:
+        return
+    if proc.poll() is None:
+        proc.kill()
+    if proc.stderr is not None and not proc.stderr.closed:
+        proc.communicate()  # reads and closes the pipe
+    proc.wait()
 
 
 def _wait_until(what: str, cond: Any, timeout_s: float) -> float:
@@ -103,45 +113,50 @@ def _victim_holds_everything(e: couponcore.Engine, campaign_id: int) -> list[cou
 
 @pytest.mark.parametrize("victim", ["engine", "worker"])
 def test_sigkilled_writer_is_taken_over_by_heartbeat(victim: str) -> None:
+    """Two survivor engines (two writer threads each) race for the dead consumer's entries: each
+    entry is taken over once, and every grant told ISSUED is in PostgreSQL once."""
     kw = production_kwargs()
     with couponcore.open(**kw, writer_threads=0) as web:  # issues; writes nothing
         c = web.campaigns.create(f"liveness-{victim}", quantity=ENTRIES * USERS_PER_ENTRY)
         told = _issue(web, c.id, victim)
         proc = None
-        survivor = None
+        survivors: list[couponcore.Engine] = []
         try:
             with _coupons_locked():
                 proc = _start_victim(victim, kw)
                 [held] = _victim_holds_everything(web, c.id)
-                # The survivor starts once the victim holds everything: nothing is left to read.
-                survivor = couponcore.open(**kw, writer_threads=1, writer_claim_idle_ms=FALLBACK_IDLE_MS)
+                # The survivors start once the victim holds everything: nothing is left to read.
+                for _ in range(2):
+                    survivors.append(couponcore.open(**kw, writer_threads=2, writer_claim_idle_ms=FALLBACK_IDLE_MS))
                 assert _rows(c.id) == (0, 0)
                 proc.send_signal(signal.SIGKILL)
                 killed = time.monotonic()
-                proc.wait(10)
+                _reap(proc)
             # The lock is gone with the victim: its server session, waiting on it, finds its client
             # gone and rolls back. Only a takeover can write the grants now.
-            sv = survivor
-            claim_s = _wait_until("the takeover", lambda: sv.counters()["writer_claimed"] >= ENTRIES, 60)
+
+            def claimed() -> int:
+                return sum(int(s.counters()["writer_claimed"]) for s in survivors)
+
+            claim_s = _wait_until("the takeover", lambda: claimed() >= ENTRIES, 60)
             rows_s = _wait_until("the rows", lambda: _rows(c.id)[0] >= len(told), 60)
-            print(f"\n{victim} victim SIGKILLed: claimed after {claim_s:.2f} s, in PostgreSQL after {rows_s:.2f} s")
+            print(f"\n{victim} victim SIGKILLed: claimed after {claim_s:.2f} s, in PostgreSQL {rows_s:.2f} s later")
             assert time.monotonic() - killed < FALLBACK_IDLE_MS / 1000 / 2  # the heartbeat, not the idle claim
-            assert survivor.counters()["writer_claimed"] == ENTRIES  # each entry taken over once
+            assert claimed() == ENTRIES  # each entry taken over once, whoever won the race
             assert _rows(c.id) == (len(told), len(told))
-            assert {r for r in _users(c.id)} == set(told)  # every acknowledged grant, once
+            assert set(_users(c.id)) == set(told)  # every acknowledged grant, once
             # The dead consumer leaves the group and the registry once it holds nothing.
             _wait_until(
                 "the dead consumer to be reaped",
-                lambda: held.consumer not in {w.consumer for w in sv.writers()},
+                lambda: held.consumer not in {w.consumer for w in web.writers()},
                 15,
             )
+            assert all(w.alive for w in web.writers())
             assert web.reconcile(c.id)["consistent"]
         finally:
-            if proc is not None and proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            if survivor is not None:
-                survivor.close()
+            _reap(proc)
+            for s in survivors:
+                s.close()
 
 
 def _users(campaign_id: int) -> list[str]:
@@ -174,33 +189,40 @@ def test_slow_but_alive_writer_is_not_claimed_from() -> None:
             assert other.counters()["writer_claimed"] == 0
             assert _rows(c.id) == (len(told), len(told))
         finally:
-            if proc is not None:
-                proc.kill()
-                proc.wait()
+            _reap(proc)
             if other is not None:
                 other.close()
 
 
 def test_healthz_is_degraded_without_a_live_writer() -> None:
+    import asyncio
+
+    import httpx
     from couponcore.fastapi import create_app
-    from fastapi.testclient import TestClient
+
+    def healthz(e: couponcore.Engine) -> tuple[int, dict[str, Any]]:
+        async def get() -> httpx.Response:
+            transport = httpx.ASGITransport(app=create_app(e))
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+                return await c.get("/healthz")
+
+        r = asyncio.run(get())
+        return r.status_code, r.json()
 
     kw = production_kwargs()
     with couponcore.open(**kw, writer_threads=0) as web:
-        c = TestClient(create_app(web))
-        r = c.get("/healthz")
-        assert r.status_code == 200
-        body = r.json()
+        status, body = healthz(web)
+        assert status == 200  # degraded, not failing: this process still answers issues
         assert body["status"] == "degraded" and body["reasons"][0].startswith("no live grant writer"), body
         assert "couponcore_writers_alive 0" in web.metrics_text()
-        with couponcore.open(**kw, writer_threads=2) as writer:
-            assert c.get("/healthz").json() == {"status": "ok", "engine": "production"}
+        with couponcore.open(**kw, writer_threads=2):
+            assert healthz(web) == (200, {"status": "ok", "engine": "production"})
             alive = [w for w in web.writers() if w.alive]
             assert len(alive) == 2 and all(w.last_beat_age_ms is not None for w in alive)
             assert "couponcore_writers_alive 2" in web.metrics_text()
         # A clean close retires its consumers at once: degraded again, no dead entries left.
         assert web.writers() == []
-        assert c.get("/healthz").json()["status"] == "degraded"
+        assert healthz(web)[1]["status"] == "degraded"
 
 
 def test_liveness_options_are_checked(db_path: str) -> None:
