@@ -34,11 +34,11 @@ from ._types import (
     CouponState,
     ExpireReport,
     LogBacklog,
-    WriterInfo,
     Partner,
     PartnerKey,
     TimeLike,
     UseResult,
+    WriterInfo,
     from_core,
     to_us,
 )

@@ -254,4 +254,3 @@ def test_oldest_unread_age_counts_entries_no_writer_read() -> None:
             assert writer.drain(30)
         [b] = [x for x in web.log_backlog() if x.campaign_id == c.id]
         assert b.oldest_unread_age_ms == 0 and b.entries == 0
-
