@@ -202,7 +202,7 @@ class LogBacklog:
     pending: int  # delivered to a writer, not yet acknowledged
     oldest_pending_age_ms: int  # Redis server time minus the oldest pending entry's id time; 0: none
     dead_letters: int  # entries in the campaign's dead-letter stream
-    oldest_unread_age_ms: int  # Redis server time minus the oldest entry no writer has read yet; 0: none
+    oldest_unread_age_ms: int = 0  # Redis server time minus the oldest entry no writer has read yet; 0: none
 
 
 @record("WriterInfo")

@@ -29,6 +29,7 @@ PUBLIC_RECORDS = {
     couponcore.Campaign: "Campaign",
     couponcore.CampaignStats: "CampaignStats",
     couponcore.LogBacklog: "LogBacklog",
+    couponcore.WriterInfo: "WriterInfo",
     couponcore.Coupon: "Coupon",
     couponcore.UseResult: "UseResult",
     couponcore.CouponPage: "CouponPage",
