@@ -254,3 +254,50 @@ def test_oldest_unread_age_counts_entries_no_writer_read() -> None:
             assert writer.drain(30)
         [b] = [x for x in web.log_backlog() if x.campaign_id == c.id]
         assert b.oldest_unread_age_ms == 0 and b.entries == 0
+
+
+def test_racing_survivors_take_each_entry_once_and_never_beaten_consumers_wait_for_the_fallback() -> None:
+    """A consumer dead by heartbeat (a registry beat 60 s old) and one that never beat (an older
+    version) hold entries; three engines start at once and race for them."""
+    import concurrent.futures
+
+    import redis
+
+    kw = production_kwargs()
+    prefix = kw["key_prefix"]
+    r = redis.Redis.from_url(kw["redis"])
+    with couponcore.open(**kw, writer_threads=0) as web:
+        c = web.campaigns.create("race", quantity=ENTRIES * USERS_PER_ENTRY)
+        told = _issue(web, c.id, "race")
+        stream = f"{prefix}{{c{c.id}}}:g"
+        half = ENTRIES // 2
+        r.xreadgroup("writers", "ghost", {stream: ">"}, count=half)
+        r.xreadgroup("writers", "old-version", {stream: ">"}, count=ENTRIES - half)
+        t = r.time()
+        r.hset(f"{prefix}writers", "ghost", str(t[0] * 1000 + t[1] // 1000 - 60_000))
+        time.sleep(1.2)  # idle beyond the takeover's min-idle (dead_after - 2 * interval = 1 s)
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            survivors = list(
+                pool.map(
+                    lambda _: couponcore.open(
+                        **kw, writer_threads=2, writer_claim_idle_ms=FALLBACK_IDLE_MS, close_drain_timeout_ms=0
+                    ),
+                    range(3),
+                )
+            )
+        try:
+            took = _wait_until("the takeover", lambda: _rows(c.id)[0] >= half * USERS_PER_ENTRY, 30)
+            reaped = _wait_until("the ghost's reaping", lambda: "ghost" not in {w.consumer for w in web.writers()}, 15)
+            print(f"\nghost taken over in {took:.2f} s, reaped {reaped:.2f} s later")
+            assert sum(int(s.counters()["writer_claimed"]) for s in survivors) == half  # once each
+            assert _rows(c.id) == (half * USERS_PER_ENTRY,) * 2
+            # The consumer that never beat keeps its entries until writer_claim_idle_ms.
+            [old] = [w for w in web.writers() if w.consumer == "old-version"]
+            assert old.last_beat_age_ms is None and not old.alive and old.pending == ENTRIES - half
+            assert r.hget(f"{prefix}writers", "ghost") is None
+            consumers = {g["name"].decode() for g in r.xinfo_consumers(stream, "writers")}
+            assert "old-version" in consumers and "ghost" not in consumers
+        finally:
+            for s in survivors:
+                s.close()
+        assert len(told) == ENTRIES * USERS_PER_ENTRY
