@@ -3,7 +3,7 @@
 ``{"status": "ok", "engine": kind}``, or ``"closed"`` once the engine is closed. A production
 engine whose deployment has no live grant writer (none beat within ``writer_dead_after_ms``)
 answers ``{"status": "degraded", "reasons": [...]}`` -- still with HTTP 200: this process can
-go on answering issues, whose grants are durable in the grant log and reach PostgreSQL as soon
+go on answering issue requests, whose grants are durable in the grant log and reach PostgreSQL as soon
 as a writer runs again; a failing probe would take the web tier down for a fault it does not
 have. The metric ``couponcore_writers_alive`` and the alert ``CouponcoreNoLiveWriter`` say the
 same to the operator (docs/production.md, "When a writer dies")."""

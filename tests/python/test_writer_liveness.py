@@ -132,7 +132,7 @@ def test_sigkilled_writer_is_taken_over_by_heartbeat(victim: str) -> None:
                 proc.send_signal(signal.SIGKILL)
                 killed = time.monotonic()
                 _reap(proc)
-            # The lock is gone with the victim: its server session, waiting on it, finds its client
+            # The lock is gone with the victim: its server backend, waiting on it, finds its client
             # gone and rolls back. Only a takeover can write the grants now.
 
             def claimed() -> int:
@@ -212,7 +212,7 @@ def test_healthz_is_degraded_without_a_live_writer() -> None:
     kw = production_kwargs()
     with couponcore.open(**kw, writer_threads=0) as web:
         status, body = healthz(web)
-        assert status == 200  # degraded, not failing: this process still answers issues
+        assert status == 200  # degraded, not failing: this process still answers issue requests
         assert body["status"] == "degraded" and body["reasons"][0].startswith("no live grant writer"), body
         assert "couponcore_writers_alive 0" in web.metrics_text()
         with couponcore.open(**kw, writer_threads=2):
