@@ -31,6 +31,8 @@ void read_writer_options(OptionReader& r, WriterOptions& w) {
   r.get("writer_breaker_failures", w.breaker_failures);
   r.get("writer_campaigns_refresh_ms", w.campaigns_refresh_ms);
   r.get("writer_streams_per_read_max", w.streams_per_read_max);
+  r.get("writer_heartbeat_interval_ms", w.heartbeat_interval_ms);
+  r.get("writer_dead_after_ms", w.dead_after_ms);
 }
 
 ProductionOptions production_options(py::dict d) {

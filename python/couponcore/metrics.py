@@ -27,6 +27,21 @@ Production only, the grant log's backlog (``engine.log_backlog()``), gauges by c
 - ``couponcore_log_pending{campaign}``            entries delivered to a writer, not acknowledged
 - ``couponcore_log_oldest_pending_seconds{campaign}``  age of the oldest pending entry (Redis clock)
 - ``couponcore_dead_letters{campaign}``           entries in the campaign's dead-letter stream
+- ``couponcore_log_oldest_unread_seconds{campaign}``  age of the oldest entry no writer has read yet
+                                                 (after the group's last-delivered-id; Redis clock):
+                                                 it grows when no writer reads at all
+
+Production only, the grant writers (``engine.writers()``; see docs/production.md, "When a writer
+dies"):
+
+- ``couponcore_writers_alive``                    gauge, writer consumers of the deployment whose
+                                                 heartbeat (on the Redis clock) is younger than
+                                                 ``writer_dead_after_ms``; 0: nothing moves grants
+                                                 into PostgreSQL (alert CouponcoreNoLiveWriter)
+- ``couponcore_writer_claimed_total``             entries this process's writers took over from
+                                                 dead consumers (by heartbeat, or idle for
+                                                 ``writer_claim_idle_ms``); a standalone worker
+                                                 reports it as ``claimed`` in its stats
 
 Cardinality: one series per gauge and campaign with a grant log (every campaign created on the
 deployment, at most 10,000: the newest ids), and the values are the deployment's, so every engine
@@ -63,6 +78,7 @@ _COUNTERS = [
     ("grants_written", "grants_written", "Grants the in-process writers put into PostgreSQL."),
     ("dead_lettered", "dead_lettered", "Grant-log entries moved to a dead-letter stream."),
     ("writer_failures", "writer_failures", "Writer attempts that failed (database down, ...)."),
+    ("writer_claimed", "writer_claimed", "Grant-log entries the in-process writers took over from dead consumers."),
 ]
 # The engines' bounded queues (one type, util/bounded_queue.hpp): one pair of series, by queue.
 _QUEUE_DEPTH_HELP = "Work waiting in an engine queue (issue: requests; wallet: operations)."
@@ -105,9 +121,17 @@ _LOG_GAUGES = [
         "Age of the oldest pending grant-log entry, on the Redis server's clock (0: none pending).",
     ),
     ("dead_letters", "dead_letters", 1, "Entries in the campaign's dead-letter stream (grants needing an operator)."),
+    (
+        "log_oldest_unread_seconds",
+        "oldest_unread_age_ms",
+        1000,
+        "Age of the oldest grant-log entry no writer has read yet, on the Redis server's clock (0: none).",
+    ),
 ]
+_WRITERS_ALIVE_HELP = "Grant-writer consumers of the deployment with a heartbeat younger than writer_dead_after_ms."
+
 # Series only a production engine exports (the embedded engine has no grant log).
-PRODUCTION_ONLY_SERIES = frozenset(f"couponcore_{name}" for name, *_ in _LOG_GAUGES)
+PRODUCTION_ONLY_SERIES = frozenset(f"couponcore_{name}" for name, *_ in _LOG_GAUGES) | {"couponcore_writers_alive"}
 _HISTOGRAMS = [
     ("issue_latency_seconds", "Time from submit to answer of an issue request."),
     ("batch_requests", "Requests per decision batch."),
@@ -132,7 +156,18 @@ def snapshot(engine: Engine) -> dict[str, Any]:
         "auth": engine.auth_counters(),
         "wallet": wallets.counters() if wallets is not None and not wallets.closed else None,
         "log_backlog": _log_backlog(engine),
+        "writers_alive": _writers_alive(engine),
     }
+
+
+def _writers_alive(engine: Engine) -> int | None:
+    """Live writer consumers of the deployment; None (no series) when embedded or Redis is away."""
+    if engine.kind != "production":
+        return None
+    try:
+        return sum(1 for w in engine.writers(pending=False) if w.alive)
+    except Unavailable:
+        return None
 
 
 def _log_backlog(engine: Engine) -> list[LogBacklog]:
@@ -195,6 +230,10 @@ def render(engine: Engine) -> str:
     out.append("# TYPE couponcore_coupon_uses_total counter")
     out.extend(f'couponcore_coupon_uses_total{{outcome="{o}"}} {c[key]}' for o, key in _COUPON_USES)
     out.extend(_render_log_gauges(snap["log_backlog"]))
+    if snap["writers_alive"] is not None:
+        out.append(f"# HELP couponcore_writers_alive {_WRITERS_ALIVE_HELP}")
+        out.append("# TYPE couponcore_writers_alive gauge")
+        out.append(f"couponcore_writers_alive {snap['writers_alive']}")
     for name, help_ in _HISTOGRAMS:
         hist = h[name]
         out.append(f"# HELP couponcore_{name} {help_}")
@@ -285,6 +324,8 @@ class CouponcoreCollector:
             for cid, v in samples:
                 gauge.add_metric([cid], v)
             yield gauge
+        if snap["writers_alive"] is not None:
+            yield GaugeMetricFamily("couponcore_writers_alive", _WRITERS_ALIVE_HELP, value=snap["writers_alive"])
         for name, help_ in _HISTOGRAMS:
             hist = h[name]
             bounds = [*hist["upper_bounds"], float("inf")]

@@ -133,6 +133,11 @@ std::vector<LogBacklog> Engine::log_backlog() {
   return deployment_->pipeline->log_backlog();
 }
 
+std::vector<WriterInfo> Engine::writers(bool with_pending) {
+  check_open();
+  return deployment_->pipeline->writers(with_pending);
+}
+
 const EngineHistograms& Engine::histograms() const { return deployment_->pipeline->histograms(); }
 void Engine::set_batch_end_hook(std::function<void()> hook) { deployment_->pipeline->set_batch_end_hook(std::move(hook)); }
 
