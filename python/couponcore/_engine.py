@@ -417,6 +417,9 @@ class Engine(Scope):
         self._cleanup: list[Callable[[], None]] = []
         # Why checkout cannot work here (its coupons and wallets are not in one database).
         self._checkout_refusal: Optional[str] = None
+        # Where the store is, for Python-side tables (couponcore.bulk's checkpoints):
+        # ("postgres", url), ("sqlite", path) or ("memory", None).
+        self._store: tuple[str, Optional[str]] = ("memory", None)
 
     def _wallets(self) -> _core.Wallets:
         """The native wallet engine, opened on first use (it has its own connections and thread)."""
@@ -606,7 +609,9 @@ def open(  # noqa: A001
             auth_cache_ttl_ms=_auth_ttl_ms(auth_cache_ttl_s),
             auth_cache_entries_max=auth_cache_entries_max,
         )
-        return Engine(_core.open_production(opts), lambda: _core.open_wallets_postgres(postgres, wallet_opts))
+        engine = Engine(_core.open_production(opts), lambda: _core.open_wallets_postgres(postgres, wallet_opts))
+        engine._store = ("postgres", postgres)
+        return engine
     if options:
         raise _core.InvalidArgument(f"unknown options for the embedded engine: {sorted(options)}")
     if wallet_opts.get("wallet_committers") not in (None, 1):
@@ -630,6 +635,7 @@ def open(  # noqa: A001
         )
     else:
         engine._open_wallets = lambda: _core.open_wallets_embedded(path, synchronous_full, wallet_opts)
+        engine._store = ("sqlite", path)
     return engine
 
 
