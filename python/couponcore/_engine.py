@@ -420,6 +420,9 @@ class Engine(Scope):
         self._postgres_url: Optional[str] = None  # production: where engine.jobs keeps its jobs
         self._migrate = True
         self._jobs: Any = None
+        # Where the store is, for Python-side tables (couponcore.bulk's checkpoints):
+        # ("postgres", url), ("sqlite", path) or ("memory", None).
+        self._store: tuple[str, Optional[str]] = ("memory", None)
 
     def _wallets(self) -> _core.Wallets:
         """The native wallet engine, opened on first use (it has its own connections and thread)."""
@@ -630,6 +633,7 @@ def open(  # noqa: A001
         )
         engine = Engine(_core.open_production(opts), lambda: _core.open_wallets_postgres(postgres, wallet_opts))
         engine._postgres_url, engine._migrate = postgres, bool(migrate)
+        engine._store = ("postgres", postgres)
         return engine
     if options:
         raise _core.InvalidArgument(f"unknown options for the embedded engine: {sorted(options)}")
@@ -654,6 +658,7 @@ def open(  # noqa: A001
         )
     else:
         engine._open_wallets = lambda: _core.open_wallets_embedded(path, synchronous_full, wallet_opts)
+        engine._store = ("sqlite", path)
     return engine
 
 
