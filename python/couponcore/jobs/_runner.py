@@ -41,13 +41,13 @@ QUEUE = "couponcore"  # the queue every worker of ours listens to
 RUN_QUEUE_PREFIX = "couponcore.run."  # one private queue per run-now call
 PROGRESS_EVERY_S = 1.0  # progress is written at most this often (and its event logged)
 CALL_TIMEOUT_S = 60.0
-_NO_RETRY = (_core.InvalidArgument, _core.InvalidType, _core.NotFound)
+_NO_RETRY = (_core.InvalidArgument, _core.InvalidType)
 
 
 class BackoffWithJitter:
     """procrastinate retry strategy: exponential backoff with "equal jitter" -- attempt n (1-based)
     waits uniformly in [d/2, d] with d = min(max_s, base_s * 2**(n-1)) -- up to ``max_attempts``
-    attempts in all. Bad arguments (InvalidArgument, InvalidType, NotFound) are not retried.
+    attempts in all. Bad arguments (InvalidArgument, InvalidType) are not retried.
     The decision is made once per attempt and remembered, so the event log and the worker agree
     on the delay."""
 
