@@ -181,8 +181,13 @@ def test_maintenance_jobs_do_their_effect(whole_store_engine: couponcore.Engine)
 
 
 def _delays(run: couponcore.jobs.JobRun) -> list[float]:
-    return [float(m.group(1)) for ev in run.events if ev.type == "retry_scheduled"
-            for m in [re.search(r"in ([0-9.]+) s$", ev.message)] if m]
+    return [
+        float(m.group(1))
+        for ev in run.events
+        if ev.type == "retry_scheduled"
+        for m in [re.search(r"in ([0-9.]+) s$", ev.message)]
+        if m
+    ]
 
 
 def test_failing_job_retries_with_backoff_then_fails_and_reruns_once_fixed(
@@ -248,7 +253,9 @@ def test_cancel_a_queued_and_a_running_job(engine: couponcore.Engine, tmp_path: 
 def test_a_seconds_level_schedule_fires(engine: couponcore.Engine) -> None:
     engine.jobs.start_periodic(config(expire_coupons={"cron": "* * * * * *"}))  # every second
     assert engine.jobs.periodic_running
-    runs = wait_for("two scheduled runs", lambda: len(r := engine.jobs.list(name="expire_coupons", state="succeeded")) >= 2 and r)
+    runs = wait_for(
+        "two scheduled runs", lambda: len(r := engine.jobs.list(name="expire_coupons", state="succeeded")) >= 2 and r
+    )
     assert all("timestamp" in r.args for r in runs)  # deferred by the scheduler
     (sched,) = engine.jobs.schedules()
     assert sched.name == "expire_coupons" and sched.interval_s == 1.0 and sched.last_state == "succeeded"
@@ -280,14 +287,18 @@ def test_retention_purges_finished_jobs(engine: couponcore.Engine) -> None:
 def test_cli_runs_a_job_and_refuses_bad_input(tmp_path: Path) -> None:
     db = str(tmp_path / "cli.db")
     cmd = [sys.executable, "-m", "couponcore", "jobs"]
-    ok = subprocess.run([*cmd, "run", "expire_coupons", "--path", db, "--json"], capture_output=True, text=True, timeout=60)
+    ok = subprocess.run(
+        [*cmd, "run", "expire_coupons", "--path", db, "--json"], capture_output=True, text=True, timeout=60
+    )
     assert ok.returncode == 0, ok.stderr
     assert '"state": "succeeded"' in ok.stdout
     bad = subprocess.run([*cmd, "run", "expire_everything", "--path", db], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 3 and "NotFound" in bad.stderr
     cfg = tmp_path / "jobs.toml"
     cfg.write_text('[jobs.reconcile]\ncron = "*/99 * *"\n')
-    bad = subprocess.run([*cmd, "schedules", "--path", db, "--config", str(cfg)], capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [*cmd, "schedules", "--path", db, "--config", str(cfg)], capture_output=True, text=True, timeout=60
+    )
     assert bad.returncode == 3 and "InvalidArgument" in bad.stderr and "cron" in bad.stderr
 
 
@@ -302,7 +313,7 @@ def test_worker_killed_mid_job_leaves_a_job_a_new_worker_finishes(tmp_path: Path
     where = production_kwargs()
     cfg = tmp_path / "jobs.toml"
     cfg.write_text(
-        "[worker]\nheartbeat_s = 0.5\nstalled_after_s = 2.0\npoll_s = 0.2\n[retention]\ncron = \"\"\n"
+        '[worker]\nheartbeat_s = 0.5\nstalled_after_s = 2.0\npoll_s = 0.2\n[retention]\ncron = ""\n'
         + "".join(f'[jobs.{n}]\ncron = ""\n' for n in couponcore.jobs.JOB_NAMES)
     )
     users = write_users(tmp_path / "users.csv", 300)
@@ -310,21 +321,46 @@ def test_worker_killed_mid_job_leaves_a_job_a_new_worker_finishes(tmp_path: Path
 
     def worker(port: int) -> subprocess.Popen[str]:
         return subprocess.Popen(
-            [sys.executable, "-m", "couponcore", "jobs", "worker", "--redis", where["redis"], "--postgres",
-             where["postgres"], "--key-prefix", where["key_prefix"], "--config", str(cfg), "--metrics-port", str(port)],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                sys.executable,
+                "-m",
+                "couponcore",
+                "jobs",
+                "worker",
+                "--redis",
+                where["redis"],
+                "--postgres",
+                where["postgres"],
+                "--key-prefix",
+                where["key_prefix"],
+                "--config",
+                str(cfg),
+                "--metrics-port",
+                str(port),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
 
     with couponcore.open(**where) as e:  # its writer takes the grants to PostgreSQL
         e.jobs.configure(str(cfg))
         c = e.campaigns.create("bulk kill", quantity=1000)
         job = e.jobs.defer(
-            "bulk_grant", job_key="kill", path=str(tmp_path / "users.csv"), campaign_id=c.id, rows_per_s=60, chunk_size=10
+            "bulk_grant",
+            job_key="kill",
+            path=str(tmp_path / "users.csv"),
+            campaign_id=c.id,
+            rows_per_s=60,
+            chunk_size=10,
         )
         first = worker(_free_port())
         try:
-            wait_for("the first worker to start the job",
-                     lambda: (r := e.jobs.get(job.id)).state == "running" and r.progress_done >= 20)
+            wait_for(
+                "the first worker to start the job",
+                lambda: (r := e.jobs.get(job.id)).state == "running" and r.progress_done >= 20,
+            )
             first.send_signal(signal.SIGKILL)
             first.wait(10)
         finally:
@@ -334,8 +370,11 @@ def test_worker_killed_mid_job_leaves_a_job_a_new_worker_finishes(tmp_path: Path
         port = _free_port()
         second = worker(port)
         try:
-            done = wait_for("the second worker to finish the job",
-                            lambda: (r := e.jobs.get(job.id)).state == "succeeded" and r, timeout_s=60)
+            done = wait_for(
+                "the second worker to finish the job",
+                lambda: (r := e.jobs.get(job.id)).state == "succeeded" and r,
+                timeout_s=60,
+            )
             metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
         finally:
             second.send_signal(signal.SIGTERM)

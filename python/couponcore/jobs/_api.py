@@ -19,7 +19,16 @@ import threading
 from typing import TYPE_CHECKING, Any, Optional
 
 from .. import _core
-from ._config import JOB_NAMES, RETENTION_JOB, ConfigLike, JobsConfig, check_job_name, cron_interval_s, cron_next, load_config
+from ._config import (
+    JOB_NAMES,
+    RETENTION_JOB,
+    ConfigLike,
+    JobsConfig,
+    check_job_name,
+    cron_interval_s,
+    cron_next,
+    load_config,
+)
 from ._functions import check_args
 from ._store import STATE_OF_STATUS, STATES_OF_STATE_KEYS, STATUSES_OF_STATE, TASK_PREFIX
 
@@ -96,7 +105,10 @@ def _run_of(row: dict[str, Any]) -> JobRun:
     error = row.get("error")
     if state != "failed" and error == "cancelled":
         error = None
-    events = [JobEvent(_ts(e["at"]) or _dt.datetime.now(_dt.timezone.utc), e["type"], e["message"]) for e in row.get("events") or []]
+    events = [
+        JobEvent(_ts(e["at"]) or _dt.datetime.now(_dt.timezone.utc), e["type"], e["message"])
+        for e in row.get("events") or []
+    ]
     return JobRun(
         id=int(row["id"]),
         name=name,
@@ -131,7 +143,9 @@ class Jobs:
         try:
             import procrastinate  # noqa: F401
         except ImportError as e:  # the extra is missing
-            raise _core.Unavailable(f"couponcore.jobs needs procrastinate: pip install 'couponcore[jobs]' ({e})") from None
+            raise _core.Unavailable(
+                f"couponcore.jobs needs procrastinate: pip install 'couponcore[jobs]' ({e})"
+            ) from None
         self._engine = engine
         self._config = load_config(config)
         self._dsn = dsn
@@ -201,7 +215,9 @@ class Jobs:
             raise _core.NotFound(f"no job {job_id}")
         return _run_of(row)
 
-    def list(self, *, state: Optional[str] = None, name: Optional[str] = None, limit: int = 50) -> builtins.list[JobRun]:
+    def list(
+        self, *, state: Optional[str] = None, name: Optional[str] = None, limit: int = 50
+    ) -> builtins.list[JobRun]:
         """Jobs, newest first, optionally of one state and one job name; ``limit`` 1..1,000."""
         if state is not None and state not in STATUSES_OF_STATE:
             raise _core.InvalidArgument(f"state must be one of {', '.join(STATES_OF_STATE_KEYS)}, got {state!r}")

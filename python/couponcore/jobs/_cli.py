@@ -57,8 +57,11 @@ def add_parser(sub: Any, servers: Any) -> None:
     ls.add_argument("--name", default=None, help="only this job")
     ls.add_argument("--limit", type=int, default=50, help="at most this many (50)")
 
-    for cmd, what in (("show", "one job and its event log"), ("rerun", "re-run a failed or cancelled job"),
-                      ("cancel", "cancel a queued or running job")):
+    for cmd, what in (
+        ("show", "one job and its event log"),
+        ("rerun", "re-run a failed or cancelled job"),
+        ("cancel", "cancel a queued or running job"),
+    ):
         p = jsub.add_parser(cmd, help=what)
         common(p)
         p.add_argument("id", type=int, help="job id")
@@ -101,8 +104,10 @@ def _print_run(run: Any, as_json: bool, with_events: bool = False) -> None:
         print(json.dumps(run.to_json(), default=str))
         return
     total = "" if run.progress_total is None else f"/{run.progress_total}"
-    print(f"job {run.id} {run.name} {run.state} attempts={run.attempts} progress={run.progress_done}{total}"
-          f" args={json.dumps(run.args, default=str)}" + (f" error={run.error}" if run.error else ""))
+    print(
+        f"job {run.id} {run.name} {run.state} attempts={run.attempts} progress={run.progress_done}{total}"
+        f" args={json.dumps(run.args, default=str)}" + (f" error={run.error}" if run.error else "")
+    )
     if with_events:
         for e in run.events:
             print(f"  {e.at.isoformat()} {e.type:16} {e.message}")
@@ -140,8 +145,11 @@ def _worker(args: argparse.Namespace) -> int:
         stop = threading.Event()
 
         def on_signal(signum: int, _frame: object) -> None:
-            print(f"couponcore jobs worker: {signal.Signals(signum).name}, finishing the job in hand",
-                  file=sys.stderr, flush=True)
+            print(
+                f"couponcore jobs worker: {signal.Signals(signum).name}, finishing the job in hand",
+                file=sys.stderr,
+                flush=True,
+            )
             stop.set()
 
         signal.signal(signal.SIGTERM, on_signal)
@@ -204,11 +212,21 @@ def main(args: argparse.Namespace) -> int:
         if cmd == "schedules":
             scheds = jobs.schedules()
             if args.json:
-                print(json.dumps([
-                    {"name": s.name, "cron": s.cron, "interval_s": s.interval_s,
-                     "next_run_at": s.next_run_at.isoformat(),
-                     "last_run_at": s.last_run_at.isoformat() if s.last_run_at else None,
-                     "last_state": s.last_state} for s in scheds]))
+                print(
+                    json.dumps(
+                        [
+                            {
+                                "name": s.name,
+                                "cron": s.cron,
+                                "interval_s": s.interval_s,
+                                "next_run_at": s.next_run_at.isoformat(),
+                                "last_run_at": s.last_run_at.isoformat() if s.last_run_at else None,
+                                "last_state": s.last_state,
+                            }
+                            for s in scheds
+                        ]
+                    )
+                )
             else:
                 for s in scheds:
                     last = s.last_run_at.isoformat() if s.last_run_at else "never"

@@ -242,7 +242,9 @@ def load_config(source: ConfigLike = None) -> JobsConfig:
         retry_base_s=_seconds(retry.get("base_s", d.retry_base_s), "[retry] base_s", 0.001),
         retry_max_s=_seconds(retry.get("max_s", d.retry_max_s), "[retry] max_s", 0.001),
         retention_cron=check_cron(retention.get("cron", d.retention_cron), "[retention] cron"),
-        retention_succeeded_s=_seconds(retention.get("succeeded_s", d.retention_succeeded_s), "[retention] succeeded_s"),
+        retention_succeeded_s=_seconds(
+            retention.get("succeeded_s", d.retention_succeeded_s), "[retention] succeeded_s"
+        ),
         retention_failed_s=_seconds(retention.get("failed_s", d.retention_failed_s), "[retention] failed_s"),
         heartbeat_s=_seconds(worker.get("heartbeat_s", d.heartbeat_s), "[worker] heartbeat_s", 0.1),
         stalled_after_s=_seconds(worker.get("stalled_after_s", d.stalled_after_s), "[worker] stalled_after_s", 0.5),

@@ -82,7 +82,8 @@ class JobMetrics:
             jobs = sorted({j for j, _ in self._runs} | set(self._rows) | set(self._durations))
             for job in jobs:
                 for outcome in OUTCOMES:
-                    out.append(f'couponcore_job_runs_total{{job="{job}",outcome="{outcome}"}} {self._runs.get((job, outcome), 0)}')
+                    n = self._runs.get((job, outcome), 0)
+                    out.append(f'couponcore_job_runs_total{{job="{job}",outcome="{outcome}"}} {n}')
             out += [
                 "# HELP couponcore_job_duration_seconds Duration of one job attempt.",
                 "# TYPE couponcore_job_duration_seconds histogram",

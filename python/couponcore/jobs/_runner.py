@@ -24,7 +24,8 @@ import random
 import threading
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, Callable, Coroutine, Optional, TypeVar
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
 from .. import _core
 from ._config import RETENTION_JOB, JobsConfig, cron_interval_s

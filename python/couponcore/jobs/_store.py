@@ -336,9 +336,7 @@ class MemoryStore:
         for job_id, job in list(self._c.jobs.items()):
             if not job["task_name"].startswith(TASK_PREFIX) or job["status"] not in FINAL_STATUSES:
                 continue
-            at = self._run(job_id)["finished_at"] or max(
-                (e["at"] for e in self._c.events.get(job_id, [])), default=now
-            )
+            at = self._run(job_id)["finished_at"] or max((e["at"] for e in self._c.events.get(job_id, [])), default=now)
             keep_s = succeeded_s if job["status"] == "succeeded" else failed_s
             if (now - at).total_seconds() > keep_s:
                 self._c.jobs.pop(job_id, None)
