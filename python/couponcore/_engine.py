@@ -22,7 +22,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any, Callable, Optional, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
 
 from . import _core
 from ._types import (
@@ -42,6 +42,9 @@ from ._types import (
     to_us,
 )
 from ._wallet import CheckoutCancelResult, CheckoutResult, Points, PointsAdmin
+
+if TYPE_CHECKING:
+    from .jobs import Jobs
 
 DEFAULT_PATH = "couponcore.db"
 COUPON_PAGE_DEFAULT = 50  # limits::kCouponPageDefault; at most 1,000 (docs/limits.md)
@@ -419,7 +422,7 @@ class Engine(Scope):
         self._checkout_refusal: Optional[str] = None
         self._postgres_url: Optional[str] = None  # production: where engine.jobs keeps its jobs
         self._migrate = True
-        self._jobs: Any = None
+        self._jobs: Optional[Jobs] = None
         # Where the store is, for Python-side tables (couponcore.bulk's checkpoints):
         # ("postgres", url), ("sqlite", path) or ("memory", None).
         self._store: tuple[str, Optional[str]] = ("memory", None)
@@ -444,7 +447,7 @@ class Engine(Scope):
         return PointsAdmin(self._wallets, 0)
 
     @property
-    def jobs(self) -> Any:
+    def jobs(self) -> Jobs:
         """The maintenance jobs (``couponcore.jobs.Jobs``, procrastinate): run, queue, list,
         re-run, cancel, and the in-process periodic runner. Needs ``couponcore[jobs]``."""
         if self._jobs is None:
