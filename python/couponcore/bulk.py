@@ -70,8 +70,8 @@ AMOUNT_MAX = 10**12  # points in one earn
 ROWS_PER_S_MAX = 10_000_000
 CONCURRENCY_MAX = 256
 RETRIES_MAX = 5  # a sub-batch answered Unavailable is retried this often, with backoff + jitter
-BACKLOG_CHECK_INTERVAL_S = 0.1
 BACKLOG_POLL_S = 0.05
+GATE_CALL_GRANTS_MAX = 2048  # grants in one gate call, hence in one grant-log entry
 
 _ID_RE = re.compile(r"[A-Za-z0-9\-_.:@+=/]{1,128}")
 _ID_BYTES_MAX = 128
@@ -286,7 +286,7 @@ def _parquet_module() -> Any:
         import pyarrow.parquet as pq
     except ImportError:
         raise _core.Unavailable(
-            "reading Parquet needs pyarrow (pandas' Parquet engine): pip install 'couponcore[parquet]'"
+            "reading Parquet needs pyarrow (pandas' Parquet engine): pip install 'couponcore[bulk]'"
         ) from None
     return pq
 
@@ -775,25 +775,31 @@ def grant_coupons(
     run = _Run(engine, "coupons", partner_id, campaign_id, users, job_key, rows_per_s, chunk_size, on_progress, sleep)
     request_id = f"bulk:{run.job_key}"
     production = engine.kind == "production"
-    last_check = [0.0]
+    # The campaign's log entries at the last look, and the entries this run has added since (an
+    # upper bound of the backlog as far as this run is concerned: writers only take entries away).
+    # The log is read only when the bound could be passed: not once per batch while the writers
+    # keep up (log_backlog() reads every campaign's stream).
+    backlog = {"seen": 0, "added": 0}
 
-    def wait_for_writers(until_empty: bool) -> None:
-        # The writers' backlog for this campaign: wait while it is above the bound (or, before
-        # the store lookup of a resumed chunk, until it is empty).
+    def wait_for_writers(until_empty: bool, adds: int = 0) -> None:
+        """Production: wait while the campaign's grant log holds more than backlog_entries_max
+        entries (or, before the store lookup of a resumed chunk, until it is empty)."""
+        if not until_empty and backlog["seen"] + backlog["added"] + adds <= backlog_entries_max:
+            backlog["added"] += adds
+            return
         limit = 0 if until_empty else backlog_entries_max
         deadline = time.monotonic() + backlog_wait_s
         waited = False
         while True:
-            now = time.monotonic()
-            if not until_empty and now - last_check[0] < BACKLOG_CHECK_INTERVAL_S:
-                return
-            last_check[0] = now
             b = next((b for b in engine.log_backlog() if b.campaign_id == campaign_id), None)
-            if b is None or (b.entries <= limit and (not until_empty or b.pending == 0)):
+            entries, pending = (b.entries, b.pending) if b is not None else (0, 0)
+            backlog["seen"], backlog["added"] = entries, 0
+            if entries <= limit and (not until_empty or pending == 0):
+                backlog["added"] = adds
                 return
-            if now >= deadline:
+            if time.monotonic() >= deadline:
                 raise _core.Unavailable(
-                    f"campaign {campaign_id}'s grant log holds {b.entries:,} entries ({b.pending:,} pending) after"
+                    f"campaign {campaign_id}'s grant log holds {entries:,} entries ({pending:,} pending) after"
                     f" waiting {backlog_wait_s:g} s: are the writers running? The bulk grant stops here; run it again"
                 )
             if not waited:
@@ -829,7 +835,7 @@ def grant_coupons(
             if not sold_out:
                 run.charge(len(batch))  # a sold-out campaign answers from memory: no writes to pace
             if production:
-                wait_for_writers(until_empty=False)
+                wait_for_writers(until_empty=False, adds=-(-len(batch) // GATE_CALL_GRANTS_MAX))
             answers = _retrying(lambda b=batch: scope.issue_many(campaign_id, b, [request_id] * len(b)), sleep)
             issued = 0
             for a in answers:
