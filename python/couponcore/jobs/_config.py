@@ -231,7 +231,7 @@ def load_config(source: ConfigLike = None) -> JobsConfig:
             raise _core.InvalidArgument(f"[jobs.{name}] max_attempts must be in 1..{_MAX_ATTEMPTS_MAX}")
         from ._functions import check_args
 
-        args = check_args(name, dict(args))
+        args = check_args(name, dict(args), complete=bool(cron and enabled))
         jobs[name] = JobPolicy(name, cron if enabled else "", args, attempts)
     retry = _table(top.get("retry", {}), "[retry]", {"base_s", "max_s"})
     retention = _table(top.get("retention", {}), "[retention]", {"cron", "succeeded_s", "failed_s"})

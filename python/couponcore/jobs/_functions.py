@@ -238,9 +238,10 @@ def _expected_type(annotation: str) -> tuple[type, ...]:
     return (str,)
 
 
-def check_args(name: str, args: dict[str, Any]) -> dict[str, Any]:
+def check_args(name: str, args: dict[str, Any], complete: bool = True) -> dict[str, Any]:
     """The job's keyword arguments, checked against its function: unknown names, wrong types and
-    out-of-range values are refused before anything is queued."""
+    out-of-range values are refused before anything is queued. ``complete``: every required
+    argument must be there (a configuration's args of an unscheduled job may be partial)."""
     fn = FUNCTIONS[name]
     params = {p.name: p for p in list(inspect.signature(fn).parameters.values())[2:]}
     out: dict[str, Any] = {}
@@ -269,6 +270,6 @@ def check_args(name: str, args: dict[str, Any]) -> dict[str, Any]:
             raise _core.InvalidArgument(f"{name}: {key} must be within {bounds[0]:g}..{bounds[1]:g}, got {value}")
         out[key] = value
     for key, p in params.items():
-        if p.default is inspect.Parameter.empty and key not in out:
+        if complete and p.default is inspect.Parameter.empty and key not in out:
             raise _core.InvalidArgument(f"{name}: argument {key!r} is required")
     return out

@@ -39,7 +39,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("couponcore.jobs")
 T = TypeVar("T")
 QUEUE = "couponcore"  # the queue every worker of ours listens to
-RUN_QUEUE_PREFIX = "couponcore.run."  # one private queue per run-now call
+# One private queue per run-now call. Short: procrastinate NOTIFYs on "procrastinate_queue_v1#"
+# + the queue name, and PostgreSQL channel names are at most 63 bytes.
+RUN_QUEUE_PREFIX = "ccrun."
 PROGRESS_EVERY_S = 1.0  # progress is written at most this often (and its event logged)
 CALL_TIMEOUT_S = 60.0
 _NO_RETRY = (_core.InvalidArgument, _core.InvalidType)
@@ -155,12 +157,16 @@ class Runner:
         if threading.current_thread() is self._thread:
             coro.close()
             raise RuntimeError("couponcore bug: Runner.call from the runner's own loop")
+        from procrastinate import exceptions
+
         fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
             return fut.result(timeout_s)
         except concurrent.futures.TimeoutError:
             fut.cancel()
             raise _core.Unavailable(f"jobs: no answer within {timeout_s} s") from None
+        except exceptions.ConnectorException as e:
+            raise _core.Unavailable(f"jobs: database error: {e.__cause__ or e}") from e
 
     def _stop_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -311,7 +317,7 @@ class Runner:
         running = await self._running_with_lock(lock)
         if running is not None:
             raise _core.Conflict(f"{name} is running already (job {running}): at most one runs at a time")
-        queue = RUN_QUEUE_PREFIX + uuid.uuid4().hex
+        queue = RUN_QUEUE_PREFIX + uuid.uuid4().hex[:16]
         job_id = await self.defer(name, args, queue=queue, event=event)
         opts = self._worker_options()
         opts.update(queues=[queue], listen_notify=False, fetch_job_polling_interval=min(0.2, self.config.poll_s))
