@@ -318,8 +318,11 @@ def test_worker_killed_mid_job_leaves_a_job_a_new_worker_finishes(tmp_path: Path
     )
     users = write_users(tmp_path / "users.csv", 300)
     env = dict(os.environ)
+    logs: list[Any] = []
 
     def worker(port: int) -> subprocess.Popen[str]:
+        log = open(tmp_path / f"worker-{port}.log", "w")  # noqa: SIM115 - closed with the test's tmp_path
+        logs.append(log)
         return subprocess.Popen(
             [
                 sys.executable,
@@ -339,7 +342,7 @@ def test_worker_killed_mid_job_leaves_a_job_a_new_worker_finishes(tmp_path: Path
                 str(port),
             ],
             env=env,
-            stdout=subprocess.PIPE,
+            stdout=log,
             stderr=subprocess.STDOUT,
             text=True,
         )
@@ -378,7 +381,10 @@ def test_worker_killed_mid_job_leaves_a_job_a_new_worker_finishes(tmp_path: Path
             metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
         finally:
             second.send_signal(signal.SIGTERM)
-            out, _ = second.communicate(timeout=30)
+            second.wait(30)
+            for log in logs:
+                log.close()
+        out = "".join(p.read_text() for p in sorted(tmp_path.glob("worker-*.log")))
         assert second.returncode == 0, out
         types = [ev.type for ev in done.events]
         assert "stalled" in types and types.count("started") == 2, types

@@ -186,20 +186,37 @@ class Runner:
             connector = procrastinate.PsycopgConnector(conninfo=self.dsn, min_size=1, max_size=8)
             self.store = PgStore(connector)
         self.connector = connector
-        # Two apps on one connector: `app` schedules the periodic jobs, `once_app` (no schedules)
-        # runs a job now without deferring anybody's periodic jobs as a side effect.
-        self.app = procrastinate.App(connector=connector, periodic_defaults={"max_delay": 600})
-        self.once_app = procrastinate.App(connector=connector)
+        self._build_apps()
         await self.app.open_async()
         try:
             await self.store.check()
         except BaseException:
             await self.app.close_async()
             raise
+
+    def _build_apps(self) -> None:
+        """The procrastinate apps of the current configuration, on the runner's one connector."""
+        import procrastinate
+
+        # Two apps on one connector: `app` schedules the periodic jobs, `once_app` (no schedules)
+        # runs a job now without deferring anybody's periodic jobs as a side effect.
+        self.app = procrastinate.App(connector=self.connector, periodic_defaults={"max_delay": 600})
+        self.once_app = procrastinate.App(connector=self.connector)
         self.strategies: dict[str, BackoffWithJitter] = {}
         for name in (*FUNCTIONS, RETENTION_JOB):
             self._register(name)
         self.metrics.set_intervals({n: cron_interval_s(c) for n, c in self.config.schedules().items()})
+
+    def reconfigure(self, config: JobsConfig) -> None:
+        """New schedules and policies; the jobs recorded so far stay (the same connector)."""
+        if self.worker_running:
+            raise _core.Conflict("stop the periodic runner before changing its configuration")
+        self.config = config
+
+        async def rebuild() -> None:
+            self._build_apps()
+
+        self.call(rebuild())
 
     def _register(self, name: str) -> None:
         cfg = self.config
@@ -272,7 +289,7 @@ class Runner:
             delay = strategy.delay_s(e, job.id, job.attempts) if strategy else None
             if delay is not None:
                 await self.store.event(
-                    job.id, "retry_scheduled", f"{error}; attempt {attempt + 1} of {max_attempts} in {delay:.1f} s"
+                    job.id, "retry_scheduled", f"{error}; attempt {attempt + 1} of {max_attempts} in {delay:.3f} s"
                 )
             else:
                 await self.store.finished(job.id, error, None)
