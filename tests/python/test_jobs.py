@@ -393,3 +393,40 @@ def test_worker_killed_mid_job_leaves_a_job_a_new_worker_finishes(tmp_path: Path
         assert s.rows == len(users) and s.distinct_users == len(users)  # nobody twice
         assert 'couponcore_job_runs_total{job="bulk_grant",outcome="succeeded"} 1' in metrics
         assert env_url("COUPONCORE_TEST_POSTGRES_URL")
+
+
+def test_redrive_dead_letters_job(
+    open_deployment: Callable[..., couponcore.Engine], request: pytest.FixtureRequest
+) -> None:
+    if "embedded" in request.node.name:  # no grant log: nothing is ever dead-lettered
+        with open_deployment() as e:
+            e.jobs.configure(config())
+            run = e.jobs.run("redrive_dead_letters")
+            assert run.state == "succeeded" and run.result == {"rows": 0, "redriven": 0}
+        return
+    import psycopg
+
+    url = env_url("COUPONCORE_TEST_POSTGRES_URL")
+    couponcore.migrate(url)
+    prefix, constraint = f"jobsblocked{os.getpid()}-", f"jobs_test_refuse_{os.getpid()}"
+    with psycopg.connect(url, autocommit=True) as conn:  # PostgreSQL refuses these users' grants
+        conn.execute(
+            f"ALTER TABLE coupons ADD CONSTRAINT {constraint} CHECK (user_id NOT LIKE '{prefix}%') NOT VALID"
+        )
+    try:
+        with open_deployment(
+            writer_claim_idle_ms=100, writer_claim_interval_ms=50, writer_dead_letter_after_deliveries=2
+        ) as e:
+            e.jobs.configure(config())
+            c = e.campaigns.create("dead letters", quantity=10)
+            assert all(e.issue(c.id, f"{prefix}{i}").status == "ISSUED" for i in range(2))
+            wait_for("two dead letters", lambda: len(e.dead_letters.list(c.id)) == 2)
+            with psycopg.connect(url, autocommit=True) as conn:  # the cause fixed
+                conn.execute(f"ALTER TABLE coupons DROP CONSTRAINT {constraint}")
+            run = e.jobs.run("redrive_dead_letters", campaign_id=c.id)
+            assert run.state == "succeeded" and run.result["redriven"] == 2, run
+            s = stats(e, c.id)
+            assert s.rows == 2 and e.dead_letters.list(c.id) == []
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"ALTER TABLE coupons DROP CONSTRAINT IF EXISTS {constraint}")
