@@ -98,8 +98,16 @@ def whole_store_engine(request: pytest.FixtureRequest, db_path: str) -> Iterator
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def test_bad_configuration_and_unknown_jobs_are_typed_errors_that_change_nothing(embedded: couponcore.Engine) -> None:
+def test_bad_configuration_and_unknown_jobs_are_typed_errors_that_change_nothing(
+    embedded: couponcore.Engine, tmp_path: Path
+) -> None:
     jobs = embedded.jobs
+    yaml_file = tmp_path / "jobs.yaml"
+    yaml_file.write_text("jobs:\n  reconcile:\n    cron: '*/2 * * * *'\n    max_attempts: 2\nretry:\n  base_s: 1\n")
+    cfg = jobs.configure(str(yaml_file))
+    assert cfg.jobs["reconcile"].cron == "*/2 * * * *" and cfg.jobs["reconcile"].max_attempts == 2
+    assert cfg.jobs["expire_coupons"].cron == couponcore.jobs.DEFAULT_CRON["expire_coupons"]
+    assert cfg.retry_base_s == 1.0
     before = jobs.configure(config(expire_coupons={"cron": "*/7 * * * *"}))
     with pytest.raises(couponcore.InvalidArgument, match="not a valid cron"):
         jobs.configure(config(expire_coupons={"cron": "every five minutes"}))
