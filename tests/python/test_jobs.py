@@ -438,3 +438,23 @@ def test_redrive_dead_letters_job(
     finally:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(f"ALTER TABLE coupons DROP CONSTRAINT IF EXISTS {constraint}")
+
+
+@pytest.mark.servers
+def test_jobs_schema_is_applied_by_migrate_idempotently() -> None:
+    import psycopg
+
+    url = env_url("COUPONCORE_TEST_POSTGRES_URL")
+    out = subprocess.run(
+        [sys.executable, "-m", "couponcore", "migrate", "--postgres", url], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert "jobs schema (procrastinate)" in out.stdout
+    assert couponcore.jobs.migrate(url) == 0  # up to date: nothing more to do
+    with psycopg.connect(url) as conn:
+        tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE tablename LIKE '%job%'")}
+        (version,) = conn.execute("SELECT procrastinate_version FROM couponcore_jobs_schema").fetchone() or (None,)
+    assert {"procrastinate_jobs", "procrastinate_events", "couponcore_job_runs", "couponcore_job_events"} <= tables
+    import procrastinate
+
+    assert version == procrastinate.__version__
