@@ -47,7 +47,7 @@ import time
 from collections.abc import Iterable, Iterator, Sized
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, TypeVar, Union
 
 from . import _core
 from ._types import Partner, TimeLike, to_us
@@ -79,6 +79,7 @@ _ID_RE = re.compile(r"[A-Za-z0-9\-_.:@+=/]{1,128}")
 _ID_BYTES_MAX = 128
 
 ProgressFn = Callable[[int, Optional[int]], None]
+_T = TypeVar("_T")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -405,25 +406,104 @@ class _Store:
     """The checkpoint table and the coupon lookups, on the engine's store."""
 
     def __init__(self, kind: str, location: Optional[str]) -> None:
-        self.kind = kind
+        self.kind, self._location = kind, location
         self._conn: Any = None
         self._memory: dict[str, _State] = {}
         self._memory_bad: dict[str, list[BadRow]] = {}
+        self._lock_key: Optional[str] = None
+        self._errors: tuple[type[BaseException], ...] = (sqlite3.OperationalError,)
         if kind == "postgres":
-            assert location is not None
-            psycopg = _psycopg()
-            self._conn = psycopg.connect(location, autocommit=True)
+            self._errors = (_psycopg().OperationalError,)
+        if kind != "memory":
+            self._do(lambda: None)
+
+    def _connect(self) -> None:
+        assert self._location is not None
+        if self.kind == "postgres":
+            self._conn = _psycopg().connect(self._location, autocommit=True)
             with self._conn.transaction():
                 # Concurrent first runs must not race on CREATE TABLE IF NOT EXISTS.
                 self._conn.execute("SELECT pg_advisory_xact_lock(hashtext('couponcore.bulk_jobs'))")
                 for stmt in _SCHEMA:
                     self._conn.execute(stmt)
-        elif kind == "sqlite":
-            assert location is not None
-            self._conn = sqlite3.connect(location, timeout=30, isolation_level=None, check_same_thread=False)
+            if self._lock_key is not None and not self._try_lock(self._lock_key):
+                raise _core.Conflict(f"bulk job {self._lock_key!r} is running in another process")
+        else:
+            self._conn = sqlite3.connect(self._location, timeout=30, isolation_level=None, check_same_thread=False)
             self._conn.execute("PRAGMA synchronous=FULL")
             for stmt in _SCHEMA:
                 self._conn.execute(stmt)
+
+    def _try_lock(self, job_key: str) -> bool:
+        row = self._conn.execute(
+            "SELECT pg_try_advisory_lock(hashtext('couponcore.bulk:' || %s))", (job_key,)
+        ).fetchone()
+        return bool(row[0])
+
+    def lock(self, job_key: str) -> None:
+        """One run of a job at a time: ``Conflict`` if another run holds it. PostgreSQL: a session
+        advisory lock (held until the run's connection closes, also when its process dies);
+        otherwise within this process."""
+        with _running_lock:
+            if (self.kind, self._location, job_key) in _running:
+                raise _core.Conflict(f"bulk job {job_key!r} is running")
+            _running.add((self.kind, self._location, job_key))
+        self._lock_key = job_key
+        if self.kind == "postgres":
+            try:
+                taken = self._do(lambda: self._try_lock(job_key))
+            except BaseException:
+                self.unlock()
+                raise
+            if not taken:
+                self.unlock()
+                raise _core.Conflict(f"bulk job {job_key!r} is running in another process")
+
+    def unlock(self) -> None:
+        if self._lock_key is not None:
+            with _running_lock:
+                _running.discard((self.kind, self._location, self._lock_key))
+            self._lock_key = None
+
+    def _do(self, fn: Callable[[], _T]) -> _T:
+        """``fn`` on a live connection; a lost connection (a PostgreSQL restart, a locked SQLite
+        file) is retried on a new one with backoff, then ``Unavailable``. Every statement here
+        can be repeated: the checkpoint is an UPDATE of absolute values, bad rows are inserted
+        ON CONFLICT DO NOTHING."""
+        for attempt in range(RETRIES_MAX + 1):
+            try:
+                if self._conn is None:
+                    self._connect()
+                return fn()
+            except self._errors as e:
+                self.close()
+                if attempt == RETRIES_MAX:
+                    raise _core.Unavailable(f"the bulk checkpoint store failed: {e}") from None
+                time.sleep(min(5.0, 0.2 * 2**attempt) * (0.5 + random.random()))
+        raise AssertionError("unreachable")
+
+    def load(self, job_key: str) -> Optional[_State]:
+        if self.kind == "memory":
+            return self._load(job_key)
+        return self._do(lambda: self._load(job_key))
+
+    def save(self, job_key: str, st: _State, new_bad: list[BadRow], insert: bool = False) -> None:
+        if self.kind == "memory":
+            return self._save(job_key, st, new_bad, insert)
+        return self._do(lambda: self._save(job_key, st, new_bad, insert))
+
+    def bad_rows(self, job_key: str) -> list[BadRow]:
+        if self.kind == "memory":
+            return self._bad_rows(job_key)
+        return self._do(lambda: self._bad_rows(job_key))
+
+    def users_with_coupon(self, campaign_id: int, request_ids: list[str], users: list[str]) -> dict[str, int]:
+        """The users among ``users`` holding a coupon of the campaign asked for with one of
+        ``request_ids`` (one coupon per user and request id: the gate remembers the answer),
+        with its seq."""
+        if self.kind == "memory" or not users:
+            return {}
+        return self._do(lambda: self._users_with_coupon(campaign_id, request_ids, users))
 
     def _sql(self, q: str) -> str:
         return q.replace("%s", "?") if self.kind == "sqlite" else q
@@ -443,7 +523,7 @@ class _Store:
                 self._conn.execute("ROLLBACK")
                 raise
 
-    def load(self, job_key: str) -> Optional[_State]:
+    def _load(self, job_key: str) -> Optional[_State]:
         if self.kind == "memory":
             s = self._memory.get(job_key)
             return None if s is None else _State(**{**s.__dict__, "refused_reasons": dict(s.refused_reasons)})
@@ -455,7 +535,7 @@ class _Store:
         d["refused_reasons"] = json.loads(d["refused_reasons"])
         return _State(**d)
 
-    def save(self, job_key: str, st: _State, new_bad: list[BadRow], insert: bool = False) -> None:
+    def _save(self, job_key: str, st: _State, new_bad: list[BadRow], insert: bool = False) -> None:
         if self.kind == "memory":
             self._memory[job_key] = _State(**{**st.__dict__, "refused_reasons": dict(st.refused_reasons)})
             kept = self._memory_bad.setdefault(job_key, [])
@@ -467,7 +547,12 @@ class _Store:
         if insert:
             cols = ", ".join(("job_key",) + _STATE_COLS + ("created_at_us", "updated_at_us"))
             marks = ", ".join(["%s"] * (len(_STATE_COLS) + 3))
-            stmts.append((f"INSERT INTO bulk_jobs ({cols}) VALUES ({marks})", (job_key, *st.values(), now, now)))
+            stmts.append(
+                (
+                    f"INSERT INTO bulk_jobs ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING",
+                    (job_key, *st.values(), now, now),
+                )
+            )
         else:
             sets = ", ".join(f"{c} = %s" for c in _STATE_COLS)
             stmts.append(
@@ -484,7 +569,7 @@ class _Store:
             )
         self._tx(stmts)
 
-    def bad_rows(self, job_key: str) -> list[BadRow]:
+    def _bad_rows(self, job_key: str) -> list[BadRow]:
         if self.kind == "memory":
             return list(self._memory_bad.get(job_key, []))
         rows = self._conn.execute(
@@ -495,12 +580,7 @@ class _Store:
         ).fetchall()
         return [BadRow(int(r), v, e) for r, v, e in rows]
 
-    def users_with_coupon(self, campaign_id: int, request_ids: list[str], users: list[str]) -> dict[str, int]:
-        """The users among ``users`` holding a coupon of the campaign asked for with
-        one of ``request_ids`` (one coupon per user and request id: the gate remembers the
-        answer), with its seq."""
-        if self.kind == "memory" or not users:
-            return {}
+    def _users_with_coupon(self, campaign_id: int, request_ids: list[str], users: list[str]) -> dict[str, int]:
         found: dict[str, int] = {}
         for i in range(0, len(users), _LOOKUP_USERS_MAX):
             part = users[i : i + _LOOKUP_USERS_MAX]
@@ -521,10 +601,17 @@ class _Store:
         return found
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - a broken connection may fail to close; it is dropped
+                pass
 
+
+# Jobs running in this process (a second run of one is refused).
+_running: set[tuple[str, Optional[str], str]] = set()
+_running_lock = threading.Lock()
 
 # Checkpoints of engines without a file (":memory:") live as long as the process.
 _memory_stores: dict[int, _Store] = {}
@@ -685,7 +772,11 @@ class _Run:
     def run(self, grant_chunk: Callable[[_State, list[tuple[int, Any]], bool], None]) -> BulkResult:
         store = _open_store(self.engine)
         try:
-            return self._run(store, grant_chunk)
+            store.lock(self.job_key)
+            try:
+                return self._run(store, grant_chunk)
+            finally:
+                store.unlock()
         finally:
             if store.kind != "memory":
                 store.close()

@@ -453,3 +453,30 @@ def test_a_campaign_paused_mid_chunk_stops_the_run_and_it_resumes(deployment: De
         assert (r.resumed_from, r.granted, r.already_granted) == (0, 600, 0)
         per_user = coupons_per_user(e, c.id)
         assert len(per_user) == 600 and set(per_user.values()) == {1}
+
+
+@both
+def test_one_run_of_a_job_at_a_time(deployment: Deployment) -> None:
+    with deployment() as e:
+        c = e.campaigns.create("once", quantity=10_000)
+        inner: list[BaseException] = []
+
+        def try_again(done: int, total: int | None) -> None:
+            if done == 100:
+                try:
+                    bulk.grant_coupons(e, c.id, ["x"], job_key="one")
+                except couponcore.Conflict as err:
+                    inner.append(err)
+
+        r = bulk.grant_coupons(
+            e, c.id, [f"o{i}" for i in range(300)], job_key="one", chunk_size=100, on_progress=try_again
+        )
+        assert r.granted == 300 and len(inner) == 1 and "is running" in str(inner[0])
+        if deployment.kind == "production":
+            # Another process's run holds the job's advisory lock on its connection.
+            with psycopg.connect(e._store[1] or "") as other:
+                other.execute("SELECT pg_advisory_lock(hashtext('couponcore.bulk:' || 'two'))")
+                with pytest.raises(couponcore.Conflict, match="another process"):
+                    bulk.grant_coupons(e, c.id, ["y"], job_key="two")
+            assert bulk.grant_coupons(e, c.id, ["y"], job_key="two").granted == 1
+        assert len(coupons_per_user(e, c.id)) == (301 if deployment.kind == "production" else 300)
