@@ -1,7 +1,7 @@
 """Job schedules and policies as configuration: a dict, a TOML file or a YAML file.
 
     [jobs.expire_coupons]                 # one table per job; every key is optional
-    cron = "*/5 * * * *"                  # 5 fields, or 6 with seconds first... see below; "" = no schedule
+    cron = "*/5 * * * *"                  # 5 fields, or 6 (the 6th: seconds); "" = no schedule
     args = { chunk_rows = 1000 }          # keyword arguments of the scheduled run
     max_attempts = 5                      # attempts in all (1 = no retry)
 
