@@ -506,3 +506,29 @@ def test_two_workers_never_run_the_same_job_at_once(tmp_path: Path) -> None:
         assert b.result["resumed_from"] == len(users)  # the second found the first's checkpoint: done
         s = stats(e, c.id)
         assert s.rows == len(users) and s.distinct_users == len(users)
+
+
+@pytest.mark.servers
+def test_cli_on_production_defers_shows_cancels_lists_and_reruns() -> None:
+    import json
+
+    where = production_kwargs()
+    servers = ["--redis", where["redis"], "--postgres", where["postgres"], "--key-prefix", where["key_prefix"]]
+
+    def cli(*args: str) -> Any:
+        out = subprocess.run(
+            [sys.executable, "-m", "couponcore", "jobs", *args, *servers, "--json"],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    queued = cli("defer", "expire_coupons", "--arg", "chunk_rows=10")
+    assert queued["state"] == "queued" and queued["args"] == {"chunk_rows": 10}
+    shown = cli("show", str(queued["id"]))
+    assert shown["id"] == queued["id"] and [e["type"] for e in shown["events"]] == ["queued"]
+    assert cli("cancel", str(queued["id"]))["state"] == "cancelled"
+    assert queued["id"] in [r["id"] for r in cli("list", "--state", "cancelled", "--name", "expire_coupons")]
+    again = cli("rerun", str(queued["id"]))
+    assert again["state"] == "queued" and again["args"] == {"chunk_rows": 10}
+    assert cli("cancel", str(again["id"]))["state"] == "cancelled"  # nobody runs it later on this database
