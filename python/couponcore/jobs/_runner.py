@@ -185,7 +185,10 @@ class Runner:
             self.store = PgStore(connector)
         self.connector = connector
         self._build_apps()
-        await self.app.open_async()
+        try:
+            await self.app.open_async()
+        except Exception as e:  # psycopg_pool's PoolTimeout, a refused connection, ...
+            raise _core.Unavailable(f"jobs: cannot connect to PostgreSQL: {e}") from e
         try:
             await self.store.check()
         except BaseException:
