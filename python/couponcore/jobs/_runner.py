@@ -45,7 +45,8 @@ QUEUE = "couponcore"  # the queue every worker of ours listens to
 # One private queue per run-now call. Short: procrastinate NOTIFYs on "procrastinate_queue_v1#"
 # + the queue name, and PostgreSQL channel names are at most 63 bytes.
 RUN_QUEUE_PREFIX = "ccrun."
-PROGRESS_EVERY_S = 1.0  # progress is written at most this often (and its event logged)
+PROGRESS_EVERY_S = 1.0  # progress is written at most this often
+PROGRESS_EVENT_EVERY_S = 30.0  # and logged as an event at most this often (the first and last always)
 CALL_TIMEOUT_S = 60.0
 _NO_RETRY = (_core.InvalidArgument, _core.InvalidType)
 
@@ -95,6 +96,7 @@ class _Ctx:
         self._job_id = job_id
         self._should_abort = should_abort
         self._last_progress = 0.0
+        self._last_progress_event = 0.0
         self.done = 0
         self.total: Optional[int] = None
 
@@ -105,8 +107,11 @@ class _Ctx:
             return
         self._last_progress = now
         self._runner.call(self._runner.store.progress(self._job_id, self.done, self.total))
-        of = "" if self.total is None else f" of {self.total}"
-        self._runner.call(self._runner.store.event(self._job_id, "progress", f"{self.done}{of}"))
+        last = self.total is not None and done >= self.total
+        if now - self._last_progress_event >= PROGRESS_EVENT_EVERY_S or last:
+            self._last_progress_event = now
+            of = "" if self.total is None else f" of {self.total}"
+            self._runner.call(self._runner.store.event(self._job_id, "progress", f"{self.done}{of}"))
 
     def check_cancelled(self) -> None:
         from procrastinate import exceptions
@@ -323,9 +328,9 @@ class Runner:
         await self.store.event(job_id, "queued", event)
         return int(job_id)
 
-    async def _running_with_lock(self, lock: str) -> Optional[int]:
+    async def _running_with_lock(self, lock: str, besides: Optional[int] = None) -> Optional[int]:
         for job in await self.app.job_manager.list_jobs_async(status="doing", lock=lock):
-            if job.id is not None:
+            if job.id is not None and job.id != besides:
                 return int(job.id)
         return None
 
@@ -347,11 +352,12 @@ class Runner:
                 status = (await self.app.job_manager.get_job_status_async(job_id)).value
                 if status in FINAL_STATUSES:
                     break
-                if status == "todo" and await self._running_with_lock(lock) is not None:
+                if status == "todo" and await self._running_with_lock(lock, besides=job_id) is not None:
                     # lost a race with a worker starting the same job: leave it to that one
-                    await self.app.job_manager.cancel_job_by_id_async(job_id)
-                    await self.store.event(job_id, "cancelled", "another run of this job started first")
-                    break
+                    if await self.app.job_manager.cancel_job_by_id_async(job_id):
+                        await self.store.finished(job_id, "cancelled", None)
+                        await self.store.event(job_id, "cancelled", "another run of this job started first")
+                        break
                 await asyncio.sleep(0.05)
         finally:
             worker.stop()

@@ -41,7 +41,8 @@ STATUSES_OF_STATE = {
 }
 STATES_OF_STATE_KEYS = tuple(STATUSES_OF_STATE)
 FINAL_STATUSES = ("succeeded", "failed", "cancelled", "aborted")
-EVENTS_MAX = 1_000  # events kept per job (progress events are thinned, see Runner)
+EVENTS_MAX = 1_000  # progress and log events kept per job; state changes are always kept
+THINNED_EVENTS = ("progress", "log")
 MESSAGE_CHARS_MAX = 2_000
 
 _OUR_TABLES = """
@@ -154,7 +155,9 @@ class PgStore:
     async def event(self, job_id: int, type_: str, message: str = "") -> None:
         await self._c.execute_query_async(
             "INSERT INTO couponcore_job_events (job_id, type, message) SELECT %(id)s, %(t)s, %(m)s "  # type: ignore[arg-type]
-            "WHERE (SELECT count(*) FROM couponcore_job_events WHERE job_id = %(id)s) < %(max)s",
+            "WHERE %(t)s <> ALL(%(thinned)s::text[]) "
+            "OR (SELECT count(*) FROM couponcore_job_events WHERE job_id = %(id)s) < %(max)s",
+            thinned=list(THINNED_EVENTS),
             id=job_id,
             t=type_,
             m=_clip(message),
@@ -284,7 +287,7 @@ class MemoryStore:
 
     async def event(self, job_id: int, type_: str, message: str = "") -> None:
         events = self._events.setdefault(job_id, [])
-        if len(events) < EVENTS_MAX:
+        if type_ not in THINNED_EVENTS or len(events) < EVENTS_MAX:
             events.append({"at": _now(), "type": type_, "message": _clip(message)})
 
     async def started(self, job_id: int) -> None:
