@@ -227,3 +227,5 @@ class CouponcoreCollector:
             bounds = [*hist["upper_bounds"], float("inf")]
             buckets = [(_fmt(b), n) for b, n in zip(bounds, hist["cumulative_counts"])]
             yield HistogramMetricFamily(f"couponcore_{name}", help_, buckets=buckets, sum_value=hist["sum"])
+        if self._engine._jobs is not None:  # the jobs this process ran (couponcore.jobs)
+            yield from self._engine._jobs.metrics_families()

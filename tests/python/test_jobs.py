@@ -186,6 +186,14 @@ def test_maintenance_jobs_do_their_effect(whole_store_engine: couponcore.Engine)
     assert 'couponcore_job_runs_total{job="expire_coupons",outcome="succeeded"} 2' in text
     assert 'couponcore_job_rows_total{job="expire_coupons"} 1' in text
     assert 'couponcore_job_last_success_timestamp_seconds{job="reconcile"}' in text
+    from couponcore.metrics import CouponcoreCollector
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry()
+    registry.register(CouponcoreCollector(e))
+    scraped = generate_latest(registry).decode()
+    assert 'couponcore_job_runs_total{job="expire_coupons",outcome="succeeded"} 2.0' in scraped
+    assert 'couponcore_job_duration_seconds_count{job="reconcile"} 1.0' in scraped
 
 
 def _delays(run: couponcore.jobs.JobRun) -> list[float]:

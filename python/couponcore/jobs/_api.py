@@ -304,6 +304,10 @@ class Jobs:
         r = self._runner
         return r.metrics.lines() if r is not None else []
 
+    def metrics_families(self) -> builtins.list[Any]:
+        r = self._runner
+        return r.metrics.families() if r is not None else []
+
     def close(self) -> None:
         with self._lock:
             if self._runner is not None:

@@ -11,14 +11,14 @@
 An attempt that fails and is retried counts in the duration histogram only: a run is counted
 once, with its final outcome. ``job_last_success_timestamp_seconds`` and the schedule interval
 together give the "not run on schedule" alert (``time() - last_success > 2 * interval``).
-Served by ``couponcore jobs worker --metrics-port`` and part of ``engine.metrics_text()`` once
-the engine ran a job or started its in-process runner.
+Served by ``couponcore jobs worker --metrics-port``, and part of ``engine.metrics_text()`` and of
+``CouponcoreCollector`` once the engine used ``engine.jobs``.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Optional
+from typing import Any, Optional
 
 OUTCOMES = ("succeeded", "failed", "cancelled")
 DURATION_BUCKETS_S = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0)
@@ -123,6 +123,42 @@ class JobMetrics:
                 for j, s in sorted(self._intervals.items())
             ]
             return out
+
+    def families(self) -> list[Any]:
+        """The same metrics as ``prometheus_client`` metric families (for CouponcoreCollector)."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+        with self._lock:
+            if not self.active:
+                return []
+            runs = CounterMetricFamily(
+                "couponcore_job_runs", "Job runs that ended, by final outcome.", labels=["job", "outcome"]
+            )
+            for job in sorted({j for j, _ in self._runs} | set(self._rows) | set(self._durations)):
+                for outcome in OUTCOMES:
+                    runs.add_metric([job, outcome], self._runs.get((job, outcome), 0))
+            duration = HistogramMetricFamily(
+                "couponcore_job_duration_seconds", "Duration of one job attempt.", labels=["job"]
+            )
+            for job, counts in sorted(self._durations.items()):
+                buckets = [(_fmt(b), n) for b, n in zip((*DURATION_BUCKETS_S, float("inf")), counts)]
+                duration.add_metric([job], buckets, self._duration_sum[job])
+            rows = CounterMetricFamily("couponcore_job_rows", "Rows changed by job runs.", labels=["job"])
+            for job, n in sorted(self._rows.items()):
+                rows.add_metric([job], n)
+            last = GaugeMetricFamily(
+                "couponcore_job_last_success_timestamp_seconds",
+                "Unix time of the job's last successful run.",
+                labels=["job"],
+            )
+            for job, t in sorted(self._last_success.items()):
+                last.add_metric([job], t)
+            interval = GaugeMetricFamily(
+                "couponcore_job_schedule_interval_seconds", "Interval of the job's cron schedule.", labels=["job"]
+            )
+            for job, v in sorted(self._intervals.items()):
+                interval.add_metric([job], v)
+            return [runs, duration, rows, last, interval]
 
     def text(self) -> str:
         lines = self.lines()
