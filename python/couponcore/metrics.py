@@ -18,6 +18,11 @@ Names follow Prometheus conventions, all with the prefix ``couponcore_``:
 - ``couponcore_wallet_*_total``                  wallet operations, errors, replays, batches,
                                                  retries (once the wallets are open)
 
+Once the engine used ``engine.jobs``, the jobs this process ran: ``couponcore_job_runs_total``,
+``couponcore_job_duration_seconds``, ``couponcore_job_rows_total``,
+``couponcore_job_last_success_timestamp_seconds``, ``couponcore_job_schedule_interval_seconds``
+(by ``job``; docs/jobs.md).
+
 Production only, the grant log's backlog (``engine.log_backlog()``), gauges by campaign:
 
 - ``couponcore_log_entries{campaign}``            entries in the grant stream, not yet settled
