@@ -109,6 +109,7 @@ py::tuple to_record(const Campaign& v);
 py::tuple to_record(const CampaignStats& v);
 py::tuple to_record(const LogBacklog& v);
 py::tuple to_record(const WriterInfo& v);
+py::tuple to_record(const DeadLetter& v);
 py::tuple to_record(const Coupon& v);
 py::tuple to_record(const UseResult& v);
 py::tuple to_record(const CouponPage& v);

@@ -106,12 +106,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _servers(sv, "serve the production deployment")
 
+    from ._cli_deadletters import add_parser as add_deadletters
+
+    add_deadletters(sub, _servers)
+
     mg = sub.add_parser(
         "migrate",
         help="apply the PostgreSQL migrations",
         description="Apply couponcore's PostgreSQL schema migrations (idempotent).",
     )
     mg.add_argument("--postgres", required=True, help="PostgreSQL URL")
+
+    from .jobs._cli import add_parser as add_jobs_parser
+
+    add_jobs_parser(sub, _servers)
 
     b = sub.add_parser(
         "bench",
@@ -248,12 +256,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _serve(args)
         if args.command == "worker":
             return _run_worker(args)
+        if args.command == "deadletters":
+            from ._cli_deadletters import run as run_deadletters
+
+            return run_deadletters(args)
         if args.command == "migrate":
             from ._engine import migrate
 
             n = migrate(args.postgres)
             print(f"couponcore migrate: {n} migration(s) applied")
+            from .jobs._cli import migrate_if_installed
+
+            steps = migrate_if_installed(args.postgres)
+            if steps is not None:
+                print(f"couponcore migrate: jobs schema (procrastinate): {steps} step(s) applied")
             return EXIT_OK
+        if args.command == "jobs":
+            from .jobs._cli import main as jobs_main
+
+            return jobs_main(args)
         if args.command == "bench":
             import json
 

@@ -21,6 +21,11 @@ Names follow Prometheus conventions, all with the prefix ``couponcore_``:
 - ``couponcore_wallet_*_total``                  wallet operations, errors, replays, batches,
                                                  retries (once the wallets are open)
 
+Once the engine used ``engine.jobs``, the jobs this process ran: ``couponcore_job_runs_total``,
+``couponcore_job_duration_seconds``, ``couponcore_job_rows_total``,
+``couponcore_job_last_success_timestamp_seconds``, ``couponcore_job_schedule_interval_seconds``
+(by ``job``; docs/jobs.md).
+
 Production only, the grant log's backlog (``engine.log_backlog()``), gauges by campaign:
 
 - ``couponcore_log_entries{campaign}``            entries in the grant stream, not yet settled
@@ -243,6 +248,9 @@ def render(engine: Engine) -> str:
             out.append(f'couponcore_{name}_bucket{{le="{_fmt(bound)}"}} {count}')
         out.append(f"couponcore_{name}_sum {_fmt(hist['sum'])}")
         out.append(f"couponcore_{name}_count {hist['count']}")
+    jobs = engine._jobs  # the jobs this process ran (couponcore.jobs), never opened here
+    if jobs is not None:
+        out.extend(jobs.metrics_lines())
     return "\n".join(out) + "\n"
 
 
@@ -331,3 +339,5 @@ class CouponcoreCollector:
             bounds = [*hist["upper_bounds"], float("inf")]
             buckets = [(_fmt(b), n) for b, n in zip(bounds, hist["cumulative_counts"])]
             yield HistogramMetricFamily(f"couponcore_{name}", help_, buckets=buckets, sum_value=hist["sum"])
+        if self._engine._jobs is not None:  # the jobs this process ran (couponcore.jobs)
+            yield from self._engine._jobs.metrics_families()

@@ -65,6 +65,11 @@ class Pipeline {
   virtual std::vector<LogBacklog> log_backlog() = 0;
   // The grant writers by heartbeat (production); empty where there are none.
   virtual std::vector<WriterInfo> writers(bool with_pending) { return {}; }
+  // Dead letters: arguments checked by the facade (ids are stream ids, 1 <= limit).
+  virtual std::vector<DeadLetter> list_dead_letters(int64_t campaign_id, const std::string& after, std::size_t limit) = 0;
+  virtual DeadLetter get_dead_letter(int64_t campaign_id, const std::string& id) = 0;
+  virtual DeadLetter redrive_dead_letter(int64_t campaign_id, const std::string& id) = 0;
+  virtual DeadLetter drop_dead_letter(int64_t campaign_id, const std::string& id) = 0;
   // Finishes what was queued, then stops the pipeline's threads. Idempotent.
   virtual void close() = 0;
 
