@@ -137,6 +137,13 @@ class PyWorker {
     }
     return to_records(b);
   }
+  // Live writer consumers of the deployment (by heartbeat), over the same connection.
+  int64_t writers_alive() {
+    py::gil_scoped_release nogil;
+    std::lock_guard lock(backlog_mu_);
+    if (!backlog_) backlog_ = std::make_unique<LogBacklogReader>(options_.redis_url, options_.key_prefix);
+    return backlog_->writers_alive(options_.writer.dead_after_ms);
+  }
 
  private:
   WorkerOptions options_;
@@ -188,7 +195,8 @@ void register_production(py::module_& m) {
       .def("join", [](PyWorker& w, py::object timeout) { return w.join(to_timeout_s(timeout, "timeout_s")); },
            py::arg("timeout_s"))
       .def("stats", &PyWorker::stats)
-      .def("log_backlog", &PyWorker::log_backlog);
+      .def("log_backlog", &PyWorker::log_backlog)
+      .def("writers_alive", &PyWorker::writers_alive);
 }
 
 }  // namespace couponcore::py_bindings

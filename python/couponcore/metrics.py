@@ -236,9 +236,7 @@ def render(engine: Engine) -> str:
     out.extend(f'couponcore_coupon_uses_total{{outcome="{o}"}} {c[key]}' for o, key in _COUPON_USES)
     out.extend(_render_log_gauges(snap["log_backlog"]))
     if snap["writers_alive"] is not None:
-        out.append(f"# HELP couponcore_writers_alive {_WRITERS_ALIVE_HELP}")
-        out.append("# TYPE couponcore_writers_alive gauge")
-        out.append(f"couponcore_writers_alive {snap['writers_alive']}")
+        out.extend(_gauge("writers_alive", _WRITERS_ALIVE_HELP, snap["writers_alive"]))
     for name, help_ in _HISTOGRAMS:
         hist = h[name]
         out.append(f"# HELP couponcore_{name} {help_}")
@@ -252,6 +250,10 @@ def render(engine: Engine) -> str:
     if jobs is not None:
         out.extend(jobs.metrics_lines())
     return "\n".join(out) + "\n"
+
+
+def _gauge(name: str, help_: str, value: float) -> list[str]:
+    return [f"# HELP couponcore_{name} {help_}", f"# TYPE couponcore_{name} gauge", f"couponcore_{name} {_fmt(value)}"]
 
 
 def _render_log_gauges(backlog: list[Any]) -> Iterator[str]:
@@ -287,10 +289,14 @@ def render_worker(worker: _core.Worker, *, threads: int) -> str:
         ("writer_breaker_open", "1 while the writer's circuit breaker is open (PostgreSQL failing).",
          int(stats["breaker_open"])),
     ):
-        out.append(f"# HELP couponcore_{name} {help_}")
-        out.append(f"# TYPE couponcore_{name} gauge")
-        out.append(f"couponcore_{name} {value}")
+        out.extend(_gauge(name, help_, value))
     out.extend(_render_log_gauges(worker_log_backlog(worker)))
+    try:
+        alive = worker.writers_alive()
+    except Unavailable:
+        pass  # Redis away: no series this scrape, like the backlog gauges
+    else:
+        out.extend(_gauge("writers_alive", _WRITERS_ALIVE_HELP, alive))
     return "\n".join(out) + "\n"
 
 

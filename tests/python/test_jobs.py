@@ -183,17 +183,17 @@ def test_maintenance_jobs_do_their_effect(whole_store_engine: couponcore.Engine)
     assert [r.name for r in runs][:2] == ["reconcile", "purge_idempotency"]
     assert all(r.state == "succeeded" for r in runs)
     text = e.metrics_text()
-    assert 'couponcore_job_runs_total{job="expire_coupons",outcome="succeeded"} 2' in text
-    assert 'couponcore_job_rows_total{job="expire_coupons"} 1' in text
-    assert 'couponcore_job_last_success_timestamp_seconds{job="reconcile"}' in text
+    assert 'couponcore_job_runs_total{job_name="expire_coupons",outcome="succeeded"} 2' in text
+    assert 'couponcore_job_rows_total{job_name="expire_coupons"} 1' in text
+    assert 'couponcore_job_last_success_timestamp_seconds{job_name="reconcile"}' in text
     from couponcore.metrics import CouponcoreCollector
     from prometheus_client import CollectorRegistry, generate_latest
 
     registry = CollectorRegistry()
     registry.register(CouponcoreCollector(e))
     scraped = generate_latest(registry).decode()
-    assert 'couponcore_job_runs_total{job="expire_coupons",outcome="succeeded"} 2.0' in scraped
-    assert 'couponcore_job_duration_seconds_count{job="reconcile"} 1.0' in scraped
+    assert 'couponcore_job_runs_total{job_name="expire_coupons",outcome="succeeded"} 2.0' in scraped
+    assert 'couponcore_job_duration_seconds_count{job_name="reconcile"} 1.0' in scraped
 
 
 def _delays(run: couponcore.jobs.JobRun) -> list[float]:
@@ -222,7 +222,7 @@ def test_failing_job_retries_with_backoff_then_fails_and_reruns_once_fixed(
     assert 0.025 <= d1 <= 0.05 and 0.05 <= d2 <= 0.1  # equal jitter on base 0.05 s, doubling
     starts = [ev.at for ev in run.events if ev.type == "started"]
     assert (starts[1] - starts[0]).total_seconds() >= d1 * 0.9  # the backoff was waited
-    assert 'couponcore_job_runs_total{job="bulk_grant",outcome="failed"} 1' in engine.metrics_text()
+    assert 'couponcore_job_runs_total{job_name="bulk_grant",outcome="failed"} 1' in engine.metrics_text()
 
     users = write_users(path, 50)  # the cause fixed
     again = engine.jobs.rerun(run.id)
@@ -276,8 +276,8 @@ def test_a_seconds_level_schedule_fires(engine: couponcore.Engine) -> None:
     (sched,) = engine.jobs.schedules()
     assert sched.name == "expire_coupons" and sched.interval_s == 1.0 and sched.last_state == "succeeded"
     text = engine.metrics_text()
-    assert 'couponcore_job_schedule_interval_seconds{job="expire_coupons"} 1' in text
-    assert re.search(r'couponcore_job_runs_total\{job="expire_coupons",outcome="succeeded"\} [2-9]', text)
+    assert 'couponcore_job_schedule_interval_seconds{job_name="expire_coupons"} 1' in text
+    assert re.search(r'couponcore_job_runs_total\{job_name="expire_coupons",outcome="succeeded"\} [2-9]', text)
     with pytest.raises(couponcore.Conflict):
         engine.jobs.configure(config())  # not while it runs
     engine.jobs.stop_periodic()
@@ -407,7 +407,7 @@ def test_worker_killed_mid_job_leaves_a_job_a_new_worker_finishes(tmp_path: Path
         assert done.result["resumed_from"] > 0
         s = stats(e, c.id)
         assert s.rows == len(users) and s.distinct_users == len(users)  # nobody twice
-        assert 'couponcore_job_runs_total{job="bulk_grant",outcome="succeeded"} 1' in metrics
+        assert 'couponcore_job_runs_total{job_name="bulk_grant",outcome="succeeded"} 1' in metrics
         assert env_url("COUPONCORE_TEST_POSTGRES_URL")
 
 
@@ -482,9 +482,9 @@ def test_a_new_worker_exports_when_a_scheduled_job_last_succeeded() -> None:
             text = other.metrics_text()
         finally:
             other.close()
-        m = re.search(r'couponcore_job_last_success_timestamp_seconds\{job="expire_points"\} ([0-9.e+]+)', text)
+        m = re.search(r'couponcore_job_last_success_timestamp_seconds\{job_name="expire_points"\} ([0-9.e+]+)', text)
         assert m and float(m.group(1)) >= done.finished_at.timestamp() - 1e-3, text
-        assert 'couponcore_job_schedule_interval_seconds{job="expire_points"}' in text
+        assert 'couponcore_job_schedule_interval_seconds{job_name="expire_points"}' in text
 
 
 @pytest.mark.servers

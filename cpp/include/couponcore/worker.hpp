@@ -56,6 +56,8 @@ class LogBacklogReader {
   LogBacklogReader(const LogBacklogReader&) = delete;
   LogBacklogReader& operator=(const LogBacklogReader&) = delete;
   std::vector<LogBacklog> read();
+  // Writer consumers of the deployment whose heartbeat is younger than dead_after_ms.
+  int64_t writers_alive(int64_t dead_after_ms);
 
  private:
   struct Impl;

@@ -516,7 +516,16 @@ LogBacklogReader::~LogBacklogReader() = default;
 std::vector<LogBacklog> LogBacklogReader::read() {
   impl_->conn.ensure_connected();
   grantlog::GrantLog glog(impl_->conn);
-  return glog.backlog(impl_->key_prefix, kLogBacklogCampaignsMax);
+  std::vector<LogBacklog> b = glog.backlog(impl_->key_prefix, kLogBacklogCampaignsMax);
+  writer::add_unread_ages(impl_->conn, impl_->key_prefix, b);
+  return b;
+}
+
+int64_t LogBacklogReader::writers_alive(int64_t dead_after_ms) {
+  impl_->conn.ensure_connected();
+  int64_t n = 0;
+  for (const WriterInfo& w : writer::list_writers(impl_->conn, impl_->key_prefix, {}, dead_after_ms)) n += w.alive ? 1 : 0;
+  return n;
 }
 
 }  // namespace couponcore

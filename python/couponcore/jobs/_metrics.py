@@ -1,12 +1,12 @@
 """The jobs' Prometheus metrics, kept by the process that runs the jobs.
 
-- ``couponcore_job_runs_total{job,outcome}``            runs that ended: succeeded, failed (after
+- ``couponcore_job_runs_total{job_name,outcome}``            runs that ended: succeeded, failed (after
                                                         the last attempt), cancelled
-- ``couponcore_job_duration_seconds{job}``              histogram of one attempt's duration
-- ``couponcore_job_rows_total{job}``                    rows the job changed (its result's ``rows``)
-- ``couponcore_job_last_success_timestamp_seconds{job}`` Unix time of the last success (seeded
+- ``couponcore_job_duration_seconds{job_name}``              histogram of one attempt's duration
+- ``couponcore_job_rows_total{job_name}``                    rows the job changed (its result's ``rows``)
+- ``couponcore_job_last_success_timestamp_seconds{job_name}`` Unix time of the last success (seeded
                                                         from the job store when a runner starts)
-- ``couponcore_job_schedule_interval_seconds{job}``     the job's cron interval (scheduled jobs)
+- ``couponcore_job_schedule_interval_seconds{job_name}``     the job's cron interval (scheduled jobs)
 
 An attempt that fails and is retried counts in the duration histogram only: a run is counted
 once, with its final outcome. ``job_last_success_timestamp_seconds`` and the schedule interval
@@ -91,27 +91,27 @@ class JobMetrics:
             for job in jobs:
                 for outcome in OUTCOMES:
                     n = self._runs.get((job, outcome), 0)
-                    out.append(f'couponcore_job_runs_total{{job="{job}",outcome="{outcome}"}} {n}')
+                    out.append(f'couponcore_job_runs_total{{job_name="{job}",outcome="{outcome}"}} {n}')
             out += [
                 "# HELP couponcore_job_duration_seconds Duration of one job attempt.",
                 "# TYPE couponcore_job_duration_seconds histogram",
             ]
             for job, counts in sorted(self._durations.items()):
                 for bound, n in zip((*DURATION_BUCKETS_S, float("inf")), counts):
-                    out.append(f'couponcore_job_duration_seconds_bucket{{job="{job}",le="{_fmt(bound)}"}} {n}')
-                out.append(f'couponcore_job_duration_seconds_sum{{job="{job}"}} {_fmt(self._duration_sum[job])}')
-                out.append(f'couponcore_job_duration_seconds_count{{job="{job}"}} {counts[-1]}')
+                    out.append(f'couponcore_job_duration_seconds_bucket{{job_name="{job}",le="{_fmt(bound)}"}} {n}')
+                out.append(f'couponcore_job_duration_seconds_sum{{job_name="{job}"}} {_fmt(self._duration_sum[job])}')
+                out.append(f'couponcore_job_duration_seconds_count{{job_name="{job}"}} {counts[-1]}')
             out += [
                 "# HELP couponcore_job_rows_total Rows changed by job runs.",
                 "# TYPE couponcore_job_rows_total counter",
             ]
-            out += [f'couponcore_job_rows_total{{job="{j}"}} {n}' for j, n in sorted(self._rows.items())]
+            out += [f'couponcore_job_rows_total{{job_name="{j}"}} {n}' for j, n in sorted(self._rows.items())]
             out += [
                 "# HELP couponcore_job_last_success_timestamp_seconds Unix time of the job's last successful run.",
                 "# TYPE couponcore_job_last_success_timestamp_seconds gauge",
             ]
             out += [
-                f'couponcore_job_last_success_timestamp_seconds{{job="{j}"}} {_fmt(t)}'
+                f'couponcore_job_last_success_timestamp_seconds{{job_name="{j}"}} {_fmt(t)}'
                 for j, t in sorted(self._last_success.items())
             ]
             out += [
@@ -119,7 +119,7 @@ class JobMetrics:
                 "# TYPE couponcore_job_schedule_interval_seconds gauge",
             ]
             out += [
-                f'couponcore_job_schedule_interval_seconds{{job="{j}"}} {_fmt(s)}'
+                f'couponcore_job_schedule_interval_seconds{{job_name="{j}"}} {_fmt(s)}'
                 for j, s in sorted(self._intervals.items())
             ]
             return out
@@ -132,29 +132,29 @@ class JobMetrics:
             if not self.active:
                 return []
             runs = CounterMetricFamily(
-                "couponcore_job_runs", "Job runs that ended, by final outcome.", labels=["job", "outcome"]
+                "couponcore_job_runs", "Job runs that ended, by final outcome.", labels=["job_name", "outcome"]
             )
             for job in sorted({j for j, _ in self._runs} | set(self._rows) | set(self._durations)):
                 for outcome in OUTCOMES:
                     runs.add_metric([job, outcome], self._runs.get((job, outcome), 0))
             duration = HistogramMetricFamily(
-                "couponcore_job_duration_seconds", "Duration of one job attempt.", labels=["job"]
+                "couponcore_job_duration_seconds", "Duration of one job attempt.", labels=["job_name"]
             )
             for job, counts in sorted(self._durations.items()):
                 buckets = [(_fmt(b), n) for b, n in zip((*DURATION_BUCKETS_S, float("inf")), counts)]
                 duration.add_metric([job], buckets, self._duration_sum[job])
-            rows = CounterMetricFamily("couponcore_job_rows", "Rows changed by job runs.", labels=["job"])
+            rows = CounterMetricFamily("couponcore_job_rows", "Rows changed by job runs.", labels=["job_name"])
             for job, n in sorted(self._rows.items()):
                 rows.add_metric([job], n)
             last = GaugeMetricFamily(
                 "couponcore_job_last_success_timestamp_seconds",
                 "Unix time of the job's last successful run.",
-                labels=["job"],
+                labels=["job_name"],
             )
             for job, t in sorted(self._last_success.items()):
                 last.add_metric([job], t)
             interval = GaugeMetricFamily(
-                "couponcore_job_schedule_interval_seconds", "Interval of the job's cron schedule.", labels=["job"]
+                "couponcore_job_schedule_interval_seconds", "Interval of the job's cron schedule.", labels=["job_name"]
             )
             for job, v in sorted(self._intervals.items()):
                 interval.add_metric([job], v)
