@@ -5,6 +5,7 @@ Entry points::
     grant_coupons(engine, campaign_id, users, *, job_key, ...) -> BulkResult
     grant_points(engine, rows, *, job_key, reason, ...)        -> BulkResult
     read_csv(path, column=...), read_parquet(path, column=...), read_sql(dsn, query)   sources
+    status(engine, job_key) -> BulkResult | None                 a job's checkpoint, read only
     RateLimiter                                                 the rows-per-second token bucket
 
 The design, in short (docs/bulk.md says it at length):
@@ -62,6 +63,7 @@ __all__ = [
     "read_csv",
     "read_parquet",
     "read_sql",
+    "status",
 ]
 
 JOB_KEY_BYTES_MAX = 100  # "bulk:" + key must fit a request id (128 bytes)
@@ -847,6 +849,35 @@ class _Run:
             limiter_sleep_s=self.limiter.slept_s if self.limiter else 0.0,
             backlog_waits=self.backlog_waits,
         )
+
+
+def status(engine: Any, job_key: str) -> Optional[BulkResult]:
+    """What job ``job_key`` has done so far, from its checkpoint (another process may be running
+    it): ``done`` False while it is unfinished; None for a job that never started."""
+    _scope_and_partner(engine, None)
+    _check_job_key(job_key)
+    store = _open_store(engine)
+    try:
+        st = store.load(job_key)
+        if st is None:
+            return None
+        return BulkResult(
+            job_key=job_key,
+            kind=st.kind,
+            granted=st.granted,
+            already_granted=st.already_granted,
+            refused=st.refused,
+            refused_reasons=dict(st.refused_reasons),
+            bad_rows=store.bad_rows(job_key),
+            bad_row_count=st.bad_rows,
+            rows=st.rows_done,
+            chunks=st.chunks_done,
+            resumed_from=0,
+            done=st.state == "done",
+        )
+    finally:
+        if store.kind != "memory":
+            store.close()
 
 
 def _scope_and_partner(engine: Any, partner: Union[None, int, Partner]) -> tuple[Any, int]:

@@ -224,8 +224,10 @@ def test_sigkill_mid_run_then_resume_grants_every_user_exactly_once(deployment: 
     # Resume; production: a writer that claims the dead process's pending grants quickly.
     opts = {} if kind == "embedded" else {"writer_claim_idle_ms": 500}
     with deployment(**opts) as e:
+        st = bulk.status(e, "kill-1")
+        assert st is not None and not st.done and done <= st.rows < n  # killed mid-run
         r = bulk.grant_coupons(e, c.id, bulk.read_csv(csv_path, "user_id"), job_key="kill-1", chunk_size=500)
-        assert r.resumed_from >= done and r.rows == n and r.done
+        assert r.resumed_from == st.rows and r.rows == n and r.done
         assert r.granted == n and r.already_granted == 0 and r.bad_row_count == 0
         per_user = coupons_per_user(e, c.id)
         assert len(per_user) == n, f"{n - len(per_user)} users have no coupon"
