@@ -390,14 +390,15 @@ class _State:
     refused: int = 0
     refused_reasons: dict[str, int] = field(default_factory=dict)
     bad_rows: int = 0
-    # The highest coupon seq (points: wallet entry id) this job was granted. Both only grow, and
-    # a chunk's grants are done before the next chunk starts, so an answer replayed with an id at
-    # or below it is an earlier row's grant (the user was listed before): already_granted. The
-    # in-flight chunk of a dead run was granted above it: counted as granted on resume.
+    # Coupons: the highest seq this job was granted. Seqs only grow, and a chunk's grants are
+    # done before the next chunk starts, so an ISSUED answer replayed with a seq at or below it
+    # is an earlier row's grant (the user was listed before): already_granted.
     max_id: int = 0
     # Coupons: bumped when the campaign answered NOT_OPEN (paused): the gate remembers that
     # answer for the request id, so the rows after it are asked again with a new one.
     generation: int = 0
+    # When the checkpoint was committed (loaded, not written: the save stamps updated_at_us).
+    checkpoint_at_us: int = 0
 
     def values(self) -> tuple[Any, ...]:
         d = dict(self.__dict__, refused_reasons=json.dumps(self.refused_reasons, sort_keys=True))
@@ -529,11 +530,11 @@ class _Store:
         if self.kind == "memory":
             s = self._memory.get(job_key)
             return None if s is None else _State(**{**s.__dict__, "refused_reasons": dict(s.refused_reasons)})
-        cols = ", ".join(_STATE_COLS)
+        cols = ", ".join(_STATE_COLS + ("updated_at_us",))
         row = self._conn.execute(self._sql(f"SELECT {cols} FROM bulk_jobs WHERE job_key = %s"), (job_key,)).fetchone()
         if row is None:
             return None
-        d = dict(zip(_STATE_COLS, row))
+        d = dict(zip(_STATE_COLS + ("checkpoint_at_us",), row))
         d["refused_reasons"] = json.loads(d["refused_reasons"])
         return _State(**d)
 
@@ -581,6 +582,33 @@ class _Store:
             (job_key, BAD_ROWS_MAX),
         ).fetchall()
         return [BadRow(int(r), v, e) for r, v, e in rows]
+
+    def keys_taken(self, partner_id: int, keys: list[str]) -> dict[str, int]:
+        """The wallet idempotency keys among ``keys`` the partner has used, with the time their
+        record was written (Unix microseconds)."""
+        if self.kind == "memory" or not keys:
+            return {}
+        return self._do(lambda: self._keys_taken(partner_id, keys))
+
+    def _keys_taken(self, partner_id: int, keys: list[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for i in range(0, len(keys), _LOOKUP_USERS_MAX):
+            part = keys[i : i + _LOOKUP_USERS_MAX]
+            if self.kind == "postgres":
+                q = (
+                    "SELECT idempotency_key, created_at_us FROM wallet_idempotency WHERE partner_id = %s"
+                    " AND idempotency_key = ANY(%s)"
+                )
+                rows = self._conn.execute(q, (partner_id, part)).fetchall()
+            else:
+                marks = ", ".join(["?"] * len(part))
+                q = (
+                    "SELECT idempotency_key, created_at_us FROM wallet_idempotency WHERE partner_id = ?"
+                    f" AND idempotency_key IN ({marks})"
+                )
+                rows = self._conn.execute(q, (partner_id, *part)).fetchall()
+            found.update((r[0], int(r[1])) for r in rows)
+        return found
 
     def _users_with_coupon(self, campaign_id: int, request_ids: list[str], users: list[str]) -> dict[str, int]:
         found: dict[str, int] = {}
@@ -1094,10 +1122,18 @@ def grant_points(
             else:
                 seen[user] = amount
                 good.append((row, user, amount))
+        if resumed and good:
+            # The interrupted run may have earned these before it died: their keys are in the
+            # store (the key is written in the earn's own transaction).
+            # Keys written before the last checkpoint belong to earlier rows (the user is listed
+            # again): those rows are sent, and answered as replays.
+            taken = run.store.keys_taken(partner_id, [_points_key(run.job_key, u) for _, u, _ in good])
+            since = {k for k, at_us in taken.items() if at_us > st.checkpoint_at_us}
+            st.granted += sum(1 for _, u, _ in good if _points_key(run.job_key, u) in since)
+            good = [g for g in good if _points_key(run.job_key, g[1]) not in since]
         for i in range(0, len(good), run.batch_rows):
             batch = good[i : i + run.batch_rows]
             run.charge(len(batch))
-            id_before, top = st.max_id, 0
             futures = [pool.submit(earn, user, amount) for _, user, amount in batch]
             for (row, user, _amount), f in zip(batch, futures):
                 try:
@@ -1110,12 +1146,10 @@ def grant_points(
                         msg = f"user listed again with another amount ({msg})"
                     run.new_bad.append(BadRow(row, _shown(user), msg))
                     continue
-                if res.replayed and res.entry_id <= id_before:
+                if res.replayed:
                     st.already_granted += 1  # listed in an earlier chunk with the same amount
                 else:
-                    st.granted += 1  # new, or granted by the interrupted run before it died
-                    top = max(top, res.entry_id)
-            st.max_id = max(st.max_id, top)
+                    st.granted += 1
 
     try:
         return run.run(grant_chunk)

@@ -57,17 +57,24 @@ def max_in(engine: couponcore.Engine, select: str, values: list[str]) -> int:
 
 
 def rewind_last_chunk(
-    engine: couponcore.Engine, job_key: str, rows: int, granted: int, max_id: int, already: int = 0, bad: int = 0
+    engine: couponcore.Engine,
+    job_key: str,
+    rows: int,
+    granted: int,
+    already: int = 0,
+    bad: int = 0,
+    max_id: int = 0,
+    checkpoint_at_us: int = 0,
 ) -> None:
-    """Puts the job's checkpoint back by one chunk (its rows, their counts, and the highest id
-    granted before it): as if the process had died after granting its last chunk and before
-    committing that chunk's checkpoint."""
+    """Puts the job's checkpoint back by one chunk (its rows, their counts; the highest coupon
+    seq granted and the checkpoint's time before it): as if the process had died after granting
+    its last chunk and before committing that chunk's checkpoint."""
     _query(
         engine,
         "UPDATE bulk_jobs SET rows_done = rows_done - %s, chunks_done = chunks_done - 1, granted = granted - %s,"
-        " already_granted = already_granted - %s, bad_rows = bad_rows - %s, max_id = %s, state = 'running'"
-        " WHERE job_key = %s",
-        (rows, granted, already, bad, max_id, job_key),
+        " already_granted = already_granted - %s, bad_rows = bad_rows - %s, max_id = %s, updated_at_us = %s,"
+        " state = 'running' WHERE job_key = %s",
+        (rows, granted, already, bad, max_id, checkpoint_at_us, job_key),
     )
 
 
@@ -166,7 +173,7 @@ def test_resumed_chunk_is_checked_in_the_store_when_the_gate_would_grant_again(
         assert r.granted == 1_000 and r.chunks == 4
         assert e.drain(30)
         top = max_in(e, "SELECT max(seq) FROM coupons WHERE user_id IN", users[:900])
-        rewind_last_chunk(e, "resume-1", rows=100, granted=100, max_id=top)
+        rewind_last_chunk(e, "resume-1", rows=100, granted=100, max_id=top)  # coupons: by seq
     if deployment.kind == "production":
         time.sleep(2.2)  # two answer generations: the gate has forgotten the request ids
     with deployment(**opts) as e:
@@ -232,6 +239,50 @@ def test_sigkill_mid_run_then_resume_grants_every_user_exactly_once(deployment: 
         per_user = coupons_per_user(e, c.id)
         assert len(per_user) == n, f"{n - len(per_user)} users have no coupon"
         assert set(per_user.values()) == {1}, "a user was granted twice"
+
+
+@pytest.mark.parametrize("deployment", ["embedded", "production"], indirect=True)
+def test_points_sigkill_mid_run_then_resume_earns_every_user_exactly_once(deployment: Deployment) -> None:
+    n = 8_000
+    child = textwrap.dedent(
+        """
+        import json, sys, couponcore
+        from couponcore import bulk
+        engine = couponcore.open(**json.loads(sys.argv[1]))
+        rows = ((f"w{i}", i % 9 + 1) for i in range(int(sys.argv[2])))
+        bulk.grant_points(engine, rows, job_key="kill-pts", reason="killed", chunk_size=250, rows_per_s=4000,
+                          on_progress=lambda done, total: print(done, flush=True))
+        print("finished", flush=True)
+        """
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", child, json.dumps(deployment.where), str(n)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    done = 0
+    deadline = time.monotonic() + 60
+    while done < n // 3 and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        assert line and line != "finished\n", "the child ended before it was killed"
+        done = int(line)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.stdout.close()
+    proc.wait()
+    with deployment() as e:
+        st = bulk.status(e, "kill-pts")
+        assert st is not None and not st.done and done <= st.rows < n
+        rows = ((f"w{i}", i % 9 + 1) for i in range(n))
+        r = bulk.grant_points(e, rows, job_key="kill-pts", reason="killed", chunk_size=250)
+        assert (r.resumed_from, r.rows, r.granted, r.already_granted) == (st.rows, n, n, 0)
+        per_user = dict(
+            _query(
+                e,
+                "SELECT user_id, count(*) FROM wallet_entries e JOIN wallets w ON w.id = e.wallet_id"
+                " WHERE e.reason = 'killed' GROUP BY user_id",
+            )
+        )
+        assert len(per_user) == n and set(per_user.values()) == {1}
+        assert sum(e.points.balance(f"w{i}").total for i in range(0, n, 97)) == sum(i % 9 + 1 for i in range(0, n, 97))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -339,8 +390,8 @@ def test_points_from_csv_bad_amounts_duplicates_and_a_rerun(deployment: Deployme
         assert n == 1_200
         # A resumed last chunk: the keys answer with the first results, nothing is earned again.
         keys = [f"bulk:pts-1:p{i}" for i in range(1_000)]
-        top = max_in(e, "SELECT max(id) FROM wallet_entries WHERE idempotency_key IN", keys)
-        rewind_last_chunk(e, "pts-1", rows=207, granted=200, max_id=top, already=1, bad=6)
+        at = max_in(e, "SELECT max(created_at_us) FROM wallet_idempotency WHERE idempotency_key IN", keys)
+        rewind_last_chunk(e, "pts-1", rows=207, granted=200, already=1, bad=6, checkpoint_at_us=at)
         r2 = bulk.grant_points(e, src, job_key="pts-1", reason="november", chunk_size=500)
         assert (r2.resumed_from, r2.granted, r2.already_granted, r2.bad_row_count) == (1_000, 1_200, 1, 6)
         assert r2.rows == 1_207 and r2.bad_rows == r.bad_rows
@@ -361,6 +412,16 @@ def test_sql_source_through_a_server_side_cursor() -> None:
         conn.execute("UPDATE bulk_src SET user_id = '' WHERE id = 20")
     src = bulk.read_sql(pg, "SELECT user_id FROM bulk_src ORDER BY id", fetch_rows=250)
     assert src.total is None
+    # A server-side cursor: the source's session fetches 250 rows at a time.
+    it = iter(src)
+    assert next(it) == "q1"
+    with psycopg.connect(pg) as conn:
+        (fetching,) = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND query LIKE 'FETCH FORWARD 250 FROM%%couponcore_bulk_source%%'"
+        ).fetchone() or (0,)
+    assert fetching == 1
+    it.close()  # type: ignore[attr-defined]
     with couponcore.open(**production_kwargs()) as e:
         c = e.campaigns.create("sql", quantity=100_000)
         r = bulk.grant_coupons(e, c.id, src, job_key="sql-1", chunk_size=700)
