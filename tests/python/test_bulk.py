@@ -543,3 +543,28 @@ def test_one_run_of_a_job_at_a_time(deployment: Deployment) -> None:
                     bulk.grant_coupons(e, c.id, ["y"], job_key="two")
             assert bulk.grant_coupons(e, c.id, ["y"], job_key="two").granted == 1
         assert len(coupons_per_user(e, c.id)) == (301 if deployment.kind == "production" else 300)
+
+
+def test_partner_scope_expiry_and_parquet_amounts(db_path: str, tmp_path: Path) -> None:
+    """A partner's grant reaches only its own campaigns and wallets; every lot gets the one
+    ``expires_at``; Parquet gives ``(user, amount)`` rows, a null amount is a bad row."""
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    path = tmp_path / "points.parquet"
+    pd.DataFrame({"user_id": ["a1", "a2", "a3"], "pts": [5, None, 7]}).to_parquet(path)
+    with couponcore.open(db_path) as e:
+        acme = e.partners.create("Acme").partner
+        shop = e.partner(acme)
+        mine = shop.campaigns.create("acme", quantity=10)
+        theirs = e.campaigns.create("partner-0", quantity=10)
+        r = bulk.grant_coupons(e, mine.id, ["a1", "a2"], job_key="acme-c", partner=acme)
+        assert r.granted == 2 and len(coupons_per_user(e, mine.id)) == 2
+        with pytest.raises(couponcore.NotFound):
+            bulk.grant_coupons(e, theirs.id, ["a1"], job_key="acme-x", partner=acme)
+        src = bulk.read_parquet(path, "user_id", amount_column="pts")
+        rp = bulk.grant_points(e, src, job_key="acme-p", reason="", partner=acme.id, expires_at=4_000_000_000)
+        assert (rp.granted, rp.bad_row_count, rp.bad_rows[0].row) == (2, 1, 2)
+        b = shop.points.balance("a3")
+        assert b.total == 7 and b.next_expiry_at is not None and b.next_expiry_at.timestamp() == 4_000_000_000
+        with pytest.raises(couponcore.NotFound):
+            e.points.balance("a3")  # partner 0 has no such wallet
