@@ -792,6 +792,8 @@ class _Run:
         if self.limiter is not None:
             self.batch_rows = max(1, min(chunk_size, int(self.limiter.rows_per_s // 10)))
         self.total = _total_of(rows)
+        # A shared limiter has counted other runs' sleeps: report this run's.
+        self.sleeps_before = (self.limiter.sleeps, self.limiter.slept_s) if self.limiter else (0, 0.0)
         self.backlog_waits = 0
         self.new_bad: list[BadRow] = []
 
@@ -873,8 +875,8 @@ class _Run:
             chunks=st.chunks_done,
             resumed_from=resumed_from,
             done=True,
-            limiter_sleeps=self.limiter.sleeps if self.limiter else 0,
-            limiter_sleep_s=self.limiter.slept_s if self.limiter else 0.0,
+            limiter_sleeps=self.limiter.sleeps - self.sleeps_before[0] if self.limiter else 0,
+            limiter_sleep_s=self.limiter.slept_s - self.sleeps_before[1] if self.limiter else 0.0,
             backlog_waits=self.backlog_waits,
         )
 
@@ -1015,8 +1017,12 @@ def grant_coupons(
                 wait_for_writers(until_empty=True)
             ids = [request_id(g) for g in range(st.generation + 1)]
             found = run.store.users_with_coupon(campaign_id, ids, good)
-            st.granted += len(found)
-            st.max_id = max([st.max_id, *found.values()])
+            # Seqs above the checkpoint's highest were granted by the interrupted run; others
+            # belong to an earlier row of the same user.
+            since = [q for q in found.values() if q > st.max_id]
+            st.granted += len(since)
+            st.already_granted += len(found) - len(since)
+            st.max_id = max([st.max_id, *since])
             good = [u for u in good if u not in found]
         sold_out = False
         for i in range(0, len(good), run.batch_rows):
