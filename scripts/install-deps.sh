@@ -3,8 +3,8 @@
 #
 #   scripts/install-deps.sh            build packages (compiler, CMake, Ninja, libraries, GoogleTest, ...)
 #   scripts/install-deps.sh --servers  also Redis and PostgreSQL, for `make test`
-#   scripts/install-deps.sh --alerts   also promtool and amtool (prometheus, prometheus-alertmanager),
-#                                      for `make test-alerts`; `--servers` includes them
+#   scripts/install-deps.sh --alerts   also Prometheus and Alertmanager with promtool and amtool,
+#                                      for `make test-alerts` and `test-python`; `--servers` includes them
 #
 # Idempotent and cheap when nothing is missing: every package is checked with dpkg first, and
 # apt-get (update + install) only runs for the missing ones. Uses sudo when not run as root.
@@ -33,8 +33,9 @@ if ((servers)); then
   # wrk is the HTTP load tool of `couponcore bench http`.
   packages+=(redis-server postgresql postgresql-client wrk)
 fi
-# Installed without recommends (no node exporter): only their checkers are used, promtool (in
-# prometheus) and amtool (in prometheus-alertmanager). Debian starts both daemons where systemd
+# Installed without recommends (no node exporter): their checkers, promtool (in
+# prometheus) and amtool (in prometheus-alertmanager), and the servers the alerts end-to-end test
+# starts on ports of its own (tests/python/test_alerts_e2e.py). Debian starts both daemons where systemd
 # runs; they are not needed (`systemctl disable --now prometheus prometheus-alertmanager`).
 lean=()
 if ((alerts)); then

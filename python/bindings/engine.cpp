@@ -226,6 +226,15 @@ void register_engine(py::module_& m) {
         }
         return to_records(b);
       })
+      .def("writers", [](PyEngine& self, bool pending) {
+        Engine& e = self.get();
+        std::vector<WriterInfo> w;
+        {
+          py::gil_scoped_release nogil;
+          w = e.writers(pending);
+        }
+        return to_records(w);
+      }, py::arg("pending") = true)
       .def("reconcile", [](PyEngine& self, py::object campaign_id) {
         Engine& e = self.get();
         int64_t cid = to_i64(campaign_id, "campaign_id");
@@ -250,8 +259,12 @@ void register_engine(py::module_& m) {
         d["grants_written"] = k.grants_written;
         d["dead_lettered"] = k.dead_lettered;
         d["writer_failures"] = k.writer_failures;
+        d["writer_claimed"] = k.writer_claimed;
         d["queued_requests"] = k.queued_requests;
         d["queue_refused"] = k.queue_refused;
+        d["coupon_uses"] = k.coupon_uses;
+        d["coupon_cancels"] = k.coupon_cancels;
+        d["coupon_uses_refused"] = k.coupon_uses_refused;
         py::dict by;
         for (int i = 0; i < 5; ++i) by[issue_status_name(static_cast<IssueStatus>(i))] = k.by_status[i];
         d["by_status"] = by;

@@ -38,6 +38,7 @@ from ._types import (
     PartnerKey,
     Status,
     UseResult,
+    WriterInfo,
 )
 from ._wallet import Balance, CheckoutCancelResult, CheckoutResult, HistoryPage, Points, WalletEntry, WalletResult
 
@@ -78,6 +79,7 @@ __all__ = [
     "Status",
     "Unauthenticated",
     "Unavailable",
+    "WriterInfo",
     "UseResult",
     "migrate",
     "open",

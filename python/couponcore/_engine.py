@@ -38,6 +38,7 @@ from ._types import (
     PartnerKey,
     TimeLike,
     UseResult,
+    WriterInfo,
     from_core,
     to_us,
 )
@@ -511,6 +512,14 @@ class Engine(Scope):
         server's clock) and dead letters. Production only, at most 10,000 campaigns (the newest
         ids) per call; the embedded engine returns ``[]`` (its log is the SQLite commit itself)."""
         return [from_core(LogBacklog, t) for t in self._core.log_backlog()]
+
+    def writers(self, *, pending: bool = True) -> list[WriterInfo]:
+        """The deployment's grant writers by heartbeat, by consumer name: every writer consumer
+        (in-process or ``couponcore worker``) beats on the Redis server's clock about every
+        second; one silent for ``writer_dead_after_ms`` (3 s) is dead and a live writer takes
+        its pending entries over. With ``pending=False`` only the heartbeats are read (one round
+        trip, ``pending`` is 0): for probes. Production only (the embedded engine returns ``[]``)."""
+        return [from_core(WriterInfo, t) for t in self._core.writers(pending)]
 
     def metrics_text(self) -> str:
         """The engine's metrics in Prometheus text format (see ``couponcore.metrics``)."""

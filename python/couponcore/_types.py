@@ -202,6 +202,20 @@ class LogBacklog:
     pending: int  # delivered to a writer, not yet acknowledged
     oldest_pending_age_ms: int  # Redis server time minus the oldest pending entry's id time; 0: none
     dead_letters: int  # entries in the campaign's dead-letter stream
+    oldest_unread_age_ms: int = 0  # Redis server time minus the oldest entry no writer has read yet; 0: none
+
+
+@record("WriterInfo")
+@dataclass(frozen=True)
+class WriterInfo:
+    """One grant-writer consumer of the deployment as its heartbeat shows it (production): every
+    consumer that beats, and every consumer holding entries (one that never beat is an older
+    version; its entries are taken over after ``writer_claim_idle_ms``)."""
+
+    consumer: str  # its name in the consumer group "writers"
+    alive: bool  # it beat within writer_dead_after_ms, on the Redis server's clock
+    last_beat_age_ms: Optional[int]  # Redis server time minus its last beat; None: it never beat
+    pending: int  # entries delivered to it and not acknowledged, over all campaigns
 
 
 class CouponState(str, enum.Enum):

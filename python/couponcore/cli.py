@@ -28,6 +28,16 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _port(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port: 1..65535")
+    return v
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="couponcore",
@@ -65,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--consumer-name", default="", help="consumer name base (default host-pid)")
     w.add_argument("--no-migrate", action="store_true", help="do not apply migrations at start")
     w.add_argument("--report-s", type=float, default=10.0, help="print stats every this many seconds (0: never)")
+    w.add_argument(
+        "--metrics-port", type=_port, default=None, help="serve Prometheus metrics at GET /metrics on this port"
+    )
+    w.add_argument("--metrics-host", default="127.0.0.1", help="address of the metrics endpoint (127.0.0.1)")
 
     sv = sub.add_parser(
         "serve",
@@ -140,15 +154,29 @@ def _run_worker(args: argparse.Namespace) -> int:
         worker.stop()
         stop.set()
 
+    server = None
+    if args.metrics_port is not None:
+        from .metrics import render_worker
+        from .metrics_http import serve_metrics
+
+        # Bound before the writer starts: a port in use fails the command at once (exit 3).
+        server = serve_metrics(
+            lambda: render_worker(worker, threads=args.threads), host=args.metrics_host, port=args.metrics_port
+        )
+        print(f"couponcore worker: metrics at {server.url}", file=sys.stderr, flush=True)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    worker.start()
-    print(f"couponcore worker: writing grants with {args.threads} thread(s)", file=sys.stderr, flush=True)
-    last = time.monotonic()
-    while not worker.join(0.2):
-        if args.report_s > 0 and time.monotonic() - last >= args.report_s:
-            last = time.monotonic()
-            print(json.dumps(worker.stats()), file=sys.stderr, flush=True)
+    try:
+        worker.start()
+        print(f"couponcore worker: writing grants with {args.threads} thread(s)", file=sys.stderr, flush=True)
+        last = time.monotonic()
+        while not worker.join(0.2):
+            if args.report_s > 0 and time.monotonic() - last >= args.report_s:
+                last = time.monotonic()
+                print(json.dumps(worker.stats()), file=sys.stderr, flush=True)
+    finally:
+        if server is not None:
+            server.close()
     print(json.dumps(worker.stats()), flush=True)
     return EXIT_OK
 

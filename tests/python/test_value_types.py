@@ -29,6 +29,7 @@ PUBLIC_RECORDS = {
     couponcore.Campaign: "Campaign",
     couponcore.CampaignStats: "CampaignStats",
     couponcore.LogBacklog: "LogBacklog",
+    couponcore.WriterInfo: "WriterInfo",
     couponcore.Coupon: "Coupon",
     couponcore.UseResult: "UseResult",
     couponcore.CouponPage: "CouponPage",
@@ -180,7 +181,8 @@ def test_openapi_document_uses_the_derived_models(embedded: couponcore.Engine) -
 
     schemas = create_app(embedded).openapi()["components"]["schemas"]
     for cls in PUBLIC_RECORDS:
-        if cls in (couponcore.Partner, couponcore.PartnerKey, couponcore.ExpireReport, couponcore.LogBacklog):
+        operator_values = (couponcore.ExpireReport, couponcore.LogBacklog, couponcore.WriterInfo)
+        if cls in (couponcore.Partner, couponcore.PartnerKey, *operator_values):
             continue  # operator values: not served over HTTP
         name = response_model(cls).__name__
         assert name in schemas, name
@@ -223,6 +225,7 @@ def test_real_values_through_every_face(db_path: str) -> None:
         with couponcore.open(**production_kwargs()) as prod:  # only production has a grant log
             prod.issue(prod.campaigns.create("faces", 5).id, "u1")
             values += prod.log_backlog()
+            values += prod.writers()
         seen = set()
         for v in values:
             assert v is not None

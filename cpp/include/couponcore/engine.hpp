@@ -55,6 +55,11 @@ struct EngineCounters {
   uint64_t grants_written = 0;     // grants the in-process writers put into PostgreSQL
   uint64_t dead_lettered = 0;      // grant-log entries the in-process writers moved to dead letters
   uint64_t writer_failures = 0;    // writer attempts that failed (database down, ...)
+  uint64_t writer_claimed = 0;     // entries the in-process writers took over from dead consumers
+  // Coupon lifecycle calls (use_coupon / cancel_coupon_use), both deployments:
+  uint64_t coupon_uses = 0;          // uses answered with a result (a replay by order_id included)
+  uint64_t coupon_cancels = 0;       // cancels answered with the coupon (a replay included)
+  uint64_t coupon_uses_refused = 0;  // uses answered with an error (not found, used, expired, ...)
 };
 
 // What reconcile() found for one campaign: the gate's view against the store's rows.
@@ -117,6 +122,10 @@ class Engine {
   // at most kLogBacklogCampaignsMax campaigns, the highest ids). Embedded: empty, its
   // log is the SQLite commit itself: a grant is in the store when it is answered.
   std::vector<LogBacklog> log_backlog();
+  // The grant writers of the deployment by heartbeat (production; embedded: empty): every
+  // consumer in the heartbeat registry and every consumer holding pending entries, by name.
+  // Without with_pending, only the registry (one round trip; pending stays 0): for probes.
+  std::vector<WriterInfo> writers(bool with_pending = true);
   // Latency and batch-size histograms; engines record into them (thread-safe, lock-free).
   const EngineHistograms& histograms() const;
 
@@ -185,6 +194,7 @@ class Engine {
 
   std::unique_ptr<detail::Deployment> deployment_;
   std::atomic<bool> closed_{false};
+  std::atomic<uint64_t> coupon_uses_{0}, coupon_cancels_{0}, coupon_uses_refused_{0};
 };
 
 struct EmbeddedOptions {
@@ -208,6 +218,11 @@ struct WriterOptions {
   int breaker_failures = 3;               // consecutive failures that open the circuit breaker
   int64_t campaigns_refresh_ms = 500;     // how often the set of campaign streams is re-read
   std::size_t streams_per_read_max = 256;  // streams in one XREADGROUP call
+  // Liveness (writer/liveness.hpp): every writer consumer's beat, on the Redis server's clock,
+  // from a thread of its process that no batch holds up; a consumer whose beat is older than
+  // dead_after_ms is dead, and any live writer takes its pending entries over at once.
+  int64_t heartbeat_interval_ms = 1'000;  // 10..60000
+  int64_t dead_after_ms = 3'000;          // >= 3 * heartbeat_interval_ms, <= 3600000
 };
 
 // The production deployment: Redis gate (one Lua call per batch of a campaign) + a Redis

@@ -85,6 +85,17 @@ struct LogBacklog {
   int64_t pending = 0;                // delivered to the writers, not yet acknowledged (XPENDING)
   int64_t oldest_pending_age_ms = 0;  // Redis TIME minus the oldest pending id's ms part; 0: none
   int64_t dead_letters = 0;           // XLEN of the campaign's dead-letter stream
+  int64_t oldest_unread_age_ms = 0;   // Redis TIME minus the oldest entry the group has not
+                                      // delivered yet (after last-delivered-id); 0: none
+};
+
+// One grant-writer consumer of the deployment, as its heartbeat shows it (writer/liveness.hpp).
+struct WriterInfo {
+  std::string consumer;            // the consumer's name in the group "writers"
+  bool alive = false;              // beat within dead_after_ms (on the Redis server's clock)
+  int64_t last_beat_age_ms = -1;   // Redis TIME minus its last beat; -1: it never beat (an older
+                                   // version; only its pending entries make it visible)
+  int64_t pending = 0;             // entries delivered to it and not acknowledged, all campaigns
 };
 
 }  // namespace couponcore

@@ -120,11 +120,22 @@ ReconcileReport Engine::reconcile(int64_t campaign_id) {
   return deployment_->pipeline->reconcile(campaign_id);
 }
 
-EngineCounters Engine::counters() const { return deployment_->pipeline->counters(); }
+EngineCounters Engine::counters() const {
+  EngineCounters k = deployment_->pipeline->counters();
+  k.coupon_uses = coupon_uses_.load(std::memory_order_relaxed);
+  k.coupon_cancels = coupon_cancels_.load(std::memory_order_relaxed);
+  k.coupon_uses_refused = coupon_uses_refused_.load(std::memory_order_relaxed);
+  return k;
+}
 
 std::vector<LogBacklog> Engine::log_backlog() {
   check_open();
   return deployment_->pipeline->log_backlog();
+}
+
+std::vector<WriterInfo> Engine::writers(bool with_pending) {
+  check_open();
+  return deployment_->pipeline->writers(with_pending);
 }
 
 const EngineHistograms& Engine::histograms() const { return deployment_->pipeline->histograms(); }
@@ -164,11 +175,20 @@ Campaign Engine::set_campaign_quantity(int64_t partner_id, int64_t campaign_id, 
 
 UseResult Engine::use_coupon(int64_t partner_id, const UseRequest& request) {
   check_open();
-  return deployment_->coupons->use(partner_id, request, now_us());
+  try {
+    UseResult r = deployment_->coupons->use(partner_id, request, now_us());
+    coupon_uses_.fetch_add(1, std::memory_order_relaxed);
+    return r;
+  } catch (const Error&) {
+    coupon_uses_refused_.fetch_add(1, std::memory_order_relaxed);
+    throw;
+  }
 }
 Coupon Engine::cancel_coupon_use(int64_t partner_id, int64_t coupon_id, const std::string& order_id) {
   check_open();
-  return deployment_->coupons->cancel_use(partner_id, coupon_id, order_id, now_us());
+  Coupon c = deployment_->coupons->cancel_use(partner_id, coupon_id, order_id, now_us());
+  coupon_cancels_.fetch_add(1, std::memory_order_relaxed);
+  return c;
 }
 Coupon Engine::get_coupon(int64_t partner_id, int64_t coupon_id) {
   check_open();

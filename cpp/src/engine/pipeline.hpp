@@ -63,6 +63,8 @@ class Pipeline {
   virtual EngineCounters counters() const = 0;
   // The grant log's backlog per campaign (production); empty where the commit is the log.
   virtual std::vector<LogBacklog> log_backlog() = 0;
+  // The grant writers by heartbeat (production); empty where there are none.
+  virtual std::vector<WriterInfo> writers(bool with_pending) { return {}; }
   // Finishes what was queued, then stops the pipeline's threads. Idempotent.
   virtual void close() = 0;
 

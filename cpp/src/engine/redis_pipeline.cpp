@@ -28,6 +28,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
@@ -132,9 +133,14 @@ class RedisPipeline final : public detail::Pipeline {
     ctl_redis_.ensure_connected();  // fail fast on a wrong URL or password
     gate_ = std::make_unique<gate::RedisGate>(gate_options(o), redis_url_, redis_options(o, "-gate"), *this);
     const std::string base = writer::default_consumer_base();
-    for (int i = 0; i < o.writer_threads; ++i) {
-      writers_.push_back(std::make_unique<writer::GrantWriter>(writer_shared_, base + "-" + std::to_string(i)));
+    std::vector<std::string> consumers;
+    for (int i = 0; i < o.writer_threads; ++i) consumers.push_back(base + "-" + std::to_string(i));
+    if (!consumers.empty()) {  // beating before the first read (writer/liveness.hpp)
+      heartbeat_ = std::make_unique<writer::Heartbeat>(o.key_prefix, redis_url_, redis_options(o, "-writer"),
+                                                       o.writer.heartbeat_interval_ms, consumers);
+      writer_shared_.heartbeat = heartbeat_.get();
     }
+    for (const std::string& c : consumers) writers_.push_back(std::make_unique<writer::GrantWriter>(writer_shared_, c));
     for (auto& w : writers_) writer_threads_.emplace_back([&w] { w->run(); });
   }
 
@@ -312,13 +318,28 @@ class RedisPipeline final : public detail::Pipeline {
     k.grants_written = w.grants_written;
     k.dead_lettered = w.dead_lettered;
     k.writer_failures = w.failures;
+    k.writer_claimed = w.claimed;
     return k;
   }
 
   std::vector<LogBacklog> log_backlog() override {
     std::lock_guard lock(ctl_redis_mu_);
     grantlog::GrantLog glog(ctl_redis_);
-    return glog.backlog(options_.key_prefix, kLogBacklogCampaignsMax);
+    std::vector<LogBacklog> b = glog.backlog(options_.key_prefix, kLogBacklogCampaignsMax);
+    writer::add_unread_ages(ctl_redis_, options_.key_prefix, b);
+    return b;
+  }
+
+  std::vector<WriterInfo> writers(bool with_pending) override {
+    std::lock_guard lock(ctl_redis_mu_);
+    grantlog::GrantLog glog(ctl_redis_);
+    std::vector<int64_t> ids;
+    if (with_pending) ids = glog.campaigns(options_.key_prefix);
+    std::sort(ids.begin(), ids.end(), std::greater<>());
+    if (ids.size() > kLogBacklogCampaignsMax) ids.resize(kLogBacklogCampaignsMax);
+    std::vector<std::string> streams;
+    for (int64_t id : ids) streams.push_back(redis::CampaignKeys(options_.key_prefix, id).grants);
+    return writer::list_writers(ctl_redis_, options_.key_prefix, streams, options_.writer.dead_after_ms);
   }
 
   void close() override {
@@ -335,6 +356,7 @@ class RedisPipeline final : public detail::Pipeline {
     writers_stop_ = true;
     for (auto& t : writer_threads_) t.join();
     writer_threads_.clear();
+    heartbeat_.reset();  // after the writers: one finishing its last batch still beats
     writers_.clear();  // their connections go with them
     ctl_pool_.disconnect_idle();
   }
@@ -421,6 +443,7 @@ class RedisPipeline final : public detail::Pipeline {
   std::atomic<bool> writers_stop_{false};
   writer::WriterShared writer_shared_;
   std::unique_ptr<gate::RedisGate> gate_;
+  std::unique_ptr<writer::Heartbeat> heartbeat_;
   std::vector<std::unique_ptr<writer::GrantWriter>> writers_;
   std::vector<std::thread> writer_threads_;
 };

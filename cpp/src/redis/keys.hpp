@@ -12,6 +12,7 @@
 //   P{cN}:dl       stream dead letters: the original fields plus id, reason, deliveries
 //   P{cN}:why      hash   last failure reason per pending grant-log entry id
 //   Pcampaigns     set    campaign ids with a grant log, for the writers
+//   Pwriters       hash   writer consumer -> last heartbeat, ms on the Redis clock (writer/liveness.hpp)
 // User and request ids never reach a key name: they travel as script arguments only.
 #pragma once
 
