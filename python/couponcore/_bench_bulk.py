@@ -20,6 +20,10 @@ from typing import Any, Callable
 from . import bulk
 from ._engine import Engine, open
 
+# PostgreSQL 15+ backends flush their statistics at most once a second while busy, and an idle
+# backend within 10 s: the counts are read that long after a case, so each case has its own.
+_STATS_SETTLE_S = 11.0
+
 
 class _PgLoad:
     """Samples PostgreSQL while a case runs, on a connection of its own."""
@@ -54,7 +58,6 @@ class _PgLoad:
                         self.backlog_max = max(self.backlog_max, b.entries)
 
     def __enter__(self) -> _PgLoad:
-        time.sleep(1.1)  # backends flush their statistics at most once a second (PostgreSQL 15+)
         self.start = self._stat()
         self.t0 = time.perf_counter()
         self._thread.start()
@@ -64,7 +67,7 @@ class _PgLoad:
         self.elapsed_s = time.perf_counter() - self.t0
         self._stop.set()
         self._thread.join()
-        time.sleep(1.1)
+        time.sleep(_STATS_SETTLE_S)
         end = self._stat()
         self.commits = end[0] - self.start[0]
         self.inserted = end[1] - self.start[1]
@@ -101,6 +104,7 @@ def bench_bulk(
     try:
         with open(redis=srv["redis"], postgres=srv["postgres"], key_prefix=srv["key_prefix"]) as e:
             stamp = time.time_ns()
+            time.sleep(_STATS_SETTLE_S)  # the statistics of whatever ran before
 
             def coupons(tag: str, n: int, cap: int | None) -> dict[str, Any]:
                 c = e.campaigns.create(f"bench-bulk-{tag}", quantity=10**8)

@@ -5,6 +5,7 @@ Entry points::
     grant_coupons(engine, campaign_id, users, *, job_key, ...) -> BulkResult
     grant_points(engine, rows, *, job_key, reason, ...)        -> BulkResult
     read_csv(path, column=...), read_parquet(path, column=...), read_sql(dsn, query)   sources
+    status(engine, job_key) -> BulkResult | None                 a job's checkpoint, read only
     RateLimiter                                                 the rows-per-second token bucket
 
 The design, in short (docs/bulk.md says it at length):
@@ -32,24 +33,21 @@ The design, in short (docs/bulk.md says it at length):
 
 from __future__ import annotations
 
-import csv
 import functools
 import hashlib
-import importlib
 import itertools
-import json
-import os
 import random
 import re
-import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sized
+from collections.abc import Iterable, Sized
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, TypeVar, Union
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Union
 
 from . import _core
+from ._bulk_sources import Source, _check_int, _check_number, read_csv, read_parquet, read_sql
+from ._bulk_store import RETRIES_MAX, BadRow, _open_store, _State, _Store
 from ._types import Partner, TimeLike, to_us
 
 __all__ = [
@@ -62,16 +60,15 @@ __all__ = [
     "read_csv",
     "read_parquet",
     "read_sql",
+    "status",
 ]
 
 JOB_KEY_BYTES_MAX = 100  # "bulk:" + key must fit a request id (128 bytes)
 CHUNK_SIZE_MAX = 100_000  # one issue_many call at most (docs/limits.md)
-BAD_ROWS_MAX = 10_000  # bad rows kept per job (all are counted)
 BAD_VALUE_CHARS_MAX = 200  # a bad row's value is cut to this many characters
 AMOUNT_MAX = 10**12  # points in one earn
 ROWS_PER_S_MAX = 10_000_000
 CONCURRENCY_MAX = 256
-RETRIES_MAX = 5  # a sub-batch answered Unavailable is retried this often, with backoff + jitter
 BACKLOG_POLL_S = 0.05
 GATE_CALL_GRANTS_MAX = 2048  # grants in one gate call, hence in one grant-log entry
 
@@ -79,21 +76,10 @@ _ID_RE = re.compile(r"[A-Za-z0-9\-_.:@+=/]{1,128}")
 _ID_BYTES_MAX = 128
 
 ProgressFn = Callable[[int, Optional[int]], None]
-_T = TypeVar("_T")
 
 
 # ---------------------------------------------------------------------------------------------
 # Results
-
-
-@dataclass(frozen=True)
-class BadRow:
-    """A row that was skipped: its 1-based number in the source (data rows: a CSV header is not
-    counted), its value as text (cut to 200 characters) and why."""
-
-    row: int
-    value: str
-    error: str
 
 
 @dataclass(frozen=True)
@@ -176,471 +162,7 @@ class RateLimiter:
 
 
 # ---------------------------------------------------------------------------------------------
-# Sources
-
-
-class Source:
-    """An iterable of rows (a user id, or a ``(user id, amount)`` pair) with ``total``: the
-    number of rows if known up front (Parquet), else None. Iterating again reads it again."""
-
-    total: Optional[int] = None
-
-    def __iter__(self) -> Iterator[Any]:
-        raise NotImplementedError
-
-
-def _check_path(path: Union[str, os.PathLike[str]]) -> str:
-    if not isinstance(path, (str, os.PathLike)):
-        raise _core.InvalidType(f"path must be a str or os.PathLike, got {type(path).__name__}")
-    p = os.fspath(path)
-    if not os.path.isfile(p):
-        raise _core.NotFound(f"no such file: {p!r}")
-    return p
-
-
-def _check_column(name: str, value: Any, optional: bool = False) -> None:
-    if value is None and optional:
-        return
-    if not isinstance(value, str) or not value:
-        raise _core.InvalidType(f"{name} must be a non-empty str (a column name)")
-
-
-class _CsvSource(Source):
-    def __init__(self, path: str, column: str, amount_column: Optional[str], encoding: str, delimiter: str) -> None:
-        self.path, self.column, self.amount_column = path, column, amount_column
-        self.encoding, self.delimiter = encoding, delimiter
-        self._indexes()  # a missing column is an error now, not at the first chunk
-
-    def _indexes(self) -> tuple[int, Optional[int]]:
-        with open(self.path, newline="", encoding=self.encoding) as f:
-            header = next(csv.reader(f, delimiter=self.delimiter), None)
-        if header is None:
-            raise _core.InvalidArgument(f"{self.path!r} is empty: no header row")
-        names = [h.strip() for h in header]
-
-        def index(col: str) -> int:
-            if col not in names:
-                raise _core.InvalidArgument(f"{self.path!r} has no column {col!r} (columns: {names[:20]})")
-            return names.index(col)
-
-        return index(self.column), (index(self.amount_column) if self.amount_column is not None else None)
-
-    def __iter__(self) -> Iterator[Any]:
-        ui, ai = self._indexes()
-        with open(self.path, newline="", encoding=self.encoding) as f:
-            reader = csv.reader(f, delimiter=self.delimiter)
-            next(reader, None)
-            for fields in reader:
-                user = fields[ui].strip() if ui < len(fields) else ""
-                if ai is None:
-                    yield user
-                else:
-                    yield (user, fields[ai].strip() if ai < len(fields) else "")
-
-
-def read_csv(
-    path: Union[str, os.PathLike[str]],
-    column: str = "user_id",
-    *,
-    amount_column: Optional[str] = None,
-    encoding: str = "utf-8",
-    delimiter: str = ",",
-) -> Source:
-    """The user ids in ``column`` of a CSV file with a header row (values stripped of surrounding
-    spaces), or ``(user id, amount)`` pairs with ``amount_column`` (for :func:`grant_points`).
-    Streamed: the file is read as the grant goes. ``NotFound`` for a missing file,
-    ``InvalidArgument`` for a missing column."""
-    _check_column("column", column)
-    _check_column("amount_column", amount_column, optional=True)
-    return _CsvSource(_check_path(path), column, amount_column, encoding, delimiter)
-
-
-def _cell(v: Any) -> Any:
-    # Typed sources (Parquet, SQL) may hold integer user ids; they are written in decimal.
-    if isinstance(v, int) and not isinstance(v, bool):
-        return str(v)
-    return v
-
-
-class _ParquetSource(Source):
-    def __init__(self, path: str, column: str, amount_column: Optional[str], batch_rows: int) -> None:
-        pq = _parquet_module()
-        self.path, self.column, self.amount_column, self.batch_rows = path, column, amount_column, batch_rows
-        meta = pq.ParquetFile(path)
-        names = meta.schema_arrow.names
-        for col in [column] + ([amount_column] if amount_column else []):
-            if col not in names:
-                raise _core.InvalidArgument(f"{path!r} has no column {col!r} (columns: {names[:20]})")
-        self.total = meta.metadata.num_rows
-
-    def __iter__(self) -> Iterator[Any]:
-        pq = _parquet_module()
-        cols = [self.column] + ([self.amount_column] if self.amount_column else [])
-        for batch in pq.ParquetFile(self.path).iter_batches(batch_size=self.batch_rows, columns=cols):
-            users = batch.column(0).to_pylist()
-            if self.amount_column is None:
-                yield from (_cell(u) for u in users)
-            else:
-                yield from ((_cell(u), a) for u, a in zip(users, batch.column(1).to_pylist()))
-
-
-def _parquet_module() -> Any:
-    try:
-        pq = importlib.import_module("pyarrow.parquet")
-    except ImportError:
-        raise _core.Unavailable(
-            "reading Parquet needs pyarrow (pandas' Parquet engine): pip install 'couponcore[bulk]'"
-        ) from None
-    return pq
-
-
-def read_parquet(
-    path: Union[str, os.PathLike[str]],
-    column: str = "user_id",
-    *,
-    amount_column: Optional[str] = None,
-    batch_rows: int = 10_000,
-) -> Source:
-    """The user ids in ``column`` of a Parquet file (or ``(user id, amount)`` pairs), read in
-    record batches of ``batch_rows``; ``total`` is the file's row count. Needs pyarrow (the
-    ``parquet`` extra): ``Unavailable`` if it is not installed."""
-    _check_column("column", column)
-    _check_column("amount_column", amount_column, optional=True)
-    _check_int("batch_rows", batch_rows, 1, 1_000_000)
-    return _ParquetSource(_check_path(path), column, amount_column, batch_rows)
-
-
-class _SqlSource(Source):
-    def __init__(self, dsn: str, query: str, params: Any, fetch_rows: int) -> None:
-        self.dsn, self.query, self.params, self.fetch_rows = dsn, query, params, fetch_rows
-
-    def __iter__(self) -> Iterator[Any]:
-        psycopg = _psycopg()
-        with psycopg.connect(self.dsn) as conn:
-            # A named cursor is a server-side cursor: rows come fetch_rows at a time.
-            with conn.cursor(name="couponcore_bulk_source") as cur:
-                cur.itersize = self.fetch_rows
-                try:
-                    cur.execute(self.query, self.params)
-                except psycopg.Error as e:
-                    raise _core.InvalidArgument(f"the source query failed: {e}") from None
-                for row in cur:
-                    if len(row) == 1:
-                        yield _cell(row[0])
-                    else:
-                        yield (_cell(row[0]), row[1])
-
-
-def _psycopg() -> Any:
-    try:
-        import psycopg
-    except ImportError:
-        raise _core.Unavailable("this needs psycopg: pip install 'psycopg[binary]'") from None
-    return psycopg
-
-
-def read_sql(dsn: str, query: str, params: Any = None, *, fetch_rows: int = 5_000) -> Source:
-    """The rows of a PostgreSQL query, through a server-side cursor (``fetch_rows`` a round
-    trip: the result never sits in memory whole). One column: user ids; two or more: ``(user
-    id, amount)`` from the first two. Give the query an ``ORDER BY``: a resumed run skips the
-    rows done by counting them, so the order must be the same every time."""
-    if not isinstance(dsn, str) or not dsn:
-        raise _core.InvalidType("dsn must be a PostgreSQL URL (str)")
-    if not isinstance(query, str) or not query.strip():
-        raise _core.InvalidType("query must be a non-empty str")
-    _check_int("fetch_rows", fetch_rows, 1, 1_000_000)
-    return _SqlSource(dsn, query, params, fetch_rows)
-
-
-# ---------------------------------------------------------------------------------------------
-# Checkpoints: the bulk_jobs table in the store
-
-
-_SCHEMA = [
-    "CREATE TABLE IF NOT EXISTS bulk_jobs ("
-    " job_key text PRIMARY KEY, kind text NOT NULL, partner_id bigint NOT NULL, campaign_id bigint,"
-    " state text NOT NULL, rows_done bigint NOT NULL, chunks_done bigint NOT NULL,"
-    " granted bigint NOT NULL, already_granted bigint NOT NULL, refused bigint NOT NULL,"
-    " refused_reasons text NOT NULL, bad_rows bigint NOT NULL, max_id bigint NOT NULL,"
-    " generation bigint NOT NULL,"
-    " created_at_us bigint NOT NULL, updated_at_us bigint NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS bulk_bad_rows ("
-    " job_key text NOT NULL, row_number bigint NOT NULL, value text NOT NULL, error text NOT NULL,"
-    " PRIMARY KEY (job_key, row_number))",
-]
-_STATE_COLS = (
-    "kind", "partner_id", "campaign_id", "state", "rows_done", "chunks_done", "granted",
-    "already_granted", "refused", "refused_reasons", "bad_rows", "max_id", "generation",
-)  # fmt: skip
-_LOOKUP_USERS_MAX = 500  # users per store lookup (SQLite's variable limit is far above)
-
-
-@dataclass
-class _State:
-    kind: str
-    partner_id: int
-    campaign_id: Optional[int]
-    state: str = "running"
-    rows_done: int = 0
-    chunks_done: int = 0
-    granted: int = 0
-    already_granted: int = 0
-    refused: int = 0
-    refused_reasons: dict[str, int] = field(default_factory=dict)
-    bad_rows: int = 0
-    # The highest coupon seq (points: wallet entry id) this job was granted. Both only grow, and
-    # a chunk's grants are done before the next chunk starts, so an answer replayed with an id at
-    # or below it is an earlier row's grant (the user was listed before): already_granted. The
-    # in-flight chunk of a dead run was granted above it: counted as granted on resume.
-    max_id: int = 0
-    # Coupons: bumped when the campaign answered NOT_OPEN (paused): the gate remembers that
-    # answer for the request id, so the rows after it are asked again with a new one.
-    generation: int = 0
-
-    def values(self) -> tuple[Any, ...]:
-        d = dict(self.__dict__, refused_reasons=json.dumps(self.refused_reasons, sort_keys=True))
-        return tuple(d[c] for c in _STATE_COLS)
-
-
-class _Store:
-    """The checkpoint table and the coupon lookups, on the engine's store."""
-
-    def __init__(self, kind: str, location: Optional[str]) -> None:
-        self.kind, self._location = kind, location
-        self._conn: Any = None
-        self._memory: dict[str, _State] = {}
-        self._memory_bad: dict[str, list[BadRow]] = {}
-        self._lock_key: Optional[str] = None
-        self._errors: tuple[type[BaseException], ...] = (sqlite3.OperationalError,)
-        if kind == "postgres":
-            self._errors = (_psycopg().OperationalError,)
-        if kind != "memory":
-            self._do(lambda: None)
-
-    def _connect(self) -> None:
-        assert self._location is not None
-        if self.kind == "postgres":
-            self._conn = _psycopg().connect(self._location, autocommit=True)
-            with self._conn.transaction():
-                # Concurrent first runs must not race on CREATE TABLE IF NOT EXISTS.
-                self._conn.execute("SELECT pg_advisory_xact_lock(hashtext('couponcore.bulk_jobs'))")
-                for stmt in _SCHEMA:
-                    self._conn.execute(stmt)
-            if self._lock_key is not None and not self._try_lock(self._lock_key):
-                raise _core.Conflict(f"bulk job {self._lock_key!r} is running in another process")
-        else:
-            self._conn = sqlite3.connect(self._location, timeout=30, isolation_level=None, check_same_thread=False)
-            self._conn.execute("PRAGMA synchronous=FULL")
-            for stmt in _SCHEMA:
-                self._conn.execute(stmt)
-
-    def _try_lock(self, job_key: str) -> bool:
-        row = self._conn.execute(
-            "SELECT pg_try_advisory_lock(hashtext('couponcore.bulk:' || %s))", (job_key,)
-        ).fetchone()
-        return bool(row[0])
-
-    def lock(self, job_key: str) -> None:
-        """One run of a job at a time: ``Conflict`` if another run holds it. PostgreSQL: a session
-        advisory lock (held until the run's connection closes, also when its process dies);
-        otherwise within this process."""
-        with _running_lock:
-            if (self.kind, self._location, job_key) in _running:
-                raise _core.Conflict(f"bulk job {job_key!r} is running")
-            _running.add((self.kind, self._location, job_key))
-        self._lock_key = job_key
-        if self.kind == "postgres":
-            try:
-                taken = self._do(lambda: self._try_lock(job_key))
-            except BaseException:
-                self.unlock()
-                raise
-            if not taken:
-                self.unlock()
-                raise _core.Conflict(f"bulk job {job_key!r} is running in another process")
-
-    def unlock(self) -> None:
-        if self._lock_key is not None:
-            with _running_lock:
-                _running.discard((self.kind, self._location, self._lock_key))
-            self._lock_key = None
-
-    def _do(self, fn: Callable[[], _T]) -> _T:
-        """``fn`` on a live connection; a lost connection (a PostgreSQL restart, a locked SQLite
-        file) is retried on a new one with backoff, then ``Unavailable``. Every statement here
-        can be repeated: the checkpoint is an UPDATE of absolute values, bad rows are inserted
-        ON CONFLICT DO NOTHING."""
-        for attempt in range(RETRIES_MAX + 1):
-            try:
-                if self._conn is None:
-                    self._connect()
-                return fn()
-            except self._errors as e:
-                self.close()
-                if attempt == RETRIES_MAX:
-                    raise _core.Unavailable(f"the bulk checkpoint store failed: {e}") from None
-                time.sleep(min(5.0, 0.2 * 2**attempt) * (0.5 + random.random()))
-        raise AssertionError("unreachable")
-
-    def load(self, job_key: str) -> Optional[_State]:
-        if self.kind == "memory":
-            return self._load(job_key)
-        return self._do(lambda: self._load(job_key))
-
-    def save(self, job_key: str, st: _State, new_bad: list[BadRow], insert: bool = False) -> None:
-        if self.kind == "memory":
-            return self._save(job_key, st, new_bad, insert)
-        return self._do(lambda: self._save(job_key, st, new_bad, insert))
-
-    def bad_rows(self, job_key: str) -> list[BadRow]:
-        if self.kind == "memory":
-            return self._bad_rows(job_key)
-        return self._do(lambda: self._bad_rows(job_key))
-
-    def users_with_coupon(self, campaign_id: int, request_ids: list[str], users: list[str]) -> dict[str, int]:
-        """The users among ``users`` holding a coupon of the campaign asked for with one of
-        ``request_ids`` (one coupon per user and request id: the gate remembers the answer),
-        with its seq."""
-        if self.kind == "memory" or not users:
-            return {}
-        return self._do(lambda: self._users_with_coupon(campaign_id, request_ids, users))
-
-    def _sql(self, q: str) -> str:
-        return q.replace("%s", "?") if self.kind == "sqlite" else q
-
-    def _tx(self, statements: list[tuple[str, Any]]) -> None:
-        if self.kind == "postgres":
-            with self._conn.transaction():
-                for q, p in statements:
-                    self._conn.execute(q, p)
-        else:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                for q, p in statements:
-                    self._conn.execute(self._sql(q), p)
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-
-    def _load(self, job_key: str) -> Optional[_State]:
-        if self.kind == "memory":
-            s = self._memory.get(job_key)
-            return None if s is None else _State(**{**s.__dict__, "refused_reasons": dict(s.refused_reasons)})
-        cols = ", ".join(_STATE_COLS)
-        row = self._conn.execute(self._sql(f"SELECT {cols} FROM bulk_jobs WHERE job_key = %s"), (job_key,)).fetchone()
-        if row is None:
-            return None
-        d = dict(zip(_STATE_COLS, row))
-        d["refused_reasons"] = json.loads(d["refused_reasons"])
-        return _State(**d)
-
-    def _save(self, job_key: str, st: _State, new_bad: list[BadRow], insert: bool = False) -> None:
-        if self.kind == "memory":
-            self._memory[job_key] = _State(**{**st.__dict__, "refused_reasons": dict(st.refused_reasons)})
-            kept = self._memory_bad.setdefault(job_key, [])
-            seen = {b.row for b in kept}
-            kept.extend(b for b in new_bad if b.row not in seen and len(kept) < BAD_ROWS_MAX)
-            return
-        now = time.time_ns() // 1000
-        stmts: list[tuple[str, Any]] = []
-        if insert:
-            cols = ", ".join(("job_key",) + _STATE_COLS + ("created_at_us", "updated_at_us"))
-            marks = ", ".join(["%s"] * (len(_STATE_COLS) + 3))
-            stmts.append(
-                (
-                    f"INSERT INTO bulk_jobs ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING",
-                    (job_key, *st.values(), now, now),
-                )
-            )
-        else:
-            sets = ", ".join(f"{c} = %s" for c in _STATE_COLS)
-            stmts.append(
-                (f"UPDATE bulk_jobs SET {sets}, updated_at_us = %s WHERE job_key = %s", (*st.values(), now, job_key))
-            )
-        room = BAD_ROWS_MAX - (st.bad_rows - len(new_bad))
-        for b in new_bad[: max(0, room)]:
-            stmts.append(
-                (
-                    "INSERT INTO bulk_bad_rows (job_key, row_number, value, error) VALUES (%s, %s, %s, %s)"
-                    " ON CONFLICT DO NOTHING",
-                    (job_key, b.row, b.value, b.error),
-                )
-            )
-        self._tx(stmts)
-
-    def _bad_rows(self, job_key: str) -> list[BadRow]:
-        if self.kind == "memory":
-            return list(self._memory_bad.get(job_key, []))
-        rows = self._conn.execute(
-            self._sql(
-                "SELECT row_number, value, error FROM bulk_bad_rows WHERE job_key = %s ORDER BY row_number LIMIT %s"
-            ),
-            (job_key, BAD_ROWS_MAX),
-        ).fetchall()
-        return [BadRow(int(r), v, e) for r, v, e in rows]
-
-    def _users_with_coupon(self, campaign_id: int, request_ids: list[str], users: list[str]) -> dict[str, int]:
-        found: dict[str, int] = {}
-        for i in range(0, len(users), _LOOKUP_USERS_MAX):
-            part = users[i : i + _LOOKUP_USERS_MAX]
-            if self.kind == "postgres":
-                q = (
-                    "SELECT user_id, seq FROM coupons WHERE campaign_id = %s AND request_id = ANY(%s)"
-                    " AND user_id = ANY(%s)"
-                )
-                rows = self._conn.execute(q, (campaign_id, request_ids, part)).fetchall()
-            else:
-                marks, rmarks = ", ".join(["?"] * len(part)), ", ".join(["?"] * len(request_ids))
-                q = (
-                    f"SELECT user_id, seq FROM coupons WHERE campaign_id = ? AND request_id IN ({rmarks})"
-                    f" AND user_id IN ({marks})"
-                )
-                rows = self._conn.execute(q, (campaign_id, *request_ids, *part)).fetchall()
-            found.update((r[0], int(r[1])) for r in rows)
-        return found
-
-    def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                conn.close()
-            except Exception:  # noqa: BLE001 - a broken connection may fail to close; it is dropped
-                pass
-
-
-# Jobs running in this process (a second run of one is refused).
-_running: set[tuple[str, Optional[str], str]] = set()
-_running_lock = threading.Lock()
-
-# Checkpoints of engines without a file (":memory:") live as long as the process.
-_memory_stores: dict[int, _Store] = {}
-
-
-def _open_store(engine: Any) -> _Store:
-    kind, location = getattr(engine, "_store", ("memory", None))
-    if kind == "memory":
-        return _memory_stores.setdefault(id(engine._core), _Store("memory", None))
-    return _Store(kind, location)
-
-
-# ---------------------------------------------------------------------------------------------
 # Checks
-
-
-def _check_int(name: str, v: Any, lo: int, hi: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise _core.InvalidType(f"{name} must be an int, got {type(v).__name__}")
-    if not lo <= v <= hi:
-        raise _core.InvalidArgument(f"{name} must be in {lo:,}..{hi:,}, got {v:,}")
-    return v
-
-
-def _check_number(name: str, v: Any, lo: float, hi: float) -> None:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise _core.InvalidType(f"{name} must be a number, got {type(v).__name__}")
-    if not lo <= v <= hi:  # NaN too
-        raise _core.InvalidArgument(f"{name} must be in {lo}..{hi:,}, got {v}")
 
 
 def _check_job_key(job_key: Any) -> str:
@@ -762,6 +284,8 @@ class _Run:
         if self.limiter is not None:
             self.batch_rows = max(1, min(chunk_size, int(self.limiter.rows_per_s // 10)))
         self.total = _total_of(rows)
+        # A shared limiter has counted other runs' sleeps: report this run's.
+        self.sleeps_before = (self.limiter.sleeps, self.limiter.slept_s) if self.limiter else (0, 0.0)
         self.backlog_waits = 0
         self.new_bad: list[BadRow] = []
 
@@ -843,10 +367,39 @@ class _Run:
             chunks=st.chunks_done,
             resumed_from=resumed_from,
             done=True,
-            limiter_sleeps=self.limiter.sleeps if self.limiter else 0,
-            limiter_sleep_s=self.limiter.slept_s if self.limiter else 0.0,
+            limiter_sleeps=self.limiter.sleeps - self.sleeps_before[0] if self.limiter else 0,
+            limiter_sleep_s=self.limiter.slept_s - self.sleeps_before[1] if self.limiter else 0.0,
             backlog_waits=self.backlog_waits,
         )
+
+
+def status(engine: Any, job_key: str) -> Optional[BulkResult]:
+    """What job ``job_key`` has done so far, from its checkpoint (another process may be running
+    it): ``done`` False while it is unfinished; None for a job that never started."""
+    _scope_and_partner(engine, None)
+    _check_job_key(job_key)
+    store = _open_store(engine)
+    try:
+        st = store.load(job_key)
+        if st is None:
+            return None
+        return BulkResult(
+            job_key=job_key,
+            kind=st.kind,
+            granted=st.granted,
+            already_granted=st.already_granted,
+            refused=st.refused,
+            refused_reasons=dict(st.refused_reasons),
+            bad_rows=store.bad_rows(job_key),
+            bad_row_count=st.bad_rows,
+            rows=st.rows_done,
+            chunks=st.chunks_done,
+            resumed_from=0,
+            done=st.state == "done",
+        )
+    finally:
+        if store.kind != "memory":
+            store.close()
 
 
 def _scope_and_partner(engine: Any, partner: Union[None, int, Partner]) -> tuple[Any, int]:
@@ -956,8 +509,12 @@ def grant_coupons(
                 wait_for_writers(until_empty=True)
             ids = [request_id(g) for g in range(st.generation + 1)]
             found = run.store.users_with_coupon(campaign_id, ids, good)
-            st.granted += len(found)
-            st.max_id = max([st.max_id, *found.values()])
+            # Seqs above the checkpoint's highest were granted by the interrupted run; others
+            # belong to an earlier row of the same user.
+            since = [q for q in found.values() if q > st.max_id]
+            st.granted += len(since)
+            st.already_granted += len(found) - len(since)
+            st.max_id = max([st.max_id, *since])
             good = [u for u in good if u not in found]
         sold_out = False
         for i in range(0, len(good), run.batch_rows):
@@ -1063,10 +620,18 @@ def grant_points(
             else:
                 seen[user] = amount
                 good.append((row, user, amount))
+        if resumed and good:
+            # The interrupted run may have earned these before it died: their keys are in the
+            # store (the key is written in the earn's own transaction).
+            # Keys written before the last checkpoint belong to earlier rows (the user is listed
+            # again): those rows are sent, and answered as replays.
+            taken = run.store.keys_taken(partner_id, [_points_key(run.job_key, u) for _, u, _ in good])
+            since = {k for k, at_us in taken.items() if at_us > st.checkpoint_at_us}
+            st.granted += sum(1 for _, u, _ in good if _points_key(run.job_key, u) in since)
+            good = [g for g in good if _points_key(run.job_key, g[1]) not in since]
         for i in range(0, len(good), run.batch_rows):
             batch = good[i : i + run.batch_rows]
             run.charge(len(batch))
-            id_before, top = st.max_id, 0
             futures = [pool.submit(earn, user, amount) for _, user, amount in batch]
             for (row, user, _amount), f in zip(batch, futures):
                 try:
@@ -1079,12 +644,10 @@ def grant_points(
                         msg = f"user listed again with another amount ({msg})"
                     run.new_bad.append(BadRow(row, _shown(user), msg))
                     continue
-                if res.replayed and res.entry_id <= id_before:
+                if res.replayed:
                     st.already_granted += 1  # listed in an earlier chunk with the same amount
                 else:
-                    st.granted += 1  # new, or granted by the interrupted run before it died
-                    top = max(top, res.entry_id)
-            st.max_id = max(st.max_id, top)
+                    st.granted += 1
 
     try:
         return run.run(grant_chunk)

@@ -57,17 +57,24 @@ def max_in(engine: couponcore.Engine, select: str, values: list[str]) -> int:
 
 
 def rewind_last_chunk(
-    engine: couponcore.Engine, job_key: str, rows: int, granted: int, max_id: int, already: int = 0, bad: int = 0
+    engine: couponcore.Engine,
+    job_key: str,
+    rows: int,
+    granted: int,
+    already: int = 0,
+    bad: int = 0,
+    max_id: int = 0,
+    checkpoint_at_us: int = 0,
 ) -> None:
-    """Puts the job's checkpoint back by one chunk (its rows, their counts, and the highest id
-    granted before it): as if the process had died after granting its last chunk and before
-    committing that chunk's checkpoint."""
+    """Puts the job's checkpoint back by one chunk (its rows, their counts; the highest coupon
+    seq granted and the checkpoint's time before it): as if the process had died after granting
+    its last chunk and before committing that chunk's checkpoint."""
     _query(
         engine,
         "UPDATE bulk_jobs SET rows_done = rows_done - %s, chunks_done = chunks_done - 1, granted = granted - %s,"
-        " already_granted = already_granted - %s, bad_rows = bad_rows - %s, max_id = %s, state = 'running'"
-        " WHERE job_key = %s",
-        (rows, granted, already, bad, max_id, job_key),
+        " already_granted = already_granted - %s, bad_rows = bad_rows - %s, max_id = %s, updated_at_us = %s,"
+        " state = 'running' WHERE job_key = %s",
+        (rows, granted, already, bad, max_id, checkpoint_at_us, job_key),
     )
 
 
@@ -158,20 +165,20 @@ def test_resumed_chunk_is_checked_in_the_store_when_the_gate_would_grant_again(
     them from the file, and the lookup agrees with it). The checkpoint is rewound by one chunk, as
     a process killed between a chunk's grants and its checkpoint leaves it; the resumed run finds
     the chunk's users in the store."""
-    users = [f"r{i}" for i in range(1_000)]
+    users = [f"r{i}" for i in range(1_000)] + ["r5"]  # r5 again in the last chunk: one coupon
     opts: dict[str, Any] = {} if deployment.kind == "embedded" else {"answer_ttl_s": 1}
     with deployment(**opts) as e:
         c = e.campaigns.create("limit3", quantity=100_000, per_user_limit=3)
         r = bulk.grant_coupons(e, c.id, users, job_key="resume-1", chunk_size=300)
-        assert r.granted == 1_000 and r.chunks == 4
+        assert (r.granted, r.already_granted, r.chunks) == (1_000, 1, 4)
         assert e.drain(30)
         top = max_in(e, "SELECT max(seq) FROM coupons WHERE user_id IN", users[:900])
-        rewind_last_chunk(e, "resume-1", rows=100, granted=100, max_id=top)
+        rewind_last_chunk(e, "resume-1", rows=101, granted=100, already=1, max_id=top)
     if deployment.kind == "production":
         time.sleep(2.2)  # two answer generations: the gate has forgotten the request ids
     with deployment(**opts) as e:
         r2 = bulk.grant_coupons(e, c.id, users, job_key="resume-1", chunk_size=300)
-        assert (r2.resumed_from, r2.granted, r2.already_granted, r2.rows) == (900, 1_000, 0, 1_000)
+        assert (r2.resumed_from, r2.granted, r2.already_granted, r2.rows) == (900, 1_000, 1, 1_001)
         per_user = coupons_per_user(e, c.id)
         assert len(per_user) == 1_000 and set(per_user.values()) == {1}
         again = e.issue(c.id, "r999", "bulk:resume-1")
@@ -224,12 +231,58 @@ def test_sigkill_mid_run_then_resume_grants_every_user_exactly_once(deployment: 
     # Resume; production: a writer that claims the dead process's pending grants quickly.
     opts = {} if kind == "embedded" else {"writer_claim_idle_ms": 500}
     with deployment(**opts) as e:
+        st = bulk.status(e, "kill-1")
+        assert st is not None and not st.done and done <= st.rows < n  # killed mid-run
         r = bulk.grant_coupons(e, c.id, bulk.read_csv(csv_path, "user_id"), job_key="kill-1", chunk_size=500)
-        assert r.resumed_from >= done and r.rows == n and r.done
+        assert r.resumed_from == st.rows and r.rows == n and r.done
         assert r.granted == n and r.already_granted == 0 and r.bad_row_count == 0
         per_user = coupons_per_user(e, c.id)
         assert len(per_user) == n, f"{n - len(per_user)} users have no coupon"
         assert set(per_user.values()) == {1}, "a user was granted twice"
+
+
+@pytest.mark.parametrize("deployment", ["embedded", "production"], indirect=True)
+def test_points_sigkill_mid_run_then_resume_earns_every_user_exactly_once(deployment: Deployment) -> None:
+    n = 8_000
+    child = textwrap.dedent(
+        """
+        import json, sys, couponcore
+        from couponcore import bulk
+        engine = couponcore.open(**json.loads(sys.argv[1]))
+        rows = ((f"w{i}", i % 9 + 1) for i in range(int(sys.argv[2])))
+        bulk.grant_points(engine, rows, job_key="kill-pts", reason="killed", chunk_size=250, rows_per_s=4000,
+                          on_progress=lambda done, total: print(done, flush=True))
+        print("finished", flush=True)
+        """
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", child, json.dumps(deployment.where), str(n)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    done = 0
+    deadline = time.monotonic() + 60
+    while done < n // 3 and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        assert line and line != "finished\n", "the child ended before it was killed"
+        done = int(line)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.stdout.close()
+    proc.wait()
+    with deployment() as e:
+        st = bulk.status(e, "kill-pts")
+        assert st is not None and not st.done and done <= st.rows < n
+        rows = ((f"w{i}", i % 9 + 1) for i in range(n))
+        r = bulk.grant_points(e, rows, job_key="kill-pts", reason="killed", chunk_size=250)
+        assert (r.resumed_from, r.rows, r.granted, r.already_granted) == (st.rows, n, n, 0)
+        per_user = dict(
+            _query(
+                e,
+                "SELECT user_id, count(*) FROM wallet_entries e JOIN wallets w ON w.id = e.wallet_id"
+                " WHERE e.reason = 'killed' GROUP BY user_id",
+            )
+        )
+        assert len(per_user) == n and set(per_user.values()) == {1}
+        assert sum(e.points.balance(f"w{i}").total for i in range(0, n, 97)) == sum(i % 9 + 1 for i in range(0, n, 97))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -337,8 +390,8 @@ def test_points_from_csv_bad_amounts_duplicates_and_a_rerun(deployment: Deployme
         assert n == 1_200
         # A resumed last chunk: the keys answer with the first results, nothing is earned again.
         keys = [f"bulk:pts-1:p{i}" for i in range(1_000)]
-        top = max_in(e, "SELECT max(id) FROM wallet_entries WHERE idempotency_key IN", keys)
-        rewind_last_chunk(e, "pts-1", rows=207, granted=200, max_id=top, already=1, bad=6)
+        at = max_in(e, "SELECT max(created_at_us) FROM wallet_idempotency WHERE idempotency_key IN", keys)
+        rewind_last_chunk(e, "pts-1", rows=207, granted=200, already=1, bad=6, checkpoint_at_us=at)
         r2 = bulk.grant_points(e, src, job_key="pts-1", reason="november", chunk_size=500)
         assert (r2.resumed_from, r2.granted, r2.already_granted, r2.bad_row_count) == (1_000, 1_200, 1, 6)
         assert r2.rows == 1_207 and r2.bad_rows == r.bad_rows
@@ -359,6 +412,16 @@ def test_sql_source_through_a_server_side_cursor() -> None:
         conn.execute("UPDATE bulk_src SET user_id = '' WHERE id = 20")
     src = bulk.read_sql(pg, "SELECT user_id FROM bulk_src ORDER BY id", fetch_rows=250)
     assert src.total is None
+    # A server-side cursor: the source's session fetches 250 rows at a time.
+    it = iter(src)
+    assert next(it) == "q1"
+    with psycopg.connect(pg) as conn:
+        (fetching,) = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND query LIKE 'FETCH FORWARD 250 FROM%%couponcore_bulk_source%%'"
+        ).fetchone() or (0,)
+    assert fetching == 1
+    it.close()  # type: ignore[attr-defined]
     with couponcore.open(**production_kwargs()) as e:
         c = e.campaigns.create("sql", quantity=100_000)
         r = bulk.grant_coupons(e, c.id, src, job_key="sql-1", chunk_size=700)
@@ -480,3 +543,28 @@ def test_one_run_of_a_job_at_a_time(deployment: Deployment) -> None:
                     bulk.grant_coupons(e, c.id, ["y"], job_key="two")
             assert bulk.grant_coupons(e, c.id, ["y"], job_key="two").granted == 1
         assert len(coupons_per_user(e, c.id)) == (301 if deployment.kind == "production" else 300)
+
+
+def test_partner_scope_expiry_and_parquet_amounts(db_path: str, tmp_path: Path) -> None:
+    """A partner's grant reaches only its own campaigns and wallets; every lot gets the one
+    ``expires_at``; Parquet gives ``(user, amount)`` rows, a null amount is a bad row."""
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    path = tmp_path / "points.parquet"
+    pd.DataFrame({"user_id": ["a1", "a2", "a3"], "pts": [5, None, 7]}).to_parquet(path)
+    with couponcore.open(db_path) as e:
+        acme = e.partners.create("Acme").partner
+        shop = e.partner(acme)
+        mine = shop.campaigns.create("acme", quantity=10)
+        theirs = e.campaigns.create("partner-0", quantity=10)
+        r = bulk.grant_coupons(e, mine.id, ["a1", "a2"], job_key="acme-c", partner=acme)
+        assert r.granted == 2 and len(coupons_per_user(e, mine.id)) == 2
+        with pytest.raises(couponcore.NotFound):
+            bulk.grant_coupons(e, theirs.id, ["a1"], job_key="acme-x", partner=acme)
+        src = bulk.read_parquet(path, "user_id", amount_column="pts")
+        rp = bulk.grant_points(e, src, job_key="acme-p", reason="", partner=acme.id, expires_at=4_000_000_000)
+        assert (rp.granted, rp.bad_row_count, rp.bad_rows[0].row) == (2, 1, 2)
+        b = shop.points.balance("a3")
+        assert b.total == 7 and b.next_expiry_at is not None and b.next_expiry_at.timestamp() == 4_000_000_000
+        with pytest.raises(couponcore.NotFound):
+            e.points.balance("a3")  # partner 0 has no such wallet
