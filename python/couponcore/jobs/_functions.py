@@ -192,11 +192,12 @@ def bulk_grant(
         r = bulk.grant_points(engine, users, reason=reason, expires_at=expires_at, **common)
     bad = [{"row": b.row, "value": b.value, "error": b.error} for b in r.bad_rows[:100]]
     return {
-        "rows": r.granted,
+        "rows": r.granted,  # rows changed (couponcore_job_rows_total); "processed": every row read
+        "processed": r.rows,
         "granted": r.granted,
         "already_granted": r.already_granted,
         "refused": r.refused,
-        "bad_rows": len(r.bad_rows),
+        "bad_rows": r.bad_row_count,  # r.bad_rows keeps only the first ones
         "bad_rows_first": bad,
         "chunks": r.chunks,
         "resumed_from": r.resumed_from,
