@@ -4,6 +4,7 @@
 // the user's slot back, and the campaign still ends with exactly `quantity` rows, seqs 1..quantity.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <set>
 #include <thread>
@@ -118,6 +119,47 @@ TEST_F(DeadLettersTest, RedriveAfterTheFixLandsTheRowDropGivesTheSeqBack) {
   ReconcileReport rep = e->reconcile(c.id);
   EXPECT_TRUE(rep.consistent);
   EXPECT_EQ(rep.gate_issued, 4);
+}
+
+// Drops while threads issue on the same campaign: the freed seqs are issued again, and the
+// campaign ends with exactly `quantity` rows, seqs 1..quantity, none twice.
+TEST_F(DeadLettersTest, DropsWhileThreadsIssueKeepSeqsUniqueAndStockWhole) {
+  constexpr int64_t kQuantity = 300;
+  auto e = open_production(options_);
+  Campaign c = e->create_campaign(spec(kQuantity));
+  std::vector<IssueRequest> first;
+  for (int i = 0; i < 50; ++i) first.push_back(req(i % 5 == 0 ? blocked_ + std::to_string(i) : "a" + std::to_string(i)));
+  for (const IssueResult& r : e->issue_many(c.id, first)) ASSERT_EQ(r.status, IssueStatus::kIssued);
+  std::vector<DeadLetter> dls = wait_dead_letters(*e, c.id, 10);
+  ASSERT_EQ(dls.size(), 10u);
+  fix();
+  std::atomic<bool> drops_done{false};
+  std::atomic<int> next{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 6; ++t) {
+    threads.emplace_back([&] {
+      int sold_out_after = 0;
+      while (sold_out_after < 3) {
+        const bool done = drops_done.load();
+        if (e->issue(c.id, req("t" + std::to_string(next++))).status == IssueStatus::kSoldOut && done) ++sold_out_after;
+      }
+    });
+  }
+  for (const DeadLetter& d : dls) e->drop_dead_letter(c.id, d.id);
+  drops_done = true;
+  for (std::thread& t : threads) t.join();
+  // What a drop freed after this engine's sold-out fast path last looked: an engine without one.
+  ProductionOptions quiet = options_;
+  quiet.writer_threads = 0;
+  auto other = open_production(quiet);
+  for (int i = 0; other->issue(c.id, req("late" + std::to_string(i))).status != IssueStatus::kSoldOut; ++i) {
+    ASSERT_LT(i, 10);
+  }
+  ASSERT_TRUE(e->drain(30));
+  std::vector<std::pair<int64_t, std::string>> got = rows(c.id);
+  ASSERT_EQ(got.size(), static_cast<std::size_t>(kQuantity));
+  for (std::size_t i = 0; i < got.size(); ++i) EXPECT_EQ(got[i].first, static_cast<int64_t>(i + 1));
+  EXPECT_TRUE(e->reconcile(c.id).consistent);
 }
 
 TEST_F(DeadLettersTest, BadInputIsTypedAndTheEmbeddedEngineHasNone) {

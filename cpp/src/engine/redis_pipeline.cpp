@@ -380,7 +380,9 @@ class RedisPipeline final : public detail::Pipeline {
     constexpr std::size_t kChunk = 1000;  // XLEN pipelined per round trip: empty streams are skipped
     for (std::size_t from = 0; from < ids.size() && out.size() < limit; from += kChunk) {
       const std::size_t to = std::min(ids.size(), from + kChunk);
-      for (std::size_t i = from; i < to; ++i) ctl_redis_.append(redis::Args{"XLEN"}.add(redis::CampaignKeys(options_.key_prefix, ids[i]).dead_letters));
+      for (std::size_t i = from; i < to; ++i) {
+        ctl_redis_.append(redis::Args{"XLEN"}.add(redis::CampaignKeys(options_.key_prefix, ids[i]).dead_letters));
+      }
       std::vector<long long> lens(to - from, 0);
       for (std::size_t i = from; i < to; ++i) {
         redis::Reply r = ctl_redis_.read_reply();
@@ -389,8 +391,8 @@ class RedisPipeline final : public detail::Pipeline {
       for (std::size_t i = from; i < to && out.size() < limit; ++i) {
         if (lens[i - from] == 0) continue;
         redis::CampaignKeys k(options_.key_prefix, ids[i]);
-        std::vector<DeadLetter> page =
-            grantlog::read_dead_letters(ctl_redis_, k, ids[i] == from_campaign ? from_id : std::string(), limit - out.size());
+        const std::string after_id = ids[i] == from_campaign ? from_id : std::string();
+        std::vector<DeadLetter> page = grantlog::read_dead_letters(ctl_redis_, k, after_id, limit - out.size());
         for (DeadLetter& d : page) out.push_back(std::move(d));
       }
     }
@@ -451,9 +453,10 @@ class RedisPipeline final : public detail::Pipeline {
       switch (grantlog::drop(ctl_redis_, entry->keys, *d, &c)) {
         case grantlog::MoveOutcome::kDone:
           entry->fast_until_ms.store(0, std::memory_order_release);  // stock may be back: ask Redis
-          log(LogLevel::kWarning, "log", "dead letter " + id + " of campaign " + std::to_string(campaign_id) +
-                                             " dropped" + (c.seq_freed ? "; seq " + std::to_string(*d->seq) + " is free again" : "") +
-                                             (c.holder_lowered ? "; the holder's count was lowered" : ""));
+          log(LogLevel::kWarning, "log",
+              "dead letter " + id + " of campaign " + std::to_string(campaign_id) + " dropped" +
+                  (c.seq_freed ? "; seq " + std::to_string(*d->seq) + " is free again" : "") +
+                  (c.holder_lowered ? "; the holder's count was lowered" : ""));
           return *d;
         case grantlog::MoveOutcome::kGone:
           throw_not_found(dead_letter_not_found(campaign_id, id));
