@@ -66,6 +66,11 @@ def ops(request: HttpRequest, rest: str = "") -> HttpResponse:
     out = HttpResponse(resp.body, status=resp.status)
     for name, value in resp.headers:
         out[name] = value
+    if resp.cookie is not None:
+        c = resp.cookie
+        out.set_cookie(
+            c.name, c.value, max_age=c.max_age, path=c.path, secure=c.secure, httponly=True, samesite="Strict"
+        )
     return out
 
 

@@ -23,14 +23,14 @@ def ops_routes(page: OpsPage, path: str = "/ops") -> list[BaseRoute]:
     async def endpoint(request: Request) -> Response:
         form: dict[str, str] = {}
         if request.method == "POST":
-            ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-            if ctype != "application/x-www-form-urlencoded":
-                return PlainTextResponse("a form (application/x-www-form-urlencoded) is expected", status_code=415)
             body = b""
             async for chunk in request.stream():
                 body += chunk
                 if len(body) > FORM_BYTES_MAX:
                     return PlainTextResponse("the form is too large", status_code=413)
+            ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if body and ctype != "application/x-www-form-urlencoded":
+                return PlainTextResponse("a form (application/x-www-form-urlencoded) is expected", status_code=415)
             try:
                 form = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=_FORM_FIELDS_MAX))
             except (ValueError, UnicodeDecodeError):
@@ -45,7 +45,10 @@ def ops_routes(page: OpsPage, path: str = "/ops") -> list[BaseRoute]:
             secure=request.url.scheme == "https",
         )
         resp = await run_in_threadpool(page.handle, req)
-        return Response(resp.body, status_code=resp.status, headers=dict(resp.headers))
+        out = Response(resp.body, status_code=resp.status, headers=dict(resp.headers))
+        if resp.cookie is not None:
+            out.headers.append("set-cookie", resp.cookie.header())
+        return out
 
     methods = ["GET", "POST"]
     return [

@@ -80,11 +80,28 @@ class OpsRequest:
     secure: bool = False  # https: the cookie gets Secure
 
 
+@dataclasses.dataclass(frozen=True)
+class SessionCookie:
+    """The session cookie to set: always HttpOnly and SameSite=Strict; an empty value with
+    max_age 0 deletes it."""
+
+    name: str
+    value: str
+    path: str
+    max_age: int
+    secure: bool
+
+    def header(self) -> str:
+        secure = "; Secure" if self.secure else ""
+        return f"{self.name}={self.value}; Path={self.path}; Max-Age={self.max_age}; HttpOnly; SameSite=Strict{secure}"
+
+
 @dataclasses.dataclass
 class OpsResponse:
     status: int
     body: bytes = b""
     headers: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    cookie: Optional[SessionCookie] = None  # the adapter sets it (with its framework's cookie API)
 
 
 def check_operator_key(key: Optional[str]) -> Optional[str]:
@@ -193,7 +210,7 @@ class OpsPage:
             if req.method != "POST" or not self._csrf_ok(req, cookie):
                 return _text(403, "CSRF token missing or invalid")
             resp = _redirect(req.base + "/")
-            resp.headers.append(("set-cookie", self._cookie(req, "", max_age=0)))
+            resp.cookie = self._cookie(req, "", max_age=0)
             return resp
         if path == "action":
             if req.method != "POST":
@@ -224,16 +241,14 @@ class OpsPage:
         token = req.form.get("csrf")
         return bool(token) and hmac.compare_digest(token or "", self.csrf_token(cookie))
 
-    def _cookie(self, req: OpsRequest, value: str, *, max_age: int) -> str:
-        path = req.base or "/"
-        secure = "; Secure" if req.secure else ""
-        return f"{COOKIE}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}"
+    def _cookie(self, req: OpsRequest, value: str, *, max_age: int) -> SessionCookie:
+        return SessionCookie(COOKIE, value, req.base or "/", max_age, req.secure)
 
     def _login(self, req: OpsRequest) -> OpsResponse:
         if not self.key_matches(req.form.get("key")):
             return self._html(401, render.login_page(req.base, error="That is not the operator key."))
         resp = _redirect(req.base + "/")
-        resp.headers.append(("set-cookie", self._cookie(req, self._new_session(), max_age=SESSION_S)))
+        resp.cookie = self._cookie(req, self._new_session(), max_age=SESSION_S)
         return resp
 
     def _html(self, status: int, body: str) -> OpsResponse:

@@ -43,7 +43,7 @@ def _rate(r: Optional[float]) -> str:
 def _head(base: str, title: str, refresh_s: Optional[float] = None) -> str:
     refresh = f' data-refresh-s="{refresh_s:g}"' if refresh_s else ""
     return (
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{_e(title)}</title>"
         f'<link rel="stylesheet" href="{_e(base)}/static/ops.css">'
@@ -99,7 +99,7 @@ def page(
 ) -> str:
     out = [_head(base, "couponcore ops", refresh_s)]
     out.append(
-        '<header><h1>couponcore ops</h1>'
+        "<header><h1>couponcore ops</h1>"
         f'<span class="meta">{_e(snap.engine_kind)} engine · snapshot <span id="taken">{_time(snap.taken_at)}</span>'
         f' · refreshes every {refresh_s:g} s <label><input type="checkbox" id="pause"> pause</label></span>'
         + _form(base, csrf, "", "Log out", {}, path="logout")
@@ -140,7 +140,9 @@ def _campaigns(snap: Snapshot) -> str:
     for row in sec.rows:
         out.append(_campaign_row(row))
     out.append("</tbody></table>")
-    note = "Stored: grants in PostgreSQL (SQLite embedded); grants still in the grant log are in the pipeline's backlog."
+    note = (
+        "Stored: grants in PostgreSQL (SQLite embedded); grants still in the grant log are in the pipeline's backlog."
+    )
     if snap.campaigns_not_shown:
         note += f" {snap.campaigns_not_shown} older or finished campaign(s) not shown."
     out.append(f'<p class="note">{_e(note)}</p></section>')
@@ -173,11 +175,11 @@ def _answers(snap: Snapshot) -> str:
     if not total:
         out.append('<p class="na">No issue requests answered by this process yet.</p>')
     else:
-        out.append('<table><thead><tr><th>answer</th><th>count</th><th>share</th></tr></thead><tbody>')
+        out.append("<table><thead><tr><th>answer</th><th>count</th><th>share</th></tr></thead><tbody>")
         for status in _STATUSES:
             n = snap.answers.get(status, 0)
             out.append(
-                f"<tr><td>{status}</td><td class=\"num\">{n}</td>"
+                f'<tr><td>{status}</td><td class="num">{n}</td>'
                 f'<td><meter min="0" max="100" value="{100 * n / total:.1f}"></meter> {100 * n / total:.1f}%</td></tr>'
             )
         out.append("</tbody></table>")
@@ -228,9 +230,9 @@ def _dead_letters(sec: Section, base: str, csrf: str) -> str:
         link = f"{base}/deadletters/{d.campaign_id}/{quote(d.id, safe='')}"
         out.append(
             f'<tr class="dead-letter" data-id="{_e(d.id)}" data-campaign="{d.campaign_id}">'
-            f"<td>{d.campaign_id}</td><td>{_e(d.id)}</td><td class=\"reason\">{_e(d.reason)}</td>"
+            f'<td>{d.campaign_id}</td><td>{_e(d.id)}</td><td class="reason">{_e(d.reason)}</td>'
             f'<td class="num">{d.deliveries}</td><td>{_e(d.user_id)}</td><td>{_e(d.seq)}</td>'
-            f"<td>{_time(d.dead_lettered_at)}</td><td class=\"actions\">"
+            f'<td>{_time(d.dead_lettered_at)}</td><td class="actions">'
             f'<a href="{_e(link)}">inspect</a> '
             + _form(base, csrf, "redrive", "re-drive", ids)
             + _form(base, csrf, "drop", "drop", ids, confirm=f"Drop dead letter {d.id}? Its grant is given up.")
@@ -310,8 +312,10 @@ def _wallet(sec: Section, base: str, csrf: str, last_audit: Optional[tuple[dt.da
     if last_audit is not None:
         at, result = last_audit
         ok = result.get("ok")
-        out.append(f'<p>Last audit {_time(at)}: <strong class="{"ok" if ok else "error"}">{"ok" if ok else "NOT OK"}'
-                   "</strong></p>")
+        out.append(
+            f'<p>Last audit {_time(at)}: <strong class="{"ok" if ok else "error"}">{"ok" if ok else "NOT OK"}'
+            "</strong></p>"
+        )
         out.append('<table class="kv"><tbody>')
         out.extend(f'<tr><th>{_e(k)}</th><td class="num">{_e(v)}</td></tr>' for k, v in sorted(result.items()))
         out.append("</tbody></table>")

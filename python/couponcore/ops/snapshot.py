@@ -216,7 +216,9 @@ class SnapshotTaker:
 
     def _backlog(self) -> Section:
         if self._engine.kind != "production":
-            return Section(available=False, note="the embedded engine has no grant log: a grant is stored when it is answered")
+            return Section(
+                available=False, note="the embedded engine has no grant log: a grant is stored when it is answered"
+            )
         try:
             rows: list[LogBacklog] = self._engine.log_backlog()
         except _core.Error as e:

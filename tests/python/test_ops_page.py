@@ -1,0 +1,384 @@
+"""The ops page (/ops): off without an operator key, opened only by it (not by a partner key, not
+by a wrong one), POST actions refused without the CSRF token; and in a real headless Chromium
+(Debian's, driven by playwright) against `couponcore serve` on the production deployment: log in,
+re-drive a real dead letter by clicking after fixing its cause, and find the row in PostgreSQL.
+The browser test saves a screenshot to build/screenshots/ops.png (kept after the run)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import couponcore
+import httpx
+import pytest
+from conftest import REPO, env_url, production_kwargs
+from couponcore.fastapi import create_app
+from couponcore.ops import OpsPage, OpsRequest, read_operator_key_file
+
+OPERATOR_KEY = "op-" + "k" * 29  # 32 characters
+CHROMIUM = "/usr/bin/chromium"
+# Chromium on a machine without network: no first-run, sync, component or QUIC traffic to wait for.
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOT = REPO / "build" / "screenshots" / "ops.png"
+
+
+class AppClient:
+    """A synchronous face over httpx's ASGI transport (the app runs in this process)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self._loop = asyncio.new_event_loop()
+        self._c = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+        self.cookies = self._c.cookies
+
+    def get(self, url: str, **kw: Any) -> httpx.Response:
+        return self._loop.run_until_complete(self._c.get(url, **kw))
+
+    def post(self, url: str, **kw: Any) -> httpx.Response:
+        return self._loop.run_until_complete(self._c.post(url, **kw))
+
+    def __enter__(self) -> AppClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.run_until_complete(self._c.aclose())
+        self._loop.close()
+
+
+# ---- off by default; who may open it ------------------------------------------------------
+
+
+def test_without_an_operator_key_the_page_is_not_served(embedded: couponcore.Engine, monkeypatch: Any) -> None:
+    monkeypatch.delenv("COUPONCORE_OPERATOR_KEY", raising=False)
+    with AppClient(create_app(embedded)) as c:
+        for path in ("/ops", "/ops/", "/ops/static/ops.css"):
+            assert c.get(path).status_code == 404, path
+        assert c.post("/ops/login", data={"key": ""}).status_code == 404
+    # The framework-neutral page says the same when mounted anyway (Django mounts it always).
+    assert OpsPage(embedded, None).handle(OpsRequest("GET", "", "/ops")).status == 404
+
+
+def test_the_operator_key_comes_from_the_environment_and_must_be_long(
+    embedded: couponcore.Engine, monkeypatch: Any, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("COUPONCORE_OPERATOR_KEY", OPERATOR_KEY)
+    with AppClient(create_app(embedded)) as c:
+        r = c.get("/ops/")
+        assert r.status_code == 401 and 'name="key"' in r.text  # the login form
+    with pytest.raises(couponcore.InvalidArgument, match="16"):
+        create_app(embedded, operator_key="short")
+    (tmp_path / "key").write_text(OPERATOR_KEY + "\n")
+    assert read_operator_key_file(str(tmp_path / "key")) == OPERATOR_KEY
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(couponcore.InvalidArgument, match="empty"):
+        read_operator_key_file(str(tmp_path / "empty"))
+
+
+def _login(c: AppClient, key: str) -> httpx.Response:
+    return c.post("/ops/login", data={"key": key}, follow_redirects=False)
+
+
+def _csrf(html: str) -> str:
+    m = re.search(r'name="csrf" value="([0-9a-f]{64})"', html)
+    assert m, "no CSRF token in the page"
+    return m.group(1)
+
+
+def test_wrong_key_and_partner_key_are_refused_the_operator_key_opens(embedded: couponcore.Engine) -> None:
+    partner_key = embedded.partners.create("shop").api_key
+    with AppClient(create_app(embedded, operator_key=OPERATOR_KEY)) as c:
+        for wrong in ("", "x" * 32, OPERATOR_KEY[:-1], OPERATOR_KEY + "x", partner_key):
+            r = _login(c, wrong)
+            assert r.status_code == 401, wrong
+            assert "set-cookie" not in r.headers
+            assert "not the operator key" in r.text
+        # A partner key where partner routes take it opens nothing here either.
+        r = c.get("/ops/", headers={"X-API-KEY": partner_key})
+        assert r.status_code == 401 and 'name="key"' in r.text
+        assert c.post("/ops/action", data={"action": "audit"}, headers={"X-API-KEY": partner_key}).status_code == 401
+        # The operator key: a session cookie, HttpOnly and SameSite=Strict, scoped to /ops.
+        r = _login(c, OPERATOR_KEY)
+        assert r.status_code == 303 and r.headers["location"] == "/ops/"
+        cookie = r.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/ops" in cookie
+        page = c.get("/ops/")
+        assert page.status_code == 200, page.text
+        assert "Campaigns" in page.text and "Grant pipeline" in page.text and "Wallets" in page.text
+        assert "default-src 'none'" in page.headers["content-security-policy"]
+        # A forged cookie is no session.
+        c.cookies.set("couponcore_ops", "9999999999.nonce." + "0" * 64, path="/ops")
+        assert c.get("/ops/").status_code == 401
+
+
+def test_a_post_action_without_the_csrf_token_is_refused_and_changes_nothing(embedded: couponcore.Engine) -> None:
+    page = OpsPage(embedded, OPERATOR_KEY)
+    with AppClient(create_app(embedded, operator_key=OPERATOR_KEY)) as c:
+        assert _login(c, OPERATOR_KEY).status_code == 303
+        token = _csrf(c.get("/ops/").text)
+        for form in ({"action": "audit"}, {"action": "audit", "csrf": ""}, {"action": "audit", "csrf": "0" * 64}):
+            r = c.post("/ops/action", data=form, follow_redirects=False)
+            assert r.status_code == 403, form
+        assert c.app.state.couponcore_ops.snapshots.last_audit is None  # nothing ran
+        # A token of another session does not work either.
+        assert page.csrf_token("another") != token
+        r = c.post("/ops/action", data={"action": "audit", "csrf": token}, follow_redirects=False)
+        assert r.status_code == 303 and "wallet+audit" in r.headers["location"]
+        assert c.app.state.couponcore_ops.snapshots.last_audit is not None
+        # Logging out needs the token too, and then the session is gone from the browser.
+        assert c.post("/ops/logout", data={}, follow_redirects=False).status_code == 403
+        assert c.post("/ops/logout", data={"csrf": token}, follow_redirects=False).status_code == 303
+        assert c.get("/ops/").status_code == 401
+
+
+def test_bad_action_input_is_a_message_and_changes_nothing(embedded: couponcore.Engine) -> None:
+    with AppClient(create_app(embedded, operator_key=OPERATOR_KEY)) as c:
+        _login(c, OPERATOR_KEY)
+        token = _csrf(c.get("/ops/").text)
+        for form, expect in (
+            ({"action": "nope"}, "unknown action"),
+            ({"action": "redrive", "campaign_id": "x", "id": "1-0"}, "InvalidArgument"),
+            ({"action": "rerun", "job_id": "-1"}, "rerun"),
+        ):
+            r = c.post("/ops/action", data={**form, "csrf": token}, follow_redirects=True)
+            assert r.status_code == 200 and expect in r.text, (form, r.text[:2000])
+        assert c.post("/ops/action", content=b"{}", headers={"content-type": "application/json"}).status_code == 415
+
+
+def test_campaigns_stock_and_sold_out_time_on_the_page(embedded: couponcore.Engine) -> None:
+    sold = embedded.campaigns.create("sold-out sale", 3)
+    live = embedded.campaigns.create("running sale", 10)
+    for i in range(5):
+        embedded.issue(sold.id, f"u{i}")
+        embedded.issue(live.id, f"u{i}")
+    assert embedded.drain(30)
+    with AppClient(create_app(embedded, operator_key=OPERATOR_KEY)) as c:
+        _login(c, OPERATOR_KEY)
+        html = c.get("/ops/").text
+    row = {m.group(1): m.group(0) for m in re.finditer(r'<tr class="\w+" data-campaign="(\d+)">.*?</tr>', html)}
+    assert '<td class="num stock">0</td>' in row[str(sold.id)]
+    assert " UTC" in row[str(sold.id)]  # sold out at
+    assert '<td class="num stock">5</td>' in row[str(live.id)]
+    assert "—</td></tr>" in row[str(live.id)]  # not sold out
+    assert "SOLD_OUT" in html and "running sale" in html
+
+
+def test_django_mounts_the_same_page(embedded: couponcore.Engine, monkeypatch: Any) -> None:
+    """The example project (examples/django_project, as test_django.py uses it) mounts the page
+    at ops/; Django's CSRF middleware on, the page's own token is what counts."""
+    sys.path.insert(0, str(REPO / "examples" / "django_project"))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop.settings")
+    import django
+
+    django.setup()
+    import couponcore.django.ops as django_ops
+    from django.test import Client, override_settings
+
+    monkeypatch.setattr(django_ops, "get_engine", lambda: embedded)
+    monkeypatch.delenv("COUPONCORE_OPERATOR_KEY", raising=False)
+    middleware = ["django.middleware.common.CommonMiddleware", "django.middleware.csrf.CsrfViewMiddleware"]
+    with override_settings(COUPONCORE={"PATH": ":memory:"}, MIDDLEWARE=middleware):
+        assert Client().get("/ops/").status_code == 404  # no key: off
+    with override_settings(COUPONCORE={"PATH": ":memory:", "OPERATOR_KEY": OPERATOR_KEY}, MIDDLEWARE=middleware):
+        c = Client(enforce_csrf_checks=True)
+        assert c.get("/ops/").status_code == 401
+        assert c.post("/ops/login", {"key": "wrong" * 8}).status_code == 401
+        r = c.post("/ops/login", {"key": OPERATOR_KEY})
+        assert r.status_code == 303 and r["Location"] == "/ops/"
+        morsel = r.cookies["couponcore_ops"]
+        assert morsel["httponly"] and morsel["samesite"] == "Strict" and morsel["path"] == "/ops"
+        page = c.get("/ops/")
+        assert page.status_code == 200 and b"Grant pipeline" in page.content
+        assert c.get("/ops/static/ops.js").status_code == 200
+        token = _csrf(page.content.decode())
+        assert c.post("/ops/action", {"action": "audit"}).status_code == 403
+        r = c.post("/ops/action", {"action": "audit", "csrf": token})
+        assert r.status_code == 303 and "wallet+audit" in r["Location"]
+
+
+# ---- the real thing: production deployment, couponcore serve, headless Chromium ------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pg() -> Any:
+    import psycopg
+
+    return psycopg.connect(env_url("COUPONCORE_TEST_POSTGRES_URL"), autocommit=True)
+
+
+@pytest.fixture
+def dead_letter() -> Iterator[dict[str, Any]]:
+    """A real dead letter: PostgreSQL refuses one grant (a CHECK constraint on its user), the
+    writer dead-letters it; the constraint is still there when the test starts (its cause)."""
+    kw = production_kwargs()
+    engine = couponcore.open(
+        **kw,
+        writer_claim_idle_ms=100,
+        writer_claim_interval_ms=50,
+        writer_dead_letter_after_deliveries=2,
+    )
+    try:
+        c = engine.campaigns.create("ops drop", 10)
+        with _pg() as conn:
+            conn.execute(
+                "ALTER TABLE coupons ADD CONSTRAINT ops_test_refuse CHECK (user_id <> 'refused-user') NOT VALID"
+            )
+        ok = engine.issue(c.id, "fine-user")
+        refused = engine.issue(c.id, "refused-user")
+        assert ok.issued and refused.issued
+        deadline = time.monotonic() + 30
+        while not any(b.dead_letters for b in engine.log_backlog()):
+            assert time.monotonic() < deadline, "the refused grant was not dead-lettered within 30 s"
+            time.sleep(0.05)
+        assert engine.drain(30)
+        yield {"kw": kw, "campaign": c, "seq": refused.seq, "engine": engine}
+    finally:
+        with _pg() as conn:
+            conn.execute("ALTER TABLE coupons DROP CONSTRAINT IF EXISTS ops_test_refuse")
+        engine.close()
+
+
+@pytest.fixture
+def served(dead_letter: dict[str, Any], tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """`couponcore serve` on the production deployment, ops page on, on a free loopback port."""
+    kw = dead_letter["kw"]
+    key_file = tmp_path / "operator-key"
+    key_file.write_text(OPERATOR_KEY + "\n")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "couponcore",
+            "serve",
+            "--port",
+            str(port),
+            "--redis",
+            kw["redis"],
+            "--postgres",
+            kw["postgres"],
+            "--key-prefix",
+            kw["key_prefix"],
+            "--operator-key-file",
+            str(key_file),
+            "--create-partner",
+            "shop",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "COUPONCORE_OPERATOR_KEY"},
+    )
+    try:
+        assert proc.stdout is not None
+        partner_key = proc.stdout.readline().strip().rsplit(" ", 1)[-1]
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < deadline, "couponcore serve did not answer within 30 s"
+            time.sleep(0.1)
+        yield {**dead_letter, "url": url, "partner_key": partner_key}
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+
+
+def _coupon_rows(campaign_id: int, user_id: str) -> list[tuple[Any, ...]]:
+    with _pg() as conn:
+        return conn.execute(
+            "SELECT seq, user_id FROM coupons WHERE campaign_id = %s AND user_id = %s", (campaign_id, user_id)
+        ).fetchall()
+
+
+@pytest.mark.servers
+def test_browser_redrives_a_dead_letter_by_clicking(served: dict[str, Any], tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    url, cid = served["url"], served["campaign"].id
+    assert _coupon_rows(cid, "refused-user") == []
+    # Outside the browser: the partner key and a wrong key are refused, and a session without
+    # the CSRF token cannot re-drive (the dead letter stays).
+    with httpx.Client(base_url=url) as h:
+        assert h.post("/ops/login", data={"key": served["partner_key"]}).status_code == 401
+        assert h.post("/ops/login", data={"key": "w" * 32}).status_code == 401
+        assert h.post("/ops/login", data={"key": OPERATOR_KEY}).status_code == 303
+        page_html = h.get("/ops/").text
+        dl_id = re.search(r'<tr class="dead-letter" data-id="([^"]+)"', page_html)
+        assert dl_id, page_html
+        r = h.post("/ops/action", data={"action": "redrive", "campaign_id": str(cid), "id": dl_id.group(1)})
+        assert r.status_code == 403
+    assert any(b.dead_letters for b in served["engine"].log_backlog())
+
+    # The cause is fixed: PostgreSQL accepts the user again.
+    with _pg() as conn:
+        conn.execute("ALTER TABLE coupons DROP CONSTRAINT ops_test_refuse")
+
+    profile = tmp_path / "chromium-profile"  # a fresh profile, removed with tmp_path
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(profile),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_FLAGS,
+            viewport={"width": 1280, "height": 900},
+        )
+        try:
+            page = context.new_page()
+            page.goto(f"{url}/ops/")
+            # A wrong key in the form: refused, still the login form.
+            page.fill("input[name=key]", "not-the-operator-key-at-all")
+            page.click("#login button")
+            assert "not the operator key" in page.inner_text("body")
+            page.fill("input[name=key]", OPERATOR_KEY)
+            page.click("#login button")
+            page.wait_for_selector("#pipeline")
+            row = page.locator(f'tr.dead-letter[data-campaign="{cid}"]')
+            assert row.count() == 1
+            assert "check" in row.inner_text().lower()  # the reason: the CHECK constraint
+            row.locator("button[data-action=redrive]").click()
+            page.wait_for_selector("#message")
+            assert "re-driven" in page.inner_text("#message")
+            deadline = time.monotonic() + 30
+            while _coupon_rows(cid, "refused-user") == []:
+                assert time.monotonic() < deadline, "the re-driven grant did not reach PostgreSQL within 30 s"
+                time.sleep(0.1)
+            page.goto(f"{url}/ops/?msg=re-driven")  # the page as it is now, for the screenshot
+            page.wait_for_selector("#pipeline")
+            assert page.locator(f'tr.dead-letter[data-campaign="{cid}"]').count() == 0
+            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SCREENSHOT), full_page=True)
+            print(f"\nops page screenshot: {SCREENSHOT}")
+        finally:
+            context.close()
+    assert _coupon_rows(cid, "refused-user") == [(served["seq"], "refused-user")]
+    assert SCREENSHOT.stat().st_size > 10_000
+    shutil.rmtree(profile, ignore_errors=True)
