@@ -226,6 +226,39 @@ void register_engine(py::module_& m) {
         }
         return to_records(b);
       })
+      .def("list_dead_letters", [](PyEngine& self, py::object campaign_id, py::object after, py::object limit) {
+        Engine& e = self.get();
+        const int64_t cid = campaign_id.is_none() ? 0 : to_i64(campaign_id, "campaign_id");
+        if (!campaign_id.is_none() && cid <= 0) raise(ErrorCode::kNotFound, "campaign " + std::to_string(cid) + " not found");
+        const std::string a = after.is_none() ? std::string() : to_str(after, "after");
+        const int64_t n = to_i64(limit, "limit");
+        std::vector<DeadLetter> ds;
+        {
+          py::gil_scoped_release nogil;
+          ds = e.list_dead_letters(cid, a, n);
+        }
+        return to_records(ds);
+      }, py::arg("campaign_id") = py::none(), py::arg("after") = py::none(), py::arg("limit") = 100)
+      .def("dead_letter", [](PyEngine& self, py::object campaign_id, py::object id, py::object op) {
+        Engine& e = self.get();
+        const int64_t cid = to_i64(campaign_id, "campaign_id");
+        const std::string i = to_str(id, "id");
+        const std::string what = to_str(op, "op");
+        DeadLetter d;
+        {
+          py::gil_scoped_release nogil;
+          if (what == "get") {
+            d = e.get_dead_letter(cid, i);
+          } else if (what == "redrive") {
+            d = e.redrive_dead_letter(cid, i);
+          } else if (what == "drop") {
+            d = e.drop_dead_letter(cid, i);
+          } else {
+            throw Error(ErrorCode::kInvalidArgument, "op must be 'get', 'redrive' or 'drop'");
+          }
+        }
+        return to_record(d);
+      }, py::arg("campaign_id"), py::arg("id"), py::arg("op") = "get")
       .def("reconcile", [](PyEngine& self, py::object campaign_id) {
         Engine& e = self.get();
         int64_t cid = to_i64(campaign_id, "campaign_id");

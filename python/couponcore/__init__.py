@@ -24,7 +24,7 @@ from ._core import (
     Unauthenticated,
     Unavailable,
 )
-from ._engine import Campaigns, Coupons, Engine, Partners, Scope, migrate, open
+from ._engine import Campaigns, Coupons, DeadLetters, Engine, Partners, Scope, migrate, open
 from ._types import (
     Campaign,
     CampaignStats,
@@ -32,6 +32,7 @@ from ._types import (
     CouponCounts,
     CouponPage,
     CouponState,
+    DeadLetter,
     ExpireReport,
     LogBacklog,
     Partner,
@@ -57,6 +58,8 @@ __all__ = [
     "Closed",
     "Conflict",
     "Coupon",
+    "DeadLetter",
+    "DeadLetters",
     "CouponCounts",
     "CouponPage",
     "CouponState",

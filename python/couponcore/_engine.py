@@ -32,6 +32,7 @@ from ._types import (
     CouponCounts,
     CouponPage,
     CouponState,
+    DeadLetter,
     ExpireReport,
     LogBacklog,
     Partner,
@@ -248,6 +249,73 @@ class Partners:
     def list(self, after: int = 0, limit: int = 100) -> list[Partner]:
         """Partners by id after ``after`` (partner 0 is never listed); ``limit`` 1..1,000."""
         return [from_core(Partner, t) for t in self._core.list_partners(after, limit)]
+
+
+class DeadLetters:
+    """Dead letters as a tool (``engine.dead_letters``): grants that left the grant log without
+    reaching PostgreSQL -- a malformed entry, or a grant the store refused on its
+    ``writer_dead_letter_after_deliveries``-th delivery. List and inspect them, re-drive a grant
+    once its cause is fixed, or drop it (the grant is void; the gate gets its seq and the user's
+    slot back). Production only: the embedded engine has no grant log (``list()`` is empty,
+    the others raise NotFound). Semantics and invariants: docs/dead-letters.md."""
+
+    PAGE_MAX = 1000  # kDeadLettersPageMax
+
+    def __init__(self, engine: Engine) -> None:
+        self._core = engine._core
+
+    def list(
+        self, campaign_id: Optional[int] = None, *, after: Optional[str] = None, limit: int = 100
+    ) -> builtins.list[DeadLetter]:
+        """Records of one campaign, or of every campaign (``campaign_id=None``), ordered by
+        (campaign, id), at most ``limit`` (1..1000). Page with ``after``: the last record's
+        ``id`` for one campaign; ``f"{d.campaign_id}:{d.id}"`` across campaigns."""
+        return [from_core(DeadLetter, t) for t in self._core.list_dead_letters(campaign_id, after, limit)]
+
+    def get(self, campaign_id: int, id: str) -> DeadLetter:
+        """One record; NotFound if it is not (or no longer) there."""
+        return from_core(DeadLetter, self._core.dead_letter(campaign_id, id, "get"))
+
+    def redrive(self, campaign_id: int, id: str) -> DeadLetter:
+        """Put the record's grant back into the grant log (same seq, user, request) and delete
+        the record, atomically; the writers then write it like any grant. Returns the record.
+        NotFound if it is gone (a second redrive of the same id)."""
+        return from_core(DeadLetter, self._core.dead_letter(campaign_id, id, "redrive"))
+
+    def drop(self, campaign_id: int, id: str) -> DeadLetter:
+        """Void the record's grant: delete it and, atomically, give the gate back its seq (unless
+        a row holds it) and the user's slot; its coupon then answers NotFound. Returns the
+        record. NotFound if it is gone."""
+        return from_core(DeadLetter, self._core.dead_letter(campaign_id, id, "drop"))
+
+    def redrive_all(self, campaign_id: Optional[int] = None) -> int:
+        """Re-drive every record of one campaign (or of all), page by page; returns how many
+        were re-driven (a record another process took meanwhile is skipped)."""
+        done = 0
+        after: Optional[str] = None
+        while True:
+            page = self.list(campaign_id, after=after, limit=self.PAGE_MAX)
+            for d in page:
+                try:
+                    self.redrive(d.campaign_id, d.id)
+                    done += 1
+                except _core.NotFound:
+                    pass
+            if len(page) < self.PAGE_MAX:
+                return done
+            last = page[-1]
+            after = last.id if campaign_id is not None else f"{last.campaign_id}:{last.id}"
+
+    async def alist(
+        self, campaign_id: Optional[int] = None, *, after: Optional[str] = None, limit: int = 100
+    ) -> builtins.list[DeadLetter]:
+        return await _offload(functools.partial(self.list, campaign_id, after=after, limit=limit))
+
+    async def aredrive(self, campaign_id: int, id: str) -> DeadLetter:
+        return await _offload(self.redrive, campaign_id, id)
+
+    async def adrop(self, campaign_id: int, id: str) -> DeadLetter:
+        return await _offload(self.drop, campaign_id, id)
 
 
 class Scope:
@@ -501,6 +569,11 @@ class Engine(Scope):
     def counters(self) -> dict[str, Any]:
         """Monotonic counters since open (requests, issued, batches, commits, ...)."""
         return self._core.counters()
+
+    @property
+    def dead_letters(self) -> DeadLetters:
+        """The grant log's dead letters: list / get / redrive / drop (docs/dead-letters.md)."""
+        return DeadLetters(self)
 
     def log_backlog(self) -> list[LogBacklog]:
         """The grant log's backlog, one value per campaign with a log, by campaign id: entries

@@ -204,6 +204,28 @@ class LogBacklog:
     dead_letters: int  # entries in the campaign's dead-letter stream
 
 
+@record("DeadLetter")
+@dataclass(frozen=True)
+class DeadLetter:
+    """One record of a campaign's dead-letter stream (production): a grant that left the grant
+    log without reaching PostgreSQL, with why. A refused grant's record names it (``seq``,
+    ``user_id``, ``request_id``); a malformed entry's record has only its raw ``fields``.
+    See docs/dead-letters.md."""
+
+    campaign_id: int
+    id: str  # the dead-letter stream id, "<ms>-<n>"
+    entry_id: str  # the grant-log entry it came from
+    reason: str
+    deliveries: int  # deliveries of that entry before it was dead-lettered
+    seq: Optional[int]
+    user_id: Optional[str]
+    request_id: Optional[str]
+    dead_lettered_at: _dt.datetime = field(metadata=core("dead_lettered_at_us", from_us))
+    fields: dict[str, str]  # the entry's own fields, raw (c s u o r t for a refused grant)
+    user_ordinal: Optional[int]  # the user's n-th coupon of the campaign
+    redrives: int  # times its grant was re-driven and dead-lettered again
+
+
 class CouponState(str, enum.Enum):
     """Where a coupon is in its life. A ``str`` enum: ``coupon.state == "used"`` works too.
 

@@ -99,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _servers(sv, "serve the production deployment")
 
+    from ._cli_deadletters import add_parser as add_deadletters
+
+    add_deadletters(sub, _servers)
+
     mg = sub.add_parser(
         "migrate",
         help="apply the PostgreSQL migrations",
@@ -229,6 +233,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _serve(args)
         if args.command == "worker":
             return _run_worker(args)
+        if args.command == "deadletters":
+            from ._cli_deadletters import run as run_deadletters
+
+            return run_deadletters(args)
         if args.command == "migrate":
             from ._engine import migrate
 

@@ -77,6 +77,8 @@ struct ReconcileReport {
 
 // Campaigns Engine::log_backlog() reports at most (each is one series per backlog gauge).
 inline constexpr std::size_t kLogBacklogCampaignsMax = 10'000;
+// Dead-letter records one list_dead_letters() call returns at most.
+inline constexpr int64_t kDeadLettersPageMax = 1'000;
 
 // Adds a batch of answers to the counters (requests, issued, by_status, fast_path).
 void count_results(EngineCounters& counters, const std::vector<IssueResult>& results, bool fast_path);
@@ -123,6 +125,25 @@ class Engine {
   // Compares the gate with the store for one campaign and re-drives grants that are in the
   // grant log but missing from the store. Read-only apart from the re-drive.
   ReconcileReport reconcile(int64_t campaign_id);
+
+  // ---- Dead letters (docs/dead-letters.md) -------------------------------------------------
+  // Grants that left the grant log without reaching the store. Production only: the embedded
+  // engine has no grant log (list: empty; the others: kNotFound). Ids are dead-letter stream
+  // ids ("<ms>-<n>"; anything else is kInvalidArgument); an unknown campaign or record is
+  // kNotFound and nothing changes.
+  // Records of one campaign (campaign_id > 0) or of every campaign (0), ordered by (campaign,
+  // id), after the cursor `after` ("" from the start; one campaign: a record id; every campaign:
+  // "<campaign_id>:<record id>"), at most limit (1..kDeadLettersPageMax).
+  std::vector<DeadLetter> list_dead_letters(int64_t campaign_id, const std::string& after, int64_t limit);
+  DeadLetter get_dead_letter(int64_t campaign_id, const std::string& id);
+  // The record's grant goes back into the grant log (a new version-1 entry with the same seq,
+  // user, ordinal, request and issue time, rd = redrives + 1) and the record is deleted, in one
+  // atomic step; the writers then write it like any grant. Returns the record re-driven.
+  DeadLetter redrive_dead_letter(int64_t campaign_id, const std::string& id);
+  // The grant is void: the record is deleted and, in the same atomic step, the gate gets back
+  // what the store shows free: the seq (issuable again, before the counter advances) unless a
+  // row holds it, and the user's slot if this grant was the user's latest. Returns the record.
+  DeadLetter drop_dead_letter(int64_t campaign_id, const std::string& id);
 
   // ---- Campaign rules --------------------------------------------------------------------
   // The partner that owns a campaign (immutable); kNotFound for an unknown campaign.

@@ -127,6 +127,64 @@ std::vector<LogBacklog> Engine::log_backlog() {
   return deployment_->pipeline->log_backlog();
 }
 
+namespace {
+
+bool is_stream_id(std::string_view id) {
+  const std::size_t dash = id.find('-');
+  if (id.size() > 41 || dash == std::string_view::npos || dash == 0 || dash + 1 == id.size()) return false;
+  for (std::size_t i = 0; i < id.size(); ++i) {
+    if (i != dash && (id[i] < '0' || id[i] > '9')) return false;
+  }
+  return id.size() - dash - 1 <= 20 && dash <= 20;
+}
+
+void check_dead_letter_id(const std::string& id) {
+  if (!is_stream_id(id)) throw_invalid("a dead-letter id is a stream id '<ms>-<n>', got '" + id.substr(0, 64) + "'");
+}
+
+}  // namespace
+
+std::vector<DeadLetter> Engine::list_dead_letters(int64_t campaign_id, const std::string& after, int64_t limit) {
+  check_open();
+  if (limit < 1 || limit > kDeadLettersPageMax) {
+    throw_invalid("limit must be 1.." + std::to_string(kDeadLettersPageMax) + ", got " + std::to_string(limit));
+  }
+  if (campaign_id < 0) throw_not_found("campaign " + std::to_string(campaign_id) + " not found");
+  if (!after.empty()) {
+    const std::size_t colon = after.find(':');
+    bool ok = false;
+    if (campaign_id > 0) {
+      ok = is_stream_id(after);
+    } else if (colon != std::string::npos && colon > 0 && colon <= 10) {
+      ok = after.find_first_not_of("0123456789") == colon && is_stream_id(std::string_view(after).substr(colon + 1));
+    }
+    if (!ok) {
+      throw_invalid(std::string("after must be ") +
+                    (campaign_id > 0 ? "a dead-letter id '<ms>-<n>'" : "'<campaign_id>:<dead-letter id>'") +
+                    ", got '" + after.substr(0, 64) + "'");
+    }
+  }
+  return deployment_->pipeline->list_dead_letters(campaign_id, after, static_cast<std::size_t>(limit));
+}
+
+DeadLetter Engine::get_dead_letter(int64_t campaign_id, const std::string& id) {
+  check_open();
+  check_dead_letter_id(id);
+  return deployment_->pipeline->get_dead_letter(campaign_id, id);
+}
+
+DeadLetter Engine::redrive_dead_letter(int64_t campaign_id, const std::string& id) {
+  check_open();
+  check_dead_letter_id(id);
+  return deployment_->pipeline->redrive_dead_letter(campaign_id, id);
+}
+
+DeadLetter Engine::drop_dead_letter(int64_t campaign_id, const std::string& id) {
+  check_open();
+  check_dead_letter_id(id);
+  return deployment_->pipeline->drop_dead_letter(campaign_id, id);
+}
+
 const EngineHistograms& Engine::histograms() const { return deployment_->pipeline->histograms(); }
 void Engine::set_batch_end_hook(std::function<void()> hook) { deployment_->pipeline->set_batch_end_hook(std::move(hook)); }
 

@@ -63,6 +63,11 @@ class Pipeline {
   virtual EngineCounters counters() const = 0;
   // The grant log's backlog per campaign (production); empty where the commit is the log.
   virtual std::vector<LogBacklog> log_backlog() = 0;
+  // Dead letters: arguments checked by the facade (ids are stream ids, 1 <= limit).
+  virtual std::vector<DeadLetter> list_dead_letters(int64_t campaign_id, const std::string& after, std::size_t limit) = 0;
+  virtual DeadLetter get_dead_letter(int64_t campaign_id, const std::string& id) = 0;
+  virtual DeadLetter redrive_dead_letter(int64_t campaign_id, const std::string& id) = 0;
+  virtual DeadLetter drop_dead_letter(int64_t campaign_id, const std::string& id) = 0;
   // Finishes what was queued, then stops the pipeline's threads. Idempotent.
   virtual void close() = 0;
 

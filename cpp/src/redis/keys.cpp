@@ -25,6 +25,7 @@ CampaignKeys::CampaignKeys(std::string_view prefix, int64_t id) : campaign_id(id
   grants = base + "g";
   dead_letters = base + "dl";
   reasons = base + "why";
+  free_seqs = base + "free";
   answers_base = base + "a:";
 }
 

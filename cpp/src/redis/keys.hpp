@@ -3,8 +3,11 @@
 // Every key of campaign N shares the hash tag {cN}, so one Lua call never crosses a cluster
 // slot:
 //   P{cN}:m        hash   campaign mirror: q quantity, l per-user limit, s starts_at_us,
-//                         e ends_at_us (absent = open-ended), st state, n issued so far
+//                         e ends_at_us (absent = open-ended), st state, n the seq counter,
+//                         d corrections made by dead-letter drops
 //   P{cN}:h        hash   holders: user_id -> coupons held
+//   P{cN}:free     zset   free seqs (score = seq): seqs <= n given back by dead-letter drops,
+//                         issued before n advances; coupons issued = n - ZCARD
 //   P{cN}:g        stream the grant log (group "writers"): c s u o r t = campaign, seq, user,
 //                         user_ordinal, request_id, issued_at_us
 //   P{cN}:a:<gen>  hash   remembered answers "user|request" -> seq*8+status, one hash per
@@ -32,7 +35,7 @@ struct CampaignKeys {
   CampaignKeys() = default;
   CampaignKeys(std::string_view prefix, int64_t campaign_id);
   int64_t campaign_id = 0;
-  std::string meta, holders, grants, dead_letters, reasons, answers_base;
+  std::string meta, holders, grants, dead_letters, reasons, free_seqs, answers_base;
   std::string answers(int64_t generation) const { return answers_base + std::to_string(generation); }
 };
 
