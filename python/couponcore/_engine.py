@@ -22,7 +22,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any, Callable, Optional, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
 
 from . import _core
 from ._types import (
@@ -43,6 +43,9 @@ from ._types import (
     to_us,
 )
 from ._wallet import CheckoutCancelResult, CheckoutResult, Points, PointsAdmin
+
+if TYPE_CHECKING:
+    from .jobs import Jobs
 
 DEFAULT_PATH = "couponcore.db"
 COUPON_PAGE_DEFAULT = 50  # limits::kCouponPageDefault; at most 1,000 (docs/limits.md)
@@ -485,6 +488,12 @@ class Engine(Scope):
         self._cleanup: list[Callable[[], None]] = []
         # Why checkout cannot work here (its coupons and wallets are not in one database).
         self._checkout_refusal: Optional[str] = None
+        self._postgres_url: Optional[str] = None  # production: where engine.jobs keeps its jobs
+        self._migrate = True
+        self._jobs: Optional[Jobs] = None
+        # Where the store is, for Python-side tables (couponcore.bulk's checkpoints):
+        # ("postgres", url), ("sqlite", path) or ("memory", None).
+        self._store: tuple[str, Optional[str]] = ("memory", None)
 
     def _wallets(self) -> _core.Wallets:
         """The native wallet engine, opened on first use (it has its own connections and thread)."""
@@ -504,6 +513,23 @@ class Engine(Scope):
     def points(self) -> PointsAdmin:
         """Partner 0's point wallets, and the operator's wallet jobs (expire, audit)."""
         return PointsAdmin(self._wallets, 0)
+
+    @property
+    def jobs(self) -> Jobs:
+        """The maintenance jobs (``couponcore.jobs.Jobs``, procrastinate): run, queue, list,
+        re-run, cancel, and the in-process periodic runner. Needs ``couponcore[jobs]``."""
+        if self._jobs is None:
+            with self._wallets_lock:
+                if self._jobs is None:
+                    if self._core.closed:
+                        raise _core.Closed("the engine is closed")
+                    from .jobs import Jobs
+                    from .jobs._store import migrate as migrate_jobs
+
+                    if self._postgres_url is not None and self._migrate:
+                        migrate_jobs(self._postgres_url)
+                    self._jobs = Jobs(self, dsn=self._postgres_url)
+        return self._jobs
 
     @property
     def kind(self) -> str:
@@ -590,6 +616,8 @@ class Engine(Scope):
 
     def close(self) -> None:
         """Finish what is queued, stop the engine's threads. Later calls raise Closed."""
+        if self._jobs is not None:
+            self._jobs.close()  # the in-process runner finishes the job in hand first
         with self._wallets_lock:
             if self._wallets_native is not None:
                 self._wallets_native.close()
@@ -679,7 +707,10 @@ def open(  # noqa: A001
             auth_cache_ttl_ms=_auth_ttl_ms(auth_cache_ttl_s),
             auth_cache_entries_max=auth_cache_entries_max,
         )
-        return Engine(_core.open_production(opts), lambda: _core.open_wallets_postgres(postgres, wallet_opts))
+        engine = Engine(_core.open_production(opts), lambda: _core.open_wallets_postgres(postgres, wallet_opts))
+        engine._postgres_url, engine._migrate = postgres, bool(migrate)
+        engine._store = ("postgres", postgres)
+        return engine
     if options:
         raise _core.InvalidArgument(f"unknown options for the embedded engine: {sorted(options)}")
     if wallet_opts.get("wallet_committers") not in (None, 1):
@@ -703,6 +734,7 @@ def open(  # noqa: A001
         )
     else:
         engine._open_wallets = lambda: _core.open_wallets_embedded(path, synchronous_full, wallet_opts)
+        engine._store = ("sqlite", path)
     return engine
 
 

@@ -110,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mg.add_argument("--postgres", required=True, help="PostgreSQL URL")
 
+    from .jobs._cli import add_parser as add_jobs_parser
+
+    add_jobs_parser(sub, _servers)
+
     b = sub.add_parser(
         "bench",
         help="side-by-side benchmarks (JSON)",
@@ -242,7 +246,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
             n = migrate(args.postgres)
             print(f"couponcore migrate: {n} migration(s) applied")
+            from .jobs._cli import migrate_if_installed
+
+            steps = migrate_if_installed(args.postgres)
+            if steps is not None:
+                print(f"couponcore migrate: jobs schema (procrastinate): {steps} step(s) applied")
             return EXIT_OK
+        if args.command == "jobs":
+            from .jobs._cli import main as jobs_main
+
+            return jobs_main(args)
         if args.command == "bench":
             import json
 

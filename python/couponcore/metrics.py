@@ -182,6 +182,9 @@ def render(engine: Engine) -> str:
             out.append(f'couponcore_{name}_bucket{{le="{_fmt(bound)}"}} {count}')
         out.append(f"couponcore_{name}_sum {_fmt(hist['sum'])}")
         out.append(f"couponcore_{name}_count {hist['count']}")
+    jobs = engine._jobs  # the jobs this process ran (couponcore.jobs), never opened here
+    if jobs is not None:
+        out.extend(jobs.metrics_lines())
     return "\n".join(out) + "\n"
 
 
