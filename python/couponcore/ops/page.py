@@ -44,7 +44,7 @@ from urllib.parse import quote, urlencode
 
 from .. import _core
 from . import render
-from .snapshot import SnapshotTaker
+from .snapshot import SnapshotTaker, api
 
 SESSION_S = 8 * 3600
 COOKIE = "couponcore_ops"
@@ -278,10 +278,7 @@ class OpsPage:
         return _redirect(f"{req.base}/?{urlencode({'msg': message[:_MESSAGE_MAX]})}")
 
     def _dead_letter_api(self) -> Any:
-        dls = getattr(self._engine, "dead_letters", None)
-        if dls is None:
-            raise _core.Unavailable("this couponcore has no dead-letter API")
-        return dls
+        return api(self._engine, "dead_letters")
 
     def _redrive(self, form: dict[str, str]) -> str:
         cid, dl_id = _int_field(form, "campaign_id"), _str_field(form, "id")
@@ -299,10 +296,7 @@ class OpsPage:
         return f"re-driven: {n} dead letter(s)" + (f" of campaign {cid}" if cid is not None else "")
 
     def _rerun(self, form: dict[str, str]) -> str:
-        jobs = getattr(self._engine, "jobs", None)
-        if jobs is None:
-            raise _core.Unavailable("this couponcore has no jobs API")
-        run = jobs.rerun(_int_field(form, "job_id"))
+        run = api(self._engine, "jobs").rerun(_int_field(form, "job_id"))
         return f"re-run: job {run.name} queued as run {run.id}"
 
     def _audit(self, form: dict[str, str]) -> str:

@@ -111,7 +111,7 @@ def page(
     out.append(_campaigns(snap))
     out.append(_answers(snap))
     out.append(_pipeline(snap, base, csrf))
-    out.append(_jobs(snap.jobs, base, csrf))
+    out.append(_jobs(snap.jobs, snap.schedules, base, csrf))
     out.append(_wallet(snap.wallet, base, csrf, last_audit))
     out.append("</main></body></html>")
     return "".join(out)
@@ -223,7 +223,7 @@ def _dead_letters(sec: Section, base: str, csrf: str) -> str:
         return out[0] + '<p class="na">None.</p>'
     out.append(
         "<table><thead><tr><th>campaign</th><th>id</th><th>reason</th><th>deliveries</th><th>user</th>"
-        "<th>seq</th><th>dead-lettered at</th><th></th></tr></thead><tbody>"
+        "<th>seq</th><th>re-drives</th><th>dead-lettered at</th><th></th></tr></thead><tbody>"
     )
     for d in sec.rows:
         ids = {"campaign_id": d.campaign_id, "id": d.id}
@@ -232,6 +232,7 @@ def _dead_letters(sec: Section, base: str, csrf: str) -> str:
             f'<tr class="dead-letter" data-id="{_e(d.id)}" data-campaign="{d.campaign_id}">'
             f'<td>{d.campaign_id}</td><td>{_e(d.id)}</td><td class="reason">{_e(d.reason)}</td>'
             f'<td class="num">{d.deliveries}</td><td>{_e(d.user_id)}</td><td>{_e(d.seq)}</td>'
+            f'<td class="num">{_e(getattr(d, "redrives", ""))}</td>'
             f'<td>{_time(d.dead_lettered_at)}</td><td class="actions">'
             f'<a href="{_e(link)}">inspect</a> '
             + _form(base, csrf, "redrive", "re-drive", ids)
@@ -255,6 +256,8 @@ def dead_letter_page(base: str, d: Any, csrf: str) -> str:
         ("user", d.user_id),
         ("request id", d.request_id),
         ("dead-lettered at", _time(d.dead_lettered_at)),
+        ("user ordinal", getattr(d, "user_ordinal", None)),
+        ("re-drives", getattr(d, "redrives", None)),
     ]
     fields = "".join(f"<tr><th>{_e(k)}</th><td><code>{_e(v)}</code></td></tr>" for k, v in sorted(d.fields.items()))
     return (
@@ -270,13 +273,32 @@ def dead_letter_page(base: str, d: Any, csrf: str) -> str:
     )
 
 
-def _jobs(sec: Section, base: str, csrf: str) -> str:
+def _schedules(sec: Section) -> str:
+    if not sec.available or sec.error or not sec.rows:
+        return _section_problem(sec)
+    out = [
+        '<h3 id="schedules">Schedules</h3><table><thead><tr><th>job</th><th>cron</th><th>next run</th>'
+        "<th>last run</th><th>last state</th></tr></thead><tbody>"
+    ]
+    for s in sec.rows:
+        state = s.last_state or ""
+        out.append(
+            f"<tr><td>{_e(s.name)}</td><td><code>{_e(s.cron)}</code></td><td>{_time(s.next_run_at)}</td>"
+            f'<td>{_time(s.last_run_at)}</td><td><span class="state {_e(state)}">{_e(state or "—")}</span></td></tr>'
+        )
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+def _jobs(sec: Section, schedules: Section, base: str, csrf: str) -> str:
     out = ['<section id="jobs"><h2>Jobs</h2>']
     problem = _section_problem(sec)
     if problem:
         return out[0] + problem + "</section>"
+    out.append(_schedules(schedules))
+    out.append('<h3 id="runs">Runs</h3>')
     if not sec.rows:
-        return out[0] + '<p class="na">No job runs yet.</p></section>'
+        return "".join(out) + '<p class="na">No job runs yet.</p></section>'
     out.append(
         "<table><thead><tr><th>id</th><th>job</th><th>state</th><th>progress</th><th>attempts</th>"
         "<th>created</th><th>finished</th><th>error</th><th></th></tr></thead><tbody>"

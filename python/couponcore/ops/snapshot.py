@@ -72,6 +72,7 @@ class Snapshot:
     backlog: Section
     dead_letters: Section
     jobs: Section
+    schedules: Section
     wallet: Section  # rows: [(name, value)]
 
 
@@ -152,6 +153,7 @@ class SnapshotTaker:
             backlog=self._backlog(),
             dead_letters=self._dead_letters(),
             jobs=self._jobs(),
+            schedules=self._schedules(),
             wallet=self._wallet(),
         )
 
@@ -226,16 +228,25 @@ class SnapshotTaker:
         return Section(rows=rows)
 
     def _dead_letters(self) -> Section:
-        dls = getattr(self._engine, "dead_letters", None)
-        if dls is None:
-            return Section(available=False, note="this couponcore has no dead-letter API (engine.dead_letters)")
+        try:
+            dls = _api(self._engine, "dead_letters")
+        except _Missing as e:
+            return Section(available=False, note=str(e))
         return _call_section(lambda: dls.list(limit=DEAD_LETTERS_SHOWN_MAX))
 
     def _jobs(self) -> Section:
-        jobs = getattr(self._engine, "jobs", None)
-        if jobs is None:
-            return Section(available=False, note="this couponcore has no jobs API (engine.jobs)")
+        try:
+            jobs = _api(self._engine, "jobs")
+        except _Missing as e:
+            return Section(available=False, note=str(e))
         return _call_section(lambda: jobs.list(limit=JOBS_SHOWN_MAX))
+
+    def _schedules(self) -> Section:
+        try:
+            jobs = _api(self._engine, "jobs")
+        except _Missing as e:
+            return Section(available=False, note=str(e))
+        return _call_section(jobs.schedules)
 
     def _wallet(self) -> Section:
         rows: list[tuple[str, Any]] = []
@@ -255,6 +266,28 @@ class SnapshotTaker:
         result = dict(self._engine.points.audit())
         self.last_audit = (dt.datetime.now(dt.timezone.utc), result)
         return result
+
+
+class _Missing(Exception):
+    """This engine has no such API (an older couponcore, or an extra not installed)."""
+
+
+def _api(engine: Any, name: str) -> Any:
+    """``engine.<name>`` (dead_letters, jobs), or _Missing saying why there is none."""
+    try:
+        return getattr(engine, name)
+    except AttributeError:
+        raise _Missing(f"this couponcore has no engine.{name}") from None
+    except _core.Error as e:  # e.g. jobs without procrastinate installed
+        raise _Missing(str(e)) from None
+
+
+def api(engine: Any, name: str) -> Any:
+    """``engine.<name>`` for an action: Unavailable (a couponcore error) when it has none."""
+    try:
+        return _api(engine, name)
+    except _Missing as e:
+        raise _core.Unavailable(str(e)) from None
 
 
 def _call_section(fn: Callable[[], list[Any]]) -> Section:
