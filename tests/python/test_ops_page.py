@@ -2,7 +2,8 @@
 by a wrong one), POST actions refused without the CSRF token; and in a real headless Chromium
 (Debian's, driven by playwright) against `couponcore serve` on the production deployment: log in,
 re-drive a real dead letter by clicking after fixing its cause, and find the row in PostgreSQL.
-The browser test saves a screenshot to build/screenshots/ops.png (kept after the run)."""
+The browser test saves screenshots to build/screenshots/ (ops-dead-letter.png with the dead
+letter, ops.png after its re-drive); they are kept after the run."""
 
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
 ]
 SCREENSHOT = REPO / "build" / "screenshots" / "ops.png"
+BEFORE = REPO / "build" / "screenshots" / "ops-dead-letter.png"
 
 
 class AppClient:
@@ -125,8 +127,10 @@ def test_wrong_key_and_partner_key_are_refused_the_operator_key_opens(embedded: 
         assert "Campaigns" in page.text and "Grant pipeline" in page.text and "Wallets" in page.text
         assert "default-src 'none'" in page.headers["content-security-policy"]
         # A forged cookie is no session.
-        c.cookies.set("couponcore_ops", "9999999999.nonce." + "0" * 64, path="/ops")
-        assert c.get("/ops/").status_code == 401
+    page = OpsPage(embedded, OPERATOR_KEY)
+    for forged in ("9999999999.nonce." + "0" * 64, "²." + "x" * 10 + ".y", "1.é.é", "a.b", ""):
+        r = page.handle(OpsRequest("GET", "", "/ops", cookies={"couponcore_ops": forged}))
+        assert r.status == 401, forged
 
 
 def test_a_post_action_without_the_csrf_token_is_refused_and_changes_nothing(embedded: couponcore.Engine) -> None:
@@ -134,7 +138,12 @@ def test_a_post_action_without_the_csrf_token_is_refused_and_changes_nothing(emb
     with AppClient(create_app(embedded, operator_key=OPERATOR_KEY)) as c:
         assert _login(c, OPERATOR_KEY).status_code == 303
         token = _csrf(c.get("/ops/").text)
-        for form in ({"action": "audit"}, {"action": "audit", "csrf": ""}, {"action": "audit", "csrf": "0" * 64}):
+        for form in (
+            {"action": "audit"},
+            {"action": "audit", "csrf": ""},
+            {"action": "audit", "csrf": "0" * 64},
+            {"action": "audit", "csrf": "é" * 64},
+        ):
             r = c.post("/ops/action", data=form, follow_redirects=False)
             assert r.status_code == 403, form
         assert c.app.state.couponcore_ops.snapshots.last_audit is None  # nothing ran
@@ -179,6 +188,35 @@ def test_campaigns_stock_and_sold_out_time_on_the_page(embedded: couponcore.Engi
     assert '<td class="num stock">5</td>' in row[str(live.id)]
     assert "—</td></tr>" in row[str(live.id)]  # not sold out
     assert "SOLD_OUT" in html and "running sale" in html
+
+
+def test_a_failed_job_is_shown_and_rerun_from_the_page(embedded: couponcore.Engine, tmp_path: Path) -> None:
+    import couponcore.jobs
+
+    embedded.jobs.configure(
+        {
+            "retry": {"base_s": 0.01, "max_s": 0.02},
+            "retention": {"cron": ""},
+            "jobs": {name: {"cron": ""} for name in couponcore.jobs.JOB_NAMES} | {"bulk_grant": {"max_attempts": 1}},
+        }
+    )
+    c = embedded.campaigns.create("bulk", 10)
+    failed = embedded.jobs.run("bulk_grant", job_key="k", path=str(tmp_path / "missing.csv"), campaign_id=c.id)
+    assert failed.state == "failed"
+    with AppClient(create_app(embedded, operator_key=OPERATOR_KEY)) as client:
+        _login(client, OPERATOR_KEY)
+        html = client.get("/ops/").text
+        row = re.search(rf'<tr class="job" data-job="{failed.id}">.*?</tr>', html)
+        assert row and "failed" in row.group(0) and "NotFound" in row.group(0) and "re-run" in row.group(0)
+        r = client.post(
+            "/ops/action",
+            data={"action": "rerun", "job_id": str(failed.id), "csrf": _csrf(html)},
+            follow_redirects=True,
+        )
+        m = re.search(r"re-run: job bulk_grant queued as run (\d+)", r.text)
+        assert m, r.text
+    again = embedded.jobs.get(int(m.group(1)))
+    assert again.id != failed.id and again.state == "queued" and again.args == failed.args
 
 
 def test_django_mounts_the_same_page(embedded: couponcore.Engine, monkeypatch: Any) -> None:
@@ -336,6 +374,14 @@ def test_browser_redrives_a_dead_letter_by_clicking(served: dict[str, Any], tmp_
         assert dl_id, page_html
         r = h.post("/ops/action", data={"action": "redrive", "campaign_id": str(cid), "id": dl_id.group(1)})
         assert r.status_code == 403
+        # A partner's flash sale through the REST API of the same server: 30 users, 20 coupons.
+        partner = {"X-API-KEY": served["partner_key"]}
+        flash = h.post("/campaigns", json={"name": "flash sale", "quantity": 20}, headers=partner).json()["id"]
+        answers = [
+            h.post(f"/campaigns/{flash}/issue", json={"user_id": f"buyer-{i}"}, headers=partner).json()["status"]
+            for i in range(30)
+        ]
+        assert answers.count("ISSUED") == 20 and answers.count("SOLD_OUT") == 10
     assert any(b.dead_letters for b in served["engine"].log_backlog())
 
     # The cause is fixed: PostgreSQL accepts the user again.
@@ -364,6 +410,8 @@ def test_browser_redrives_a_dead_letter_by_clicking(served: dict[str, Any], tmp_
             row = page.locator(f'tr.dead-letter[data-campaign="{cid}"]')
             assert row.count() == 1
             assert "check" in row.inner_text().lower()  # the reason: the CHECK constraint
+            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(BEFORE), full_page=True)
             row.locator("button[data-action=redrive]").click()
             page.wait_for_selector("#message")
             assert "re-driven" in page.inner_text("#message")
@@ -371,14 +419,22 @@ def test_browser_redrives_a_dead_letter_by_clicking(served: dict[str, Any], tmp_
             while _coupon_rows(cid, "refused-user") == []:
                 assert time.monotonic() < deadline, "the re-driven grant did not reach PostgreSQL within 30 s"
                 time.sleep(0.1)
-            page.goto(f"{url}/ops/?msg=re-driven")  # the page as it is now, for the screenshot
-            page.wait_for_selector("#pipeline")
+            # The page catches up (its snapshot is at most 2 s old): both grants stored, no dead letter.
+            stored = page.locator(f'#campaigns tr[data-campaign="{cid}"] td.num').nth(1)  # issued (stored)
+            deadline = time.monotonic() + 30
+            while stored.inner_text() != "2":
+                assert time.monotonic() < deadline, "the page did not show the re-driven grant within 30 s"
+                time.sleep(0.5)
+                page.goto(f"{url}/ops/")
             assert page.locator(f'tr.dead-letter[data-campaign="{cid}"]').count() == 0
-            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            sold_out = page.locator(f'#campaigns tr[data-campaign="{flash}"]').inner_text()
+            assert "flash sale" in sold_out and " UTC" in sold_out  # its sold-out time
+            assert page.locator(f'#campaigns tr[data-campaign="{flash}"] td.stock').inner_text() == "0"
+            assert "SOLD_OUT" in page.inner_text("#answers")
             page.screenshot(path=str(SCREENSHOT), full_page=True)
-            print(f"\nops page screenshot: {SCREENSHOT}")
+            print(f"\nops page screenshots: {BEFORE} (a dead letter), {SCREENSHOT} (after its re-drive)")
         finally:
             context.close()
     assert _coupon_rows(cid, "refused-user") == [(served["seq"], "refused-user")]
-    assert SCREENSHOT.stat().st_size > 10_000
+    assert SCREENSHOT.stat().st_size > 10_000 and BEFORE.stat().st_size > 10_000
     shutil.rmtree(profile, ignore_errors=True)

@@ -172,10 +172,10 @@ class OpsPage:
         if not cookie or len(cookie) > 200:
             return False
         parts = cookie.split(".")
-        if len(parts) != 3 or not parts[0].isdigit():
+        if len(parts) != 3 or not (parts[0].isascii() and parts[0].isdigit()) or len(parts[0]) > 12:
             return False
         expires, nonce, mac = parts
-        if not hmac.compare_digest(mac, self._mac("session", expires, nonce)):
+        if not _same(mac, self._mac("session", expires, nonce)):
             return False
         return int(expires) > time.time()
 
@@ -239,7 +239,7 @@ class OpsPage:
 
     def _csrf_ok(self, req: OpsRequest, cookie: str) -> bool:
         token = req.form.get("csrf")
-        return bool(token) and hmac.compare_digest(token or "", self.csrf_token(cookie))
+        return bool(token) and _same(token or "", self.csrf_token(cookie))
 
     def _cookie(self, req: OpsRequest, value: str, *, max_age: int) -> SessionCookie:
         return SessionCookie(COOKIE, value, req.base or "/", max_age, req.secure)
@@ -314,9 +314,14 @@ class OpsPage:
         return self._html(200, render.dead_letter_page(req.base, dl, csrf))
 
 
+def _same(given: str, expected: str) -> bool:
+    """Constant-time equality of a value from the request (any text) and one we made."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode())
+
+
 def _int_field(form: dict[str, str], name: str) -> int:
     text = form.get(name, "")
-    if not text.isdigit() or len(text) > 19:
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
         raise _core.InvalidArgument(f"{name} must be a positive whole number")
     return int(text)
 

@@ -81,28 +81,31 @@ def _error(e: BaseException) -> str:
 
 
 class Sampler:
-    """Rates from two samples of a counter, kept between snapshots (one sampler per page)."""
+    """Rates from two samples of a counter, kept between snapshots (one sampler per page). Two
+    samples closer than _RATE_SAMPLE_MIN_S give the last rate measured (a rate over a few
+    milliseconds would be noise)."""
 
     _KEYS_MAX = 10_000
 
     def __init__(self) -> None:
-        self._samples: dict[Any, tuple[float, float]] = {}
+        self._samples: dict[Any, tuple[float, float, Optional[float]]] = {}  # key -> (time, value, rate)
 
     def rate(self, key: Any, value: float, now: float) -> Optional[float]:
         prev = self._samples.get(key)
         if prev is None or now - prev[0] > _RATE_SAMPLE_MAX_S:
-            self._remember(key, now, value)
+            self._remember(key, now, value, None)
             return None
         elapsed = now - prev[0]
         if elapsed < _RATE_SAMPLE_MIN_S:
-            return None
-        self._remember(key, now, value)
-        return max(0.0, (value - prev[1]) / elapsed)
+            return prev[2]
+        rate = max(0.0, (value - prev[1]) / elapsed)
+        self._remember(key, now, value, rate)
+        return rate
 
-    def _remember(self, key: Any, now: float, value: float) -> None:
+    def _remember(self, key: Any, now: float, value: float, rate: Optional[float]) -> None:
         if key not in self._samples and len(self._samples) >= self._KEYS_MAX:
             self._samples.clear()
-        self._samples[key] = (now, value)
+        self._samples[key] = (now, value, rate)
 
 
 class SnapshotTaker:
