@@ -98,8 +98,16 @@ def whole_store_engine(request: pytest.FixtureRequest, db_path: str) -> Iterator
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def test_bad_configuration_and_unknown_jobs_are_typed_errors_that_change_nothing(embedded: couponcore.Engine) -> None:
+def test_bad_configuration_and_unknown_jobs_are_typed_errors_that_change_nothing(
+    embedded: couponcore.Engine, tmp_path: Path
+) -> None:
     jobs = embedded.jobs
+    yaml_file = tmp_path / "jobs.yaml"
+    yaml_file.write_text("jobs:\n  reconcile:\n    cron: '*/2 * * * *'\n    max_attempts: 2\nretry:\n  base_s: 1\n")
+    cfg = jobs.configure(str(yaml_file))
+    assert cfg.jobs["reconcile"].cron == "*/2 * * * *" and cfg.jobs["reconcile"].max_attempts == 2
+    assert cfg.jobs["expire_coupons"].cron == couponcore.jobs.DEFAULT_CRON["expire_coupons"]
+    assert cfg.retry_base_s == 1.0
     before = jobs.configure(config(expire_coupons={"cron": "*/7 * * * *"}))
     with pytest.raises(couponcore.InvalidArgument, match="not a valid cron"):
         jobs.configure(config(expire_coupons={"cron": "every five minutes"}))
@@ -318,8 +326,11 @@ def test_worker_killed_mid_job_leaves_a_job_a_new_worker_finishes(tmp_path: Path
     )
     users = write_users(tmp_path / "users.csv", 300)
     env = dict(os.environ)
+    logs: list[Any] = []
 
     def worker(port: int) -> subprocess.Popen[str]:
+        log = open(tmp_path / f"worker-{port}.log", "w")  # noqa: SIM115 - closed with the test's tmp_path
+        logs.append(log)
         return subprocess.Popen(
             [
                 sys.executable,
@@ -339,7 +350,7 @@ def test_worker_killed_mid_job_leaves_a_job_a_new_worker_finishes(tmp_path: Path
                 str(port),
             ],
             env=env,
-            stdout=subprocess.PIPE,
+            stdout=log,
             stderr=subprocess.STDOUT,
             text=True,
         )
@@ -378,7 +389,10 @@ def test_worker_killed_mid_job_leaves_a_job_a_new_worker_finishes(tmp_path: Path
             metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
         finally:
             second.send_signal(signal.SIGTERM)
-            out, _ = second.communicate(timeout=30)
+            second.wait(30)
+            for log in logs:
+                log.close()
+        out = "".join(p.read_text() for p in sorted(tmp_path.glob("worker-*.log")))
         assert second.returncode == 0, out
         types = [ev.type for ev in done.events]
         assert "stalled" in types and types.count("started") == 2, types
@@ -387,3 +401,60 @@ def test_worker_killed_mid_job_leaves_a_job_a_new_worker_finishes(tmp_path: Path
         assert s.rows == len(users) and s.distinct_users == len(users)  # nobody twice
         assert 'couponcore_job_runs_total{job="bulk_grant",outcome="succeeded"} 1' in metrics
         assert env_url("COUPONCORE_TEST_POSTGRES_URL")
+
+
+def test_redrive_dead_letters_job(
+    open_deployment: Callable[..., couponcore.Engine], request: pytest.FixtureRequest
+) -> None:
+    if "embedded" in request.node.name:  # no grant log: nothing is ever dead-lettered
+        with open_deployment() as e:
+            e.jobs.configure(config())
+            run = e.jobs.run("redrive_dead_letters")
+            assert run.state == "succeeded" and run.result == {"rows": 0, "redriven": 0}
+        return
+    import psycopg
+
+    url = env_url("COUPONCORE_TEST_POSTGRES_URL")
+    couponcore.migrate(url)
+    prefix, constraint = f"jobsblocked{os.getpid()}-", f"jobs_test_refuse_{os.getpid()}"
+    with psycopg.connect(url, autocommit=True) as conn:  # PostgreSQL refuses these users' grants
+        conn.execute(
+            f"ALTER TABLE coupons ADD CONSTRAINT {constraint} CHECK (user_id NOT LIKE '{prefix}%') NOT VALID"
+        )
+    try:
+        with open_deployment(
+            writer_claim_idle_ms=100, writer_claim_interval_ms=50, writer_dead_letter_after_deliveries=2
+        ) as e:
+            e.jobs.configure(config())
+            c = e.campaigns.create("dead letters", quantity=10)
+            assert all(e.issue(c.id, f"{prefix}{i}").status == "ISSUED" for i in range(2))
+            wait_for("two dead letters", lambda: len(e.dead_letters.list(c.id)) == 2)
+            with psycopg.connect(url, autocommit=True) as conn:  # the cause fixed
+                conn.execute(f"ALTER TABLE coupons DROP CONSTRAINT {constraint}")
+            run = e.jobs.run("redrive_dead_letters", campaign_id=c.id)
+            assert run.state == "succeeded" and run.result["redriven"] == 2, run
+            s = stats(e, c.id)
+            assert s.rows == 2 and e.dead_letters.list(c.id) == []
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"ALTER TABLE coupons DROP CONSTRAINT IF EXISTS {constraint}")
+
+
+@pytest.mark.servers
+def test_jobs_schema_is_applied_by_migrate_idempotently() -> None:
+    import psycopg
+
+    url = env_url("COUPONCORE_TEST_POSTGRES_URL")
+    out = subprocess.run(
+        [sys.executable, "-m", "couponcore", "migrate", "--postgres", url], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert "jobs schema (procrastinate)" in out.stdout
+    assert couponcore.jobs.migrate(url) == 0  # up to date: nothing more to do
+    with psycopg.connect(url) as conn:
+        tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE tablename LIKE '%job%'")}
+        (version,) = conn.execute("SELECT procrastinate_version FROM couponcore_jobs_schema").fetchone() or (None,)
+    assert {"procrastinate_jobs", "procrastinate_events", "couponcore_job_runs", "couponcore_job_events"} <= tables
+    import procrastinate
+
+    assert version == procrastinate.__version__

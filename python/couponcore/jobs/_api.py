@@ -162,11 +162,8 @@ class Jobs:
         ``Conflict`` while the in-process runner runs: stop it first."""
         cfg = load_config(config)
         with self._lock:
-            if self._runner is not None and self._runner.worker_running:
-                raise _core.Conflict("stop the periodic runner before changing its configuration")
             if self._runner is not None:
-                self._runner.close()
-                self._runner = None
+                self._runner.reconfigure(cfg)  # Conflict while the periodic runner runs
             self._config = cfg
         return cfg
 

@@ -266,7 +266,7 @@ def check_args(name: str, args: dict[str, Any], complete: bool = True) -> dict[s
         if choices is not None and value not in choices:
             raise _core.InvalidArgument(f"{name}: {key} must be one of {', '.join(choices)}, got {value!r}")
         bounds = _RANGES.get(key)
-        if bounds is not None and not isinstance(value, (str, bool)) and not bounds[0] <= value <= bounds[1]:
+        if bounds is not None and isinstance(value, (int, float)) and not bounds[0] <= value <= bounds[1]:
             raise _core.InvalidArgument(f"{name}: {key} must be within {bounds[0]:g}..{bounds[1]:g}, got {value}")
         out[key] = value
     for key, p in params.items():

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import datetime as _dt
 import logging
 import random
 import threading
@@ -26,6 +27,8 @@ import time
 import uuid
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
+
+from procrastinate import retry as _pretry
 
 from .. import _core
 from ._config import RETENTION_JOB, JobsConfig, cron_interval_s
@@ -47,7 +50,7 @@ CALL_TIMEOUT_S = 60.0
 _NO_RETRY = (_core.InvalidArgument, _core.InvalidType)
 
 
-class BackoffWithJitter:
+class BackoffWithJitter(_pretry.BaseRetryStrategy):
     """procrastinate retry strategy: exponential backoff with "equal jitter" -- attempt n (1-based)
     waits uniformly in [d/2, d] with d = min(max_s, base_s * 2**(n-1)) -- up to ``max_attempts``
     attempts in all. Bad arguments (InvalidArgument, InvalidType) are not retried.
@@ -55,9 +58,6 @@ class BackoffWithJitter:
     on the delay."""
 
     def __init__(self, max_attempts: int, base_s: float, max_s: float) -> None:
-        from procrastinate import retry
-
-        self._retry = retry
         self.max_attempts = max_attempts
         self.base_s = base_s
         self.max_s = max_s
@@ -79,14 +79,12 @@ class BackoffWithJitter:
             return delay
 
     # procrastinate's BaseRetryStrategy interface
-    def get_retry_exception(self, exception: BaseException, job: Any) -> Any:
-        from procrastinate import exceptions
-
+    def get_retry_decision(self, *, exception: BaseException, job: Any) -> Optional[_pretry.RetryDecision]:
         assert job.id is not None
         delay = self.delay_s(exception, job.id, job.attempts)
         if delay is None:
             return None
-        return exceptions.JobRetry(self._retry.RetryDecision(retry_in={"seconds": delay}))
+        return _pretry.RetryDecision(retry_at=_dt.datetime.now(_dt.timezone.utc) + _dt.timedelta(seconds=delay))
 
 
 class _Ctx:
@@ -186,20 +184,37 @@ class Runner:
             connector = procrastinate.PsycopgConnector(conninfo=self.dsn, min_size=1, max_size=8)
             self.store = PgStore(connector)
         self.connector = connector
-        # Two apps on one connector: `app` schedules the periodic jobs, `once_app` (no schedules)
-        # runs a job now without deferring anybody's periodic jobs as a side effect.
-        self.app = procrastinate.App(connector=connector, periodic_defaults={"max_delay": 600})
-        self.once_app = procrastinate.App(connector=connector)
+        self._build_apps()
         await self.app.open_async()
         try:
             await self.store.check()
         except BaseException:
             await self.app.close_async()
             raise
+
+    def _build_apps(self) -> None:
+        """The procrastinate apps of the current configuration, on the runner's one connector."""
+        import procrastinate
+
+        # Two apps on one connector: `app` schedules the periodic jobs, `once_app` (no schedules)
+        # runs a job now without deferring anybody's periodic jobs as a side effect.
+        self.app = procrastinate.App(connector=self.connector, periodic_defaults={"max_delay": 600})
+        self.once_app = procrastinate.App(connector=self.connector)
         self.strategies: dict[str, BackoffWithJitter] = {}
         for name in (*FUNCTIONS, RETENTION_JOB):
             self._register(name)
         self.metrics.set_intervals({n: cron_interval_s(c) for n, c in self.config.schedules().items()})
+
+    def reconfigure(self, config: JobsConfig) -> None:
+        """New schedules and policies; the jobs recorded so far stay (the same connector)."""
+        if self.worker_running:
+            raise _core.Conflict("stop the periodic runner before changing its configuration")
+        self.config = config
+
+        async def rebuild() -> None:
+            self._build_apps()
+
+        self.call(rebuild())
 
     def _register(self, name: str) -> None:
         cfg = self.config
@@ -224,7 +239,7 @@ class Runner:
                         queueing_lock=f"{TASK_PREFIX}{name}:scheduled",
                         lock=lock_of(name, args),
                         task_kwargs=args,
-                    )(t)
+                    )(t)  # type: ignore[arg-type]  # it receives the firing `timestamp` too
 
     # ---- running one job ---------------------------------------------------------------------
     def _execute(self, name: str, context: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -272,7 +287,7 @@ class Runner:
             delay = strategy.delay_s(e, job.id, job.attempts) if strategy else None
             if delay is not None:
                 await self.store.event(
-                    job.id, "retry_scheduled", f"{error}; attempt {attempt + 1} of {max_attempts} in {delay:.1f} s"
+                    job.id, "retry_scheduled", f"{error}; attempt {attempt + 1} of {max_attempts} in {delay:.3f} s"
                 )
             else:
                 await self.store.finished(job.id, error, None)
@@ -307,7 +322,8 @@ class Runner:
 
     async def _running_with_lock(self, lock: str) -> Optional[int]:
         for job in await self.app.job_manager.list_jobs_async(status="doing", lock=lock):
-            return int(job.id)
+            if job.id is not None:
+                return int(job.id)
         return None
 
     async def run_now(self, name: str, args: dict[str, Any], event: str = "run now") -> int:

@@ -197,10 +197,15 @@ class PgStore:
     """
 
     async def get(self, job_id: int) -> Optional[dict[str, Any]]:
-        row = await self._c.execute_query_one_async(
-            self._SELECT + " WHERE j.id = %(id)s AND starts_with(j.task_name, 'couponcore.')",  # type: ignore[operator]
-            id=job_id,
-        )
+        from procrastinate import exceptions
+
+        try:
+            row = await self._c.execute_query_one_async(
+                self._SELECT + " WHERE j.id = %(id)s AND starts_with(j.task_name, 'couponcore.')",  # type: ignore[operator]
+                id=job_id,
+            )
+        except exceptions.NoResult:
+            return None
         if row is None or row.get("id") is None:
             return None
         events = await self._c.execute_query_all_async(
