@@ -133,6 +133,24 @@ def test_wrong_key_and_partner_key_are_refused_the_operator_key_opens(embedded: 
         assert r.status == 401, forged
 
 
+def test_failed_logins_are_limited_per_client(embedded: couponcore.Engine, monkeypatch: Any) -> None:
+    import couponcore.ops.page as ops_page
+
+    monkeypatch.setattr(ops_page, "LOGIN_WINDOW_S", 0.5)
+    page = OpsPage(embedded, OPERATOR_KEY)
+
+    def login(key: str, client: str) -> int:
+        return page.handle(OpsRequest("POST", "login", "/ops", form={"key": key}, client=client)).status
+
+    for _ in range(ops_page.LOGIN_FAILURES_MAX):
+        assert login("w" * 32, "10.0.0.1") == 401
+    assert login("w" * 32, "10.0.0.1") == 429
+    assert login(OPERATOR_KEY, "10.0.0.1") == 429  # while limited, not even the right key
+    assert login(OPERATOR_KEY, "10.0.0.2") == 303  # another address is not
+    time.sleep(0.6)
+    assert login(OPERATOR_KEY, "10.0.0.1") == 303  # the window ended
+
+
 def test_a_post_action_without_the_csrf_token_is_refused_and_changes_nothing(embedded: couponcore.Engine) -> None:
     page = OpsPage(embedded, OPERATOR_KEY)
     with AppClient(create_app(embedded, operator_key=OPERATOR_KEY)) as c:

@@ -61,6 +61,7 @@ def ops(request: HttpRequest, rest: str = "") -> HttpResponse:
             cookies=dict(request.COOKIES),
             form=form,
             secure=request.is_secure(),
+            client=request.META.get("REMOTE_ADDR", ""),
         )
     )
     out = HttpResponse(resp.body, status=resp.status)

@@ -43,6 +43,7 @@ def ops_routes(page: OpsPage, path: str = "/ops") -> list[BaseRoute]:
             cookies=dict(request.cookies),
             form=form,
             secure=request.url.scheme == "https",
+            client=request.client.host if request.client else "",
         )
         resp = await run_in_threadpool(page.handle, req)
         out = Response(resp.body, status_code=resp.status, headers=dict(resp.headers))

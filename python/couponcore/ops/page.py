@@ -21,6 +21,8 @@ Security:
   key ends every session; a session ends after ``SESSION_S``.
 - Every POST action carries a CSRF token (a hidden form field): an HMAC of the session cookie
   under the operator key, compared in constant time. Missing or wrong: 403, nothing done.
+- Failed logins are limited per client address: after ``LOGIN_FAILURES_MAX`` in
+  ``LOGIN_WINDOW_S``, every login from it is 429 until the window ends.
 - Responses carry a Content-Security-Policy that allows only the page's own CSS and JS
   (no inline script), ``X-Frame-Options: DENY`` and ``Cache-Control: no-store``.
 
@@ -37,6 +39,7 @@ import hashlib
 import hmac
 import os
 import secrets
+import threading
 import time
 from importlib import resources
 from typing import Any, Callable, Optional
@@ -51,6 +54,9 @@ COOKIE = "couponcore_ops"
 OPERATOR_KEY_MIN_CHARS = 16
 OPERATOR_KEY_MAX_CHARS = 4096
 FORM_BYTES_MAX = 16 * 1024  # the adapters read at most this much of a POST body
+LOGIN_FAILURES_MAX = 10  # failed logins per client address and LOGIN_WINDOW_S; then 429
+LOGIN_WINDOW_S = 60.0
+_LOGIN_CLIENTS_MAX = 10_000  # addresses remembered; when full, the oldest windows are forgotten
 _MESSAGE_MAX = 300
 ENV_OPERATOR_KEY = "COUPONCORE_OPERATOR_KEY"
 _STATIC = {"ops.css": "text/css; charset=utf-8", "ops.js": "text/javascript; charset=utf-8"}
@@ -78,6 +84,7 @@ class OpsRequest:
     cookies: dict[str, str] = dataclasses.field(default_factory=dict)
     form: dict[str, str] = dataclasses.field(default_factory=dict)
     secure: bool = False  # https: the cookie gets Secure
+    client: str = ""  # the client's address, for the failed-login limit ("" : one shared bucket)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +160,8 @@ class OpsPage:
         self._mac_key = hashlib.sha256(b"couponcore-ops\0" + self._key.encode()).digest() if self._key else b""
         self.refresh_s = refresh_s
         self.snapshots = SnapshotTaker(engine, min_interval_s=min(2.0, refresh_s))
+        self._failures: dict[str, tuple[float, int]] = {}  # client -> (window start, failed logins)
+        self._failures_lock = threading.Lock()
 
     @property
     def enabled(self) -> bool:
@@ -244,8 +253,30 @@ class OpsPage:
     def _cookie(self, req: OpsRequest, value: str, *, max_age: int) -> SessionCookie:
         return SessionCookie(COOKIE, value, req.base or "/", max_age, req.secure)
 
+    def _login_allowed(self, client: str) -> bool:
+        with self._failures_lock:
+            start, n = self._failures.get(client, (0.0, 0))
+            return n < LOGIN_FAILURES_MAX or time.monotonic() - start >= LOGIN_WINDOW_S
+
+    def _login_failed(self, client: str) -> None:
+        now = time.monotonic()
+        with self._failures_lock:
+            start, n = self._failures.get(client, (now, 0))
+            if now - start >= LOGIN_WINDOW_S:
+                start, n = now, 0
+            if client not in self._failures and len(self._failures) >= _LOGIN_CLIENTS_MAX:
+                self._failures = {c: w for c, w in self._failures.items() if now - w[0] < LOGIN_WINDOW_S}
+                if len(self._failures) >= _LOGIN_CLIENTS_MAX:
+                    self._failures.clear()
+            self._failures[client] = (start, n + 1)
+
     def _login(self, req: OpsRequest) -> OpsResponse:
+        # Guessing is bounded: LOGIN_FAILURES_MAX failures per address and window, then every
+        # attempt (the right key too) is 429 until the window ends; the key is not even compared.
+        if not self._login_allowed(req.client):
+            return _text(429, f"Too many failed logins: try again in {LOGIN_WINDOW_S:g} s")
         if not self.key_matches(req.form.get("key")):
+            self._login_failed(req.client)
             return self._html(401, render.login_page(req.base, error="That is not the operator key."))
         resp = _redirect(req.base + "/")
         resp.cookie = self._cookie(req, self._new_session(), max_age=SESSION_S)

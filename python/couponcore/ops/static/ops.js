@@ -20,6 +20,7 @@
     busy = true;
     fetch(window.location.pathname, { credentials: "same-origin", cache: "no-store" })
       .then(function (r) {
+        if (r.status === 401) window.location.reload(); // the session ended: show the login form
         if (r.status !== 200) throw new Error("status " + r.status);
         return r.text();
       })
