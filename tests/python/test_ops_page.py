@@ -417,6 +417,9 @@ def test_browser_redrives_a_dead_letter_by_clicking(served: dict[str, Any], tmp_
         )
         try:
             page = context.new_page()
+            problems: list[str] = []  # console errors (a CSP violation is one) and page errors
+            page.on("console", lambda m: problems.append(f"{m.text} {m.location}") if m.type == "error" else None)
+            page.on("pageerror", lambda e: problems.append(str(e)))
             page.goto(f"{url}/ops/")
             # A wrong key in the form: refused, still the login form.
             page.fill("input[name=key]", "not-the-operator-key-at-all")
@@ -433,6 +436,9 @@ def test_browser_redrives_a_dead_letter_by_clicking(served: dict[str, Any], tmp_
             row.locator("button[data-action=redrive]").click()
             page.wait_for_selector("#message")
             assert "re-driven" in page.inner_text("#message")
+            # The page refreshes itself (ops.js, every 5 s) without a reload: a new snapshot time.
+            taken = page.inner_text("#taken")
+            page.wait_for_function("t => document.getElementById('taken').textContent !== t", arg=taken, timeout=20_000)
             deadline = time.monotonic() + 30
             while _coupon_rows(cid, "refused-user") == []:
                 assert time.monotonic() < deadline, "the re-driven grant did not reach PostgreSQL within 30 s"
@@ -453,6 +459,8 @@ def test_browser_redrives_a_dead_letter_by_clicking(served: dict[str, Any], tmp_
             print(f"\nops page screenshots: {BEFORE} (a dead letter), {SCREENSHOT} (after its re-drive)")
         finally:
             context.close()
+    # The login page's 401 is logged as a console error by Chromium; nothing else may be there.
+    assert [p for p in problems if "401" not in p] == [], problems
     assert _coupon_rows(cid, "refused-user") == [(served["seq"], "refused-user")]
     assert SCREENSHOT.stat().st_size > 10_000 and BEFORE.stat().st_size > 10_000
     shutil.rmtree(profile, ignore_errors=True)

@@ -59,7 +59,11 @@ LOGIN_WINDOW_S = 60.0
 _LOGIN_CLIENTS_MAX = 10_000  # addresses remembered; when full, the oldest windows are forgotten
 _MESSAGE_MAX = 300
 ENV_OPERATOR_KEY = "COUPONCORE_OPERATOR_KEY"
-_STATIC = {"ops.css": "text/css; charset=utf-8", "ops.js": "text/javascript; charset=utf-8"}
+_STATIC = {
+    "ops.css": "text/css; charset=utf-8",
+    "ops.js": "text/javascript; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
+}
 _SECURITY_HEADERS = [
     (
         "content-security-policy",

@@ -46,6 +46,7 @@ def _head(base: str, title: str, refresh_s: Optional[float] = None) -> str:
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{_e(title)}</title>"
+        f'<link rel="icon" href="{_e(base)}/static/favicon.svg">'
         f'<link rel="stylesheet" href="{_e(base)}/static/ops.css">'
         f'<script src="{_e(base)}/static/ops.js" defer></script>'
         f"</head><body{refresh}>"
