@@ -287,8 +287,9 @@ def _pg() -> Any:
 
 @pytest.fixture
 def dead_letter() -> Iterator[dict[str, Any]]:
-    """A real dead letter: PostgreSQL refuses one grant (a CHECK constraint on its user), the
-    writer dead-letters it; the constraint is still there when the test starts (its cause)."""
+    """Two real dead letters: PostgreSQL refuses two grants (a CHECK constraint on their users),
+    the writer dead-letters them; the constraint is still there when the test starts (their
+    cause). One is re-driven, the other dropped."""
     kw = production_kwargs()
     engine = couponcore.open(
         **kw,
@@ -300,14 +301,15 @@ def dead_letter() -> Iterator[dict[str, Any]]:
         c = engine.campaigns.create("ops drop", 10)
         with _pg() as conn:
             conn.execute(
-                "ALTER TABLE coupons ADD CONSTRAINT ops_test_refuse CHECK (user_id <> 'refused-user') NOT VALID"
+                "ALTER TABLE coupons ADD CONSTRAINT ops_test_refuse CHECK (user_id NOT LIKE 'refused-%') NOT VALID"
             )
         ok = engine.issue(c.id, "fine-user")
         refused = engine.issue(c.id, "refused-user")
-        assert ok.issued and refused.issued
+        void = engine.issue(c.id, "refused-void")
+        assert ok.issued and refused.issued and void.issued
         deadline = time.monotonic() + 30
-        while not any(b.dead_letters for b in engine.log_backlog()):
-            assert time.monotonic() < deadline, "the refused grant was not dead-lettered within 30 s"
+        while sum(b.dead_letters for b in engine.log_backlog()) < 2:
+            assert time.monotonic() < deadline, "the refused grants were not dead-lettered within 30 s"
             time.sleep(0.05)
         assert engine.drain(30)
         yield {"kw": kw, "campaign": c, "seq": refused.seq, "engine": engine}
@@ -420,6 +422,7 @@ def test_browser_redrives_a_dead_letter_by_clicking(served: dict[str, Any], tmp_
             problems: list[str] = []  # console errors (a CSP violation is one) and page errors
             page.on("console", lambda m: problems.append(f"{m.text} {m.location}") if m.type == "error" else None)
             page.on("pageerror", lambda e: problems.append(str(e)))
+            page.on("dialog", lambda d: d.accept())  # "Drop dead letter ...?": yes
             page.goto(f"{url}/ops/")
             # A wrong key in the form: refused, still the login form.
             page.fill("input[name=key]", "not-the-operator-key-at-all")
@@ -428,7 +431,17 @@ def test_browser_redrives_a_dead_letter_by_clicking(served: dict[str, Any], tmp_
             page.fill("input[name=key]", OPERATOR_KEY)
             page.click("#login button")
             page.wait_for_selector("#pipeline")
-            row = page.locator(f'tr.dead-letter[data-campaign="{cid}"]')
+            assert page.locator(f'tr.dead-letter[data-campaign="{cid}"]').count() == 2
+            # Inspect one, and drop it from its own page (the confirm dialog accepted).
+            page.locator("tr.dead-letter", has_text="refused-void").locator("a", has_text="inspect").click()
+            page.wait_for_selector("h1")
+            detail = page.inner_text("main")
+            assert "Dead letter" in detail and "refused-void" in detail and "ops_test_refuse" in detail
+            page.click("button[data-action=drop]")
+            page.wait_for_selector("#message")
+            assert "dropped" in page.inner_text("#message")
+            assert page.locator("tr.dead-letter", has_text="refused-void").count() == 0
+            row = page.locator("tr.dead-letter", has_text="refused-user")
             assert row.count() == 1
             assert "check" in row.inner_text().lower()  # the reason: the CHECK constraint
             SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
@@ -462,5 +475,6 @@ def test_browser_redrives_a_dead_letter_by_clicking(served: dict[str, Any], tmp_
     # The login page's 401 is logged as a console error by Chromium; nothing else may be there.
     assert [p for p in problems if "401" not in p] == [], problems
     assert _coupon_rows(cid, "refused-user") == [(served["seq"], "refused-user")]
+    assert _coupon_rows(cid, "refused-void") == []  # dropped: never written
     assert SCREENSHOT.stat().st_size > 10_000 and BEFORE.stat().st_size > 10_000
     shutil.rmtree(profile, ignore_errors=True)
