@@ -402,6 +402,9 @@ def test_browser_redrives_a_dead_letter_by_clicking(served: dict[str, Any], tmp_
             for i in range(30)
         ]
         assert answers.count("ISSUED") == 20 and answers.count("SOLD_OUT") == 10
+        for i in range(3):  # and points for three of its buyers
+            earn = {"amount": 100 * (i + 1), "idempotency_key": f"welcome-{i}"}
+            assert h.post(f"/users/buyer-{i}/points/earn", json=earn, headers=partner).status_code == 200
     assert any(b.dead_letters for b in served["engine"].log_backlog())
 
     # The cause is fixed: PostgreSQL accepts the user again.
@@ -468,6 +471,9 @@ def test_browser_redrives_a_dead_letter_by_clicking(served: dict[str, Any], tmp_
             assert "flash sale" in sold_out and " UTC" in sold_out  # its sold-out time
             assert page.locator(f'#campaigns tr[data-campaign="{flash}"] td.stock').inner_text() == "0"
             assert "SOLD_OUT" in page.inner_text("#answers")
+            page.click("button[data-action=audit]")  # opens the wallets: their counters show too
+            page.wait_for_selector("#message")
+            assert "wallet audit: 3 wallet(s), ok" in page.inner_text("#message")
             page.screenshot(path=str(SCREENSHOT), full_page=True)
             print(f"\nops page screenshots: {BEFORE} (a dead letter), {SCREENSHOT} (after its re-drive)")
         finally:
