@@ -170,6 +170,10 @@ def test_a_post_action_without_the_csrf_token_is_refused_and_changes_nothing(emb
         r = c.post("/ops/action", data={"action": "audit", "csrf": token}, follow_redirects=False)
         assert r.status_code == 303 and "wallet+audit" in r.headers["location"]
         assert c.app.state.couponcore_ops.snapshots.last_audit is not None
+        assert "wallet audit: 0 wallet(s), ok" in c.get(r.headers["location"]).text
+        # A message the page did not sign (a crafted link) is not shown.
+        crafted = c.get("/ops/?msg=Your+key+expired%3A+log+in+at+evil.example&sig=" + "0" * 64).text
+        assert "evil.example" not in crafted and 'id="message"' not in crafted
         # Logging out needs the token too, and then the session is gone from the browser.
         assert c.post("/ops/logout", data={}, follow_redirects=False).status_code == 403
         assert c.post("/ops/logout", data={"csrf": token}, follow_redirects=False).status_code == 303

@@ -240,7 +240,7 @@ class OpsPage:
                 snap,
                 base=req.base,
                 csrf=csrf,
-                message=req.query.get("msg", "")[:_MESSAGE_MAX],
+                message=self._message(req, cookie),
                 refresh_s=self.refresh_s,
                 last_audit=self.snapshots.last_audit,
             )
@@ -249,6 +249,13 @@ class OpsPage:
         if len(parts) == 3 and parts[0] == "deadletters":
             return self._dead_letter(req, parts[1], parts[2], csrf)
         return _text(404, "Not Found")
+
+    def _message(self, req: OpsRequest, cookie: str) -> str:
+        """The result line of the last action, if the page signed it for this session."""
+        message = req.query.get("msg", "")
+        if not message or len(message) > _MESSAGE_MAX:
+            return ""
+        return message if _same(req.query.get("sig", ""), self._mac("msg", cookie, message)) else ""
 
     def _csrf_ok(self, req: OpsRequest, cookie: str) -> bool:
         token = req.form.get("csrf")
@@ -310,7 +317,11 @@ class OpsPage:
             except _core.Error as e:
                 message = f"{action}: {type(e).__name__}: {e}"
             self.snapshots.invalidate()
-        return _redirect(f"{req.base}/?{urlencode({'msg': message[:_MESSAGE_MAX]})}")
+        # The message rides in the redirect's URL, signed for this session: the page shows only
+        # messages it wrote itself (a crafted link cannot put text on it).
+        message = message[:_MESSAGE_MAX]
+        cookie = req.cookies.get(COOKIE, "")
+        return _redirect(f"{req.base}/?{urlencode({'msg': message, 'sig': self._mac('msg', cookie, message)})}")
 
     def _dead_letter_api(self) -> Any:
         return api(self._engine, "dead_letters")
