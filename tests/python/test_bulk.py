@@ -31,7 +31,8 @@ def _query(engine: couponcore.Engine, sql: str, params: tuple[Any, ...] = ()) ->
     assert where is not None
     if kind == "postgres":
         with psycopg.connect(where) as conn:
-            return conn.execute(sql, params).fetchall()
+            cur = conn.execute(sql, params)
+            return cur.fetchall() if cur.description is not None else []
     conn = sqlite3.connect(where)
     try:
         rows = conn.execute(sql.replace("%s", "?"), params).fetchall()
@@ -49,14 +50,24 @@ def coupons_per_user(engine: couponcore.Engine, campaign_id: int) -> dict[str, i
     return {u: int(n) for u, n in rows}
 
 
-def rewind_last_chunk(engine: couponcore.Engine, job_key: str, chunk_rows: int, chunk_granted: int) -> None:
-    """Puts the job's checkpoint back by one chunk: as if the process had died after granting
-    its last chunk and before committing that chunk's checkpoint."""
+def max_in(engine: couponcore.Engine, select: str, values: list[str]) -> int:
+    """``select`` ends with ``... IN``: the values are appended as parameters."""
+    (top,) = _query(engine, f"{select} ({', '.join(['%s'] * len(values))})", tuple(values))[0]
+    return int(top)
+
+
+def rewind_last_chunk(
+    engine: couponcore.Engine, job_key: str, rows: int, granted: int, max_id: int, already: int = 0, bad: int = 0
+) -> None:
+    """Puts the job's checkpoint back by one chunk (its rows, their counts, and the highest id
+    granted before it): as if the process had died after granting its last chunk and before
+    committing that chunk's checkpoint."""
     _query(
         engine,
-        "UPDATE bulk_jobs SET rows_done = rows_done - %s, chunks_done = chunks_done - 1,"
-        " granted = granted - %s, state = 'running' WHERE job_key = %s",
-        (chunk_rows, chunk_granted, job_key),
+        "UPDATE bulk_jobs SET rows_done = rows_done - %s, chunks_done = chunks_done - 1, granted = granted - %s,"
+        " already_granted = already_granted - %s, bad_rows = bad_rows - %s, max_id = %s, state = 'running'"
+        " WHERE job_key = %s",
+        (rows, granted, already, bad, max_id, job_key),
     )
 
 
@@ -142,10 +153,11 @@ def test_a_campaign_that_sells_out_refuses_the_remaining_rows(deployment: Deploy
 def test_resumed_chunk_is_checked_in_the_store_when_the_gate_would_grant_again(
     deployment: Deployment,
 ) -> None:
-    """per_user_limit 3: the gate alone would grant a second coupon once its request-id answers
-    are gone (production: answer_ttl_s = 1 s, then 2 s waited; embedded: a reopened engine). The
-    checkpoint is rewound by one chunk, as a process killed between a chunk's grants and its
-    checkpoint leaves it; the resumed run finds the chunk's users in the store."""
+    """per_user_limit 3: the production gate alone would grant a second coupon once its
+    request-id answers are gone (answer_ttl_s = 1 s, then 2 s waited; the embedded gate restores
+    them from the file, and the lookup agrees with it). The checkpoint is rewound by one chunk, as
+    a process killed between a chunk's grants and its checkpoint leaves it; the resumed run finds
+    the chunk's users in the store."""
     users = [f"r{i}" for i in range(1_000)]
     opts: dict[str, Any] = {} if deployment.kind == "embedded" else {"answer_ttl_s": 1}
     with deployment(**opts) as e:
@@ -153,7 +165,8 @@ def test_resumed_chunk_is_checked_in_the_store_when_the_gate_would_grant_again(
         r = bulk.grant_coupons(e, c.id, users, job_key="resume-1", chunk_size=300)
         assert r.granted == 1_000 and r.chunks == 4
         assert e.drain(30)
-        rewind_last_chunk(e, "resume-1", chunk_rows=100, chunk_granted=100)
+        top = max_in(e, "SELECT max(seq) FROM coupons WHERE user_id IN", users[:900])
+        rewind_last_chunk(e, "resume-1", rows=100, granted=100, max_id=top)
     if deployment.kind == "production":
         time.sleep(2.2)  # two answer generations: the gate has forgotten the request ids
     with deployment(**opts) as e:
@@ -161,9 +174,13 @@ def test_resumed_chunk_is_checked_in_the_store_when_the_gate_would_grant_again(
         assert (r2.resumed_from, r2.granted, r2.already_granted, r2.rows) == (900, 1_000, 0, 1_000)
         per_user = coupons_per_user(e, c.id)
         assert len(per_user) == 1_000 and set(per_user.values()) == {1}
-        # Without the store lookup, the gate would have granted again: it does for a plain retry.
         again = e.issue(c.id, "r999", "bulk:resume-1")
-        assert again.issued and coupons_per_user(e, c.id)["r999"] == 2
+        if deployment.kind == "production":
+            # Without the store lookup, the gate would have granted again: it does for a plain retry.
+            assert again.issued and coupons_per_user(e, c.id)["r999"] == 2
+        else:
+            # The embedded gate restores its ISSUED answers from the file: a replay, no new coupon.
+            assert again.issued and coupons_per_user(e, c.id)["r999"] == 1
 
 
 @pytest.mark.parametrize("deployment", ["embedded", "production"], indirect=True)
@@ -244,20 +261,31 @@ def test_rate_limiter_token_bucket_arithmetic() -> None:
 
 
 def test_rate_cap_engages_and_paces_the_gate_calls(db_path: str) -> None:
-    requested: list[float] = []
+    """3,000 rows at 2,000 rows/s: gate calls of 200 rows (a tenth of a second's), the first from
+    the bucket's burst, each later one owing a tenth of a second. The limiter's clock is the
+    test's: its sleeps move it, and take no time, so the count is exact on any machine."""
+    now = [0.0]
+
+    def sleep(s: float) -> None:
+        now[0] += s
+
     with couponcore.open(db_path) as e:
         c = e.campaigns.create("capped", quantity=100_000)
-        # 3,000 rows at 2,000 rows/s: gate calls of 200 rows (a tenth of a second's), the first
-        # from the bucket's burst, each later one owing a tenth of a second (the sleep is not
-        # taken here, so the run stays fast: only the limiter's requests are counted).
-        r = bulk.grant_coupons(
-            e, c.id, [f"c{i}" for i in range(3_000)], job_key="cap", rows_per_s=2_000, sleep=requested.append
-        )
-        assert r.granted == 3_000 and e.counters()["requests"] >= 3_000
-        assert r.limiter_sleeps >= 5 and sum(requested) == pytest.approx(r.limiter_sleep_s)
-        assert r.limiter_sleep_s <= (3_000 - 200) / 2_000 + 1e-9  # never more than the debt
-        free = bulk.grant_coupons(e, c.id, [f"f{i}" for i in range(3_000)], job_key="free", sleep=requested.append)
+        limiter = bulk.RateLimiter(2_000, clock=lambda: now[0], sleep=sleep)
+        r = bulk.grant_coupons(e, c.id, [f"c{i}" for i in range(3_000)], job_key="cap", rows_per_s=limiter)
+        assert r.granted == 3_000
+        assert (r.limiter_sleeps, r.limiter_sleep_s) == (14, pytest.approx(1.4))  # (3,000 - 200) / 2,000 s
+        assert now[0] == pytest.approx(1.4)
+        free = bulk.grant_coupons(e, c.id, [f"f{i}" for i in range(3_000)], job_key="free")
         assert free.granted == 3_000 and free.limiter_sleeps == 0
+        # Points are paced the same way; the sold-out rows of a campaign are not charged.
+        small = e.campaigns.create("small", quantity=100)
+        lim2 = bulk.RateLimiter(2_000, clock=lambda: now[0], sleep=sleep)
+        r2 = bulk.grant_coupons(e, small.id, [f"s{i}" for i in range(3_000)], job_key="so", rows_per_s=lim2)
+        assert r2.refused == 2_900 and lim2.rows < 3_000
+        lim3 = bulk.RateLimiter(2_000, clock=lambda: now[0], sleep=sleep)
+        r3 = bulk.grant_points(e, [(f"p{i}", 5) for i in range(1_000)], job_key="pp", reason="", rows_per_s=lim3)
+        assert r3.granted == 1_000 and lim3.sleeps == 4 and lim3.rows == 1_000
 
 
 def test_backlog_bound_stops_a_run_with_no_writer_then_it_resumes() -> None:
@@ -308,9 +336,12 @@ def test_points_from_csv_bad_amounts_duplicates_and_a_rerun(deployment: Deployme
         (n,) = _query(e, "SELECT count(*) FROM wallet_entries WHERE kind = 'earn' AND reason = 'november'")[0]
         assert n == 1_200
         # A resumed last chunk: the keys answer with the first results, nothing is earned again.
-        rewind_last_chunk(e, "pts-1", chunk_rows=207, chunk_granted=200)
+        keys = [f"bulk:pts-1:p{i}" for i in range(1_000)]
+        top = max_in(e, "SELECT max(id) FROM wallet_entries WHERE idempotency_key IN", keys)
+        rewind_last_chunk(e, "pts-1", rows=207, granted=200, max_id=top, already=1, bad=6)
         r2 = bulk.grant_points(e, src, job_key="pts-1", reason="november", chunk_size=500)
-        assert (r2.resumed_from, r2.granted, r2.rows) == (1_000, 1_200, 1_207)
+        assert (r2.resumed_from, r2.granted, r2.already_granted, r2.bad_row_count) == (1_000, 1_200, 1, 6)
+        assert r2.rows == 1_207 and r2.bad_rows == r.bad_rows
         (n,) = _query(e, "SELECT count(*) FROM wallet_entries WHERE kind = 'earn' AND reason = 'november'")[0]
         assert n == 1_200
 
@@ -397,19 +428,55 @@ def test_bad_input_is_a_typed_error_and_changes_nothing(db_path: str, tmp_path: 
 
 
 @both
-def test_a_paused_campaign_stops_the_run_and_it_resumes(deployment: Deployment) -> None:
+def test_a_campaign_paused_mid_chunk_stops_the_run_and_it_resumes(deployment: Deployment) -> None:
+    """The campaign is paused in the middle of the first chunk (by the limiter's sleep before its
+    fifth gate call of 20 rows): the run stops with Conflict, the checkpoint stays before the
+    chunk. The gate remembers NOT_OPEN for the request id, so the resumed run asks with a new
+    one, after finding the chunk's first 80 users in the store (per-user limit 2: asked again,
+    the gate would grant them a second coupon)."""
     users = [f"z{i}" for i in range(600)]
+    now = [0.0]
     with deployment() as e:
-        c = e.campaigns.create("paused", quantity=10_000)
+        c = e.campaigns.create("paused", quantity=10_000, per_user_limit=2)
 
-        def pause_after_first_chunk(done: int, total: int | None) -> None:
-            if done == 200:
+        def sleep(s: float) -> None:
+            now[0] += s
+            if limiter.sleeps == 4:
                 e.campaigns.pause(c.id)
 
+        limiter = bulk.RateLimiter(200, clock=lambda: now[0], sleep=sleep)
         with pytest.raises(couponcore.Conflict, match="not open"):
-            bulk.grant_coupons(e, c.id, users, job_key="pz", chunk_size=200, on_progress=pause_after_first_chunk)
-        assert len(coupons_per_user(e, c.id)) == 200
+            bulk.grant_coupons(e, c.id, users, job_key="pz", chunk_size=200, rows_per_s=limiter)
+        assert len(coupons_per_user(e, c.id)) == 80
         e.campaigns.resume(c.id)
         r = bulk.grant_coupons(e, c.id, users, job_key="pz", chunk_size=200)
-        assert (r.resumed_from, r.granted) == (200, 600)
-        assert set(coupons_per_user(e, c.id).values()) == {1}
+        assert (r.resumed_from, r.granted, r.already_granted) == (0, 600, 0)
+        per_user = coupons_per_user(e, c.id)
+        assert len(per_user) == 600 and set(per_user.values()) == {1}
+
+
+@both
+def test_one_run_of_a_job_at_a_time(deployment: Deployment) -> None:
+    with deployment() as e:
+        c = e.campaigns.create("once", quantity=10_000)
+        inner: list[BaseException] = []
+
+        def try_again(done: int, total: int | None) -> None:
+            if done == 100:
+                try:
+                    bulk.grant_coupons(e, c.id, ["x"], job_key="one")
+                except couponcore.Conflict as err:
+                    inner.append(err)
+
+        r = bulk.grant_coupons(
+            e, c.id, [f"o{i}" for i in range(300)], job_key="one", chunk_size=100, on_progress=try_again
+        )
+        assert r.granted == 300 and len(inner) == 1 and "is running" in str(inner[0])
+        if deployment.kind == "production":
+            # Another process's run holds the job's advisory lock on its connection.
+            with psycopg.connect(e._store[1] or "") as other:
+                other.execute("SELECT pg_advisory_lock(hashtext('couponcore.bulk:' || 'two'))")
+                with pytest.raises(couponcore.Conflict, match="another process"):
+                    bulk.grant_coupons(e, c.id, ["y"], job_key="two")
+            assert bulk.grant_coupons(e, c.id, ["y"], job_key="two").granted == 1
+        assert len(coupons_per_user(e, c.id)) == (301 if deployment.kind == "production" else 300)
