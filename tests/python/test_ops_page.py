@@ -434,19 +434,18 @@ def test_browser_redrives_a_dead_letter_by_clicking(served: dict[str, Any], tmp_
             # A wrong key in the form: refused, still the login form.
             page.fill("input[name=key]", "not-the-operator-key-at-all")
             page.click("#login button")
-            assert "not the operator key" in page.inner_text("body")
+            page.wait_for_selector("p.error:has-text('not the operator key')")
             page.fill("input[name=key]", OPERATOR_KEY)
             page.click("#login button")
             page.wait_for_selector("#pipeline")
             assert page.locator(f'tr.dead-letter[data-campaign="{cid}"]').count() == 2
             # Inspect one, and drop it from its own page (the confirm dialog accepted).
             page.locator("tr.dead-letter", has_text="refused-void").locator("a", has_text="inspect").click()
-            page.wait_for_selector("h1")
+            page.wait_for_selector("h1:has-text('Dead letter')")
             detail = page.inner_text("main")
             assert "Dead letter" in detail and "refused-void" in detail and "ops_test_refuse" in detail
             page.click("button[data-action=drop]")
-            page.wait_for_selector("#message")
-            assert "dropped" in page.inner_text("#message")
+            page.wait_for_selector("#message:has-text('dropped')")  # the page after the action
             assert page.locator("tr.dead-letter", has_text="refused-void").count() == 0
             row = page.locator("tr.dead-letter", has_text="refused-user")
             assert row.count() == 1
@@ -454,8 +453,7 @@ def test_browser_redrives_a_dead_letter_by_clicking(served: dict[str, Any], tmp_
             SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(BEFORE), full_page=True)
             row.locator("button[data-action=redrive]").click()
-            page.wait_for_selector("#message")
-            assert "re-driven" in page.inner_text("#message")
+            page.wait_for_selector("#message:has-text('re-driven')")  # the page after the action
             # The page refreshes itself (ops.js, every 5 s) without a reload: a new snapshot time.
             taken = page.inner_text("#taken")
             page.wait_for_function("t => document.getElementById('taken').textContent !== t", arg=taken, timeout=20_000)
@@ -476,8 +474,7 @@ def test_browser_redrives_a_dead_letter_by_clicking(served: dict[str, Any], tmp_
             assert page.locator(f'#campaigns tr[data-campaign="{flash}"] td.stock').inner_text() == "0"
             assert "SOLD_OUT" in page.inner_text("#answers")
             page.click("button[data-action=audit]")  # opens the wallets: their counters show too
-            page.wait_for_selector("#message")
-            assert "wallet audit: 3 wallet(s), ok" in page.inner_text("#message")
+            page.wait_for_selector("#message:has-text('wallet audit: 3 wallet(s), ok')")  # the page after the action
             page.screenshot(path=str(SCREENSHOT), full_page=True)
             print(f"\nops page screenshots: {BEFORE} (a dead letter), {SCREENSHOT} (after its re-drive)")
         finally:
