@@ -382,7 +382,9 @@ def _coupon_rows(campaign_id: int, user_id: str) -> list[tuple[Any, ...]]:
 
 
 @pytest.mark.servers
-def test_browser_redrives_a_dead_letter_by_clicking(served: dict[str, Any], tmp_path: Path) -> None:
+def test_browser_redrives_a_dead_letter_by_clicking(
+    served: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from playwright.sync_api import sync_playwright
 
     url, cid = served["url"], served["campaign"].id
@@ -476,7 +478,8 @@ def test_browser_redrives_a_dead_letter_by_clicking(served: dict[str, Any], tmp_
             page.click("button[data-action=audit]")  # opens the wallets: their counters show too
             page.wait_for_selector("#message:has-text('wallet audit: 3 wallet(s), ok')")  # the page after the action
             page.screenshot(path=str(SCREENSHOT), full_page=True)
-            print(f"\nops page screenshots: {BEFORE} (a dead letter), {SCREENSHOT} (after its re-drive)")
+            with capsys.disabled():  # shown in every run, not only with -s
+                print(f"\nops page screenshots: {BEFORE} (a dead letter), {SCREENSHOT} (after its re-drive)")
         finally:
             context.close()
     # The login page's 401 is logged as a console error by Chromium; nothing else may be there.
