@@ -458,3 +458,22 @@ def test_jobs_schema_is_applied_by_migrate_idempotently() -> None:
     import procrastinate
 
     assert version == procrastinate.__version__
+
+
+@pytest.mark.servers
+def test_a_new_worker_exports_when_a_scheduled_job_last_succeeded() -> None:
+    where = production_kwargs()
+    with couponcore.open(**where) as e:
+        e.jobs.configure(config())
+        done = e.jobs.run("expire_points")
+        assert done.state == "succeeded" and done.finished_at is not None
+        # another process's runner, its schedule far away: nothing runs, yet the gauge is there
+        other = couponcore.jobs.Jobs(e, config(expire_points={"cron": "0 0 1 1 *"}), dsn=where["postgres"])
+        try:
+            other.start_periodic()
+            text = other.metrics_text()
+        finally:
+            other.close()
+        m = re.search(r'couponcore_job_last_success_timestamp_seconds\{job="expire_points"\} ([0-9.e+]+)', text)
+        assert m and float(m.group(1)) >= done.finished_at.timestamp() - 1e-3, text
+        assert 'couponcore_job_schedule_interval_seconds{job="expire_points"}' in text

@@ -4,7 +4,8 @@
                                                         the last attempt), cancelled
 - ``couponcore_job_duration_seconds{job}``              histogram of one attempt's duration
 - ``couponcore_job_rows_total{job}``                    rows the job changed (its result's ``rows``)
-- ``couponcore_job_last_success_timestamp_seconds{job}`` Unix time of the last success
+- ``couponcore_job_last_success_timestamp_seconds{job}`` Unix time of the last success (seeded
+                                                        from the job store when a runner starts)
 - ``couponcore_job_schedule_interval_seconds{job}``     the job's cron interval (scheduled jobs)
 
 An attempt that fails and is retried counts in the duration histogram only: a run is counted
@@ -64,6 +65,13 @@ class JobMetrics:
             self._runs[(job, outcome)] = self._runs.get((job, outcome), 0) + 1
             self._rows[job] = self._rows.get(job, 0) + max(0, int(rows))
             if outcome == "succeeded" and at is not None:
+                self._last_success[job] = at
+
+    def seed_last_success(self, job: str, at: float) -> None:
+        """The last success recorded in the job store (a worker that just started exports when
+        the job last succeeded anywhere, not nothing)."""
+        with self._lock:
+            if at > self._last_success.get(job, 0.0):
                 self._last_success[job] = at
 
     def runs(self, job: str, outcome: str) -> int:

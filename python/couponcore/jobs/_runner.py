@@ -397,9 +397,17 @@ class Runner:
             await asyncio.sleep(max(0.5, self.config.stalled_after_s / 2))
 
     # ---- the long-running worker ------------------------------------------------------------
+    async def _seed_metrics(self) -> None:
+        for job in self.config.schedules():
+            for row in await self.store.list(["succeeded"], TASK_PREFIX + job, 1):
+                at = row.get("finished_at")
+                if at is not None:
+                    self.metrics.seed_last_success(job, at.timestamp())
+
     async def _start_worker(self, name: str) -> None:
         if self._worker_task is not None and not self._worker_task.done():
             raise _core.Conflict("the jobs runner is running already")
+        await self._seed_metrics()
         self._worker = self.app._worker(name=name, queues=[QUEUE], wait=True, **self._worker_options())
         self._worker_task = asyncio.ensure_future(self._worker.run())
         self._stall_task = asyncio.ensure_future(self._stall_loop())
