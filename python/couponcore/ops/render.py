@@ -165,7 +165,8 @@ def _campaign_row(row: CampaignRow) -> str:
             f"<td>{_time(row.sold_out_at) if row.sold_out_at else '—'}</td>"
         )
     return (
-        f'<tr class="{cls}" data-campaign="{c.id}"><td>{c.id}</td><td>{c.partner_id}</td><td>{_e(c.name)}</td>'
+        f'<tr class="{cls}" data-campaign="{c.id}"><td>{c.id}</td><td>{c.partner_id} {_e(row.partner_name)}</td>'
+        f"<td>{_e(c.name)}</td>"
         f'<td><span class="state {_e(state)}">{_e(state)}</span></td><td class="num">{c.quantity}</td>{cells}</tr>'
     )
 

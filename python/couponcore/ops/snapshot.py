@@ -44,6 +44,7 @@ _RATE_SAMPLE_MAX_S = 120.0  # an older sample is replaced: a rate over minutes i
 class CampaignRow:
     campaign: Campaign
     live: bool
+    partner_name: str = ""
     stats: Optional[CampaignStats] = None
     stock_left: Optional[int] = None
     issued_per_s: Optional[float] = None
@@ -160,24 +161,25 @@ class SnapshotTaker:
             wallet=self._wallet(),
         )
 
-    def _all_campaigns(self) -> list[Campaign]:
+    def _all_campaigns(self) -> tuple[list[Campaign], dict[int, str]]:
+        """Every partner's campaigns (at most PARTNERS_MAX partners), and the partners' names."""
         core = self._engine._core
-        partner_ids = [0]
+        names = {0: "(default)"}
         after = 0
-        while len(partner_ids) < PARTNERS_MAX:
-            page = self._engine.partners.list(after=after, limit=min(1000, PARTNERS_MAX - len(partner_ids) + 1))
+        while len(names) < PARTNERS_MAX:
+            page = self._engine.partners.list(after=after, limit=min(1000, PARTNERS_MAX - len(names)))
             if not page:
                 break
-            partner_ids.extend(p.id for p in page)
+            names.update((p.id, p.name) for p in page)
             after = page[-1].id
         out: list[Campaign] = []
-        for pid in partner_ids[:PARTNERS_MAX]:
+        for pid in names:
             out.extend(from_core(Campaign, t) for t in core.list_campaigns(pid))
-        return out
+        return out, names
 
     def _campaigns(self, now: float) -> tuple[Section, int]:
         try:
-            every = self._all_campaigns()
+            every, names = self._all_campaigns()
         except _core.Error as e:
             return Section(error=_error(e)), 0
         wall = dt.datetime.now(dt.timezone.utc)
@@ -189,6 +191,8 @@ class SnapshotTaker:
         every.sort(key=lambda c: (not live(c), -c.id))
         shown = every[:CAMPAIGNS_SHOWN_MAX]
         rows = [self._campaign_row(c, live(c), now) for c in shown]
+        for row in rows:
+            row.partner_name = names.get(row.campaign.partner_id, "")
         return Section(rows=rows), len(every) - len(shown)
 
     def _campaign_row(self, c: Campaign, is_live: bool, now: float) -> CampaignRow:
