@@ -192,6 +192,13 @@ def test_bad_action_input_is_a_message_and_changes_nothing(embedded: couponcore.
             r = c.post("/ops/action", data={**form, "csrf": token}, follow_redirects=True)
             assert r.status_code == 200 and expect in r.text, (form, r.text[:2000])
         assert c.post("/ops/action", content=b"{}", headers={"content-type": "application/json"}).status_code == 415
+        form = {"content-type": "application/x-www-form-urlencoded"}
+        assert c.post("/ops/action", content=b"a=" + b"x" * 20_000, headers=form).status_code == 413
+        assert c.post("/ops/action", content="&".join(f"f{i}=1" for i in range(60)), headers=form).status_code == 400
+        # Inspect: a bad campaign id, and a dead letter that is not there (the embedded engine has none).
+        assert c.get("/ops/deadletters/x/1-0").status_code == 422
+        r = c.get("/ops/deadletters/1/1-0")
+        assert r.status_code == 404 and "NotFound" in r.text
 
 
 def test_campaigns_stock_and_sold_out_time_on_the_page(embedded: couponcore.Engine) -> None:
