@@ -477,3 +477,32 @@ def test_a_new_worker_exports_when_a_scheduled_job_last_succeeded() -> None:
         m = re.search(r'couponcore_job_last_success_timestamp_seconds\{job="expire_points"\} ([0-9.e+]+)', text)
         assert m and float(m.group(1)) >= done.finished_at.timestamp() - 1e-3, text
         assert 'couponcore_job_schedule_interval_seconds{job="expire_points"}' in text
+
+
+@pytest.mark.servers
+def test_two_workers_never_run_the_same_job_at_once(tmp_path: Path) -> None:
+    where = production_kwargs()
+    users = write_users(tmp_path / "users.csv", 120)
+    with couponcore.open(**where) as e:
+        e.jobs.configure(config())
+        c = e.campaigns.create("two workers", quantity=1000)
+        args = {"job_key": "twice", "path": str(tmp_path / "users.csv"), "campaign_id": c.id, "rows_per_s": 150}
+        first, second = e.jobs.defer("bulk_grant", **args), e.jobs.defer("bulk_grant", **args)
+        workers = [couponcore.jobs.Jobs(e, config(), dsn=where["postgres"]) for _ in range(2)]
+        try:
+            for w in workers:
+                w.start_periodic()
+            runs = [
+                wait_for(f"job {j.id}", lambda j=j: (r := e.jobs.get(j.id)).state == "succeeded" and r)
+                for j in (first, second)
+            ]
+        finally:
+            for w in workers:
+                w.close()
+        a, b = sorted(runs, key=lambda r: r.started_at)
+        assert a.finished_at is not None and b.started_at is not None
+        assert b.started_at >= a.finished_at  # the lock: one after the other, never side by side
+        assert a.result["granted"] == len(users) and a.result["resumed_from"] == 0
+        assert b.result["resumed_from"] == len(users)  # the second found the first's checkpoint: done
+        s = stats(e, c.id)
+        assert s.rows == len(users) and s.distinct_users == len(users)
