@@ -104,6 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="create a partner at start and print its API key (for trying the API)",
     )
+    sv.add_argument(
+        "--operator-key-file",
+        default=None,
+        metavar="PATH",
+        help="serve the ops page at /ops behind the operator key in this file (its first line); without it, "
+        "the COUPONCORE_OPERATOR_KEY environment variable, else /ops is off (docs/ops-page.md)",
+    )
     _servers(sv, "serve the production deployment")
 
     from ._cli_deadletters import add_parser as add_deadletters
@@ -201,7 +208,9 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"couponcore serve needs FastAPI and uvicorn: pip install 'couponcore[server]' ({e})", file=sys.stderr)
         return EXIT_USAGE
     from ._engine import open as open_engine
+    from .ops import read_operator_key_file
 
+    operator_key = read_operator_key_file(args.operator_key_file) if args.operator_key_file else None
     if args.redis is not None:
         engine = open_engine(redis=args.redis, postgres=args.postgres, key_prefix=args.key_prefix)
     else:
@@ -209,7 +218,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.create_partner:
         key = engine.partners.create(args.create_partner)
         print(f"partner {key.partner.id} ({key.partner.name}): X-API-KEY {key.api_key}", flush=True)
-    app = create_app(engine, close_engine_on_shutdown=True)
+    app = create_app(engine, close_engine_on_shutdown=True, operator_key=operator_key)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, loop=args.loop)
     return EXIT_OK
 

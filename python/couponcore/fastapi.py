@@ -611,10 +611,17 @@ async def _offload(fn: Any, *args: Any) -> Any:
 
 
 def create_app(
-    engine: Engine, *, title: str = "couponcore", close_engine_on_shutdown: bool = False, fast_issue: bool = True
+    engine: Engine,
+    *,
+    title: str = "couponcore",
+    close_engine_on_shutdown: bool = False,
+    fast_issue: bool = True,
+    operator_key: Optional[str] = None,
 ) -> FastAPI:
     """A FastAPI app serving ``create_router(engine, fast_issue=fast_issue)`` with couponcore's
-    error mapping."""
+    error mapping, and the ops page at ``/ops`` when an operator key is given (``operator_key``,
+    else the COUPONCORE_OPERATOR_KEY environment variable; without one ``/ops`` is 404). See
+    docs/ops-page.md."""
     from contextlib import asynccontextmanager
 
     @asynccontextmanager
@@ -633,6 +640,12 @@ def create_app(
     install_error_handlers(app)
     app.include_router(create_router(engine, fast_issue=fast_issue))
     app.state.couponcore_engine = engine
+    from .ops import operator_key_from_env
+    from .ops.asgi import add_ops_page
+
+    app.state.couponcore_ops = add_ops_page(
+        app, engine, operator_key if operator_key is not None else operator_key_from_env()
+    )
     return app
 
 
