@@ -210,6 +210,17 @@ void register_engine(py::module_& m) {
         }
         return to_record(st);
       })
+      .def("gate_issued", [](PyEngine& self, py::object campaign_id) -> py::object {
+        Engine& e = self.get();
+        const int64_t cid = to_i64(campaign_id, "campaign_id");
+        int64_t n;
+        {
+          py::gil_scoped_release nogil;
+          n = e.gate_issued(cid);
+        }
+        if (n < 0) return py::none();
+        return py::int_(n);
+      })
       .def("drain", [](PyEngine& self, py::object timeout) {
         Engine& e = self.get();
         const double timeout_s = to_timeout_s(timeout, "timeout_s");

@@ -468,6 +468,14 @@ class Scope:
     async def astats(self, campaign_id: int) -> CampaignStats:
         return await _offload(self.stats, campaign_id)
 
+    def gate_issued(self, campaign_id: int) -> Optional[int]:
+        """Coupons the gate has granted so far (durable; the store catches up as the writers
+        drain the grant log), read without side effects: ``quantity - gate_issued`` is the stock
+        left. None while the production gate's state is not in Redis (it is rebuilt from the log,
+        the dead letters and the store at the campaign's next issue)."""
+        self._check(campaign_id)
+        return self._core.gate_issued(campaign_id)
+
     def __repr__(self) -> str:
         return f"<couponcore.Scope partner={self._partner_id}>"
 

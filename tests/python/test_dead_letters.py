@@ -165,7 +165,9 @@ def test_drop_gives_back_the_seq_and_the_users_slot(where: dict[str, str], refus
         assert d.seq == lost.seq
         with pytest.raises(couponcore.Unavailable):
             e.coupons.get(lost.coupon_id)
+        assert e.gate_issued(c.id) == quantity and e.stats(c.id).rows == quantity - 1
         assert e.dead_letters.drop(c.id, d.id) == d
+        assert e.gate_issued(c.id) == quantity - 1  # the stock left is one again
         with pytest.raises(couponcore.NotFound):
             e.dead_letters.drop(c.id, d.id)  # a second drop of the same record
         with pytest.raises(couponcore.NotFound):

@@ -115,6 +115,10 @@ class Engine {
 
   // What the store holds for a campaign (after drain(), everything granted so far).
   CampaignStats campaign_stats(int64_t campaign_id);
+  // Coupons the gate has granted so far, a read without side effects (the store catches up as
+  // the writers drain the log): the embedded gate's count, or the Redis mirror's (its counter
+  // less the seqs a dead-letter drop gave back); -1 while production's mirror is not in Redis.
+  int64_t gate_issued(int64_t campaign_id);
   // Waits until every grant acknowledged so far is in the store; false on timeout.
   bool drain(double timeout_s);
 

@@ -175,6 +175,11 @@ class EmbeddedPipeline final : public detail::Pipeline {
     file_lock_.release();  // nothing writes any more: another engine may open the file
   }
 
+  int64_t gate_issued(int64_t campaign_id) override {
+    std::lock_guard lock(gate_mu_);
+    return entry_locked(campaign_id).gate.issued();
+  }
+
   // The gate and the store share one process and one commit, so there is no log to re-drive:
   // this only compares the gate's counter with the rows.
   ReconcileReport reconcile(int64_t campaign_id) override {

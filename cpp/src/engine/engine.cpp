@@ -110,6 +110,11 @@ CampaignStats Engine::campaign_stats(int64_t campaign_id) {
   return deployment_->pipeline->campaign_stats(campaign_id);
 }
 
+int64_t Engine::gate_issued(int64_t campaign_id) {
+  check_open();
+  return deployment_->pipeline->gate_issued(campaign_id);
+}
+
 bool Engine::drain(double timeout_s) {
   check_open();
   return deployment_->pipeline->drain(timeout_s);

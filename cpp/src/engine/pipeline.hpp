@@ -57,6 +57,9 @@ class Pipeline {
   // runs exactly once, on the pipeline's thread or (fast path) in the caller's.
   virtual void submit(int64_t campaign_id, std::vector<IssueRequest> requests, IssueCallback cb) = 0;
   virtual CampaignStats campaign_stats(int64_t campaign_id) = 0;
+  // Coupons the gate has granted (durable, not necessarily in the store yet); -1 when the gate's
+  // state is not loaded now (production: the campaign's Redis mirror is missing).
+  virtual int64_t gate_issued(int64_t campaign_id) = 0;
   virtual bool drain(double timeout_s) = 0;
   virtual ReconcileReport reconcile(int64_t campaign_id) = 0;
 

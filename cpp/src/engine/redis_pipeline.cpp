@@ -230,6 +230,22 @@ class RedisPipeline final : public detail::Pipeline {
     return ctl_read([&](pg::Conn& conn) { return pgstore::stats(conn, campaign_id); });
   }
 
+  int64_t gate_issued(int64_t campaign_id) override {
+    entry_for(campaign_id);
+    redis::CampaignKeys k(options_.key_prefix, campaign_id);
+    std::lock_guard lock(ctl_redis_mu_);
+    ctl_redis_.append(redis::Args{"HGET"}.add(k.meta).add("n"));
+    ctl_redis_.append(redis::Args{"ZCARD"}.add(k.free_seqs));
+    redis::Reply n = ctl_redis_.read_reply();
+    redis::Reply free = ctl_redis_.read_reply();
+    redis::check_reply(n, "HGET");
+    redis::check_reply(free, "ZCARD");
+    long long issued = 0, freed = 0;
+    if (!redis::reply_int(n.raw(), &issued)) return -1;
+    redis::reply_int(free.raw(), &freed);
+    return issued - freed;
+  }
+
   bool drain(double timeout_s) override {
     return drain_until(redis::steady_ms() + static_cast<int64_t>(std::max(0.0, timeout_s) * 1000.0));
   }

@@ -136,13 +136,15 @@ def _campaigns(snap: Snapshot) -> str:
         return out[0] + '<p class="na">No campaigns.</p></section>'
     out.append(
         "<table><thead><tr><th>id</th><th>partner</th><th>name</th><th>state</th><th>quantity</th>"
-        "<th>issued (stored)</th><th>stock left</th><th>issued/s</th><th>sold out at</th></tr></thead><tbody>"
+        "<th>issued (gate)</th><th>stored</th><th>stock left</th><th>issued/s</th><th>sold out at</th>"
+        "</tr></thead><tbody>"
     )
     for row in sec.rows:
         out.append(_campaign_row(row))
     out.append("</tbody></table>")
     note = (
-        "Stored: grants in PostgreSQL (SQLite embedded); grants still in the grant log are in the pipeline's backlog."
+        "Issued (gate): coupons the gate granted. Stored: grants in PostgreSQL (SQLite embedded); the "
+        "difference is still in the grant log (the pipeline's backlog) or in its dead letters."
     )
     if snap.campaigns_not_shown:
         note += f" {snap.campaigns_not_shown} older or finished campaign(s) not shown."
@@ -155,11 +157,17 @@ def _campaign_row(row: CampaignRow) -> str:
     state = c.state if row.live or c.state == "closed" else "ended"
     cls = "live" if row.live else "done"
     if row.error:
-        cells = f'<td colspan="4" class="error">{_e(row.error)}</td>'
+        cells = f'<td colspan="5" class="error">{_e(row.error)}</td>'
     else:
         st = row.stats
+        gate = (
+            '<td class="num gate" title="the gate\'s state is not in Redis now: it is loaded at the '
+            'campaign\'s next issue">—</td>'
+            if row.gate_issued is None
+            else f'<td class="num gate">{row.gate_issued}</td>'
+        )
         cells = (
-            f'<td class="num">{_e(st.rows if st else "")}</td>'
+            gate + f'<td class="num stored">{_e(st.rows if st else "")}</td>'
             f'<td class="num stock">{_e(row.stock_left)}</td>'
             f'<td class="num">{_rate(row.issued_per_s) if row.live else "—"}</td>'
             f"<td>{_time(row.sold_out_at) if row.sold_out_at else '—'}</td>"

@@ -4,10 +4,11 @@ Every number comes from a call the engine already offers; nothing here reads Red
 database by itself:
 
 - campaigns: every partner's campaigns (``engine.partners.list`` + ``list_campaigns``), the
-  live ones first; per live campaign the store's stats (``campaign_stats``: rows, highest
-  seq), so *stock left* is ``quantity - highest stored seq`` (grants still in the grant log are
-  counted once a writer stores them: the pipeline section shows that backlog); *issued/s* is
-  the change of stored rows between two snapshots; *sold out at* is the ``issued_at`` of the
+  live ones first; per live campaign the gate's count (``gate_issued``: what the gate granted,
+  a read without side effects) and the store's stats (``campaign_stats``: rows, highest seq),
+  so *stock left* is ``quantity - gate issued`` (``quantity - highest stored seq`` while the
+  gate's state is not loaded); *issued/s* is the change of the gate's count between two
+  snapshots (of stored rows without it); *sold out at* is the ``issued_at`` of the
   coupon with ``seq == quantity`` (coupon ids are ``campaign_id * 2**32 + seq``).
 - answer mix: the gate's answers by status, from this process's engine counters (not per
   campaign: the engine counts answers per status only).
@@ -46,6 +47,7 @@ class CampaignRow:
     live: bool
     partner_name: str = ""
     stats: Optional[CampaignStats] = None
+    gate_issued: Optional[int] = None
     stock_left: Optional[int] = None
     issued_per_s: Optional[float] = None
     sold_out_at: Optional[dt.datetime] = None
@@ -199,13 +201,15 @@ class SnapshotTaker:
         row = CampaignRow(campaign=c, live=is_live)
         try:
             st = from_core(CampaignStats, self._engine._core.campaign_stats(c.id))
+            gate = self._engine._core.gate_issued(c.id)
         except _core.Error as e:
             row.error = _error(e)
             return row
-        row.stats = st
-        row.stock_left = max(0, c.quantity - max(st.max_seq, st.rows))
-        row.issued_per_s = self._sampler.rate(("campaign", c.id), st.rows, now)
-        if st.max_seq >= c.quantity:
+        row.stats, row.gate_issued = st, gate
+        issued = gate if gate is not None else max(st.max_seq, st.rows)
+        row.stock_left = max(0, c.quantity - issued)
+        row.issued_per_s = self._sampler.rate(("campaign", c.id), issued, now)
+        if issued >= c.quantity:
             row.sold_out_at = self._sold_out(c)
         return row
 
