@@ -190,6 +190,22 @@ def test_resumed_chunk_is_checked_in_the_store_when_the_gate_would_grant_again(
             assert again.issued and coupons_per_user(e, c.id)["r999"] == 1
 
 
+def _sigkill_after_a_third(proc: subprocess.Popen[str], n: int) -> int:
+    """Reads the child's progress lines until a third of n rows are done, then SIGKILLs it;
+    returns the rows it reported done."""
+    assert proc.stdout is not None
+    done = 0
+    deadline = time.monotonic() + 60
+    while done < n // 3 and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        assert line and line != "finished\n", "the child ended before it was killed"
+        done = int(line)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.stdout.close()
+    proc.wait()
+    return done
+
+
 @pytest.mark.parametrize("deployment", ["embedded", "production"], indirect=True)
 def test_sigkill_mid_run_then_resume_grants_every_user_exactly_once(deployment: Deployment, tmp_path: Path) -> None:
     n = 30_000
@@ -216,16 +232,7 @@ def test_sigkill_mid_run_then_resume_grants_every_user_exactly_once(deployment: 
         stdout=subprocess.PIPE,
         text=True,
     )
-    assert proc.stdout is not None
-    done = 0
-    deadline = time.monotonic() + 60
-    while done < n // 3 and time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        assert line and line != "finished\n", "the child ended before it was killed"
-        done = int(line)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.stdout.close()
-    proc.wait()
+    done = _sigkill_after_a_third(proc, n)
     assert n // 3 <= done < n
 
     # Resume; production: a writer that claims the dead process's pending grants quickly.
@@ -258,16 +265,7 @@ def test_points_sigkill_mid_run_then_resume_earns_every_user_exactly_once(deploy
     proc = subprocess.Popen(
         [sys.executable, "-c", child, json.dumps(deployment.where), str(n)], stdout=subprocess.PIPE, text=True
     )
-    assert proc.stdout is not None
-    done = 0
-    deadline = time.monotonic() + 60
-    while done < n // 3 and time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        assert line and line != "finished\n", "the child ended before it was killed"
-        done = int(line)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.stdout.close()
-    proc.wait()
+    done = _sigkill_after_a_third(proc, n)
     with deployment() as e:
         st = bulk.status(e, "kill-pts")
         assert st is not None and not st.done and done <= st.rows < n

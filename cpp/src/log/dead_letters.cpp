@@ -3,23 +3,11 @@
 
 #include <hiredis/hiredis.h>
 
-#include <charconv>
-
 #include "couponcore/error.hpp"
 #include "gate/lua_scripts.hpp"
 #include "log/lua_scripts.hpp"
 
 namespace couponcore::grantlog {
-
-namespace {
-
-bool to_i64(std::string_view s, int64_t* v) {
-  if (s.empty()) return false;
-  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), *v);
-  return ec == std::errc() && end == s.data() + s.size();
-}
-
-}  // namespace
 
 DeadLetter dead_letter_from(int64_t campaign_id, const LogEntry& record) {
   DeadLetter d;
@@ -36,9 +24,9 @@ DeadLetter dead_letter_from(int64_t campaign_id, const LogEntry& record) {
     } else if (k == "reason") {
       d.reason = v;
     } else if (k == "deliveries") {
-      if (to_i64(v, &n)) d.deliveries = n;
+      if (parse_i64(v, &n)) d.deliveries = n;
     } else {
-      if (k == "rd" && to_i64(v, &n) && n >= 0) d.redrives = n;
+      if (k == "rd" && parse_i64(v, &n) && n >= 0) d.redrives = n;
       if (k != "rd") d.fields.emplace_back(k, v);
       entry.fields.emplace_back(k, v);
     }
