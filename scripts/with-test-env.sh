@@ -12,6 +12,8 @@
 #   COUPONCORE_TEST_POSTGRES_URL         postgresql://couponcore_test:couponcore_test@127.0.0.1:5432/couponcore_test_<epoch>_<pid>
 #   COUPONCORE_TEST_POSTGRES_ADMIN_URL   postgresql://couponcore_test:couponcore_test@127.0.0.1:5432/postgres
 #   COUPONCORE_TEST_POSTGRES_DB          couponcore_test_<epoch>_<pid> (the database's name alone)
+#   COUPONCORE_TEST_REDIS_CLUSTER        redis+cluster://127.0.0.1:7100,...  (scripts/cluster.sh:
+#                                        3 masters + 3 replicas on loopback, started or reused)
 #
 # runs CMD, and afterwards (also on failure or Ctrl-C) drops the run's database -- and any other
 # database whose name starts with it, so tests that make extra databases through the admin URL
@@ -23,7 +25,8 @@
 # is kept. A preset COUPONCORE_TEST_POSTGRES_ADMIN_URL points the run at another server (the
 # database is created there); a preset COUPONCORE_TEST_POSTGRES_URL is used as it is, with no
 # database created or dropped. With COUPONCORE_TEST_REDIS_URL and COUPONCORE_TEST_POSTGRES_ADMIN_URL
-# both preset, scripts/services.sh is not run.
+# both preset, scripts/services.sh is not run. A preset COUPONCORE_TEST_REDIS_CLUSTER is kept;
+# COUPONCORE_TEST_NO_CLUSTER=1 skips the cluster (its tests then skip).
 set -euo pipefail
 
 if (($# == 0)); then
@@ -42,6 +45,12 @@ PG_PASSWORD="${COUPONCORE_PG_PASSWORD:-couponcore_test}"
 
 if [[ -z "${COUPONCORE_TEST_POSTGRES_ADMIN_URL:-}" || -z "${COUPONCORE_TEST_REDIS_URL:-}" ]]; then
   bash "$here/services.sh" -q
+fi
+
+if [[ -z "${COUPONCORE_TEST_REDIS_CLUSTER:-}" && "${COUPONCORE_TEST_NO_CLUSTER:-0}" != 1 ]]; then
+  COUPONCORE_TEST_REDIS_CLUSTER="$(bash "$here/cluster.sh" start -q)" ||
+    { log "error: the test Redis Cluster did not start (scripts/cluster.sh start; COUPONCORE_TEST_NO_CLUSTER=1 skips it)"; exit 1; }
+  export COUPONCORE_TEST_REDIS_CLUSTER
 fi
 
 epoch="$(date +%s)"
@@ -103,6 +112,16 @@ cleanup() {
   redis-cli -u "$COUPONCORE_TEST_REDIS_URL" --scan --pattern "${COUPONCORE_TEST_KEY_PREFIX}*" 2>/dev/null |
     xargs -r -d '\n' -n 500 redis-cli -u "$COUPONCORE_TEST_REDIS_URL" unlink >/dev/null 2>&1 ||
     log "warning: could not delete Redis keys ${COUPONCORE_TEST_KEY_PREFIX}*"
+  # The cluster's masters: one key per UNLINK (keys of different slots cannot share a call).
+  if [[ -n "${COUPONCORE_TEST_REDIS_CLUSTER:-}" ]]; then
+    local seed="${COUPONCORE_TEST_REDIS_CLUSTER#*://}" host port
+    seed="${seed%%,*}" host="${seed%:*}" port="${seed##*:}"
+    while read -r node; do
+      [[ -n "$node" ]] || continue
+      redis-cli -h "${node%:*}" -p "${node##*:}" --scan --pattern "${COUPONCORE_TEST_KEY_PREFIX}*" 2>/dev/null |
+        sed 's/^/UNLINK /' | redis-cli -h "${node%:*}" -p "${node##*:}" >/dev/null 2>&1 || true
+    done < <(redis-cli -h "$host" -p "$port" cluster nodes 2>/dev/null | awk '$3 ~ /master/ {sub(/@.*/, "", $2); print $2}')
+  fi
   exit "$status"
 }
 trap cleanup EXIT

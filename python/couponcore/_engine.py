@@ -688,7 +688,9 @@ def open(  # noqa: A001
       ``key_prefix`` starts every Redis key; ``migrate`` applies the schema on open. Further
       tuning options (``answer_ttl_s``, ``gate_batch_requests_max``, ``writer_block_ms``,
       ``lifecycle_conns_max``, ...) are passed on as keyword arguments; see docs/production.md.
-      A misspelt option is ``InvalidArgument``, not ignored.
+      A misspelt option is ``InvalidArgument``, not ignored. On Redis Cluster, give its seeds:
+      ``redis="redis+cluster://host:7000,host:7001"`` (docs/production.md, "Running on Redis
+      Cluster").
 
     Both: the point wallets' engine takes ``wallet_batch_ops_max`` (operations per
     transaction, default 1,024), ``wallet_queue_ops_max`` (queued operations before callers

@@ -595,6 +595,12 @@ def bench_http(**kwargs: Any) -> dict[str, Any]:
     return run(**kwargs)
 
 
+def bench_cluster(**kwargs: Any) -> dict[str, Any]:
+    from ._bench_cluster import bench_cluster as run
+
+    return run(**kwargs)
+
+
 def bench_reconcile(**kwargs: Any) -> dict[str, Any]:
     from ._bench_reconcile import bench_reconcile as run
 
@@ -617,4 +623,5 @@ BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {
     "wallet": bench_wallet,
     "reconcile": bench_reconcile,
     "bulk": bench_bulk,
+    "cluster": bench_cluster,
 }

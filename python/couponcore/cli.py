@@ -140,7 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _servers(p: argparse.ArgumentParser, what: str, required: bool = False) -> None:
     g = p.add_argument_group("servers", what)
-    g.add_argument("--redis", required=required, default=None, help="Redis URL, e.g. redis://127.0.0.1:6379/0")
+    g.add_argument(
+        "--redis",
+        required=required,
+        default=None,
+        help="Redis URL, e.g. redis://127.0.0.1:6379/0 or redis+cluster://h:7000,h:7001",
+    )
     g.add_argument("--postgres", required=required, default=None, help="PostgreSQL URL")
     g.add_argument("--key-prefix", default="cc:", help="prefix of every Redis key (cc:)")
 

@@ -48,9 +48,12 @@ namespace {
 constexpr int64_t kHourUs = 3'600'000'000;
 constexpr int64_t kDayUs = 24 * kHourUs;
 
-enum class Deployment { kEmbedded, kProduction };
+// kCluster: the production engine on the test Redis Cluster (skipped without one).
+enum class Deployment { kEmbedded, kProduction, kCluster };
 
-const char* name_of(Deployment d) { return d == Deployment::kEmbedded ? "embedded" : "production"; }
+const char* name_of(Deployment d) {
+  return d == Deployment::kEmbedded ? "embedded" : d == Deployment::kProduction ? "production" : "cluster";
+}
 std::string deployment_name(const ::testing::TestParamInfo<Deployment>& info) { return name_of(info.param); }
 void PrintTo(Deployment d, std::ostream* os) { *os << name_of(d); }  // in failure messages
 
@@ -98,6 +101,10 @@ class EngineBehaviour : public ::testing::TestWithParam<Deployment> {
       embedded_options_.synchronous_full = false;  // no power-loss test here; fsyncs are slow
     } else {
       options_ = testutil::production_options(testutil::current_test_name());
+      if (GetParam() == Deployment::kCluster) {
+        if (testutil::cluster_url().empty()) GTEST_SKIP() << "COUPONCORE_TEST_REDIS_CLUSTER is not set";
+        options_.redis_url = testutil::cluster_url();
+      }
     }
   }
 
@@ -105,6 +112,8 @@ class EngineBehaviour : public ::testing::TestWithParam<Deployment> {
     e_.reset();
     if (embedded()) {
       testutil::remove_db(embedded_options_.path);
+    } else if (GetParam() == Deployment::kCluster) {
+      if (!testutil::cluster_url().empty()) testutil::delete_cluster_keys(options_.key_prefix);
     } else {
       testutil::delete_keys(options_.key_prefix);
     }
@@ -1008,6 +1017,7 @@ TEST_P(EngineBehaviour, AnotherPartnersObjectsAreNotFoundThroughEveryEntryPoint)
 }
 
 INSTANTIATE_TEST_SUITE_P(Deployments, EngineBehaviour,
-                         ::testing::Values(Deployment::kEmbedded, Deployment::kProduction), deployment_name);
+                         ::testing::Values(Deployment::kEmbedded, Deployment::kProduction, Deployment::kCluster),
+                         deployment_name);
 
 }  // namespace

@@ -7,6 +7,8 @@
 //                                       migrated, and dropped when the test process exits
 //   COUPONCORE_TEST_KEY_PREFIX          prefix of every Redis key (default cctest:); each test adds
 //                                       its own unique part on top
+//   COUPONCORE_TEST_REDIS_CLUSTER       redis+cluster://... (scripts/cluster.sh); the cluster tests
+//                                       skip when it is unset
 #pragma once
 
 #include <unistd.h>
@@ -23,6 +25,7 @@
 #include <cctype>
 
 #include "couponcore/engine.hpp"
+#include "redis/cluster.hpp"
 #include "redis/redis.hpp"
 #include "store/postgres/migrations.hpp"
 #include "store/postgres/pg.hpp"
@@ -110,6 +113,29 @@ inline void delete_keys(const std::string& prefix) {
       conn.command_checked(del, "UNLINK");
     }
   } while (cursor != "0");
+}
+
+inline std::string cluster_url() { return env_or("COUPONCORE_TEST_REDIS_CLUSTER", ""); }
+
+// Every key under prefix on every master of the test cluster (one UNLINK per key: the keys of
+// one call must share a slot).
+inline void delete_cluster_keys(const std::string& prefix) {
+  couponcore::redis::RedisConn c(couponcore::redis::RedisUrl::parse(cluster_url()), {});
+  c.ensure_connected();
+  for (const std::string& addr : c.cluster()->master_addrs()) {
+    couponcore::redis::RedisConn m(couponcore::redis::RedisUrl::parse("redis://" + addr), {});
+    std::string cursor = "0";
+    do {
+      couponcore::redis::Reply r = m.command_checked(
+          couponcore::redis::Args{"SCAN"}.add(cursor).add("MATCH").add(prefix + "*").add("COUNT").add("1000"), "SCAN");
+      cursor = std::string(couponcore::redis::reply_str(r.at(0)));
+      const redisReply* keys = r.at(1);
+      for (std::size_t i = 0; keys && i < keys->elements; ++i) {
+        m.append(couponcore::redis::Args{"UNLINK"}.add(couponcore::redis::reply_str(keys->element[i])));
+      }
+      for (std::size_t i = 0; keys && i < keys->elements; ++i) m.read_reply();
+    } while (cursor != "0");
+  }
 }
 
 // Options for a production engine on the test servers, with a fresh key prefix and writer

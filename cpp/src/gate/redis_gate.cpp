@@ -272,7 +272,21 @@ void RedisGate::send(std::vector<Call>& calls) {
         }
         for (; next < end; ++next) {
           Call& call = *todo[next];
-          redis::Reply r = redis_.read_reply();
+          redis::Reply r;
+          if (redis_.is_cluster()) {
+            // One master lost: its calls' outcomes are unknown, the other masters' replies stand.
+            try {
+              r = redis_.read_reply();
+            } catch (const Error& e) {
+              for (const Segment& s : call.segments) s.pending->lost = true;
+              lost_reason_ = e.what();
+              lost_after_send_ = true;
+              log(LogLevel::kWarning, "gate", std::string("a master was lost with calls in flight: ") + e.what());
+              continue;
+            }
+          } else {
+            r = redis_.read_reply();
+          }
           if (redis::is_noscript(r)) {
             reload = true;
             again.push_back(&call);
@@ -293,6 +307,8 @@ void RedisGate::send(std::vector<Call>& calls) {
           }
         }
       }
+      // (Replica acknowledgement goes here: one WAIT per master that took a call of this round,
+      // before any ISSUED is handed back; on Redis Cluster the router knows those masters.)
       if (reload) script_.load(redis_);
       for (GateCampaign* c : restore_queue_) {
         log(LogLevel::kWarning, "gate", "campaign " + std::to_string(c->campaign.id) +

@@ -1,6 +1,8 @@
 // hiredis wrapper: see redis.hpp.
 #include "redis/redis.hpp"
 
+#include "redis/cluster.hpp"
+
 #include "util/assert.hpp"
 
 #include <hiredis/hiredis.h>
@@ -106,13 +108,60 @@ int64_t steady_ms() {
 
 // ---- URL -------------------------------------------------------------------------------------
 
+namespace {
+
+// redis+cluster://[[user]:password@]host:port[,host:port...][/0][?...]
+RedisUrl parse_cluster_url(std::string_view url) {
+  constexpr std::string_view kForm = "redis+cluster://[[user]:password@]host:port[,host:port...]";
+  std::string_view rest = url.substr(std::string_view("redis+cluster://").size());
+  if (rest.find("://") != std::string_view::npos) {
+    throw_invalid("redis url mixes the cluster and single-node forms: give " + std::string(kForm) +
+                  " (seeds as host:port, no scheme of their own)");
+  }
+  if (const std::size_t q = rest.find('?'); q != std::string_view::npos) rest = rest.substr(0, q);
+  RedisUrl out;
+  if (const std::size_t at = rest.rfind('@'); at != std::string_view::npos) {
+    // Parse the credentials as a single-node URL would.
+    RedisUrl creds = RedisUrl::parse("redis://" + std::string(rest.substr(0, at + 1)) + "h");
+    out.username = creds.username;
+    out.password = creds.password;
+    rest = rest.substr(at + 1);
+  }
+  if (const std::size_t slash = rest.find('/'); slash != std::string_view::npos) {
+    const std::string_view path = rest.substr(slash + 1);
+    if (!path.empty() && path != "0") throw_invalid("redis+cluster url: Redis Cluster has database 0 only (got /" + std::string(path) + ")");
+    rest = rest.substr(0, slash);
+  }
+  while (true) {
+    const std::size_t comma = rest.find(',');
+    const std::string_view seed = rest.substr(0, comma);
+    if (seed.empty()) throw_invalid("redis+cluster url: an empty seed; the form is " + std::string(kForm));
+    if (seed.find('@') != std::string_view::npos) throw_invalid("redis+cluster url: credentials go once, before the first seed");
+    RedisUrl one = RedisUrl::parse("redis://" + std::string(seed));
+    if (seed.find(':') == std::string_view::npos || (seed.front() == '[' && seed.find("]:") == std::string_view::npos)) {
+      throw_invalid("redis+cluster url: seed '" + std::string(seed) + "' needs a port (host:port)");
+    }
+    out.cluster_seeds.emplace_back(one.host, one.port);
+    if (out.cluster_seeds.size() > kClusterSeedsMax) throw_invalid("redis+cluster url: more than 64 seeds");
+    if (comma == std::string_view::npos) break;
+    rest = rest.substr(comma + 1);
+  }
+  out.host = out.cluster_seeds.front().first;
+  out.port = out.cluster_seeds.front().second;
+  return out;
+}
+
+}  // namespace
+
 RedisUrl RedisUrl::parse(std::string_view url) {
   if (url.size() > kUrlBytesMax) throw_invalid("redis url is over 2048 bytes");
+  if (starts_with(url, "redis+cluster://")) return parse_cluster_url(url);
   constexpr std::string_view kScheme = "redis://";
   if (!starts_with(url, kScheme)) {
-    throw_invalid("redis url must look like redis://[[user]:password@]host[:port][/db] (rediss:// and "
-                  "unix sockets are not supported)");
+    throw_invalid("redis url must look like redis://[[user]:password@]host[:port][/db] or, for Redis Cluster, "
+                  "redis+cluster://host:port[,host:port...] (rediss:// and unix sockets are not supported)");
   }
+
   RedisUrl out;
   std::string_view rest = url.substr(kScheme.size());
   if (const std::size_t q = rest.find('?'); q != std::string_view::npos) rest = rest.substr(0, q);
@@ -132,6 +181,10 @@ RedisUrl RedisUrl::parse(std::string_view url) {
     }
   }
   std::string_view host = rest;
+  if (host.find(',') != std::string_view::npos) {
+    throw_invalid("redis url mixes the cluster and single-node forms: a redis:// url names one server; for the "
+                  "seeds of a Redis Cluster use redis+cluster://host:port,host:port");
+  }
   if (!host.empty() && host.front() == '[') {  // [ipv6]:port
     const std::size_t close = host.find(']');
     if (close == std::string_view::npos) throw_invalid("redis url: unclosed [ in host");
@@ -154,7 +207,16 @@ RedisUrl RedisUrl::parse(std::string_view url) {
   return out;
 }
 
-std::string RedisUrl::redacted() const { return host + ":" + std::to_string(port) + "/" + std::to_string(db); }
+std::string RedisUrl::redacted() const {
+  if (cluster()) {
+    std::string s = "cluster:";
+    for (std::size_t i = 0; i < cluster_seeds.size(); ++i) {
+      s += (i ? "," : "") + cluster_seeds[i].first + ":" + std::to_string(cluster_seeds[i].second);
+    }
+    return s;
+  }
+  return host + ":" + std::to_string(port) + "/" + std::to_string(db);
+}
 
 // ---- replies ---------------------------------------------------------------------------------
 
@@ -242,11 +304,27 @@ std::vector<const char*> Args::argv() const {
 
 // ---- connection ------------------------------------------------------------------------------
 
-RedisConn::RedisConn(RedisUrl url, RedisConnOptions options) : url_(std::move(url)), options_(std::move(options)) {}
+RedisConn::RedisConn(RedisUrl url, RedisConnOptions options) : url_(std::move(url)), options_(std::move(options)) {
+  if (url_.cluster()) cluster_ = std::make_unique<ClusterRouter>(url_, options_);
+}
 
 RedisConn::~RedisConn() { disconnect(); }
 
+bool RedisConn::connected() const { return cluster_ ? cluster_->ready() : ctx_ != nullptr; }
+uint64_t RedisConn::connects() const { return cluster_ ? cluster_->connects() : connects_; }
+std::size_t RedisConn::appended_unread() const { return cluster_ ? cluster_->unread() : unread_; }
+
+void RedisConn::flush() {
+  if (cluster_ || !ctx_) return;
+  SigpipeGuard guard;
+  int done = 0;
+  while (!done) {
+    if (redisBufferWrite(ctx_, &done) != REDIS_OK) fail("sending pipelined commands");
+  }
+}
+
 void RedisConn::disconnect() {
+  if (cluster_) cluster_->disconnect();
   if (ctx_) redisFree(ctx_);
   ctx_ = nullptr;
   unread_ = 0;
@@ -265,6 +343,7 @@ void RedisConn::fail(std::string_view what) {
 }
 
 void RedisConn::ensure_connected() {
+  if (cluster_) return cluster_->ensure_ready();
   if (ctx_) return;
   const int64_t now = steady_ms();
   if (now < next_attempt_ms_) {
@@ -309,6 +388,7 @@ void RedisConn::ensure_connected() {
 }
 
 Reply RedisConn::command(const Args& args) {
+  if (cluster_) return cluster_->command(args);
   ensure_connected();
   if (unread_ != 0) CC_BUG("redis: command() with pipelined replies unread");
   std::vector<const char*> argv = args.argv();
@@ -325,6 +405,7 @@ Reply RedisConn::command_checked(const Args& args, std::string_view what) {
 }
 
 void RedisConn::append(const Args& args) {
+  if (cluster_) return cluster_->append(args);
   ensure_connected();
   std::vector<const char*> argv = args.argv();
   if (redisAppendCommandArgv(ctx_, static_cast<int>(args.size()), argv.data(), args.lens().data()) != REDIS_OK) {
@@ -334,6 +415,7 @@ void RedisConn::append(const Args& args) {
 }
 
 Reply RedisConn::read_reply() {
+  if (cluster_) return cluster_->read_reply();
   if (!ctx_) throw Error(ErrorCode::kUnavailable, "redis " + url_.redacted() + ": connection lost");
   if (unread_ == 0) CC_BUG("redis: read_reply() with nothing pipelined");
   void* raw = nullptr;

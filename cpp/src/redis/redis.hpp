@@ -8,6 +8,7 @@
 //
 // Entry points:
 //   RedisUrl::parse("redis://[[user]:password@]host[:port][/db]")
+//   RedisUrl::parse("redis+cluster://[[user]:password@]host:port[,host:port...][/0]")  Redis Cluster
 //   RedisConn conn(url, options);  conn.command(Args{"GET", key})
 //   conn.append(args) ... conn.read_reply()   pipelining: replies come back in order
 //   eval(conn, script, keys, args)            EVALSHA, SCRIPT LOAD on NOSCRIPT
@@ -17,12 +18,22 @@
 // for the caller to judge, or thrown by check_reply(): LOADING, BUSY, MASTERDOWN, READONLY,
 // TRYAGAIN, CLUSTERDOWN, OOM -> kUnavailable; anything else -> kInternal.
 //
+// Redis Cluster (a redis+cluster:// URL): the same RedisConn routes each command by its first
+// key's slot to the master serving it, follows MOVED / ASK and retries TRYAGAIN / CLUSTERDOWN
+// (redis/cluster.hpp). What callers must know: every command's keys lie in one slot (a script
+// call's keys share a hash tag; asserted); SCRIPT goes to every master; pipelined commands may
+// run on several masters in parallel and in another order across slots, but in append order
+// within one slot; a blocking read (XREADGROUP BLOCK) of several streams is for one node only,
+// so callers read per stream when is_cluster().
+//
 // Not thread-safe: one RedisConn per thread (or behind the owner's mutex).
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "couponcore/error.hpp"
@@ -32,17 +43,25 @@ struct redisReply;
 
 namespace couponcore::redis {
 
+class ClusterRouter;
+
 struct RedisUrl {
   std::string host = "127.0.0.1";
   int port = 6379;
   std::string username;  // empty: AUTH <password> (Redis < 6 style)
   std::string password;  // empty: no AUTH
   int db = 0;
+  // redis+cluster:// only: the seeds (host, port); host/port above are the first seed.
+  std::vector<std::pair<std::string, int>> cluster_seeds;
 
-  // Throws kInvalidArgument for anything else (rediss:// / TLS and unix sockets included).
+  bool cluster() const { return !cluster_seeds.empty(); }
+  // Throws kInvalidArgument for anything else (rediss:// / TLS and unix sockets included; a
+  // redis:// URL with several hosts; a redis+cluster:// URL with another scheme inside or a db).
   static RedisUrl parse(std::string_view url);
-  std::string redacted() const;  // host:port/db, never the password
+  std::string redacted() const;  // host:port/db (cluster: cluster:host:port,...), never the password
 };
+
+inline constexpr std::size_t kClusterSeedsMax = 64;
 
 // One reply; move-only. Accessors assert nothing: check type() first.
 class Reply {
@@ -94,6 +113,7 @@ class Args {
   Args& add(uint32_t v) { return add(static_cast<int64_t>(v)); }
   Args& add(uint64_t v) { return add(static_cast<int64_t>(v)); }
   std::size_t size() const { return lens_.size(); }
+  std::string_view at(std::size_t i) const { return std::string_view(buf_.data() + offsets_[i], lens_[i]); }
   // Valid until the next add().
   std::vector<const char*> argv() const;
   const std::vector<std::size_t>& lens() const { return lens_; }
@@ -122,17 +142,20 @@ class RedisConn {
   // Connects if there is no connection. While backing off after a failed attempt it throws
   // kUnavailable at once, without trying; use wait_backoff() to sleep until the next attempt.
   void ensure_connected();
-  bool connected() const { return ctx_ != nullptr; }
+  bool connected() const;
   void disconnect();
+  bool is_cluster() const { return cluster_ != nullptr; }
+  ClusterRouter* cluster() { return cluster_.get(); }  // null unless is_cluster()
   // Sleeps until the next connect attempt is allowed (at most max_wait_ms).
   void wait_backoff(int64_t max_wait_ms);
-  uint64_t connects() const { return connects_; }
+  uint64_t connects() const;
 
   Reply command(const Args& args);                     // error replies are returned
   Reply command_checked(const Args& args, std::string_view what);
   void append(const Args& args);                       // pipelining: buffered, not sent yet
   Reply read_reply();                                  // flushes, then reads the next reply
-  std::size_t appended_unread() const { return unread_; }
+  std::size_t appended_unread() const;
+  void flush();                                        // sends what append() buffered
 
   const RedisUrl& url() const { return url_; }
   const RedisConnOptions& options() const { return options_; }
@@ -147,6 +170,7 @@ class RedisConn {
   int64_t backoff_ms_ = 0;
   int64_t next_attempt_ms_ = 0;  // steady clock
   std::size_t unread_ = 0;
+  std::unique_ptr<ClusterRouter> cluster_;  // redis+cluster:// only; then ctx_ stays null
 };
 
 // A Lua script known by its SHA1 once loaded; EVALSHA with SCRIPT LOAD on NOSCRIPT.

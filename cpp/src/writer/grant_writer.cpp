@@ -124,6 +124,7 @@ void GrantWriter::read_new(std::vector<StreamBatch>& out) {
   for (std::size_t k = 0; k < n; ++k) chosen.push_back(&streams_[(read_window_ + k) % streams_.size()]);
   read_window_ = (read_window_ + n) % streams_.size();
 
+  if (redis_.is_cluster()) return read_new_per_stream(chosen, block, out);
   redis::Args a{"XREADGROUP", "GROUP"};
   a.add(redis::kWriterGroup).add(consumer_).add("COUNT").add(entries_per_read_);
   if (block) a.add("BLOCK").add(sh_.options.block_ms);
@@ -148,6 +149,48 @@ void GrantWriter::read_new(std::vector<StreamBatch>& out) {
       }
     }
   }
+}
+
+// Redis Cluster: the streams live in different slots, and one XREADGROUP reads one slot. So one
+// read per stream, pipelined (the masters answer in parallel), without BLOCK; when nothing came
+// and this window was the one to block, the writer waits kClusterPollMs before reading again.
+void GrantWriter::read_new_per_stream(const std::vector<const redis::CampaignKeys*>& chosen, bool block,
+                                      std::vector<StreamBatch>& out) {
+  constexpr int64_t kClusterPollMs = 10;
+  for (const auto* k : chosen) {
+    redis_.append(redis::Args{"XREADGROUP", "GROUP"}
+                      .add(redis::kWriterGroup)
+                      .add(consumer_)
+                      .add("COUNT")
+                      .add(entries_per_read_)
+                      .add("STREAMS")
+                      .add(k->grants)
+                      .add(">"));
+  }
+  bool any = false;
+  std::vector<const redis::CampaignKeys*> no_group;
+  for (const auto* k : chosen) {
+    redis::Reply r = redis_.read_reply();
+    if (is_error_prefix(r, "NOGROUP")) {
+      no_group.push_back(k);
+      continue;
+    }
+    if (r.is_error()) {  // this stream waits for the next read; the others' entries are taken now
+      log(LogLevel::kWarning, "writer", "XREADGROUP " + k->grants + ": " + std::string(r.str()));
+      continue;
+    }
+    for (std::size_t i = 0; i < r.size(); ++i) {
+      const redisReply* s = r.at(i);
+      if (!redis::reply_is_array(s) || s->elements != 2) continue;
+      StreamBatch sb{*k, grantlog::parse_entries(s->element[1]), {}, {}};
+      if (!sb.entries.empty()) {
+        any = true;
+        out.push_back(std::move(sb));
+      }
+    }
+  }
+  for (const auto* k : no_group) log_.ensure_group(*k);
+  if (!any && block) sleep_ms(std::min<int64_t>(kClusterPollMs, sh_.options.block_ms));
 }
 
 void GrantWriter::claim_idle(std::vector<StreamBatch>& out) {

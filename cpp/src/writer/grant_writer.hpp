@@ -91,6 +91,8 @@ class GrantWriter {
   void claim_idle(std::vector<StreamBatch>& out);
   void claim_dead(std::vector<StreamBatch>& out);  // step 2 by heartbeat
   void read_new(std::vector<StreamBatch>& out);
+  void read_new_per_stream(const std::vector<const redis::CampaignKeys*>& chosen, bool block,
+                           std::vector<StreamBatch>& out);
   // True when the batch is finished with (written, dead-lettered or left pending to come
   // back); false when it must be retried after *wait_ms (the database is down, or the
   // breaker says wait).
