@@ -142,7 +142,8 @@ test-asan:
 	$(call cmake_build,build/asan,-DCOUPONCORE_SANITIZE=address$(,)undefined -DCOUPONCORE_BUILD_BENCH=OFF,$(NO_ASLR))
 	$(ASAN_ENV) $(WITH_ENV) $(NO_ASLR) $(call CTEST,build/asan)
 
-test-python: venv
+# deps-alerts: tests/python/test_alerts_e2e.py runs Prometheus and Alertmanager.
+test-python: venv deps-alerts
 	$(WITH_ENV) $(VPY) -m pytest $(PYTEST_ARGS)
 
 # The repaired wheel installed into a fresh venv (tests/wheel): auditwheel's tag, every library

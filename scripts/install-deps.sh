@@ -3,20 +3,23 @@
 #
 #   scripts/install-deps.sh            build packages (compiler, CMake, Ninja, libraries, GoogleTest, ...)
 #   scripts/install-deps.sh --servers  also Redis and PostgreSQL, for `make test`
-#   scripts/install-deps.sh --alerts   also promtool and amtool (prometheus, prometheus-alertmanager),
-#                                      for `make test-alerts`; `--servers` includes them
+#   scripts/install-deps.sh --alerts   also Prometheus and Alertmanager with promtool and amtool,
+#                                      for `make test-alerts` and `test-python`; `--servers` includes them
+#   scripts/install-deps.sh --browser  also chromium, for the ops page's browser test; `--servers`
+#                                      includes it
 #
 # Idempotent and cheap when nothing is missing: every package is checked with dpkg first, and
 # apt-get (update + install) only runs for the missing ones. Uses sudo when not run as root.
 set -euo pipefail
 
-usage() { sed -n '2,10s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,12s/^# \{0,1\}//p' "$0"; }
 
-servers=0 alerts=0
+servers=0 alerts=0 browser=0
 for arg in "$@"; do
   case "$arg" in
-    --servers) servers=1 alerts=1 ;;
+    --servers) servers=1 alerts=1 browser=1 ;;
     --alerts) alerts=1 ;;
+    --browser) browser=1 ;;
     -h | --help) usage; exit 0 ;;
     *) echo "install-deps: unknown argument: $arg" >&2; usage >&2; exit 2 ;;
   esac
@@ -33,13 +36,20 @@ if ((servers)); then
   # wrk is the HTTP load tool of `couponcore bench http`.
   packages+=(redis-server postgresql postgresql-client wrk)
 fi
-# Installed without recommends (no node exporter): only their checkers are used, promtool (in
-# prometheus) and amtool (in prometheus-alertmanager). Debian starts both daemons where systemd
+# Installed without recommends (no node exporter): their checkers, promtool (in
+# prometheus) and amtool (in prometheus-alertmanager), and the servers the alerts end-to-end test
+# starts on ports of its own (tests/python/test_alerts_e2e.py). Debian starts both daemons where systemd
 # runs; they are not needed (`systemctl disable --now prometheus prometheus-alertmanager`).
 lean=()
+# Debian's chromium, driven headless by playwright (tests/python/test_ops_page.py); no recommends
+# (no desktop integration; its fontconfig brings the DejaVu fonts the screenshots use).
+if ((browser)); then
+  lean+=(chromium)
+  packages+=(chromium)
+fi
 if ((alerts)); then
   lean+=(prometheus prometheus-alertmanager)
-  packages+=("${lean[@]}")
+  packages+=(prometheus prometheus-alertmanager)
 fi
 
 missing=() missing_lean=()

@@ -218,6 +218,17 @@ void register_engine(py::module_& m) {
         }
         return to_record(st);
       })
+      .def("gate_issued", [](PyEngine& self, py::object campaign_id) -> py::object {
+        Engine& e = self.get();
+        const int64_t cid = to_i64(campaign_id, "campaign_id");
+        int64_t n;
+        {
+          py::gil_scoped_release nogil;
+          n = e.gate_issued(cid);
+        }
+        if (n < 0) return py::none();
+        return py::int_(n);
+      })
       .def("drain", [](PyEngine& self, py::object timeout) {
         Engine& e = self.get();
         const double timeout_s = to_timeout_s(timeout, "timeout_s");
@@ -234,6 +245,48 @@ void register_engine(py::module_& m) {
         }
         return to_records(b);
       })
+      .def("writers", [](PyEngine& self, bool pending) {
+        Engine& e = self.get();
+        std::vector<WriterInfo> w;
+        {
+          py::gil_scoped_release nogil;
+          w = e.writers(pending);
+        }
+        return to_records(w);
+      }, py::arg("pending") = true)
+      .def("list_dead_letters", [](PyEngine& self, py::object campaign_id, py::object after, py::object limit) {
+        Engine& e = self.get();
+        const int64_t cid = campaign_id.is_none() ? 0 : to_i64(campaign_id, "campaign_id");
+        if (!campaign_id.is_none() && cid <= 0) raise(ErrorCode::kNotFound, "campaign " + std::to_string(cid) + " not found");
+        const std::string a = after.is_none() ? std::string() : to_str(after, "after");
+        const int64_t n = to_i64(limit, "limit");
+        std::vector<DeadLetter> ds;
+        {
+          py::gil_scoped_release nogil;
+          ds = e.list_dead_letters(cid, a, n);
+        }
+        return to_records(ds);
+      }, py::arg("campaign_id") = py::none(), py::arg("after") = py::none(), py::arg("limit") = 100)
+      .def("dead_letter", [](PyEngine& self, py::object campaign_id, py::object id, py::object op) {
+        Engine& e = self.get();
+        const int64_t cid = to_i64(campaign_id, "campaign_id");
+        const std::string i = to_str(id, "id");
+        const std::string what = to_str(op, "op");
+        DeadLetter d;
+        {
+          py::gil_scoped_release nogil;
+          if (what == "get") {
+            d = e.get_dead_letter(cid, i);
+          } else if (what == "redrive") {
+            d = e.redrive_dead_letter(cid, i);
+          } else if (what == "drop") {
+            d = e.drop_dead_letter(cid, i);
+          } else {
+            throw Error(ErrorCode::kInvalidArgument, "op must be 'get', 'redrive' or 'drop'");
+          }
+        }
+        return to_record(d);
+      }, py::arg("campaign_id"), py::arg("id"), py::arg("op") = "get")
       .def("reconcile", [](PyEngine& self, py::object campaign_id) {
         Engine& e = self.get();
         int64_t cid = to_i64(campaign_id, "campaign_id");
@@ -258,8 +311,12 @@ void register_engine(py::module_& m) {
         d["grants_written"] = k.grants_written;
         d["dead_lettered"] = k.dead_lettered;
         d["writer_failures"] = k.writer_failures;
+        d["writer_claimed"] = k.writer_claimed;
         d["queued_requests"] = k.queued_requests;
         d["queue_refused"] = k.queue_refused;
+        d["coupon_uses"] = k.coupon_uses;
+        d["coupon_cancels"] = k.coupon_cancels;
+        d["coupon_uses_refused"] = k.coupon_uses_refused;
         py::dict by;
         for (int i = 0; i < 5; ++i) by[issue_status_name(static_cast<IssueStatus>(i))] = k.by_status[i];
         d["by_status"] = by;

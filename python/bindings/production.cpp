@@ -10,6 +10,7 @@
 
 #include "args.hpp"
 #include "convert.hpp"
+#include "records.hpp"
 #include "couponcore/engine.hpp"
 #include "couponcore/worker.hpp"
 
@@ -30,6 +31,8 @@ void read_writer_options(OptionReader& r, WriterOptions& w) {
   r.get("writer_breaker_failures", w.breaker_failures);
   r.get("writer_campaigns_refresh_ms", w.campaigns_refresh_ms);
   r.get("writer_streams_per_read_max", w.streams_per_read_max);
+  r.get("writer_heartbeat_interval_ms", w.heartbeat_interval_ms);
+  r.get("writer_dead_after_ms", w.dead_after_ms);
 }
 
 ProductionOptions production_options(py::dict d) {
@@ -120,6 +123,27 @@ class PyWorker {
     std::lock_guard lock(mu_);
     return stats_dict(stats_);
   }
+  // The grant log's backlog over a connection of its own (opened at the first call): for the
+  // metrics endpoint's thread, while run_worker runs on its own.
+  py::list log_backlog() {
+    std::vector<LogBacklog> b;
+    {
+      py::gil_scoped_release nogil;
+      std::lock_guard lock(backlog_mu_);
+      if (!backlog_) {
+        backlog_ = std::make_unique<LogBacklogReader>(options_.redis_url, options_.key_prefix);
+      }
+      b = backlog_->read();
+    }
+    return to_records(b);
+  }
+  // Live writer consumers of the deployment (by heartbeat), over the same connection.
+  int64_t writers_alive() {
+    py::gil_scoped_release nogil;
+    std::lock_guard lock(backlog_mu_);
+    if (!backlog_) backlog_ = std::make_unique<LogBacklogReader>(options_.redis_url, options_.key_prefix);
+    return backlog_->writers_alive(options_.writer.dead_after_ms);
+  }
 
  private:
   WorkerOptions options_;
@@ -129,6 +153,8 @@ class PyWorker {
   std::mutex mu_;
   WorkerStats stats_;
   std::exception_ptr error_;
+  std::mutex backlog_mu_;
+  std::unique_ptr<LogBacklogReader> backlog_;
 };
 
 }  // namespace
@@ -168,7 +194,9 @@ void register_production(py::module_& m) {
       .def("stop", &PyWorker::stop)
       .def("join", [](PyWorker& w, py::object timeout) { return w.join(to_timeout_s(timeout, "timeout_s")); },
            py::arg("timeout_s"))
-      .def("stats", &PyWorker::stats);
+      .def("stats", &PyWorker::stats)
+      .def("log_backlog", &PyWorker::log_backlog)
+      .def("writers_alive", &PyWorker::writers_alive);
 }
 
 }  // namespace couponcore::py_bindings

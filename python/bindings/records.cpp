@@ -71,7 +71,35 @@ const Record kLogBacklog{"LogBacklog",
     field<LB>("entries", &LB::entries),
     field<LB>("pending", &LB::pending),
     field<LB>("oldest_pending_age_ms", &LB::oldest_pending_age_ms),
-    field<LB>("dead_letters", &LB::dead_letters)};
+    field<LB>("dead_letters", &LB::dead_letters),
+    field<LB>("oldest_unread_age_ms", &LB::oldest_unread_age_ms)};
+
+using WI = WriterInfo;
+const Record kWriterInfo{"WriterInfo",
+    field<WI>("consumer", &WI::consumer),
+    field<WI>("alive", &WI::alive),
+    field<WI>("last_beat_age_ms",
+              [](const WI& w) { return w.last_beat_age_ms >= 0 ? std::optional<int64_t>(w.last_beat_age_ms) : std::nullopt; }),
+    field<WI>("pending", &WI::pending)};
+
+using DL = DeadLetter;
+const Record kDeadLetter{"DeadLetter",
+    field<DL>("campaign_id", &DL::campaign_id),
+    field<DL>("id", &DL::id),
+    field<DL>("entry_id", &DL::entry_id),
+    field<DL>("reason", &DL::reason),
+    field<DL>("deliveries", &DL::deliveries),
+    field<DL>("redrives", &DL::redrives),
+    field<DL>("seq", &DL::seq),
+    field<DL>("user_ordinal", &DL::user_ordinal),
+    field<DL>("user_id", &DL::user_id),
+    field<DL>("request_id", &DL::request_id),
+    field<DL>("dead_lettered_at_us", &DL::dead_lettered_at_us),
+    field<DL>("fields", [](const DL& d) {
+      py::dict f;
+      for (const auto& [k, v] : d.fields) f[py::str(k)] = py::str(v);
+      return f;
+    })};
 
 using RR = ReconcileReport;
 const Record kReconcileReport{"ReconcileReport",
@@ -228,6 +256,8 @@ const Record kWalletCounters{"WalletCounters",
 py::tuple to_record(const Campaign& v) { return kCampaign.tuple(v); }
 py::tuple to_record(const CampaignStats& v) { return kCampaignStats.tuple(v); }
 py::tuple to_record(const LogBacklog& v) { return kLogBacklog.tuple(v); }
+py::tuple to_record(const WriterInfo& v) { return kWriterInfo.tuple(v); }
+py::tuple to_record(const DeadLetter& v) { return kDeadLetter.tuple(v); }
 py::tuple to_record(const Coupon& v) { return kCoupon.tuple(v); }
 py::tuple to_record(const UseResult& v) { return kUseResult.tuple(v); }
 py::tuple to_record(const CouponPage& v) { return kCouponPage.tuple(v); }
@@ -271,6 +301,8 @@ void register_records(py::module_& m) {
   publish(kIssueResult);
   publish(kCampaignStats);
   publish(kLogBacklog);
+  publish(kWriterInfo);
+  publish(kDeadLetter);
   publish(kReconcileReport);
   publish(kCoupon);
   publish(kUseResult);

@@ -108,6 +108,8 @@ class Record {
 py::tuple to_record(const Campaign& v);
 py::tuple to_record(const CampaignStats& v);
 py::tuple to_record(const LogBacklog& v);
+py::tuple to_record(const WriterInfo& v);
+py::tuple to_record(const DeadLetter& v);
 py::tuple to_record(const Coupon& v);
 py::tuple to_record(const UseResult& v);
 py::tuple to_record(const CouponPage& v);

@@ -24,7 +24,7 @@ from ._core import (
     Unauthenticated,
     Unavailable,
 )
-from ._engine import Campaigns, Coupons, Engine, Partners, Scope, migrate, open
+from ._engine import Campaigns, Coupons, DeadLetters, Engine, Partners, Scope, migrate, open
 from ._types import (
     Campaign,
     CampaignStats,
@@ -32,12 +32,14 @@ from ._types import (
     CouponCounts,
     CouponPage,
     CouponState,
+    DeadLetter,
     ExpireReport,
     LogBacklog,
     Partner,
     PartnerKey,
     Status,
     UseResult,
+    WriterInfo,
 )
 from ._wallet import Balance, CheckoutCancelResult, CheckoutResult, HistoryPage, Points, WalletEntry, WalletResult
 
@@ -57,6 +59,8 @@ __all__ = [
     "Closed",
     "Conflict",
     "Coupon",
+    "DeadLetter",
+    "DeadLetters",
     "CouponCounts",
     "CouponPage",
     "CouponState",
@@ -78,6 +82,7 @@ __all__ = [
     "Status",
     "Unauthenticated",
     "Unavailable",
+    "WriterInfo",
     "UseResult",
     "migrate",
     "open",

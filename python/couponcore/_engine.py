@@ -22,7 +22,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any, Callable, Optional, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
 
 from . import _core
 from ._types import (
@@ -32,16 +32,21 @@ from ._types import (
     CouponCounts,
     CouponPage,
     CouponState,
+    DeadLetter,
     ExpireReport,
     LogBacklog,
     Partner,
     PartnerKey,
     TimeLike,
     UseResult,
+    WriterInfo,
     from_core,
     to_us,
 )
 from ._wallet import CheckoutCancelResult, CheckoutResult, Points, PointsAdmin
+
+if TYPE_CHECKING:
+    from .jobs import Jobs
 
 DEFAULT_PATH = "couponcore.db"
 COUPON_PAGE_DEFAULT = 50  # limits::kCouponPageDefault; at most 1,000 (docs/limits.md)
@@ -257,6 +262,73 @@ class Partners:
         return [from_core(Partner, t) for t in self._core.list_partners(after, limit)]
 
 
+class DeadLetters:
+    """Dead letters as a tool (``engine.dead_letters``): grants that left the grant log without
+    reaching PostgreSQL -- a malformed entry, or a grant the store refused on its
+    ``writer_dead_letter_after_deliveries``-th delivery. List and inspect them, re-drive a grant
+    once its cause is fixed, or drop it (the grant is void; the gate gets its seq and the user's
+    slot back). Production only: the embedded engine has no grant log (``list()`` is empty,
+    the others raise NotFound). Semantics and invariants: docs/dead-letters.md."""
+
+    PAGE_MAX = 1000  # kDeadLettersPageMax
+
+    def __init__(self, engine: Engine) -> None:
+        self._core = engine._core
+
+    def list(
+        self, campaign_id: Optional[int] = None, *, after: Optional[str] = None, limit: int = 100
+    ) -> builtins.list[DeadLetter]:
+        """Records of one campaign, or of every campaign (``campaign_id=None``), ordered by
+        (campaign, id), at most ``limit`` (1..1000). Page with ``after``: the last record's
+        ``id`` for one campaign; ``f"{d.campaign_id}:{d.id}"`` across campaigns."""
+        return [from_core(DeadLetter, t) for t in self._core.list_dead_letters(campaign_id, after, limit)]
+
+    def get(self, campaign_id: int, id: str) -> DeadLetter:
+        """One record; NotFound if it is not (or no longer) there."""
+        return from_core(DeadLetter, self._core.dead_letter(campaign_id, id, "get"))
+
+    def redrive(self, campaign_id: int, id: str) -> DeadLetter:
+        """Put the record's grant back into the grant log (same seq, user, request) and delete
+        the record, atomically; the writers then write it like any grant. Returns the record.
+        NotFound if it is gone (a second redrive of the same id)."""
+        return from_core(DeadLetter, self._core.dead_letter(campaign_id, id, "redrive"))
+
+    def drop(self, campaign_id: int, id: str) -> DeadLetter:
+        """Void the record's grant: delete it and, atomically, give the gate back its seq (unless
+        a row holds it) and the user's slot; its coupon then answers NotFound. Returns the
+        record. NotFound if it is gone."""
+        return from_core(DeadLetter, self._core.dead_letter(campaign_id, id, "drop"))
+
+    def redrive_all(self, campaign_id: Optional[int] = None) -> int:
+        """Re-drive every record of one campaign (or of all), page by page; returns how many
+        were re-driven (a record another process took meanwhile is skipped)."""
+        done = 0
+        after: Optional[str] = None
+        while True:
+            page = self.list(campaign_id, after=after, limit=self.PAGE_MAX)
+            for d in page:
+                try:
+                    self.redrive(d.campaign_id, d.id)
+                    done += 1
+                except _core.NotFound:
+                    pass
+            if len(page) < self.PAGE_MAX:
+                return done
+            last = page[-1]
+            after = last.id if campaign_id is not None else f"{last.campaign_id}:{last.id}"
+
+    async def alist(
+        self, campaign_id: Optional[int] = None, *, after: Optional[str] = None, limit: int = 100
+    ) -> builtins.list[DeadLetter]:
+        return await _offload(functools.partial(self.list, campaign_id, after=after, limit=limit))
+
+    async def aredrive(self, campaign_id: int, id: str) -> DeadLetter:
+        return await _offload(self.redrive, campaign_id, id)
+
+    async def adrop(self, campaign_id: int, id: str) -> DeadLetter:
+        return await _offload(self.drop, campaign_id, id)
+
+
 class Scope:
     """An engine seen by one partner: campaigns, issuance and coupons of that partner only.
 
@@ -403,6 +475,14 @@ class Scope:
     async def astats(self, campaign_id: int) -> CampaignStats:
         return await _offload(self.stats, campaign_id)
 
+    def gate_issued(self, campaign_id: int) -> Optional[int]:
+        """Coupons the gate has granted so far (durable; the store catches up as the writers
+        drain the grant log), read without side effects: ``quantity - gate_issued`` is the stock
+        left. None while the production gate's state is not in Redis (it is rebuilt from the log,
+        the dead letters and the store at the campaign's next issue)."""
+        self._check(campaign_id)
+        return self._core.gate_issued(campaign_id)
+
     def __repr__(self) -> str:
         return f"<couponcore.Scope partner={self._partner_id}>"
 
@@ -424,6 +504,12 @@ class Engine(Scope):
         self._cleanup: list[Callable[[], None]] = []
         # Why checkout cannot work here (its coupons and wallets are not in one database).
         self._checkout_refusal: Optional[str] = None
+        self._postgres_url: Optional[str] = None  # production: where engine.jobs keeps its jobs
+        self._migrate = True
+        self._jobs: Optional[Jobs] = None
+        # Where the store is, for Python-side tables (couponcore.bulk's checkpoints):
+        # ("postgres", url), ("sqlite", path) or ("memory", None).
+        self._store: tuple[str, Optional[str]] = ("memory", None)
 
     def _wallets(self) -> _core.Wallets:
         """The native wallet engine, opened on first use (it has its own connections and thread)."""
@@ -443,6 +529,23 @@ class Engine(Scope):
     def points(self) -> PointsAdmin:
         """Partner 0's point wallets, and the operator's wallet jobs (expire, audit)."""
         return PointsAdmin(self._wallets, 0)
+
+    @property
+    def jobs(self) -> Jobs:
+        """The maintenance jobs (``couponcore.jobs.Jobs``, procrastinate): run, queue, list,
+        re-run, cancel, and the in-process periodic runner. Needs ``couponcore[jobs]``."""
+        if self._jobs is None:
+            with self._wallets_lock:
+                if self._jobs is None:
+                    if self._core.closed:
+                        raise _core.Closed("the engine is closed")
+                    from .jobs import Jobs
+                    from .jobs._store import migrate as migrate_jobs
+
+                    if self._postgres_url is not None and self._migrate:
+                        migrate_jobs(self._postgres_url)
+                    self._jobs = Jobs(self, dsn=self._postgres_url)
+        return self._jobs
 
     @property
     def kind(self) -> str:
@@ -509,12 +612,25 @@ class Engine(Scope):
         """Monotonic counters since open (requests, issued, batches, commits, ...)."""
         return self._core.counters()
 
+    @property
+    def dead_letters(self) -> DeadLetters:
+        """The grant log's dead letters: list / get / redrive / drop (docs/dead-letters.md)."""
+        return DeadLetters(self)
+
     def log_backlog(self) -> list[LogBacklog]:
         """The grant log's backlog, one value per campaign with a log, by campaign id: entries
         waiting, entries pending at a writer, the oldest pending entry's age (on the Redis
         server's clock) and dead letters. Production only, at most 10,000 campaigns (the newest
         ids) per call; the embedded engine returns ``[]`` (its log is the SQLite commit itself)."""
         return [from_core(LogBacklog, t) for t in self._core.log_backlog()]
+
+    def writers(self, *, pending: bool = True) -> list[WriterInfo]:
+        """The deployment's grant writers by heartbeat, by consumer name: every writer consumer
+        (in-process or ``couponcore worker``) beats on the Redis server's clock about every
+        second; one silent for ``writer_dead_after_ms`` (3 s) is dead and a live writer takes
+        its pending entries over. With ``pending=False`` only the heartbeats are read (one round
+        trip, ``pending`` is 0): for probes. Production only (the embedded engine returns ``[]``)."""
+        return [from_core(WriterInfo, t) for t in self._core.writers(pending)]
 
     def metrics_text(self) -> str:
         """The engine's metrics in Prometheus text format (see ``couponcore.metrics``)."""
@@ -524,6 +640,8 @@ class Engine(Scope):
 
     def close(self) -> None:
         """Finish what is queued, stop the engine's threads. Later calls raise Closed."""
+        if self._jobs is not None:
+            self._jobs.close()  # the in-process runner finishes the job in hand first
         with self._wallets_lock:
             if self._wallets_native is not None:
                 self._wallets_native.close()
@@ -616,7 +734,10 @@ def open(  # noqa: A001
             auth_cache_ttl_ms=_auth_ttl_ms(auth_cache_ttl_s),
             auth_cache_entries_max=auth_cache_entries_max,
         )
-        return Engine(_core.open_production(opts), lambda: _core.open_wallets_postgres(postgres, wallet_opts))
+        engine = Engine(_core.open_production(opts), lambda: _core.open_wallets_postgres(postgres, wallet_opts))
+        engine._postgres_url, engine._migrate = postgres, bool(migrate)
+        engine._store = ("postgres", postgres)
+        return engine
     if options:
         raise _core.InvalidArgument(f"unknown options for the embedded engine: {sorted(options)}")
     if wallet_opts.get("wallet_committers") not in (None, 1):
@@ -640,6 +761,7 @@ def open(  # noqa: A001
         )
     else:
         engine._open_wallets = lambda: _core.open_wallets_embedded(path, synchronous_full, wallet_opts)
+        engine._store = ("sqlite", path)
     return engine
 
 

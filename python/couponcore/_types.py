@@ -202,6 +202,42 @@ class LogBacklog:
     pending: int  # delivered to a writer, not yet acknowledged
     oldest_pending_age_ms: int  # Redis server time minus the oldest pending entry's id time; 0: none
     dead_letters: int  # entries in the campaign's dead-letter stream
+    oldest_unread_age_ms: int = 0  # Redis server time minus the oldest entry no writer has read yet; 0: none
+
+
+@record("WriterInfo")
+@dataclass(frozen=True)
+class WriterInfo:
+    """One grant-writer consumer of the deployment as its heartbeat shows it (production): every
+    consumer that beats, and every consumer holding entries (one that never beat is an older
+    version; its entries are taken over after ``writer_claim_idle_ms``)."""
+
+    consumer: str  # its name in the consumer group "writers"
+    alive: bool  # it beat within writer_dead_after_ms, on the Redis server's clock
+    last_beat_age_ms: Optional[int]  # Redis server time minus its last beat; None: it never beat
+    pending: int  # entries delivered to it and not acknowledged, over all campaigns
+
+
+@record("DeadLetter")
+@dataclass(frozen=True)
+class DeadLetter:
+    """One record of a campaign's dead-letter stream (production): a grant that left the grant
+    log without reaching PostgreSQL, with why. A refused grant's record names it (``seq``,
+    ``user_id``, ``request_id``); a malformed entry's record has only its raw ``fields``.
+    See docs/dead-letters.md."""
+
+    campaign_id: int
+    id: str  # the dead-letter stream id, "<ms>-<n>"
+    entry_id: str  # the grant-log entry it came from
+    reason: str
+    deliveries: int  # deliveries of that entry before it was dead-lettered
+    seq: Optional[int]
+    user_id: Optional[str]
+    request_id: Optional[str]
+    dead_lettered_at: _dt.datetime = field(metadata=core("dead_lettered_at_us", from_us))
+    fields: dict[str, str]  # the entry's own fields, raw (c s u o r t for a refused grant)
+    user_ordinal: Optional[int]  # the user's n-th coupon of the campaign
+    redrives: int  # times its grant was re-driven and dead-lettered again
 
 
 class CouponState(str, enum.Enum):

@@ -621,6 +621,12 @@ def bench_reconcile(**kwargs: Any) -> dict[str, Any]:
     return run(**kwargs)
 
 
+def bench_bulk(**kwargs: Any) -> dict[str, Any]:
+    from ._bench_bulk import bench_bulk as run
+
+    return run(**kwargs)
+
+
 BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {
     "embedded": bench_embedded,
     "embedded-threads": bench_embedded_threads,
@@ -630,6 +636,7 @@ BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {
     "http": bench_http,
     "wallet": bench_wallet,
     "reconcile": bench_reconcile,
+    "bulk": bench_bulk,
     "cluster": bench_cluster,
     "shards": bench_shards,
 }

@@ -28,6 +28,16 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _port(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port: 1..65535")
+    return v
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="couponcore",
@@ -65,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--consumer-name", default="", help="consumer name base (default host-pid)")
     w.add_argument("--no-migrate", action="store_true", help="do not apply migrations at start")
     w.add_argument("--report-s", type=float, default=10.0, help="print stats every this many seconds (0: never)")
+    w.add_argument(
+        "--metrics-port", type=_port, default=None, help="serve Prometheus metrics at GET /metrics on this port"
+    )
+    w.add_argument("--metrics-host", default="127.0.0.1", help="address of the metrics endpoint (127.0.0.1)")
 
     sv = sub.add_parser(
         "serve",
@@ -90,7 +104,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="create a partner at start and print its API key (for trying the API)",
     )
+    sv.add_argument(
+        "--operator-key-file",
+        default=None,
+        metavar="PATH",
+        help="serve the ops page at /ops behind the operator key in this file (its first line); without it, "
+        "the COUPONCORE_OPERATOR_KEY environment variable, else /ops is off (docs/ops-page.md)",
+    )
     _servers(sv, "serve the production deployment")
+
+    from ._cli_deadletters import add_parser as add_deadletters
+
+    add_deadletters(sub, _servers)
 
     mg = sub.add_parser(
         "migrate",
@@ -98,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Apply couponcore's PostgreSQL schema migrations (idempotent).",
     )
     mg.add_argument("--postgres", required=True, help="PostgreSQL URL")
+
+    from .jobs._cli import add_parser as add_jobs_parser
+
+    add_jobs_parser(sub, _servers)
 
     b = sub.add_parser(
         "bench",
@@ -145,15 +174,29 @@ def _run_worker(args: argparse.Namespace) -> int:
         worker.stop()
         stop.set()
 
+    server = None
+    if args.metrics_port is not None:
+        from .metrics import render_worker
+        from .metrics_http import serve_metrics
+
+        # Bound before the writer starts: a port in use fails the command at once (exit 3).
+        server = serve_metrics(
+            lambda: render_worker(worker, threads=args.threads), host=args.metrics_host, port=args.metrics_port
+        )
+        print(f"couponcore worker: metrics at {server.url}", file=sys.stderr, flush=True)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    worker.start()
-    print(f"couponcore worker: writing grants with {args.threads} thread(s)", file=sys.stderr, flush=True)
-    last = time.monotonic()
-    while not worker.join(0.2):
-        if args.report_s > 0 and time.monotonic() - last >= args.report_s:
-            last = time.monotonic()
-            print(json.dumps(worker.stats()), file=sys.stderr, flush=True)
+    try:
+        worker.start()
+        print(f"couponcore worker: writing grants with {args.threads} thread(s)", file=sys.stderr, flush=True)
+        last = time.monotonic()
+        while not worker.join(0.2):
+            if args.report_s > 0 and time.monotonic() - last >= args.report_s:
+                last = time.monotonic()
+                print(json.dumps(worker.stats()), file=sys.stderr, flush=True)
+    finally:
+        if server is not None:
+            server.close()
     print(json.dumps(worker.stats()), flush=True)
     return EXIT_OK
 
@@ -170,7 +213,9 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"couponcore serve needs FastAPI and uvicorn: pip install 'couponcore[server]' ({e})", file=sys.stderr)
         return EXIT_USAGE
     from ._engine import open as open_engine
+    from .ops import read_operator_key_file
 
+    operator_key = read_operator_key_file(args.operator_key_file) if args.operator_key_file else None
     if args.redis is not None:
         engine = open_engine(redis=args.redis, postgres=args.postgres, key_prefix=args.key_prefix)
     else:
@@ -178,7 +223,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.create_partner:
         key = engine.partners.create(args.create_partner)
         print(f"partner {key.partner.id} ({key.partner.name}): X-API-KEY {key.api_key}", flush=True)
-    app = create_app(engine, close_engine_on_shutdown=True)
+    app = create_app(engine, close_engine_on_shutdown=True, operator_key=operator_key)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, loop=args.loop)
     return EXIT_OK
 
@@ -225,12 +270,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _serve(args)
         if args.command == "worker":
             return _run_worker(args)
+        if args.command == "deadletters":
+            from ._cli_deadletters import run as run_deadletters
+
+            return run_deadletters(args)
         if args.command == "migrate":
             from ._engine import migrate
 
             n = migrate(args.postgres)
             print(f"couponcore migrate: {n} migration(s) applied")
+            from .jobs._cli import migrate_if_installed
+
+            steps = migrate_if_installed(args.postgres)
+            if steps is not None:
+                print(f"couponcore migrate: jobs schema (procrastinate): {steps} step(s) applied")
             return EXIT_OK
+        if args.command == "jobs":
+            from .jobs._cli import main as jobs_main
+
+            return jobs_main(args)
         if args.command == "bench":
             import json
 

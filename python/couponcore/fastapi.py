@@ -31,6 +31,7 @@ from starlette.routing import Route
 
 from . import _core
 from ._engine import Engine
+from ._health import health
 from ._types import (
     ISSUE_RESULT_TYPES,
     Campaign,
@@ -297,7 +298,7 @@ def create_router(engine: Engine, *, fast_issue: bool = True) -> APIRouter:
 
     @router.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, Any]:
-        return {"status": "ok" if not engine.closed else "closed", "engine": engine.kind}
+        return await _offload(health, engine)  # degraded (200) without a live grant writer: _health.py
 
     @router.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
     async def metrics() -> str:
@@ -610,10 +611,17 @@ async def _offload(fn: Any, *args: Any) -> Any:
 
 
 def create_app(
-    engine: Engine, *, title: str = "couponcore", close_engine_on_shutdown: bool = False, fast_issue: bool = True
+    engine: Engine,
+    *,
+    title: str = "couponcore",
+    close_engine_on_shutdown: bool = False,
+    fast_issue: bool = True,
+    operator_key: Optional[str] = None,
 ) -> FastAPI:
     """A FastAPI app serving ``create_router(engine, fast_issue=fast_issue)`` with couponcore's
-    error mapping."""
+    error mapping, and the ops page at ``/ops`` when an operator key is given (``operator_key``,
+    else the COUPONCORE_OPERATOR_KEY environment variable; without one ``/ops`` is 404). See
+    docs/ops-page.md."""
     from contextlib import asynccontextmanager
 
     @asynccontextmanager
@@ -632,6 +640,12 @@ def create_app(
     install_error_handlers(app)
     app.include_router(create_router(engine, fast_issue=fast_issue))
     app.state.couponcore_engine = engine
+    from .ops import operator_key_from_env
+    from .ops.asgi import add_ops_page
+
+    app.state.couponcore_ops = add_ops_page(
+        app, engine, operator_key if operator_key is not None else operator_key_from_env()
+    )
     return app
 
 

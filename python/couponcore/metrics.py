@@ -13,10 +13,18 @@ Names follow Prometheus conventions, all with the prefix ``couponcore_``:
 - ``couponcore_issue_latency_seconds``           histogram, submit to answer, per request
 - ``couponcore_batch_requests``                  histogram, requests per decision batch
 - ``couponcore_commit_grants``                   histogram, grants per durable write
+- ``couponcore_coupon_uses_total{outcome}``      coupon use calls: used (a replay by order id
+                                                 included), cancelled, refused (answered with an
+                                                 error: unknown, used, expired, below minimum...)
 - ``couponcore_auth_*_total``                    API-key authentications, failures, cache hits
                                                  (in-process, shared) and database lookups
 - ``couponcore_wallet_*_total``                  wallet operations, errors, replays, batches,
                                                  retries (once the wallets are open)
+
+Once the engine used ``engine.jobs``, the jobs this process ran: ``couponcore_job_runs_total``,
+``couponcore_job_duration_seconds``, ``couponcore_job_rows_total``,
+``couponcore_job_last_success_timestamp_seconds``, ``couponcore_job_schedule_interval_seconds``
+(by ``job``; docs/jobs.md).
 
 Production only, the grant log's backlog (``engine.log_backlog()``), gauges by campaign:
 
@@ -24,12 +32,33 @@ Production only, the grant log's backlog (``engine.log_backlog()``), gauges by c
 - ``couponcore_log_pending{campaign}``            entries delivered to a writer, not acknowledged
 - ``couponcore_log_oldest_pending_seconds{campaign}``  age of the oldest pending entry (Redis clock)
 - ``couponcore_dead_letters{campaign}``           entries in the campaign's dead-letter stream
+- ``couponcore_log_oldest_unread_seconds{campaign}``  age of the oldest entry no writer has read yet
+                                                 (after the group's last-delivered-id; Redis clock):
+                                                 it grows when no writer reads at all
+
+Production only, the grant writers (``engine.writers()``; see docs/production.md, "When a writer
+dies"):
+
+- ``couponcore_writers_alive``                    gauge, writer consumers of the deployment whose
+                                                 heartbeat (on the Redis clock) is younger than
+                                                 ``writer_dead_after_ms``; 0: nothing moves grants
+                                                 into PostgreSQL (alert CouponcoreNoLiveWriter)
+- ``couponcore_writer_claimed_total``             entries this process's writers took over from
+                                                 dead consumers (by heartbeat, or idle for
+                                                 ``writer_claim_idle_ms``); a standalone worker
+                                                 reports it as ``claimed`` in its stats
 
 Cardinality: one series per gauge and campaign with a grant log (every campaign created on the
 deployment, at most 10,000: the newest ids), and the values are the deployment's, so every engine
 on it exports the same ones (aggregate with ``max by (campaign)``). A scrape reads them from Redis
 (pipelined, a few commands per campaign); if Redis does not answer, the backlog gauges are left
 out of that scrape and the rest is exported.
+
+The standalone writer (``couponcore worker --metrics-port``) exports :func:`render_worker`: its
+writer counters under the names the engine's in-process writers use (``grants_written``,
+``dead_lettered``, ``writer_failures``), ``couponcore_writer_batches_total``,
+``couponcore_writer_claimed_total``, ``couponcore_writer_breaker_open``,
+``couponcore_writer_threads``, ``couponcore_worker_up`` and the same backlog gauges.
 """
 
 from __future__ import annotations
@@ -37,6 +66,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from . import _core
 from ._core import Unavailable
 
 if TYPE_CHECKING:
@@ -53,6 +83,7 @@ _COUNTERS = [
     ("grants_written", "grants_written", "Grants the in-process writers put into PostgreSQL."),
     ("dead_lettered", "dead_lettered", "Grant-log entries moved to a dead-letter stream."),
     ("writer_failures", "writer_failures", "Writer attempts that failed (database down, ...)."),
+    ("writer_claimed", "writer_claimed", "Grant-log entries the in-process writers took over from dead consumers."),
 ]
 # The engines' bounded queues (one type, util/bounded_queue.hpp): one pair of series, by queue.
 _QUEUE_DEPTH_HELP = "Work waiting in an engine queue (issue: requests; wallet: operations)."
@@ -71,6 +102,19 @@ _AUTH_COUNTERS = [
     ("auth_shared_cache_hits", "l2_hits", "Authentications answered by the shared cache in Redis."),
     ("auth_db_queries", "db_queries", "Key lookups that reached the database."),
 ]
+# Coupon lifecycle calls: (outcome label, counters() key).
+_COUPON_USE_HELP = "Coupon use calls by outcome (used, cancelled, refused: a use answered with an error)."
+_COUPON_USES = [("used", "coupon_uses"), ("cancelled", "coupon_cancels"), ("refused", "coupon_uses_refused")]
+# The standalone worker's counters (Worker.stats()): (name without _total, stats key, help). The
+# first three are the series the engine's in-process writers export.
+_HELP = {name: help_ for name, _, help_ in _COUNTERS}
+_WORKER_COUNTERS = [
+    ("grants_written", "grants_written", _HELP["grants_written"]),
+    ("dead_lettered", "dead_lettered", _HELP["dead_lettered"]),
+    ("writer_failures", "failures", _HELP["writer_failures"]),
+    ("writer_batches", "batches", "Grant batches the standalone writer committed to PostgreSQL."),
+    ("writer_claimed", "claimed", "Grant-log entries the writer took over from dead consumers."),
+]
 # The grant log's backlog: (name, LogBacklog field, scale, help); production only, by campaign.
 _LOG_GAUGES = [
     ("log_entries", "entries", 1, "Entries in the campaign's grant log not yet settled (each holds 1..2,048 grants)."),
@@ -82,9 +126,17 @@ _LOG_GAUGES = [
         "Age of the oldest pending grant-log entry, on the Redis server's clock (0: none pending).",
     ),
     ("dead_letters", "dead_letters", 1, "Entries in the campaign's dead-letter stream (grants needing an operator)."),
+    (
+        "log_oldest_unread_seconds",
+        "oldest_unread_age_ms",
+        1000,
+        "Age of the oldest grant-log entry no writer has read yet, on the Redis server's clock (0: none).",
+    ),
 ]
+_WRITERS_ALIVE_HELP = "Grant-writer consumers of the deployment with a heartbeat younger than writer_dead_after_ms."
+
 # Series only a production engine exports (the embedded engine has no grant log).
-PRODUCTION_ONLY_SERIES = frozenset(f"couponcore_{name}" for name, *_ in _LOG_GAUGES)
+PRODUCTION_ONLY_SERIES = frozenset(f"couponcore_{name}" for name, *_ in _LOG_GAUGES) | {"couponcore_writers_alive"}
 _HISTOGRAMS = [
     ("issue_latency_seconds", "Time from submit to answer of an issue request."),
     ("batch_requests", "Requests per decision batch."),
@@ -109,7 +161,18 @@ def snapshot(engine: Engine) -> dict[str, Any]:
         "auth": engine.auth_counters(),
         "wallet": wallets.counters() if wallets is not None and not wallets.closed else None,
         "log_backlog": _log_backlog(engine),
+        "writers_alive": _writers_alive(engine),
     }
+
+
+def _writers_alive(engine: Engine) -> int | None:
+    """Live writer consumers of the deployment; None (no series) when embedded or Redis is away."""
+    if engine.kind != "production":
+        return None
+    try:
+        return sum(1 for w in engine.writers(pending=False) if w.alive)
+    except Unavailable:
+        return None
 
 
 def _log_backlog(engine: Engine) -> list[LogBacklog]:
@@ -122,9 +185,8 @@ def _log_backlog(engine: Engine) -> list[LogBacklog]:
         return []
 
 
-def _log_gauges(snap: dict[str, Any]) -> Iterator[tuple[str, str, list[tuple[str, float]]]]:
+def _log_gauges(backlog: list[Any]) -> Iterator[tuple[str, str, list[tuple[str, float]]]]:
     """(name, help, [(campaign, value)]) of every backlog gauge; nothing without a grant log."""
-    backlog = snap["log_backlog"]
     if not backlog:
         return
     for name, key, scale, help_ in _LOG_GAUGES:
@@ -169,10 +231,12 @@ def render(engine: Engine) -> str:
     out.append(f"# HELP couponcore_queue_refused_total {_QUEUE_REFUSED_HELP}")
     out.append("# TYPE couponcore_queue_refused_total counter")
     out.extend(f'couponcore_queue_refused_total{{queue="{q}"}} {refused}' for q, _, refused in queues)
-    for name, help_, samples in _log_gauges(snap):
-        out.append(f"# HELP couponcore_{name} {help_}")
-        out.append(f"# TYPE couponcore_{name} gauge")
-        out.extend(f'couponcore_{name}{{campaign="{cid}"}} {_fmt(v)}' for cid, v in samples)
+    out.append(f"# HELP couponcore_coupon_uses_total {_COUPON_USE_HELP}")
+    out.append("# TYPE couponcore_coupon_uses_total counter")
+    out.extend(f'couponcore_coupon_uses_total{{outcome="{o}"}} {c[key]}' for o, key in _COUPON_USES)
+    out.extend(_render_log_gauges(snap["log_backlog"]))
+    if snap["writers_alive"] is not None:
+        out.extend(_gauge("writers_alive", _WRITERS_ALIVE_HELP, snap["writers_alive"]))
     for name, help_ in _HISTOGRAMS:
         hist = h[name]
         out.append(f"# HELP couponcore_{name} {help_}")
@@ -182,6 +246,57 @@ def render(engine: Engine) -> str:
             out.append(f'couponcore_{name}_bucket{{le="{_fmt(bound)}"}} {count}')
         out.append(f"couponcore_{name}_sum {_fmt(hist['sum'])}")
         out.append(f"couponcore_{name}_count {hist['count']}")
+    jobs = engine._jobs  # the jobs this process ran (couponcore.jobs), never opened here
+    if jobs is not None:
+        out.extend(jobs.metrics_lines())
+    return "\n".join(out) + "\n"
+
+
+def _gauge(name: str, help_: str, value: float) -> list[str]:
+    return [f"# HELP couponcore_{name} {help_}", f"# TYPE couponcore_{name} gauge", f"couponcore_{name} {_fmt(value)}"]
+
+
+def _render_log_gauges(backlog: list[Any]) -> Iterator[str]:
+    for name, help_, samples in _log_gauges(backlog):
+        yield f"# HELP couponcore_{name} {help_}"
+        yield f"# TYPE couponcore_{name} gauge"
+        yield from (f'couponcore_{name}{{campaign="{cid}"}} {_fmt(v)}' for cid, v in samples)
+
+
+def worker_log_backlog(worker: _core.Worker) -> list[LogBacklog]:
+    """The grant log's backlog read by a standalone worker (``_core.Worker``); [] when Redis does
+    not answer, as for an engine."""
+    from ._types import LogBacklog, from_core
+
+    try:
+        return [from_core(LogBacklog, t) for t in worker.log_backlog()]
+    except Unavailable:
+        return []
+
+
+def render_worker(worker: _core.Worker, *, threads: int) -> str:
+    """The standalone writer's metrics (``couponcore worker --metrics-port``) in the Prometheus
+    text format: its counters (``worker.stats()``), the breaker, and the grant log's backlog."""
+    stats = worker.stats()
+    out: list[str] = []
+    for name, key, help_ in _WORKER_COUNTERS:
+        out.append(f"# HELP couponcore_{name}_total {help_}")
+        out.append(f"# TYPE couponcore_{name}_total counter")
+        out.append(f"couponcore_{name}_total {stats[key]}")
+    for name, help_, value in (
+        ("worker_up", "1 while the standalone writer process runs.", 1),
+        ("writer_threads", "Writer threads of the standalone writer.", threads),
+        ("writer_breaker_open", "1 while the writer's circuit breaker is open (PostgreSQL failing).",
+         int(stats["breaker_open"])),
+    ):
+        out.extend(_gauge(name, help_, value))
+    out.extend(_render_log_gauges(worker_log_backlog(worker)))
+    try:
+        alive = worker.writers_alive()
+    except Unavailable:
+        pass  # Redis away: no series this scrape, like the backlog gauges
+    else:
+        out.extend(_gauge("writers_alive", _WRITERS_ALIVE_HELP, alive))
     return "\n".join(out) + "\n"
 
 
@@ -214,13 +329,21 @@ class CouponcoreCollector:
             refused.add_metric([q], n_refused)
         yield depth
         yield refused
-        for name, help_, samples in _log_gauges(snap):
+        uses = CounterMetricFamily("couponcore_coupon_uses", _COUPON_USE_HELP, labels=["outcome"])
+        for o, key in _COUPON_USES:
+            uses.add_metric([o], c[key])
+        yield uses
+        for name, help_, samples in _log_gauges(snap["log_backlog"]):
             gauge = GaugeMetricFamily(f"couponcore_{name}", help_, labels=["campaign"])
             for cid, v in samples:
                 gauge.add_metric([cid], v)
             yield gauge
+        if snap["writers_alive"] is not None:
+            yield GaugeMetricFamily("couponcore_writers_alive", _WRITERS_ALIVE_HELP, value=snap["writers_alive"])
         for name, help_ in _HISTOGRAMS:
             hist = h[name]
             bounds = [*hist["upper_bounds"], float("inf")]
             buckets = [(_fmt(b), n) for b, n in zip(bounds, hist["cumulative_counts"])]
             yield HistogramMetricFamily(f"couponcore_{name}", help_, buckets=buckets, sum_value=hist["sum"])
+        if self._engine._jobs is not None:  # the jobs this process ran (couponcore.jobs)
+            yield from self._engine._jobs.metrics_families()

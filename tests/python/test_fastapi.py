@@ -279,7 +279,7 @@ def test_issue_fast_path_answers_exactly_like_the_documented_route(engine: coupo
     def same_shape(a: Any, cid: int) -> str:  # coupon ids and messages name the campaign
         if isinstance(a, dict) and a.get("coupon_id") is not None:
             a = {**a, "coupon_id": a["coupon_id"] - (cid << 32)}
-        return json.dumps(a).replace(f"campaign {cid}", "campaign CID")
+        return re.sub(rf"campaign {cid}\b", "campaign CID", json.dumps(a))  # not "campaign 999..." for cid 9
 
     for f, s_ in zip(fast, slow):
         assert (f[0], f[1], same_shape(f[2], fast_campaign), f[3]) == (

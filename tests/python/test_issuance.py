@@ -15,6 +15,7 @@ from couponcore import Status
 
 def test_issue_until_sold_out(engine: couponcore.Engine) -> None:
     c = engine.campaigns.create("drop", quantity=3)
+    assert engine.gate_issued(c.id) == 0
     results = [engine.issue(c.id, f"u{i}") for i in range(5)]
     assert [r.status for r in results] == [Status.ISSUED] * 3 + [Status.SOLD_OUT] * 2
     assert [r.seq for r in results] == [1, 2, 3, None, None]
@@ -23,6 +24,9 @@ def test_issue_until_sold_out(engine: couponcore.Engine) -> None:
     assert engine.issue(c.id, "u1").status is Status.ALREADY_ISSUED
     st = stats(engine, c.id)
     assert (st.rows, st.distinct_users, st.min_seq, st.max_seq) == (3, 3, 1, 3)
+    assert engine.gate_issued(c.id) == 3
+    with pytest.raises(couponcore.NotFound):
+        engine.gate_issued(c.id + 1000)
 
 
 def test_issue_many_is_one_ordered_batch(engine: couponcore.Engine) -> None:

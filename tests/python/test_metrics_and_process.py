@@ -10,7 +10,8 @@ from typing import Callable
 
 import couponcore
 import pytest
-from couponcore.metrics import PRODUCTION_ONLY_SERIES
+from conftest import production_kwargs
+from couponcore.metrics import PRODUCTION_ONLY_SERIES, render_worker
 
 
 def test_metrics_text_counts_what_happened(engine: couponcore.Engine) -> None:
@@ -168,11 +169,27 @@ def test_deploy_rules_and_dashboard_use_metrics_that_exist(engine: couponcore.En
     used = set(re.findall(r"couponcore_[a-z_]+", text))
     assert used, "no metrics referenced"
     assert "couponcore_wallet_ops_total" in exported
+    # The jobs' series: exported once the engine's runner has run a job (a scheduled one, so that
+    # its schedule interval is exported too).
+    engine.jobs.run("purge_idempotency")
+    exported |= set(re.findall(r"^(couponcore_[a-z_]+)", engine.metrics_text(), re.M))
+    assert "couponcore_job_last_success_timestamp_seconds" in exported
+    worker_only = {"couponcore_writer_threads", "couponcore_writer_breaker_open"}
     if engine.kind == "embedded":
-        used -= PRODUCTION_ONLY_SERIES  # no grant log: its series are production's
+        used -= PRODUCTION_ONLY_SERIES | worker_only  # no grant log: its series are production's
     else:
         engine.campaigns.create("exported", quantity=1)  # a campaign with a grant log
         exported = set(re.findall(r"^(couponcore_[a-z_]+)", engine.metrics_text(), re.M))
         assert PRODUCTION_ONLY_SERIES <= exported
+        kw = production_kwargs()  # the standalone writer's endpoint (couponcore worker --metrics-port)
+        with couponcore.open(redis=kw["redis"], postgres=kw["postgres"], key_prefix=kw["key_prefix"]) as other:
+            other.campaigns.create("exported", quantity=1)
+        worker = couponcore._core.Worker(
+            {"redis_url": kw["redis"], "postgres_url": kw["postgres"], "key_prefix": kw["key_prefix"]}
+        )
+        worker_text = render_worker(worker, threads=1)
+        worker_exported = set(re.findall(r"^(couponcore_[a-z_]+)", worker_text, re.M))
+        assert worker_only <= worker_exported and PRODUCTION_ONLY_SERIES <= worker_exported
+        exported |= worker_exported
     missing = {m for m in used if m not in exported}
     assert not missing, missing

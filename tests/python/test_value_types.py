@@ -19,6 +19,7 @@ from typing import Any
 
 import couponcore
 import pytest
+import redis as redis_py
 from conftest import production_kwargs
 from couponcore import _core, _types, _wallet
 from couponcore._types import ISSUE_RESULT_TYPES, core_field_names, from_core, records
@@ -29,6 +30,8 @@ PUBLIC_RECORDS = {
     couponcore.Campaign: "Campaign",
     couponcore.CampaignStats: "CampaignStats",
     couponcore.LogBacklog: "LogBacklog",
+    couponcore.WriterInfo: "WriterInfo",
+    couponcore.DeadLetter: "DeadLetter",
     couponcore.Coupon: "Coupon",
     couponcore.UseResult: "UseResult",
     couponcore.CouponPage: "CouponPage",
@@ -124,6 +127,8 @@ def _sample(cls: type) -> Any:
             tp = args[0]
         if typing.get_origin(tp) is list:
             values[f.name] = [_sample(typing.get_args(tp)[0])]
+        elif typing.get_origin(tp) is dict:
+            values[f.name] = {"k": "v"}
         elif dataclasses.is_dataclass(tp):
             values[f.name] = _sample(tp)  # type: ignore[arg-type]
         elif tp is dt.datetime:
@@ -180,7 +185,8 @@ def test_openapi_document_uses_the_derived_models(embedded: couponcore.Engine) -
 
     schemas = create_app(embedded).openapi()["components"]["schemas"]
     for cls in PUBLIC_RECORDS:
-        if cls in (couponcore.Partner, couponcore.PartnerKey, couponcore.ExpireReport, couponcore.LogBacklog):
+        operator_values = (couponcore.ExpireReport, couponcore.LogBacklog, couponcore.WriterInfo, couponcore.DeadLetter)
+        if cls in (couponcore.Partner, couponcore.PartnerKey, *operator_values):
             continue  # operator values: not served over HTTP
         name = response_model(cls).__name__
         assert name in schemas, name
@@ -220,9 +226,18 @@ def test_real_values_through_every_face(db_path: str) -> None:
             e.checkout("u1", "o2", 1000, None, 5, idempotency_key="k3"),
             e.cancel_checkout("u1", "k3", idempotency_key="k4"),
         ]
-        with couponcore.open(**production_kwargs()) as prod:  # only production has a grant log
-            prod.issue(prod.campaigns.create("faces", 5).id, "u1")
+        prod_where = production_kwargs()
+        prod_prefix = prod_where["key_prefix"]
+        with couponcore.open(**prod_where) as prod:  # only production has a grant log
+            pc = prod.campaigns.create("faces", 5)
+            prod.issue(pc.id, "u1")
             values += prod.log_backlog()
+            values += prod.writers()
+            # a malformed grant-log entry: the writer dead-letters it at once
+            log_key = f"{prod_prefix}{{c{pc.id}}}:g"
+            redis_py.Redis.from_url(prod_where["redis"]).xadd(log_key, {"c": str(pc.id), "s": "oops"})
+            assert prod.drain(30)
+            values += prod.dead_letters.list(pc.id)
         seen = set()
         for v in values:
             assert v is not None

@@ -227,8 +227,12 @@ _FACES = textwrap.dedent(
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cli = Path(sys.executable).with_name("couponcore")
+    # With an operator key, the ops page's assets (package data) come from the wheel.
+    (work / "operator-key").write_text("wheel-test-operator-key-0123456789")
     server = subprocess.Popen(
-        [cli, "serve", "--port", str(port), "--path", str(work / "serve.db")], stdout=sys.stderr
+        [cli, "serve", "--port", str(port), "--path", str(work / "serve.db"),
+         "--operator-key-file", str(work / "operator-key")],
+        stdout=sys.stderr,
     )
     try:
         deadline = time.monotonic() + 60
@@ -241,6 +245,9 @@ _FACES = textwrap.dedent(
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise
                 time.sleep(0.2)
+        for asset in ("ops.css", "ops.js"):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ops/static/{asset}", timeout=5) as r:
+                seen[f"ops_{asset}_bytes"] = len(r.read())
     finally:
         server.terminate()
         server.wait(30)
@@ -304,6 +311,7 @@ def test_extras_suffice_for_each_face(wheel: Path, venv: Path, work: Path) -> No
     assert seen["serve_healthz"] == "ok" and seen["django_healthz"] == "ok", seen
     assert seen["collector_families"] > 0 and seen["plot_bytes"] > 0, seen
     assert seen["replay_issued"] == 50, seen
+    assert seen["ops_ops.css_bytes"] > 0 and seen["ops_ops.js_bytes"] > 0, seen
 
 
 def test_sdist_holds_the_sources(work: Path) -> None:

@@ -55,6 +55,11 @@ struct EngineCounters {
   uint64_t grants_written = 0;     // grants the in-process writers put into PostgreSQL
   uint64_t dead_lettered = 0;      // grant-log entries the in-process writers moved to dead letters
   uint64_t writer_failures = 0;    // writer attempts that failed (database down, ...)
+  uint64_t writer_claimed = 0;     // entries the in-process writers took over from dead consumers
+  // Coupon lifecycle calls (use_coupon / cancel_coupon_use), both deployments:
+  uint64_t coupon_uses = 0;          // uses answered with a result (a replay by order_id included)
+  uint64_t coupon_cancels = 0;       // cancels answered with the coupon (a replay included)
+  uint64_t coupon_uses_refused = 0;  // uses answered with an error (not found, used, expired, ...)
 };
 
 // What reconcile() found for one campaign: the gate's view against the store's rows.
@@ -77,6 +82,8 @@ struct ReconcileReport {
 
 // Campaigns Engine::log_backlog() reports at most (each is one series per backlog gauge).
 inline constexpr std::size_t kLogBacklogCampaignsMax = 10'000;
+// Dead-letter records one list_dead_letters() call returns at most.
+inline constexpr int64_t kDeadLettersPageMax = 1'000;
 
 // Adds a batch of answers to the counters (requests, issued, by_status, fast_path).
 void count_results(EngineCounters& counters, const std::vector<IssueResult>& results, bool fast_path);
@@ -108,6 +115,10 @@ class Engine {
 
   // What the store holds for a campaign (after drain(), everything granted so far).
   CampaignStats campaign_stats(int64_t campaign_id);
+  // Coupons the gate has granted so far, a read without side effects (the store catches up as
+  // the writers drain the log): the embedded gate's count, or the Redis mirror's (its counter
+  // less the seqs a dead-letter drop gave back); -1 while production's mirror is not in Redis.
+  int64_t gate_issued(int64_t campaign_id);
   // Waits until every grant acknowledged so far is in the store; false on timeout.
   bool drain(double timeout_s);
 
@@ -117,12 +128,35 @@ class Engine {
   // at most kLogBacklogCampaignsMax campaigns, the highest ids). Embedded: empty, its
   // log is the SQLite commit itself: a grant is in the store when it is answered.
   std::vector<LogBacklog> log_backlog();
+  // The grant writers of the deployment by heartbeat (production; embedded: empty): every
+  // consumer in the heartbeat registry and every consumer holding pending entries, by name.
+  // Without with_pending, only the registry (one round trip; pending stays 0): for probes.
+  std::vector<WriterInfo> writers(bool with_pending = true);
   // Latency and batch-size histograms; engines record into them (thread-safe, lock-free).
   const EngineHistograms& histograms() const;
 
   // Compares the gate with the store for one campaign and re-drives grants that are in the
   // grant log but missing from the store. Read-only apart from the re-drive.
   ReconcileReport reconcile(int64_t campaign_id);
+
+  // ---- Dead letters (docs/dead-letters.md) -------------------------------------------------
+  // Grants that left the grant log without reaching the store. Production only: the embedded
+  // engine has no grant log (list: empty; the others: kNotFound). Ids are dead-letter stream
+  // ids ("<ms>-<n>"; anything else is kInvalidArgument); an unknown campaign or record is
+  // kNotFound and nothing changes.
+  // Records of one campaign (campaign_id > 0) or of every campaign (0), ordered by (campaign,
+  // id), after the cursor `after` ("" from the start; one campaign: a record id; every campaign:
+  // "<campaign_id>:<record id>"), at most limit (1..kDeadLettersPageMax).
+  std::vector<DeadLetter> list_dead_letters(int64_t campaign_id, const std::string& after, int64_t limit);
+  DeadLetter get_dead_letter(int64_t campaign_id, const std::string& id);
+  // The record's grant goes back into the grant log (a new version-1 entry with the same seq,
+  // user, ordinal, request and issue time, rd = redrives + 1) and the record is deleted, in one
+  // atomic step; the writers then write it like any grant. Returns the record re-driven.
+  DeadLetter redrive_dead_letter(int64_t campaign_id, const std::string& id);
+  // The grant is void: the record is deleted and, in the same atomic step, the gate gets back
+  // what the store shows free: the seq (issuable again, before the counter advances) unless a
+  // row holds it, and the user's slot if this grant was the user's latest. Returns the record.
+  DeadLetter drop_dead_letter(int64_t campaign_id, const std::string& id);
 
   // ---- Campaign rules --------------------------------------------------------------------
   // The partner that owns a campaign (immutable); kNotFound for an unknown campaign.
@@ -185,6 +219,7 @@ class Engine {
 
   std::unique_ptr<detail::Deployment> deployment_;
   std::atomic<bool> closed_{false};
+  std::atomic<uint64_t> coupon_uses_{0}, coupon_cancels_{0}, coupon_uses_refused_{0};
 };
 
 struct EmbeddedOptions {
@@ -208,6 +243,11 @@ struct WriterOptions {
   int breaker_failures = 3;               // consecutive failures that open the circuit breaker
   int64_t campaigns_refresh_ms = 500;     // how often the set of campaign streams is re-read
   std::size_t streams_per_read_max = 256;  // streams in one XREADGROUP call
+  // Liveness (writer/liveness.hpp): every writer consumer's beat, on the Redis server's clock,
+  // from a thread of its process that no batch holds up; a consumer whose beat is older than
+  // dead_after_ms is dead, and any live writer takes its pending entries over at once.
+  int64_t heartbeat_interval_ms = 1'000;  // 10..60000
+  int64_t dead_after_ms = 3'000;          // >= 3 * heartbeat_interval_ms, <= 3600000
 };
 
 // The production deployment: Redis gate (one Lua call per batch of a campaign) + a Redis

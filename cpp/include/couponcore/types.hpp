@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace couponcore {
@@ -88,6 +89,35 @@ struct LogBacklog {
   int64_t pending = 0;                // delivered to the writers, not yet acknowledged (XPENDING)
   int64_t oldest_pending_age_ms = 0;  // Redis TIME minus the oldest pending id's ms part; 0: none
   int64_t dead_letters = 0;           // XLEN of the campaign's dead-letter stream
+  int64_t oldest_unread_age_ms = 0;   // Redis TIME minus the oldest entry the group has not
+                                      // delivered yet (after last-delivered-id); 0: none
+};
+
+// One grant-writer consumer of the deployment, as its heartbeat shows it (writer/liveness.hpp).
+struct WriterInfo {
+  std::string consumer;            // the consumer's name in the group "writers"
+  bool alive = false;              // beat within dead_after_ms (on the Redis server's clock)
+  int64_t last_beat_age_ms = -1;   // Redis TIME minus its last beat; -1: it never beat (an older
+                                   // version; only its pending entries make it visible)
+  int64_t pending = 0;             // entries delivered to it and not acknowledged, all campaigns
+};
+
+// One record of a campaign's dead-letter stream (production: P{cN}:dl): a grant that left the
+// grant log without reaching the store, with why (docs/dead-letters.md). A refused grant's
+// record holds that one grant (seq, user, request); a malformed entry's record holds its raw
+// fields, and seq / user_id / request_id are unset.
+struct DeadLetter {
+  int64_t campaign_id = 0;
+  std::string id;        // the dead-letter stream id ("<ms>-<n>")
+  std::string entry_id;  // the grant-log entry it came from
+  std::string reason;
+  int64_t deliveries = 0;  // deliveries of the entry before it was dead-lettered
+  int64_t redrives = 0;    // times its grant was re-driven before (and dead-lettered again)
+  std::optional<int64_t> seq;
+  std::optional<int64_t> user_ordinal;
+  std::optional<std::string> user_id, request_id;
+  int64_t dead_lettered_at_us = 0;  // the stream id's time (the Redis server's clock)
+  std::vector<std::pair<std::string, std::string>> fields;  // the record's own fields, raw
 };
 
 }  // namespace couponcore

@@ -10,7 +10,9 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "couponcore/engine.hpp"
 
@@ -42,5 +44,24 @@ struct WorkerOptions {
 // and returns 0. Throws couponcore::Error(kInvalidArgument) for bad options; servers that are
 // down are waited for, never fatal.
 int run_worker(const WorkerOptions& options, std::atomic<bool>& stop);
+
+// The grant log's backlog as Engine::log_backlog() reads it (same campaigns, same gauges), over
+// a Redis connection of its own: the standalone worker's metrics endpoint. Not thread-safe: one
+// caller at a time. read() throws Error(kUnavailable) when Redis does not answer (the next call
+// reconnects, after the connection's backoff).
+class LogBacklogReader {
+ public:
+  LogBacklogReader(const std::string& redis_url, const std::string& key_prefix);
+  ~LogBacklogReader();
+  LogBacklogReader(const LogBacklogReader&) = delete;
+  LogBacklogReader& operator=(const LogBacklogReader&) = delete;
+  std::vector<LogBacklog> read();
+  // Writer consumers of the deployment whose heartbeat is younger than dead_after_ms.
+  int64_t writers_alive(int64_t dead_after_ms);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 
 }  // namespace couponcore

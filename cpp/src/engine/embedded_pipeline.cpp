@@ -175,6 +175,11 @@ class EmbeddedPipeline final : public detail::Pipeline {
     file_lock_.release();  // nothing writes any more: another engine may open the file
   }
 
+  int64_t gate_issued(int64_t campaign_id) override {
+    std::lock_guard lock(gate_mu_);
+    return entry_locked(campaign_id).gate.issued();
+  }
+
   // The gate and the store share one process and one commit, so there is no log to re-drive:
   // this only compares the gate's counter with the rows.
   ReconcileReport reconcile(int64_t campaign_id) override {
@@ -223,6 +228,19 @@ class EmbeddedPipeline final : public detail::Pipeline {
 
   // No log to fall behind: a grant is answered once its group commit is in SQLite.
   std::vector<LogBacklog> log_backlog() override { return {}; }
+
+  // No grant log: a grant is in the store when it is answered, so nothing is ever dead-lettered.
+  std::vector<DeadLetter> list_dead_letters(int64_t, const std::string&, std::size_t) override { return {}; }
+  DeadLetter get_dead_letter(int64_t campaign_id, const std::string& id) override { no_dead_letter(campaign_id, id); }
+  DeadLetter redrive_dead_letter(int64_t campaign_id, const std::string& id) override {
+    no_dead_letter(campaign_id, id);
+  }
+  DeadLetter drop_dead_letter(int64_t campaign_id, const std::string& id) override { no_dead_letter(campaign_id, id); }
+
+  [[noreturn]] static void no_dead_letter(int64_t campaign_id, const std::string& id) {
+    throw_not_found("dead letter " + id + " of campaign " + std::to_string(campaign_id) +
+                    " not found (the embedded engine has no grant log, so no dead letters)");
+  }
 
   EngineCounters counters() const override {
     EngineCounters k;

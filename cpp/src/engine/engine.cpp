@@ -110,6 +110,11 @@ CampaignStats Engine::campaign_stats(int64_t campaign_id) {
   return deployment_->pipeline->campaign_stats(campaign_id);
 }
 
+int64_t Engine::gate_issued(int64_t campaign_id) {
+  check_open();
+  return deployment_->pipeline->gate_issued(campaign_id);
+}
+
 bool Engine::drain(double timeout_s) {
   check_open();
   return deployment_->pipeline->drain(timeout_s);
@@ -120,11 +125,80 @@ ReconcileReport Engine::reconcile(int64_t campaign_id) {
   return deployment_->pipeline->reconcile(campaign_id);
 }
 
-EngineCounters Engine::counters() const { return deployment_->pipeline->counters(); }
+EngineCounters Engine::counters() const {
+  EngineCounters k = deployment_->pipeline->counters();
+  k.coupon_uses = coupon_uses_.load(std::memory_order_relaxed);
+  k.coupon_cancels = coupon_cancels_.load(std::memory_order_relaxed);
+  k.coupon_uses_refused = coupon_uses_refused_.load(std::memory_order_relaxed);
+  return k;
+}
 
 std::vector<LogBacklog> Engine::log_backlog() {
   check_open();
   return deployment_->pipeline->log_backlog();
+}
+
+std::vector<WriterInfo> Engine::writers(bool with_pending) {
+  check_open();
+  return deployment_->pipeline->writers(with_pending);
+}
+
+namespace {
+
+bool is_stream_id(std::string_view id) {
+  const std::size_t dash = id.find('-');
+  if (id.size() > 41 || dash == std::string_view::npos || dash == 0 || dash + 1 == id.size()) return false;
+  for (std::size_t i = 0; i < id.size(); ++i) {
+    if (i != dash && (id[i] < '0' || id[i] > '9')) return false;
+  }
+  return id.size() - dash - 1 <= 20 && dash <= 20;
+}
+
+void check_dead_letter_id(const std::string& id) {
+  if (!is_stream_id(id)) throw_invalid("a dead-letter id is a stream id '<ms>-<n>', got '" + id.substr(0, 64) + "'");
+}
+
+}  // namespace
+
+std::vector<DeadLetter> Engine::list_dead_letters(int64_t campaign_id, const std::string& after, int64_t limit) {
+  check_open();
+  if (limit < 1 || limit > kDeadLettersPageMax) {
+    throw_invalid("limit must be 1.." + std::to_string(kDeadLettersPageMax) + ", got " + std::to_string(limit));
+  }
+  if (campaign_id < 0) throw_not_found("campaign " + std::to_string(campaign_id) + " not found");
+  if (!after.empty()) {
+    const std::size_t colon = after.find(':');
+    bool ok = false;
+    if (campaign_id > 0) {
+      ok = is_stream_id(after);
+    } else if (colon != std::string::npos && colon > 0 && colon <= 10) {
+      ok = after.find_first_not_of("0123456789") == colon && is_stream_id(std::string_view(after).substr(colon + 1));
+    }
+    if (!ok) {
+      throw_invalid(std::string("after must be ") +
+                    (campaign_id > 0 ? "a dead-letter id '<ms>-<n>'" : "'<campaign_id>:<dead-letter id>'") +
+                    ", got '" + after.substr(0, 64) + "'");
+    }
+  }
+  return deployment_->pipeline->list_dead_letters(campaign_id, after, static_cast<std::size_t>(limit));
+}
+
+DeadLetter Engine::get_dead_letter(int64_t campaign_id, const std::string& id) {
+  check_open();
+  check_dead_letter_id(id);
+  return deployment_->pipeline->get_dead_letter(campaign_id, id);
+}
+
+DeadLetter Engine::redrive_dead_letter(int64_t campaign_id, const std::string& id) {
+  check_open();
+  check_dead_letter_id(id);
+  return deployment_->pipeline->redrive_dead_letter(campaign_id, id);
+}
+
+DeadLetter Engine::drop_dead_letter(int64_t campaign_id, const std::string& id) {
+  check_open();
+  check_dead_letter_id(id);
+  return deployment_->pipeline->drop_dead_letter(campaign_id, id);
 }
 
 const EngineHistograms& Engine::histograms() const { return deployment_->pipeline->histograms(); }
@@ -164,11 +238,20 @@ Campaign Engine::set_campaign_quantity(int64_t partner_id, int64_t campaign_id, 
 
 UseResult Engine::use_coupon(int64_t partner_id, const UseRequest& request) {
   check_open();
-  return deployment_->coupons->use(partner_id, request, now_us());
+  try {
+    UseResult r = deployment_->coupons->use(partner_id, request, now_us());
+    coupon_uses_.fetch_add(1, std::memory_order_relaxed);
+    return r;
+  } catch (const Error&) {
+    coupon_uses_refused_.fetch_add(1, std::memory_order_relaxed);
+    throw;
+  }
 }
 Coupon Engine::cancel_coupon_use(int64_t partner_id, int64_t coupon_id, const std::string& order_id) {
   check_open();
-  return deployment_->coupons->cancel_use(partner_id, coupon_id, order_id, now_us());
+  Coupon c = deployment_->coupons->cancel_use(partner_id, coupon_id, order_id, now_us());
+  coupon_cancels_.fetch_add(1, std::memory_order_relaxed);
+  return c;
 }
 Coupon Engine::get_coupon(int64_t partner_id, int64_t coupon_id) {
   check_open();

@@ -57,12 +57,22 @@ class Pipeline {
   // runs exactly once, on the pipeline's thread or (fast path) in the caller's.
   virtual void submit(int64_t campaign_id, std::vector<IssueRequest> requests, IssueCallback cb) = 0;
   virtual CampaignStats campaign_stats(int64_t campaign_id) = 0;
+  // Coupons the gate has granted (durable, not necessarily in the store yet); -1 when the gate's
+  // state is not loaded now (production: the campaign's Redis mirror is missing).
+  virtual int64_t gate_issued(int64_t campaign_id) = 0;
   virtual bool drain(double timeout_s) = 0;
   virtual ReconcileReport reconcile(int64_t campaign_id) = 0;
 
   virtual EngineCounters counters() const = 0;
   // The grant log's backlog per campaign (production); empty where the commit is the log.
   virtual std::vector<LogBacklog> log_backlog() = 0;
+  // The grant writers by heartbeat (production); empty where there are none.
+  virtual std::vector<WriterInfo> writers(bool with_pending) { return {}; }
+  // Dead letters: arguments checked by the facade (ids are stream ids, 1 <= limit).
+  virtual std::vector<DeadLetter> list_dead_letters(int64_t campaign_id, const std::string& after, std::size_t limit) = 0;
+  virtual DeadLetter get_dead_letter(int64_t campaign_id, const std::string& id) = 0;
+  virtual DeadLetter redrive_dead_letter(int64_t campaign_id, const std::string& id) = 0;
+  virtual DeadLetter drop_dead_letter(int64_t campaign_id, const std::string& id) = 0;
   // Finishes what was queued, then stops the pipeline's threads. Idempotent.
   virtual void close() = 0;
 

@@ -28,6 +28,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
@@ -40,6 +41,7 @@
 #include "gate/mirror.hpp"
 #include "gate/redis_gate.hpp"
 #include "gate/shards.hpp"
+#include "log/dead_letters.hpp"
 #include "log/grant_log.hpp"
 #include "redis/auth_cache.hpp"
 #include "redis/keys.hpp"
@@ -133,9 +135,14 @@ class RedisPipeline final : public detail::Pipeline {
     ctl_redis_.ensure_connected();  // fail fast on a wrong URL or password
     gate_ = std::make_unique<gate::RedisGate>(gate_options(o), redis_url_, redis_options(o, "-gate"), *this);
     const std::string base = writer::default_consumer_base();
-    for (int i = 0; i < o.writer_threads; ++i) {
-      writers_.push_back(std::make_unique<writer::GrantWriter>(writer_shared_, base + "-" + std::to_string(i)));
+    std::vector<std::string> consumers;
+    for (int i = 0; i < o.writer_threads; ++i) consumers.push_back(base + "-" + std::to_string(i));
+    if (!consumers.empty()) {  // beating before the first read (writer/liveness.hpp)
+      heartbeat_ = std::make_unique<writer::Heartbeat>(o.key_prefix, redis_url_, redis_options(o, "-writer"),
+                                                       o.writer.heartbeat_interval_ms, consumers);
+      writer_shared_.heartbeat = heartbeat_.get();
     }
+    for (const std::string& c : consumers) writers_.push_back(std::make_unique<writer::GrantWriter>(writer_shared_, c));
     for (auto& w : writers_) writer_threads_.emplace_back([&w] { w->run(); });
   }
 
@@ -228,6 +235,27 @@ class RedisPipeline final : public detail::Pipeline {
     return ctl_read([&](pg::Conn& conn) { return pgstore::stats(conn, campaign_id); });
   }
 
+  int64_t gate_issued(int64_t campaign_id) override {
+    if (std::shared_ptr<GateCampaign> entry = entry_for(campaign_id); entry->sharded()) {
+      int64_t issued = 0;
+      std::lock_guard lock(ctl_redis_mu_);
+      gate::unissued(ctl_redis_, *entry, &issued);
+      return issued;
+    }
+    redis::CampaignKeys k(options_.key_prefix, campaign_id);
+    std::lock_guard lock(ctl_redis_mu_);
+    ctl_redis_.append(redis::Args{"HGET"}.add(k.meta).add("n"));
+    ctl_redis_.append(redis::Args{"ZCARD"}.add(k.free_seqs));
+    redis::Reply n = ctl_redis_.read_reply();
+    redis::Reply free = ctl_redis_.read_reply();
+    redis::check_reply(n, "HGET");
+    redis::check_reply(free, "ZCARD");
+    long long issued = 0, freed = 0;
+    if (!redis::reply_int(n.raw(), &issued)) return -1;
+    redis::reply_int(free.raw(), &freed);
+    return issued - freed;
+  }
+
   bool drain(double timeout_s) override {
     return drain_until(redis::steady_ms() + static_cast<int64_t>(std::max(0.0, timeout_s) * 1000.0));
   }
@@ -287,9 +315,17 @@ class RedisPipeline final : public detail::Pipeline {
     }
     if (entry->sharded()) return reconcile_sharded(*entry, rconn, pconn, glog, std::move(rep));
     redis::Reply m = rconn.command_checked(redis::Args{"HGET"}.add(k.meta).add("n"), "HGET");
-    long long issued = 0;
-    redis::reply_int(m.raw(), &issued);
-    rep.gate_issued = issued;
+    long long counter = 0;
+    redis::reply_int(m.raw(), &counter);
+    // Free seqs (dropped dead letters' seqs, not issued again) hold no grant: not missing.
+    redis::Reply fr = rconn.command_checked(redis::Args{"ZRANGE"}.add(k.free_seqs).add("0").add("-1"), "ZRANGE");
+    std::vector<int64_t> free;
+    for (std::size_t i = 0; i < fr.size(); ++i) {
+      long long v = 0;
+      if (redis::reply_int(fr.at(i), &v) && v >= 1 && v <= counter) free.push_back(v);
+    }
+    std::sort(free.begin(), free.end());
+    rep.gate_issued = counter - static_cast<int64_t>(free.size());
     StringMap<int64_t> gate_holders = gate::scan_holders(rconn, k);
     rep.gate_holders = static_cast<int64_t>(gate_holders.size());
     rep.dead_lettered = glog.dead_letter_count(k);
@@ -297,11 +333,16 @@ class RedisPipeline final : public detail::Pipeline {
     rep.store_rows = st.rows;
     rep.store_distinct_users = st.distinct_users;
     rep.store_max_seq = st.max_seq;
-    auto [missing, sample] = pgstore::missing_seqs(pconn, campaign_id, rep.gate_issued, kMissingSeqsSampleMax);
-    rep.missing_in_store = missing;
-    rep.missing_seqs_sample = std::move(sample);
+    auto [missing, sample] =
+        pgstore::missing_seqs(pconn, campaign_id, counter, kMissingSeqsSampleMax + free.size());
+    rep.missing_in_store = std::max<int64_t>(0, missing - static_cast<int64_t>(free.size()));
+    for (int64_t seq : sample) {
+      if (!std::binary_search(free.begin(), free.end(), seq) && rep.missing_seqs_sample.size() < kMissingSeqsSampleMax) {
+        rep.missing_seqs_sample.push_back(seq);
+      }
+    }
     pg::Result extra = pconn.exec("SELECT count(*) FROM coupons WHERE campaign_id = $1 AND seq > $2",
-                                  pg::Params().add(campaign_id).add(rep.gate_issued));
+                                  pg::Params().add(campaign_id).add(static_cast<int64_t>(counter)));
     rep.unexpected_in_store = extra.i64(0, 0);
     pgstore::Holdings h = pgstore::holdings(pconn, campaign_id);
     for (const auto& [user, rows] : h.holders) {
@@ -322,13 +363,158 @@ class RedisPipeline final : public detail::Pipeline {
     k.grants_written = w.grants_written;
     k.dead_lettered = w.dead_lettered;
     k.writer_failures = w.failures;
+    k.writer_claimed = w.claimed;
     return k;
   }
 
   std::vector<LogBacklog> log_backlog() override {
     std::lock_guard lock(ctl_redis_mu_);
     grantlog::GrantLog glog(ctl_redis_);
-    return glog.backlog(options_.key_prefix, kLogBacklogCampaignsMax);
+    std::vector<LogBacklog> b = glog.backlog(options_.key_prefix, kLogBacklogCampaignsMax);
+    writer::add_unread_ages(ctl_redis_, options_.key_prefix, b);
+    return b;
+  }
+
+  std::vector<WriterInfo> writers(bool with_pending) override {
+    std::lock_guard lock(ctl_redis_mu_);
+    grantlog::GrantLog glog(ctl_redis_);
+    std::vector<int64_t> ids;
+    if (with_pending) ids = glog.campaigns(options_.key_prefix);
+    std::sort(ids.begin(), ids.end(), std::greater<>());
+    if (ids.size() > kLogBacklogCampaignsMax) ids.resize(kLogBacklogCampaignsMax);
+    std::vector<std::string> streams;
+    for (int64_t id : ids) streams.push_back(redis::keys_of_stream(options_.key_prefix, id).grants);
+    return writer::list_writers(ctl_redis_, options_.key_prefix, streams, options_.writer.dead_after_ms);
+  }
+
+  // ---- dead letters (docs/dead-letters.md) --------------------------------------------------
+
+  std::vector<DeadLetter> list_dead_letters(int64_t campaign_id, const std::string& after, std::size_t limit) override {
+    if (campaign_id > 0) {
+      std::shared_ptr<GateCampaign> entry = entry_for(campaign_id);
+      std::lock_guard lock(ctl_redis_mu_);
+      if (!entry->sharded()) return grantlog::read_dead_letters(ctl_redis_, entry->keys, after, limit);
+      // A sharded campaign: every shard's records, merged by record id.
+      std::vector<DeadLetter> all;
+      for (const redis::CampaignKeys& sk : entry->shard_keys) {
+        for (DeadLetter& d : grantlog::read_dead_letters(ctl_redis_, sk, after, limit)) all.push_back(std::move(d));
+      }
+      std::sort(all.begin(), all.end(), [](const DeadLetter& a, const DeadLetter& b) {
+        redis::StreamId x, y;
+        return redis::parse_stream_id(a.id, &x) && redis::parse_stream_id(b.id, &y) ? x < y : a.id < b.id;
+      });
+      if (all.size() > limit) all.resize(limit);
+      return all;
+    }
+    // Every campaign listed for the writers, by id; the cursor is "<campaign>:<record id>".
+    int64_t from_campaign = 0;
+    std::string from_id;
+    if (!after.empty()) {
+      const std::size_t colon = after.find(':');
+      from_campaign = std::stoll(after.substr(0, colon));
+      from_id = after.substr(colon + 1);
+    }
+    std::lock_guard lock(ctl_redis_mu_);
+    std::vector<int64_t> ids = grantlog::GrantLog(ctl_redis_).campaigns(options_.key_prefix);
+    std::sort(ids.begin(), ids.end());
+    ids.erase(ids.begin(), std::lower_bound(ids.begin(), ids.end(), from_campaign));
+    std::vector<DeadLetter> out;
+    constexpr std::size_t kChunk = 1000;  // XLEN pipelined per round trip: empty streams are skipped
+    for (std::size_t from = 0; from < ids.size() && out.size() < limit; from += kChunk) {
+      const std::size_t to = std::min(ids.size(), from + kChunk);
+      for (std::size_t i = from; i < to; ++i) {
+        ctl_redis_.append(redis::Args{"XLEN"}.add(redis::keys_of_stream(options_.key_prefix, ids[i]).dead_letters));
+      }
+      std::vector<long long> lens(to - from, 0);
+      for (std::size_t i = from; i < to; ++i) {
+        redis::Reply r = ctl_redis_.read_reply();
+        if (r.is_integer()) lens[i - from] = r.integer();
+      }
+      for (std::size_t i = from; i < to && out.size() < limit; ++i) {
+        if (lens[i - from] == 0) continue;
+        redis::CampaignKeys k = redis::keys_of_stream(options_.key_prefix, ids[i]);
+        const std::string after_id = ids[i] == from_campaign ? from_id : std::string();
+        std::vector<DeadLetter> page = grantlog::read_dead_letters(ctl_redis_, k, after_id, limit - out.size());
+        for (DeadLetter& d : page) out.push_back(std::move(d));
+      }
+    }
+    return out;
+  }
+
+  DeadLetter get_dead_letter(int64_t campaign_id, const std::string& id) override {
+    std::shared_ptr<GateCampaign> entry = entry_for(campaign_id);
+    std::lock_guard lock(ctl_redis_mu_);
+    std::optional<DeadLetter> d;
+    find_dead_letter_shard(*entry, id, &d);
+    if (!d) throw_not_found(dead_letter_not_found(campaign_id, id));
+    return *d;
+  }
+
+  DeadLetter redrive_dead_letter(int64_t campaign_id, const std::string& id) override {
+    std::shared_ptr<GateCampaign> entry = entry_for(campaign_id);
+    std::lock_guard lock(ctl_redis_mu_);
+    std::optional<DeadLetter> d;
+    const redis::CampaignKeys& k = find_dead_letter_shard(*entry, id, &d);
+    if (!d) throw_not_found(dead_letter_not_found(campaign_id, id));
+    for (int attempt = 0;; ++attempt) {
+      grantlog::GrantLog(ctl_redis_).register_campaign(options_.key_prefix, k);  // the group reads it
+      std::string entry_id;
+      switch (grantlog::redrive(ctl_redis_, k, *d, &entry_id)) {
+        case grantlog::MoveOutcome::kDone:
+          log(LogLevel::kInfo, "log", "dead letter " + id + " of campaign " + std::to_string(campaign_id) +
+                                          " re-driven as grant-log entry " + entry_id);
+          return *d;
+        case grantlog::MoveOutcome::kGone:
+          throw_not_found(dead_letter_not_found(campaign_id, id));
+        case grantlog::MoveOutcome::kNoMirror:
+          if (attempt > 0) throw_unavailable("campaign " + std::to_string(campaign_id) + ": the mirror keeps vanishing");
+          restore_mirror_locked(*entry);
+          break;
+      }
+    }
+  }
+
+  DeadLetter drop_dead_letter(int64_t campaign_id, const std::string& id) override {
+    std::shared_ptr<GateCampaign> entry = entry_for(campaign_id);
+    if (entry->sharded()) {
+      // Giving a seq back would mean adding it to a shard's free seqs: not built.
+      throw_invalid("campaign " + std::to_string(campaign_id) +
+                    " is sharded: its dead letters can be re-driven, not dropped (docs/production.md)");
+    }
+    std::optional<DeadLetter> d;
+    {
+      std::lock_guard lock(ctl_redis_mu_);
+      d = grantlog::find_dead_letter(ctl_redis_, entry->keys, id);
+    }
+    if (!d) throw_not_found(dead_letter_not_found(campaign_id, id));
+    // What the store shows free. The record is still there, so its grant is neither in the log
+    // nor (unless written before it was refused: `identical`) in the store, and no one else can
+    // take its seq or its user's ordinal until the drop gives them back.
+    grantlog::DropCorrection c;
+    if (d->seq && d->user_id && d->user_ordinal) {
+      pgstore::GrantPlaces p = ctl_read(
+          [&](pg::Conn& conn) { return pgstore::grant_places(conn, campaign_id, *d->seq, *d->user_id, *d->user_ordinal); });
+      c.free_seq = !p.seq_taken;
+      c.lower_holder = !p.ordinal_taken;
+    }
+    std::lock_guard lock(ctl_redis_mu_);
+    for (int attempt = 0;; ++attempt) {
+      switch (grantlog::drop(ctl_redis_, entry->keys, *d, &c)) {
+        case grantlog::MoveOutcome::kDone:
+          entry->fast_until_ms.store(0, std::memory_order_release);  // stock may be back: ask Redis
+          log(LogLevel::kWarning, "log",
+              "dead letter " + id + " of campaign " + std::to_string(campaign_id) + " dropped" +
+                  (c.seq_freed ? "; seq " + std::to_string(*d->seq) + " is free again" : "") +
+                  (c.holder_lowered ? "; the holder's count was lowered" : ""));
+          return *d;
+        case grantlog::MoveOutcome::kGone:
+          throw_not_found(dead_letter_not_found(campaign_id, id));
+        case grantlog::MoveOutcome::kNoMirror:
+          if (attempt > 0) throw_unavailable("campaign " + std::to_string(campaign_id) + ": the mirror keeps vanishing");
+          restore_mirror_locked(*entry);
+          break;
+      }
+    }
   }
 
   void close() override {
@@ -345,13 +531,15 @@ class RedisPipeline final : public detail::Pipeline {
     writers_stop_ = true;
     for (auto& t : writer_threads_) t.join();
     writer_threads_.clear();
+    heartbeat_.reset();  // after the writers: one finishing its last batch still beats
     writers_.clear();  // their connections go with them
     ctl_pool_.disconnect_idle();
   }
 
-  // For a coupon without a row: did the gate grant it? (Its grant is then still in the log.)
-  // No mirror (Redis lost it): it cannot be ruled out, so the answer is "retry". Sharded: the
-  // seq is in no shard's free seqs and in no move in flight.
+  // For a coupon without a row: did the gate grant it? (Its grant is then still in the log, or
+  // dead-lettered and not dropped.) A free seq (a dropped dead letter's, not issued again) was
+  // not. No mirror (Redis lost it): it cannot be ruled out, so the answer is "retry". Sharded:
+  // the seq is in no shard's free seqs and in no move in flight.
   bool gate_granted(int64_t campaign_id, uint32_t seq) {
     std::shared_ptr<GateCampaign> entry;
     try {
@@ -369,15 +557,30 @@ class RedisPipeline final : public detail::Pipeline {
     }
     redis::CampaignKeys k(options_.key_prefix, campaign_id);
     std::lock_guard lock(ctl_redis_mu_);
-    redis::Reply r = ctl_redis_.command_checked(redis::Args{"HGET"}.add(k.meta).add("n"), "HGET");
+    ctl_redis_.append(redis::Args{"HGET"}.add(k.meta).add("n"));
+    ctl_redis_.append(redis::Args{"ZSCORE"}.add(k.free_seqs).add(int64_t{seq}));
+    redis::Reply r = ctl_redis_.read_reply();
+    redis::Reply free = ctl_redis_.read_reply();
+    redis::check_reply(r, "HGET");
+    redis::check_reply(free, "ZSCORE");
     long long n = 0;
     if (!redis::reply_int(r.raw(), &n)) return true;
-    return static_cast<long long>(seq) <= n;
+    return static_cast<long long>(seq) <= n && free.is_nil();
   }
 
   const redis::RedisUrl& redis_url() const { return redis_url_; }
 
  private:
+  // The shard whose dead letters hold record `id` (with ctl_redis_mu_); *d empty if none does.
+  const redis::CampaignKeys& find_dead_letter_shard(const GateCampaign& e, const std::string& id,
+                                                    std::optional<DeadLetter>* d) {
+    for (const redis::CampaignKeys& sk : e.shard_keys) {
+      *d = grantlog::find_dead_letter(ctl_redis_, sk, id);
+      if (*d) return sk;
+    }
+    return e.shard_keys.front();
+  }
+
   // reconcile() of a sharded campaign after the re-drive: the gate's view is every shard's.
   // Issued seqs are those in no shard's free seqs and no move in flight; a row outside them is
   // unexpected. Stock a lost shard took with it (quantity - issued - free) is logged.
@@ -430,6 +633,18 @@ class RedisPipeline final : public detail::Pipeline {
   auto ctl_read(Fn&& fn) -> decltype(fn(std::declval<pg::Conn&>())) {
     auto conn = ctl_pool_.acquire();
     return read_once_more([&] { return fn(*conn); });
+  }
+
+  static std::string dead_letter_not_found(int64_t campaign_id, const std::string& id) {
+    return "dead letter " + id + " of campaign " + std::to_string(campaign_id) + " not found";
+  }
+
+  // The mirror is missing (NOCAMPAIGN): rebuild it on the control connections (ctl_redis_mu_ held).
+  void restore_mirror_locked(GateCampaign& entry) {
+    log(LogLevel::kWarning, "gate", "campaign " + std::to_string(entry.campaign.id) +
+                                        " is not mirrored in Redis; rebuilding the mirror from PostgreSQL");
+    auto conn = ctl_pool_.acquire();
+    gate::restore_mirror(ctl_redis_, ctl_scripts_, *conn, options_.key_prefix, entry);
   }
 
   std::shared_ptr<GateCampaign> entry_for(int64_t campaign_id) {
@@ -494,6 +709,7 @@ class RedisPipeline final : public detail::Pipeline {
   std::atomic<bool> writers_stop_{false};
   writer::WriterShared writer_shared_;
   std::unique_ptr<gate::RedisGate> gate_;
+  std::unique_ptr<writer::Heartbeat> heartbeat_;
   std::vector<std::unique_ptr<writer::GrantWriter>> writers_;
   std::vector<std::thread> writer_threads_;
 };

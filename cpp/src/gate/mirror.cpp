@@ -7,16 +7,18 @@
 
 #include "couponcore/error.hpp"
 #include "couponcore/metrics.hpp"
-#include "util/assert.hpp"
+#include "log/grant_entry.hpp"
 #include "log/grant_log.hpp"
 #include "gate/shards.hpp"
 #include "store/postgres/coupon_store.hpp"
+#include "util/assert.hpp"
 
 namespace couponcore::gate {
 
 namespace {
 constexpr int64_t kHscanCount = 10'000;
 constexpr std::size_t kRestorePairsPerCall = 1'000;
+constexpr int64_t kRestoreStreamPage = 256;  // entries per XRANGE page while restoring
 }  // namespace
 
 void GateCampaign::rules_changed(CampaignState state, int64_t quantity) {
@@ -28,7 +30,7 @@ void GateCampaign::rules_changed(CampaignState state, int64_t quantity) {
 }
 
 void write_mirror(redis::RedisConn& conn, MirrorScripts& scripts, std::string_view prefix, const GateCampaign& e,
-                  int64_t issued_if_new) {
+                  int64_t issued_if_new, const std::vector<int64_t>& free_if_new) {
   if (e.sharded()) {
     const int k = static_cast<int>(e.shard_keys.size());
     std::vector<SeqRanges> free(k);
@@ -47,10 +49,45 @@ void write_mirror(redis::RedisConn& conn, MirrorScripts& scripts, std::string_vi
   a.add(s.starts_at_us ? std::to_string(*s.starts_at_us) : std::string());
   a.add(s.ends_at_us ? std::to_string(*s.ends_at_us) : std::string());
   a.add(static_cast<int64_t>(c.state)).add(issued_if_new);
-  redis::check_reply(redis::eval(conn, scripts.mirror, {e.keys.meta}, a), "mirror campaign");
+  for (int64_t seq : free_if_new) {
+    CC_ASSERT(seq >= 1 && seq <= issued_if_new, "a free seq " + std::to_string(seq) + " above the counter " +
+                                                   std::to_string(issued_if_new));
+    a.add(seq);
+  }
+  redis::check_reply(redis::eval(conn, scripts.mirror, {e.keys.meta, e.keys.free_seqs}, a), "mirror campaign");
   grantlog::GrantLog(conn).register_campaign(prefix, e.keys);
 }
 
+namespace {
+
+// The grants of a stream (the grant log or the dead letters), read whole in pages. Entries that
+// do not parse (malformed, deleted) hold nothing this reader can count.
+void read_stream_grants(redis::RedisConn& conn, const std::string& key, int64_t campaign_id, std::vector<Grant>* out) {
+  std::string from = "-";
+  for (;;) {
+    redis::Reply r = conn.command_checked(
+        redis::Args{"XRANGE"}.add(key).add(from).add("+").add("COUNT").add(kRestoreStreamPage), "XRANGE");
+    std::vector<grantlog::LogEntry> page = grantlog::parse_entries(r.raw());
+    for (const grantlog::LogEntry& entry : page) {
+      std::vector<Grant> gs;
+      if (grantlog::parse_grants(entry, campaign_id, &gs).empty()) {
+        for (Grant& g : gs) out->push_back(std::move(g));
+      }
+    }
+    if (static_cast<int64_t>(page.size()) < kRestoreStreamPage) return;
+    from = "(" + page.back().id;
+  }
+}
+
+}  // namespace
+
+// Rebuilds the mirror from everything that holds a grant: the grant log, the dead letters and the
+// store, read in that order. While the mirror is missing, grants move only from the log to the
+// store (a writer: acknowledged after its commit) or from the log to the dead letters (atomic):
+// read in this order, no grant is missed. (Re-drive and drop refuse while there is no mirror.)
+// The counter starts at the highest seq of the three; every seq below it that holds no grant
+// anywhere is free (a dropped dead letter's, or one lost with Redis's data); holders count the
+// rows plus the grants of the log and the dead letters that have no row yet.
 void restore_mirror(redis::RedisConn& conn, MirrorScripts& scripts, pg::Conn& pg, std::string_view prefix,
                     GateCampaign& e) {
   using couponcore::pg::read_once_more;  // `pg` is the connection here
@@ -63,15 +100,44 @@ void restore_mirror(redis::RedisConn& conn, MirrorScripts& scripts, pg::Conn& pg
     e.campaign.state = fresh->state;
     e.campaign.spec.quantity = fresh->spec.quantity;
   }
-  pgstore::Holdings h = read_once_more([&] { return pgstore::holdings(pg, e.campaign.id); });
-  for (std::size_t off = 0; off < h.holders.size(); off += kRestorePairsPerCall) {
+  const int64_t cid = e.campaign.id;
+  std::vector<Grant> in_flight;  // in the log or the dead letters
+  read_stream_grants(conn, e.keys.grants, cid, &in_flight);
+  read_stream_grants(conn, e.keys.dead_letters, cid, &in_flight);
+  std::vector<int64_t> seqs;
+  seqs.reserve(in_flight.size());
+  for (const Grant& g : in_flight) seqs.push_back(g.seq);
+  std::sort(seqs.begin(), seqs.end());
+  seqs.erase(std::unique(seqs.begin(), seqs.end()), seqs.end());
+  pgstore::Holdings h = read_once_more([&] { return pgstore::holdings(pg, cid); });
+  std::vector<int64_t> with_row = read_once_more([&] { return pgstore::seqs_with_row(pg, cid, seqs); });
+  std::sort(with_row.begin(), with_row.end());
+  int64_t n = h.max_seq;
+  if (!seqs.empty()) n = std::max(n, seqs.back());
+  // Holders: the store's counts plus the grants on their way there.
+  StringMap<int64_t> held;
+  for (auto& [user, count] : h.holders) held[user] += count;
+  for (const Grant& g : in_flight) {
+    if (!std::binary_search(with_row.begin(), with_row.end(), int64_t{g.seq})) held[g.user_id]++;
+  }
+  std::vector<int64_t> free;
+  for (int64_t seq : read_once_more([&] { return pgstore::seqs_without_row(pg, cid, n); })) {
+    if (!std::binary_search(seqs.begin(), seqs.end(), seq)) free.push_back(seq);
+  }
+  std::vector<std::pair<std::string, int64_t>> pairs(held.begin(), held.end());
+  for (std::size_t off = 0; off < pairs.size(); off += kRestorePairsPerCall) {
     redis::Args a;
-    for (std::size_t i = off; i < std::min(h.holders.size(), off + kRestorePairsPerCall); ++i) {
-      a.add(h.holders[i].first).add(h.holders[i].second);
+    for (std::size_t i = off; i < std::min(pairs.size(), off + kRestorePairsPerCall); ++i) {
+      a.add(pairs[i].first).add(pairs[i].second);
     }
     redis::check_reply(redis::eval(conn, scripts.holders, {e.keys.holders}, a), "restore holders");
   }
-  write_mirror(conn, scripts, prefix, e, h.max_seq);
+  if (!free.empty()) {
+    log(LogLevel::kWarning, "gate", "campaign " + std::to_string(cid) + ": the restored mirror's counter is " +
+                                        std::to_string(n) + " with " + std::to_string(free.size()) +
+                                        " free seq(s) below it that hold no grant anywhere");
+  }
+  write_mirror(conn, scripts, prefix, e, n, free);
 }
 
 void apply_rules(redis::RedisConn& conn, MirrorScripts& scripts, pg::Conn& pg, std::string_view prefix, GateCampaign& e,

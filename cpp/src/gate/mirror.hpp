@@ -56,6 +56,7 @@ struct GateCampaign {
   StringMap<uint32_t> holders;
   int64_t armed_issued = -1;    // with fast_mu
   int64_t armed_quantity = -1;  // with fast_mu
+  int64_t armed_drops = -1;     // with fast_mu: the mirror's 'd' (dead-letter drops' corrections)
 
   Campaign snapshot() const {
     std::lock_guard lock(fast_mu);
@@ -77,12 +78,15 @@ struct MirrorScripts {
 };
 
 // Creates or refreshes the mirror hash and registers the campaign's grant log for the writers.
-// `issued_if_new` starts the counter when the mirror is new.
+// `issued_if_new` starts the seq counter and `free_if_new` the free seqs (each <= the counter)
+// when the mirror is new.
 void write_mirror(redis::RedisConn& conn, MirrorScripts& scripts, std::string_view prefix, const GateCampaign& c,
-                  int64_t issued_if_new);
+                  int64_t issued_if_new, const std::vector<int64_t>& free_if_new = {});
 
-// Rebuilds a missing mirror from the store (pg, whose connection the caller owns). The rules
-// come from the store too: another process may have changed them.
+// Rebuilds a missing mirror from the grant log, the dead letters and the store (pg, whose
+// connection the caller owns): the counter at the highest seq any of them holds, the seqs below
+// it that hold no grant anywhere free, the holders counting the grants still on their way (see
+// mirror.cpp). The rules come from the store too: another process may have changed them.
 void restore_mirror(redis::RedisConn& conn, MirrorScripts& scripts, pg::Conn& pg, std::string_view prefix,
                     GateCampaign& c);
 

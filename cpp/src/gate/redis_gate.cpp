@@ -215,8 +215,9 @@ std::vector<RedisGate::Call> RedisGate::build_calls(std::vector<std::pair<Queued
 
 redis::Args RedisGate::call_args(const Call& call, int64_t generation) const {
   const redis::CampaignKeys& k = call.campaign->shard_keys[call.shard];
-  const redis::Script& script = call.campaign->sharded() ? shard_script_ : script_;
-  redis::Args a = script.evalsha_args({k.meta, k.holders, k.grants, k.answers(generation), k.answers(generation - 1)});
+  redis::Args a = call.campaign->sharded()
+                      ? shard_script_.evalsha_args({k.meta, k.holders, k.grants, k.answers(generation), k.answers(generation - 1)})
+                      : script_.evalsha_args({k.meta, k.holders, k.grants, k.answers(generation), k.answers(generation - 1), k.free_seqs});
   a.add(call.campaign->campaign.id).add(options_.answer_ttl_s * 2 + 60);
   for (const Segment& s : call.segments) {
     for (std::size_t i = s.begin; i < s.end; ++i) {
@@ -261,8 +262,9 @@ void RedisGate::decode(const Call& call, const redis::Reply& r) {
         res.seq = static_cast<uint32_t>(code >> 3);
         res.coupon_id = make_coupon_id(call.campaign->campaign.id, res.seq);
         ++granted;
-        // The gate's side of the batch: a seq is a rank in 1..issued, never past the quantity.
-        CC_ASSERT(res.seq >= 1 && static_cast<long long>(res.seq) <= issued && static_cast<long long>(res.seq) <= quantity,
+        // The gate's side of the batch: a seq is in 1..quantity (a free seq given back by a
+        // dead-letter drop, or the counter's next), and so is the count issued.
+        CC_ASSERT(res.seq >= 1 && static_cast<long long>(res.seq) <= quantity && issued >= 1,
                   "the gate answered seq " + std::to_string(res.seq) + " with issued " + std::to_string(issued) +
                       " of " + std::to_string(quantity));
       }
@@ -533,15 +535,22 @@ void RedisGate::arm_fast_path(GateCampaign& c) {
   const int64_t now = redis::steady_ms();
   if (c.fast_until_ms.load(std::memory_order_acquire) - now > kFastPathRecheckMs / 2) return;  // fresh
   const uint64_t version = c.rules_version.load(std::memory_order_acquire);
-  redis::Reply m = redis_.command_checked(redis::Args{"HMGET"}.add(c.keys.meta).add("q").add("st").add("n"), "HMGET");
-  long long q = 0, st = 0, n = 0;
-  if (m.size() != 3 || !redis::reply_int(m.at(0), &q) || !redis::reply_int(m.at(2), &n)) return;  // no mirror
+  redis_.append(redis::Args{"HMGET"}.add(c.keys.meta).add("q").add("st").add("n").add("d"));
+  redis_.append(redis::Args{"ZCARD"}.add(c.keys.free_seqs));
+  redis::Reply m = redis_.read_reply();
+  redis::Reply free = redis_.read_reply();
+  redis::check_reply(m, "HMGET");
+  redis::check_reply(free, "ZCARD");
+  long long q = 0, st = 0, n = 0, d = 0;
+  if (m.size() != 4 || !redis::reply_int(m.at(0), &q) || !redis::reply_int(m.at(2), &n)) return;  // no mirror
   if (!redis::reply_int(m.at(1), &st) || st < 0 || st > 2) st = 0;
-  const bool sold_out = n >= q && static_cast<std::size_t>(q) <= kFastPathHoldersMax;
+  redis::reply_int(m.at(3), &d);  // absent: no drop yet
+  // Issued: the counter less the free seqs (dead-letter drops give seqs back).
+  const bool sold_out = n - free.integer() >= q && static_cast<std::size_t>(q) <= kFastPathHoldersMax;
   bool rescan = false;
   {
     std::lock_guard lock(c.fast_mu);
-    rescan = sold_out && (c.armed_issued != n || c.armed_quantity != q);
+    rescan = sold_out && (c.armed_issued != n || c.armed_quantity != q || c.armed_drops != d);
   }
   StringMap<int64_t> h;
   if (rescan) h = scan_holders(redis_, c.keys);
@@ -555,6 +564,7 @@ void RedisGate::arm_fast_path(GateCampaign& c) {
     for (auto& [user, held] : h) c.holders.emplace(user, static_cast<uint32_t>(held));
     c.armed_issued = n;
     c.armed_quantity = q;
+    c.armed_drops = d;
   }
   c.fast_until_ms.store(now + kFastPathRecheckMs, std::memory_order_release);
 }

@@ -11,15 +11,11 @@
 
 namespace couponcore::grantlog {
 
-namespace {
-
-bool to_i64(std::string_view s, int64_t* v) {
+bool parse_i64(std::string_view s, int64_t* v) {
   if (s.empty()) return false;
   auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), *v);
   return ec == std::errc() && end == s.data() + s.size();
 }
-
-}  // namespace
 
 std::vector<LogEntry> parse_entries(const redisReply* entries) {
   std::vector<LogEntry> out;
@@ -53,11 +49,11 @@ std::string grant_from(int64_t campaign_id, std::string_view seq, std::string_vi
   int64_t n = 0;
   *g = Grant{};
   g->campaign_id = campaign_id;
-  if (!to_i64(seq, &n) || n < 1 || n > limits::kQuantityMax) return "malformed: s is not a seq in 1..quantity max";
+  if (!parse_i64(seq, &n) || n < 1 || n > limits::kQuantityMax) return "malformed: s is not a seq in 1..quantity max";
   g->seq = static_cast<uint32_t>(n);
   if (!limits::is_valid_id(user, limits::kUserIdBytesMax)) return "malformed: u is not a valid user id";
   g->user_id = std::string(user);
-  if (!to_i64(ordinal, &n) || n < 1 || n > limits::kPerUserLimitMax) return "malformed: o is not a user ordinal";
+  if (!parse_i64(ordinal, &n) || n < 1 || n > limits::kPerUserLimitMax) return "malformed: o is not a user ordinal";
   g->user_ordinal = static_cast<uint32_t>(n);
   if (!request_id.empty() && !limits::is_valid_id(request_id, limits::kRequestIdBytesMax)) {
     return "malformed: r is not a request id";
@@ -93,14 +89,14 @@ std::string parse_grants(const LogEntry& entry, int64_t campaign_id, std::vector
     }
   }
   int64_t n = 0;
-  if (have_v && (!to_i64(ver, &n) || n < 1 || n > kEntryVersion)) {
+  if (have_v && (!parse_i64(ver, &n) || n < 1 || n > kEntryVersion)) {
     return "malformed: entry format version " + std::string(ver) + " is unknown to this reader (it knows 1.." +
            std::to_string(kEntryVersion) + "): upgrade the writer";
   }
   if (have_v && !have_g) return "malformed: a version 1 entry has no g";
-  if (!have_c || !to_i64(c, &n) || n != campaign_id) return "malformed: c is not this stream's campaign id";
+  if (!have_c || !parse_i64(c, &n) || n != campaign_id) return "malformed: c is not this stream's campaign id";
   int64_t issued_at = 0;
-  if (!have_t || !to_i64(t, &issued_at) || issued_at < 0) return "malformed: t is not a time in microseconds";
+  if (!have_t || !parse_i64(t, &issued_at) || issued_at < 0) return "malformed: t is not a time in microseconds";
   if (!have_g) {  // one grant: c s u o r t
     if (!(have_s && have_u && have_o)) return "malformed: a field of c s u o t is missing";
     Grant one;

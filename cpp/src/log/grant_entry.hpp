@@ -18,6 +18,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -39,6 +40,9 @@ struct LogEntry {
 
 // Entries of an XRANGE / XREADGROUP / XAUTOCLAIM entries array.
 std::vector<LogEntry> parse_entries(const redisReply* entries);
+
+// A whole decimal int64 field of an entry (no sign games, no trailing bytes); false otherwise.
+bool parse_i64(std::string_view s, int64_t* v);
 
 // Appends the grants of an entry of campaign_id's stream to *out. Returns "" or why the entry is
 // malformed (then nothing is appended).

@@ -126,7 +126,7 @@ std::vector<LogBacklog> GrantLog::backlog(std::string_view prefix, std::size_t c
       redis::Reply pend = conn_.read_reply();
       redis::Reply dl = conn_.read_reply();
       LogBacklog b;
-      b.campaign_id = ids[i] & 0xffffffff;  // a shard's stream counts for its campaign
+      b.campaign_id = ids[i];  // a stream id: writer::add_unread_ages makes it the campaign's
       if (len.is_integer()) b.entries = len.integer();
       if (dl.is_integer()) b.dead_letters = dl.integer();
       long long pending = 0;
@@ -179,12 +179,18 @@ int64_t GrantLog::dead_letter(const StreamBatch& sb, const LogEntry& e, const st
     for (const auto& [k, v] : fields) a.add(k).add(v);
     records = 1;
   } else {
+    // A re-driven entry's "rd" (times re-driven, docs/dead-letters.md) goes on with its grants.
+    std::string redrives;
+    for (const auto& [k, v] : e.fields) {
+      if (k == "rd") redrives = clip(v, 20);
+    }
     a.add(static_cast<int64_t>(refused->size()));
     for (const auto& [gi, why] : *refused) {
       const Grant& g = sb.grants[gi];
-      a.add(clip(why, kReasonBytesMax)).add(int64_t{6});
+      a.add(clip(why, kReasonBytesMax)).add(int64_t{redrives.empty() ? 6 : 7});
       a.add("c").add(g.campaign_id).add("s").add(int64_t{g.seq}).add("u").add(g.user_id);
       a.add("o").add(int64_t{g.user_ordinal}).add("r").add(g.request_id).add("t").add(g.issued_at_us);
+      if (!redrives.empty()) a.add("rd").add(redrives);
     }
     records = static_cast<int64_t>(refused->size());
   }

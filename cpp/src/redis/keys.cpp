@@ -43,6 +43,7 @@ CampaignKeys::CampaignKeys(std::string_view prefix, int64_t id, int s, int k)
   grants = base + "g";
   dead_letters = base + "dl";
   reasons = base + "why";
+  free_seqs = base + "free";
   answers_base = base + "a:";
   transfers = base + "x";
   received = base + "rx";
@@ -63,6 +64,12 @@ bool CampaignKeys::from_stream_id(std::string_view prefix, int64_t sid, Campaign
 }
 
 std::string campaigns_set_key(std::string_view prefix) { return std::string(prefix) + "campaigns"; }
+
+CampaignKeys keys_of_stream(std::string_view prefix, int64_t stream_id) {
+  CampaignKeys k;
+  if (CampaignKeys::from_stream_id(prefix, stream_id, &k)) return k;
+  return CampaignKeys(prefix, stream_id);
+}
 
 int shard_of_user(std::string_view user_id, int shards) {
   if (shards <= 1) return 0;

@@ -3,8 +3,11 @@
 // Every key of campaign N shares the hash tag {cN}, so one Lua call never crosses a cluster
 // slot:
 //   P{cN}:m        hash   campaign mirror: q quantity, l per-user limit, s starts_at_us,
-//                         e ends_at_us (absent = open-ended), st state, n issued so far
+//                         e ends_at_us (absent = open-ended), st state, n the seq counter,
+//                         d corrections made by dead-letter drops
 //   P{cN}:h        hash   holders: user_id -> coupons held
+//   P{cN}:free     zset   free seqs (score = seq): seqs <= n given back by dead-letter drops,
+//                         issued before n advances; coupons issued = n - ZCARD
 //   P{cN}:g        stream the grant log (group "writers"): c s u o r t = campaign, seq, user,
 //                         user_ordinal, request_id, issued_at_us
 //   P{cN}:a:<gen>  hash   remembered answers "user|request" -> seq*8+status, one hash per
@@ -13,6 +16,7 @@
 //   P{cN}:why      hash   last failure reason per pending grant-log entry id
 //   Pcampaigns     set    the grant-log streams, for the writers: a stream id per member (the
 //                         campaign id; for a shard, campaign_id + shard * 2^32 + K * 2^40)
+//   Pwriters       hash   writer consumer -> last heartbeat, ms on the Redis clock (writer/liveness.hpp)
 // A campaign of K > 1 shards (CampaignSpec::shards, gate/shards.hpp) has the keys above once per
 // shard s, under the tag {cN.s<s>.<j>}, j the first number >= 0 that puts the tag's CRC16 slot
 // in the s-th of K equal bands of the 16,384 slots: on a cluster whose masters serve equal slot
@@ -45,11 +49,14 @@ struct CampaignKeys {
   int64_t campaign_id = 0;
   int shard = 0;
   int64_t stream_id = 0;  // this stream's member of Pcampaigns (see the file top)
-  std::string meta, holders, grants, dead_letters, reasons, answers_base, transfers, received;
+  std::string meta, holders, grants, dead_letters, reasons, free_seqs, answers_base, transfers, received;
   std::string answers(int64_t generation) const { return answers_base + std::to_string(generation); }
 };
 
 std::string campaigns_set_key(std::string_view prefix);
+// The keys of a member of Pcampaigns (CampaignKeys::from_stream_id; a plain campaign's keys if
+// it is not a shard's stream id).
+CampaignKeys keys_of_stream(std::string_view prefix, int64_t stream_id);
 
 // The shard of a user in a campaign of `shards` shards: FNV-1a (64 bits) of the user id, modulo
 // shards. Stable across processes, versions and platforms (it decides where holders live).

@@ -53,6 +53,7 @@ void check_writer_options(const WriterOptions& o) {
   if (o.streams_per_read_max < 1 || o.streams_per_read_max > 10'000) {
     throw_invalid("writer.streams_per_read_max must be 1..10000");
   }
+  check_liveness_options(o);
 }
 
 std::string default_consumer_base() {
@@ -251,9 +252,113 @@ void GrantWriter::claim_idle(std::vector<StreamBatch>& out) {
   }
 }
 
-void GrantWriter::heartbeat(const std::vector<StreamBatch>& batch, int64_t now_ms) {
-  if (now_ms - last_heartbeat_ms_ < sh_.options.claim_idle_ms / 3) return;
-  last_heartbeat_ms_ = now_ms;
+void GrantWriter::claim_dead(std::vector<StreamBatch>& out) {
+  if (streams_.empty()) return;
+  const int64_t now = redis::steady_ms();
+  int64_t next = sh_.next_dead_scan_ms.load();
+  if (now < next || !sh_.next_dead_scan_ms.compare_exchange_strong(next, now + sh_.options.heartbeat_interval_ms)) {
+    return;
+  }
+  RegistrySnapshot reg = read_registry(redis_, sh_.prefix);
+  std::vector<const BeatRecord*> dead;
+  for (const BeatRecord& b : reg.beats) {
+    if (b.beat_ms < 0 || reg.now_ms - b.beat_ms <= sh_.options.dead_after_ms) continue;
+    if (sh_.heartbeat != nullptr && sh_.heartbeat->is_ours(b.consumer)) continue;  // we beat for it
+    dead.push_back(&b);
+  }
+  if (dead.empty()) return;
+  std::vector<std::string> names;
+  names.reserve(streams_.size());
+  for (const redis::CampaignKeys& k : streams_) names.push_back(k.grants);
+  const std::vector<PendingByConsumer> pending = pending_summaries(redis_, names);
+
+  // Per stream, the dead consumers' pending entries: XPENDING (ids, delivery counts), then XCLAIM
+  // with a min-idle time. XCLAIM resets the idle time of what it takes, so a second live writer
+  // racing for the same entries gets none of them: one commit per entry (and the commit is
+  // idempotent anyway, for a "dead" process that wakes up and commits what it held).
+  std::unordered_set<std::string> holding;  // dead consumers with entries somewhere
+  struct Target {
+    const redis::CampaignKeys* keys;
+    std::string consumer;
+  };
+  std::vector<Target> targets;
+  for (std::size_t i = 0; i < streams_.size(); ++i) {
+    for (const auto& [name, n] : pending[i]) {
+      for (const BeatRecord* d : dead) {
+        if (d->consumer != name) continue;
+        holding.insert(name);
+        targets.push_back({&streams_[i], name});
+      }
+    }
+  }
+  const std::size_t per_call = std::min(targets.size(), sh_.options.streams_per_read_max);
+  for (std::size_t t = 0; t < per_call; ++t) {
+    redis_.append(redis::Args{"XPENDING"}
+                      .add(targets[t].keys->grants)
+                      .add(redis::kWriterGroup)
+                      .add("-")
+                      .add("+")
+                      .add(entries_per_read_)
+                      .add(targets[t].consumer));
+  }
+  std::vector<std::unordered_map<std::string, int64_t>> counts(per_call);
+  for (std::size_t t = 0; t < per_call; ++t) {
+    redis::Reply r = redis_.read_reply();
+    for (std::size_t i = 0; r.is_array() && i < r.size(); ++i) {
+      const redisReply* p = r.at(i);
+      long long d = 0;
+      if (redis::reply_is_array(p) && p->elements >= 4 && redis::reply_int(p->element[3], &d)) {
+        counts[t][std::string(redis::reply_str(p->element[0]))] = d;
+      }
+    }
+  }
+  const int64_t min_idle = takeover_min_idle_ms(sh_.options);
+  std::vector<std::size_t> sent;
+  for (std::size_t t = 0; t < per_call; ++t) {
+    if (counts[t].empty()) continue;
+    redis::Args a{"XCLAIM"};
+    a.add(targets[t].keys->grants).add(redis::kWriterGroup).add(consumer_).add(min_idle);
+    for (const auto& [id, _] : counts[t]) a.add(id);
+    redis_.append(a);
+    sent.push_back(t);
+  }
+  std::size_t taken = 0;
+  for (std::size_t t : sent) {
+    redis::Reply r = redis_.read_reply();
+    if (r.is_error()) continue;  // NOGROUP: the stream vanished; refresh recreates the group
+    StreamBatch sb{*targets[t].keys, grantlog::parse_entries(r.raw()), {}, {}};
+    for (LogEntry& e : sb.entries) {
+      auto it = counts[t].find(e.id);
+      // XCLAIM counted this delivery: one more than XPENDING said.
+      e.deliveries = it == counts[t].end() ? sh_.options.dead_letter_after_deliveries : it->second + 1;
+    }
+    std::sort(sb.entries.begin(), sb.entries.end(), [](const LogEntry& x, const LogEntry& y) {
+      redis::StreamId a, b;
+      return redis::parse_stream_id(x.id, &a) && redis::parse_stream_id(y.id, &b) && a < b;
+    });
+    if (sb.entries.empty()) continue;
+    taken += sb.entries.size();
+    out.push_back(std::move(sb));
+  }
+  if (taken > 0) {
+    sh_.claimed += taken;
+    log(LogLevel::kWarning, "writer", consumer_ + " took over " + std::to_string(taken) +
+                                          " grant-log entries from dead writer consumer(s) (no heartbeat for " +
+                                          std::to_string(sh_.options.dead_after_ms) + " ms)");
+  }
+  if (per_call < targets.size() || taken > 0) sh_.next_dead_scan_ms = 0;  // more to take: look again soon
+  // Dead consumers holding nothing anywhere: out of every group, out of the registry.
+  for (const BeatRecord* d : dead) {
+    if (holding.count(d->consumer)) continue;
+    if (reap(redis_, sh_.prefix, names, *d)) {
+      log(LogLevel::kInfo, "writer", "dead writer consumer " + d->consumer + " removed from the group and the registry");
+    }
+  }
+}
+
+void GrantWriter::refresh_idle(const std::vector<StreamBatch>& batch, int64_t now_ms) {
+  if (now_ms - last_refresh_ms_ < sh_.options.claim_idle_ms / 3) return;
+  last_refresh_ms_ = now_ms;
   for (const StreamBatch& sb : batch) {
     redis::Args a{"XCLAIM"};
     a.add(sb.keys.grants).add(redis::kWriterGroup).add(consumer_).add("0");
@@ -310,12 +415,18 @@ void GrantWriter::adapt_read_size(const std::vector<StreamBatch>& batch) {
 }
 
 void GrantWriter::say_goodbye() {
+  bool holds_nothing = true;
   for (const redis::CampaignKeys& k : streams_) {
     redis::Reply r = redis_.command(redis::Args{"XPENDING"}.add(k.grants).add(redis::kWriterGroup).add("-").add("+").add("1").add(consumer_));
     if (r.is_array() && r.size() == 0) {
       redis_.command(redis::Args{"XGROUP", "DELCONSUMER"}.add(k.grants).add(redis::kWriterGroup).add(consumer_));
+    } else {
+      holds_nothing = false;
     }
   }
+  // Holding entries, it keeps its last beat: judged dead dead_after_ms from now, it is taken
+  // over by a live writer within seconds rather than after claim_idle_ms.
+  if (holds_nothing && sh_.heartbeat != nullptr) sh_.heartbeat->retire(consumer_, redis_);
 }
 
 void GrantWriter::run() {
@@ -332,7 +443,8 @@ void GrantWriter::run() {
         }
         refresh_streams(now);
         std::vector<StreamBatch> fresh;  // into `held` only once prepared
-        if (now >= next_claim_ms_) {
+        claim_dead(fresh);
+        if (fresh.empty() && now >= next_claim_ms_) {
           next_claim_ms_ = now + sh_.options.claim_interval_ms;
           claim_idle(fresh);
         }
@@ -341,7 +453,7 @@ void GrantWriter::run() {
         adapt_read_size(fresh);
         held = std::move(fresh);
         if (held.empty()) continue;
-        last_heartbeat_ms_ = now;
+        last_refresh_ms_ = now;
       }
       int64_t wait_ms = 0;
       if (write(held, now, &wait_ms)) {
@@ -349,7 +461,7 @@ void GrantWriter::run() {
         redis_failures_ = 0;
         continue;
       }
-      heartbeat(held, redis::steady_ms());
+      refresh_idle(held, redis::steady_ms());
       sleep_ms(std::min<int64_t>(std::max<int64_t>(wait_ms, 1), 100));
     } catch (const Error& e) {
       log(LogLevel::kWarning, "writer", std::string("redis: ") + e.what());
@@ -403,9 +515,12 @@ int run_worker(const WorkerOptions& options, std::atomic<bool>& stop) {
   const std::string base = options.consumer_name.empty() ? writer::default_consumer_base() : options.consumer_name;
   std::vector<std::unique_ptr<writer::GrantWriter>> writers;
   std::vector<std::thread> threads;
-  for (int i = 0; i < options.threads; ++i) {
-    writers.push_back(std::make_unique<writer::GrantWriter>(shared, base + "-" + std::to_string(i)));
-  }
+  std::vector<std::string> consumers;
+  for (int i = 0; i < options.threads; ++i) consumers.push_back(base + "-" + std::to_string(i));
+  // Beating before the first read: a consumer is never without a heartbeat while it holds entries.
+  writer::Heartbeat heartbeat(options.key_prefix, url, ro, options.writer.heartbeat_interval_ms, consumers);
+  shared.heartbeat = &heartbeat;
+  for (const std::string& c : consumers) writers.push_back(std::make_unique<writer::GrantWriter>(shared, c));
   for (auto& w : writers) threads.emplace_back([&w] { w->run(); });
   int64_t next_report_ms = redis::steady_ms() + options.report_interval_ms;
   while (!stop.load()) {
@@ -416,8 +531,44 @@ int run_worker(const WorkerOptions& options, std::atomic<bool>& stop) {
     }
   }
   for (auto& t : threads) t.join();
+  heartbeat.stop();  // after the writers: one finishing its last batch still beats
   if (options.report) options.report(shared.stats());
   return 0;
+}
+
+// ---- LogBacklogReader --------------------------------------------------------------------------
+
+struct LogBacklogReader::Impl {
+  Impl(redis::RedisUrl url, redis::RedisConnOptions ro, std::string prefix)
+      : conn(std::move(url), std::move(ro)), key_prefix(std::move(prefix)) {}
+  redis::RedisConn conn;
+  std::string key_prefix;
+};
+
+LogBacklogReader::LogBacklogReader(const std::string& redis_url, const std::string& key_prefix) {
+  redis::check_key_prefix(key_prefix);
+  redis::RedisConnOptions ro;
+  ro.client_name = "couponcore-worker-metrics";
+  ro.connect_timeout_ms = 1'000;  // a scrape waits at most this long for a Redis that is down
+  ro.command_timeout_ms = 2'000;
+  impl_ = std::make_unique<Impl>(redis::RedisUrl::parse(redis_url), ro, key_prefix);
+}
+
+LogBacklogReader::~LogBacklogReader() = default;
+
+std::vector<LogBacklog> LogBacklogReader::read() {
+  impl_->conn.ensure_connected();
+  grantlog::GrantLog glog(impl_->conn);
+  std::vector<LogBacklog> b = glog.backlog(impl_->key_prefix, kLogBacklogCampaignsMax);
+  writer::add_unread_ages(impl_->conn, impl_->key_prefix, b);
+  return b;
+}
+
+int64_t LogBacklogReader::writers_alive(int64_t dead_after_ms) {
+  impl_->conn.ensure_connected();
+  int64_t n = 0;
+  for (const WriterInfo& w : writer::list_writers(impl_->conn, impl_->key_prefix, {}, dead_after_ms)) n += w.alive ? 1 : 0;
+  return n;
 }
 
 }  // namespace couponcore

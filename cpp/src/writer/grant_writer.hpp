@@ -3,8 +3,12 @@
 // One GrantWriter is one thread with its own Redis and PostgreSQL connections; the engine runs
 // ProductionOptions::writer_threads of them, run_worker() runs WorkerOptions::threads. A loop:
 //   1. every campaigns_refresh_ms: SMEMBERS Pcampaigns; XGROUP CREATE for new streams
-//   2. every claim_interval_ms: XAUTOCLAIM entries idle > claim_idle_ms on any consumer (a dead
-//      one), XPENDING for their delivery counts
+//   2. every heartbeat_interval_ms (one thread of the process at a time): consumers whose
+//      heartbeat is older than dead_after_ms (writer/liveness.hpp) are dead: XPENDING of each,
+//      XCLAIM to me with a min-idle time (of two live writers racing, one gets each entry);
+//      once a dead consumer holds nothing, XGROUP DELCONSUMER and it leaves the registry.
+//      Every claim_interval_ms: XAUTOCLAIM entries idle > claim_idle_ms on any consumer (one
+//      that never beat: an older version), XPENDING for their delivery counts
 //   3. otherwise XREADGROUP GROUP writers <me> COUNT n BLOCK block_ms STREAMS ... >, where n
 //      is read_count_max divided by the grants per entry of the previous read (an entry holds
 //      one gate batch: up to 2,048 grants; older entries one), so a read brings about
@@ -41,6 +45,7 @@
 #include "redis/keys.hpp"
 #include "redis/redis.hpp"
 #include "writer/backoff.hpp"
+#include "writer/liveness.hpp"
 
 namespace couponcore::writer {
 
@@ -67,6 +72,8 @@ struct WriterShared {
   CircuitBreaker breaker;
   std::atomic<uint64_t> written{0}, batches{0}, dead_lettered{0}, failures{0}, claimed{0};
   Histogram* commit_grants = nullptr;  // grants per committed batch, when an engine keeps one
+  Heartbeat* heartbeat = nullptr;      // the process's beats, once started (before the writers)
+  std::atomic<int64_t> next_dead_scan_ms{0};  // steady clock: one thread scans per interval
 
   WorkerStats stats() const;
 };
@@ -82,6 +89,7 @@ class GrantWriter {
  private:
   void refresh_streams(int64_t now_ms);
   void claim_idle(std::vector<StreamBatch>& out);
+  void claim_dead(std::vector<StreamBatch>& out);  // step 2 by heartbeat
   void read_new(std::vector<StreamBatch>& out);
   void read_new_per_stream(const std::vector<const redis::CampaignKeys*>& chosen, bool block,
                            std::vector<StreamBatch>& out);
@@ -89,9 +97,9 @@ class GrantWriter {
   // back); false when it must be retried after *wait_ms (the database is down, or the
   // breaker says wait).
   bool write(std::vector<StreamBatch>& batch, int64_t now_ms, int64_t* wait_ms);
-  void heartbeat(const std::vector<StreamBatch>& batch, int64_t now_ms);
+  void refresh_idle(const std::vector<StreamBatch>& batch, int64_t now_ms);  // XCLAIM JUSTID: keep what we hold from XAUTOCLAIM
   void adapt_read_size(const std::vector<StreamBatch>& batch);  // sets entries_per_read_
-  void say_goodbye();  // XGROUP DELCONSUMER where we hold nothing
+  void say_goodbye();  // XGROUP DELCONSUMER where we hold nothing; retire if nowhere
   void sleep_ms(int64_t ms);
 
   WriterShared& sh_;
@@ -106,7 +114,7 @@ class GrantWriter {
   std::size_t claim_window_ = 0;
   int64_t next_refresh_ms_ = 0;
   int64_t next_claim_ms_ = 0;
-  int64_t last_heartbeat_ms_ = 0;
+  int64_t last_refresh_ms_ = 0;
   int redis_failures_ = 0;
   int64_t entries_per_read_ = 16;  // see step 3 above; starts small until entries are seen
   std::mt19937_64 rng_{std::random_device{}()};

@@ -2,9 +2,13 @@
 -- grants to the campaign's grant log in the same atomic step (a grant exists iff it is in the
 -- log). The rule and its order are CampaignGate::decide's (cpp/src/gate/campaign_gate.cpp).
 --
--- KEYS: 1 meta, 2 holders, 3 grant stream, 4 answers (current generation), 5 answers (previous)
+-- KEYS: 1 meta, 2 holders, 3 grant stream, 4 answers (current generation), 5 answers (previous),
+-- 6 free seqs (sorted set, score = seq: seqs of dropped dead letters, docs/dead-letters.md)
 -- ARGV: 1 campaign id, 2 answer hash expiry (s), 3.. pairs of (user_id, request_id or "")
--- Reply: {issued_after, quantity, now_us, code per request...}, code = seq * 8 + status where
+-- Seqs: a grant takes the lowest free seq if there is one, else the counter n advances. Every
+-- free seq is <= n <= quantity, so seqs stay unique and within 1..quantity; the coupons issued
+-- are n - #free.
+-- Reply: {issued_after (n - #free), quantity, now_us, code per request...}, code = seq * 8 + status where
 -- status is IssueStatus (0 ISSUED, 1 SOLD_OUT, 2 ALREADY_ISSUED, 3 NOT_OPEN, 4 ENDED).
 -- The clock is Redis's (TIME), one for every gate process.
 -- The batch's grants go to the stream as ONE entry in the grant-entry format of
@@ -22,6 +26,7 @@ local ends = m[4] and tonumber(m[4])
 local state = tonumber(m[5] or '0')
 local n = tonumber(m[6] or '0')
 local n0 = n
+local free = redis.call('ZCARD', KEYS[6])
 local t = redis.call('TIME')
 local now_s = t[1] .. string.format('%06d', tonumber(t[2]))
 local now = tonumber(now_s)
@@ -54,17 +59,24 @@ for i = 3, #ARGV, 2 do
     elseif starts and now < starts then code = 3
     elseif ends and now >= ends then code = 4
     elseif held >= limit then code = 2
-    elseif n >= quantity then code = 1
+    elseif free == 0 and n >= quantity then code = 1
     else
-      n = n + 1
+      local seq
+      if free > 0 then
+        seq = tonumber(redis.call('ZPOPMIN', KEYS[6])[1])
+        free = free - 1
+      else
+        n = n + 1
+        seq = n
+      end
       held = held + 1
       if not dirty[user] then
         dirty[user] = true
         changed[#changed + 1] = user
       end
       held_of[user] = held
-      lines[#lines + 1] = n .. ' ' .. held .. ' ' .. user .. ' ' .. rid
-      code = n * 8
+      lines[#lines + 1] = seq .. ' ' .. held .. ' ' .. user .. ' ' .. rid
+      code = seq * 8
     end
     if akey then
       redis.call('HSET', KEYS[4], akey, code)
@@ -84,5 +96,5 @@ for i = 1, #changed, 1000 do
 end
 if n ~= n0 then redis.call('HSET', KEYS[1], 'n', n) end
 if remembered then redis.call('EXPIRE', KEYS[4], ARGV[2]) end
-out[1] = n
+out[1] = n - free
 return out

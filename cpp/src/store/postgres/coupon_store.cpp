@@ -340,6 +340,47 @@ WriteOutcome write_grants(pg::Conn& conn, const std::vector<Grant>& grants) {
   return out;
 }
 
+std::vector<int64_t> seqs_with_row(pg::Conn& conn, int64_t campaign_id, const std::vector<int64_t>& seqs) {
+  std::vector<int64_t> out;
+  if (seqs.empty()) return out;
+  pg::Result r = conn.exec("SELECT seq FROM coupons WHERE campaign_id = $1 AND seq = ANY($2::bigint[])",
+                           pg::Params().add(campaign_id).add_array(seqs));
+  for (int i = 0; i < r.rows(); ++i) out.push_back(r.i64(i, 0));
+  return out;
+}
+
+std::vector<int64_t> seqs_without_row(pg::Conn& conn, int64_t campaign_id, int64_t n) {
+  std::vector<int64_t> out;
+  if (n <= 0) return out;
+  pg::Result c = conn.exec("SELECT count(*) FROM coupons WHERE campaign_id = $1 AND seq BETWEEN 1 AND $2",
+                           pg::Params().add(campaign_id).add(n));
+  if (c.i64(0, 0) >= n) return out;  // no gap: the usual case, without walking 1..n
+  pg::Result r = conn.exec(
+      "SELECT s FROM generate_series(1, $2::bigint) s"
+      " WHERE NOT EXISTS (SELECT 1 FROM coupons c WHERE c.campaign_id = $1 AND c.seq = s)",
+      pg::Params().add(campaign_id).add(n));
+  out.reserve(static_cast<std::size_t>(r.rows()));
+  for (int i = 0; i < r.rows(); ++i) out.push_back(r.i64(i, 0));
+  return out;
+}
+
+GrantPlaces grant_places(pg::Conn& conn, int64_t campaign_id, int64_t seq, const std::string& user_id,
+                         int64_t user_ordinal) {
+  pg::Result r = conn.exec(
+      "SELECT seq, user_id, user_ordinal FROM coupons WHERE campaign_id = $1"
+      " AND (seq = $2 OR (user_id = $3 AND user_ordinal = $4))",
+      pg::Params().add(campaign_id).add(seq).add(user_id).add(user_ordinal));
+  GrantPlaces p;
+  for (int i = 0; i < r.rows(); ++i) {
+    const bool same_seq = r.i64(i, 0) == seq;
+    const bool same_ordinal = r.text(i, 1) == user_id && r.i64(i, 2) == user_ordinal;
+    p.seq_taken = p.seq_taken || same_seq;
+    p.ordinal_taken = p.ordinal_taken || same_ordinal;
+    p.identical = p.identical || (same_seq && same_ordinal);
+  }
+  return p;
+}
+
 std::pair<int64_t, std::vector<int64_t>> missing_seqs(pg::Conn& conn, int64_t campaign_id, int64_t issued,
                                                       std::size_t sample_max) {
   std::pair<int64_t, std::vector<int64_t>> out{0, {}};

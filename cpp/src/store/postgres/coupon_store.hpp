@@ -47,6 +47,21 @@ struct WriteOutcome {
 // One transaction. Throws pg::PgError only for failures of the database, not of the data.
 WriteOutcome write_grants(pg::Conn& conn, const std::vector<Grant>& grants);
 
+// Which of `seqs` have a row (the rest do not).
+std::vector<int64_t> seqs_with_row(pg::Conn& conn, int64_t campaign_id, const std::vector<int64_t>& seqs);
+// Every seq in 1..n with no row, ascending (a mirror restore's free seqs, before the log's).
+std::vector<int64_t> seqs_without_row(pg::Conn& conn, int64_t campaign_id, int64_t n);
+
+// What the store holds of one grant's places: a row with its (campaign, seq), one with its
+// (campaign, user, ordinal), and whether one row is the grant itself.
+struct GrantPlaces {
+  bool seq_taken = false;
+  bool ordinal_taken = false;
+  bool identical = false;
+};
+GrantPlaces grant_places(pg::Conn& conn, int64_t campaign_id, int64_t seq, const std::string& user_id,
+                         int64_t user_ordinal);
+
 // Seqs in 1..issued with no row; the first `sample_max` of them, and how many.
 std::pair<int64_t, std::vector<int64_t>> missing_seqs(pg::Conn& conn, int64_t campaign_id, int64_t issued,
                                                       std::size_t sample_max);

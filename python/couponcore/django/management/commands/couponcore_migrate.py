@@ -15,3 +15,8 @@ class Command(BaseCommand):
             raise CommandError("COUPONCORE has no REDIS/POSTGRES: the embedded engine migrates its file on open")
         n = migrate(kw["postgres"])
         self.stdout.write(f"couponcore: {n} migration(s) applied")
+        from couponcore.jobs._cli import migrate_if_installed
+
+        steps = migrate_if_installed(kw["postgres"])  # the jobs' tables, when procrastinate is installed
+        if steps is not None:
+            self.stdout.write(f"couponcore: jobs schema (procrastinate): {steps} step(s) applied")
