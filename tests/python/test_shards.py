@@ -7,14 +7,24 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Iterator
 
 import couponcore
 import psycopg
 import pytest
 from conftest import env_url, stats
 from test_cluster import CLUSTER, cluster_kwargs, needs_cluster
+from test_dead_letters import FAST_DEAD_LETTERS, Refusal, _wait_dead_letters
 
 SHARDS_MAX = 16
+
+
+@pytest.fixture
+def shard_refusal() -> Iterator[Refusal]:
+    couponcore.migrate(env_url("COUPONCORE_TEST_POSTGRES_URL"))
+    r = Refusal()
+    yield r
+    r.fix()
 
 
 def shard_of(user: str, shards: int) -> int:
@@ -262,3 +272,35 @@ def test_two_gates_moving_stock_of_one_campaign_issue_every_coupon_once() -> Non
         assert (st.rows, st.max_seq) == (quantity, quantity)
         rep = b.reconcile(c.id)
         assert rep["consistent"] and rep["gate_issued"] == quantity
+
+
+@needs_cluster
+def test_a_sharded_campaigns_dead_letters_are_listed_shown_and_redriven_not_dropped(
+    shard_refusal: Refusal,
+) -> None:
+    refusal = shard_refusal
+    with couponcore.open(**cluster_kwargs(), **FAST_DEAD_LETTERS) as e:
+        c = e.campaigns.create("dead letters", quantity=60, shards=3)
+        blocked = [f"{refusal.prefix}{i}" for i in range(12)]
+        assert {shard_of(u, 3) for u in blocked} == {0, 1, 2}  # dead letters in every shard
+        results = e.issue_many(c.id, blocked + [f"ok{i}" for i in range(48)])
+        assert all(r.issued for r in results)
+        dls = _wait_dead_letters(e, c.id, 12)
+        assert sorted(d.seq for d in dls) == sorted(r.seq for r in results[:12])
+        assert len({d.id for d in dls}) == 12  # ids unique across the shards' streams
+        for d in dls:
+            assert e.dead_letters.get(c.id, d.id) == d
+        assert e.dead_letters.list(c.id, after=dls[4].id) == dls[5:]  # pages across shards
+        everything = [d for d in e.dead_letters.list() if d.campaign_id == c.id]
+        assert everything == dls
+        assert e.dead_letters.list(after=f"{c.id}:{dls[6].id}")[:5] == dls[7:]
+        with pytest.raises(couponcore.InvalidArgument, match="sharded"):
+            e.dead_letters.drop(c.id, dls[0].id)
+        refusal.fix()
+        for d in dls:
+            e.dead_letters.redrive(c.id, d.id)
+        st = stats(e, c.id)
+        assert (st.rows, st.distinct_users, st.max_seq) == (60, 60, 60)
+        assert e.dead_letters.list(c.id) == []
+        rep = e.reconcile(c.id)
+        assert rep["consistent"] and rep["gate_issued"] == 60 and rep["dead_lettered"] == 0

@@ -394,19 +394,10 @@ class RedisPipeline final : public detail::Pipeline {
       std::shared_ptr<GateCampaign> entry = entry_for(campaign_id);
       std::lock_guard lock(ctl_redis_mu_);
       if (!entry->sharded()) return grantlog::read_dead_letters(ctl_redis_, entry->keys, after, limit);
-      // A sharded campaign: every shard's records, merged by record id.
-      std::vector<DeadLetter> all;
-      for (const redis::CampaignKeys& sk : entry->shard_keys) {
-        for (DeadLetter& d : grantlog::read_dead_letters(ctl_redis_, sk, after, limit)) all.push_back(std::move(d));
-      }
-      std::sort(all.begin(), all.end(), [](const DeadLetter& a, const DeadLetter& b) {
-        redis::StreamId x, y;
-        return redis::parse_stream_id(a.id, &x) && redis::parse_stream_id(b.id, &y) ? x < y : a.id < b.id;
-      });
-      if (all.size() > limit) all.resize(limit);
-      return all;
+      return read_sharded_dead_letters(entry->shard_keys, after, limit);
     }
-    // Every campaign listed for the writers, by id; the cursor is "<campaign>:<record id>".
+    // Every campaign listed for the writers, by id (a sharded campaign's shards together); the
+    // cursor is "<campaign>:<record id>".
     int64_t from_campaign = 0;
     std::string from_id;
     if (!after.empty()) {
@@ -415,28 +406,39 @@ class RedisPipeline final : public detail::Pipeline {
       from_id = after.substr(colon + 1);
     }
     std::lock_guard lock(ctl_redis_mu_);
-    std::vector<int64_t> ids = grantlog::GrantLog(ctl_redis_).campaigns(options_.key_prefix);
-    std::sort(ids.begin(), ids.end());
-    ids.erase(ids.begin(), std::lower_bound(ids.begin(), ids.end(), from_campaign));
+    std::vector<redis::CampaignKeys> streams;
+    for (int64_t sid : grantlog::GrantLog(ctl_redis_).campaigns(options_.key_prefix)) {
+      redis::CampaignKeys k = redis::keys_of_stream(options_.key_prefix, sid);
+      if (k.campaign_id >= from_campaign) streams.push_back(std::move(k));
+    }
+    std::sort(streams.begin(), streams.end(), [](const redis::CampaignKeys& x, const redis::CampaignKeys& y) {
+      return std::make_pair(x.campaign_id, x.shard) < std::make_pair(y.campaign_id, y.shard);
+    });
     std::vector<DeadLetter> out;
     constexpr std::size_t kChunk = 1000;  // XLEN pipelined per round trip: empty streams are skipped
-    for (std::size_t from = 0; from < ids.size() && out.size() < limit; from += kChunk) {
-      const std::size_t to = std::min(ids.size(), from + kChunk);
-      for (std::size_t i = from; i < to; ++i) {
-        ctl_redis_.append(redis::Args{"XLEN"}.add(redis::keys_of_stream(options_.key_prefix, ids[i]).dead_letters));
-      }
-      std::vector<long long> lens(to - from, 0);
+    std::vector<long long> lens(streams.size(), 0);
+    for (std::size_t from = 0; from < streams.size(); from += kChunk) {
+      const std::size_t to = std::min(streams.size(), from + kChunk);
+      for (std::size_t i = from; i < to; ++i) ctl_redis_.append(redis::Args{"XLEN"}.add(streams[i].dead_letters));
       for (std::size_t i = from; i < to; ++i) {
         redis::Reply r = ctl_redis_.read_reply();
-        if (r.is_integer()) lens[i - from] = r.integer();
+        if (r.is_integer()) lens[i] = r.integer();
       }
-      for (std::size_t i = from; i < to && out.size() < limit; ++i) {
-        if (lens[i - from] == 0) continue;
-        redis::CampaignKeys k = redis::keys_of_stream(options_.key_prefix, ids[i]);
-        const std::string after_id = ids[i] == from_campaign ? from_id : std::string();
-        std::vector<DeadLetter> page = grantlog::read_dead_letters(ctl_redis_, k, after_id, limit - out.size());
+    }
+    for (std::size_t i = 0; i < streams.size() && out.size() < limit;) {
+      std::size_t j = i;  // [i, j): one campaign's streams
+      long long any = 0;
+      for (; j < streams.size() && streams[j].campaign_id == streams[i].campaign_id; ++j) any += lens[j];
+      const std::string after_id = streams[i].campaign_id == from_campaign ? from_id : std::string();
+      if (any > 0) {
+        std::vector<DeadLetter> page =
+            j - i == 1 && streams[i].shard == 0
+                ? grantlog::read_dead_letters(ctl_redis_, streams[i], after_id, limit - out.size())
+                : read_sharded_dead_letters(std::vector<redis::CampaignKeys>(streams.begin() + i, streams.begin() + j),
+                                            after_id, limit - out.size());
         for (DeadLetter& d : page) out.push_back(std::move(d));
       }
+      i = j;
     }
     return out;
   }
@@ -447,6 +449,7 @@ class RedisPipeline final : public detail::Pipeline {
     std::optional<DeadLetter> d;
     find_dead_letter_shard(*entry, id, &d);
     if (!d) throw_not_found(dead_letter_not_found(campaign_id, id));
+    d->id = id;  // a sharded campaign's record: the id it was listed under
     return *d;
   }
 
@@ -463,6 +466,7 @@ class RedisPipeline final : public detail::Pipeline {
         case grantlog::MoveOutcome::kDone:
           log(LogLevel::kInfo, "log", "dead letter " + id + " of campaign " + std::to_string(campaign_id) +
                                           " re-driven as grant-log entry " + entry_id);
+          d->id = id;
           return *d;
         case grantlog::MoveOutcome::kGone:
           throw_not_found(dead_letter_not_found(campaign_id, id));
@@ -571,14 +575,67 @@ class RedisPipeline final : public detail::Pipeline {
   const redis::RedisUrl& redis_url() const { return redis_url_; }
 
  private:
+  // A sharded campaign's dead-letter records carry ids "<ms>-<n * 16 + shard>" (still stream
+  // ids, unique across shards whose streams may give the same id): see docs/production.md.
+  static std::string shard_record_id(const std::string& id, int shard) {
+    redis::StreamId sid;
+    if (!redis::parse_stream_id(id, &sid)) return id;
+    return std::to_string(sid.first) + "-" + std::to_string(sid.second * limits::kShardsMax + shard);
+  }
+
+  // The shard and its own record id of a sharded campaign's record id; false if none.
+  static bool split_record_id(const std::string& id, std::size_t shards, int* shard, std::string* raw) {
+    redis::StreamId sid;
+    if (!redis::parse_stream_id(id, &sid) || sid.second % limits::kShardsMax >= shards) return false;
+    *shard = static_cast<int>(sid.second % limits::kShardsMax);
+    *raw = std::to_string(sid.first) + "-" + std::to_string(sid.second / limits::kShardsMax);
+    return true;
+  }
+
+  // Every shard's records after `after` (a shard-tagged id), merged in id order (with
+  // ctl_redis_mu_).
+  std::vector<DeadLetter> read_sharded_dead_letters(const std::vector<redis::CampaignKeys>& shards, const std::string& after,
+                                                    std::size_t limit) {
+    redis::StreamId a{0, 0};
+    const bool have_after = !after.empty() && redis::parse_stream_id(after, &a);
+    std::vector<std::pair<redis::StreamId, DeadLetter>> all;
+    for (const redis::CampaignKeys& sk : shards) {
+      // Records (ms, n) of shard s come after (a.ms, a.n / 16, a.shard) when (ms, n) > (a.ms,
+      // a.n / 16), or equal with s > a.shard: read from just before (a.ms, a.n / 16) and filter.
+      std::string from;
+      if (have_after) {
+        const uint64_t an = a.second / limits::kShardsMax;
+        from = an > 0 ? std::to_string(a.first) + "-" + std::to_string(an - 1)
+               : a.first > 0 ? std::to_string(a.first - 1) + "-18446744073709551615"
+                             : std::string();
+      }
+      for (DeadLetter& d : grantlog::read_dead_letters(ctl_redis_, sk, from, limit + 1)) {
+        d.id = shard_record_id(d.id, sk.shard);
+        redis::StreamId id;
+        if (!redis::parse_stream_id(d.id, &id) || (have_after && !(a < id))) continue;
+        all.emplace_back(id, std::move(d));
+      }
+    }
+    std::sort(all.begin(), all.end(), [](const auto& x, const auto& y) { return x.first < y.first; });
+    std::vector<DeadLetter> out;
+    for (std::size_t i = 0; i < all.size() && out.size() < limit; ++i) out.push_back(std::move(all[i].second));
+    return out;
+  }
+
   // The shard whose dead letters hold record `id` (with ctl_redis_mu_); *d empty if none does.
+  // The record's id stays the shard's own (as the log operations need it).
   const redis::CampaignKeys& find_dead_letter_shard(const GateCampaign& e, const std::string& id,
                                                     std::optional<DeadLetter>* d) {
-    for (const redis::CampaignKeys& sk : e.shard_keys) {
-      *d = grantlog::find_dead_letter(ctl_redis_, sk, id);
-      if (*d) return sk;
+    d->reset();
+    if (!e.sharded()) {
+      *d = grantlog::find_dead_letter(ctl_redis_, e.keys, id);
+      return e.keys;
     }
-    return e.shard_keys.front();
+    int shard = 0;
+    std::string raw;
+    if (!split_record_id(id, e.shard_keys.size(), &shard, &raw)) return e.shard_keys.front();
+    *d = grantlog::find_dead_letter(ctl_redis_, e.shard_keys[shard], raw);
+    return e.shard_keys[shard];
   }
 
   // reconcile() of a sharded campaign after the re-drive: the gate's view is every shard's.
