@@ -15,6 +15,7 @@
 #include "records.hpp"
 #include "couponcore/engine.hpp"
 #include "couponcore/error.hpp"
+#include "couponcore/limits.hpp"
 
 namespace couponcore::py_bindings {
 
@@ -101,6 +102,13 @@ CampaignSpec spec_from(py::dict d) {
     int64_t l = to_i64(get("per_user_limit"), "per_user_limit");
     if (l < 0 || l > INT32_MAX) raise(ErrorCode::kInvalidArgument, "per_user_limit is out of range");
     s.per_user_limit = static_cast<int32_t>(l);
+  }
+  if (!get("shards").is_none()) {
+    int64_t k = to_i64(get("shards"), "shards");
+    if (k < 1 || k > limits::kShardsMax) {
+      raise(ErrorCode::kInvalidArgument, "shards must be 1.." + std::to_string(limits::kShardsMax) + ", got " + std::to_string(k));
+    }
+    s.shards = static_cast<int32_t>(k);
   }
   s.starts_at_us = opt_i64(get("starts_at_us"), "starts_at");
   s.ends_at_us = opt_i64(get("ends_at_us"), "ends_at");

@@ -91,6 +91,7 @@ class Campaigns:
         min_order_amount: int = 0,
         valid_until: Optional[TimeLike] = None,
         valid_days: Optional[int] = None,
+        shards: int = 1,
     ) -> Campaign:
         """Create a campaign of ``quantity`` coupons, at most ``per_user_limit`` per user,
         issued between ``starts_at`` (inclusive) and ``ends_at`` (exclusive) when given.
@@ -99,6 +100,11 @@ class Campaigns:
         (``"percent"``, 1..100, capped at ``discount_max`` when given) of an order of at least
         ``min_order_amount``; it is valid until ``valid_until``, or for ``valid_days`` days after
         it was issued, or forever. The campaign belongs to this scope's partner.
+
+        ``shards`` (1..16, production only): the stock is spread over that many Redis hash tags
+        (on Redis Cluster, up to that many masters); a user is routed to one shard, stock moves
+        to a shard that runs dry. The embedded engine accepts it and decides in one gate.
+        See docs/production.md "Sharded campaigns".
         """
         spec = {
             "name": name,
@@ -112,6 +118,7 @@ class Campaigns:
             "min_order_amount": min_order_amount,
             "valid_until_us": to_us(valid_until, "valid_until"),
             "valid_days": valid_days,
+            "shards": shards,
             "partner_id": self._scope.partner_id,
         }
         return from_core(Campaign, self._core.create_campaign(spec))
@@ -690,7 +697,8 @@ def open(  # noqa: A001
       ``lifecycle_conns_max``, ...) are passed on as keyword arguments; see docs/production.md.
       A misspelt option is ``InvalidArgument``, not ignored. On Redis Cluster, give its seeds:
       ``redis="redis+cluster://host:7000,host:7001"`` (docs/production.md, "Running on Redis
-      Cluster").
+      Cluster"); one hot campaign spreads over several masters with
+      ``campaigns.create(..., shards=K)`` (docs/production.md, "Sharded campaigns").
 
     Both: the point wallets' engine takes ``wallet_batch_ops_max`` (operations per
     transaction, default 1,024), ``wallet_queue_ops_max`` (queued operations before callers

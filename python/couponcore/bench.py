@@ -601,6 +601,20 @@ def bench_cluster(**kwargs: Any) -> dict[str, Any]:
     return run(**kwargs)
 
 
+def bench_shards(**kwargs: Any) -> dict[str, Any]:
+    from ._bench_shards import bench_shards as run
+
+    return run(**kwargs)
+
+
+def _shard_of(user: str, shards: int) -> int:
+    """The core's routing of a user to a shard (redis::shard_of_user): FNV-1a 64 modulo shards."""
+    h = 1469598103934665603
+    for b in user.encode():
+        h = ((h ^ b) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
+    return h % shards
+
+
 def bench_reconcile(**kwargs: Any) -> dict[str, Any]:
     from ._bench_reconcile import bench_reconcile as run
 
@@ -624,4 +638,5 @@ BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {
     "reconcile": bench_reconcile,
     "bulk": bench_bulk,
     "cluster": bench_cluster,
+    "shards": bench_shards,
 }

@@ -17,6 +17,8 @@ inline constexpr std::size_t kNameBytesMax = 200;
 inline constexpr int64_t kQuantityMax = 1'000'000'000;
 inline constexpr int64_t kCampaignIdMax = (int64_t{1} << 31) - 1;
 inline constexpr int32_t kPerUserLimitMax = 1000;
+// A campaign's stock over at most this many Redis hash tags (CampaignSpec::shards).
+inline constexpr int32_t kShardsMax = 16;
 // Money amounts are integers in minor units (cents); at most 10^12.
 inline constexpr int64_t kAmountMax = 1'000'000'000'000;
 // One issue_many call decides at most this many requests.

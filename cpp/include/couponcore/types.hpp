@@ -34,6 +34,9 @@ struct CampaignSpec {
   int64_t min_order_amount = 0;
   std::optional<int64_t> valid_until_us;
   std::optional<int32_t> valid_days;
+  // Production: the stock is spread over this many Redis hash tags (1..limits::kShardsMax; see
+  // docs/production.md "Sharded campaigns"). Embedded: accepted, one in-process gate decides.
+  int32_t shards = 1;
 };
 
 enum class CampaignState : uint8_t { kActive = 0, kPaused = 1, kClosed = 2 };

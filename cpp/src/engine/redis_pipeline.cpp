@@ -40,6 +40,7 @@
 #include "engine/pipeline.hpp"
 #include "gate/mirror.hpp"
 #include "gate/redis_gate.hpp"
+#include "gate/shards.hpp"
 #include "log/dead_letters.hpp"
 #include "log/grant_log.hpp"
 #include "redis/auth_cache.hpp"
@@ -204,6 +205,10 @@ class RedisPipeline final : public detail::Pipeline {
     PgCouponStore::CampaignRules next = *current;
     if (change.state) next.state = *change.state;
     if (change.quantity) next.quantity = *change.quantity;
+    if (entry->sharded() && next.quantity != current->quantity) {
+      throw_invalid("campaign " + std::to_string(campaign_id) + " is sharded (" +
+                    std::to_string(entry->shard_keys.size()) + " shards): its quantity cannot change");
+    }
     const bool same = next.state == current->state && next.quantity == current->quantity;
     if (current->state == CampaignState::kClosed && !same) {
       throw_conflict("campaign " + std::to_string(campaign_id) + " is closed; closing is final");
@@ -231,7 +236,12 @@ class RedisPipeline final : public detail::Pipeline {
   }
 
   int64_t gate_issued(int64_t campaign_id) override {
-    entry_for(campaign_id);
+    if (std::shared_ptr<GateCampaign> entry = entry_for(campaign_id); entry->sharded()) {
+      int64_t issued = 0;
+      std::lock_guard lock(ctl_redis_mu_);
+      gate::unissued(ctl_redis_, *entry, &issued);
+      return issued;
+    }
     redis::CampaignKeys k(options_.key_prefix, campaign_id);
     std::lock_guard lock(ctl_redis_mu_);
     ctl_redis_.append(redis::Args{"HGET"}.add(k.meta).add("n"));
@@ -263,42 +273,47 @@ class RedisPipeline final : public detail::Pipeline {
     redis::RedisConn rconn(redis_url_, redis_options(options_, "-reconcile"));
     pg::Conn pconn(options_.postgres_url, control_conn_options());
     grantlog::GrantLog glog(rconn);
+    gate::MirrorScripts scripts;
     grantlog::CommitPolicy policy;
     policy.remove_acked = true;  // entries a writer never saw leave the log here
-    std::string from = "-";
-    for (std::size_t seen = 0; seen < kReconcileLogEntriesMax;) {
-      std::vector<grantlog::LogEntry> page = glog.range(k, from, kXrangePage);
-      if (page.empty()) break;
-      from = "(" + page.back().id;
-      seen += page.size();
-      const bool last_page = page.size() < kXrangePage;
-      std::vector<grantlog::StreamBatch> batch{{k, std::move(page), {}, {}}};
-      glog.prepare(batch, /*dead_letter_malformed=*/false);  // malformed entries stay for the writers
-      if (batch.empty()) {
-        if (last_page) break;
-        continue;
-      }
-      // Chunks of whole entries of about read_count_max grants each.
-      grantlog::StreamBatch& all = batch.front();
-      std::size_t next = 0;  // the next entry of the page
-      std::size_t gi = 0;    // its first grant
-      while (next < all.entries.size()) {
-        grantlog::StreamBatch chunk{k, {}, {}, {}};
-        for (; next < all.entries.size() && (chunk.entries.empty() || chunk.grants.size() < options_.writer.read_count_max);
-             ++next) {
-          chunk.entries.push_back(std::move(all.entries[next]));
-          for (; gi < all.grants.size() && all.grant_entry[gi] == next; ++gi) {
-            chunk.grants.push_back(std::move(all.grants[gi]));
-            chunk.grant_entry.push_back(chunk.entries.size() - 1);
-          }
+    if (entry->sharded()) gate::settle_moves(rconn, scripts, *entry);  // moves cut half-way
+    for (const redis::CampaignKeys& sk : entry->shard_keys) {  // every shard's stream
+      std::string from = "-";
+      for (std::size_t seen = 0; seen < kReconcileLogEntriesMax;) {
+        std::vector<grantlog::LogEntry> page = glog.range(sk, from, kXrangePage);
+        if (page.empty()) break;
+        from = "(" + page.back().id;
+        seen += page.size();
+        const bool last_page = page.size() < kXrangePage;
+        std::vector<grantlog::StreamBatch> batch{{sk, std::move(page), {}, {}}};
+        glog.prepare(batch, /*dead_letter_malformed=*/false);  // malformed entries stay for the writers
+        if (batch.empty()) {
+          if (last_page) break;
+          continue;
         }
-        std::vector<grantlog::StreamBatch> one{std::move(chunk)};
-        grantlog::CommitOutcome w = read_once_more([&] { return grantlog::commit_entries(pconn, glog, one, policy); });
-        rep.redriven += w.inserted;
-        rep.log_pending += w.inserted + w.refused;  // not in the store before
+        // Chunks of whole entries of about read_count_max grants each.
+        grantlog::StreamBatch& all = batch.front();
+        std::size_t next = 0;  // the next entry of the page
+        std::size_t gi = 0;    // its first grant
+        while (next < all.entries.size()) {
+          grantlog::StreamBatch chunk{sk, {}, {}, {}};
+          for (; next < all.entries.size() && (chunk.entries.empty() || chunk.grants.size() < options_.writer.read_count_max);
+               ++next) {
+            chunk.entries.push_back(std::move(all.entries[next]));
+            for (; gi < all.grants.size() && all.grant_entry[gi] == next; ++gi) {
+              chunk.grants.push_back(std::move(all.grants[gi]));
+              chunk.grant_entry.push_back(chunk.entries.size() - 1);
+            }
+          }
+          std::vector<grantlog::StreamBatch> one{std::move(chunk)};
+          grantlog::CommitOutcome w = read_once_more([&] { return grantlog::commit_entries(pconn, glog, one, policy); });
+          rep.redriven += w.inserted;
+          rep.log_pending += w.inserted + w.refused;  // not in the store before
+        }
+        if (last_page) break;
       }
-      if (last_page) break;
     }
+    if (entry->sharded()) return reconcile_sharded(*entry, rconn, pconn, glog, std::move(rep));
     redis::Reply m = rconn.command_checked(redis::Args{"HGET"}.add(k.meta).add("n"), "HGET");
     long long counter = 0;
     redis::reply_int(m.raw(), &counter);
@@ -368,7 +383,7 @@ class RedisPipeline final : public detail::Pipeline {
     std::sort(ids.begin(), ids.end(), std::greater<>());
     if (ids.size() > kLogBacklogCampaignsMax) ids.resize(kLogBacklogCampaignsMax);
     std::vector<std::string> streams;
-    for (int64_t id : ids) streams.push_back(redis::CampaignKeys(options_.key_prefix, id).grants);
+    for (int64_t id : ids) streams.push_back(redis::keys_of_stream(options_.key_prefix, id).grants);
     return writer::list_writers(ctl_redis_, options_.key_prefix, streams, options_.writer.dead_after_ms);
   }
 
@@ -378,9 +393,11 @@ class RedisPipeline final : public detail::Pipeline {
     if (campaign_id > 0) {
       std::shared_ptr<GateCampaign> entry = entry_for(campaign_id);
       std::lock_guard lock(ctl_redis_mu_);
-      return grantlog::read_dead_letters(ctl_redis_, entry->keys, after, limit);
+      if (!entry->sharded()) return grantlog::read_dead_letters(ctl_redis_, entry->keys, after, limit);
+      return read_sharded_dead_letters(entry->shard_keys, after, limit);
     }
-    // Every campaign listed for the writers, by id; the cursor is "<campaign>:<record id>".
+    // Every campaign listed for the writers, by id (a sharded campaign's shards together); the
+    // cursor is "<campaign>:<record id>".
     int64_t from_campaign = 0;
     std::string from_id;
     if (!after.empty()) {
@@ -389,28 +406,39 @@ class RedisPipeline final : public detail::Pipeline {
       from_id = after.substr(colon + 1);
     }
     std::lock_guard lock(ctl_redis_mu_);
-    std::vector<int64_t> ids = grantlog::GrantLog(ctl_redis_).campaigns(options_.key_prefix);
-    std::sort(ids.begin(), ids.end());
-    ids.erase(ids.begin(), std::lower_bound(ids.begin(), ids.end(), from_campaign));
+    std::vector<redis::CampaignKeys> streams;
+    for (int64_t sid : grantlog::GrantLog(ctl_redis_).campaigns(options_.key_prefix)) {
+      redis::CampaignKeys k = redis::keys_of_stream(options_.key_prefix, sid);
+      if (k.campaign_id >= from_campaign) streams.push_back(std::move(k));
+    }
+    std::sort(streams.begin(), streams.end(), [](const redis::CampaignKeys& x, const redis::CampaignKeys& y) {
+      return std::make_pair(x.campaign_id, x.shard) < std::make_pair(y.campaign_id, y.shard);
+    });
     std::vector<DeadLetter> out;
     constexpr std::size_t kChunk = 1000;  // XLEN pipelined per round trip: empty streams are skipped
-    for (std::size_t from = 0; from < ids.size() && out.size() < limit; from += kChunk) {
-      const std::size_t to = std::min(ids.size(), from + kChunk);
-      for (std::size_t i = from; i < to; ++i) {
-        ctl_redis_.append(redis::Args{"XLEN"}.add(redis::CampaignKeys(options_.key_prefix, ids[i]).dead_letters));
-      }
-      std::vector<long long> lens(to - from, 0);
+    std::vector<long long> lens(streams.size(), 0);
+    for (std::size_t from = 0; from < streams.size(); from += kChunk) {
+      const std::size_t to = std::min(streams.size(), from + kChunk);
+      for (std::size_t i = from; i < to; ++i) ctl_redis_.append(redis::Args{"XLEN"}.add(streams[i].dead_letters));
       for (std::size_t i = from; i < to; ++i) {
         redis::Reply r = ctl_redis_.read_reply();
-        if (r.is_integer()) lens[i - from] = r.integer();
+        if (r.is_integer()) lens[i] = r.integer();
       }
-      for (std::size_t i = from; i < to && out.size() < limit; ++i) {
-        if (lens[i - from] == 0) continue;
-        redis::CampaignKeys k(options_.key_prefix, ids[i]);
-        const std::string after_id = ids[i] == from_campaign ? from_id : std::string();
-        std::vector<DeadLetter> page = grantlog::read_dead_letters(ctl_redis_, k, after_id, limit - out.size());
+    }
+    for (std::size_t i = 0; i < streams.size() && out.size() < limit;) {
+      std::size_t j = i;  // [i, j): one campaign's streams
+      long long any = 0;
+      for (; j < streams.size() && streams[j].campaign_id == streams[i].campaign_id; ++j) any += lens[j];
+      const std::string after_id = streams[i].campaign_id == from_campaign ? from_id : std::string();
+      if (any > 0) {
+        std::vector<DeadLetter> page =
+            j - i == 1 && streams[i].shard == 0
+                ? grantlog::read_dead_letters(ctl_redis_, streams[i], after_id, limit - out.size())
+                : read_sharded_dead_letters(std::vector<redis::CampaignKeys>(streams.begin() + i, streams.begin() + j),
+                                            after_id, limit - out.size());
         for (DeadLetter& d : page) out.push_back(std::move(d));
       }
+      i = j;
     }
     return out;
   }
@@ -418,23 +446,27 @@ class RedisPipeline final : public detail::Pipeline {
   DeadLetter get_dead_letter(int64_t campaign_id, const std::string& id) override {
     std::shared_ptr<GateCampaign> entry = entry_for(campaign_id);
     std::lock_guard lock(ctl_redis_mu_);
-    std::optional<DeadLetter> d = grantlog::find_dead_letter(ctl_redis_, entry->keys, id);
+    std::optional<DeadLetter> d;
+    find_dead_letter_shard(*entry, id, &d);
     if (!d) throw_not_found(dead_letter_not_found(campaign_id, id));
+    d->id = id;  // a sharded campaign's record: the id it was listed under
     return *d;
   }
 
   DeadLetter redrive_dead_letter(int64_t campaign_id, const std::string& id) override {
     std::shared_ptr<GateCampaign> entry = entry_for(campaign_id);
     std::lock_guard lock(ctl_redis_mu_);
-    std::optional<DeadLetter> d = grantlog::find_dead_letter(ctl_redis_, entry->keys, id);
+    std::optional<DeadLetter> d;
+    const redis::CampaignKeys& k = find_dead_letter_shard(*entry, id, &d);
     if (!d) throw_not_found(dead_letter_not_found(campaign_id, id));
     for (int attempt = 0;; ++attempt) {
-      grantlog::GrantLog(ctl_redis_).register_campaign(options_.key_prefix, entry->keys);  // the group reads it
+      grantlog::GrantLog(ctl_redis_).register_campaign(options_.key_prefix, k);  // the group reads it
       std::string entry_id;
-      switch (grantlog::redrive(ctl_redis_, entry->keys, *d, &entry_id)) {
+      switch (grantlog::redrive(ctl_redis_, k, *d, &entry_id)) {
         case grantlog::MoveOutcome::kDone:
           log(LogLevel::kInfo, "log", "dead letter " + id + " of campaign " + std::to_string(campaign_id) +
                                           " re-driven as grant-log entry " + entry_id);
+          d->id = id;
           return *d;
         case grantlog::MoveOutcome::kGone:
           throw_not_found(dead_letter_not_found(campaign_id, id));
@@ -448,6 +480,11 @@ class RedisPipeline final : public detail::Pipeline {
 
   DeadLetter drop_dead_letter(int64_t campaign_id, const std::string& id) override {
     std::shared_ptr<GateCampaign> entry = entry_for(campaign_id);
+    if (entry->sharded()) {
+      // Giving a seq back would mean adding it to a shard's free seqs: not built.
+      throw_invalid("campaign " + std::to_string(campaign_id) +
+                    " is sharded: its dead letters can be re-driven, not dropped (docs/production.md)");
+    }
     std::optional<DeadLetter> d;
     {
       std::lock_guard lock(ctl_redis_mu_);
@@ -505,8 +542,23 @@ class RedisPipeline final : public detail::Pipeline {
 
   // For a coupon without a row: did the gate grant it? (Its grant is then still in the log, or
   // dead-lettered and not dropped.) A free seq (a dropped dead letter's, not issued again) was
-  // not. No mirror (Redis lost it): it cannot be ruled out, so the answer is "retry".
+  // not. No mirror (Redis lost it): it cannot be ruled out, so the answer is "retry". Sharded:
+  // the seq is in no shard's free seqs and in no move in flight.
   bool gate_granted(int64_t campaign_id, uint32_t seq) {
+    std::shared_ptr<GateCampaign> entry;
+    try {
+      entry = entry_for(campaign_id);
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::kNotFound) throw;
+    }
+    if (entry && entry->sharded()) {
+      int64_t issued = 0;
+      std::lock_guard lock(ctl_redis_mu_);
+      for (const auto& [lo, hi] : gate::unissued(ctl_redis_, *entry, &issued)) {
+        if (seq >= lo && seq <= hi) return false;
+      }
+      return true;
+    }
     redis::CampaignKeys k(options_.key_prefix, campaign_id);
     std::lock_guard lock(ctl_redis_mu_);
     ctl_redis_.append(redis::Args{"HGET"}.add(k.meta).add("n"));
@@ -523,6 +575,116 @@ class RedisPipeline final : public detail::Pipeline {
   const redis::RedisUrl& redis_url() const { return redis_url_; }
 
  private:
+  // A sharded campaign's dead-letter records carry ids "<ms>-<n * 16 + shard>" (still stream
+  // ids, unique across shards whose streams may give the same id): see docs/production.md.
+  static std::string shard_record_id(const std::string& id, int shard) {
+    redis::StreamId sid;
+    if (!redis::parse_stream_id(id, &sid)) return id;
+    return std::to_string(sid.first) + "-" + std::to_string(sid.second * limits::kShardsMax + shard);
+  }
+
+  // The shard and its own record id of a sharded campaign's record id; false if none.
+  static bool split_record_id(const std::string& id, std::size_t shards, int* shard, std::string* raw) {
+    redis::StreamId sid;
+    if (!redis::parse_stream_id(id, &sid) || sid.second % limits::kShardsMax >= shards) return false;
+    *shard = static_cast<int>(sid.second % limits::kShardsMax);
+    *raw = std::to_string(sid.first) + "-" + std::to_string(sid.second / limits::kShardsMax);
+    return true;
+  }
+
+  // Every shard's records after `after` (a shard-tagged id), merged in id order (with
+  // ctl_redis_mu_).
+  std::vector<DeadLetter> read_sharded_dead_letters(const std::vector<redis::CampaignKeys>& shards, const std::string& after,
+                                                    std::size_t limit) {
+    redis::StreamId a{0, 0};
+    const bool have_after = !after.empty() && redis::parse_stream_id(after, &a);
+    std::vector<std::pair<redis::StreamId, DeadLetter>> all;
+    for (const redis::CampaignKeys& sk : shards) {
+      // Records (ms, n) of shard s come after (a.ms, a.n / 16, a.shard) when (ms, n) > (a.ms,
+      // a.n / 16), or equal with s > a.shard: read from just before (a.ms, a.n / 16) and filter.
+      std::string from;
+      if (have_after) {
+        const uint64_t an = a.second / limits::kShardsMax;
+        from = an > 0 ? std::to_string(a.first) + "-" + std::to_string(an - 1)
+               : a.first > 0 ? std::to_string(a.first - 1) + "-18446744073709551615"
+                             : std::string();
+      }
+      for (DeadLetter& d : grantlog::read_dead_letters(ctl_redis_, sk, from, limit + 1)) {
+        d.id = shard_record_id(d.id, sk.shard);
+        redis::StreamId id;
+        if (!redis::parse_stream_id(d.id, &id) || (have_after && !(a < id))) continue;
+        all.emplace_back(id, std::move(d));
+      }
+    }
+    std::sort(all.begin(), all.end(), [](const auto& x, const auto& y) { return x.first < y.first; });
+    std::vector<DeadLetter> out;
+    for (std::size_t i = 0; i < all.size() && out.size() < limit; ++i) out.push_back(std::move(all[i].second));
+    return out;
+  }
+
+  // The shard whose dead letters hold record `id` (with ctl_redis_mu_); *d empty if none does.
+  // The record's id stays the shard's own (as the log operations need it).
+  const redis::CampaignKeys& find_dead_letter_shard(const GateCampaign& e, const std::string& id,
+                                                    std::optional<DeadLetter>* d) {
+    d->reset();
+    if (!e.sharded()) {
+      *d = grantlog::find_dead_letter(ctl_redis_, e.keys, id);
+      return e.keys;
+    }
+    int shard = 0;
+    std::string raw;
+    if (!split_record_id(id, e.shard_keys.size(), &shard, &raw)) return e.shard_keys.front();
+    *d = grantlog::find_dead_letter(ctl_redis_, e.shard_keys[shard], raw);
+    return e.shard_keys[shard];
+  }
+
+  // reconcile() of a sharded campaign after the re-drive: the gate's view is every shard's.
+  // Issued seqs are those in no shard's free seqs and no move in flight; a row outside them is
+  // unexpected. Stock a lost shard took with it (quantity - issued - free) is logged.
+  ReconcileReport reconcile_sharded(GateCampaign& e, redis::RedisConn& rconn, pg::Conn& pconn, grantlog::GrantLog& glog,
+                                    ReconcileReport rep) {
+    int64_t issued = 0;
+    const gate::SeqRanges free = gate::unissued(rconn, e, &issued);
+    rep.gate_issued = issued;
+    StringMap<int64_t> gate_holders;
+    for (const redis::CampaignKeys& sk : e.shard_keys) {
+      for (auto& [user, held] : gate::scan_holders(rconn, sk)) gate_holders[user] += held;
+      rep.dead_lettered += glog.dead_letter_count(sk);
+    }
+    rep.gate_holders = static_cast<int64_t>(gate_holders.size());
+    CampaignStats st = pgstore::stats(pconn, e.campaign.id);
+    rep.store_rows = st.rows;
+    rep.store_distinct_users = st.distinct_users;
+    rep.store_max_seq = st.max_seq;
+    std::string los = "{", his = "{";
+    for (const auto& [lo, hi] : free) {
+      los += (los.size() > 1 ? "," : "") + std::to_string(lo);
+      his += (his.size() > 1 ? "," : "") + std::to_string(hi);
+    }
+    los += "}";
+    his += "}";
+    pg::Result extra = pconn.exec(
+        "SELECT count(*) FROM coupons c, unnest($2::bigint[], $3::bigint[]) AS r(lo, hi)"
+        " WHERE c.campaign_id = $1 AND c.seq BETWEEN r.lo AND r.hi",
+        pg::Params().add(e.campaign.id).add(los).add(his));
+    rep.unexpected_in_store = extra.i64(0, 0);
+    rep.missing_in_store = std::max<int64_t>(0, issued - (rep.store_rows - rep.unexpected_in_store));
+    const int64_t unaccounted = e.campaign.spec.quantity - issued - gate::count_ranges(free);
+    if (unaccounted != 0) {
+      log(LogLevel::kWarning, "reconcile", "campaign " + std::to_string(e.campaign.id) + ": " + std::to_string(unaccounted) +
+                                               " seqs are in no shard (a shard was rebuilt without its free seqs)");
+    }
+    pgstore::Holdings h = pgstore::holdings(pconn, e.campaign.id);
+    for (const auto& [user, rows] : h.holders) {
+      auto it = gate_holders.find(user);
+      if (it == gate_holders.end() || it->second != rows) rep.holder_mismatches++;
+      if (it != gate_holders.end()) gate_holders.erase(it);
+    }
+    rep.holder_mismatches += static_cast<int64_t>(gate_holders.size());
+    rep.consistent = rep.missing_in_store == 0 && rep.unexpected_in_store == 0 && rep.holder_mismatches == 0;
+    return rep;
+  }
+
   // A read on a control connection, repeated once on a fresh connection if it had died idle.
   template <typename Fn>
   auto ctl_read(Fn&& fn) -> decltype(fn(std::declval<pg::Conn&>())) {
@@ -568,7 +730,8 @@ class RedisPipeline final : public detail::Pipeline {
         grantlog::GrantLog glog(ctl_redis_);
         if (!listed) {
           for (int64_t id : glog.campaigns(options_.key_prefix)) {
-            redis::CampaignKeys k(options_.key_prefix, id);
+            redis::CampaignKeys k;
+            redis::CampaignKeys::from_stream_id(options_.key_prefix, id, &k);
             redis::StreamId last;
             if (glog.last_id(k, &last)) targets.emplace_back(std::move(k), last);
           }

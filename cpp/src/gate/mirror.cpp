@@ -9,6 +9,7 @@
 #include "couponcore/metrics.hpp"
 #include "log/grant_entry.hpp"
 #include "log/grant_log.hpp"
+#include "gate/shards.hpp"
 #include "store/postgres/coupon_store.hpp"
 #include "util/assert.hpp"
 
@@ -30,6 +31,17 @@ void GateCampaign::rules_changed(CampaignState state, int64_t quantity) {
 
 void write_mirror(redis::RedisConn& conn, MirrorScripts& scripts, std::string_view prefix, const GateCampaign& e,
                   int64_t issued_if_new, const std::vector<int64_t>& free_if_new) {
+  if (e.sharded()) {
+    const int k = static_cast<int>(e.shard_keys.size());
+    std::vector<SeqRanges> free(k);
+    for (int i = 0; i < k; ++i) {
+      auto [lo, hi] = initial_range(e.campaign.spec.quantity, k, i);
+      free[i].emplace_back(lo, hi);
+    }
+    CC_ASSERT(issued_if_new == 0, "a sharded campaign's mirror is created fresh or restored by its shards");
+    write_shard_mirrors(conn, scripts, prefix, e, free, std::vector<int64_t>(k, 0));
+    return;
+  }
   const Campaign c = e.snapshot();
   const CampaignSpec& s = c.spec;
   redis::Args a;
@@ -79,6 +91,10 @@ void read_stream_grants(redis::RedisConn& conn, const std::string& key, int64_t 
 void restore_mirror(redis::RedisConn& conn, MirrorScripts& scripts, pg::Conn& pg, std::string_view prefix,
                     GateCampaign& e) {
   using couponcore::pg::read_once_more;  // `pg` is the connection here
+  if (e.sharded()) {
+    restore_shard_mirrors(conn, scripts, pg, prefix, e);
+    return;
+  }
   if (std::optional<Campaign> fresh = read_once_more([&] { return pgstore::find_campaign(pg, e.campaign.id); })) {
     std::lock_guard lock(e.fast_mu);
     e.campaign.state = fresh->state;
@@ -126,19 +142,23 @@ void restore_mirror(redis::RedisConn& conn, MirrorScripts& scripts, pg::Conn& pg
 
 void apply_rules(redis::RedisConn& conn, MirrorScripts& scripts, pg::Conn& pg, std::string_view prefix, GateCampaign& e,
                  CampaignState state, int64_t quantity) {
-  for (int attempt = 0;; ++attempt) {
-    redis::Reply rep =
-        redis::eval(conn, scripts.rules, {e.keys.meta}, redis::Args{}.add(static_cast<int64_t>(state)).add(quantity));
-    if (rep.is_error() && rep.str().substr(0, 10) == "NOCAMPAIGN" && attempt == 0) {
-      restore_mirror(conn, scripts, pg, prefix, e);
-      continue;
+  // A sharded campaign's quantity is fixed (the caller refuses a change): the state goes to
+  // every shard, the quantity stays.
+  for (const redis::CampaignKeys& k : e.shard_keys) {
+    for (int attempt = 0;; ++attempt) {
+      redis::Reply rep =
+          redis::eval(conn, scripts.rules, {k.meta}, redis::Args{}.add(static_cast<int64_t>(state)).add(quantity));
+      if (rep.is_error() && rep.str().substr(0, 10) == "NOCAMPAIGN" && attempt == 0) {
+        restore_mirror(conn, scripts, pg, prefix, e);
+        continue;
+      }
+      if (rep.is_error() && rep.str().substr(0, 11) == "BELOWISSUED") {
+        throw_conflict("campaign " + std::to_string(e.campaign.id) + ": quantity " + std::to_string(quantity) +
+                       " is below the " + std::string(rep.str().substr(12)) + " coupons already issued");
+      }
+      redis::check_reply(rep, "campaign rules");
+      break;
     }
-    if (rep.is_error() && rep.str().substr(0, 11) == "BELOWISSUED") {
-      throw_conflict("campaign " + std::to_string(e.campaign.id) + ": quantity " + std::to_string(quantity) +
-                     " is below the " + std::string(rep.str().substr(12)) + " coupons already issued");
-    }
-    redis::check_reply(rep, "campaign rules");
-    return;
   }
 }
 

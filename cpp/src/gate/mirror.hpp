@@ -30,11 +30,21 @@
 namespace couponcore::gate {
 
 struct GateCampaign {
-  GateCampaign(Campaign c, std::string_view prefix) : campaign(std::move(c)), keys(prefix, campaign.id) {}
+  GateCampaign(Campaign c, std::string_view prefix) : campaign(std::move(c)), keys(prefix, campaign.id) {
+    if (campaign.spec.shards <= 1) shard_keys.push_back(keys);
+    for (int s = 0; campaign.spec.shards > 1 && s < campaign.spec.shards; ++s) {
+      shard_keys.emplace_back(prefix, campaign.id, s, campaign.spec.shards);
+    }
+  }
   // Fixed for life except state and spec.quantity (the campaign rules), which change under
   // fast_mu; snapshot() reads them there.
   Campaign campaign;
   const redis::CampaignKeys keys;
+  // Sharded campaigns (gate/shards.hpp): the keys of each shard; {keys} when not sharded. (A
+  // sharded campaign's `keys` name no data: every use of them is for one shard.)
+  std::vector<redis::CampaignKeys> shard_keys;
+  bool sharded() const { return shard_keys.size() > 1; }
+  int64_t all_dry_until_ms = 0;  // the gate's I/O thread: every shard was found dry
   // The gate's I/O thread only.
   bool publish_queued = false;
   // The sold-out fast path answers while steady_ms() < fast_until_ms; holders is complete for
@@ -62,6 +72,9 @@ struct MirrorScripts {
   redis::Script mirror{lua::kMirror};
   redis::Script holders{lua::kHoldersMax};
   redis::Script rules{lua::kRules};
+  redis::Script shard_mirror{lua::kShardMirror};  // sharded campaigns: gate/shards.hpp
+  redis::Script shard_take{lua::kShardTake};
+  redis::Script shard_give{lua::kShardGive};
 };
 
 // Creates or refreshes the mirror hash and registers the campaign's grant log for the writers.

@@ -1,12 +1,16 @@
 // The Redis gate's I/O thread, coalescing and sold-out fast path: see redis_gate.hpp.
 #include "gate/redis_gate.hpp"
 
+#include <cstdio>
 #include <algorithm>
+#include <map>
+#include <random>
 #include <unordered_map>
 
 #include "couponcore/error.hpp"
 #include "couponcore/metrics.hpp"
 #include "engine/pipeline.hpp"
+#include "gate/shards.hpp"
 #include "util/assert.hpp"
 #include "util/validate.hpp"
 
@@ -17,6 +21,8 @@ namespace {
 constexpr std::size_t kFastPathHoldersMax = 2'000'000;  // larger campaigns always ask Redis
 constexpr int kSendRoundsMax = 3;                       // NOSCRIPT / NOCAMPAIGN re-sends within one cycle
 constexpr int64_t kFastPathRecheckMs = 1'000;           // the sold-out fast path's life between checks
+constexpr int kDryRoundsMax = 64;                       // stock moves and re-asks for DRY answers per cycle
+constexpr long long kStatusDry = 5;                     // gate_shard.lua: the shard has no free seq
 
 std::exception_ptr unavailable(const std::string& m) { return std::make_exception_ptr(Error(ErrorCode::kUnavailable, m)); }
 
@@ -60,6 +66,7 @@ struct RedisGate::Call {
   GateCampaign* campaign;
   std::vector<Segment> segments;
   std::size_t requests = 0;
+  int shard = 0;  // a sharded campaign's shard
 };
 
 RedisGate::RedisGate(RedisGateOptions options, const redis::RedisUrl& url, const redis::RedisConnOptions& conn_options,
@@ -69,7 +76,12 @@ RedisGate::RedisGate(RedisGateOptions options, const redis::RedisUrl& url, const
       queue_("issue", options_.queued_requests_max, options_.queue_full_wait_ms),
       redis_(url, conn_options),
       script_(lua::kGate),
+      shard_script_(lua::kGateShard),
       repair_pg_(options_.postgres_url, repair_conn_options()) {
+  std::random_device rd;
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "%08x%08x", rd(), rd());
+  move_id_base_ = buf;  // stock move ids: unique per gate (shards.hpp)
   io_thread_ = std::thread([this] { io_loop(); });
 }
 
@@ -157,10 +169,31 @@ void RedisGate::io_loop() {
 std::vector<RedisGate::Call> RedisGate::build_calls(std::vector<std::pair<Queued, std::size_t>>& batch) {
   std::vector<Call> calls;
   std::unordered_map<GateCampaign*, std::size_t> open;  // campaign -> call being filled
+  std::map<std::pair<GateCampaign*, int>, std::size_t> open_shard;  // sharded: (campaign, shard) -> call
   for (auto& [up, weight] : batch) {
     Pending* p = up.get();
     p->results.assign(p->requests.size(), IssueResult{});
     p->lost = false;
+    if (p->campaign->sharded()) {
+      GateCampaign* c = p->campaign.get();
+      const int k = static_cast<int>(c->shard_keys.size());
+      for (std::size_t i = 0; i < p->requests.size(); ++i) {
+        const int shard = redis::shard_of_user(p->requests[i].user_id, k);
+        auto it = open_shard.find({c, shard});
+        if (it == open_shard.end() || calls[it->second].requests >= options_.batch_requests_max) {
+          calls.push_back(Call{c, {}, 0, shard});
+          it = open_shard.insert_or_assign({c, shard}, calls.size() - 1).first;
+        }
+        Call& call = calls[it->second];
+        if (!call.segments.empty() && call.segments.back().pending == p && call.segments.back().end == i) {
+          call.segments.back().end = i + 1;
+        } else {
+          call.segments.push_back(Segment{p, i, i + 1});
+        }
+        call.requests++;
+      }
+      continue;
+    }
     std::size_t off = 0;
     while (off < p->requests.size()) {
       GateCampaign* c = p->campaign.get();
@@ -181,8 +214,10 @@ std::vector<RedisGate::Call> RedisGate::build_calls(std::vector<std::pair<Queued
 }
 
 redis::Args RedisGate::call_args(const Call& call, int64_t generation) const {
-  const redis::CampaignKeys& k = call.campaign->keys;
-  redis::Args a = script_.evalsha_args({k.meta, k.holders, k.grants, k.answers(generation), k.answers(generation - 1), k.free_seqs});
+  const redis::CampaignKeys& k = call.campaign->shard_keys[call.shard];
+  redis::Args a = call.campaign->sharded()
+                      ? shard_script_.evalsha_args({k.meta, k.holders, k.grants, k.answers(generation), k.answers(generation - 1)})
+                      : script_.evalsha_args({k.meta, k.holders, k.grants, k.answers(generation), k.answers(generation - 1), k.free_seqs});
   a.add(call.campaign->campaign.id).add(options_.answer_ttl_s * 2 + 60);
   for (const Segment& s : call.segments) {
     for (std::size_t i = s.begin; i < s.end; ++i) {
@@ -208,6 +243,10 @@ void RedisGate::decode(const Call& call, const redis::Reply& r) {
   long long issued = 0, quantity = 0;
   redis::reply_int(r.at(0), &issued);
   redis::reply_int(r.at(1), &quantity);
+  if (call.campaign->sharded()) {
+    decode_shard(call, r);
+    return;
+  }
   std::size_t k = 3;
   std::size_t granted = 0;
   for (const Segment& s : call.segments) {
@@ -244,6 +283,95 @@ void RedisGate::decode(const Call& call, const redis::Reply& r) {
   }
 }
 
+// A shard's reply: {issued by the shard, free seqs left, now, codes}; DRY requests wait for
+// resolve_dry.
+void RedisGate::decode_shard(const Call& call, const redis::Reply& r) {
+  const long long quantity = call.campaign->campaign.spec.quantity;  // fixed for a sharded campaign
+  std::size_t k = 3;
+  for (const Segment& s : call.segments) {
+    for (std::size_t i = s.begin; i < s.end; ++i, ++k) {
+      long long code = 0;
+      if (!redis::reply_int(r.at(k), &code) || code < 0 || (code & 7) > kStatusDry) {
+        fail_call(call, unavailable("redis: bad code in gate reply"));
+        return;
+      }
+      if ((code & 7) == kStatusDry) {
+        dry_.push_back(Dry{s.pending, i, call.campaign, call.shard});
+        continue;
+      }
+      IssueResult& res = s.pending->results[i];
+      res.status = static_cast<IssueStatus>(code & 7);
+      if (res.status == IssueStatus::kIssued) {
+        res.seq = static_cast<uint32_t>(code >> 3);
+        res.coupon_id = make_coupon_id(call.campaign->campaign.id, res.seq);
+        CC_ASSERT(res.seq >= 1 && static_cast<long long>(res.seq) <= quantity,
+                  "a shard answered seq " + std::to_string(res.seq) + " of " + std::to_string(quantity));
+      }
+    }
+  }
+  {
+    std::lock_guard lock(counters_mu_);
+    counters_.answers.batches++;
+    counters_.answers.commits++;
+  }
+  owner_.histograms().batch_requests.observe(static_cast<double>(call.requests));
+}
+
+// The DRY answers of sharded campaigns: move stock into each dry shard from the others and ask
+// again; SOLD_OUT only when every shard is dry with no move in flight (shards.hpp). A request
+// still dry after kDryRoundsMax rounds (others keep taking what moves) is kUnavailable, never
+// a false SOLD_OUT.
+void RedisGate::resolve_dry() {
+  for (int round = 0; !dry_.empty() && round < kDryRoundsMax; ++round) {
+    std::map<std::pair<GateCampaign*, int>, std::vector<Dry>> groups;
+    for (const Dry& d : dry_) {
+      if (!d.pending->lost && !d.pending->error) groups[{d.campaign, d.shard}].push_back(d);
+    }
+    dry_.clear();
+    std::vector<Call> again;
+    for (auto& [key, reqs] : groups) {
+      GateCampaign& c = *key.first;
+      bool sold_out = false;
+      try {
+        redis_.ensure_connected();
+        if (c.all_dry_until_ms > redis::steady_ms()) {
+          sold_out = true;
+        } else if (move_into(redis_, mirror_scripts_, c, key.second, move_id_base_, &moves_) == 0) {
+          settle_moves(redis_, mirror_scripts_, c);
+          if (all_dry(redis_, c)) {
+            sold_out = true;
+            c.all_dry_until_ms = redis::steady_ms() + kFastPathRecheckMs;
+          }
+        }
+      } catch (const Error& e) {
+        for (const Dry& d : reqs) {
+          if (!d.pending->error) d.pending->error = unavailable(std::string("moving stock between shards: ") + e.what());
+        }
+        continue;
+      }
+      if (sold_out) {
+        for (const Dry& d : reqs) d.pending->results[d.index] = IssueResult{IssueStatus::kSoldOut, 0, 0};
+        continue;
+      }
+      Call call{&c, {}, 0, key.second};
+      for (const Dry& d : reqs) {
+        if (call.requests >= options_.batch_requests_max) {
+          again.push_back(std::move(call));
+          call = Call{&c, {}, 0, key.second};
+        }
+        call.segments.push_back(Segment{d.pending, d.index, d.index + 1});
+        call.requests++;
+      }
+      again.push_back(std::move(call));
+    }
+    if (!again.empty()) send(again);
+  }
+  for (const Dry& d : dry_) {
+    if (!d.pending->error) d.pending->error = unavailable("stock kept moving between the campaign's shards; retry");
+  }
+  dry_.clear();
+}
+
 // Sends the calls, pipelined, and decodes the replies. Calls whose replies are lost mark
 // their submissions lost; error replies fail their submissions.
 void RedisGate::send(std::vector<Call>& calls) {
@@ -263,6 +391,7 @@ void RedisGate::send(std::vector<Call>& calls) {
         counters_.connects++;
       }
       if (script_.sha().empty()) script_.load(redis_);
+      if (shard_script_.sha().empty()) shard_script_.load(redis_);
       const int64_t generation = now_us() / 1'000'000 / options_.answer_ttl_s;
       while (next < todo.size()) {
         const std::size_t end = std::min(todo.size(), next + options_.pipeline_calls_max);
@@ -309,7 +438,10 @@ void RedisGate::send(std::vector<Call>& calls) {
       }
       // (Replica acknowledgement goes here: one WAIT per master that took a call of this round,
       // before any ISSUED is handed back; on Redis Cluster the router knows those masters.)
-      if (reload) script_.load(redis_);
+      if (reload) {
+        script_.load(redis_);
+        shard_script_.load(redis_);
+      }
       for (GateCampaign* c : restore_queue_) {
         log(LogLevel::kWarning, "gate", "campaign " + std::to_string(c->campaign.id) +
                                             " is not mirrored in Redis; rebuilding the mirror from PostgreSQL");
@@ -345,6 +477,7 @@ void RedisGate::send(std::vector<Call>& calls) {
 void RedisGate::process(std::vector<std::pair<Queued, std::size_t>>& batch) {
   std::vector<Call> calls = build_calls(batch);
   send(calls);
+  resolve_dry();
   std::vector<std::pair<Queued, std::size_t>> retry;
   const auto answered_at = std::chrono::steady_clock::now();
   for (auto& [up, weight] : batch) {

@@ -33,6 +33,11 @@
 // then one request goes to Redis again, and the path is re-armed from the mirror (the holders
 // are re-read only if issued or quantity changed). So another process's pause or quantity raise
 // reaches this one within kFastPathRecheckMs; this process's own rule changes disarm it at once.
+//
+// Sharded campaigns (gate/shards.hpp): a submission's requests go to their users' shards, one
+// call per shard (gate_shard.lua). A request answered DRY is not answered yet: after the cycle's
+// calls, the I/O thread moves stock into each dry shard from the others and asks again
+// (resolve_dry), and answers SOLD_OUT only when every shard is dry. No sold-out fast path.
 #pragma once
 
 #include <atomic>
@@ -98,7 +103,9 @@ class RedisGate {
   redis::Args call_args(const Call& call, int64_t generation) const;
   void send(std::vector<Call>& calls);
   void decode(const Call& call, const redis::Reply& r);
+  void decode_shard(const Call& call, const redis::Reply& r);
   void fail_call(const Call& call, std::exception_ptr error);
+  void resolve_dry();
   void publish_sold_out();
   void arm_fast_path(GateCampaign& c);
   bool answer_locally(GateCampaign& e, const std::vector<IssueRequest>& requests, std::vector<IssueResult>* out);
@@ -111,6 +118,16 @@ class RedisGate {
   // I/O thread only.
   redis::RedisConn redis_;
   redis::Script script_;
+  redis::Script shard_script_;
+  struct Dry {
+    Pending* pending;
+    std::size_t index;
+    GateCampaign* campaign;
+    int shard;
+  };
+  std::vector<Dry> dry_;  // requests a shard answered DRY this cycle
+  std::string move_id_base_;
+  uint64_t moves_ = 0;
   MirrorScripts mirror_scripts_;
   pg::Conn repair_pg_;  // mirror repair: the gate's own PostgreSQL connection, opened when needed
   std::vector<GateCampaign*> sold_out_now_;

@@ -41,7 +41,7 @@ void GrantLog::ensure_group(const redis::CampaignKeys& keys) {
 
 void GrantLog::register_campaign(std::string_view prefix, const redis::CampaignKeys& keys) {
   ensure_group(keys);
-  conn_.command_checked(redis::Args{"SADD"}.add(redis::campaigns_set_key(prefix)).add(keys.campaign_id), "SADD");
+  conn_.command_checked(redis::Args{"SADD"}.add(redis::campaigns_set_key(prefix)).add(keys.stream_id), "SADD");
 }
 
 std::vector<int64_t> GrantLog::campaigns(std::string_view prefix) {
@@ -49,7 +49,8 @@ std::vector<int64_t> GrantLog::campaigns(std::string_view prefix) {
   std::vector<int64_t> out;
   for (std::size_t i = 0; i < r.size(); ++i) {
     long long id = 0;
-    if (redis::reply_int(r.at(i), &id) && id > 0 && id <= limits::kCampaignIdMax) out.push_back(id);
+    redis::CampaignKeys k;
+    if (redis::reply_int(r.at(i), &id) && redis::CampaignKeys::from_stream_id(prefix, id, &k)) out.push_back(id);
   }
   return out;
 }
@@ -113,7 +114,8 @@ std::vector<LogBacklog> GrantLog::backlog(std::string_view prefix, std::size_t c
   for (std::size_t from = 0; from < ids.size(); from += kBacklogChunk) {
     const std::size_t to = std::min(ids.size(), from + kBacklogChunk);
     for (std::size_t i = from; i < to; ++i) {
-      redis::CampaignKeys k(prefix, ids[i]);
+      redis::CampaignKeys k;
+      redis::CampaignKeys::from_stream_id(prefix, ids[i], &k);
       conn_.append(redis::Args{"XLEN"}.add(k.grants));
       conn_.append(redis::Args{"XPENDING"}.add(k.grants).add(redis::kWriterGroup));
       conn_.append(redis::Args{"XLEN"}.add(k.dead_letters));
@@ -124,7 +126,7 @@ std::vector<LogBacklog> GrantLog::backlog(std::string_view prefix, std::size_t c
       redis::Reply pend = conn_.read_reply();
       redis::Reply dl = conn_.read_reply();
       LogBacklog b;
-      b.campaign_id = ids[i];
+      b.campaign_id = ids[i];  // a stream id: writer::add_unread_ages makes it the campaign's
       if (len.is_integer()) b.entries = len.integer();
       if (dl.is_integer()) b.dead_letters = dl.integer();
       long long pending = 0;

@@ -50,6 +50,7 @@ class GrantLog {
   void register_campaign(std::string_view prefix, const redis::CampaignKeys& keys);
   void ensure_group(const redis::CampaignKeys& keys);
   // The campaign ids listed for the writers.
+  // The stream ids of Pcampaigns (redis::CampaignKeys::stream_id; a campaign id for shard 0).
   std::vector<int64_t> campaigns(std::string_view prefix);
 
   // At most `count` entries after `after` ("-" for the start; "(<id>" exclusive).

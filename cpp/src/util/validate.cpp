@@ -88,6 +88,13 @@ void check_campaign_spec(const CampaignSpec& s) {
     throw_invalid("per_user_limit must be 1.." + std::to_string(limits::kPerUserLimitMax) +
                   ", got " + std::to_string(s.per_user_limit));
   }
+  if (s.shards < 1 || s.shards > limits::kShardsMax) {
+    throw_invalid("shards must be 1.." + std::to_string(limits::kShardsMax) + ", got " + std::to_string(s.shards));
+  }
+  if (s.shards > s.quantity) {
+    throw_invalid("shards (" + std::to_string(s.shards) + ") must not exceed the quantity (" +
+                  std::to_string(s.quantity) + ")");
+  }
   if (s.starts_at_us && s.ends_at_us && *s.ends_at_us <= *s.starts_at_us) {
     throw_invalid("ends_at must be after starts_at");
   }

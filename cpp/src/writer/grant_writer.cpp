@@ -101,9 +101,9 @@ void GrantWriter::refresh_streams(int64_t now_ms) {
   redis::Reply r = redis_.command_checked(redis::Args{"SMEMBERS"}.add(redis::campaigns_set_key(sh_.prefix)), "SMEMBERS");
   for (std::size_t i = 0; i < r.size() && known_.size() < kCampaignsMax; ++i) {
     long long id = 0;
-    if (!redis::reply_int(r.at(i), &id) || id <= 0 || id > limits::kCampaignIdMax) continue;
+    redis::CampaignKeys keys;
+    if (!redis::reply_int(r.at(i), &id) || !redis::CampaignKeys::from_stream_id(sh_.prefix, id, &keys)) continue;
     if (known_.count(id)) continue;
-    redis::CampaignKeys keys(sh_.prefix, id);
     log_.ensure_group(keys);
     known_.insert(id);
     streams_.push_back(std::move(keys));
@@ -202,7 +202,7 @@ void GrantWriter::claim_idle(std::vector<StreamBatch>& out) {
   claim_window_ = (claim_window_ + n) % streams_.size();
 
   for (const auto* k : chosen) {
-    std::string& cursor = claim_cursor_[k->campaign_id];
+    std::string& cursor = claim_cursor_[k->stream_id];
     if (cursor.empty()) cursor = "0-0";
     redis_.append(redis::Args{"XAUTOCLAIM"}
                       .add(k->grants)
@@ -218,7 +218,7 @@ void GrantWriter::claim_idle(std::vector<StreamBatch>& out) {
     redis::Reply r = redis_.read_reply();
     if (r.is_error()) continue;  // NOGROUP for a vanished stream: refresh recreates it
     if (r.size() < 2) continue;
-    claim_cursor_[k->campaign_id] = std::string(redis::reply_str(r.at(0)));
+    claim_cursor_[k->stream_id] = std::string(redis::reply_str(r.at(0)));
     StreamBatch sb{*k, grantlog::parse_entries(r.at(1)), {}, {}};
     if (!sb.entries.empty()) claimed.push_back(std::move(sb));
   }

@@ -213,7 +213,7 @@ void add_unread_ages(redis::RedisConn& conn, std::string_view prefix, std::vecto
   for (std::size_t from = 0; from < backlog.size(); from += kPipelineChunk) {
     const std::size_t to = std::min(backlog.size(), from + kPipelineChunk);
     for (std::size_t i = from; i < to; ++i) {
-      redis::CampaignKeys k(prefix, backlog[i].campaign_id);
+      redis::CampaignKeys k = redis::keys_of_stream(prefix, backlog[i].campaign_id);
       redis::Args a = unread.evalsha_args({k.grants});
       conn.append(a.add(redis::kWriterGroup));
     }
@@ -222,6 +222,7 @@ void add_unread_ages(redis::RedisConn& conn, std::string_view prefix, std::vecto
       if (r.is_integer() && r.integer() > 0) backlog[i].oldest_unread_age_ms = std::max<int64_t>(0, now_ms - r.integer());
     }
   }
+  for (LogBacklog& b : backlog) b.campaign_id = redis::keys_of_stream(prefix, b.campaign_id).campaign_id;
 }
 
 }  // namespace couponcore::writer

@@ -16,7 +16,7 @@ namespace {
 constexpr const char* kCampaignColumns =
     "id, partner_id, name, quantity, per_user_limit, starts_at_us, ends_at_us, state,"
     " discount_kind, discount_value, discount_max, min_order_amount, valid_until_us, valid_days,"
-    " created_at_us";
+    " created_at_us, shards";
 
 Campaign campaign_from_row(const pg::Result& r, int row) {
   Campaign c;
@@ -35,6 +35,7 @@ Campaign campaign_from_row(const pg::Result& r, int row) {
   c.spec.valid_until_us = r.opt_i64(row, 12);
   if (auto d = r.opt_i64(row, 13)) c.spec.valid_days = static_cast<int32_t>(*d);
   c.created_at_us = r.i64(row, 14);
+  c.spec.shards = static_cast<int32_t>(r.i64(row, 15));
   return c;
 }
 
@@ -237,11 +238,11 @@ Campaign insert_campaign(pg::Conn& conn, const CampaignSpec& spec, int64_t now_u
   } else {
     p.add_null();
   }
-  p.add(now_us);
+  p.add(now_us).add(int64_t{spec.shards});
   pg::Result r = conn.exec(
       "INSERT INTO campaigns(partner_id, name, quantity, per_user_limit, starts_at_us, ends_at_us,"
       " discount_kind, discount_value, discount_max, min_order_amount, valid_until_us, valid_days,"
-      " created_at_us) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13) RETURNING id",
+      " created_at_us, shards) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14) RETURNING id",
       p);
   Campaign c;
   c.id = r.i64(0, 0);

@@ -57,6 +57,8 @@ const std::vector<Migration>& coupon_migrations() {
        "CREATE INDEX coupons_user ON coupons (user_id, id);"
        "CREATE INDEX coupons_expiry ON coupons (valid_until_us)"
        " WHERE state = 0 AND valid_until_us IS NOT NULL;"},
+      // Sharded campaigns (CampaignSpec::shards; gate/shards.hpp): the stock over K hash tags.
+      {"coupons", 3, "ALTER TABLE campaigns ADD COLUMN shards integer NOT NULL DEFAULT 1 CHECK (shards BETWEEN 1 AND 16);"},
   };
   return all;
 }

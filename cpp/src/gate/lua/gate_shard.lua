@@ -1,0 +1,90 @@
+-- The Redis gate for one shard of a sharded campaign (gate/shards.hpp): gate.lua's rule, except
+-- that seqs come from this shard's free intervals (meta field f) instead of a counter, and a
+-- request that finds the shard empty is answered DRY (status 5), not remembered: the gate moves
+-- stock here from the other shards and asks again, and says SOLD_OUT only when every shard is dry.
+--
+-- KEYS: 1 meta, 2 holders, 3 grant stream, 4 answers (current generation), 5 answers (previous)
+-- ARGV: 1 campaign id, 2 answer hash expiry (s), 3.. pairs of (user_id, request_id or "")
+-- Reply: {issued by this shard, free seqs left in it, now_us, code per request...}, code =
+-- seq * 8 + status (0 ISSUED, 1 SOLD_OUT, 2 ALREADY_ISSUED, 3 NOT_OPEN, 4 ENDED, 5 DRY).
+-- The grant-log entry is gate.lua's (seqs of one entry in increasing order).
+if redis.replicate_commands then pcall(redis.replicate_commands) end
+--#include free_seqs.lua
+local m = redis.call('HMGET', KEYS[1], 'q', 'l', 's', 'e', 'st', 'n', 'f')
+if not m[1] then return redis.error_reply('NOCAMPAIGN campaign ' .. ARGV[1] .. ' is not mirrored in Redis') end
+local limit = tonumber(m[2])
+local starts = m[3] and tonumber(m[3])
+local ends = m[4] and tonumber(m[4])
+local state = tonumber(m[5] or '0')
+local n = tonumber(m[6] or '0')
+local n0 = n
+local free = parse_free(m[7])
+local fi = 1  -- the interval seqs are taken from
+local t = redis.call('TIME')
+local now_s = t[1] .. string.format('%06d', tonumber(t[2]))
+local now = tonumber(now_s)
+local cid = ARGV[1]
+local out = {0, 0, now_s}
+local remembered = false
+local held_of, changed, dirty, lines = {}, {}, {}, {}
+for i = 3, #ARGV, 2000 do
+  local users = {}
+  for j = i, math.min(i + 1998, #ARGV), 2 do users[#users + 1] = ARGV[j] end
+  local h = redis.call('HMGET', KEYS[2], unpack(users))
+  for j = 1, #users do held_of[users[j]] = tonumber(h[j] or '0') end
+end
+for i = 3, #ARGV, 2 do
+  local user, rid = ARGV[i], ARGV[i + 1]
+  local akey = nil
+  local code = nil
+  if rid ~= '' then
+    akey = user .. '|' .. rid
+    code = redis.call('HGET', KEYS[4], akey)
+    if not code then code = redis.call('HGET', KEYS[5], akey) end
+    if code then code = tonumber(code) end
+  end
+  if not code then
+    local held = held_of[user]
+    local remember = true
+    if state == 1 then code = 3
+    elseif state == 2 then code = 4
+    elseif starts and now < starts then code = 3
+    elseif ends and now >= ends then code = 4
+    elseif held >= limit then code = 2
+    elseif fi > #free then code = 5; remember = false
+    else
+      local seq = free[fi][1]
+      if seq == free[fi][2] then fi = fi + 1 else free[fi][1] = seq + 1 end
+      n = n + 1
+      held = held + 1
+      if not dirty[user] then
+        dirty[user] = true
+        changed[#changed + 1] = user
+      end
+      held_of[user] = held
+      lines[#lines + 1] = seq .. ' ' .. held .. ' ' .. user .. ' ' .. rid
+      code = seq * 8
+    end
+    if akey and remember then
+      redis.call('HSET', KEYS[4], akey, code)
+      remembered = true
+    end
+  end
+  out[#out + 1] = code
+end
+if #lines > 0 then redis.call('XADD', KEYS[3], '*', 'v', '1', 'c', cid, 't', now_s, 'g', table.concat(lines, '\n')) end
+for i = 1, #changed, 1000 do
+  local kv = {}
+  for j = i, math.min(i + 999, #changed) do
+    kv[#kv + 1] = changed[j]
+    kv[#kv + 1] = held_of[changed[j]]
+  end
+  redis.call('HSET', KEYS[2], unpack(kv))
+end
+local left = {}
+for i = fi, #free do left[#left + 1] = free[i] end
+if n ~= n0 then redis.call('HSET', KEYS[1], 'n', n, 'f', format_free(left), 'r', count_free(left)) end
+if remembered then redis.call('EXPIRE', KEYS[4], ARGV[2]) end
+out[1] = n
+out[2] = count_free(left)
+return out
