@@ -45,6 +45,8 @@ ProductionOptions production_options(py::dict d) {
   r.get("gate_pipeline_calls_max", o.gate_pipeline_calls_max);
   r.get("gate_cycle_requests_max", o.gate_cycle_requests_max);
   r.get("gate_retries_max", o.gate_retries_max);
+  r.get("replicas_acked", o.replicas_acked);
+  r.get("replica_wait_ms", o.replica_wait_ms);
   r.get("queued_requests_max", o.queued_requests_max);
   r.get("queue_full_wait_ms", o.queue_full_wait_ms);
   r.get("redis_connect_timeout_ms", o.redis_connect_timeout_ms);

@@ -67,6 +67,10 @@ struct WriterShared {
   CircuitBreaker breaker;
   std::atomic<uint64_t> written{0}, batches{0}, dead_lettered{0}, failures{0}, claimed{0};
   Histogram* commit_grants = nullptr;  // grants per committed batch, when an engine keeps one
+  // > 0: entries read are put in PostgreSQL only once WAIT replicas_acked replica_wait_ms on
+  // their master says that many replicas hold them (ProductionOptions::replicas_acked).
+  int replicas_acked = 0;
+  int64_t replica_wait_ms = 0;
 
   WorkerStats stats() const;
 };
@@ -93,6 +97,7 @@ class GrantWriter {
   void adapt_read_size(const std::vector<StreamBatch>& batch);  // sets entries_per_read_
   void say_goodbye();  // XGROUP DELCONSUMER where we hold nothing
   void sleep_ms(int64_t ms);
+  void wait_replicas(const std::vector<StreamBatch>& batch);  // throws kUnavailable if too few
 
   WriterShared& sh_;
   const std::string consumer_;
