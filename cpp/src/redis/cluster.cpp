@@ -376,6 +376,9 @@ void ClusterRouter::append(Args args) {
     p.conn = &route(args, &p.slot);
     p.conn->append(args);
   } catch (const Error&) {
+    // The node is down or backing off: it may have failed over, so the map is asked again on
+    // the next call (without this, a map read before the promotion would be kept forever).
+    stale_ = true;
     p.conn = nullptr;
     p.error = std::current_exception();
   }
@@ -399,6 +402,9 @@ void ClusterRouter::append_at(Args args, int slot) {
     p.conn = masters_[static_cast<std::size_t>(m)];
     p.conn->append(args);
   } catch (const Error&) {
+    // The node is down or backing off: it may have failed over, so the map is asked again on
+    // the next call (without this, a map read before the promotion would be kept forever).
+    stale_ = true;
     p.conn = nullptr;
     p.error = std::current_exception();
   }
