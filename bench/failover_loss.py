@@ -22,6 +22,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -98,12 +99,19 @@ class PrivateCluster:
         return self.url
 
     def stop(self) -> None:
+        """SIGKILL every node (their data is throwaway) and remove their files."""
         try:
-            self._script("stop", "-q")
+            for pidfile in Path(self.dir).glob("redis-*.pid"):
+                try:
+                    pid = int(pidfile.read_text().strip())
+                    if "redis-server" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace"):
+                        os.kill(pid, signal.SIGKILL)
+                except (OSError, ValueError):
+                    pass
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self) -> "PrivateCluster":
+    def __enter__(self) -> PrivateCluster:
         self.start()
         return self
 
@@ -145,6 +153,51 @@ class PrivateCluster:
     def kill9(self, port: int) -> None:
         pid = int(Path(self.dir, f"redis-{port}.pid").read_text().strip())
         os.kill(pid, signal.SIGKILL)
+
+    def restart(self, port: int) -> None:
+        """Starts a killed node again on its old cluster config: it rejoins as a replica of the
+        master that replaced it (so that master has a replica for WAIT again)."""
+        subprocess.run(
+            [
+                "redis-server",
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                f"nodes-{port}.conf",
+                "--cluster-node-timeout",
+                self.env["COUPONCORE_CLUSTER_NODE_TIMEOUT_MS"],
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+                "--daemonize",
+                "yes",
+                "--pidfile",
+                f"{self.dir}/redis-{port}.pid",
+                "--logfile",
+                f"{self.dir}/redis-{port}.log",
+            ],
+            check=True,
+            timeout=30,
+        )
+
+    def wait_replica_synced(self, master: int, timeout_s: float = 30.0) -> None:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout_s:
+            try:
+                info = self.client(master).info("replication")
+                if info.get("connected_slaves", 0) and info.get("slave0", {}).get("state") == "online":
+                    return
+            except redispy.RedisError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"master {master} got no synced replica within {timeout_s} s")
 
     def manual_failover(self, replica_port: int) -> None:
         self.client(replica_port).execute_command("CLUSTER", "FAILOVER")
@@ -306,6 +359,10 @@ def fault(
             cluster.manual_failover(replica)
         if mode != "none" and replica is not None:
             res.promote_s = cluster.wait_master(replica)
+        if mode == "kill":
+            cluster.restart(master)  # back as the promoted replica's replica
+            assert replica is not None
+            cluster.wait_replica_synced(replica)
     except BaseException:
         sold_out.set()  # the clients stop; the sale is void
         raise
@@ -337,7 +394,7 @@ def main() -> None:
                     threads=args.threads,
                 )
             results.append(r)
-            print(r.row(), flush=True)
+            print(r.row(), flush=True, file=sys.stderr)
     print()
     print(TABLE_HEAD)
     for r in results:
