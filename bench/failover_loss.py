@@ -215,6 +215,124 @@ class PrivateCluster:
         raise RuntimeError(f"node {port} was not promoted within {timeout_s} s")
 
 
+def free_ports(n: int) -> list[int]:
+    out: list[int] = []
+    p = 7400 + (os.getpid() % 50) * 4
+    while len(out) < n and p < 8000:
+        if _port_free(p):
+            out.append(p)
+        p += 1
+    if len(out) < n:
+        raise RuntimeError("no free ports in 7400..8000")
+    return out
+
+
+class PrivateSentinel:
+    """A primary, one replica and one Redis Sentinel (quorum 1) on free loopback ports, with the
+    interface of PrivateCluster that run_sale uses."""
+
+    NAME = "couponcore"
+
+    def __init__(self, down_after_ms: int = 1000) -> None:
+        self.primary, self.replica, self.sentinel = free_ports(3)
+        self.dir = tempfile.mkdtemp(prefix="couponcore-sentinel-")
+        self.down_after_ms = down_after_ms
+        self.url = f"redis+sentinel://127.0.0.1:{self.sentinel}/{self.NAME}"
+
+    def client(self, port: int) -> redispy.Redis:
+        return redispy.Redis(host="127.0.0.1", port=port, socket_timeout=5)
+
+    def _server(self, port: int, *extra: str) -> None:
+        subprocess.run(
+            [
+                "redis-server",
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+                "--daemonize",
+                "yes",
+                "--pidfile",
+                f"{self.dir}/redis-{port}.pid",
+                "--logfile",
+                f"{self.dir}/redis-{port}.log",
+                *extra,
+            ],
+            check=True,
+            timeout=30,
+        )
+
+    def start(self) -> str:
+        self._server(self.primary)
+        self._server(self.replica, "--replicaof", "127.0.0.1", str(self.primary))
+        conf = Path(self.dir, "sentinel.conf")
+        conf.write_text(
+            f"port {self.sentinel}\nbind 127.0.0.1\ndaemonize yes\ndir {self.dir}\n"
+            f"pidfile {self.dir}/redis-{self.sentinel}.pid\nlogfile {self.dir}/sentinel.log\n"
+            f"sentinel monitor {self.NAME} 127.0.0.1 {self.primary} 1\n"
+            f"sentinel down-after-milliseconds {self.NAME} {self.down_after_ms}\n"
+            f"sentinel failover-timeout {self.NAME} 5000\n"
+        )
+        subprocess.run(["redis-server", str(conf), "--sentinel"], check=True, timeout=30)
+        self.wait_replica_synced(self.primary)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if self.client(self.sentinel).execute_command("SENTINEL", "get-master-addr-by-name", self.NAME):
+                    return self.url
+            except redispy.RedisError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("the sentinel did not come up")
+
+    def stop(self) -> None:
+        PrivateCluster.stop(self)  # type: ignore[arg-type]
+
+    def __enter__(self) -> PrivateSentinel:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def master_and_replica(self, key: str) -> tuple[int, Optional[int]]:
+        return self.primary, self.replica
+
+    def kill9(self, port: int) -> None:
+        PrivateCluster.kill9(self, port)  # type: ignore[arg-type]
+
+    def manual_failover(self, replica_port: int) -> None:
+        self.client(self.sentinel).execute_command("SENTINEL", "FAILOVER", self.NAME)
+
+    def wait_master(self, port: int, timeout_s: float = 30.0) -> float:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout_s:
+            try:
+                addr = self.client(self.sentinel).execute_command("SENTINEL", "get-master-addr-by-name", self.NAME)
+                if (
+                    addr
+                    and int(addr[1]) == port
+                    and self.client(port).execute_command("ROLE")[0] in (b"master", "master")
+                ):
+                    return time.monotonic() - t0
+            except redispy.RedisError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"node {port} was not promoted within {timeout_s} s")
+
+    def restart(self, port: int) -> None:
+        other = self.replica if port == self.primary else self.primary
+        self._server(port, "--replicaof", "127.0.0.1", str(other))
+
+    wait_replica_synced = PrivateCluster.wait_replica_synced
+
+
 @dataclass
 class SaleResult:
     mode: str
@@ -229,6 +347,7 @@ class SaleResult:
     unknown: int = 0  # requests still Unavailable when the client's budget ran out
     unavailable_seen: int = 0  # Unavailable answers the clients retried
     issued_before: int = 0  # ISSUED answers when the fault was injected
+    issued_at_promotion: int = 0  # ... and when the replica was a master
     promote_s: float = 0.0
     drained: bool = False
     details: dict[str, Any] = field(default_factory=dict)
@@ -248,7 +367,7 @@ TABLE_HEAD = (
 
 
 def run_sale(
-    cluster: PrivateCluster,
+    cluster: PrivateCluster | PrivateSentinel,
     postgres: str,
     key_prefix: str,
     *,
@@ -258,6 +377,7 @@ def run_sale(
     threads: int = 6,
     fault_at: float = 0.3,
     retry_budget_s: float = 30.0,
+    pace_s: float = 0.0,
     **options: Any,
 ) -> SaleResult:
     """One sale with one fault ("kill" = SIGKILL the campaign's master, "failover" = CLUSTER
@@ -308,6 +428,8 @@ def run_sale(
                         counts["issued"] += 1
                 if r.status.name == "SOLD_OUT":
                     sold_out.set()
+                if pace_s:
+                    time.sleep(pace_s)  # stretches the sale past a quick promotion
 
         ths = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
         for th in ths:
@@ -338,7 +460,7 @@ def run_sale(
 
 
 def fault(
-    cluster: PrivateCluster,
+    cluster: PrivateCluster | PrivateSentinel,
     mode: str,
     master: int,
     replica: Optional[int],
@@ -359,6 +481,7 @@ def fault(
             cluster.manual_failover(replica)
         if mode != "none" and replica is not None:
             res.promote_s = cluster.wait_master(replica)
+        res.issued_at_promotion = counts["issued"]
         if mode == "kill":
             cluster.restart(master)  # back as the promoted replica's replica
             assert replica is not None
@@ -372,6 +495,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--mode", choices=["kill", "failover"], default="kill")
+    ap.add_argument("--sentinel", action="store_true", help="a primary + replica + Redis Sentinel, not a cluster")
     ap.add_argument("--acked", choices=["off", "on", "both"], default="both")
     ap.add_argument("--quantity", type=int, default=3000)
     ap.add_argument("--threads", type=int, default=8)
@@ -383,7 +507,7 @@ def main() -> None:
     results: list[SaleResult] = []
     for acked in settings:
         for run in range(args.runs):
-            with PrivateCluster() as cluster:
+            with PrivateSentinel() if args.sentinel else PrivateCluster() as cluster:
                 r = run_sale(
                     cluster,
                     args.postgres,

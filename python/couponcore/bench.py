@@ -601,6 +601,12 @@ def bench_cluster(**kwargs: Any) -> dict[str, Any]:
     return run(**kwargs)
 
 
+def bench_replicas(**kwargs: Any) -> dict[str, Any]:
+    from ._bench_replicas import bench_replicas as run
+
+    return run(**kwargs)
+
+
 def bench_reconcile(**kwargs: Any) -> dict[str, Any]:
     from ._bench_reconcile import bench_reconcile as run
 
@@ -617,4 +623,5 @@ BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {
     "wallet": bench_wallet,
     "reconcile": bench_reconcile,
     "cluster": bench_cluster,
+    "replicas": bench_replicas,
 }
