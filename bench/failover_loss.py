@@ -378,6 +378,7 @@ def run_sale(
     fault_at: float = 0.3,
     retry_budget_s: float = 30.0,
     pace_s: float = 0.0,
+    batch: int = 1,
     **options: Any,
 ) -> SaleResult:
     """One sale with one fault ("kill" = SIGKILL the campaign's master, "failover" = CLUSTER
@@ -405,13 +406,14 @@ def run_sale(
         def worker(t: int) -> None:
             i = 0
             while not sold_out.is_set():
-                user, rid = f"u{t}-{i}", f"r{t}-{i}"
-                i += 1
+                users = [f"u{t}-{i + k}" for k in range(batch)]
+                rids = [f"r{t}-{i + k}" for k in range(batch)]
+                i += batch
                 deadline = time.monotonic() + retry_budget_s
-                r = None
-                while r is None:
+                rs: Optional[list[Any]] = None
+                while rs is None:
                     try:
-                        r = e.issue(c.id, user, rid)
+                        rs = [e.issue(c.id, users[0], rids[0])] if batch == 1 else e.issue_many(c.id, users, rids)
                     except couponcore.Unavailable:
                         with lock:
                             counts["unavailable"] += 1
@@ -419,14 +421,15 @@ def run_sale(
                             break
                         time.sleep(0.02)
                 with lock:
-                    counts["requests"] += 1
-                    if r is None:
-                        counts["unknown"] += 1
+                    counts["requests"] += batch
+                    if rs is None:
+                        counts["unknown"] += batch
                         continue
-                    answers.append((user, r.status.name, r.seq))
-                    if r.status.name == "ISSUED":
-                        counts["issued"] += 1
-                if r.status.name == "SOLD_OUT":
+                    for u, r in zip(users, rs):
+                        answers.append((u, r.status.name, r.seq))
+                        if r.status.name == "ISSUED":
+                            counts["issued"] += 1
+                if any(r.status.name == "SOLD_OUT" for r in rs):
                     sold_out.set()
                 if pace_s:
                     time.sleep(pace_s)  # stretches the sale past a quick promotion
@@ -499,6 +502,7 @@ def main() -> None:
     ap.add_argument("--acked", choices=["off", "on", "both"], default="both")
     ap.add_argument("--quantity", type=int, default=3000)
     ap.add_argument("--threads", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=1, help="requests per issue_many call (1: issue)")
     ap.add_argument("--postgres", default=os.environ.get("COUPONCORE_TEST_POSTGRES_URL", ""))
     args = ap.parse_args()
     if not args.postgres:
@@ -516,6 +520,7 @@ def main() -> None:
                     acked=acked,
                     quantity=args.quantity,
                     threads=args.threads,
+                    batch=args.batch,
                 )
             results.append(r)
             print(r.row(), flush=True, file=sys.stderr)

@@ -115,7 +115,7 @@ def _servers(p: argparse.ArgumentParser, what: str, required: bool = False) -> N
         "--redis",
         required=required,
         default=None,
-        help="Redis URL, e.g. redis://127.0.0.1:6379/0 or redis+cluster://h:7000,h:7001",
+        help="Redis URL, e.g. redis://127.0.0.1:6379/0, redis+cluster://h:7000,h:7001 or redis+sentinel://h:26379/mymaster",
     )
     g.add_argument("--postgres", required=required, default=None, help="PostgreSQL URL")
     g.add_argument("--key-prefix", default="cc:", help="prefix of every Redis key (cc:)")
