@@ -160,6 +160,8 @@ void register_production(py::module_& m) {
         r.get("key_prefix", o.key_prefix);
         r.get("threads", o.threads);
         r.get("consumer_name", o.consumer_name);
+        r.get("replicas_acked", o.replicas_acked);
+        r.get("replica_wait_ms", o.replica_wait_ms);
         r.get("migrate_on_start", o.migrate_on_start);
         r.get("report_interval_ms", o.report_interval_ms);
         read_writer_options(r, o.writer);

@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--threads", type=_positive_int, default=1, help="writer threads (1)")
     w.add_argument("--consumer-name", default="", help="consumer name base (default host-pid)")
     w.add_argument("--no-migrate", action="store_true", help="do not apply migrations at start")
+    w.add_argument("--replicas-acked", type=int, default=0, help="write grants once this many replicas hold them (0)")
+    w.add_argument("--replica-wait-ms", type=int, default=100, help="WAIT timeout for --replicas-acked (100)")
     w.add_argument("--report-s", type=float, default=10.0, help="print stats every this many seconds (0: never)")
 
     sv = sub.add_parser(
@@ -136,6 +138,8 @@ def _run_worker(args: argparse.Namespace) -> int:
             "threads": args.threads,
             "consumer_name": args.consumer_name,
             "migrate_on_start": not args.no_migrate,
+            "replicas_acked": args.replicas_acked,
+            "replica_wait_ms": args.replica_wait_ms,
         }
     )
     stop = threading.Event()

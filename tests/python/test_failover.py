@@ -6,7 +6,11 @@ no seq is answered twice, nothing past the quantity. The harness is bench/failov
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import signal
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -153,3 +157,36 @@ def test_no_sentinel_answers_is_unavailable() -> None:
     kw["redis"] = f"redis+sentinel://127.0.0.1:{free_ports(1)[0]}/nobody"
     with pytest.raises(couponcore.Unavailable, match="no sentinel gave the address of master 'nobody'"):
         couponcore.open(**kw)
+
+
+CLUSTER = os.environ.get("COUPONCORE_TEST_REDIS_CLUSTER", "")
+
+
+@pytest.mark.skipif(not CLUSTER, reason="COUPONCORE_TEST_REDIS_CLUSTER is not set")
+def test_standalone_worker_waits_for_replicas() -> None:
+    """`couponcore worker --replicas-acked 1` on the shared test cluster (every master has a
+    replica): it writes every grant; a bad value is refused before it starts."""
+    kw = production_kwargs()
+    kw["redis"] = CLUSTER
+    cmd = [sys.executable, "-m", "couponcore", "worker", "--redis", kw["redis"], "--postgres", kw["postgres"]]
+    cmd += ["--key-prefix", kw["key_prefix"], "--report-s", "0"]
+    bad = subprocess.run(cmd + ["--replicas-acked", "17"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "replicas_acked must be 0..16" in bad.stderr
+    with couponcore.open(**kw, writer_threads=0, replicas_acked=1) as e:
+        c = e.campaigns.create("worker-acked", quantity=300)
+        assert all(r.issued for r in e.issue_many(c.id, [f"w{i}" for i in range(300)]))
+        worker = subprocess.Popen(
+            cmd + ["--replicas-acked", "1", "--replica-wait-ms", "200"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert e.drain(60.0)
+            st = e.stats(c.id)
+            assert (st.rows, st.distinct_users, st.max_seq) == (300, 300, 300)
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            out, err = worker.communicate(timeout=30)
+        assert worker.returncode == 0, err
+        assert json.loads(out.strip().splitlines()[-1])["grants_written"] == 300

@@ -419,6 +419,8 @@ int run_worker(const WorkerOptions& options, std::atomic<bool>& stop) {
   writer::check_writer_options(options.writer);
   if (options.threads < 1 || options.threads > 64) throw_invalid("worker threads must be 1..64");
   if (options.postgres_url.empty()) throw_invalid("worker needs a postgres url");
+  if (options.replicas_acked < 0 || options.replicas_acked > 16) throw_invalid("replicas_acked must be 0..16");
+  if (options.replica_wait_ms < 1 || options.replica_wait_ms > 60'000) throw_invalid("replica_wait_ms must be 1..60000");
   redis::RedisUrl url = redis::RedisUrl::parse(options.redis_url);
   std::mt19937_64 rng(std::random_device{}());
 
@@ -438,7 +440,10 @@ int run_worker(const WorkerOptions& options, std::atomic<bool>& stop) {
   redis::RedisConnOptions ro;
   ro.client_name = "couponcore-worker";
   ro.backoff_max_ms = options.writer.backoff_max_ms;
+  if (options.replicas_acked > 0) ro.command_timeout_ms = std::max(ro.command_timeout_ms, options.replica_wait_ms + 1'000);
   writer::WriterShared shared(options.key_prefix, url, ro, options.postgres_url, options.writer, stop);
+  shared.replicas_acked = options.replicas_acked;
+  shared.replica_wait_ms = options.replica_wait_ms;
   const std::string base = options.consumer_name.empty() ? writer::default_consumer_base() : options.consumer_name;
   std::vector<std::unique_ptr<writer::GrantWriter>> writers;
   std::vector<std::thread> threads;
