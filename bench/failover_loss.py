@@ -3,7 +3,8 @@
 Each run starts a private cluster (scripts/cluster.sh on a free port range, 3 masters + 3
 replicas, cluster-node-timeout 1 s), sells a campaign from client threads that retry every
 Unavailable answer with the same request_id, and mid-sale either kills its master with SIGKILL
-(its replica is promoted) or runs CLUSTER FAILOVER on the replica. After the drain it counts, in
+(its replica is promoted), or first stops the replica for STALL_S (SIGSTOP: a lagging replica)
+and then kills the master ("stall-kill"), or runs CLUSTER FAILOVER on the replica. After the drain it counts, in
 PostgreSQL itself: the ISSUED answers, the rows, the ISSUED answers without their row (lost),
 the seqs answered ISSUED to two users (duplicates), and rows past the quantity (over-issue).
 
@@ -37,6 +38,7 @@ import redis as redispy
 
 ROOT = Path(__file__).resolve().parent.parent
 NODES = 6
+STALL_S = 0.5  # stall-kill: how long the replica is stopped before its master is killed
 
 
 def _port_free(port: int) -> bool:
@@ -479,13 +481,24 @@ def fault(
         res.issued_before = counts["issued"]
         if mode == "kill":
             cluster.kill9(master)
+        elif mode == "stall-kill":
+            # A lagging replica: stopped for stall_s while the sale goes on, then its master is
+            # killed and it resumes with what reached it.
+            assert replica is not None
+            rpid = int(Path(cluster.dir, f"redis-{replica}.pid").read_text().strip())
+            os.kill(rpid, signal.SIGSTOP)
+            try:
+                time.sleep(STALL_S)
+                cluster.kill9(master)
+            finally:
+                os.kill(rpid, signal.SIGCONT)
         elif mode == "failover":
             assert replica is not None, "the campaign's master has no replica"
             cluster.manual_failover(replica)
         if mode != "none" and replica is not None:
             res.promote_s = cluster.wait_master(replica)
         res.issued_at_promotion = counts["issued"]
-        if mode == "kill":
+        if mode in ("kill", "stall-kill"):
             cluster.restart(master)  # back as the promoted replica's replica
             assert replica is not None
             cluster.wait_replica_synced(replica)
@@ -497,7 +510,7 @@ def fault(
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=10)
-    ap.add_argument("--mode", choices=["kill", "failover"], default="kill")
+    ap.add_argument("--mode", choices=["kill", "failover", "stall-kill"], default="kill")
     ap.add_argument("--sentinel", action="store_true", help="a primary + replica + Redis Sentinel, not a cluster")
     ap.add_argument("--acked", choices=["off", "on", "both"], default="both")
     ap.add_argument("--quantity", type=int, default=3000)
