@@ -89,6 +89,7 @@ def test_failover_mid_sale_loses_no_acknowledged_grant(private_cluster: PrivateC
         acked=True,
         quantity=20_000 if mode == "stall-kill" else 1000,
         threads=6,
+        replica_wait_ms=100,
         pace_s=0.01 if mode == "failover" else 0.0,
         batch=100 if mode == "stall-kill" else 1,
     )
@@ -130,6 +131,7 @@ def test_sentinel_failover_mid_sale_loses_no_acknowledged_grant(private_sentinel
         acked=True,
         quantity=1000,
         threads=6,
+        replica_wait_ms=100,
         pace_s=0.01 if mode == "failover" else 0.0,
     )
     print(res.row())
