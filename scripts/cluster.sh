@@ -9,6 +9,8 @@
 # Settings (environment):
 #   COUPONCORE_CLUSTER_PORT   first of the 6 consecutive ports on 127.0.0.1  (default 7100)
 #   COUPONCORE_CLUSTER_DIR    the nodes' files (configs, logs, pids)       (default build/redis-cluster)
+#   COUPONCORE_CLUSTER_NODE_TIMEOUT_MS  cluster-node-timeout: how soon a dead master's replica
+#                             takes over                                 (default 2000)
 #
 # Idempotent: `start` reuses a cluster that already answers with cluster_state:ok on those
 # ports, and refuses to start when a port is taken by anything else. The nodes keep nothing on
@@ -19,6 +21,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 PORT="${COUPONCORE_CLUSTER_PORT:-7100}"
 DIR="${COUPONCORE_CLUSTER_DIR:-$root/build/redis-cluster}"
+NODE_TIMEOUT="${COUPONCORE_CLUSTER_NODE_TIMEOUT_MS:-2000}"
 NODES=6
 
 die() { echo "cluster: error: $*" >&2; exit 1; }
@@ -28,6 +31,7 @@ say() { ((quiet)) || echo "cluster: $*" >&2; }
 
 [[ "$PORT" =~ ^[0-9]+$ ]] && ((PORT >= 1024 && PORT + NODES - 1 <= 65535)) ||
   die "COUPONCORE_CLUSTER_PORT must be 1024..$((65535 - NODES + 1))"
+[[ "$NODE_TIMEOUT" =~ ^[0-9]+$ ]] && ((NODE_TIMEOUT >= 100)) || die "COUPONCORE_CLUSTER_NODE_TIMEOUT_MS must be >= 100"
 ports=()
 for ((i = 0; i < NODES; i++)); do ports+=($((PORT + i))); done
 
@@ -74,7 +78,7 @@ start() {
     fi
     rm -f "$DIR/nodes-$p.conf"
     redis-server --port "$p" --bind 127.0.0.1 --cluster-enabled yes --cluster-config-file "nodes-$p.conf" \
-      --cluster-node-timeout 2000 --save "" --appendonly no --dir "$DIR" --daemonize yes \
+      --cluster-node-timeout "$NODE_TIMEOUT" --save "" --appendonly no --dir "$DIR" --daemonize yes \
       --pidfile "$DIR/redis-$p.pid" --logfile "$DIR/redis-$p.log"
     started=1
   done

@@ -33,8 +33,9 @@ packages=(
 )
 if ((servers)); then
   # redis-server brings redis-cli (redis-tools); postgresql brings pg_ctlcluster/pg_createcluster;
-  # wrk is the HTTP load tool of `couponcore bench http`.
-  packages+=(redis-server postgresql postgresql-client wrk)
+  # wrk is the HTTP load tool of `couponcore bench http`; redis-sentinel for redis+sentinel://
+  # deployments (the tests start sentinels with `redis-server --sentinel`, the same binary).
+  packages+=(redis-server redis-sentinel postgresql postgresql-client wrk)
 fi
 # Installed without recommends (no node exporter): their checkers, promtool (in
 # prometheus) and amtool (in prometheus-alertmanager), and the servers the alerts end-to-end test

@@ -48,6 +48,8 @@ ProductionOptions production_options(py::dict d) {
   r.get("gate_pipeline_calls_max", o.gate_pipeline_calls_max);
   r.get("gate_cycle_requests_max", o.gate_cycle_requests_max);
   r.get("gate_retries_max", o.gate_retries_max);
+  r.get("replicas_acked", o.replicas_acked);
+  r.get("replica_wait_ms", o.replica_wait_ms);
   r.get("queued_requests_max", o.queued_requests_max);
   r.get("queue_full_wait_ms", o.queue_full_wait_ms);
   r.get("redis_connect_timeout_ms", o.redis_connect_timeout_ms);
@@ -184,6 +186,8 @@ void register_production(py::module_& m) {
         r.get("key_prefix", o.key_prefix);
         r.get("threads", o.threads);
         r.get("consumer_name", o.consumer_name);
+        r.get("replicas_acked", o.replicas_acked);
+        r.get("replica_wait_ms", o.replica_wait_ms);
         r.get("migrate_on_start", o.migrate_on_start);
         r.get("report_interval_ms", o.report_interval_ms);
         read_writer_options(r, o.writer);

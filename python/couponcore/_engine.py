@@ -698,7 +698,13 @@ def open(  # noqa: A001
       A misspelt option is ``InvalidArgument``, not ignored. On Redis Cluster, give its seeds:
       ``redis="redis+cluster://host:7000,host:7001"`` (docs/production.md, "Running on Redis
       Cluster"); one hot campaign spreads over several masters with
-      ``campaigns.create(..., shards=K)`` (docs/production.md, "Sharded campaigns").
+      ``campaigns.create(..., shards=K)`` (docs/production.md, "Sharded campaigns"). Behind Redis
+      Sentinel, give the sentinels and the master's name:
+      ``redis="redis+sentinel://host:26379,host:26380/mymaster"``.
+      ``replicas_acked=1, replica_wait_ms=100`` answer ``ISSUED`` only for batches that many
+      replicas hold (one ``WAIT`` per master per pipeline of batches; else a re-send, or
+      ``Unavailable`` "not yet replicated": retry with the same request_id), so a failover loses
+      no acknowledged grant (docs/production.md, "Running on Redis Cluster / with replicas").
 
     Both: the point wallets' engine takes ``wallet_batch_ops_max`` (operations per
     transaction, default 1,024), ``wallet_queue_ops_max`` (queued operations before callers

@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--threads", type=_positive_int, default=1, help="writer threads (1)")
     w.add_argument("--consumer-name", default="", help="consumer name base (default host-pid)")
     w.add_argument("--no-migrate", action="store_true", help="do not apply migrations at start")
+    w.add_argument("--replicas-acked", type=int, default=0, help="write grants once this many replicas hold them (0)")
+    w.add_argument("--replica-wait-ms", type=int, default=100, help="WAIT timeout for --replicas-acked (100)")
     w.add_argument("--report-s", type=float, default=10.0, help="print stats every this many seconds (0: never)")
     w.add_argument(
         "--metrics-port", type=_port, default=None, help="serve Prometheus metrics at GET /metrics on this port"
@@ -144,7 +146,7 @@ def _servers(p: argparse.ArgumentParser, what: str, required: bool = False) -> N
         "--redis",
         required=required,
         default=None,
-        help="Redis URL, e.g. redis://127.0.0.1:6379/0 or redis+cluster://h:7000,h:7001",
+        help="Redis URL, e.g. redis://127.0.0.1:6379/0, redis+cluster://h:7000,h:7001 or redis+sentinel://h:26379/mymaster",
     )
     g.add_argument("--postgres", required=required, default=None, help="PostgreSQL URL")
     g.add_argument("--key-prefix", default="cc:", help="prefix of every Redis key (cc:)")
@@ -165,6 +167,8 @@ def _run_worker(args: argparse.Namespace) -> int:
             "threads": args.threads,
             "consumer_name": args.consumer_name,
             "migrate_on_start": not args.no_migrate,
+            "replicas_acked": args.replicas_acked,
+            "replica_wait_ms": args.replica_wait_ms,
         }
     )
     stop = threading.Event()

@@ -268,6 +268,12 @@ struct ProductionOptions {
   int64_t redis_command_timeout_ms = 5'000;
   int64_t redis_backoff_max_ms = 1'000;
   int gate_retries_max = 2;          // re-sends of a batch whose reply was lost (request ids only)
+  // Replica-acknowledged grants: > 0 (1..16) makes the gate send WAIT replicas_acked
+  // replica_wait_ms after each pipeline of batches (one per master touched) and answer only
+  // batches that many replicas hold; the others are re-sent or kUnavailable ("not yet
+  // replicated"). The writers also wait for the replicas before putting entries in PostgreSQL.
+  int replicas_acked = 0;
+  int64_t replica_wait_ms = 100;     // 1..60000, below redis_command_timeout_ms
   std::string client_name = "couponcore";  // CLIENT SETNAME base: <name>-gate, -ctl, -writer
   // close() gives the in-process writers this long to put the log into PostgreSQL.
   int64_t close_drain_timeout_ms = 5'000;

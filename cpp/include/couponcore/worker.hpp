@@ -34,6 +34,10 @@ struct WorkerOptions {
   int threads = 1;                 // writer threads, each with its own connections (1..64)
   std::string consumer_name;       // base name; default "<host>-<pid>"; threads add "-<n>"
   bool migrate_on_start = true;    // apply the migrations first (retrying while PG is down)
+  // > 0: entries go to PostgreSQL only once WAIT says this many replicas hold them (as the
+  // in-process writers of an engine opened with ProductionOptions::replicas_acked).
+  int replicas_acked = 0;
+  int64_t replica_wait_ms = 100;
   WriterOptions writer;
   // Called every report_interval_ms (0 = never) from run_worker's thread.
   int64_t report_interval_ms = 0;

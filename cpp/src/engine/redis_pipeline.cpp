@@ -79,6 +79,12 @@ void check_options(const ProductionOptions& o) {
   if (o.queue_full_wait_ms < 0) throw_invalid("queue_full_wait_ms must not be negative");
   if (o.redis_connect_timeout_ms < 1 || o.redis_command_timeout_ms < 1) throw_invalid("redis timeouts must be positive");
   if (o.gate_retries_max < 0 || o.gate_retries_max > 10) throw_invalid("gate_retries_max must be 0..10");
+  if (o.replicas_acked < 0 || o.replicas_acked > 16) throw_invalid("replicas_acked must be 0..16");
+  if (o.replica_wait_ms < 1 || o.replica_wait_ms > 60'000) throw_invalid("replica_wait_ms must be 1..60000");
+  if (o.replicas_acked > 0 && o.replica_wait_ms >= o.redis_command_timeout_ms) {
+    throw_invalid("replica_wait_ms must be below redis_command_timeout_ms (" + std::to_string(o.redis_command_timeout_ms) +
+                  " ms): the WAIT reply is read within it");
+  }
   if (o.close_drain_timeout_ms < 0) throw_invalid("close_drain_timeout_ms must not be negative");
   if (o.lifecycle_conns_max < 1 || o.lifecycle_conns_max > pg::ConnPool::kConnsMax) {
     throw_invalid("lifecycle_conns_max must be 1.." + std::to_string(pg::ConnPool::kConnsMax));
@@ -107,6 +113,8 @@ gate::RedisGateOptions gate_options(const ProductionOptions& o) {
   g.queued_requests_max = o.queued_requests_max;
   g.queue_full_wait_ms = o.queue_full_wait_ms;
   g.retries_max = o.gate_retries_max;
+  g.replicas_acked = o.replicas_acked;
+  g.replica_wait_ms = o.replica_wait_ms;
   return g;
 }
 
@@ -128,6 +136,8 @@ class RedisPipeline final : public detail::Pipeline {
         ctl_redis_(redis_url_, redis_options(o, "-ctl")),
         writer_shared_(o.key_prefix, redis_url_, redis_options(o, "-writer"), o.postgres_url, o.writer, writers_stop_) {
     writer_shared_.commit_grants = &histograms_.commit_grants;
+    writer_shared_.replicas_acked = o.replicas_acked;
+    writer_shared_.replica_wait_ms = o.replica_wait_ms;
     if (o.migrate_on_open) {
       auto c = ctl_pool_.acquire();
       pg::migrate_all(*c);

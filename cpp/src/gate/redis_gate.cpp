@@ -11,6 +11,7 @@
 #include "couponcore/metrics.hpp"
 #include "engine/pipeline.hpp"
 #include "gate/shards.hpp"
+#include "redis/cluster.hpp"
 #include "util/assert.hpp"
 #include "util/validate.hpp"
 
@@ -53,6 +54,7 @@ struct RedisGate::Pending {
   std::exception_ptr error;
   bool all_have_request_ids = false;
   bool lost = false;  // a call carrying part of it lost its reply
+  bool unreplicated = false;  // ... or was not acknowledged by enough replicas (WAIT)
   int attempts = 0;
   std::chrono::steady_clock::time_point submitted_at;
 };
@@ -174,6 +176,7 @@ std::vector<RedisGate::Call> RedisGate::build_calls(std::vector<std::pair<Queued
     Pending* p = up.get();
     p->results.assign(p->requests.size(), IssueResult{});
     p->lost = false;
+    p->unreplicated = false;
     if (p->campaign->sharded()) {
       GateCampaign* c = p->campaign.get();
       const int k = static_cast<int>(c->shard_keys.size());
@@ -235,17 +238,17 @@ void RedisGate::fail_call(const Call& call, std::exception_ptr error) {
 
 // Decodes one reply into the results of the call's segments. A reply of another shape is
 // Redis's word against ours (another script under our sha, a proxy in between): kUnavailable.
-void RedisGate::decode(const Call& call, const redis::Reply& r) {
+bool RedisGate::decode(const Call& call, const redis::Reply& r) {
   if (!r.is_array() || r.size() != 3 + call.requests) {
     fail_call(call, unavailable("redis: unexpected gate reply"));
-    return;
+    return false;
   }
   long long issued = 0, quantity = 0;
   redis::reply_int(r.at(0), &issued);
   redis::reply_int(r.at(1), &quantity);
   if (call.campaign->sharded()) {
     decode_shard(call, r);
-    return;
+    return true;
   }
   std::size_t k = 3;
   std::size_t granted = 0;
@@ -254,7 +257,7 @@ void RedisGate::decode(const Call& call, const redis::Reply& r) {
       long long code = 0;
       if (!redis::reply_int(r.at(k), &code) || code < 0 || (code & 7) > 4) {
         fail_call(call, unavailable("redis: bad code in gate reply"));
-        return;
+        return false;
       }
       IssueResult& res = s.pending->results[i];
       res.status = static_cast<IssueStatus>(code & 7);
@@ -280,6 +283,73 @@ void RedisGate::decode(const Call& call, const redis::Reply& r) {
   if (issued >= quantity && !call.campaign->publish_queued) {
     call.campaign->publish_queued = true;
     sold_out_now_.push_back(call.campaign);
+  }
+  return true;
+}
+
+void RedisGate::mark_lost(const Call& call, const std::string& reason) {
+  for (const Segment& s : call.segments) s.pending->lost = true;
+  lost_reason_ = reason;
+  lost_after_send_ = true;
+}
+
+redis::Args RedisGate::wait_args() const {
+  return redis::Args{"WAIT"}.add(static_cast<int64_t>(options_.replicas_acked)).add(options_.replica_wait_ms);
+}
+
+// Reads the WAIT replies appended after a pipeline (one per entry of waited) and holds back
+// the decided calls whose master acknowledged fewer than replicas_acked replicas: they are
+// marked lost and unreplicated (see "Replicas" in redis_gate.hpp). A decided call that ran on
+// a master without a WAIT in this pipeline (it was redirected) gets one now.
+void RedisGate::check_replicas(const std::vector<std::pair<Call*, std::string>>& decided,
+                               const std::vector<std::string>& waited) {
+  std::vector<std::pair<std::string, long long>> acks;  // node -> replicas acknowledged (-1: no answer)
+  std::string why;
+  for (const std::string& addr : waited) {
+    long long n = -1;
+    try {
+      redis::Reply r = redis_.read_reply();
+      if (r.is_error()) {
+        why = std::string(r.str());
+      } else if (!redis::reply_int(r.raw(), &n)) {
+        n = -1;
+      }
+    } catch (const Error& e) {
+      why = e.what();
+      if (!redis_.is_cluster()) {
+        // The one connection is gone: every call of the pipeline has an unknown fate.
+        for (const auto& [call, node] : decided) mark_lost(*call, e.what());
+        throw;
+      }
+    }
+    acks.emplace_back(addr, n);
+  }
+  for (const auto& [call, node] : decided) {
+    auto it = std::find_if(acks.begin(), acks.end(), [&](const auto& a) { return a.first == node; });
+    if (it == acks.end()) {
+      long long n = -1;
+      try {
+        redis::Reply r = redis_.cluster()->command_on(node, wait_args());
+        if (!redis::reply_int(r.raw(), &n)) n = -1;
+        std::lock_guard lock(counters_mu_);
+        counters_.replica_waits++;
+      } catch (const Error& e) {
+        why = e.what();
+      }
+      acks.emplace_back(node, n);
+      it = acks.end() - 1;
+    }
+    if (it->second >= options_.replicas_acked) continue;
+    std::string reason = "WAIT " + std::to_string(options_.replicas_acked) + " " + std::to_string(options_.replica_wait_ms) +
+                         (node.empty() ? "" : " on " + node) + " answered " +
+                         (it->second < 0 ? "no count" + (why.empty() ? "" : " (" + why + ")") : std::to_string(it->second));
+    mark_lost(*call, reason);
+    for (const Segment& s : call->segments) s.pending->unreplicated = true;
+    {
+      std::lock_guard lock(counters_mu_);
+      counters_.replica_shortfalls++;
+    }
+    log(LogLevel::kWarning, "gate", "a batch is not acknowledged by enough replicas: " + reason);
   }
 }
 
@@ -378,6 +448,7 @@ void RedisGate::send(std::vector<Call>& calls) {
   std::vector<Call*> todo;
   for (Call& c : calls) todo.push_back(&c);
   std::unordered_map<GateCampaign*, bool> restored;
+  const bool acked = options_.replicas_acked > 0;
   for (int round = 0; round < kSendRoundsMax && !todo.empty(); ++round) {
     std::vector<Call*> again;
     bool reload = false;
@@ -399,6 +470,25 @@ void RedisGate::send(std::vector<Call>& calls) {
           appended = true;
           redis_.append(call_args(*todo[i], generation));
         }
+        // Replica acknowledgement: WAIT after the calls, on the same connections.
+        std::vector<std::string> waited;  // cluster: the masters that got a WAIT, in append order
+        if (acked) {
+          if (redis_.is_cluster()) {
+            for (std::size_t i = next; i < end; ++i) {
+              const int slot = redis::key_slot(todo[i]->campaign->shard_keys[todo[i]->shard].meta);
+              const std::string addr = redis_.cluster()->master_of(slot);
+              if (std::find(waited.begin(), waited.end(), addr) != waited.end()) continue;
+              waited.push_back(addr);
+              redis_.cluster()->append_at(wait_args(), slot);
+            }
+          } else {
+            redis_.append(wait_args());
+            waited.emplace_back();
+          }
+          std::lock_guard lock(counters_mu_);
+          counters_.replica_waits += waited.size();
+        }
+        std::vector<std::pair<Call*, std::string>> decided;  // decoded calls and the node that ran them
         for (; next < end; ++next) {
           Call& call = *todo[next];
           redis::Reply r;
@@ -431,13 +521,12 @@ void RedisGate::send(std::vector<Call>& calls) {
             } catch (...) {
               fail_call(call, std::current_exception());
             }
-          } else {
-            decode(call, r);
+          } else if (decode(call, r) && acked) {
+            decided.emplace_back(&call, redis_.is_cluster() ? redis_.cluster()->last_node() : std::string());
           }
         }
+        if (acked) check_replicas(decided, waited);
       }
-      // (Replica acknowledgement goes here: one WAIT per master that took a call of this round,
-      // before any ISSUED is handed back; on Redis Cluster the router knows those masters.)
       if (reload) {
         script_.load(redis_);
         shard_script_.load(redis_);
@@ -488,9 +577,15 @@ void RedisGate::process(std::vector<std::pair<Queued, std::size_t>>& batch) {
         retry.emplace_back(std::move(up), weight);
         continue;
       }
-      p.error = unavailable(lost_after_send_ ? "redis connection lost before the answer arrived (" + lost_reason_ +
-                                                   "); the outcome is unknown: retry with the same request_id"
-                                             : lost_reason_);
+      if (p.unreplicated) {
+        p.error = unavailable("not yet replicated: the batch is on the master but " + lost_reason_ +
+                              " within replica_wait_ms; its grants may or may not survive a failover: retry with the "
+                              "same request_id");
+      } else {
+        p.error = unavailable(lost_after_send_ ? "redis connection lost before the answer arrived (" + lost_reason_ +
+                                                     "); the outcome is unknown: retry with the same request_id"
+                                               : lost_reason_);
+      }
     }
     if (p.error) {
       std::lock_guard lock(counters_mu_);

@@ -24,6 +24,17 @@
 // the true answer. Any other submission gets kUnavailable; what it was granted, if anything,
 // is in the grant log and lands in PostgreSQL like every grant (a retry says ALREADY_ISSUED).
 //
+// Replicas (replicas_acked > 0): after each pipeline of calls the I/O thread appends
+// WAIT replicas_acked replica_wait_ms on the same connection — one per master that took a call
+// of it on a cluster, one in all on a single server; never one per request. WAIT answers how
+// many replicas acknowledged every write this connection made, so a call whose master's WAIT
+// answered fewer (or was lost) is not answered from its reply: its grants are in the master's
+// log and may or may not survive a failover. Such a submission is treated like a lost reply:
+// with request ids on every request it is re-sent (the script answers from the remembered
+// answers and a new WAIT follows), else, and once the re-sends are spent, kUnavailable
+// ("not yet replicated": retry with the same request_id). A call redirected to another master
+// (MOVED / ASK) gets a WAIT of its own on that master before its answer is used.
+//
 // Sold out: when a reply shows issued >= quantity, the I/O thread reads the mirror and the
 // holder hash (HSCAN) and from then on callers are answered in their own thread with no round
 // trip: NOT_OPEN / ENDED by state and window, ALREADY_ISSUED for holders at their limit,
@@ -69,12 +80,19 @@ struct RedisGateOptions {
   std::size_t queued_requests_max = 0;
   int64_t queue_full_wait_ms = 0;
   int retries_max = 0;
+  // Replica acknowledgement: > 0 sends WAIT replicas_acked replica_wait_ms after each
+  // pipeline of calls, on the same connection (on a cluster: one per master touched), and a
+  // call answers only if that many replicas hold it (see "Replicas" above).
+  int replicas_acked = 0;
+  int64_t replica_wait_ms = 0;
 };
 
 // What the gate counts; the pipeline adds it to EngineCounters.
 struct GateCounters {
   EngineCounters answers;  // requests, by_status, fast_path, batches, commits, unavailable
   uint64_t connects = 0;
+  uint64_t replica_waits = 0;       // WAITs sent (replicas_acked > 0)
+  uint64_t replica_shortfalls = 0;  // calls whose master's WAIT answered too few replicas
 };
 
 class RedisGate {
@@ -102,8 +120,11 @@ class RedisGate {
   std::vector<Call> build_calls(std::vector<std::pair<Queued, std::size_t>>& batch);
   redis::Args call_args(const Call& call, int64_t generation) const;
   void send(std::vector<Call>& calls);
-  void decode(const Call& call, const redis::Reply& r);
+  bool decode(const Call& call, const redis::Reply& r);  // true if the reply was a decision
   void decode_shard(const Call& call, const redis::Reply& r);
+  void mark_lost(const Call& call, const std::string& reason);
+  redis::Args wait_args() const;
+  void check_replicas(const std::vector<std::pair<Call*, std::string>>& decided, const std::vector<std::string>& waited);
   void fail_call(const Call& call, std::exception_ptr error);
   void resolve_dry();
   void publish_sold_out();

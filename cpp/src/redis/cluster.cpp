@@ -275,7 +275,7 @@ RedisConn& ClusterRouter::route(const Args& args, int* slot) {
 
 // Follows redirections and retries TRYAGAIN / CLUSTERDOWN until the command has a real answer,
 // starting from `reply` if have_reply (a pipelined reply), else by sending it to conn.
-Reply ClusterRouter::execute(const Args& args, int slot, RedisConn* conn, Reply reply, bool have_reply) {
+Reply ClusterRouter::execute(const Args& args, int slot, RedisConn*& conn, Reply reply, bool have_reply) {
   const int64_t deadline = steady_ms() + options_.command_timeout_ms;
   int64_t backoff = kRetryBackoffInitialMs;
   int redirects = 0;
@@ -364,8 +364,8 @@ Reply ClusterRouter::command(const Args& args) {
     if (iequals(arg(args, 0, argv), "SCRIPT")) return broadcast(args);
   }
   int slot = -1;
-  RedisConn& conn = route(args, &slot);
-  return execute(args, slot, &conn, Reply(), false);
+  RedisConn* conn = &route(args, &slot);
+  return execute(args, slot, conn, Reply(), false);
 }
 
 void ClusterRouter::append(Args args) {
@@ -376,11 +376,55 @@ void ClusterRouter::append(Args args) {
     p.conn = &route(args, &p.slot);
     p.conn->append(args);
   } catch (const Error&) {
+    // The node is down or backing off: it may have failed over, so the map is asked again on
+    // the next call (without this, a map read before the promotion would be kept forever).
+    stale_ = true;
     p.conn = nullptr;
     p.error = std::current_exception();
   }
   p.args = std::move(args);
   pending_.push_back(std::move(p));
+}
+
+void ClusterRouter::append_at(Args args, int slot) {
+  drop_dangling();
+  if (read_done_) CC_BUG("redis: append_at() while pipelined replies are being handed back");
+  CC_ASSERT(slot >= 0 && slot < kClusterSlots, "append_at: a slot out of range");
+  CC_ASSERT(first_key_index(args) < 0, "append_at is for keyless commands");
+  Pending p;
+  try {
+    ensure_ready();
+    const int16_t m = slots_[static_cast<std::size_t>(slot)];
+    if (m < 0) {
+      stale_ = true;
+      throw Error(ErrorCode::kUnavailable, "redis cluster: slot " + std::to_string(slot) + " is not served by any master");
+    }
+    p.conn = masters_[static_cast<std::size_t>(m)];
+    p.conn->append(args);
+  } catch (const Error&) {
+    // The node is down or backing off: it may have failed over, so the map is asked again on
+    // the next call (without this, a map read before the promotion would be kept forever).
+    stale_ = true;
+    p.conn = nullptr;
+    p.error = std::current_exception();
+  }
+  p.args = std::move(args);
+  pending_.push_back(std::move(p));
+}
+
+Reply ClusterRouter::command_on(const std::string& addr, const Args& args) {
+  drop_dangling();
+  if (!pending_.empty()) CC_BUG("redis: command_on() with pipelined replies unread");
+  for (auto& [a, c] : nodes_) {
+    if (a != addr) continue;
+    try {
+      return c->command(args);
+    } catch (const Error&) {
+      stale_ = true;
+      throw;
+    }
+  }
+  throw Error(ErrorCode::kUnavailable, "redis cluster: node " + addr + " is not known");
 }
 
 // Sends every node's buffer, then reads every reply; then the redirected ones are retried.
@@ -419,6 +463,7 @@ Reply ClusterRouter::read_reply() {
   Pending p = std::move(pending_.front());
   pending_.pop_front();
   if (pending_.empty()) read_done_ = false;
+  last_node_ = p.conn ? p.conn->url().host + ":" + std::to_string(p.conn->url().port) : std::string();
   if (p.error) {
     // The other replies stay readable (they are read already): a caller may go on reading them
     // (the gate does: one master's failure is not the others'). A caller that stops, as after a

@@ -67,6 +67,14 @@ class ClusterRouter {
   Reply command(const Args& args);
   void append(Args args);
   Reply read_reply();
+  // A keyless command (WAIT) pipelined to the master that serves slot by the current map; its
+  // reply comes back in append order like the others. Never redirected.
+  void append_at(Args args, int slot);
+  // host:port of the node that gave the last reply read_reply() returned (after redirections;
+  // "" if that reply failed before reaching a node).
+  const std::string& last_node() const { return last_node_; }
+  // A command on one known node ("host:port"), not routed; kUnavailable if unknown or lost.
+  Reply command_on(const std::string& addr, const Args& args);
   std::size_t unread() const { return pending_.size(); }
   std::size_t masters() const { return masters_.size(); }
   // host:port of the master serving slot, or "" if none (for tests and messages).
@@ -85,7 +93,8 @@ class ClusterRouter {
   RedisConn& node(const std::string& host, int port);
   void refresh_map();
   RedisConn& route(const Args& args, int* slot);
-  Reply execute(const Args& args, int slot, RedisConn* conn, Reply reply, bool have_reply);
+  // conn is updated to the node that gave the final reply (after MOVED / ASK).
+  Reply execute(const Args& args, int slot, RedisConn*& conn, Reply reply, bool have_reply);
   Reply broadcast(const Args& args);
   void read_all();
   void abandon();
@@ -102,6 +111,7 @@ class ClusterRouter {
   std::deque<Pending> pending_;
   bool read_done_ = false;  // pending_'s replies are all read
   bool dangling_ = false;   // a read threw with replies left: dropped unless read next
+  std::string last_node_;
 };
 
 }  // namespace couponcore::redis

@@ -151,11 +151,57 @@ RedisUrl parse_cluster_url(std::string_view url) {
   return out;
 }
 
+RedisUrl parse_sentinel_url(std::string_view url) {
+  constexpr std::string_view kForm = "redis+sentinel://[[user]:password@]host:port[,host:port...]/master_name[/db]";
+  std::string_view rest = url.substr(std::string_view("redis+sentinel://").size());
+  if (rest.find("://") != std::string_view::npos) throw_invalid("redis url mixes the sentinel and other forms: give " + std::string(kForm));
+  if (const std::size_t q = rest.find('?'); q != std::string_view::npos) rest = rest.substr(0, q);
+  RedisUrl out;
+  if (const std::size_t at = rest.rfind('@'); at != std::string_view::npos) {
+    RedisUrl creds = RedisUrl::parse("redis://" + std::string(rest.substr(0, at + 1)) + "h");
+    out.username = creds.username;
+    out.password = creds.password;
+    rest = rest.substr(at + 1);
+  }
+  const std::size_t slash = rest.find('/');
+  if (slash == std::string_view::npos || slash + 1 >= rest.size()) {
+    throw_invalid("redis+sentinel url: the master's name is missing; the form is " + std::string(kForm));
+  }
+  std::string_view path = rest.substr(slash + 1);
+  rest = rest.substr(0, slash);
+  std::string_view name = path;
+  if (const std::size_t s2 = path.find('/'); s2 != std::string_view::npos) {
+    name = path.substr(0, s2);
+    const std::string_view db = path.substr(s2 + 1);
+    if (!db.empty() && (!parse_int(db, &out.db) || out.db < 0 || out.db > 1'000'000)) {
+      throw_invalid("redis+sentinel url: the part after the master's name must be a database number");
+    }
+  }
+  if (name.empty() || name.size() > 256) throw_invalid("redis+sentinel url: the master's name must be 1..256 bytes");
+  out.sentinel_master = percent_decode(name);
+  while (true) {
+    const std::size_t comma = rest.find(',');
+    const std::string_view one = rest.substr(0, comma);
+    if (one.empty()) throw_invalid("redis+sentinel url: an empty sentinel address; the form is " + std::string(kForm));
+    if (one.find('@') != std::string_view::npos) throw_invalid("redis+sentinel url: credentials go once, before the first sentinel");
+    if (one.find(':') == std::string_view::npos) throw_invalid("redis+sentinel url: sentinel '" + std::string(one) + "' needs a port (host:port)");
+    RedisUrl u = RedisUrl::parse("redis://" + std::string(one));
+    out.sentinels.emplace_back(u.host, u.port);
+    if (out.sentinels.size() > kClusterSeedsMax) throw_invalid("redis+sentinel url: more than 64 sentinels");
+    if (comma == std::string_view::npos) break;
+    rest = rest.substr(comma + 1);
+  }
+  out.host = out.sentinels.front().first;  // replaced by the master's address on connect
+  out.port = out.sentinels.front().second;
+  return out;
+}
+
 }  // namespace
 
 RedisUrl RedisUrl::parse(std::string_view url) {
   if (url.size() > kUrlBytesMax) throw_invalid("redis url is over 2048 bytes");
   if (starts_with(url, "redis+cluster://")) return parse_cluster_url(url);
+  if (starts_with(url, "redis+sentinel://")) return parse_sentinel_url(url);
   constexpr std::string_view kScheme = "redis://";
   if (!starts_with(url, kScheme)) {
     throw_invalid("redis url must look like redis://[[user]:password@]host[:port][/db] or, for Redis Cluster, "
@@ -208,6 +254,13 @@ RedisUrl RedisUrl::parse(std::string_view url) {
 }
 
 std::string RedisUrl::redacted() const {
+  if (sentinel()) {
+    std::string s = "sentinel:" + sentinel_master + "@";
+    for (std::size_t i = 0; i < sentinels.size(); ++i) {
+      s += (i ? "," : "") + sentinels[i].first + ":" + std::to_string(sentinels[i].second);
+    }
+    return s + " (master " + host + ":" + std::to_string(port) + "/" + std::to_string(db) + ")";
+  }
   if (cluster()) {
     std::string s = "cluster:";
     for (std::size_t i = 0; i < cluster_seeds.size(); ++i) {
@@ -342,8 +395,49 @@ void RedisConn::fail(std::string_view what) {
   throw Error(ErrorCode::kUnavailable, msg);
 }
 
+// Asks each sentinel in turn for the master's address.
+void RedisConn::resolve_sentinel() {
+  std::string errors;
+  for (const auto& [h, p] : url_.sentinels) {
+    redisContext* c = redisConnectWithTimeout(h.c_str(), p, to_timeval(options_.connect_timeout_ms));
+    std::string where = "sentinel " + h + ":" + std::to_string(p);
+    if (!c || c->err) {
+      errors += (errors.empty() ? "" : "; ") + where + ": " + (c ? c->errstr : "cannot connect");
+      if (c) redisFree(c);
+      continue;
+    }
+    redisSetTimeout(c, to_timeval(options_.connect_timeout_ms));
+    Args a{"SENTINEL", "get-master-addr-by-name"};
+    a.add(url_.sentinel_master);
+    std::vector<const char*> argv = a.argv();
+    Reply r;
+    {
+      SigpipeGuard guard;
+      r = Reply(static_cast<redisReply*>(redisCommandArgv(c, static_cast<int>(a.size()), argv.data(), a.lens().data())));
+    }
+    redisFree(c);
+    long long port = 0;
+    if (r.raw() && r.is_array() && r.size() == 2 && reply_int(r.at(1), &port) && port > 0 && port <= 65535) {
+      url_.host = std::string(reply_str(r.at(0)));
+      url_.port = static_cast<int>(port);
+      return;
+    }
+    errors += (errors.empty() ? "" : "; ") + where + ": " +
+              (!r.raw() ? "no reply" : r.is_nil() ? "does not know master '" + url_.sentinel_master + "'" : std::string(r.str()));
+  }
+  throw Error(ErrorCode::kUnavailable, "redis sentinel: no sentinel gave the address of master '" + url_.sentinel_master + "': " + errors);
+}
+
+void RedisConn::note_reply(const Reply& r) {
+  if (url_.sentinel() && r.is_error() &&
+      (r.str().find("READONLY") != std::string_view::npos || r.str().find("replica instances") != std::string_view::npos)) {
+    rediscover_ = true;  // the primary was demoted: find the new one once this pipeline is read
+  }
+}
+
 void RedisConn::ensure_connected() {
   if (cluster_) return cluster_->ensure_ready();
+  if (ctx_ && rediscover_ && unread_ == 0) disconnect();
   if (ctx_) return;
   const int64_t now = steady_ms();
   if (now < next_attempt_ms_) {
@@ -354,6 +448,15 @@ void RedisConn::ensure_connected() {
     backoff_ms_ = backoff_ms_ == 0 ? options_.backoff_initial_ms : std::min(options_.backoff_max_ms, backoff_ms_ * 2);
     next_attempt_ms_ = steady_ms() + backoff_ms_;
   };
+  rediscover_ = false;
+  if (url_.sentinel()) {
+    try {
+      resolve_sentinel();
+    } catch (const Error&) {
+      backoff();
+      throw;
+    }
+  }
   ctx_ = redisConnectWithTimeout(url_.host.c_str(), url_.port, to_timeval(options_.connect_timeout_ms));
   if (!ctx_ || ctx_->err) {
     std::string msg = "redis " + url_.redacted() + ": cannot connect";
@@ -377,6 +480,13 @@ void RedisConn::ensure_connected() {
     }
     if (url_.db != 0) check_reply(command(Args{"SELECT"}.add(url_.db)), "SELECT");
     if (!options_.client_name.empty()) check_reply(command(Args{"CLIENT", "SETNAME"}.add(options_.client_name)), "CLIENT SETNAME");
+    if (url_.sentinel()) {
+      // A sentinel may still name a demoted primary for a moment: only a master will do.
+      Reply role = command(Args{"ROLE"});
+      if (!role.is_array() || role.size() < 1 || reply_str(role.at(0)) != "master") {
+        throw Error(ErrorCode::kUnavailable, "redis " + url_.redacted() + ": the sentinels' master is not (yet) a master");
+      }
+    }
   } catch (...) {
     disconnect();
     backoff();
@@ -395,7 +505,9 @@ Reply RedisConn::command(const Args& args) {
   SigpipeGuard guard;
   void* raw = redisCommandArgv(ctx_, static_cast<int>(args.size()), argv.data(), args.lens().data());
   if (!raw) fail("command failed");
-  return Reply(static_cast<redisReply*>(raw));
+  Reply r(static_cast<redisReply*>(raw));
+  note_reply(r);
+  return r;
 }
 
 Reply RedisConn::command_checked(const Args& args, std::string_view what) {
@@ -426,7 +538,9 @@ Reply RedisConn::read_reply() {
   }
   if (rc != REDIS_OK || !raw) fail("reading a reply");
   --unread_;
-  return Reply(static_cast<redisReply*>(raw));
+  Reply r(static_cast<redisReply*>(raw));
+  note_reply(r);
+  return r;
 }
 
 // ---- scripts ---------------------------------------------------------------------------------

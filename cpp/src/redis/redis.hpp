@@ -9,6 +9,10 @@
 // Entry points:
 //   RedisUrl::parse("redis://[[user]:password@]host[:port][/db]")
 //   RedisUrl::parse("redis+cluster://[[user]:password@]host:port[,host:port...][/0]")  Redis Cluster
+//   RedisUrl::parse("redis+sentinel://[[user]:password@]host:port[,host:port...]/master[/db]")
+//       a primary found through Redis Sentinel: every connect asks the sentinels
+//       (SENTINEL get-master-addr-by-name) and checks ROLE; a READONLY reply (the primary was
+//       demoted) drops the connection once the pipeline is read, so the next call finds the new one.
 //   RedisConn conn(url, options);  conn.command(Args{"GET", key})
 //   conn.append(args) ... conn.read_reply()   pipelining: replies come back in order
 //   eval(conn, script, keys, args)            EVALSHA, SCRIPT LOAD on NOSCRIPT
@@ -53,8 +57,13 @@ struct RedisUrl {
   int db = 0;
   // redis+cluster:// only: the seeds (host, port); host/port above are the first seed.
   std::vector<std::pair<std::string, int>> cluster_seeds;
+  // redis+sentinel:// only: the sentinels and the master's name; host/port above are resolved
+  // by asking the sentinels on every connect.
+  std::vector<std::pair<std::string, int>> sentinels;
+  std::string sentinel_master;
 
   bool cluster() const { return !cluster_seeds.empty(); }
+  bool sentinel() const { return !sentinels.empty(); }
   // Throws kInvalidArgument for anything else (rediss:// / TLS and unix sockets included; a
   // redis:// URL with several hosts; a redis+cluster:// URL with another scheme inside or a db).
   static RedisUrl parse(std::string_view url);
@@ -171,6 +180,9 @@ class RedisConn {
   int64_t next_attempt_ms_ = 0;  // steady clock
   std::size_t unread_ = 0;
   std::unique_ptr<ClusterRouter> cluster_;  // redis+cluster:// only; then ctx_ stays null
+  bool rediscover_ = false;  // sentinel: a READONLY reply was seen; reconnect when nothing is unread
+  void resolve_sentinel();   // sets url_.host / port from the sentinels; throws kUnavailable
+  void note_reply(const Reply& r);
 };
 
 // A Lua script known by its SHA1 once loaded; EVALSHA with SCRIPT LOAD on NOSCRIPT.

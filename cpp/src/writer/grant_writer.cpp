@@ -1,6 +1,8 @@
 // The grant writer loop and run_worker(): see grant_writer.hpp and couponcore/worker.hpp.
 #include "writer/grant_writer.hpp"
 
+#include "redis/cluster.hpp"
+
 #include <hiredis/hiredis.h>
 #include <unistd.h>
 
@@ -191,6 +193,42 @@ void GrantWriter::read_new_per_stream(const std::vector<const redis::CampaignKey
   }
   for (const auto* k : no_group) log_.ensure_group(*k);
   if (!any && block) sleep_ms(std::min<int64_t>(kClusterPollMs, sh_.options.block_ms));
+}
+
+// With replica-acknowledged grants, a grant the gate could not confirm (its master failed
+// before a replica had it) must not reach PostgreSQL either: the promoted replica lacks it and
+// may grant its seq again. So the entries just read wait for WAIT on their master. Our
+// XREADGROUP / XCLAIM is a write propagated after the entries' XADD, so WAIT on this connection
+// covers them. Too few replicas: kUnavailable; the entries stay pending under this consumer
+// and come back by claim (writer_claim_idle_ms) if their master still has them.
+void GrantWriter::wait_replicas(const std::vector<StreamBatch>& batch) {
+  const redis::Args w =
+      redis::Args{"WAIT"}.add(static_cast<int64_t>(sh_.replicas_acked)).add(sh_.replica_wait_ms);
+  std::vector<std::string> masters;
+  if (redis_.is_cluster()) {
+    for (const StreamBatch& sb : batch) {
+      const int slot = redis::key_slot(sb.keys.grants);
+      const std::string addr = redis_.cluster()->master_of(slot);
+      if (std::find(masters.begin(), masters.end(), addr) != masters.end()) continue;
+      masters.push_back(addr);
+      redis_.cluster()->append_at(w, slot);
+    }
+  } else {
+    redis_.append(w);
+    masters.emplace_back(redis_.url().redacted());
+  }
+  std::string short_of;
+  for (const std::string& m : masters) {
+    long long n = -1;
+    redis::Reply r = redis_.read_reply();
+    if (!redis::reply_int(r.raw(), &n) || n < sh_.replicas_acked) {
+      short_of += (short_of.empty() ? "" : ", ") + m + ": " + (r.is_error() ? std::string(r.str()) : std::to_string(n));
+    }
+  }
+  if (!short_of.empty()) {
+    throw Error(ErrorCode::kUnavailable, "entries read are not yet on " + std::to_string(sh_.replicas_acked) +
+                                             " replicas (" + short_of + "); held back");
+  }
 }
 
 void GrantWriter::claim_idle(std::vector<StreamBatch>& out) {
@@ -449,6 +487,7 @@ void GrantWriter::run() {
           claim_idle(fresh);
         }
         if (fresh.empty()) read_new(fresh);
+        if (sh_.replicas_acked > 0 && !fresh.empty()) wait_replicas(fresh);
         sh_.dead_lettered += log_.prepare(fresh, /*dead_letter_malformed=*/true);
         adapt_read_size(fresh);
         held = std::move(fresh);
@@ -492,6 +531,8 @@ int run_worker(const WorkerOptions& options, std::atomic<bool>& stop) {
   writer::check_writer_options(options.writer);
   if (options.threads < 1 || options.threads > 64) throw_invalid("worker threads must be 1..64");
   if (options.postgres_url.empty()) throw_invalid("worker needs a postgres url");
+  if (options.replicas_acked < 0 || options.replicas_acked > 16) throw_invalid("replicas_acked must be 0..16");
+  if (options.replica_wait_ms < 1 || options.replica_wait_ms > 60'000) throw_invalid("replica_wait_ms must be 1..60000");
   redis::RedisUrl url = redis::RedisUrl::parse(options.redis_url);
   std::mt19937_64 rng(std::random_device{}());
 
@@ -511,7 +552,10 @@ int run_worker(const WorkerOptions& options, std::atomic<bool>& stop) {
   redis::RedisConnOptions ro;
   ro.client_name = "couponcore-worker";
   ro.backoff_max_ms = options.writer.backoff_max_ms;
+  if (options.replicas_acked > 0) ro.command_timeout_ms = std::max(ro.command_timeout_ms, options.replica_wait_ms + 1'000);
   writer::WriterShared shared(options.key_prefix, url, ro, options.postgres_url, options.writer, stop);
+  shared.replicas_acked = options.replicas_acked;
+  shared.replica_wait_ms = options.replica_wait_ms;
   const std::string base = options.consumer_name.empty() ? writer::default_consumer_base() : options.consumer_name;
   std::vector<std::unique_ptr<writer::GrantWriter>> writers;
   std::vector<std::thread> threads;

@@ -74,6 +74,10 @@ struct WriterShared {
   Histogram* commit_grants = nullptr;  // grants per committed batch, when an engine keeps one
   Heartbeat* heartbeat = nullptr;      // the process's beats, once started (before the writers)
   std::atomic<int64_t> next_dead_scan_ms{0};  // steady clock: one thread scans per interval
+  // > 0: entries read are put in PostgreSQL only once WAIT replicas_acked replica_wait_ms on
+  // their master says that many replicas hold them (ProductionOptions::replicas_acked).
+  int replicas_acked = 0;
+  int64_t replica_wait_ms = 0;
 
   WorkerStats stats() const;
 };
@@ -101,6 +105,7 @@ class GrantWriter {
   void adapt_read_size(const std::vector<StreamBatch>& batch);  // sets entries_per_read_
   void say_goodbye();  // XGROUP DELCONSUMER where we hold nothing; retire if nowhere
   void sleep_ms(int64_t ms);
+  void wait_replicas(const std::vector<StreamBatch>& batch);  // throws kUnavailable if too few
 
   WriterShared& sh_;
   const std::string consumer_;
