@@ -37,6 +37,49 @@ def _cleanup_cluster(url: str, prefix: str) -> None:
     r.close()
 
 
+def measure_gate(
+    url: str,
+    postgres: str,
+    prefix: str,
+    options: dict[str, Any],
+    campaigns: int,
+    ceiling_requests: int,
+    threads: int,
+    per_thread: int,
+) -> tuple[int, int]:
+    """Decisions/s of one deployment's gate alone (writer_threads=0) over `campaigns` campaigns:
+    the ceiling (one thread per campaign calling issue_many with 2,000 new users at a time) and
+    `threads` threads issuing one request at a time, round-robin over the campaigns."""
+    with open(redis=url, postgres=postgres, key_prefix=prefix, writer_threads=0, **options) as g:
+        cs = [g.campaigns.create(f"bench-gate-{i}", quantity=10**8) for i in range(campaigns)]
+        per = ceiling_requests // campaigns
+        barrier = threading.Barrier(campaigns)
+
+        def batched(i: int) -> None:
+            barrier.wait()
+            for j in range(0, per, 2000):
+                g.issue_many(cs[i].id, [f"b{i}-{k}" for k in range(j, j + 2000)])
+
+        ts = [threading.Thread(target=batched, args=(i,)) for i in range(campaigns)]
+        t0 = time.perf_counter()
+        for th in ts:
+            th.start()
+        for th in ts:
+            th.join()
+        ceiling = round(per * campaigns / (time.perf_counter() - t0))
+        counter = [0]
+        lock = threading.Lock()
+
+        def one(u: str) -> None:
+            with lock:
+                counter[0] += 1
+                i = counter[0] % len(cs)
+            g.issue(cs[i].id, u)
+
+        t = _threaded(threads, per_thread, one)
+        return ceiling, round(threads * per_thread / t)
+
+
 def bench_cluster(
     threads: int = 64, per_thread: int = 300, campaigns: int = 6, ceiling_requests: int = 240_000
 ) -> dict[str, Any]:
@@ -53,34 +96,10 @@ def bench_cluster(
     prefixes = {"single": srv["key_prefix"] + "s:", "cluster": srv["key_prefix"] + "c:"}
     try:
         for name, url in (("single", srv["redis"]), ("cluster", cluster)):
-            with open(redis=url, postgres=srv["postgres"], key_prefix=prefixes[name], writer_threads=0) as g:
-                cs = [g.campaigns.create(f"bench-{name}-{i}", quantity=10**8) for i in range(campaigns)]
-                per = ceiling_requests // campaigns
-                barrier = threading.Barrier(campaigns)
-
-                def batched(i: int, g: Any = g, cs: Any = cs, per: int = per, barrier: Any = barrier) -> None:
-                    barrier.wait()
-                    for j in range(0, per, 2000):
-                        g.issue_many(cs[i].id, [f"b{i}-{k}" for k in range(j, j + 2000)])
-
-                ts = [threading.Thread(target=batched, args=(i,)) for i in range(campaigns)]
-                t0 = time.perf_counter()
-                for th in ts:
-                    th.start()
-                for th in ts:
-                    th.join()
-                out[f"{name}_ceiling_per_s"] = round(per * campaigns / (time.perf_counter() - t0))
-                counter = [0]
-                lock = threading.Lock()
-
-                def one(u: str, g: Any = g, cs: Any = cs, counter: Any = counter, lock: Any = lock) -> None:
-                    with lock:
-                        counter[0] += 1
-                        i = counter[0] % len(cs)
-                    g.issue(cs[i].id, u)
-
-                t = _threaded(threads, per_thread, one)
-                out[f"{name}_threads_per_s"] = round(threads * per_thread / t)
+            c, t = measure_gate(
+                url, srv["postgres"], prefixes[name], {}, campaigns, ceiling_requests, threads, per_thread
+            )
+            out[f"{name}_ceiling_per_s"], out[f"{name}_threads_per_s"] = c, t
         r = RedisCluster.from_url(_first_seed(cluster), max_connections=threads + 8)
         script = r.register_script(_GATE_LUA)
         tags = [f"{prefixes['cluster']}base{{c{i}}}" for i in range(campaigns)]

@@ -5,53 +5,10 @@ of batches), side by side in one run, alternating off/on `rounds` times; the bes
 
 from __future__ import annotations
 
-import threading
-import time
 from typing import Any
 
-from . import open
-from ._bench_cluster import _cleanup_cluster, _cluster_url
-from .bench import _bench_servers, _threaded
-
-
-def _measure(
-    url: str,
-    postgres: str,
-    prefix: str,
-    options: dict[str, Any],
-    campaigns: int,
-    ceiling_requests: int,
-    threads: int,
-    per_thread: int,
-) -> tuple[int, int]:
-    with open(redis=url, postgres=postgres, key_prefix=prefix, writer_threads=0, **options) as g:
-        cs = [g.campaigns.create(f"bench-replicas-{i}", quantity=10**8) for i in range(campaigns)]
-        per = ceiling_requests // campaigns
-        barrier = threading.Barrier(campaigns)
-
-        def batched(i: int) -> None:
-            barrier.wait()
-            for j in range(0, per, 2000):
-                g.issue_many(cs[i].id, [f"b{i}-{k}" for k in range(j, j + 2000)])
-
-        ts = [threading.Thread(target=batched, args=(i,)) for i in range(campaigns)]
-        t0 = time.perf_counter()
-        for th in ts:
-            th.start()
-        for th in ts:
-            th.join()
-        ceiling = round(per * campaigns / (time.perf_counter() - t0))
-        counter = [0]
-        lock = threading.Lock()
-
-        def one(u: str) -> None:
-            with lock:
-                counter[0] += 1
-                i = counter[0] % len(cs)
-            g.issue(cs[i].id, u)
-
-        t = _threaded(threads, per_thread, one)
-        return ceiling, round(threads * per_thread / t)
+from ._bench_cluster import _cleanup_cluster, _cluster_url, measure_gate
+from .bench import _bench_servers
 
 
 def bench_replicas(
@@ -70,7 +27,7 @@ def bench_replicas(
     try:
         for r in range(rounds):
             for name, opts in (("off", {}), ("on", {"replicas_acked": 1, "replica_wait_ms": replica_wait_ms})):
-                c, t = _measure(
+                c, t = measure_gate(
                     cluster,
                     srv["postgres"],
                     f"{prefix}{name}{r}:",
