@@ -70,6 +70,7 @@ class CampaignIn(BaseModel):
     min_order_amount: int = 0
     valid_until: Optional[dt.datetime] = None
     valid_days: Optional[int] = None
+    shards: int = Field(1, ge=1, le=16, description="production: spread the stock over this many Redis hash tags")
 
 
 class QuantityIn(BaseModel):
