@@ -418,23 +418,15 @@ class RedisPipeline final : public detail::Pipeline {
     std::optional<DeadLetter> d;
     const redis::CampaignKeys& k = find_dead_letter_shard(*entry, id, &d);
     if (!d) throw_not_found(dead_letter_not_found(campaign_id, id));
-    for (int attempt = 0;; ++attempt) {
+    std::string entry_id;
+    move_dead_letter(*entry, campaign_id, id, [&] {
       grantlog::GrantLog(ctl_redis_).register_campaign(options_.key_prefix, k);  // the group reads it
-      std::string entry_id;
-      switch (grantlog::redrive(ctl_redis_, k, *d, &entry_id)) {
-        case grantlog::MoveOutcome::kDone:
-          log(LogLevel::kInfo, "log", "dead letter " + id + " of campaign " + std::to_string(campaign_id) +
-                                          " re-driven as grant-log entry " + entry_id);
-          d->id = id;
-          return *d;
-        case grantlog::MoveOutcome::kGone:
-          throw_not_found(dead_letter_not_found(campaign_id, id));
-        case grantlog::MoveOutcome::kNoMirror:
-          if (attempt > 0) throw_unavailable("campaign " + std::to_string(campaign_id) + ": the mirror keeps vanishing");
-          restore_mirror_locked(*entry);
-          break;
-      }
-    }
+      return grantlog::redrive(ctl_redis_, k, *d, &entry_id);
+    });
+    log(LogLevel::kInfo, "log", "dead letter " + id + " of campaign " + std::to_string(campaign_id) +
+                                    " re-driven as grant-log entry " + entry_id);
+    d->id = id;
+    return *d;
   }
 
   DeadLetter drop_dead_letter(int64_t campaign_id, const std::string& id) override {
@@ -461,23 +453,13 @@ class RedisPipeline final : public detail::Pipeline {
       c.lower_holder = !p.ordinal_taken;
     }
     std::lock_guard lock(ctl_redis_mu_);
-    for (int attempt = 0;; ++attempt) {
-      switch (grantlog::drop(ctl_redis_, entry->keys, *d, &c)) {
-        case grantlog::MoveOutcome::kDone:
-          entry->fast_until_ms.store(0, std::memory_order_release);  // stock may be back: ask Redis
-          log(LogLevel::kWarning, "log",
-              "dead letter " + id + " of campaign " + std::to_string(campaign_id) + " dropped" +
-                  (c.seq_freed ? "; seq " + std::to_string(*d->seq) + " is free again" : "") +
-                  (c.holder_lowered ? "; the holder's count was lowered" : ""));
-          return *d;
-        case grantlog::MoveOutcome::kGone:
-          throw_not_found(dead_letter_not_found(campaign_id, id));
-        case grantlog::MoveOutcome::kNoMirror:
-          if (attempt > 0) throw_unavailable("campaign " + std::to_string(campaign_id) + ": the mirror keeps vanishing");
-          restore_mirror_locked(*entry);
-          break;
-      }
-    }
+    move_dead_letter(*entry, campaign_id, id, [&] { return grantlog::drop(ctl_redis_, entry->keys, *d, &c); });
+    entry->fast_until_ms.store(0, std::memory_order_release);  // stock may be back: ask Redis
+    log(LogLevel::kWarning, "log",
+        "dead letter " + id + " of campaign " + std::to_string(campaign_id) + " dropped" +
+            (c.seq_freed ? "; seq " + std::to_string(*d->seq) + " is free again" : "") +
+            (c.holder_lowered ? "; the holder's count was lowered" : ""));
+    return *d;
   }
 
   void close() override {
@@ -649,6 +631,24 @@ class RedisPipeline final : public detail::Pipeline {
   auto ctl_read(Fn&& fn) -> decltype(fn(std::declval<pg::Conn&>())) {
     auto conn = ctl_pool_.acquire();
     return read_once_more([&] { return fn(*conn); });
+  }
+
+  // Runs a dead-letter move (re-drive, drop: one script each) until it is done; a missing
+  // mirror is rebuilt once (ctl_redis_mu_ held), a record gone meanwhile is kNotFound.
+  template <typename Move>
+  void move_dead_letter(GateCampaign& entry, int64_t campaign_id, const std::string& id, Move&& move) {
+    for (int attempt = 0;; ++attempt) {
+      switch (move()) {
+        case grantlog::MoveOutcome::kDone:
+          return;
+        case grantlog::MoveOutcome::kGone:
+          throw_not_found(dead_letter_not_found(campaign_id, id));
+        case grantlog::MoveOutcome::kNoMirror:
+          if (attempt > 0) throw_unavailable("campaign " + std::to_string(campaign_id) + ": the mirror keeps vanishing");
+          restore_mirror_locked(entry);
+          break;
+      }
+    }
   }
 
   static std::string dead_letter_not_found(int64_t campaign_id, const std::string& id) {
