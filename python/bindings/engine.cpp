@@ -312,6 +312,8 @@ void register_engine(py::module_& m) {
         d["dead_lettered"] = k.dead_lettered;
         d["writer_failures"] = k.writer_failures;
         d["writer_claimed"] = k.writer_claimed;
+        d["replica_waits"] = k.replica_waits;
+        d["replica_wait_shortfalls"] = k.replica_wait_shortfalls;
         d["queued_requests"] = k.queued_requests;
         d["queue_refused"] = k.queue_refused;
         d["coupon_uses"] = k.coupon_uses;

@@ -72,6 +72,8 @@ py::dict stats_dict(const WorkerStats& s) {
   d["dead_lettered"] = s.dead_lettered;
   d["failures"] = s.failures;
   d["claimed"] = s.claimed;
+  d["replica_waits"] = s.replica_waits;
+  d["replica_wait_shortfalls"] = s.replica_wait_shortfalls;
   d["breaker_open"] = s.breaker_open;
   return d;
 }

@@ -48,6 +48,17 @@ dies"):
                                                  ``writer_claim_idle_ms``); a standalone worker
                                                  reports it as ``claimed`` in its stats
 
+Production only, replica-acknowledged grants (``replicas_acked`` > 0; docs/production.md,
+"Replicas and failover"):
+
+- ``couponcore_replica_waits_total``              ``WAIT`` commands sent: one per master per gate
+                                                 pipeline, per stock move step of a sharded
+                                                 campaign, per writer read, per reconcile page
+- ``couponcore_replica_wait_shortfalls_total``    of which counted fewer replicas than asked within
+                                                 ``replica_wait_ms``: those answers were held back
+                                                 (``Unavailable`` or re-sent); a steady rise means
+                                                 a master without enough live replicas
+
 Cardinality: one series per gauge and campaign with a grant log (every campaign created on the
 deployment, at most 10,000: the newest ids), and the values are the deployment's, so every engine
 on it exports the same ones (aggregate with ``max by (campaign)``). A scrape reads them from Redis
@@ -84,6 +95,16 @@ _COUNTERS = [
     ("dead_lettered", "dead_lettered", "Grant-log entries moved to a dead-letter stream."),
     ("writer_failures", "writer_failures", "Writer attempts that failed (database down, ...)."),
     ("writer_claimed", "writer_claimed", "Grant-log entries the in-process writers took over from dead consumers."),
+    (
+        "replica_waits",
+        "replica_waits",
+        "WAITs sent for replica-acknowledged grants (replicas_acked > 0): batches, stock moves, writers, reconcile.",
+    ),
+    (
+        "replica_wait_shortfalls",
+        "replica_wait_shortfalls",
+        "WAITs that counted fewer replicas than replicas_acked in replica_wait_ms (answers held back).",
+    ),
 ]
 # The engines' bounded queues (one type, util/bounded_queue.hpp): one pair of series, by queue.
 _QUEUE_DEPTH_HELP = "Work waiting in an engine queue (issue: requests; wallet: operations)."
@@ -114,6 +135,8 @@ _WORKER_COUNTERS = [
     ("writer_failures", "failures", _HELP["writer_failures"]),
     ("writer_batches", "batches", "Grant batches the standalone writer committed to PostgreSQL."),
     ("writer_claimed", "claimed", "Grant-log entries the writer took over from dead consumers."),
+    ("replica_waits", "replica_waits", "WAITs the writer sent before inserting (replicas_acked > 0)."),
+    ("replica_wait_shortfalls", "replica_wait_shortfalls", _HELP["replica_wait_shortfalls"]),
 ]
 # The grant log's backlog: (name, LogBacklog field, scale, help); production only, by campaign.
 _LOG_GAUGES = [

@@ -56,6 +56,10 @@ struct EngineCounters {
   uint64_t dead_lettered = 0;      // grant-log entries the in-process writers moved to dead letters
   uint64_t writer_failures = 0;    // writer attempts that failed (database down, ...)
   uint64_t writer_claimed = 0;     // entries the in-process writers took over from dead consumers
+  // replicas_acked > 0: WAITs sent (the gate's batches and stock moves, the in-process writers,
+  // reconcile) and those that counted fewer replicas than asked, in time.
+  uint64_t replica_waits = 0;
+  uint64_t replica_wait_shortfalls = 0;
   // Coupon lifecycle calls (use_coupon / cancel_coupon_use), both deployments:
   uint64_t coupon_uses = 0;          // uses answered with a result (a replay by order_id included)
   uint64_t coupon_cancels = 0;       // cancels answered with the coupon (a replay included)

@@ -24,6 +24,8 @@ struct WorkerStats {
   uint64_t dead_lettered = 0;    // entries moved to a dead-letter stream
   uint64_t failures = 0;         // failed attempts (database or Redis down, ...)
   uint64_t claimed = 0;          // entries claimed from other (dead) consumers
+  uint64_t replica_waits = 0;    // WAITs sent before inserting (replicas_acked > 0)
+  uint64_t replica_wait_shortfalls = 0;  // of which counted too few replicas (entries held back)
   bool breaker_open = false;     // the circuit breaker is open right now
 };
 

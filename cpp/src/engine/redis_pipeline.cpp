@@ -47,6 +47,7 @@
 #include "redis/auth_cache.hpp"
 #include "redis/keys.hpp"
 #include "redis/redis.hpp"
+#include "redis/replica_wait.hpp"
 #include "store/postgres/conn_pool.hpp"
 #include "store/postgres/coupon_store.hpp"
 #include "store/postgres/migrations.hpp"
@@ -235,7 +236,10 @@ class RedisPipeline final : public detail::Pipeline {
     gate::MirrorScripts scripts;
     grantlog::CommitPolicy policy;
     policy.remove_acked = true;  // entries a writer never saw leave the log here
-    if (entry->sharded()) gate::settle_moves(rconn, scripts, *entry);  // moves cut half-way
+    // replicas_acked > 0: what is re-driven (and each stock move settled) is first acknowledged
+    // by replicas, as the writers wait before they insert (docs/production.md).
+    const redis::ReplicaWait ack{options_.replicas_acked, options_.replica_wait_ms, &replica_waits_};
+    if (entry->sharded()) gate::settle_moves(rconn, scripts, *entry, ack);  // moves cut half-way
     for (const redis::CampaignKeys& sk : entry->shard_keys) {  // every shard's stream
       std::string from = "-";
       for (std::size_t seen = 0; seen < kReconcileLogEntriesMax;) {
@@ -250,6 +254,7 @@ class RedisPipeline final : public detail::Pipeline {
           if (last_page) break;
           continue;
         }
+        ack.require(rconn, sk.grants, "reconcile: the grant-log entries read");  // covers the XRANGE
         // Chunks of whole entries of about read_count_max grants each.
         grantlog::StreamBatch& all = batch.front();
         std::size_t next = 0;  // the next entry of the page
@@ -323,6 +328,8 @@ class RedisPipeline final : public detail::Pipeline {
     k.dead_lettered = w.dead_lettered;
     k.writer_failures = w.failures;
     k.writer_claimed = w.claimed;
+    k.replica_waits = g.replica_waits + w.replica_waits + replica_waits_.waits.load();
+    k.replica_wait_shortfalls = g.replica_shortfalls + w.replica_wait_shortfalls + replica_waits_.shortfalls.load();
     return k;
   }
 
@@ -714,6 +721,7 @@ class RedisPipeline final : public detail::Pipeline {
   const redis::RedisUrl redis_url_;
 
   pg::ConnPool ctl_pool_;
+  redis::ReplicaWaitCounts replica_waits_;  // reconcile's WAITs
   std::mutex ctl_redis_mu_;
   redis::RedisConn ctl_redis_;
   gate::MirrorScripts ctl_scripts_;  // with ctl_redis_mu_

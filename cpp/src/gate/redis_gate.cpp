@@ -101,6 +101,8 @@ GateCounters RedisGate::counters() const {
   GateCounters k = counters_;
   k.answers.queued_requests = queue_.depth();
   k.answers.queue_refused = queue_.refused();
+  k.replica_waits += move_waits_.waits.load();
+  k.replica_shortfalls += move_waits_.shortfalls.load();
   return k;
 }
 
@@ -392,6 +394,7 @@ void RedisGate::decode_shard(const Call& call, const redis::Reply& r) {
 // still dry after kDryRoundsMax rounds (others keep taking what moves) is kUnavailable, never
 // a false SOLD_OUT.
 void RedisGate::resolve_dry() {
+  const redis::ReplicaWait move_ack{options_.replicas_acked, options_.replica_wait_ms, &move_waits_};
   for (int round = 0; !dry_.empty() && round < kDryRoundsMax; ++round) {
     std::map<std::pair<GateCampaign*, int>, std::vector<Dry>> groups;
     for (const Dry& d : dry_) {
@@ -406,8 +409,8 @@ void RedisGate::resolve_dry() {
         redis_.ensure_connected();
         if (c.all_dry_until_ms > redis::steady_ms()) {
           sold_out = true;
-        } else if (move_into(redis_, mirror_scripts_, c, key.second, move_id_base_, &moves_) == 0) {
-          settle_moves(redis_, mirror_scripts_, c);
+        } else if (move_into(redis_, mirror_scripts_, c, key.second, move_id_base_, &moves_, move_ack) == 0) {
+          settle_moves(redis_, mirror_scripts_, c, move_ack);
           if (all_dry(redis_, c)) {
             sold_out = true;
             c.all_dry_until_ms = redis::steady_ms() + kFastPathRecheckMs;

@@ -61,6 +61,7 @@
 
 #include "couponcore/engine.hpp"
 #include "gate/mirror.hpp"
+#include "redis/replica_wait.hpp"
 #include "store/postgres/pg.hpp"
 #include "util/bounded_queue.hpp"
 
@@ -91,8 +92,8 @@ struct RedisGateOptions {
 struct GateCounters {
   EngineCounters answers;  // requests, by_status, fast_path, batches, commits, unavailable
   uint64_t connects = 0;
-  uint64_t replica_waits = 0;       // WAITs sent (replicas_acked > 0)
-  uint64_t replica_shortfalls = 0;  // calls whose master's WAIT answered too few replicas
+  uint64_t replica_waits = 0;       // WAITs sent (replicas_acked > 0), stock moves' included
+  uint64_t replica_shortfalls = 0;  // calls (or stock move steps) whose master's WAIT answered too few replicas
 };
 
 class RedisGate {
@@ -149,6 +150,7 @@ class RedisGate {
   std::vector<Dry> dry_;  // requests a shard answered DRY this cycle
   std::string move_id_base_;
   uint64_t moves_ = 0;
+  redis::ReplicaWaitCounts move_waits_;  // the stock moves' WAITs (replicas_acked > 0)
   MirrorScripts mirror_scripts_;
   pg::Conn repair_pg_;  // mirror repair: the gate's own PostgreSQL connection, opened when needed
   std::vector<GateCampaign*> sold_out_now_;

@@ -139,7 +139,7 @@ void restore_shard_mirrors(redis::RedisConn& conn, MirrorScripts& scripts, pg::C
 }
 
 int64_t move_into(redis::RedisConn& conn, MirrorScripts& scripts, const GateCampaign& c, int shard,
-                  const std::string& move_id_base, uint64_t* move_counter) {
+                  const std::string& move_id_base, uint64_t* move_counter, const redis::ReplicaWait& ack) {
   const int k = static_cast<int>(c.shard_keys.size());
   const redis::CampaignKeys& to = c.shard_keys[shard];
   int64_t moved = 0;
@@ -150,20 +150,25 @@ int64_t move_into(redis::RedisConn& conn, MirrorScripts& scripts, const GateCamp
     redis::check_reply(taken, "stock move: take");
     const std::string ranges(taken.str());
     if (ranges.empty()) continue;
+    // Replicas (shards.hpp, "durable moves"): the record before the give, the give before the
+    // record goes. A shortfall throws and leaves the record: settle_moves finishes the move.
+    ack.require(conn, from.meta, "stock move: take");
     redis::Reply given = redis::eval(conn, scripts.shard_give, {to.meta, to.received}, redis::Args{}.add(id).add(ranges));
     redis::check_reply(given, "stock move: give");  // on an error the record stays: settle_moves
+    ack.require(conn, to.meta, "stock move: give");
     conn.command_checked(redis::Args{"HDEL"}.add(from.transfers).add(id), "HDEL");
     moved += count_ranges(parse_ranges(ranges));
   }
   return moved;
 }
 
-int64_t settle_moves(redis::RedisConn& conn, MirrorScripts& scripts, const GateCampaign& c) {
+int64_t settle_moves(redis::RedisConn& conn, MirrorScripts& scripts, const GateCampaign& c, const redis::ReplicaWait& ack) {
   const int k = static_cast<int>(c.shard_keys.size());
   int64_t settled = 0;
   for (int d = 0; d < k; ++d) {
     const redis::CampaignKeys& from = c.shard_keys[d];
     redis::Reply all = conn.command_checked(redis::Args{"HGETALL"}.add(from.transfers), "HGETALL");
+    if (all.size() > 0) ack.require(conn, from.meta, "stock move: settle (the records read)");
     for (std::size_t i = 0; i + 1 < all.size(); i += 2) {
       const std::string id(redis::reply_str(all.at(i)));
       const std::string_view v = redis::reply_str(all.at(i + 1));
@@ -176,6 +181,7 @@ int64_t settle_moves(redis::RedisConn& conn, MirrorScripts& scripts, const GateC
       const redis::CampaignKeys& rk = c.shard_keys[to];
       redis::Reply given = redis::eval(conn, scripts.shard_give, {rk.meta, rk.received}, redis::Args{}.add(id).add(ranges));
       redis::check_reply(given, "stock move: settle");
+      ack.require(conn, rk.meta, "stock move: settle (the give)");
       conn.command_checked(redis::Args{"HDEL"}.add(from.transfers).add(id), "HDEL");
       ++settled;
       log(LogLevel::kInfo, "gate", "campaign " + std::to_string(c.campaign.id) + ": stock move " + id + " settled (" +

@@ -16,6 +16,13 @@
 //                 A crash between 1 and 3 leaves the record: settle_moves (before any SOLD_OUT,
 //                 and in reconcile) gives it to its recipient (exactly once, by the id) and
 //                 deletes it. Between 1 and 2 the seqs are in the record only.
+//   durable moves with replicas_acked > 0, a WAIT on the donor's master after 1 (a promoted
+//                 donor without the record would still list the seqs as free while the
+//                 recipient gets them: issued twice) and on the recipient's after 2 (a
+//                 promoted recipient without the give, with the record gone, would lose the
+//                 stock). Too few replicas: kUnavailable and the record stays, so
+//                 settle_moves (which WAITs the same way, after reading the records) ends the
+//                 move; a lost HDEL only makes settle_moves meet the id again (given once).
 //   lost shard    a shard whose mirror is gone is rebuilt from the store with its users'
 //                 holder counts and NO free seqs (they cannot be told apart from grants lost
 //                 with it): nothing is issued twice; that stock is not sold (see the docs).
@@ -29,6 +36,7 @@
 #include "gate/lua_scripts.hpp"
 #include "gate/mirror.hpp"
 #include "redis/redis.hpp"
+#include "redis/replica_wait.hpp"
 #include "store/postgres/pg.hpp"
 
 namespace couponcore::gate {
@@ -52,13 +60,14 @@ void write_shard_mirrors(redis::RedisConn& conn, MirrorScripts& scripts, std::st
 void restore_shard_mirrors(redis::RedisConn& conn, MirrorScripts& scripts, pg::Conn& pg, std::string_view prefix,
                            GateCampaign& c);
 
-// Moves half of every other shard's free seqs into `shard`; returns how many arrived.
+// Moves half of every other shard's free seqs into `shard`; returns how many arrived. With
+// ack on, each step is acknowledged by replicas ("durable moves"), else kUnavailable.
 int64_t move_into(redis::RedisConn& conn, MirrorScripts& scripts, const GateCampaign& c, int shard,
-                  const std::string& move_id_base, uint64_t* move_counter);
+                  const std::string& move_id_base, uint64_t* move_counter, const redis::ReplicaWait& ack);
 
 // Gives every recorded but unsettled move to its recipient (exactly once) and deletes the
-// record; returns the moves settled.
-int64_t settle_moves(redis::RedisConn& conn, MirrorScripts& scripts, const GateCampaign& c);
+// record; returns the moves settled. With ack on, as move_into.
+int64_t settle_moves(redis::RedisConn& conn, MirrorScripts& scripts, const GateCampaign& c, const redis::ReplicaWait& ack);
 
 // True if every shard is dry with no move in flight, read twice (the moves received must not
 // change between the reads).

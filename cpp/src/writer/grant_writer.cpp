@@ -37,6 +37,8 @@ WorkerStats WriterShared::stats() const {
   s.dead_lettered = dead_lettered.load();
   s.failures = failures.load();
   s.claimed = claimed.load();
+  s.replica_waits = replica_waits.load();
+  s.replica_wait_shortfalls = replica_wait_shortfalls.load();
   s.breaker_open = breaker.is_open();
   return s;
 }
@@ -217,6 +219,7 @@ void GrantWriter::wait_replicas(const std::vector<StreamBatch>& batch) {
     redis_.append(w);
     masters.emplace_back(redis_.url().redacted());
   }
+  sh_.replica_waits += masters.size();
   std::string short_of;
   for (const std::string& m : masters) {
     long long n = -1;
@@ -226,6 +229,7 @@ void GrantWriter::wait_replicas(const std::vector<StreamBatch>& batch) {
     }
   }
   if (!short_of.empty()) {
+    sh_.replica_wait_shortfalls++;
     throw Error(ErrorCode::kUnavailable, "entries read are not yet on " + std::to_string(sh_.replicas_acked) +
                                              " replicas (" + short_of + "); held back");
   }

@@ -71,6 +71,7 @@ struct WriterShared {
   std::atomic<bool>& stop;
   CircuitBreaker breaker;
   std::atomic<uint64_t> written{0}, batches{0}, dead_lettered{0}, failures{0}, claimed{0};
+  std::atomic<uint64_t> replica_waits{0}, replica_wait_shortfalls{0};
   Histogram* commit_grants = nullptr;  // grants per committed batch, when an engine keeps one
   Heartbeat* heartbeat = nullptr;      // the process's beats, once started (before the writers)
   std::atomic<int64_t> next_dead_scan_ms{0};  // steady clock: one thread scans per interval
