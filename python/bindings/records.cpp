@@ -51,6 +51,7 @@ const Record kCampaign{"Campaign",
     field<C>("min_order_amount", [](const C& c) { return c.spec.min_order_amount; }),
     field<C>("valid_until_us", [](const C& c) { return c.spec.valid_until_us; }),
     field<C>("valid_days", [](const C& c) { return c.spec.valid_days; }),
+    field<C>("shards", [](const C& c) { return c.spec.shards; }),
     field<C>("created_at_us", &C::created_at_us)};
 
 using IR = IssueResult;

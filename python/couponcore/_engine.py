@@ -103,7 +103,8 @@ class Campaigns:
 
         ``shards`` (1..16, production only): the stock is spread over that many Redis hash tags
         (on Redis Cluster, up to that many masters); a user is routed to one shard, stock moves
-        to a shard that runs dry. The embedded engine accepts it and decides in one gate.
+        to a shard that runs dry. The embedded engine accepts it and decides in one gate (its
+        campaign reports ``shards=1``).
         See docs/production.md "Sharded campaigns".
         """
         spec = {

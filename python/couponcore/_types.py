@@ -177,6 +177,7 @@ class Campaign:
     min_order_amount: int
     valid_until: Optional[_dt.datetime] = field(metadata=core("valid_until_us", from_us))
     valid_days: Optional[int]
+    shards: int  # production: the stock's hash tags (docs/production.md "Sharded campaigns"); embedded: 1
     created_at: _dt.datetime = field(metadata=core("created_at_us", from_us))
 
 

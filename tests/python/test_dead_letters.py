@@ -69,6 +69,28 @@ def where() -> dict[str, str]:
     return production_kwargs()
 
 
+CLUSTER = os.environ.get("COUPONCORE_TEST_REDIS_CLUSTER", "")
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(1, id="unsharded"),
+        pytest.param(
+            3,
+            id="sharded-cluster",
+            marks=pytest.mark.skipif(not CLUSTER, reason="COUPONCORE_TEST_REDIS_CLUSTER is not set"),
+        ),
+    ]
+)
+def drop_where(request: pytest.FixtureRequest) -> tuple[dict[str, str], int]:
+    """The drop's tests on a campaign of one shard (the single server) and of three (the test
+    cluster: one shard per master), where the seq goes back to the shard that granted it."""
+    kw = production_kwargs()
+    if request.param > 1:
+        kw["redis"] = CLUSTER
+    return kw, request.param
+
+
 def _wait_dead_letters(
     e: couponcore.Engine, campaign_id: int, n: int, timeout_s: float = 30
 ) -> list[couponcore.DeadLetter]:
@@ -150,10 +172,13 @@ def test_list_show_and_redrive_after_the_cause_is_fixed(where: dict[str, str], r
         assert e.reconcile(c.id)["consistent"]
 
 
-def test_drop_gives_back_the_seq_and_the_users_slot(where: dict[str, str], refusal: Refusal) -> None:
+def test_drop_gives_back_the_seq_and_the_users_slot(
+    drop_where: tuple[dict[str, str], int], refusal: Refusal
+) -> None:
     quantity = 6
+    where, shards = drop_where
     with couponcore.open(**where, **FAST_DEAD_LETTERS) as e:
-        c = e.campaigns.create("dl-drop", quantity)
+        c = e.campaigns.create("dl-drop", quantity, shards=shards)
         for u in ("u1", "u2"):
             assert e.issue(c.id, u).issued
         victim = f"{refusal.prefix}v"
@@ -187,11 +212,12 @@ def test_drop_gives_back_the_seq_and_the_users_slot(where: dict[str, str], refus
         assert rep["consistent"] and rep["gate_issued"] == quantity and rep["dead_lettered"] == 0
 
 
-def test_drop_while_many_threads_issue(where: dict[str, str], refusal: Refusal) -> None:
+def test_drop_while_many_threads_issue(drop_where: tuple[dict[str, str], int], refusal: Refusal) -> None:
     quantity = 400
     blocked = 12
+    where, shards = drop_where
     with couponcore.open(**where, **FAST_DEAD_LETTERS) as e:
-        c = e.campaigns.create("dl-race", quantity)
+        c = e.campaigns.create("dl-race", quantity, shards=shards)
         first = [f"{refusal.prefix}{i}" if i % 5 == 0 else f"a{i}" for i in range(blocked * 5)]
         assert all(r.issued for r in e.issue_many(c.id, first))
         dls = _wait_dead_letters(e, c.id, blocked)

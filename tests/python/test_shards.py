@@ -72,6 +72,7 @@ def test_sharded_campaign_exact_totals_limit_and_no_sold_out_while_stock_remains
     pool = hot * 6 + users
     with couponcore.open(**cluster_kwargs()) as e:
         c = e.campaigns.create("sharded", quantity=quantity, per_user_limit=limit, shards=k)
+        assert c.shards == k and e.campaigns.get(c.id).shards == k
         answers: list[tuple[int, int, str, str, int]] = []  # (started_ns, returned_ns, user, status, seq)
         lock = threading.Lock()
         stop = threading.Event()
@@ -152,6 +153,7 @@ def test_embedded_accepts_shards_and_decides_in_one_gate(db_path: str) -> None:
             e.campaigns.create("bad", quantity=10, shards=SHARDS_MAX + 1)
         assert e.campaigns.list() == []
         c = e.campaigns.create("embedded", quantity=5, shards=3)
+        assert c.shards == 1 and e.campaigns.get(c.id).shards == 1  # one gate decides
         assert sorted(r.seq for r in e.issue_many(c.id, [f"x{i}" for i in range(8)]) if r.issued) == [1, 2, 3, 4, 5]
 
 
@@ -275,7 +277,7 @@ def test_two_gates_moving_stock_of_one_campaign_issue_every_coupon_once() -> Non
 
 
 @needs_cluster
-def test_a_sharded_campaigns_dead_letters_are_listed_shown_and_redriven_not_dropped(
+def test_a_sharded_campaigns_dead_letters_are_listed_shown_redriven_and_dropped(
     shard_refusal: Refusal,
 ) -> None:
     refusal = shard_refusal
@@ -294,11 +296,15 @@ def test_a_sharded_campaigns_dead_letters_are_listed_shown_and_redriven_not_drop
         everything = [d for d in e.dead_letters.list() if d.campaign_id == c.id]
         assert everything == dls
         assert e.dead_letters.list(after=f"{c.id}:{dls[6].id}")[:5] == dls[7:]
-        with pytest.raises(couponcore.InvalidArgument, match="sharded"):
-            e.dead_letters.drop(c.id, dls[0].id)
+        dropped = dls[0]
+        assert e.dead_letters.drop(c.id, dropped.id) == dropped  # its seq back to its shard
+        assert e.gate_issued(c.id) == 59
         refusal.fix()
-        for d in dls:
+        for d in dls[1:]:
             e.dead_letters.redrive(c.id, d.id)
+        again = e.issue(c.id, dropped.user_id or "")  # the user's shard has that one seq
+        assert again.issued and again.seq == dropped.seq
+        assert e.drain(20)
         st = stats(e, c.id)
         assert (st.rows, st.distinct_users, st.max_seq) == (60, 60, 60)
         assert e.dead_letters.list(c.id) == []

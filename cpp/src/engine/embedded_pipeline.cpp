@@ -108,7 +108,9 @@ class EmbeddedPipeline final : public detail::Pipeline {
   const char* kind() const noexcept override { return "embedded"; }
 
   Campaign create_campaign(const CampaignSpec& spec) override {
-    Campaign c = store_.insert_campaign(spec, now_us());
+    CampaignSpec one = spec;
+    one.shards = 1;  // accepted (checked by the facade); one in-process gate decides every request
+    Campaign c = store_.insert_campaign(one, now_us());
     std::lock_guard lock(gate_mu_);
     gates_.emplace(c.id, std::make_unique<Entry>(c));
     return c;

@@ -438,15 +438,12 @@ class RedisPipeline final : public detail::Pipeline {
 
   DeadLetter drop_dead_letter(int64_t campaign_id, const std::string& id) override {
     std::shared_ptr<GateCampaign> entry = entry_for(campaign_id);
-    if (entry->sharded()) {
-      // Giving a seq back would mean adding it to a shard's free seqs: not built.
-      throw_invalid("campaign " + std::to_string(campaign_id) +
-                    " is sharded: its dead letters can be re-driven, not dropped (docs/production.md)");
-    }
     std::optional<DeadLetter> d;
+    int shard = 0;  // a sharded campaign: the shard whose dead letters hold the record
     {
       std::lock_guard lock(ctl_redis_mu_);
-      d = grantlog::find_dead_letter(ctl_redis_, entry->keys, id);
+      const redis::CampaignKeys& k = find_dead_letter_shard(*entry, id, &d);
+      shard = static_cast<int>(&k - entry->shard_keys.data());
     }
     if (!d) throw_not_found(dead_letter_not_found(campaign_id, id));
     // What the store shows free. The record is still there, so its grant is neither in the log
@@ -457,11 +454,17 @@ class RedisPipeline final : public detail::Pipeline {
       pgstore::GrantPlaces p = ctl_read(
           [&](pg::Conn& conn) { return pgstore::grant_places(conn, campaign_id, *d->seq, *d->user_id, *d->user_ordinal); });
       c.free_seq = !p.seq_taken;
-      c.lower_holder = !p.ordinal_taken;
+      // The shard that granted it holds the user's count (a user's requests go to their shard).
+      const int k = static_cast<int>(entry->shard_keys.size());
+      c.lower_holder = !p.ordinal_taken && (k == 1 || redis::shard_of_user(*d->user_id, k) == shard);
     }
     std::lock_guard lock(ctl_redis_mu_);
-    move_dead_letter(*entry, campaign_id, id, [&] { return grantlog::drop(ctl_redis_, entry->keys, *d, &c); });
+    move_dead_letter(*entry, campaign_id, id, [&] {
+      return grantlog::drop(ctl_redis_, entry->shard_keys[shard], *d, &c, entry->sharded());
+    });
     entry->fast_until_ms.store(0, std::memory_order_release);  // stock may be back: ask Redis
+    entry->all_dry_until_ms.store(0, std::memory_order_release);
+    d->id = id;  // a sharded campaign's record: the id it was listed under
     log(LogLevel::kWarning, "log",
         "dead letter " + id + " of campaign " + std::to_string(campaign_id) + " dropped" +
             (c.seq_freed ? "; seq " + std::to_string(*d->seq) + " is free again" : "") +
@@ -577,7 +580,7 @@ class RedisPipeline final : public detail::Pipeline {
     d->reset();
     if (!e.sharded()) {
       *d = grantlog::find_dead_letter(ctl_redis_, e.keys, id);
-      return e.keys;
+      return e.shard_keys.front();  // the same keys
     }
     int shard = 0;
     std::string raw;

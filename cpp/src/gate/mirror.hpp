@@ -44,7 +44,9 @@ struct GateCampaign {
   // sharded campaign's `keys` name no data: every use of them is for one shard.)
   std::vector<redis::CampaignKeys> shard_keys;
   bool sharded() const { return shard_keys.size() > 1; }
-  int64_t all_dry_until_ms = 0;  // the gate's I/O thread: every shard was found dry
+  // Every shard was found dry (the gate's I/O thread); a dead-letter drop, which gives a seq
+  // back, clears it from another thread.
+  std::atomic<int64_t> all_dry_until_ms{0};
   // The gate's I/O thread only.
   bool publish_queued = false;
   // The sold-out fast path answers while steady_ms() < fast_until_ms; holders is complete for

@@ -424,6 +424,10 @@ void RedisGate::resolve_dry() {
       }
       if (sold_out) {
         for (const Dry& d : reqs) d.pending->results[d.index] = IssueResult{IssueStatus::kSoldOut, 0, 0};
+        if (!c.publish_queued && !c.fast_path_live()) {  // every shard dry: arm the fast path
+          c.publish_queued = true;
+          sold_out_now_.push_back(&c);
+        }
         continue;
       }
       Call call{&c, {}, 0, key.second};
@@ -633,25 +637,43 @@ void RedisGate::arm_fast_path(GateCampaign& c) {
   const int64_t now = redis::steady_ms();
   if (c.fast_until_ms.load(std::memory_order_acquire) - now > kFastPathRecheckMs / 2) return;  // fresh
   const uint64_t version = c.rules_version.load(std::memory_order_acquire);
-  redis_.append(redis::Args{"HMGET"}.add(c.keys.meta).add("q").add("st").add("n").add("d"));
-  redis_.append(redis::Args{"ZCARD"}.add(c.keys.free_seqs));
-  redis::Reply m = redis_.read_reply();
-  redis::Reply free = redis_.read_reply();
-  redis::check_reply(m, "HMGET");
-  redis::check_reply(free, "ZCARD");
-  long long q = 0, st = 0, n = 0, d = 0;
-  if (m.size() != 4 || !redis::reply_int(m.at(0), &q) || !redis::reply_int(m.at(2), &n)) return;  // no mirror
-  if (!redis::reply_int(m.at(1), &st) || st < 0 || st > 2) st = 0;
-  redis::reply_int(m.at(3), &d);  // absent: no drop yet
-  // Issued: the counter less the free seqs (dead-letter drops give seqs back).
-  const bool sold_out = n - free.integer() >= q && static_cast<std::size_t>(q) <= kFastPathHoldersMax;
+  // Every shard's meta (one when not sharded) and its free seqs: a sorted set, or a shard's
+  // free count r and its moves in flight. A sharded campaign's n and d are the shards' sums.
+  for (const redis::CampaignKeys& k : c.shard_keys) {
+    redis_.append(redis::Args{"HMGET"}.add(k.meta).add("q").add("st").add("n").add("d").add("r"));
+    redis_.append(c.sharded() ? redis::Args{"HLEN"}.add(k.transfers) : redis::Args{"ZCARD"}.add(k.free_seqs));
+  }
+  long long q = 0, st = 0, n = 0, d = 0, free = 0;
+  bool mirrored = true;
+  for (std::size_t i = 0; i < c.shard_keys.size(); ++i) {
+    redis::Reply m = redis_.read_reply();
+    redis::Reply f = redis_.read_reply();
+    redis::check_reply(m, "HMGET");
+    redis::check_reply(f, c.sharded() ? "HLEN" : "ZCARD");
+    long long sq = 0, sst = 0, sn = 0, sd = 0, sr = 0;
+    if (m.size() != 5 || !redis::reply_int(m.at(0), &sq) || !redis::reply_int(m.at(2), &sn)) mirrored = false;
+    if (!redis::reply_int(m.at(1), &sst) || sst < 0 || sst > 2) sst = 0;
+    redis::reply_int(m.at(3), &sd);  // absent: no drop yet
+    redis::reply_int(m.at(4), &sr);  // a shard's free seqs left
+    if (i == 0) q = sq, st = sst;    // the rules are every shard's
+    n += sn;
+    d += sd;
+    free += c.sharded() ? sr + f.integer() : f.integer();
+  }
+  if (!mirrored) return;
+  // Issued: the counter less the free seqs (dead-letter drops give seqs back); a sharded
+  // campaign is sold out when no shard has a free seq and no move is in flight.
+  const bool sold_out = (c.sharded() ? free == 0 : n - free >= q) && static_cast<std::size_t>(q) <= kFastPathHoldersMax;
   bool rescan = false;
   {
     std::lock_guard lock(c.fast_mu);
     rescan = sold_out && (c.armed_issued != n || c.armed_quantity != q || c.armed_drops != d);
   }
   StringMap<int64_t> h;
-  if (rescan) h = scan_holders(redis_, c.keys);
+  for (const redis::CampaignKeys& k : c.shard_keys) {
+    if (!rescan) break;
+    for (auto& [user, held] : scan_holders(redis_, k)) h[user] += held;  // a user is in one shard
+  }
   std::lock_guard lock(c.fast_mu);
   if (c.rules_version.load(std::memory_order_acquire) != version) return;  // a local rule change won
   c.campaign.spec.quantity = q;

@@ -48,7 +48,9 @@
 // Sharded campaigns (gate/shards.hpp): a submission's requests go to their users' shards, one
 // call per shard (gate_shard.lua). A request answered DRY is not answered yet: after the cycle's
 // calls, the I/O thread moves stock into each dry shard from the others and asks again
-// (resolve_dry), and answers SOLD_OUT only when every shard is dry. No sold-out fast path.
+// (resolve_dry), and answers SOLD_OUT only when every shard is dry. Then the sold-out fast path
+// is armed as above, from every shard: no shard with a free seq, no move in flight, the holders
+// of every shard (a user is in one). A dead-letter drop (a seq back to a shard) disarms it.
 #pragma once
 
 #include <atomic>

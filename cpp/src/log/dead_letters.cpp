@@ -98,14 +98,17 @@ MoveOutcome redrive(redis::RedisConn& conn, const redis::CampaignKeys& keys, con
   return MoveOutcome::kDone;
 }
 
-MoveOutcome drop(redis::RedisConn& conn, const redis::CampaignKeys& keys, const DeadLetter& d, DropCorrection* c) {
+MoveOutcome drop(redis::RedisConn& conn, const redis::CampaignKeys& keys, const DeadLetter& d, DropCorrection* c,
+                 bool shard) {
   static thread_local redis::Script script(gate::lua::kDrop);
   redis::Args a;
   a.add(d.id);
   a.add(c->free_seq && d.seq ? std::to_string(*d.seq) : std::string());
   a.add(c->lower_holder && d.user_id ? *d.user_id : std::string());
   a.add(d.user_ordinal.value_or(0));
-  redis::Reply r = redis::eval(conn, script, {keys.dead_letters, keys.meta, keys.holders, keys.free_seqs}, a);
+  if (shard) a.add("shard");  // the seq goes back to the shard's free intervals (meta f)
+  redis::Reply r =
+      redis::eval(conn, script, {keys.dead_letters, keys.meta, keys.holders, shard ? keys.meta : keys.free_seqs}, a);
   if (r.is_error() && r.str().substr(0, 10) == "NOCAMPAIGN") return MoveOutcome::kNoMirror;
   redis::check_reply(r, "drop dead letter");
   long long dropped = 0, freed = 0, lowered = 0;

@@ -47,13 +47,16 @@ MoveOutcome redrive(redis::RedisConn& conn, const redis::CampaignKeys& keys, con
                     std::string* entry_id);
 
 // Deletes the record and gives back what the caller found free in the store: the seq (to the
-// free seqs) and the user's slot (the holder count, if this grant is the user's latest).
+// free seqs) and the user's slot (the holder count, if this grant is the user's latest). `shard`:
+// keys are a shard of a sharded campaign, the one whose dead letters hold the record (it granted
+// the seq, and the user belongs to it): the seq goes back to that shard's free intervals.
 struct DropCorrection {
   bool free_seq = false;
   bool lower_holder = false;
   bool seq_freed = false;       // what the script did
   bool holder_lowered = false;
 };
-MoveOutcome drop(redis::RedisConn& conn, const redis::CampaignKeys& keys, const DeadLetter& d, DropCorrection* c);
+MoveOutcome drop(redis::RedisConn& conn, const redis::CampaignKeys& keys, const DeadLetter& d, DropCorrection* c,
+                 bool shard = false);
 
 }  // namespace couponcore::grantlog
