@@ -31,6 +31,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
+from urllib.parse import quote
 
 import couponcore
 import psycopg
@@ -230,19 +231,30 @@ def free_ports(n: int) -> list[int]:
 
 
 class PrivateSentinel:
-    """A primary, one replica and one Redis Sentinel (quorum 1) on free loopback ports, with the
-    interface of PrivateCluster that run_sale uses."""
+    """A primary, one replica and `sentinels` Redis Sentinels (agreeing on `quorum`) on free
+    loopback ports, with the interface of PrivateCluster that run_sale uses. With a
+    `sentinel_password` the sentinels require it (requirepass) and the URL carries it. With
+    sentinels=0, a primary and its replica only."""
 
     NAME = "couponcore"
 
-    def __init__(self, down_after_ms: int = 1000) -> None:
-        self.primary, self.replica, self.sentinel = free_ports(3)
+    def __init__(
+        self, down_after_ms: int = 1000, sentinels: int = 1, quorum: int = 1, sentinel_password: str = ""
+    ) -> None:
+        ports = free_ports(2 + sentinels)
+        self.primary, self.replica, self.sentinels = ports[0], ports[1], ports[2:]
+        self.sentinel = self.sentinels[0] if self.sentinels else 0
+        self.quorum = quorum
+        self.sentinel_password = sentinel_password
         self.dir = tempfile.mkdtemp(prefix="couponcore-sentinel-")
         self.down_after_ms = down_after_ms
-        self.url = f"redis+sentinel://127.0.0.1:{self.sentinel}/{self.NAME}"
+        addrs = ",".join(f"127.0.0.1:{p}" for p in self.sentinels)
+        query = f"?sentinel_password={quote(sentinel_password, safe='')}" if sentinel_password else ""
+        self.url = f"redis+sentinel://{addrs}/{self.NAME}{query}"
 
     def client(self, port: int) -> redispy.Redis:
-        return redispy.Redis(host="127.0.0.1", port=port, socket_timeout=5)
+        password = self.sentinel_password if port in self.sentinels and self.sentinel_password else None
+        return redispy.Redis(host="127.0.0.1", port=port, socket_timeout=5, password=password)
 
     def _server(self, port: int, *extra: str) -> None:
         subprocess.run(
@@ -273,25 +285,39 @@ class PrivateSentinel:
     def start(self) -> str:
         self._server(self.primary)
         self._server(self.replica, "--replicaof", "127.0.0.1", str(self.primary))
-        conf = Path(self.dir, "sentinel.conf")
-        conf.write_text(
-            f"port {self.sentinel}\nbind 127.0.0.1\ndaemonize yes\ndir {self.dir}\n"
-            f"pidfile {self.dir}/redis-{self.sentinel}.pid\nlogfile {self.dir}/sentinel.log\n"
-            f"sentinel monitor {self.NAME} 127.0.0.1 {self.primary} 1\n"
-            f"sentinel down-after-milliseconds {self.NAME} {self.down_after_ms}\n"
-            f"sentinel failover-timeout {self.NAME} 5000\n"
-        )
-        subprocess.run(["redis-server", str(conf), "--sentinel"], check=True, timeout=30)
+        for port in self.sentinels:
+            conf = Path(self.dir, f"sentinel-{port}.conf")
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\ndaemonize yes\ndir {self.dir}\n"
+                f"pidfile {self.dir}/redis-{port}.pid\nlogfile {self.dir}/sentinel-{port}.log\n"
+                f"sentinel monitor {self.NAME} 127.0.0.1 {self.primary} {self.quorum}\n"
+                f"sentinel down-after-milliseconds {self.NAME} {self.down_after_ms}\n"
+                f"sentinel failover-timeout {self.NAME} 5000\n"
+                + (
+                    # The sentinels talk to each other with the same password (sentinel-pass).
+                    f"requirepass {self.sentinel_password}\nsentinel sentinel-pass {self.sentinel_password}\n"
+                    if self.sentinel_password
+                    else ""
+                )
+            )
+            subprocess.run(["redis-server", str(conf), "--sentinel"], check=True, timeout=30)
         self.wait_replica_synced(self.primary)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                if self.client(self.sentinel).execute_command("SENTINEL", "get-master-addr-by-name", self.NAME):
+                if all(self._sentinel_ready(p) for p in self.sentinels):
                     return self.url
             except redispy.RedisError:
                 pass
             time.sleep(0.05)
-        raise RuntimeError("the sentinel did not come up")
+        raise RuntimeError("the sentinels did not come up")
+
+    def _sentinel_ready(self, port: int) -> bool:
+        """The sentinel knows the master, its replica and every other sentinel (a quorum can be met)."""
+        flat = self.client(port).execute_command("SENTINEL", "master", self.NAME)
+        info = dict(zip(flat[::2], flat[1::2])) if isinstance(flat, list) else flat
+        get = lambda k: int(info.get(k.encode(), info.get(k, 0)))  # noqa: E731
+        return get("num-slaves") >= 1 and get("num-other-sentinels") >= len(self.sentinels) - 1
 
     def stop(self) -> None:
         PrivateCluster.stop(self)  # type: ignore[arg-type]

@@ -151,12 +151,39 @@ RedisUrl parse_cluster_url(std::string_view url) {
   return out;
 }
 
+// The sentinels' own credentials: ?sentinel_password=...[&sentinel_username=...] (percent-encoded).
+void parse_sentinel_query(std::string_view q, RedisUrl* out) {
+  while (!q.empty()) {
+    const std::size_t amp = q.find('&');
+    const std::string_view kv = q.substr(0, amp);
+    q = amp == std::string_view::npos ? std::string_view() : q.substr(amp + 1);
+    const std::size_t eq = kv.find('=');
+    const std::string_view k = kv.substr(0, eq);
+    const std::string v = eq == std::string_view::npos ? std::string() : percent_decode(kv.substr(eq + 1));
+    if (k == "sentinel_password") {
+      out->sentinel_password = v;
+    } else if (k == "sentinel_username") {
+      out->sentinel_username = v;
+    } else {
+      throw_invalid("redis+sentinel url: unknown parameter '" + std::string(k) +
+                    "' (known: sentinel_password, sentinel_username)");
+    }
+  }
+  if (!out->sentinel_username.empty() && out->sentinel_password.empty()) {
+    throw_invalid("redis+sentinel url: sentinel_username needs sentinel_password");
+  }
+}
+
 RedisUrl parse_sentinel_url(std::string_view url) {
-  constexpr std::string_view kForm = "redis+sentinel://[[user]:password@]host:port[,host:port...]/master_name[/db]";
+  constexpr std::string_view kForm =
+      "redis+sentinel://[[user]:password@]host:port[,host:port...]/master_name[/db][?sentinel_password=...]";
   std::string_view rest = url.substr(std::string_view("redis+sentinel://").size());
   if (rest.find("://") != std::string_view::npos) throw_invalid("redis url mixes the sentinel and other forms: give " + std::string(kForm));
-  if (const std::size_t q = rest.find('?'); q != std::string_view::npos) rest = rest.substr(0, q);
   RedisUrl out;
+  if (const std::size_t q = rest.find('?'); q != std::string_view::npos) {
+    parse_sentinel_query(rest.substr(q + 1), &out);
+    rest = rest.substr(0, q);
+  }
   if (const std::size_t at = rest.rfind('@'); at != std::string_view::npos) {
     RedisUrl creds = RedisUrl::parse("redis://" + std::string(rest.substr(0, at + 1)) + "h");
     out.username = creds.username;
@@ -407,14 +434,25 @@ void RedisConn::resolve_sentinel() {
       continue;
     }
     redisSetTimeout(c, to_timeval(options_.connect_timeout_ms));
+    auto run = [c](const Args& a) {
+      std::vector<const char*> argv = a.argv();
+      SigpipeGuard guard;
+      return Reply(static_cast<redisReply*>(redisCommandArgv(c, static_cast<int>(a.size()), argv.data(), a.lens().data())));
+    };
+    if (!url_.sentinel_password.empty()) {  // ?sentinel_password=: the sentinels' own requirepass
+      Args auth{"AUTH"};
+      if (!url_.sentinel_username.empty()) auth.add(url_.sentinel_username);
+      auth.add(url_.sentinel_password);
+      Reply ar = run(auth);
+      if (!ar.raw() || ar.is_error()) {
+        errors += (errors.empty() ? "" : "; ") + where + ": AUTH refused" + (ar.raw() ? ": " + std::string(ar.str()) : "");
+        redisFree(c);
+        continue;
+      }
+    }
     Args a{"SENTINEL", "get-master-addr-by-name"};
     a.add(url_.sentinel_master);
-    std::vector<const char*> argv = a.argv();
-    Reply r;
-    {
-      SigpipeGuard guard;
-      r = Reply(static_cast<redisReply*>(redisCommandArgv(c, static_cast<int>(a.size()), argv.data(), a.lens().data())));
-    }
+    Reply r = run(a);
     redisFree(c);
     long long port = 0;
     if (r.raw() && r.is_array() && r.size() == 2 && reply_int(r.at(1), &port) && port > 0 && port <= 65535) {

@@ -9,7 +9,8 @@
 // Entry points:
 //   RedisUrl::parse("redis://[[user]:password@]host[:port][/db]")
 //   RedisUrl::parse("redis+cluster://[[user]:password@]host:port[,host:port...][/0]")  Redis Cluster
-//   RedisUrl::parse("redis+sentinel://[[user]:password@]host:port[,host:port...]/master[/db]")
+//   RedisUrl::parse("redis+sentinel://[[user]:password@]host:port[,host:port...]/master[/db]
+//                    [?sentinel_password=...[&sentinel_username=...]]")
 //       a primary found through Redis Sentinel: every connect asks the sentinels
 //       (SENTINEL get-master-addr-by-name) and checks ROLE; a READONLY reply (the primary was
 //       demoted) drops the connection once the pipeline is read, so the next call finds the new one.
@@ -61,6 +62,10 @@ struct RedisUrl {
   // by asking the sentinels on every connect.
   std::vector<std::pair<std::string, int>> sentinels;
   std::string sentinel_master;
+  // ?sentinel_password=...[&sentinel_username=...]: AUTH on the sentinels (their requirepass);
+  // empty: they are asked without. The data nodes take the credentials before the first '@'.
+  std::string sentinel_username;
+  std::string sentinel_password;
 
   bool cluster() const { return !cluster_seeds.empty(); }
   bool sentinel() const { return !sentinels.empty(); }
