@@ -138,12 +138,21 @@ def test_sharded_rules_and_bad_input() -> None:
         e.campaigns.pause(c.id)
         assert all(r.status == "NOT_OPEN" for r in e.issue_many(c.id, [f"p{i}" for i in range(40)]))
         e.campaigns.resume(c.id)
-        with pytest.raises(couponcore.InvalidArgument, match="sharded"):
-            e.campaigns.set_quantity(c.id, 40)
+        with pytest.raises(couponcore.InvalidArgument, match="only be raised"):
+            e.campaigns.set_quantity(c.id, 20)
         results = e.issue_many(c.id, [f"p{i}" for i in range(40)])
         assert sorted(r.seq for r in results if r.issued) == list(range(1, 31))
         assert [r.status for r in results].count("SOLD_OUT") == 10
         assert e.campaigns.get(c.id).quantity == 30
+        # Raised after the sell-out: the new seqs, once, though the call is repeated.
+        for _ in range(2):
+            assert e.campaigns.set_quantity(c.id, 45).quantity == 45
+        more = e.issue_many(c.id, [f"q{i}" for i in range(20)])
+        assert sorted(r.seq for r in more if r.issued) == list(range(31, 46))
+        assert [r.status for r in more].count("SOLD_OUT") == 5
+        assert e.drain(20)
+        st = stats(e, c.id)
+        assert (st.rows, st.max_seq) == (45, 45)
         assert e.reconcile(c.id)["consistent"]
 
 

@@ -165,9 +165,9 @@ class RedisPipeline final : public detail::Pipeline {
     PgCouponStore::CampaignRules next = *current;
     if (change.state) next.state = *change.state;
     if (change.quantity) next.quantity = *change.quantity;
-    if (entry->sharded() && next.quantity != current->quantity) {
+    if (entry->sharded() && next.quantity < current->quantity) {
       throw_invalid("campaign " + std::to_string(campaign_id) + " is sharded (" +
-                    std::to_string(entry->shard_keys.size()) + " shards): its quantity cannot change");
+                    std::to_string(entry->shard_keys.size()) + " shards): its quantity can only be raised");
     }
     const bool same = next.state == current->state && next.quantity == current->quantity;
     if (current->state == CampaignState::kClosed && !same) {
@@ -181,6 +181,7 @@ class RedisPipeline final : public detail::Pipeline {
     }
     tx.commit();
     entry->rules_changed(next.state, next.quantity);
+    entry->all_dry_until_ms.store(0, std::memory_order_release);  // a raise brings stock
     return entry->snapshot();
   }
 

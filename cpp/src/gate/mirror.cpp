@@ -142,12 +142,18 @@ void restore_mirror(redis::RedisConn& conn, MirrorScripts& scripts, pg::Conn& pg
 
 void apply_rules(redis::RedisConn& conn, MirrorScripts& scripts, pg::Conn& pg, std::string_view prefix, GateCampaign& e,
                  CampaignState state, int64_t quantity) {
-  // A sharded campaign's quantity is fixed (the caller refuses a change): the state goes to
-  // every shard, the quantity stays.
-  for (const redis::CampaignKeys& k : e.shard_keys) {
+  // A sharded campaign's quantity only rises (the caller refuses a lower one): the new seqs go
+  // to shard 0 first (shard_raise.lua, once), then the state and quantity to every shard.
+  for (std::size_t i = 0; i < e.shard_keys.size(); ++i) {
+    const redis::CampaignKeys& k = e.shard_keys[i];
     for (int attempt = 0;; ++attempt) {
-      redis::Reply rep =
-          redis::eval(conn, scripts.rules, {k.meta}, redis::Args{}.add(static_cast<int64_t>(state)).add(quantity));
+      redis::Reply rep;
+      if (i == 0 && e.sharded()) {
+        rep = redis::eval(conn, scripts.shard_raise, {k.meta}, redis::Args{}.add(quantity));
+      }
+      if (!rep.is_error()) {
+        rep = redis::eval(conn, scripts.rules, {k.meta}, redis::Args{}.add(static_cast<int64_t>(state)).add(quantity));
+      }
       if (rep.is_error() && rep.str().substr(0, 10) == "NOCAMPAIGN" && attempt == 0) {
         restore_mirror(conn, scripts, pg, prefix, e);
         continue;

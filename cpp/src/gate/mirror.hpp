@@ -77,6 +77,7 @@ struct MirrorScripts {
   redis::Script shard_mirror{lua::kShardMirror};  // sharded campaigns: gate/shards.hpp
   redis::Script shard_take{lua::kShardTake};
   redis::Script shard_give{lua::kShardGive};
+  redis::Script shard_raise{lua::kShardRaise};
 };
 
 // Creates or refreshes the mirror hash and registers the campaign's grant log for the writers.

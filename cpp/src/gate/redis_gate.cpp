@@ -8,6 +8,7 @@
 #include <unordered_map>
 
 #include "couponcore/error.hpp"
+#include "couponcore/limits.hpp"
 #include "couponcore/metrics.hpp"
 #include "engine/pipeline.hpp"
 #include "gate/shards.hpp"
@@ -358,7 +359,8 @@ void RedisGate::check_replicas(const std::vector<std::pair<Call*, std::string>>&
 // A shard's reply: {issued by the shard, free seqs left, now, codes}; DRY requests wait for
 // resolve_dry.
 void RedisGate::decode_shard(const Call& call, const redis::Reply& r) {
-  const long long quantity = call.campaign->campaign.spec.quantity;  // fixed for a sharded campaign
+  // A raise reaches Redis before this process's view of the quantity: the bound is the limit.
+  const long long quantity = limits::kQuantityMax;
   std::size_t k = 3;
   for (const Segment& s : call.segments) {
     for (std::size_t i = s.begin; i < s.end; ++i, ++k) {

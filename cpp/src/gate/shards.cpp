@@ -99,6 +99,9 @@ void restore_shard_mirrors(redis::RedisConn& conn, MirrorScripts& scripts, pg::C
   if (std::optional<Campaign> fresh = read_once_more([&] { return pgstore::find_campaign(pg, e.campaign.id); })) {
     std::lock_guard lock(e.fast_mu);
     e.campaign.state = fresh->state;
+    // The store's quantity (another process may have raised it): a rebuilt shard 0 takes it as
+    // its watermark, so a raise's seqs, possibly moved elsewhere meanwhile, are never added twice.
+    e.campaign.spec.quantity = fresh->spec.quantity;
   }
   const int k = static_cast<int>(e.shard_keys.size());
   std::vector<bool> present(k);

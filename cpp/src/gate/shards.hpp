@@ -23,6 +23,9 @@
 //                 stock). Too few replicas: kUnavailable and the record stays, so
 //                 settle_moves (which WAITs the same way, after reading the records) ends the
 //                 move; a lost HDEL only makes settle_moves meet the id again (given once).
+//   raise         set_quantity only rises: shard_raise.lua adds the new seqs (old q + 1 .. new)
+//                 to shard 0's free intervals, once (shard 0's q is the watermark); moves
+//                 spread them when other shards run dry
 //   lost shard    a shard whose mirror is gone is rebuilt from the store with its users'
 //                 holder counts and NO free seqs (they cannot be told apart from grants lost
 //                 with it): nothing is issued twice; that stock is not sold (see the docs).
