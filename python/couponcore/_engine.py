@@ -169,7 +169,8 @@ class Campaigns:
 
     def set_quantity(self, campaign_id: int, quantity: int) -> Campaign:
         """Change the quantity while the campaign runs: never below the coupons already issued
-        (``Conflict``). Raising it reopens a sold-out campaign."""
+        (``Conflict``). Raising it reopens a sold-out campaign. A sharded campaign's quantity can
+        only be raised (``InvalidArgument``)."""
         return from_core(Campaign, self._core.set_campaign_quantity(self._scope.partner_id, campaign_id, quantity))
 
 
