@@ -156,20 +156,39 @@ void GrantWriter::read_new(std::vector<StreamBatch>& out) {
 }
 
 // Redis Cluster: the streams live in different slots, and one XREADGROUP reads one slot. So one
-// read per stream, pipelined (the masters answer in parallel), without BLOCK; when nothing came
-// and this window was the one to block, the writer waits kClusterPollMs before reading again.
+// read per stream, pipelined (the masters answer in parallel), without BLOCK. When nothing came
+// and this window was the one to block, the writer blocks (kClusterBlockMs) on ONE stream per
+// master, in parallel: the one that last had entries (else the first). A grant on it wakes the
+// writer at once; the other streams are read again within kClusterBlockMs.
 void GrantWriter::read_new_per_stream(const std::vector<const redis::CampaignKeys*>& chosen, bool block,
                                       std::vector<StreamBatch>& out) {
-  constexpr int64_t kClusterPollMs = 10;
+  constexpr int64_t kClusterBlockMs = 10;
+  const bool any = read_streams(chosen, 0, out);
+  if (any || !block) return;
+  std::vector<std::string> masters;
+  std::vector<const redis::CampaignKeys*> watched;  // one per master
   for (const auto* k : chosen) {
-    redis_.append(redis::Args{"XREADGROUP", "GROUP"}
-                      .add(redis::kWriterGroup)
-                      .add(consumer_)
-                      .add("COUNT")
-                      .add(entries_per_read_)
-                      .add("STREAMS")
-                      .add(k->grants)
-                      .add(">"));
+    const std::string addr = redis_.cluster()->master_of(redis::key_slot(k->grants));
+    const auto it = std::find(masters.begin(), masters.end(), addr);
+    if (it == masters.end()) {
+      masters.push_back(addr);
+      watched.push_back(k);
+    } else if (auto last = last_active_.find(addr); last != last_active_.end() && last->second == k->grants) {
+      watched[it - masters.begin()] = k;
+    }
+  }
+  read_streams(watched, std::max<int64_t>(1, std::min(kClusterBlockMs, sh_.options.block_ms)), out);
+}
+
+// One XREADGROUP per stream, pipelined; block_ms > 0: each with BLOCK (one per master only).
+// True if entries came.
+bool GrantWriter::read_streams(const std::vector<const redis::CampaignKeys*>& chosen, int64_t block_ms,
+                               std::vector<StreamBatch>& out) {
+  for (const auto* k : chosen) {
+    redis::Args a{"XREADGROUP", "GROUP"};
+    a.add(redis::kWriterGroup).add(consumer_).add("COUNT").add(entries_per_read_);
+    if (block_ms > 0) a.add("BLOCK").add(block_ms);
+    redis_.append(a.add("STREAMS").add(k->grants).add(">"));
   }
   bool any = false;
   std::vector<const redis::CampaignKeys*> no_group;
@@ -189,12 +208,13 @@ void GrantWriter::read_new_per_stream(const std::vector<const redis::CampaignKey
       StreamBatch sb{*k, grantlog::parse_entries(s->element[1]), {}, {}};
       if (!sb.entries.empty()) {
         any = true;
+        last_active_[redis_.cluster()->master_of(redis::key_slot(k->grants))] = k->grants;
         out.push_back(std::move(sb));
       }
     }
   }
   for (const auto* k : no_group) log_.ensure_group(*k);
-  if (!any && block) sleep_ms(std::min<int64_t>(kClusterPollMs, sh_.options.block_ms));
+  return any;
 }
 
 // With replica-acknowledged grants, a grant the gate could not confirm (its master failed

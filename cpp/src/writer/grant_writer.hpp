@@ -12,7 +12,8 @@
 //   3. otherwise XREADGROUP GROUP writers <me> COUNT n BLOCK block_ms STREAMS ... >, where n
 //      is read_count_max divided by the grants per entry of the previous read (an entry holds
 //      one gate batch: up to 2,048 grants; older entries one), so a read brings about
-//      read_count_max grants
+//      read_count_max grants. On Redis Cluster: one read per stream, pipelined, without BLOCK;
+//      if nothing came, BLOCK (10 ms) on one stream per master, the last active one
 //   4. write the batch: GrantLog::prepare parses it (malformed -> dead letter at once: retrying
 //      cannot fix it); grantlog::commit_entries writes it in one transaction, commits, then
 //      acknowledges (log/lua/ack.lua: XACK, then XTRIM MINID up to the oldest pending entry:
@@ -96,6 +97,8 @@ class GrantWriter {
   void claim_idle(std::vector<StreamBatch>& out);
   void claim_dead(std::vector<StreamBatch>& out);  // step 2 by heartbeat
   void read_new(std::vector<StreamBatch>& out);
+  bool read_streams(const std::vector<const redis::CampaignKeys*>& chosen, int64_t block_ms,
+                    std::vector<StreamBatch>& out);
   void read_new_per_stream(const std::vector<const redis::CampaignKeys*>& chosen, bool block,
                            std::vector<StreamBatch>& out);
   // True when the batch is finished with (written, dead-lettered or left pending to come
@@ -118,6 +121,7 @@ class GrantWriter {
   std::unordered_map<int64_t, std::string> claim_cursor_;
   std::size_t read_window_ = 0;
   std::size_t claim_window_ = 0;
+  std::unordered_map<std::string, std::string> last_active_;  // cluster: master -> stream that last had entries
   int64_t next_refresh_ms_ = 0;
   int64_t next_claim_ms_ = 0;
   int64_t last_refresh_ms_ = 0;
