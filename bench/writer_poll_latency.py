@@ -27,12 +27,15 @@ def measure(grants: int, redis_url: str, seed: int = 1) -> list[float]:
     rnd = random.Random(seed)
     prefix = f"ccpoll:{os.getpid()}:{time.time_ns()}:"
     out: list[float] = []
-    with couponcore.open(
-        redis=redis_url,
-        postgres=os.environ["COUPONCORE_TEST_POSTGRES_URL"],
-        key_prefix=prefix,
-        writer_threads=1,
-    ) as e, psycopg.connect(os.environ["COUPONCORE_TEST_POSTGRES_URL"], autocommit=True) as pg:
+    with (
+        couponcore.open(
+            redis=redis_url,
+            postgres=os.environ["COUPONCORE_TEST_POSTGRES_URL"],
+            key_prefix=prefix,
+            writer_threads=1,
+        ) as e,
+        psycopg.connect(os.environ["COUPONCORE_TEST_POSTGRES_URL"], autocommit=True) as pg,
+    ):
         c = e.campaigns.create("poll-latency", quantity=grants)
         for i in range(grants):
             r = e.issue(c.id, f"u{i}")

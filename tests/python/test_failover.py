@@ -195,4 +195,6 @@ def test_standalone_worker_waits_for_replicas() -> None:
             worker.send_signal(signal.SIGTERM)
             out, err = worker.communicate(timeout=30)
         assert worker.returncode == 0, err
-        assert json.loads(out.strip().splitlines()[-1])["grants_written"] == 300
+        final = json.loads(out.strip().splitlines()[-1])
+        assert final["grants_written"] == 300
+        assert final["replica_waits"] > 0 and final["replica_wait_shortfalls"] == 0  # every master has a replica

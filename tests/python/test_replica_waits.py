@@ -200,8 +200,9 @@ def test_three_sentinels_with_a_password_fail_over_mid_sale(three_sentinels: Pri
     ]:
         with pytest.raises(couponcore.Unavailable, match=match):
             couponcore.open(**{**kw, "redis": url})
-    res = run_sale(s, kw["postgres"], kw["key_prefix"], mode="kill", acked=True, quantity=1000, threads=6,
-                   replica_wait_ms=100)
+    res = run_sale(
+        s, kw["postgres"], kw["key_prefix"], mode="kill", acked=True, quantity=1000, threads=6, replica_wait_ms=100
+    )
     print(res.row())
     assert 0 < res.issued_before and res.issued_at_promotion < res.quantity and res.drained
     assert res.unknown == 0 and res.lost == 0 and res.dup_seqs == 0 and res.over == 0
