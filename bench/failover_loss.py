@@ -407,6 +407,7 @@ def run_sale(
     retry_budget_s: float = 30.0,
     pace_s: float = 0.0,
     batch: int = 1,
+    shards: int = 1,
     **options: Any,
 ) -> SaleResult:
     """One sale with one fault ("kill" = SIGKILL the campaign's master, "failover" = CLUSTER
@@ -428,7 +429,7 @@ def run_sale(
     sold_out = threading.Event()
     counts = {"issued": 0, "unavailable": 0, "unknown": 0, "requests": 0}
     with couponcore.open(**opts) as e:
-        c = e.campaigns.create(f"failover-{mode}-{int(acked)}", quantity=quantity)
+        c = e.campaigns.create(f"failover-{mode}-{int(acked)}", quantity=quantity, shards=shards)
         master, replica = cluster.master_and_replica(f"{key_prefix}{{c{c.id}}}:m")
 
         def worker(t: int) -> None:
