@@ -445,7 +445,7 @@ void RedisConn::resolve_sentinel() {
       auth.add(url_.sentinel_password);
       Reply ar = run(auth);
       if (!ar.raw() || ar.is_error()) {
-        errors += (errors.empty() ? "" : "; ") + where + ": AUTH refused" + (ar.raw() ? ": " + std::string(ar.str()) : "");
+        errors += (errors.empty() ? "" : "; ") + where + (ar.raw() ? ": AUTH refused: " + std::string(ar.str()) : ": no reply to AUTH");
         redisFree(c);
         continue;
       }
