@@ -1,0 +1,133 @@
+"""``couponcore bench windows``: what the live windows cost and how fast they aggregate.
+
+- the gate's ceiling with answer recording on and off, side by side in one run (runs alternate
+  off / on, ``rounds`` times, best of each): production gate alone (writers elsewhere), batched
+  callers (issue_many of 2,000 from 4 threads, every request a new grant); and the embedded
+  sold-out fast path (callers answered in their own thread, where recording is the whole extra
+  cost), 16 threads of issue();
+- the aggregator's rate on a synthetic source in an embedded file: ``campaigns`` campaigns,
+  ``seconds`` seconds, a record per campaign every 200 ms (each one second's partial of
+  ``answers_per_record`` answers, 3 statuses, 6 latency buckets): answers/s, records/s; and
+  the worst case of one answer per record (records/s = answers/s).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import tempfile
+import threading
+import time
+from typing import Any
+
+from ._engine import Engine, open
+from .windows import Aggregator, SqliteSource, SqliteStore
+
+
+def _gate_ceiling(e: Engine, tag: str, requests: int) -> float:
+    c = e.campaigns.create(f"bench-w-{tag}", quantity=10**8)
+    per = requests // 4
+    batches = [[f"{tag}{t}-{i}" for i in range(j, j + 2000)] for t in range(4) for j in range(0, per, 2000)]
+    barrier = threading.Barrier(4)
+
+    def run(tid: int) -> None:
+        barrier.wait()
+        for b in batches[tid::4]:
+            e.issue_many(c.id, b)
+
+    ts = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    t0 = time.perf_counter()
+    for th in ts:
+        th.start()
+    for th in ts:
+        th.join()
+    return requests / (time.perf_counter() - t0)
+
+
+def _fast_path(e: Engine, tag: str, threads: int, per_thread: int) -> float:
+    c = e.campaigns.create(f"bench-w-fast-{tag}", quantity=1)
+    e.issue(c.id, "first")  # sold out: every later answer comes from the fast path
+    barrier = threading.Barrier(threads + 1)
+
+    def run(t: int) -> None:
+        barrier.wait()
+        for i in range(per_thread):
+            e.issue(c.id, f"{t}-{i}")
+
+    ts = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
+    for th in ts:
+        th.start()
+    barrier.wait()
+    t0 = time.perf_counter()
+    for th in ts:
+        th.join()
+    return threads * per_thread / (time.perf_counter() - t0)
+
+
+def _synthetic(path: str, campaigns: int, seconds: int, answers_per_record: int) -> tuple[int, int]:
+    db = sqlite3.connect(path)
+    rows = []
+    answers = 0
+    s0 = 1_700_000_000
+    for s in range(seconds):
+        for tick in range(5):
+            for c in range(1, campaigns + 1):
+                a = answers_per_record
+                i, so, ai = a // 2, a // 4, a - a // 2 - a // 4
+                hist = f"40={a // 6},44={a // 6},48={a // 6},52={a // 6},56={a // 6},60={a - 5 * (a // 6)}"
+                if a == 1:
+                    i, so, ai, hist = 1, 0, 0, "40=1"
+                counts = ",".join(f"{k}={v}" for k, v in ((0, i), (1, so), (2, ai)) if v)
+                rows.append((c, f"1 {(s0 + s) * 1000 + tick * 200 + 199} {s0 + s}/{counts}/{hist}/{1000 + tick}"))
+                answers += a
+    with db:
+        db.executemany("INSERT INTO answer_log (campaign_id, record) VALUES (?, ?)", rows)
+    db.close()
+    return len(rows), answers
+
+
+def _aggregate_rate(d: str, name: str, campaigns: int, seconds: int, answers_per_record: int) -> dict[str, Any]:
+    path = os.path.join(d, f"{name}.db")
+    open(path).close()  # the schema
+    records, answers = _synthetic(path, campaigns, seconds, answers_per_record)
+    agg = Aggregator(SqliteSource(path), SqliteStore(path))
+    t0 = time.perf_counter()
+    n = agg.run()
+    t = time.perf_counter() - t0
+    assert n == records and agg.answers == answers, (n, records, agg.answers, answers)
+    return {"records": records, "answers": answers, "records_per_s": round(records / t), "answers_per_s": round(answers / t)}
+
+
+def bench_windows(rounds: int = 3, ceiling_requests: int = 200_000, fast_threads: int = 16,
+                  fast_per_thread: int = 20_000, campaigns: int = 20, seconds: int = 300,
+                  answers_per_record: int = 100) -> dict[str, Any]:
+    from .bench import _bench_servers, _cleanup_prefix
+
+    out: dict[str, Any] = {"benchmark": "windows", "rounds": rounds}
+    srv = _bench_servers()
+    best: dict[str, float] = {}
+
+    def keep(key: str, v: float) -> None:
+        best[key] = max(best.get(key, 0.0), v)
+
+    try:
+        for r in range(rounds):
+            for on in (False, True):
+                tag = f"{'on' if on else 'off'}{r}"
+                with open(redis=srv["redis"], postgres=srv["postgres"], key_prefix=srv["key_prefix"],
+                          writer_threads=0, windows=on) as g:
+                    keep(f"production_gate_{'on' if on else 'off'}_per_s", _gate_ceiling(g, tag, ceiling_requests))
+                with tempfile.TemporaryDirectory(prefix="couponcore-bench-") as d:
+                    with open(os.path.join(d, "e.db"), windows=on) as e:
+                        keep(f"embedded_fast_path_{'on' if on else 'off'}_per_s",
+                             _fast_path(e, tag, fast_threads, fast_per_thread))
+    finally:
+        _cleanup_prefix(srv["redis"], srv["key_prefix"])
+    for k, v in sorted(best.items()):
+        out[k] = round(v)
+    for what in ("production_gate", "embedded_fast_path"):
+        out[f"{what}_on_off_ratio"] = round(best[f"{what}_on_per_s"] / best[f"{what}_off_per_s"], 3)
+    with tempfile.TemporaryDirectory(prefix="couponcore-bench-") as d:
+        out["aggregate"] = _aggregate_rate(d, "packed", campaigns, seconds, answers_per_record)
+        out["aggregate_one_answer_per_record"] = _aggregate_rate(d, "single", campaigns, seconds // 5, 1)
+    return out

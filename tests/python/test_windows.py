@@ -1,0 +1,206 @@
+"""Live windows (docs/windows.md): the windows add up to what the callers got, on both
+deployments; the watermark finalises windows and drops late answers as documented; a killed and
+restarted aggregator writes the same rows as one that ran through."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+import couponcore
+import pytest
+from couponcore.windows import Aggregator, SqliteSource, SqliteStore
+
+STATUSES = ("ISSUED", "SOLD_OUT", "ALREADY_ISSUED")
+
+
+def _issue_storm(engine: couponcore.Engine, campaigns: list[int], threads: int = 8, per_thread: int = 120):
+    """Many threads issue to every campaign (users repeat: ALREADY_ISSUED; stock runs out:
+    SOLD_OUT); returns the callers' tally per campaign and status."""
+    tally: dict[int, collections.Counter] = {c: collections.Counter() for c in campaigns}
+    lock = threading.Lock()
+
+    def worker(t: int) -> None:
+        rnd = random.Random(t)
+        mine: dict[int, collections.Counter] = {c: collections.Counter() for c in campaigns}
+        for i in range(per_thread):
+            c = campaigns[i % len(campaigns)]
+            if i % 7 == 0:
+                users = [f"u{rnd.randrange(200)}" for _ in range(5)]
+                for r in engine.issue_many(c, users):
+                    mine[c][str(r.status)] += 1
+            else:
+                mine[c][str(engine.issue(c, f"u{rnd.randrange(200)}").status)] += 1
+        with lock:
+            for c in campaigns:
+                tally[c].update(mine[c])
+
+    ts = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return tally
+
+
+def _summed(rows: list[dict]) -> collections.Counter:
+    out: collections.Counter = collections.Counter()
+    for r in rows:
+        out.update(r["by_status"])
+        assert r["answers"] == sum(r["by_status"].values())
+    return out
+
+
+def test_windows_add_up_to_what_the_callers_got(open_deployment: Callable[..., couponcore.Engine]) -> None:
+    engine = open_deployment(windows_flush_ms=20)
+    try:
+        campaigns = [engine.campaigns.create(f"w{i}", quantity=150).id for i in range(2)]
+        tally = _issue_storm(engine, campaigns)
+        assert all(tally[c]["SOLD_OUT"] > 0 and tally[c]["ALREADY_ISSUED"] > 0 for c in campaigns)
+        assert engine.windows.flush()
+        # The watermark passes the last answers' windows once ticks 2 s (the lateness) later
+        # arrive: until then they are open; both kinds add up to the callers' answers.
+        engine.windows.aggregate()
+        for c in campaigns:
+            assert _summed(engine.windows.rows(c, "1s")) == tally[c]
+            assert _summed(engine.windows.rows(c, "1min")) == tally[c]
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            engine.windows.aggregate()
+            if all(r["final"] for c in campaigns for r in engine.windows.rows(c, "1s")):
+                break
+            time.sleep(0.1)
+        for c in campaigns:
+            rows = engine.windows.rows(c, "1s")
+            assert rows and all(r["final"] for r in rows), "the 1 s windows did not become final"
+            assert _summed(rows) == tally[c]
+            assert [r["start_s"] for r in rows] == sorted({r["start_s"] for r in rows})
+            assert all(0 <= r["p50_us"] <= r["p90_us"] <= r["p99_us"] <= r["max_us"] for r in rows)
+            assert _summed(engine.windows.rows(c, "1min")) == tally[c]
+            assert engine.windows.late(c) == 0
+            frame = engine.windows.frame(c, "1s")
+            assert int(frame["ISSUED"].sum()) == 150
+            assert int(frame["answers"].sum()) == sum(tally[c].values())
+        # More records (ticks) change no final window.
+        before = {c: engine.windows.rows(c, "1s", include_open=False) for c in campaigns}
+        time.sleep(0.1)
+        engine.windows.aggregate()
+        assert {c: engine.windows.rows(c, "1s", include_open=False) for c in campaigns} == before
+    finally:
+        engine.close()
+
+
+def test_windows_off_records_nothing(open_deployment: Callable[..., couponcore.Engine]) -> None:
+    engine = open_deployment(windows=False)
+    try:
+        c = engine.campaigns.create("off", quantity=5).id
+        for i in range(10):
+            engine.issue(c, f"u{i}")
+        assert engine.windows.flush() is False
+        engine.windows.aggregate()
+        assert engine.windows.rows(c) == []
+    finally:
+        engine.close()
+
+
+def _log(path: str, records: list[tuple[int, str]]) -> None:
+    db = sqlite3.connect(path)
+    with db:
+        db.executemany("INSERT INTO answer_log (campaign_id, record) VALUES (?, ?)", records)
+    db.close()
+
+
+def test_watermark_finalises_and_drops_late_answers(db_path: str) -> None:
+    couponcore.open(db_path).close()  # the schema
+    s = 1_000_000  # seconds since the epoch
+    _log(db_path, [
+        (7, f"1 {s * 1000 + 900} {s}/0=3,1=2/40=5/1200"),
+        (7, f"1 {(s + 1) * 1000 + 500} {s + 1}/0=1/44=1/2000"),   # watermark s+1.5-2 = s-0.5: nothing final
+        (7, f"1 {(s + 3) * 1000} {s}/2=4/40=4/900"),               # watermark s+1: s is final now, with this
+        (7, f"1 {(s + 3) * 1000 + 100} {s}/5=6/40=6/800"),         # late: s is final -> counted, dropped
+        (7, f"1 {(s + 63) * 1000}"),                               # a tick: s+1 and the minute final
+    ])  # fmt: skip
+    agg = Aggregator(SqliteSource(db_path), SqliteStore(db_path), lateness_ms=2000, batch_records=2)
+    assert agg.run() == 5
+    db = sqlite3.connect(db_path)
+    rows = db.execute("SELECT size_s, start_s, answers, counts, max_us FROM answer_windows ORDER BY size_s, start_s").fetchall()
+    minute = s - s % 60
+    assert rows == [
+        (1, s, 9, '{"0":3,"1":2,"2":4}', 1200),
+        (1, s + 1, 1, '{"0":1}', 2000),
+        (60, minute, 10, '{"0":4,"1":2,"2":4}', 2000),
+    ]
+    state = json.loads(db.execute("SELECT state FROM windows_state").fetchone()[0])
+    assert state["campaigns"]["7"]["late"] == 6
+    # A status the engine adds later (5 = RATE_LIMITED) is carried by number and named.
+    _log(db_path, [(7, f"1 {(s + 64) * 1000} {s + 62}/5=2/40=2/100"), (7, f"1 {(s + 70) * 1000}")])
+    agg.run()
+    with couponcore.open(db_path) as engine:
+        frame = engine.windows.frame(7, "1s", refresh=False)
+        assert int(frame["RATE_LIMITED"].sum()) == 2 and int(frame["answers"].sum()) == 12
+        assert engine.windows.late(7) == 6
+
+
+def _table(path: str) -> list[tuple]:
+    db = sqlite3.connect(path)
+    try:
+        return db.execute("SELECT * FROM answer_windows ORDER BY campaign_id, size_s, start_s").fetchall()
+    finally:
+        db.close()
+
+
+def test_killed_aggregator_writes_the_same_rows(db_path: str, tmp_path, python: str) -> None:
+    # Answers over a few seconds, flushed every 10 ms: a few hundred records in answer_log.
+    with couponcore.open(db_path, windows_flush_ms=10) as engine:
+        campaigns = [engine.campaigns.create(f"k{i}", quantity=400).id for i in range(3)]
+        end = time.monotonic() + 2.5
+        i = 0
+        while time.monotonic() < end:
+            engine.issue(campaigns[i % 3], f"u{i % 500}")
+            i += 1
+    ref = str(tmp_path / "ref.db")
+    shutil.copy(db_path, ref)
+    cmd = [python, "-m", "couponcore.windows", "--batch", "7", "--every-s", "0.01"]
+    env = dict(os.environ)
+    subprocess.run([*cmd, "--sqlite", ref, "--once"], check=True, env=env, timeout=120)
+    expected = _table(ref)
+    assert len(expected) > 10
+    kills = 0
+    rnd = random.Random(18)
+    for _ in range(6):
+        p = subprocess.Popen([*cmd, "--sqlite", db_path], env=env, stderr=subprocess.DEVNULL)
+        time.sleep(rnd.uniform(0.3, 0.9))
+        if p.poll() is None:
+            p.send_signal(signal.SIGKILL)
+            kills += 1
+        p.wait()
+    assert kills >= 3
+    partial = _table(db_path)
+    subprocess.run([*cmd, "--sqlite", db_path, "--once"], check=True, env=env, timeout=120)
+    assert _table(db_path) == expected
+    assert len(partial) <= len(expected)
+
+
+def test_bad_input(db_path: str) -> None:
+    with couponcore.open(db_path) as engine:
+        with pytest.raises(couponcore.InvalidArgument):
+            engine.windows.rows(1, "5s")
+        with pytest.raises(couponcore.InvalidType):
+            engine.windows.rows("1")  # type: ignore[arg-type]
+        with pytest.raises(couponcore.InvalidArgument):
+            engine.windows.rows(1, limit=0)
+    with couponcore.open(":memory:") as engine:
+        with pytest.raises(couponcore.Unavailable):
+            engine.windows
+    with pytest.raises(couponcore.InvalidArgument):
+        couponcore.open(db_path, windows_flush_ms=5)
