@@ -8,7 +8,6 @@ import collections
 import json
 import os
 import random
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -19,6 +18,7 @@ from collections.abc import Callable
 
 import couponcore
 import pytest
+from conftest import env_url, production_kwargs
 from couponcore.windows import Aggregator, SqliteSource, SqliteStore
 
 STATUSES = ("ISSUED", "SOLD_OUT", "ALREADY_ISSUED")
@@ -159,36 +159,51 @@ def _table(path: str) -> list[tuple]:
         db.close()
 
 
+def _state(path: str) -> dict:
+    db = sqlite3.connect(path)
+    try:
+        row = db.execute("SELECT state FROM windows_state").fetchone()
+        return json.loads(row[0]) if row else {"positions": {"log": "0"}}
+    finally:
+        db.close()
+
+
 def test_killed_aggregator_writes_the_same_rows(db_path: str, tmp_path, python: str) -> None:
     # Answers over a few seconds, flushed every 10 ms: a few hundred records in answer_log.
     with couponcore.open(db_path, windows_flush_ms=10) as engine:
         campaigns = [engine.campaigns.create(f"k{i}", quantity=400).id for i in range(3)]
-        end = time.monotonic() + 2.5
+        end = time.monotonic() + 2.0
         i = 0
         while time.monotonic() < end:
-            engine.issue(campaigns[i % 3], f"u{i % 500}")
+            engine.issue_many(campaigns[i % 3], [f"u{(i * 10 + j) % 700}" for j in range(10)])
             i += 1
+        time.sleep(2.2)  # ticks: the watermark passes the last seconds
     ref = str(tmp_path / "ref.db")
-    shutil.copy(db_path, ref)
-    cmd = [python, "-m", "couponcore.windows", "--batch", "7", "--every-s", "0.01"]
+    src, dst = sqlite3.connect(db_path), sqlite3.connect(ref)
+    src.backup(dst)  # the same source (with what is still in the WAL)
+    src.close()
+    dst.close()
+    cmd = [python, "-m", "couponcore.windows", "--batch", "3", "--every-s", "0.01"]
     env = dict(os.environ)
     subprocess.run([*cmd, "--sqlite", ref, "--once"], check=True, env=env, timeout=120)
     expected = _table(ref)
-    assert len(expected) > 10
-    kills = 0
+    assert len(expected) >= 6  # 3 campaigns, >= 2 seconds each
+    final_position = int(_state(ref)["positions"]["log"])
+    killed_at = []
     rnd = random.Random(18)
     for _ in range(6):
         p = subprocess.Popen([*cmd, "--sqlite", db_path], env=env, stderr=subprocess.DEVNULL)
-        time.sleep(rnd.uniform(0.3, 0.9))
+        time.sleep(rnd.uniform(0.3, 0.7))
         if p.poll() is None:
             p.send_signal(signal.SIGKILL)
-            kills += 1
         p.wait()
-    assert kills >= 3
-    partial = _table(db_path)
+        killed_at.append(int(_state(db_path)["positions"]["log"]))
+    # The kills landed part of the way through (each run resumed where the last one committed).
+    assert any(0 < at < final_position for at in killed_at), (killed_at, final_position)
+    assert killed_at == sorted(killed_at)
     subprocess.run([*cmd, "--sqlite", db_path, "--once"], check=True, env=env, timeout=120)
     assert _table(db_path) == expected
-    assert len(partial) <= len(expected)
+    assert _state(db_path) == _state(ref)  # the open windows, late tallies and positions too
 
 
 def test_bad_input(db_path: str) -> None:
@@ -204,3 +219,56 @@ def test_bad_input(db_path: str) -> None:
             engine.windows
     with pytest.raises(couponcore.InvalidArgument):
         couponcore.open(db_path, windows_flush_ms=5)
+
+
+def _pg_windows(dsn: str, prefix: str, campaigns: list[int]) -> tuple[list[tuple], dict]:
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:  # other tests of the run share the database: only ours
+        rows = conn.execute(
+            "SELECT * FROM answer_windows WHERE campaign_id = ANY(%s) ORDER BY campaign_id, size_s, start_s",
+            (campaigns,),
+        ).fetchall()
+        st = conn.execute("SELECT state FROM windows_state WHERE name = %s", (prefix,)).fetchone()
+    return rows, (json.loads(st[0]) if st else {"positions": {}})
+
+
+def test_killed_aggregator_writes_the_same_rows_production(python: str) -> None:
+    import psycopg
+
+    kw = production_kwargs()
+    with couponcore.open(**kw, windows_flush_ms=10) as engine:
+        campaigns = [engine.campaigns.create(f"kp{i}", quantity=300).id for i in range(2)]
+        end = time.monotonic() + 1.5
+        i = 0
+        while time.monotonic() < end:
+            engine.issue_many(campaigns[i % 2], [f"u{(i * 10 + j) % 500}" for j in range(10)])
+            i += 1
+        time.sleep(2.2)
+    # The reference: an uninterrupted run over the same streams into a database of its own.
+    ref = os.environ["COUPONCORE_TEST_POSTGRES_DB"] + "_wref"
+    admin = env_url("COUPONCORE_TEST_POSTGRES_ADMIN_URL")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{ref}"')
+        conn.execute(f'CREATE DATABASE "{ref}"')
+    ref_url = kw["postgres"].rsplit("/", 1)[0] + "/" + ref
+    couponcore.migrate(ref_url)
+    cmd = [python, "-m", "couponcore.windows", "--batch", "2", "--every-s", "0.01",
+           "--redis", kw["redis"], "--key-prefix", kw["key_prefix"]]  # fmt: skip
+    subprocess.run([*cmd, "--postgres", ref_url, "--once"], check=True, timeout=120)
+    expected, expected_state = _pg_windows(ref_url, kw["key_prefix"], campaigns)
+    assert len(expected) >= 2  # 2 campaigns, >= 1 final second each
+    killed_at = []
+    rnd = random.Random(16)
+    for _ in range(5):
+        p = subprocess.Popen([*cmd, "--postgres", kw["postgres"]], stderr=subprocess.DEVNULL)
+        time.sleep(rnd.uniform(0.3, 0.7))
+        if p.poll() is None:
+            p.send_signal(signal.SIGKILL)
+        p.wait()
+        killed_at.append(_pg_windows(kw["postgres"], kw["key_prefix"], campaigns)[1]["positions"])
+    assert any(0 < len(k) and k != expected_state["positions"] for k in killed_at), killed_at
+    subprocess.run([*cmd, "--postgres", kw["postgres"], "--once"], check=True, timeout=120)
+    got, got_state = _pg_windows(kw["postgres"], kw["key_prefix"], campaigns)
+    assert got == expected
+    assert got_state == expected_state

@@ -438,6 +438,10 @@ struct EmbeddedDeployment final : detail::Deployment {
                      : nullptr),
         embedded(store, file_lock) {
     embedded.set_answer_recorder(recorder.get());
+    if (!recorder && options.path != ":memory:") {  // the windows' tables, whether recorded or not
+      std::lock_guard lock(store.mutex());
+      store.db().migrate(windows::sqlite_windows_migrations());
+    }
     pipeline = &embedded;
     coupons = &coupon_service;
     partners = &partner_service;
