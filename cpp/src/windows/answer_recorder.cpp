@@ -3,7 +3,6 @@
 
 #include <chrono>
 #include <cmath>
-#include <functional>
 
 #include "couponcore/engine.hpp"
 #include "couponcore/error.hpp"
@@ -13,7 +12,8 @@ namespace couponcore::windows {
 
 int latency_bucket(int64_t latency_us) noexcept {
   if (latency_us < 1) return 0;
-  return 1 + static_cast<int>(std::floor(4.0 * std::log2(static_cast<double>(latency_us))));
+  const int b = 1 + static_cast<int>(std::floor(4.0 * std::log2(static_cast<double>(latency_us))));
+  return b < kLatencyBuckets ? b : kLatencyBuckets - 1;
 }
 
 AnswerRecorder::AnswerRecorder(std::unique_ptr<AnswerSink> sink, RecorderOptions options)
@@ -29,19 +29,24 @@ void AnswerRecorder::record(int64_t campaign_id, const std::vector<IssueResult>&
   if (results.empty()) return;
   const int64_t second = now_us() / 1'000'000;
   const int bucket = latency_bucket(latency_us);
-  thread_local const std::size_t stripe_of_thread = std::hash<std::thread::id>{}(std::this_thread::get_id());
+  // Threads take stripes round-robin (thread ids are addresses: their low bits are alike).
+  static std::atomic<std::size_t> next_stripe{0};
+  thread_local const std::size_t stripe_of_thread = next_stripe.fetch_add(1, std::memory_order_relaxed);
   Stripe& st = stripes_[stripe_of_thread % kStripes];
-  {
-    std::lock_guard lock(st.mu);
-    Second& s = st.partials[campaign_id][second];
-    for (const IssueResult& r : results) {
-      const auto status = static_cast<std::size_t>(r.status);
-      s.by_status[status < kStatusSlots ? status : kStatusSlots - 1]++;
-    }
-    s.hist[bucket] += results.size();
-    if (latency_us > s.max_latency_us) s.max_latency_us = latency_us;
+  std::lock_guard lock(st.mu);
+  if (st.last == nullptr || st.last_campaign != campaign_id || st.last_second != second) {
+    st.last = &st.partials[campaign_id][second];
+    st.last_campaign = campaign_id;
+    st.last_second = second;
   }
-  answers_.fetch_add(results.size(), std::memory_order_relaxed);
+  Second& s = *st.last;
+  for (const IssueResult& r : results) {
+    const auto status = static_cast<std::size_t>(r.status);
+    s.by_status[status < kStatusSlots ? status : kStatusSlots - 1]++;
+  }
+  s.hist[bucket] += results.size();
+  if (latency_us > s.max_latency_us) s.max_latency_us = latency_us;
+  st.answers += results.size();
 }
 
 std::vector<std::pair<int64_t, std::string>> AnswerRecorder::take(int64_t now_ms) {
@@ -51,13 +56,14 @@ std::vector<std::pair<int64_t, std::string>> AnswerRecorder::take(int64_t now_ms
     {
       std::lock_guard lock(st.mu);
       mine.swap(st.partials);
+      st.last = nullptr;
     }
     for (auto& [campaign, seconds] : mine) {
       auto& into = all[campaign];
       for (auto& [second, part] : seconds) {
         Second& s = into[second];
         for (int i = 0; i < kStatusSlots; ++i) s.by_status[i] += part.by_status[i];
-        for (const auto& [b, n] : part.hist) s.hist[b] += n;
+        for (int b = 0; b < kLatencyBuckets; ++b) s.hist[b] += part.hist[b];
         if (part.max_latency_us > s.max_latency_us) s.max_latency_us = part.max_latency_us;
       }
     }
@@ -77,9 +83,10 @@ std::vector<std::pair<int64_t, std::string>> AnswerRecorder::take(int64_t now_ms
         sep = ',';
       }
       sep = '/';
-      for (const auto& [b, n] : s.hist) {
+      for (int b = 0; b < kLatencyBuckets; ++b) {
+        if (s.hist[b] == 0) continue;
         r += sep;
-        r += std::to_string(b) + "=" + std::to_string(n);
+        r += std::to_string(b) + "=" + std::to_string(s.hist[b]);
         sep = ',';
       }
       r += '/';
@@ -156,9 +163,12 @@ void record_answers(AnswerRecorder* recorder, int64_t campaign_id, const std::ve
 }
 
 RecorderCounters AnswerRecorder::counters() const {
-  std::lock_guard lock(const_cast<std::mutex&>(flush_mu_));
+  std::lock_guard lock(flush_mu_);
   RecorderCounters k = counters_;
-  k.answers = answers_.load(std::memory_order_relaxed);
+  for (const Stripe& st : stripes_) {
+    std::lock_guard slock(st.mu);
+    k.answers += st.answers;
+  }
   return k;
 }
 

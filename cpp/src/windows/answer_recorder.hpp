@@ -42,6 +42,7 @@
 namespace couponcore::windows {
 
 inline constexpr int kStatusSlots = 8;  // IssueStatus numbers 0..7 (5 = RATE_LIMITED when it lands)
+inline constexpr int kLatencyBuckets = 128;  // bucket 127 holds everything from 2^31.5 us (~50 min) up
 inline constexpr int kRecordVersion = 1;
 
 // Where records go. append() either stores every record (in order) or throws.
@@ -86,13 +87,18 @@ class AnswerRecorder {
  private:
   struct Second {
     std::array<uint64_t, kStatusSlots> by_status{};
-    std::map<int, uint64_t> hist;
+    std::array<uint64_t, kLatencyBuckets> hist{};
     int64_t max_latency_us = 0;
   };
   using Partials = std::unordered_map<int64_t, std::map<int64_t, Second>>;  // campaign -> second -> partial
   struct alignas(64) Stripe {
-    std::mutex mu;
+    mutable std::mutex mu;
     Partials partials;
+    uint64_t answers = 0;
+    // The partial the stripe's last record went to (elements of both maps stay where they are
+    // until take() swaps the maps out, which clears this).
+    int64_t last_campaign = -1, last_second = -1;
+    Second* last = nullptr;
   };
 
   void run();
@@ -101,9 +107,8 @@ class AnswerRecorder {
   std::unique_ptr<AnswerSink> sink_;
   const RecorderOptions options_;
   std::array<Stripe, kStripes> stripes_;
-  std::atomic<uint64_t> answers_{0};
 
-  std::mutex flush_mu_;  // one flush at a time; guards what follows
+  mutable std::mutex flush_mu_;  // one flush at a time; guards what follows
   std::deque<std::pair<int64_t, std::string>> pending_;
   std::unordered_map<int64_t, int64_t> last_active_ms_;  // campaign -> flush time it last had answers
   RecorderCounters counters_;
