@@ -1,8 +1,9 @@
 """``couponcore bench windows``: what the live windows cost and how fast they aggregate.
 
 - the gate's ceiling with answer recording on and off, side by side in one run (runs alternate
-  off / on, ``rounds`` times, best of each): production gate alone (writers elsewhere), batched
-  callers (issue_many of 2,000 from 4 threads, every request a new grant); and the embedded
+  off / on, ``rounds`` times, best of each): production gate alone (writers elsewhere;
+  ``measure_gate``), batched callers (issue_many of 2,000 new users, one thread per campaign,
+  4 campaigns) and 16 threads issuing one request at a time; and the embedded
   sold-out fast path (callers answered in their own thread, where recording is the whole extra
   cost), 16 threads of issue();
 - the aggregator's rate on a synthetic source in an embedded file: ``campaigns`` campaigns,
@@ -16,7 +17,6 @@ from __future__ import annotations
 import os
 import sqlite3
 import tempfile
-import threading
 import time
 from typing import Any
 
@@ -24,44 +24,12 @@ from ._engine import Engine, open
 from .windows import Aggregator, SqliteSource, SqliteStore
 
 
-def _gate_ceiling(e: Engine, tag: str, requests: int) -> float:
-    c = e.campaigns.create(f"bench-w-{tag}", quantity=10**8)
-    per = requests // 4
-    batches = [[f"{tag}{t}-{i}" for i in range(j, j + 2000)] for t in range(4) for j in range(0, per, 2000)]
-    barrier = threading.Barrier(4)
-
-    def run(tid: int) -> None:
-        barrier.wait()
-        for b in batches[tid::4]:
-            e.issue_many(c.id, b)
-
-    ts = [threading.Thread(target=run, args=(i,)) for i in range(4)]
-    t0 = time.perf_counter()
-    for th in ts:
-        th.start()
-    for th in ts:
-        th.join()
-    return requests / (time.perf_counter() - t0)
-
-
 def _fast_path(e: Engine, tag: str, threads: int, per_thread: int) -> float:
+    from .bench import _threaded
+
     c = e.campaigns.create(f"bench-w-fast-{tag}", quantity=1)
     e.issue(c.id, "first")  # sold out: every later answer comes from the fast path
-    barrier = threading.Barrier(threads + 1)
-
-    def run(t: int) -> None:
-        barrier.wait()
-        for i in range(per_thread):
-            e.issue(c.id, f"{t}-{i}")
-
-    ts = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
-    for th in ts:
-        th.start()
-    barrier.wait()
-    t0 = time.perf_counter()
-    for th in ts:
-        th.join()
-    return threads * per_thread / (time.perf_counter() - t0)
+    return threads * per_thread / _threaded(threads, per_thread, lambda u: e.issue(c.id, u))
 
 
 def _synthetic(path: str, campaigns: int, seconds: int, answers_per_record: int) -> tuple[int, int]:
@@ -101,6 +69,7 @@ def _aggregate_rate(d: str, name: str, campaigns: int, seconds: int, answers_per
 def bench_windows(rounds: int = 3, ceiling_requests: int = 200_000, fast_threads: int = 16,
                   fast_per_thread: int = 20_000, campaigns: int = 20, seconds: int = 300,
                   answers_per_record: int = 100) -> dict[str, Any]:
+    from ._bench_cluster import measure_gate
     from .bench import _bench_servers, _cleanup_prefix
 
     out: dict[str, Any] = {"benchmark": "windows", "rounds": rounds}
@@ -114,9 +83,10 @@ def bench_windows(rounds: int = 3, ceiling_requests: int = 200_000, fast_threads
         for r in range(rounds):
             for on in (False, True):
                 tag = f"{'on' if on else 'off'}{r}"
-                with open(redis=srv["redis"], postgres=srv["postgres"], key_prefix=srv["key_prefix"],
-                          writer_threads=0, windows=on) as g:
-                    keep(f"production_gate_{'on' if on else 'off'}_per_s", _gate_ceiling(g, tag, ceiling_requests))
+                ceiling, one_at_a_time = measure_gate(srv["redis"], srv["postgres"], srv["key_prefix"],
+                                                      {"windows": on}, 4, ceiling_requests, 16, 2_000)
+                keep(f"production_gate_{'on' if on else 'off'}_per_s", ceiling)
+                keep(f"production_16_threads_{'on' if on else 'off'}_per_s", one_at_a_time)
                 with tempfile.TemporaryDirectory(prefix="couponcore-bench-") as d:
                     with open(os.path.join(d, "e.db"), windows=on) as e:
                         keep(f"embedded_fast_path_{'on' if on else 'off'}_per_s",
@@ -125,7 +95,7 @@ def bench_windows(rounds: int = 3, ceiling_requests: int = 200_000, fast_threads
         _cleanup_prefix(srv["redis"], srv["key_prefix"])
     for k, v in sorted(best.items()):
         out[k] = round(v)
-    for what in ("production_gate", "embedded_fast_path"):
+    for what in ("production_gate", "production_16_threads", "embedded_fast_path"):
         out[f"{what}_on_off_ratio"] = round(best[f"{what}_on_per_s"] / best[f"{what}_off_per_s"], 3)
     with tempfile.TemporaryDirectory(prefix="couponcore-bench-") as d:
         out["aggregate"] = _aggregate_rate(d, "packed", campaigns, seconds, answers_per_record)

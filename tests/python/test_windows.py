@@ -159,6 +159,17 @@ def _table(path: str) -> list[tuple]:
         db.close()
 
 
+def _answers_for(engine: couponcore.Engine, campaigns: list[int], seconds: float) -> None:
+    """Batches of 10 over the campaigns for `seconds`, then 2.2 s of ticks: the watermark passes
+    the last seconds (the lateness is 2 s)."""
+    end = time.monotonic() + seconds
+    i = 0
+    while time.monotonic() < end:
+        engine.issue_many(campaigns[i % len(campaigns)], [f"u{(i * 10 + j) % 600}" for j in range(10)])
+        i += 1
+    time.sleep(2.2)
+
+
 def _state(path: str) -> dict:
     db = sqlite3.connect(path)
     try:
@@ -172,12 +183,7 @@ def test_killed_aggregator_writes_the_same_rows(db_path: str, tmp_path, python: 
     # Answers over a few seconds, flushed every 10 ms: a few hundred records in answer_log.
     with couponcore.open(db_path, windows_flush_ms=10) as engine:
         campaigns = [engine.campaigns.create(f"k{i}", quantity=400).id for i in range(3)]
-        end = time.monotonic() + 2.0
-        i = 0
-        while time.monotonic() < end:
-            engine.issue_many(campaigns[i % 3], [f"u{(i * 10 + j) % 700}" for j in range(10)])
-            i += 1
-        time.sleep(2.2)  # ticks: the watermark passes the last seconds
+        _answers_for(engine, campaigns, 2.0)
     ref = str(tmp_path / "ref.db")
     src, dst = sqlite3.connect(db_path), sqlite3.connect(ref)
     src.backup(dst)  # the same source (with what is still in the WAL)
@@ -239,12 +245,7 @@ def test_killed_aggregator_writes_the_same_rows_production(python: str) -> None:
     kw = production_kwargs()
     with couponcore.open(**kw, windows_flush_ms=10) as engine:
         campaigns = [engine.campaigns.create(f"kp{i}", quantity=300).id for i in range(2)]
-        end = time.monotonic() + 1.5
-        i = 0
-        while time.monotonic() < end:
-            engine.issue_many(campaigns[i % 2], [f"u{(i * 10 + j) % 500}" for j in range(10)])
-            i += 1
-        time.sleep(2.2)
+        _answers_for(engine, campaigns, 1.5)
     # The reference: an uninterrupted run over the same streams into a database of its own.
     ref = os.environ["COUPONCORE_TEST_POSTGRES_DB"] + "_wref"
     admin = env_url("COUPONCORE_TEST_POSTGRES_ADMIN_URL")
