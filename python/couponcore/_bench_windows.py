@@ -63,12 +63,19 @@ def _aggregate_rate(d: str, name: str, campaigns: int, seconds: int, answers_per
     n = agg.run()
     t = time.perf_counter() - t0
     assert n == records and agg.answers == answers, (n, records, agg.answers, answers)
-    return {"records": records, "answers": answers, "records_per_s": round(records / t), "answers_per_s": round(answers / t)}
+    rates = {"records_per_s": round(records / t), "answers_per_s": round(answers / t)}
+    return {"records": records, "answers": answers, **rates}
 
 
-def bench_windows(rounds: int = 3, ceiling_requests: int = 200_000, fast_threads: int = 16,
-                  fast_per_thread: int = 20_000, campaigns: int = 20, seconds: int = 300,
-                  answers_per_record: int = 100) -> dict[str, Any]:
+def bench_windows(
+    rounds: int = 3,
+    ceiling_requests: int = 200_000,
+    fast_threads: int = 16,
+    fast_per_thread: int = 20_000,
+    campaigns: int = 20,
+    seconds: int = 300,
+    answers_per_record: int = 100,
+) -> dict[str, Any]:
     from ._bench_cluster import measure_gate
     from .bench import _bench_servers, _cleanup_prefix
 
@@ -83,14 +90,17 @@ def bench_windows(rounds: int = 3, ceiling_requests: int = 200_000, fast_threads
         for r in range(rounds):
             for on in (False, True):
                 tag = f"{'on' if on else 'off'}{r}"
-                ceiling, one_at_a_time = measure_gate(srv["redis"], srv["postgres"], srv["key_prefix"],
-                                                      {"windows": on}, 4, ceiling_requests, 16, 2_000)
+                ceiling, one_at_a_time = measure_gate(
+                    srv["redis"], srv["postgres"], srv["key_prefix"], {"windows": on}, 4, ceiling_requests, 16, 2_000
+                )
                 keep(f"production_gate_{'on' if on else 'off'}_per_s", ceiling)
                 keep(f"production_16_threads_{'on' if on else 'off'}_per_s", one_at_a_time)
                 with tempfile.TemporaryDirectory(prefix="couponcore-bench-") as d:
                     with open(os.path.join(d, "e.db"), windows=on) as e:
-                        keep(f"embedded_fast_path_{'on' if on else 'off'}_per_s",
-                             _fast_path(e, tag, fast_threads, fast_per_thread))
+                        keep(
+                            f"embedded_fast_path_{'on' if on else 'off'}_per_s",
+                            _fast_path(e, tag, fast_threads, fast_per_thread),
+                        )
     finally:
         _cleanup_prefix(srv["redis"], srv["key_prefix"])
     for k, v in sorted(best.items()):

@@ -11,10 +11,10 @@ import random
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import couponcore
 import pytest
@@ -133,7 +133,9 @@ def test_watermark_finalises_and_drops_late_answers(db_path: str) -> None:
     agg = Aggregator(SqliteSource(db_path), SqliteStore(db_path), lateness_ms=2000, batch_records=2)
     assert agg.run() == 5
     db = sqlite3.connect(db_path)
-    rows = db.execute("SELECT size_s, start_s, answers, counts, max_us FROM answer_windows ORDER BY size_s, start_s").fetchall()
+    rows = db.execute(
+        "SELECT size_s, start_s, answers, counts, max_us FROM answer_windows ORDER BY size_s, start_s"
+    ).fetchall()
     minute = s - s % 60
     assert rows == [
         (1, s, 9, '{"0":3,"1":2,"2":4}', 1200),
@@ -170,6 +172,28 @@ def _answers_for(engine: couponcore.Engine, campaigns: list[int], seconds: float
     time.sleep(2.2)
 
 
+def _kill_after_progress(cmd: list[str], position: Callable[[], Any], final: Any, kills: int = 4) -> list[Any]:
+    """Starts the aggregator `kills` times and SIGKILLs it soon after it committed something
+    (a random 0-30 ms later: mid-batch or between batches); returns the positions it was killed
+    at (the committed ones, read afterwards)."""
+    rnd = random.Random(18)
+    out = []
+    for _ in range(kills):
+        before = position()
+        p = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while position() == before and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+        time.sleep(rnd.uniform(0, 0.03))
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        at = position()
+        if at == final:
+            break
+        out.append(at)
+    return out
+
+
 def _state(path: str) -> dict:
     db = sqlite3.connect(path)
     try:
@@ -189,23 +213,17 @@ def test_killed_aggregator_writes_the_same_rows(db_path: str, tmp_path, python: 
     src.backup(dst)  # the same source (with what is still in the WAL)
     src.close()
     dst.close()
-    cmd = [python, "-m", "couponcore.windows", "--batch", "3", "--every-s", "0.01"]
+    cmd = [python, "-m", "couponcore.windows", "--batch", "1", "--every-s", "0.01"]
     env = dict(os.environ)
     subprocess.run([*cmd, "--sqlite", ref, "--once"], check=True, env=env, timeout=120)
     expected = _table(ref)
     assert len(expected) >= 6  # 3 campaigns, >= 2 seconds each
     final_position = int(_state(ref)["positions"]["log"])
-    killed_at = []
-    rnd = random.Random(18)
-    for _ in range(6):
-        p = subprocess.Popen([*cmd, "--sqlite", db_path], env=env, stderr=subprocess.DEVNULL)
-        time.sleep(rnd.uniform(0.3, 0.7))
-        if p.poll() is None:
-            p.send_signal(signal.SIGKILL)
-        p.wait()
-        killed_at.append(int(_state(db_path)["positions"]["log"]))
+    killed_at = _kill_after_progress(
+        [*cmd, "--sqlite", db_path], lambda: int(_state(db_path)["positions"]["log"]), final_position
+    )
     # The kills landed part of the way through (each run resumed where the last one committed).
-    assert any(0 < at < final_position for at in killed_at), (killed_at, final_position)
+    assert len(killed_at) >= 3 and all(0 < at < final_position for at in killed_at), (killed_at, final_position)
     assert killed_at == sorted(killed_at)
     subprocess.run([*cmd, "--sqlite", db_path, "--once"], check=True, env=env, timeout=120)
     assert _table(db_path) == expected
@@ -222,7 +240,7 @@ def test_bad_input(db_path: str) -> None:
             engine.windows.rows(1, limit=0)
     with couponcore.open(":memory:") as engine:
         with pytest.raises(couponcore.Unavailable):
-            engine.windows
+            _ = engine.windows
     with pytest.raises(couponcore.InvalidArgument):
         couponcore.open(db_path, windows_flush_ms=5)
 
@@ -254,21 +272,17 @@ def test_killed_aggregator_writes_the_same_rows_production(python: str) -> None:
         conn.execute(f'CREATE DATABASE "{ref}"')
     ref_url = kw["postgres"].rsplit("/", 1)[0] + "/" + ref
     couponcore.migrate(ref_url)
-    cmd = [python, "-m", "couponcore.windows", "--batch", "2", "--every-s", "0.01",
+    cmd = [python, "-m", "couponcore.windows", "--batch", "1", "--every-s", "0.01",
            "--redis", kw["redis"], "--key-prefix", kw["key_prefix"]]  # fmt: skip
     subprocess.run([*cmd, "--postgres", ref_url, "--once"], check=True, timeout=120)
     expected, expected_state = _pg_windows(ref_url, kw["key_prefix"], campaigns)
     assert len(expected) >= 2  # 2 campaigns, >= 1 final second each
-    killed_at = []
-    rnd = random.Random(16)
-    for _ in range(5):
-        p = subprocess.Popen([*cmd, "--postgres", kw["postgres"]], stderr=subprocess.DEVNULL)
-        time.sleep(rnd.uniform(0.3, 0.7))
-        if p.poll() is None:
-            p.send_signal(signal.SIGKILL)
-        p.wait()
-        killed_at.append(_pg_windows(kw["postgres"], kw["key_prefix"], campaigns)[1]["positions"])
-    assert any(0 < len(k) and k != expected_state["positions"] for k in killed_at), killed_at
+    killed_at = _kill_after_progress(
+        [*cmd, "--postgres", kw["postgres"]],
+        lambda: _pg_windows(kw["postgres"], kw["key_prefix"], campaigns)[1]["positions"],
+        expected_state["positions"],
+    )
+    assert len(killed_at) >= 3, killed_at
     subprocess.run([*cmd, "--postgres", kw["postgres"], "--once"], check=True, timeout=120)
     got, got_state = _pg_windows(kw["postgres"], kw["key_prefix"], campaigns)
     assert got == expected

@@ -16,7 +16,7 @@ import threading
 from typing import Any, Optional, Union
 
 from .. import _core
-from ._aggregate import LATENESS_MS_DEFAULT, Aggregator, latency_bucket_upper_us, quantiles
+from ._aggregate import LATENESS_MS_DEFAULT, Aggregator, latency_bucket_upper_us
 from ._store import PgStore, RedisSource, SqliteSource, SqliteStore
 
 __all__ = ["Windows", "Aggregator", "latency_bucket_upper_us", "status_name", "open_parts"]
@@ -39,8 +39,9 @@ def status_name(number: Union[int, str]) -> str:
     return _STATUS_NAMES.get(n, f"status_{n}")
 
 
-def open_parts(store: tuple[str, Optional[str]], redis_url: Optional[str] = None,
-               key_prefix: Optional[str] = None) -> tuple[Any, Any]:
+def open_parts(
+    store: tuple[str, Optional[str]], redis_url: Optional[str] = None, key_prefix: Optional[str] = None
+) -> tuple[Any, Any]:
     """(source, store) of a deployment: ("sqlite", path) or ("postgres", dsn) plus Redis."""
     kind, where = store
     if kind == "sqlite" and where:
@@ -119,8 +120,9 @@ class Windows:
             if int(s) >= since_s
         ]
 
-    def rows(self, campaign_id: int, size: str = "1s", since: Any = None, limit: int = 10_000,
-             include_open: bool = True) -> list[dict[str, Any]]:
+    def rows(
+        self, campaign_id: int, size: str = "1s", since: Any = None, limit: int = 10_000, include_open: bool = True
+    ) -> list[dict[str, Any]]:
         """Windows of a campaign, oldest first: the final ones from the store and (``include_open``)
         the open ones from the aggregator's committed state (``final`` False: they may still grow)."""
         if isinstance(campaign_id, bool) or not isinstance(campaign_id, int):
@@ -133,8 +135,9 @@ class Windows:
             out += [_record(r, False) for r in self._open_windows(campaign_id, size_s, since_s)]
         return out[-limit:]
 
-    def frame(self, campaign_id: int, size: str = "1s", since: Any = None, refresh: bool = True,
-              include_open: bool = True) -> Any:
+    def frame(
+        self, campaign_id: int, size: str = "1s", since: Any = None, refresh: bool = True, include_open: bool = True
+    ) -> Any:
         """A pandas DataFrame of a campaign's windows, one row per window (index: its start, UTC):
         ``answers``, one column per status (ISSUED, SOLD_OUT, ...: every status seen), the latency
         quantiles in ms and ``final``. ``refresh`` aggregates first."""

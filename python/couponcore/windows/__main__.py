@@ -1,6 +1,6 @@
 """``python -m couponcore.windows``: the live windows' aggregator as a process of its own.
 
-  python -m couponcore.windows --sqlite sale.db [--once] [--every-s 0.5]
+  couponcore windows --sqlite sale.db [--once] [--every-s 0.5]   (or python -m couponcore.windows)
   python -m couponcore.windows --redis URL --postgres DSN [--key-prefix cc:] [--once]
 
 It folds the answer records into final windows (docs/windows.md) until stopped (SIGTERM /
@@ -16,8 +16,9 @@ import sys
 import time
 from typing import Optional
 
-from ._aggregate import BATCH_RECORDS, LATENESS_MS_DEFAULT, Aggregator
+from .. import _core
 from . import open_parts
+from ._aggregate import BATCH_RECORDS, LATENESS_MS_DEFAULT, Aggregator
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -37,11 +38,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         store = ("postgres", a.postgres)
     else:
         ap.error("give --sqlite, or --redis and --postgres")
-    source, sink = open_parts(store, a.redis, a.key_prefix)
-    agg = Aggregator(source, sink, lateness_ms=a.lateness_ms, batch_records=a.batch)
-    stop = []
+    stop: list[int] = []
+    agg: Optional[Aggregator] = None
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     try:
+        source, sink = open_parts(store, a.redis, a.key_prefix)
+        agg = Aggregator(source, sink, lateness_ms=a.lateness_ms, batch_records=a.batch)
         while not stop:
             n = agg.run_once()
             if n == 0:
@@ -50,7 +52,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                 time.sleep(a.every_s)
     except KeyboardInterrupt:
         pass
-    print(f"answers aggregated: {agg.answers}", file=sys.stderr)
+    except _core.Error as e:
+        print(f"couponcore windows: {type(e).__name__}: {e}", file=sys.stderr)
+        return 3
+    print(f"answers aggregated: {agg.answers if agg else 0}", file=sys.stderr)
     return 0
 
 

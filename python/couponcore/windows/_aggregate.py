@@ -149,8 +149,9 @@ class Aggregator:
     """Consumes a source into a store. ``run_once()`` commits at most one batch per partition
     and returns the records consumed (0: nothing new, or another aggregator committed first)."""
 
-    def __init__(self, source: Source, store: Store, lateness_ms: int = LATENESS_MS_DEFAULT,
-                 batch_records: int = BATCH_RECORDS) -> None:
+    def __init__(
+        self, source: Source, store: Store, lateness_ms: int = LATENESS_MS_DEFAULT, batch_records: int = BATCH_RECORDS
+    ) -> None:
         self.source, self.store = source, store
         self.lateness_ms, self.batch_records = lateness_ms, batch_records
         self.answers = 0  # answers folded in by this object (committed)

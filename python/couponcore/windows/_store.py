@@ -27,7 +27,9 @@ def _psycopg() -> Any:
     try:
         import psycopg
     except ImportError:
-        raise _core.Unavailable("the live windows on PostgreSQL need psycopg: pip install 'couponcore[windows]'") from None
+        raise _core.Unavailable(
+            "the live windows on PostgreSQL need psycopg: pip install 'couponcore[windows]'"
+        ) from None
     return psycopg
 
 
