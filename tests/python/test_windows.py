@@ -100,6 +100,22 @@ def test_windows_add_up_to_what_the_callers_got(open_deployment: Callable[..., c
         engine.close()
 
 
+def test_the_engines_thread_aggregates(open_deployment: Callable[..., couponcore.Engine]) -> None:
+    engine = open_deployment(windows_flush_ms=20)
+    try:
+        c = engine.campaigns.create("thread", quantity=3).id
+        got = collections.Counter(str(r.status) for r in engine.issue_many(c, [f"u{i % 4}" for i in range(8)]))
+        engine.windows.start(every_s=0.05)
+        deadline = time.monotonic() + 10
+        while _summed(engine.windows.rows(c, "1min")) != got and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _summed(engine.windows.rows(c, "1min")) == got
+        with pytest.raises(couponcore.InvalidArgument):
+            engine.windows.start(every_s=0)
+    finally:
+        engine.close()  # stops the thread
+
+
 def test_windows_off_records_nothing(open_deployment: Callable[..., couponcore.Engine]) -> None:
     engine = open_deployment(windows=False)
     try:

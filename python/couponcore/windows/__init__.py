@@ -89,6 +89,37 @@ class Windows:
         self._source, self._store = open_parts(engine._store, engine._redis_url, engine._key_prefix)
         self._aggregator = Aggregator(self._source, self._store, lateness_ms=lateness_ms)
         self._lock = threading.Lock()
+        self._thread: Optional[threading.Thread] = None
+        self._stop = threading.Event()
+
+    def start(self, every_s: float = 1.0) -> None:
+        """Aggregate in a daemon thread of this process every ``every_s`` seconds (0.05..3600)
+        until ``stop()`` or the engine's ``close()``. Safe next to other aggregators (each batch
+        commits only if no other one committed since it read the state). Idempotent."""
+        if isinstance(every_s, bool) or not isinstance(every_s, (int, float)) or not 0.05 <= every_s <= 3600:
+            raise _core.InvalidArgument("every_s must be a number of seconds in 0.05..3600")
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, args=(every_s,), name="couponcore-windows", daemon=True)
+            self._thread.start()
+
+    def _run(self, every_s: float) -> None:
+        while not self._stop.wait(every_s):
+            try:
+                self.aggregate()
+            except _core.Error as e:  # the store or Redis is away: the next round retries
+                import logging
+
+                logging.getLogger("couponcore.windows").warning("live windows not aggregated: %s", e)
+
+    def stop(self) -> None:
+        """Stops the thread of ``start()`` (after the batch in hand)."""
+        self._stop.set()
+        t, self._thread = self._thread, None
+        if t is not None:
+            t.join()
 
     def flush(self) -> bool:
         """Append what this engine recorded so far to the source now (it does so every ~200 ms)."""
@@ -167,5 +198,6 @@ class Windows:
         return 0 if c is None else int(c["late"])
 
     def close(self) -> None:
+        self.stop()
         self._source.close()
         self._store.close()
