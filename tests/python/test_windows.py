@@ -303,3 +303,20 @@ def test_killed_aggregator_writes_the_same_rows_production(python: str) -> None:
     got, got_state = _pg_windows(kw["postgres"], kw["key_prefix"], campaigns)
     assert got == expected
     assert got_state == expected_state
+
+
+def test_the_ops_page_shows_the_last_minute(db_path: str) -> None:
+    from couponcore.ops.snapshot import SnapshotTaker
+    from couponcore.ops.windows_view import render_windows
+
+    with couponcore.open(db_path, windows_flush_ms=20) as engine:
+        c = engine.campaigns.create("live sale", quantity=2).id
+        for i in range(5):
+            engine.issue(c, f"u{i}")
+        engine.windows.flush()
+        html = render_windows(SnapshotTaker(engine).take().windows)
+    row = html[html.index(f'data-campaign="{c}"') :]
+    assert "<svg" in row and "ISSUED 2" in row and "SOLD_OUT 3" in row
+    with couponcore.open(":memory:") as engine:
+        engine.campaigns.create("live sale", quantity=2)
+        assert "Not available" in render_windows(SnapshotTaker(engine).take().windows)
