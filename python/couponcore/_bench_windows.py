@@ -46,7 +46,8 @@ def _synthetic(path: str, campaigns: int, seconds: int, answers_per_record: int)
                 if a == 1:
                     i, so, ai, hist = 1, 0, 0, "40=1"
                 counts = ",".join(f"{k}={v}" for k, v in ((0, i), (1, so), (2, ai)) if v)
-                rows.append((c, f"1 {(s0 + s) * 1000 + tick * 200 + 199} {s0 + s}/{counts}/{hist}/{1000 + tick}"))
+                flush_ms = (s0 + s) * 1000 + tick * 200 + 199
+                rows.append((c, f"1 {flush_ms} bench.{len(rows) + 1} {s0 + s}/{counts}/{hist}/{1000 + tick}"))
                 answers += a
     with db:
         db.executemany("INSERT INTO answer_log (campaign_id, record) VALUES (?, ?)", rows)

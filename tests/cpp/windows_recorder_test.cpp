@@ -25,9 +25,10 @@ std::map<int64_t, std::map<int, uint64_t>> sum_log(const std::string& path, int6
   while (s.step()) {
     ++*records;
     std::istringstream in(s.text(1));
-    std::string version, flush_ms, part;
-    in >> version >> flush_ms;
+    std::string version, flush_ms, id, part;
+    in >> version >> flush_ms >> id;
     EXPECT_EQ(version, "1");
+    EXPECT_EQ(id.size(), 16u + 1 + std::to_string(*records).size()) << id;  // <recorder>.<n>, n from 1
     while (in >> part) {
       const auto a = part.find('/'), b = part.find('/', a + 1);
       std::istringstream counts(part.substr(a + 1, b - a - 1));

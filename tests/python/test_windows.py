@@ -140,14 +140,15 @@ def test_watermark_finalises_and_drops_late_answers(db_path: str) -> None:
     couponcore.open(db_path).close()  # the schema
     s = 1_000_000  # seconds since the epoch
     _log(db_path, [
-        (7, f"1 {s * 1000 + 900} {s}/0=3,1=2/40=5/1200"),
-        (7, f"1 {(s + 1) * 1000 + 500} {s + 1}/0=1/44=1/2000"),   # watermark s+1.5-2 = s-0.5: nothing final
-        (7, f"1 {(s + 3) * 1000} {s}/2=4/40=4/900"),               # watermark s+1: s is final now, with this
-        (7, f"1 {(s + 3) * 1000 + 100} {s}/5=6/40=6/800"),         # late: s is final -> counted, dropped
-        (7, f"1 {(s + 63) * 1000}"),                               # a tick: s+1 and the minute final
+        (7, f"1 {s * 1000 + 900} a.1 {s}/0=3,1=2/40=5/1200"),
+        (7, f"1 {(s + 1) * 1000 + 500} a.2 {s + 1}/0=1/44=1/2000"),   # watermark s-0.5: nothing final
+        (7, f"1 {(s + 1) * 1000 + 500} a.2 {s + 1}/0=1/44=1/2000"),   # the same record again: skipped
+        (7, f"1 {(s + 3) * 1000} b.1 {s}/2=4/40=4/900"),              # watermark s+1: s final, with this
+        (7, f"1 {(s + 3) * 1000 + 100} a.3 {s}/5=6/40=6/800"),        # late: s is final -> counted, dropped
+        (7, f"1 {(s + 63) * 1000} b.2"),                              # a tick: s+1 and the minute final
     ])  # fmt: skip
     agg = Aggregator(SqliteSource(db_path), SqliteStore(db_path), lateness_ms=2000, batch_records=2)
-    assert agg.run() == 5
+    assert agg.run() == 6
     db = sqlite3.connect(db_path)
     rows = db.execute(
         "SELECT size_s, start_s, answers, counts, max_us FROM answer_windows ORDER BY size_s, start_s"
@@ -161,7 +162,7 @@ def test_watermark_finalises_and_drops_late_answers(db_path: str) -> None:
     state = json.loads(db.execute("SELECT state FROM windows_state").fetchone()[0])
     assert state["campaigns"]["7"]["late"] == 6
     # A status the engine adds later (5 = RATE_LIMITED) is carried by number and named.
-    _log(db_path, [(7, f"1 {(s + 64) * 1000} {s + 62}/5=2/40=2/100"), (7, f"1 {(s + 70) * 1000}")])
+    _log(db_path, [(7, f"1 {(s + 64) * 1000} a.4 {s + 62}/5=2/40=2/100"), (7, f"1 {(s + 70) * 1000} a.5")])
     agg.run()
     with couponcore.open(db_path) as engine:
         frame = engine.windows.frame(7, "1s", refresh=False)

@@ -3,6 +3,8 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <random>
 
 #include "couponcore/engine.hpp"
 #include "couponcore/error.hpp"
@@ -16,8 +18,18 @@ int latency_bucket(int64_t latency_us) noexcept {
   return b < kLatencyBuckets ? b : kLatencyBuckets - 1;
 }
 
+namespace {
+std::string random_id() {
+  std::random_device rd;
+  const uint64_t v = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+}  // namespace
+
 AnswerRecorder::AnswerRecorder(std::unique_ptr<AnswerSink> sink, RecorderOptions options)
-    : sink_(std::move(sink)), options_(options) {
+    : sink_(std::move(sink)), options_(options), recorder_id_(random_id()) {
   if (options_.flush_ms < 10 || options_.flush_ms > 10'000) throw_invalid("windows_flush_ms must be 10..10000");
   if (options_.tick_s < 1 || options_.tick_s > 3600) throw_invalid("windows_tick_s must be 1..3600");
   thread_ = std::thread([this] { run(); });
@@ -69,9 +81,9 @@ std::vector<std::pair<int64_t, std::string>> AnswerRecorder::take(int64_t now_ms
     }
   }
   std::map<int64_t, std::string> records;  // by campaign: a stable order
-  const std::string head = std::to_string(kRecordVersion) + " " + std::to_string(now_ms);
+  const std::string head = std::to_string(kRecordVersion) + " " + std::to_string(now_ms) + " " + recorder_id_ + ".";
   for (const auto& [campaign, seconds] : all) {
-    std::string r = head;
+    std::string r = head + std::to_string(++records_made_);
     for (const auto& [second, s] : seconds) {
       r += ' ';
       r += std::to_string(second);
@@ -101,7 +113,7 @@ std::vector<std::pair<int64_t, std::string>> AnswerRecorder::take(int64_t now_ms
       it = last_active_ms_.erase(it);
       continue;
     }
-    records.emplace(it->first, head);  // no-op if the campaign has a record with answers
+    if (records.count(it->first) == 0) records.emplace(it->first, head + std::to_string(++records_made_));
     ++it;
   }
   return {records.begin(), records.end()};

@@ -16,8 +16,11 @@
 //              dropped and counted).
 //
 // Record format, version 1 (text, space separated):
-//   "1 <flush_ms>[ <second>/<status>=<n>[,<status>=<n>...]/<bucket>=<n>[,...]/<max_latency_us>]..."
+//   "1 <flush_ms> <recorder>.<n>[ <second>/<status>=<n>[,<status>=<n>...]/<bucket>=<n>[,...]/<max_latency_us>]..."
 // <flush_ms> is the flusher's wall clock (ms since the epoch), >= every answer time inside;
+// <recorder> is this recorder's random id (16 hex digits) and <n> counts its records from 1: a
+// record appended again after a failed append (a pipeline cut mid-way may have stored part of
+// it) has the same id, so the aggregator skips the copies it already folded in;
 // <second> is the answers' wall-clock second; statuses are IssueStatus numbers (so a status added
 // later is carried without a format change); latency bucket b = 0 for < 1 us, else
 // 1 + floor(4 * log2(latency_us)) (a quarter octave, ~19% wide; its upper bound 2^(b/4) us).
@@ -110,6 +113,8 @@ class AnswerRecorder {
 
   mutable std::mutex flush_mu_;  // one flush at a time; guards what follows
   std::deque<std::pair<int64_t, std::string>> pending_;
+  const std::string recorder_id_;  // 16 hex digits, random per recorder
+  uint64_t records_made_ = 0;
   std::unordered_map<int64_t, int64_t> last_active_ms_;  // campaign -> flush time it last had answers
   RecorderCounters counters_;
 

@@ -13,7 +13,9 @@ Exactly once: the rows that became final, the open windows, the watermarks, the 
 and the read positions are committed in ONE transaction of the store, conditioned on the
 state's version (an aggregator that lost the race rolls back and reloads). After a crash the
 next run resumes from the committed positions with the committed state, and since the windows
-depend only on the records and their order in the source, it writes the same rows.
+depend only on the records and their order in the source, it writes the same rows. Each record
+carries its recorder's id and number: a record appended twice (the engine retries an append
+whose outcome it did not learn) is folded in once.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ STATE_VERSION = 1
 SIZES_S = (1, 60)
 LATENESS_MS_DEFAULT = 2_000
 BATCH_RECORDS = 1_000  # records per commit (per source partition)
+SEEN_KEEP_MS = 3_600_000  # a recorder's last record number is kept this long after its last record
 
 
 def latency_bucket_upper_us(bucket: int) -> int:
@@ -101,17 +104,23 @@ def _row(campaign: int, size_s: int, start_s: int, w: list) -> tuple:
 def apply_record(state: dict[str, Any], campaign: int, record: str, rows: list[tuple]) -> int:
     """Folds one record into the state; appends the rows that became final. Returns answers."""
     parts = record.split(" ")
-    if len(parts) < 2 or parts[0] != "1":
+    if len(parts) < 3 or parts[0] != "1":
         return 0  # an unknown record version: skipped (a newer engine's format)
     flush_ms = int(parts[1])
+    recorder, _, n_s = parts[2].partition(".")
     lateness = state["lateness_ms"]
     c = state["campaigns"].get(str(campaign))
     if c is None:
-        c = state["campaigns"][str(campaign)] = {"wm": 0, "late": 0, "open": {"1": {}, "60": {}}}
+        c = state["campaigns"][str(campaign)] = {"wm": 0, "late": 0, "open": {"1": {}, "60": {}}, "seen": {}}
+    seen = c["seen"].get(recorder)
+    n = int(n_s)
+    if seen is not None and n <= seen[0]:
+        return 0  # a copy appended again after a failed append: already folded in
+    c["seen"][recorder] = [n, flush_ms]
     final_before_ms = c["wm"] - lateness  # windows ending at or before this are final
     open1 = c["open"]["1"]
     answers = 0
-    for part in parts[2:]:
+    for part in parts[3:]:
         sec_s, counts_s, hist_s, max_s = part.split("/")
         counts = _parse_pairs(counts_s)
         n = sum(counts.values())
@@ -127,6 +136,8 @@ def apply_record(state: dict[str, Any], campaign: int, record: str, rows: list[t
     if flush_ms > c["wm"]:
         c["wm"] = flush_ms
         _finalize(c, campaign, c["wm"] - lateness, rows)
+        if len(c["seen"]) > 1:  # recorders silent for an hour (closed engines) are forgotten
+            c["seen"] = {r: v for r, v in c["seen"].items() if v[1] >= flush_ms - SEEN_KEEP_MS}
     return answers
 
 
