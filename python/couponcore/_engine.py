@@ -510,8 +510,7 @@ class Engine(Scope):
         # Where the store is, for Python-side tables (couponcore.bulk's checkpoints):
         # ("postgres", url), ("sqlite", path) or ("memory", None).
         self._store: tuple[str, Optional[str]] = ("memory", None)
-        self._redis_url: Optional[str] = None  # production: the live windows' answer streams
-        self._key_prefix = "cc:"
+        self._redis: Optional[tuple[str, str]] = None  # production: (Redis URL, key prefix), for the live windows
         self._windows: Any = None
 
     def _wallets(self) -> _core.Wallets:
@@ -552,18 +551,10 @@ class Engine(Scope):
 
     @property
     def windows(self) -> Any:
-        """The live windows (``couponcore.windows.Windows``, docs/windows.md): per-campaign 1 s
-        and 1 min windows of the answers, aggregated exactly once into the store; ``frame()``
-        for notebooks. ``Unavailable`` for ``":memory:"``."""
-        if self._windows is None:
-            with self._wallets_lock:
-                if self._windows is None:
-                    if self._core.closed:
-                        raise _core.Closed("the engine is closed")
-                    from .windows import Windows
+        """The live windows (``couponcore.windows.Windows``, docs/windows.md)."""
+        from .windows import of_engine
 
-                    self._windows = Windows(self)
-        return self._windows
+        return of_engine(self)
 
     @property
     def kind(self) -> str:
@@ -734,9 +725,8 @@ def open(  # noqa: A001
     connections, default 2; SQLite has one writer). They are checked here, at open; the
     wallet engine itself opens on first use. See docs/wallet.md.
 
-    Both: ``windows`` (default True) records every answer for the live windows
-    (``engine.windows``, docs/windows.md), flushed every ``windows_flush_ms`` (default 200);
-    production also takes ``windows_stream_maxlen`` (default 100,000 records per campaign).
+    Both: ``windows``, ``windows_flush_ms`` (and production ``windows_stream_maxlen``): the
+    live windows' answer records (``engine.windows``, docs/windows.md).
 
     Both: ``auth_cache_ttl_s`` (default 30 s, at most 3,600; 0 disables) and
     ``auth_cache_entries_max`` (default 10,000) size the in-process authentication cache (the
@@ -767,14 +757,11 @@ def open(  # noqa: A001
         engine = Engine(_core.open_production(opts), lambda: _core.open_wallets_postgres(postgres, wallet_opts))
         engine._postgres_url, engine._migrate = postgres, bool(migrate)
         engine._store = ("postgres", postgres)
-        engine._redis_url, engine._key_prefix = redis, key_prefix
+        engine._redis = (redis, key_prefix)
         return engine
-    windows = options.pop("windows", True)
-    windows_flush_ms = options.pop("windows_flush_ms", 200)
-    if not isinstance(windows, bool):
-        raise _core.InvalidType("windows must be a bool")
-    if isinstance(windows_flush_ms, bool) or not isinstance(windows_flush_ms, int):
-        raise _core.InvalidType("windows_flush_ms must be an int")
+    from .windows import embedded_options
+
+    windows, windows_flush_ms = embedded_options(options)  # popped from options
     if options:
         raise _core.InvalidArgument(f"unknown options for the embedded engine: {sorted(options)}")
     if wallet_opts.get("wallet_committers") not in (None, 1):
@@ -785,9 +772,8 @@ def open(  # noqa: A001
         raise _core.InvalidType(f"path must be a str or os.PathLike, got {type(path).__name__}")
     path = os.fspath(path)
     ttl_ms = _auth_ttl_ms(auth_cache_ttl_s)
-    engine = Engine(
-        _core.open_embedded(path, synchronous_full, ttl_ms, auth_cache_entries_max, windows, windows_flush_ms)
-    )
+    core = _core.open_embedded(path, synchronous_full, ttl_ms, auth_cache_entries_max, windows, windows_flush_ms)
+    engine = Engine(core)
     if path == ":memory:":
         # The wallet engine needs a file (it uses two connections): a private temporary one.
         tmp = tempfile.mkdtemp(prefix="couponcore-wallets-")

@@ -51,6 +51,29 @@ def open_parts(
     raise _core.Unavailable("live windows need a store: an embedded engine with a file, or the production deployment")
 
 
+def of_engine(engine: Any) -> Windows:
+    """``engine.windows``: made on first use (``Unavailable`` for ``":memory:"``)."""
+    if engine._windows is None:
+        with engine._wallets_lock:
+            if engine._windows is None:
+                if engine._core.closed:
+                    raise _core.Closed("the engine is closed")
+                engine._windows = Windows(engine)
+    w: Windows = engine._windows
+    return w
+
+
+def embedded_options(options: dict[str, Any]) -> tuple[bool, int]:
+    """Pops and checks the embedded engine's ``windows`` and ``windows_flush_ms`` options."""
+    windows = options.pop("windows", True)
+    flush_ms = options.pop("windows_flush_ms", 200)
+    if not isinstance(windows, bool):
+        raise _core.InvalidType("windows must be a bool")
+    if isinstance(flush_ms, bool) or not isinstance(flush_ms, int):
+        raise _core.InvalidType("windows_flush_ms must be an int")
+    return windows, flush_ms
+
+
 def _size_s(size: str) -> int:
     if size not in SIZES:
         raise _core.InvalidArgument(f"size must be one of {sorted(SIZES)}, got {size!r}")
@@ -86,7 +109,8 @@ class Windows:
 
     def __init__(self, engine: Any, lateness_ms: int = LATENESS_MS_DEFAULT) -> None:
         self._engine = engine
-        self._source, self._store = open_parts(engine._store, engine._redis_url, engine._key_prefix)
+        redis_url, key_prefix = engine._redis or (None, None)
+        self._source, self._store = open_parts(engine._store, redis_url, key_prefix)
         self._aggregator = Aggregator(self._source, self._store, lateness_ms=lateness_ms)
         self._lock = threading.Lock()
         self._thread: Optional[threading.Thread] = None
