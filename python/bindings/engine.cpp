@@ -229,6 +229,11 @@ void register_engine(py::module_& m) {
         if (n < 0) return py::none();
         return py::int_(n);
       })
+      .def("flush_answers", [](PyEngine& self) {
+        Engine& e = self.get();
+        py::gil_scoped_release nogil;
+        return e.flush_answers();
+      })
       .def("drain", [](PyEngine& self, py::object timeout) {
         Engine& e = self.get();
         const double timeout_s = to_timeout_s(timeout, "timeout_s");
@@ -326,8 +331,10 @@ void register_engine(py::module_& m) {
       });
 
   m.def("open_embedded", [](const std::string& path, bool synchronous_full, py::object auth_cache_ttl_ms,
-                            py::object auth_cache_entries_max) {
+                            py::object auth_cache_entries_max, bool windows, int64_t windows_flush_ms) {
     EmbeddedOptions o{path, synchronous_full, {}};
+    o.windows = windows;
+    o.windows_flush_ms = windows_flush_ms;
     o.auth = auth_options_from(auth_cache_ttl_ms, auth_cache_entries_max);
     std::unique_ptr<Engine> e;
     {
@@ -336,7 +343,7 @@ void register_engine(py::module_& m) {
     }
     return wrap_engine(std::move(e));
   }, py::arg("path"), py::arg("synchronous_full") = true, py::arg("auth_cache_ttl_ms") = py::none(),
-     py::arg("auth_cache_entries_max") = py::none());
+     py::arg("auth_cache_entries_max") = py::none(), py::arg("windows") = true, py::arg("windows_flush_ms") = 200);
 }
 
 py::object wrap_engine(std::unique_ptr<Engine> engine) {

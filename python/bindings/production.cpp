@@ -58,6 +58,9 @@ ProductionOptions production_options(py::dict d) {
   r.get("client_name", o.client_name);
   r.get("close_drain_timeout_ms", o.close_drain_timeout_ms);
   r.get("lifecycle_conns_max", o.lifecycle_conns_max);
+  r.get("windows", o.windows);
+  r.get("windows_flush_ms", o.windows_flush_ms);
+  r.get("windows_stream_maxlen", o.windows_stream_maxlen);
   r.get("auth_cache_ttl_ms", o.auth.cache_ttl_ms);
   r.get("auth_cache_entries_max", o.auth.cache_entries_max);
   read_writer_options(r, o.writer);

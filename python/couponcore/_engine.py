@@ -512,6 +512,8 @@ class Engine(Scope):
         # Where the store is, for Python-side tables (couponcore.bulk's checkpoints):
         # ("postgres", url), ("sqlite", path) or ("memory", None).
         self._store: tuple[str, Optional[str]] = ("memory", None)
+        self._redis: Optional[tuple[str, str]] = None  # production: (Redis URL, key prefix), for the live windows
+        self._windows: Any = None
 
     def _wallets(self) -> _core.Wallets:
         """The native wallet engine, opened on first use (it has its own connections and thread)."""
@@ -548,6 +550,13 @@ class Engine(Scope):
                         migrate_jobs(self._postgres_url)
                     self._jobs = Jobs(self, dsn=self._postgres_url)
         return self._jobs
+
+    @property
+    def windows(self) -> Any:
+        """The live windows (``couponcore.windows.Windows``, docs/windows.md)."""
+        from .windows import of_engine
+
+        return of_engine(self)
 
     @property
     def kind(self) -> str:
@@ -648,6 +657,8 @@ class Engine(Scope):
             if self._wallets_native is not None:
                 self._wallets_native.close()
         self._core.close()
+        if self._windows is not None:
+            self._windows.close()
         while self._cleanup:
             self._cleanup.pop()()
 
@@ -716,6 +727,9 @@ def open(  # noqa: A001
     connections, default 2; SQLite has one writer). They are checked here, at open; the
     wallet engine itself opens on first use. See docs/wallet.md.
 
+    Both: ``windows``, ``windows_flush_ms`` (and production ``windows_stream_maxlen``): the
+    live windows' answer records (``engine.windows``, docs/windows.md).
+
     Both: ``auth_cache_ttl_s`` (default 30 s, at most 3,600; 0 disables) and
     ``auth_cache_entries_max`` (default 10,000) size the in-process authentication cache (the
     production deployment also shares entries through Redis for the same TTL).
@@ -745,7 +759,11 @@ def open(  # noqa: A001
         engine = Engine(_core.open_production(opts), lambda: _core.open_wallets_postgres(postgres, wallet_opts))
         engine._postgres_url, engine._migrate = postgres, bool(migrate)
         engine._store = ("postgres", postgres)
+        engine._redis = (redis, key_prefix)
         return engine
+    from .windows import embedded_options
+
+    windows, windows_flush_ms = embedded_options(options)  # popped from options
     if options:
         raise _core.InvalidArgument(f"unknown options for the embedded engine: {sorted(options)}")
     if wallet_opts.get("wallet_committers") not in (None, 1):
@@ -756,7 +774,8 @@ def open(  # noqa: A001
         raise _core.InvalidType(f"path must be a str or os.PathLike, got {type(path).__name__}")
     path = os.fspath(path)
     ttl_ms = _auth_ttl_ms(auth_cache_ttl_s)
-    engine = Engine(_core.open_embedded(path, synchronous_full, ttl_ms, auth_cache_entries_max))
+    core = _core.open_embedded(path, synchronous_full, ttl_ms, auth_cache_entries_max, windows, windows_flush_ms)
+    engine = Engine(core)
     if path == ":memory:":
         # The wallet engine needs a file (it uses two connections): a private temporary one.
         tmp = tempfile.mkdtemp(prefix="couponcore-wallets-")

@@ -130,6 +130,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_jobs_parser(sub, _servers)
 
+    wn = sub.add_parser(
+        "windows",
+        add_help=False,
+        help="aggregate the live windows (docs/windows.md; `couponcore windows --help`)",
+        description="Run the live windows' aggregator (python -m couponcore.windows).",
+    )
+    wn.add_argument("rest", nargs=argparse.REMAINDER)
+
     b = sub.add_parser(
         "bench",
         help="side-by-side benchmarks (JSON)",
@@ -239,6 +247,11 @@ def _bench_names() -> list[str]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    given = list(sys.argv[1:] if argv is None else argv)
+    if given[:1] == ["windows"]:  # its own parser (python -m couponcore.windows)
+        from .windows.__main__ import main as windows_main
+
+        return windows_main(given[1:])
     args = build_parser().parse_args(argv)
     from . import Error
 

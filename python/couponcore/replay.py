@@ -7,6 +7,7 @@
     run.df          # one row per request: sent_s, answered_s, latency_ms, status, seq, ...
     run.summary     # requests, issued, time_to_sold_out_s, p50/p95/p99, fairness ...
     replay.plot_issuance(run.df)
+    replay.plot_windows(engine.windows.frame(campaign_id))   # the live windows (docs/windows.md)
 
 Traffic is a DataFrame with the columns ``t_s`` (seconds after opening), ``user_id`` and
 ``request_id`` (and optionally ``campaign`` and ``action``): build it with :func:`flash_sale`,
@@ -520,3 +521,34 @@ def plot_sweep(sweep_df: pd.DataFrame, y: str = "time_to_sold_out_s", ax: Any = 
     ax.set_ylabel(y)
     ax.legend()
     return ax
+
+
+def plot_windows(frame: pd.DataFrame, ax: Any = None) -> Any:
+    """The live windows of a campaign (``engine.windows.frame(campaign_id)``, docs/windows.md):
+    answers per window stacked by status, and the p99 latency on a second axis. Open windows
+    (not final yet) are drawn lighter."""
+    import matplotlib.pyplot as plt
+
+    ax = ax or plt.subplots(figsize=(7, 3.5))[1]
+    fixed = {"answers", "final", "p50_ms", "p90_ms", "p99_ms", "max_ms"}
+    statuses = [c for c in frame.columns if c not in fixed]
+    x = frame.index
+    width = (x[1] - x[0]) * 0.9 if len(x) > 1 else _timedelta_s(1)
+    bottom = [0] * len(frame)
+    alpha = [1.0 if f else 0.4 for f in frame["final"]] if len(frame) else []
+    for s in statuses:
+        bars = ax.bar(x, frame[s], width=width, bottom=bottom, label=s)
+        for bar, a in zip(bars, alpha):
+            bar.set_alpha(a)
+        bottom = [b + v for b, v in zip(bottom, frame[s])]
+    ax.set_ylabel("answers per window")
+    ax.set_title("Live windows")
+    ax.legend(loc="upper left", fontsize="small")
+    ax2 = ax.twinx()
+    ax2.plot(x, frame["p99_ms"], color="black", linewidth=1, label="p99")
+    ax2.set_ylabel("p99 latency (ms)")
+    return ax
+
+
+def _timedelta_s(seconds: float) -> Any:
+    return _pd().Timedelta(seconds=seconds)

@@ -127,6 +127,10 @@ class Engine {
   bool drain(double timeout_s);
 
   EngineCounters counters() const;
+  // Live windows (docs/windows.md): appends the answers recorded so far to the answer source
+  // now (the recorder does so every windows_flush_ms); false when this engine records none
+  // (windows=false, ":memory:"). Throws what the source threw (the records stay queued).
+  bool flush_answers();
   // The grant log's backlog, one element per campaign with a log, ordered by campaign id
   // (production: the Redis Streams, read on the control connection with pipelined commands;
   // at most kLogBacklogCampaignsMax campaigns, the highest ids). Embedded: empty, its
@@ -230,6 +234,10 @@ struct EmbeddedOptions {
   std::string path = "couponcore.db";  // ":memory:" for a throwaway engine
   bool synchronous_full = true;        // PRAGMA synchronous=FULL (durable at commit)
   AuthOptions auth;                    // the authentication cache
+  // Live windows (docs/windows.md): every answer is recorded and flushed every windows_flush_ms
+  // (10..10000) to the file's answer_log table. Not for ":memory:" (ignored there).
+  bool windows = true;
+  int64_t windows_flush_ms = 200;
 };
 
 std::unique_ptr<Engine> open_embedded(const EmbeddedOptions& options);
@@ -286,6 +294,12 @@ struct ProductionOptions {
   std::size_t lifecycle_conns_max = 8;
   AuthOptions auth;
   WriterOptions writer;
+  // Live windows (docs/windows.md): every answer is recorded and flushed every windows_flush_ms
+  // (10..10000) to the campaign's stream P{cN}:answers, capped near windows_stream_maxlen
+  // (1000..100000000) records.
+  bool windows = true;
+  int64_t windows_flush_ms = 200;
+  int64_t windows_stream_maxlen = 100'000;
 };
 
 std::unique_ptr<Engine> open_production(const ProductionOptions& options);

@@ -46,6 +46,7 @@
 #include "store/sqlite/sqlite_store.hpp"
 #include "util/assert.hpp"
 #include "util/bounded_queue.hpp"
+#include "windows/sources.hpp"
 
 namespace couponcore {
 
@@ -150,6 +151,7 @@ class EmbeddedPipeline final : public detail::Pipeline {
         lock.unlock();
         count(results, /*fast=*/true);
         histograms_.issue_latency_seconds.observe(0, results.size());
+        record_answers(campaign_id, results, 0);
         cb(std::move(results), nullptr);
         run_batch_end_hook();
         return;
@@ -358,9 +360,14 @@ class EmbeddedPipeline final : public detail::Pipeline {
     const auto answered_at = std::chrono::steady_clock::now();
     for (std::size_t i = 0; i < batch.size(); ++i) {
       std::exception_ptr err = errors[i] ? errors[i] : commit_error;
-      if (!err) count(results[i], /*fast=*/false);
-      histograms_.issue_latency_seconds.observe(
-          std::chrono::duration<double>(answered_at - batch[i].submitted_at).count(), batch[i].requests.size());
+      const auto latency = answered_at - batch[i].submitted_at;
+      if (!err) {
+        count(results[i], /*fast=*/false);
+        record_answers(batch[i].campaign_id, results[i],
+                       std::chrono::duration_cast<std::chrono::microseconds>(latency).count());
+      }
+      histograms_.issue_latency_seconds.observe(std::chrono::duration<double>(latency).count(),
+                                                batch[i].requests.size());
       if (err) {
         batch[i].cb({}, err);
       } else {
@@ -426,7 +433,17 @@ struct EmbeddedDeployment final : detail::Deployment {
         partner_store(store),
         coupon_service(coupon_store),
         partner_service(partner_store, options.auth),
+        recorder(options.windows && options.path != ":memory:"
+                     ? std::make_unique<windows::AnswerRecorder>(
+                           std::make_unique<windows::SqliteAnswerSink>(options.path),
+                           windows::RecorderOptions{options.windows_flush_ms})
+                     : nullptr),
         embedded(store, file_lock) {
+    embedded.set_answer_recorder(recorder.get());
+    if (!recorder && options.path != ":memory:") {  // the windows' tables, whether recorded or not
+      std::lock_guard lock(store.mutex());
+      store.db().migrate(windows::sqlite_windows_migrations());
+    }
     pipeline = &embedded;
     coupons = &coupon_service;
     partners = &partner_service;
@@ -437,7 +454,13 @@ struct EmbeddedDeployment final : detail::Deployment {
   SqlitePartnerStore partner_store;
   CouponService coupon_service;
   auth::PartnerService partner_service;
+  std::unique_ptr<windows::AnswerRecorder> recorder;  // outlives the pipeline that feeds it
   EmbeddedPipeline embedded;
+
+  void close() override {
+    embedded.close();
+    if (recorder) recorder->stop();  // the last records, after the last answers
+  }
 };
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include "couponcore/error.hpp"
 #include "couponcore/limits.hpp"
 #include "engine/pipeline.hpp"
+#include "windows/answer_recorder.hpp"
 #include "util/assert.hpp"
 #include "util/validate.hpp"
 
@@ -299,6 +300,14 @@ Partner Engine::authenticate(std::string_view api_key) {
 AuthCounters Engine::auth_counters() const { return deployment_->partners->counters(); }
 
 // ---- life --------------------------------------------------------------------------------------
+
+bool Engine::flush_answers() {
+  check_open();
+  windows::AnswerRecorder* r = deployment_->pipeline->answer_recorder();
+  if (r == nullptr) return false;
+  r->flush();
+  return true;
+}
 
 void Engine::close() {
   if (closed_.exchange(true, std::memory_order_acq_rel)) return;

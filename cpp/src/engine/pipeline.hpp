@@ -23,6 +23,11 @@
 namespace couponcore {
 
 class CouponService;
+namespace windows {
+class AnswerRecorder;
+void record_answers(AnswerRecorder* recorder, int64_t campaign_id, const std::vector<IssueResult>& results,
+                    int64_t latency_us);
+}
 namespace auth {
 class PartnerService;
 }
@@ -77,6 +82,14 @@ class Pipeline {
   virtual void close() = 0;
 
   EngineHistograms& histograms() { return histograms_; }
+  // The live windows' answer records (windows/answer_recorder.hpp); null when windows=false.
+  // Set by the deployment before the first submission.
+  void set_answer_recorder(windows::AnswerRecorder* recorder) { recorder_ = recorder; }
+  windows::AnswerRecorder* answer_recorder() const { return recorder_; }
+  // On the answering thread, once per answered submission (latency: submit -> answer).
+  void record_answers(int64_t campaign_id, const std::vector<IssueResult>& results, int64_t latency_us) {
+    if (recorder_) windows::record_answers(recorder_, campaign_id, results, latency_us);
+  }
   void set_batch_end_hook(std::function<void()> hook) { batch_end_hook_ = std::move(hook); }
   // After each batch of callbacks, on the thread that ran them.
   void run_batch_end_hook() {
@@ -88,6 +101,7 @@ class Pipeline {
 
  private:
   std::function<void()> batch_end_hook_;
+  windows::AnswerRecorder* recorder_ = nullptr;
 };
 
 // What an engine is made of; the concrete deployment owns the parts (and orders their lifetimes).

@@ -54,6 +54,7 @@
 #include "store/postgres/pg.hpp"
 #include "store/postgres/pg_lifecycle.hpp"
 #include "util/assert.hpp"
+#include "windows/sources.hpp"
 #include "writer/grant_writer.hpp"
 
 namespace couponcore {
@@ -746,9 +747,16 @@ class RedisPipeline final : public detail::Pipeline {
 // coupon without a row was granted), then the shared authentication cache and the lifecycle.
 struct ProductionDeployment final : detail::Deployment {
   explicit ProductionDeployment(const ProductionOptions& o)
-      : redis(o),
+      : recorder(o.windows ? std::make_unique<windows::AnswerRecorder>(
+                                 std::make_unique<windows::RedisAnswerSink>(redis::RedisUrl::parse(o.redis_url),
+                                                                            redis_options(o, "-windows"), o.key_prefix,
+                                                                            o.windows_stream_maxlen),
+                                 windows::RecorderOptions{o.windows_flush_ms})
+                           : nullptr),
+        redis(o),
         auth_cache(redis.redis_url(), redis_options(o, "-auth"), o.key_prefix),
         life(o.postgres_url, lifecycle_options(o)) {
+    redis.set_answer_recorder(recorder.get());
     pipeline = &redis;
     coupons = &life.coupons;
     partners = &life.partners;
@@ -758,6 +766,7 @@ struct ProductionDeployment final : detail::Deployment {
   // A closed engine holds no PostgreSQL connection (the server's slots are few).
   void close() override {
     redis.close();
+    if (recorder) recorder->stop();  // the last records, after the last answers
     life.pool.disconnect_idle();
   }
 
@@ -770,6 +779,7 @@ struct ProductionDeployment final : detail::Deployment {
     return lo;
   }
 
+  std::unique_ptr<windows::AnswerRecorder> recorder;  // outlives the pipeline that feeds it
   RedisPipeline redis;
   redis::RedisKeyCache auth_cache;
   PgLifecycle life;

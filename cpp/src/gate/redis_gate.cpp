@@ -118,6 +118,7 @@ void RedisGate::submit(std::shared_ptr<GateCampaign> entry, std::vector<IssueReq
     if (answer_locally(*entry, requests, &results)) {
       count(results, /*fast=*/true);
       owner_.histograms().issue_latency_seconds.observe(0, results.size());
+      owner_.record_answers(entry->campaign.id, results, 0);
       cb(std::move(results), nullptr);
       owner_.run_batch_end_hook();
       return;
@@ -602,6 +603,8 @@ void RedisGate::process(std::vector<std::pair<Queued, std::size_t>>& batch) {
     } else {
       CC_ASSERT(p.results.size() == p.requests.size(), "a submission answered with the wrong number of results");
       count(p.results, /*fast=*/false);
+      owner_.record_answers(p.campaign->campaign.id, p.results,
+                            std::chrono::duration_cast<std::chrono::microseconds>(answered_at - p.submitted_at).count());
     }
     owner_.histograms().issue_latency_seconds.observe(std::chrono::duration<double>(answered_at - p.submitted_at).count(),
                                                       p.requests.size());

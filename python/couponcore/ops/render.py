@@ -9,6 +9,7 @@ from typing import Any, Optional
 from urllib.parse import quote
 
 from .snapshot import CampaignRow, Section, Snapshot
+from .windows_view import render_windows
 
 _STATUSES = ("ISSUED", "SOLD_OUT", "ALREADY_ISSUED", "NOT_OPEN", "ENDED")
 
@@ -111,6 +112,7 @@ def page(
     out.append('<main id="live">')
     out.append(_campaigns(snap))
     out.append(_answers(snap))
+    out.append(render_windows(snap.windows))
     out.append(_pipeline(snap, base, csrf))
     out.append(_jobs(snap.jobs, snap.schedules, base, csrf))
     out.append(_wallet(snap.wallet, base, csrf, last_audit))

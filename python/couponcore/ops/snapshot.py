@@ -77,6 +77,7 @@ class Snapshot:
     jobs: Section
     schedules: Section
     wallet: Section  # rows: [(name, value)]
+    windows: Section = dataclasses.field(default_factory=Section)  # rows: [(campaign, [1 s window])]
 
 
 def _error(e: BaseException) -> str:
@@ -149,6 +150,8 @@ class SnapshotTaker:
             pass
         campaigns, not_shown = self._campaigns(now)
         issued = counters.get("issued")
+        from .windows_view import windows_section
+
         return Snapshot(
             taken_at=dt.datetime.now(dt.timezone.utc),
             engine_kind=engine.kind,
@@ -161,6 +164,7 @@ class SnapshotTaker:
             jobs=self._jobs(),
             schedules=self._schedules(),
             wallet=self._wallet(),
+            windows=windows_section(engine, campaigns),
         )
 
     def _all_campaigns(self) -> tuple[list[Campaign], dict[int, str]]:
