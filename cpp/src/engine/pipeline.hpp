@@ -77,6 +77,8 @@ class Pipeline {
   virtual void close() = 0;
 
   EngineHistograms& histograms() { return histograms_; }
+  // Tracing: the gate and the writers note their batches in trace_slot().get() when it is set.
+  TraceSlot& trace_slot() { return trace_slot_; }
   void set_batch_end_hook(std::function<void()> hook) { batch_end_hook_ = std::move(hook); }
   // After each batch of callbacks, on the thread that ran them.
   void run_batch_end_hook() {
@@ -85,6 +87,7 @@ class Pipeline {
 
  protected:
   EngineHistograms histograms_;
+  TraceSlot trace_slot_;
 
  private:
   std::function<void()> batch_end_hook_;

@@ -8,6 +8,7 @@
 
 #include "couponcore/limits.hpp"
 #include "redis/redis.hpp"
+#include "util/traceparent.hpp"
 
 namespace couponcore::grantlog {
 
@@ -45,7 +46,7 @@ namespace {
 
 // One grant's fields, checked; "" or why they are malformed.
 std::string grant_from(int64_t campaign_id, std::string_view seq, std::string_view user, std::string_view ordinal,
-                       std::string_view request_id, int64_t issued_at_us, Grant* g) {
+                       std::string_view request_id, int64_t issued_at_us, Grant* g, std::string_view traceparent = {}) {
   int64_t n = 0;
   *g = Grant{};
   g->campaign_id = campaign_id;
@@ -60,6 +61,7 @@ std::string grant_from(int64_t campaign_id, std::string_view seq, std::string_vi
   }
   g->request_id = std::string(request_id);
   g->issued_at_us = issued_at_us;
+  if (!traceparent.empty()) g->traceparent = trace::normalize_traceparent(traceparent);
   return "";
 }
 
@@ -93,7 +95,8 @@ std::string parse_grants(const LogEntry& entry, int64_t campaign_id, std::vector
     return "malformed: entry format version " + std::string(ver) + " is unknown to this reader (it knows 1.." +
            std::to_string(kEntryVersion) + "): upgrade the writer";
   }
-  if (have_v && !have_g) return "malformed: a version 1 entry has no g";
+  if (have_v && !have_g) return "malformed: a version " + std::string(ver) + " entry has no g";
+  const bool traced = have_v && n >= 2;  // version 2: a line may end with a traceparent
   if (!have_c || !parse_i64(c, &n) || n != campaign_id) return "malformed: c is not this stream's campaign id";
   int64_t issued_at = 0;
   if (!have_t || !parse_i64(t, &issued_at) || issued_at < 0) return "malformed: t is not a time in microseconds";
@@ -104,7 +107,7 @@ std::string parse_grants(const LogEntry& entry, int64_t campaign_id, std::vector
     if (why.empty()) out->push_back(std::move(one));
     return why;
   }
-  // A batch: c t g, g = lines "<seq> <user_ordinal> <user_id> <request_id>".
+  // A batch: c t g, g = lines "<seq> <user_ordinal> <user_id> <request_id>[ <traceparent>]".
   if (g.empty()) return "malformed: g holds no grant";
   std::vector<Grant> grants;
   for (std::size_t pos = 0; pos <= g.size();) {
@@ -114,12 +117,16 @@ std::string parse_grants(const LogEntry& entry, int64_t campaign_id, std::vector
     const std::size_t a = line.find(' ');
     const std::size_t b = a == std::string_view::npos ? a : line.find(' ', a + 1);
     const std::size_t d = b == std::string_view::npos ? b : line.find(' ', b + 1);
-    if (d == std::string_view::npos || line.find(' ', d + 1) != std::string_view::npos) {
-      return "malformed: a line of g is not '<seq> <user_ordinal> <user_id> <request_id>'";
+    const std::size_t e = d == std::string_view::npos ? d : line.find(' ', d + 1);
+    if (d == std::string_view::npos || (e != std::string_view::npos && (!traced || line.find(' ', e + 1) != std::string_view::npos))) {
+      return traced ? "malformed: a line of g is not '<seq> <user_ordinal> <user_id> <request_id>[ <traceparent>]'"
+                    : "malformed: a line of g is not '<seq> <user_ordinal> <user_id> <request_id>'";
     }
     Grant one;
+    const std::string_view request_id = e == std::string_view::npos ? line.substr(d + 1) : line.substr(d + 1, e - d - 1);
+    const std::string_view traceparent = e == std::string_view::npos ? std::string_view() : line.substr(e + 1);
     std::string why = grant_from(campaign_id, line.substr(0, a), line.substr(b + 1, d - b - 1), line.substr(a + 1, b - a - 1),
-                                 line.substr(d + 1), issued_at, &one);
+                                 request_id, issued_at, &one, traceparent);
     if (!why.empty()) return why;
     grants.push_back(std::move(one));
     pos = end + 1;

@@ -1,10 +1,15 @@
 // The grant entry: the format of one record in a campaign's grant log (a Redis Stream), and
 // its parser. The gate writes entries (gate/lua/gate.lua), the writer and reconcile read them.
 //
-// Format, version 1 (field "v" = "1"), one entry per gate batch:
-//   v 1   c <campaign_id>   t <issued_at_us>   g <lines>
+// Format, version 2 (field "v" = "2"), one entry per gate batch whose grants carry trace context:
+//   v 2   c <campaign_id>   t <issued_at_us>   g <lines>
 // where g holds one line per grant, in seq order: "<seq> <user_ordinal> <user_id> <request_id>"
-// (request_id may be empty; ids hold no space or newline: limits::is_valid_id).
+// followed by " <traceparent>" when the grant's issue call had one (the W3C version-00 form,
+// 55 characters: docs/tracing.md). request_id may be empty; ids hold no space or newline
+// (limits::is_valid_id). A traceparent the reader finds malformed is dropped (the grant is kept:
+// trace context never fails a grant). A grant without one costs no byte.
+// Version 1 ("v" = "1"): the same without traceparents; the gate still writes it for a batch in
+// which no grant carries one, so version 2 costs nothing where tracing is not used.
 // Older entries carry no "v" and are read too: the same batch shape (c t g), and the first
 // format, one grant per entry (c s u o r t = campaign, seq, user, user_ordinal, request_id,
 // issued_at_us). An entry with a "v" this reader does not know is malformed (it goes to the
@@ -28,7 +33,7 @@ struct redisReply;
 
 namespace couponcore::grantlog {
 
-inline constexpr int kEntryVersion = 1;  // what the gate writes; what this reader knows at most
+inline constexpr int kEntryVersion = 2;  // what the gate writes at most; what this reader knows at most
 
 // One grant-log entry as read from a stream.
 struct LogEntry {
