@@ -26,7 +26,7 @@ void check_requests(std::vector<IssueRequest>& requests) {
   for (IssueRequest& r : requests) {
     limits::check_user_id(r.user_id);
     if (!r.request_id.empty()) limits::check_request_id(r.request_id);
-    if (!r.traceparent.empty()) r.traceparent = trace::normalize_traceparent(r.traceparent);
+    trace::normalize_traceparent_in_place(r.traceparent);
   }
 }
 

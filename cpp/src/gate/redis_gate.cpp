@@ -232,6 +232,7 @@ redis::Args RedisGate::call_args(const Call& call, int64_t generation) const {
       a.add(r.user_id).add(r.request_id);
       if (r.traceparent.empty()) continue;
       CC_ASSERT(r.traceparent.size() == trace::kTraceparentBytes, "a traceparent reached the gate unchecked");
+      if (traceparents.empty()) traceparents.reserve(call.requests * trace::kTraceparentBytes);
       traceparents.resize(n * trace::kTraceparentBytes, ' ');
       traceparents += r.traceparent;
     }

@@ -22,6 +22,9 @@ inline constexpr std::size_t kTraceparentBytes = 55;
 // "" for an empty or malformed value (counted in malformed_traceparents()), else the 00 form.
 std::string normalize_traceparent(std::string_view value);
 
+// The same, in place: a value already in its version-00 form is left as it is (no copy).
+void normalize_traceparent_in_place(std::string& value);
+
 // Malformed (non-empty, invalid) traceparents seen by this process.
 uint64_t malformed_traceparents() noexcept;
 

@@ -181,7 +181,7 @@ class BatchedWalletEngine final : public WalletEngine {
   void submit(WalletOp op, WalletCallback cb) override {
     check_open();
     check_op(op, options_.clock_us());
-    if (!op.traceparent.empty()) op.traceparent = trace::normalize_traceparent(op.traceparent);  // malformed: ""
+    trace::normalize_traceparent_in_place(op.traceparent);  // malformed: ""
     const int64_t fp = fingerprint(op);
     enqueue(Pending{std::move(op), fp, std::nullopt, std::move(cb)});
   }
