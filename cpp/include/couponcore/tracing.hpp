@@ -71,11 +71,13 @@ class TraceSlot {
   TraceBuffer& enable(std::size_t capacity);
   // Stops noting (the gate and writers see null) and wakes a waiting take().
   void disable() noexcept;
-  TraceBuffer* owned() const noexcept { return owned_.get(); }
+  // The buffer once enabled (also while disabled: what is left can still be taken), else null.
+  TraceBuffer* owned() const noexcept { return owned_ptr_.load(std::memory_order_acquire); }
 
  private:
   std::mutex mu_;
   std::unique_ptr<TraceBuffer> owned_;
+  std::atomic<TraceBuffer*> owned_ptr_{nullptr};
   std::atomic<TraceBuffer*> current_{nullptr};
 };
 

@@ -54,7 +54,10 @@ TraceStats TraceBuffer::stats() const {
 
 TraceBuffer& TraceSlot::enable(std::size_t capacity) {
   std::lock_guard lock(mu_);
-  if (!owned_) owned_ = std::make_unique<TraceBuffer>(std::max<std::size_t>(1, capacity));
+  if (!owned_) {
+    owned_ = std::make_unique<TraceBuffer>(std::max<std::size_t>(1, capacity));
+    owned_ptr_.store(owned_.get(), std::memory_order_release);
+  }
   owned_->reopen();
   current_.store(owned_.get(), std::memory_order_release);
   return *owned_;

@@ -64,7 +64,9 @@ for i = 3, pairs_end, 2 do
         changed[#changed + 1] = user
       end
       held_of[user] = held
-      lines[#lines + 1] = traced_line(seq .. ' ' .. held .. ' ' .. user .. ' ' .. rid, i)
+      local line = seq .. ' ' .. held .. ' ' .. user .. ' ' .. rid
+      if tps then line = traced_line(line, i) end
+      lines[#lines + 1] = line
       code = seq * 8
     end
     if akey and remember then

@@ -11,14 +11,13 @@ if pairs_end % 2 == 1 then
   pairs_end = pairs_end - 1
 end
 local entry_version = '1'
--- The grant line of the request at ARGV index i (its user id), with its traceparent if any.
+-- The grant line of the request at ARGV index i (its user id), with its traceparent if any;
+-- called only when tps is set.
 local function traced_line(line, i)
-  if tps then
-    local o = (i - 3) / 2 * 55 + 1
-    if string.byte(tps, o) ~= 32 then
-      entry_version = '2'
-      return line .. ' ' .. string.sub(tps, o, o + 54)
-    end
+  local o = (i - 3) / 2 * 55 + 1
+  if string.byte(tps, o) ~= 32 then
+    entry_version = '2'
+    return line .. ' ' .. string.sub(tps, o, o + 54)
   end
   return line
 end
