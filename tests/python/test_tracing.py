@@ -162,6 +162,7 @@ def test_malformed_traceparents_are_ignored(open_deployment: Callable[..., coupo
         malformed_strs = sum(1 for b in MALFORMED if isinstance(b, str) and b and "\ud800" not in b)
         after = engine._core.trace_stats()["malformed_traceparents"]
         assert after - before >= 2 * malformed_strs + 2
+        assert f"couponcore_traceparents_malformed_total {after}" in engine.metrics_text()
         coupon = results[0].coupon_id
         used = engine.coupons.use(coupon, "m0", "o1", 100, traceparent="nope")
         assert used.order_id == "o1"
