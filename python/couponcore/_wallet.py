@@ -143,7 +143,7 @@ class Points:
         self._wallets = wallets
         self._partner_id = partner_id
 
-    def _apply(self, op: dict[str, Any], traceparent: Optional[str]) -> WalletResult:
+    def _apply(self, op: dict[str, Any], traceparent: Optional[str] = None) -> WalletResult:
         op["partner_id"] = self._partner_id
         return from_core(WalletResult, self._wallets().apply(_traced(op, traceparent)))
 
