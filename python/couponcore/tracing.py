@@ -55,9 +55,16 @@ def current_traceparent() -> Optional[str]:
     return _incoming.get()
 
 
+def _linked_context(tp: str) -> Any:
+    """The remote SpanContext of a traceparent the engine checked (the records' links)."""
+    return _otel_trace.SpanContext(
+        int(tp[3:35], 16), int(tp[36:52], 16), True, _otel_trace.TraceFlags(int(tp[53:55], 16))
+    )
+
+
 def span_context_of(traceparent: str) -> Any:
-    """The remote OpenTelemetry SpanContext of a (version-00, checked) traceparent; None if the
-    value is not one or OpenTelemetry is absent."""
+    """The remote OpenTelemetry SpanContext of a version-00 traceparent; None if the value is not
+    one or OpenTelemetry is absent."""
     if not OTEL or len(traceparent) != 55 or not set(traceparent[3:35] + traceparent[36:52]) <= _HEX:
         return None
     trace_id, span_id = int(traceparent[3:35], 16), int(traceparent[36:52], 16)
@@ -144,11 +151,7 @@ class SpanEmitter:
     def _emit(self, records: list[tuple[Any, ...]]) -> None:
         root = _otel_context.Context()  # batch spans serve many traces: roots, linked to each
         for kind, start_us, end_us, campaign_ids, items, traced, traceparents in records:
-            links = []
-            for tp in traceparents:
-                ctx = span_context_of(tp)
-                if ctx is not None:
-                    links.append(_otel_trace.Link(ctx))
+            links = [_otel_trace.Link(_linked_context(tp)) for tp in traceparents]
             gate = kind == "gate.batch"
             attributes = {
                 "couponcore.campaign_ids": list(campaign_ids),

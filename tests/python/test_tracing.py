@@ -21,7 +21,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 TP = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
-TP2 = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
+TP2 = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+UNSAMPLED = "00-0af7651916cd43dd8448eb211c803190-b7ad6b7169203330-00"
 
 # Values a caller may send that are not a traceparent: each is ignored, never an error.
 MALFORMED: list[Any] = [
@@ -126,7 +127,8 @@ def test_current_span_is_the_default_trace_context(
         c = engine.campaigns.create("cur", 10)
         with provider.get_tracer("app").start_as_current_span("checkout") as span:
             assert engine.issue(c.id, "u1").status.name == "ISSUED"
-            assert engine.issue_many(c.id, ["u2", "u3"], traceparent=[TP2, None])[0].status.name == "ISSUED"
+            results = engine.issue_many(c.id, ["u2", "u3", "u4"], traceparent=[TP2, None, UNSAMPLED])
+            assert [r.status.name for r in results] == ["ISSUED"] * 3
         assert engine.drain(10)
         mine = span.get_span_context()
         got = wait_for(
@@ -138,6 +140,10 @@ def test_current_span_is_the_default_trace_context(
         linked = {(link.context.trace_id, link.context.span_id) for s in commits for link in s.links}
         assert (mine.trace_id, mine.span_id) in linked  # u1: the current span's context
         assert (int(TP2[3:35], 16), int(TP2[36:52], 16)) in linked  # u2: its own
+        # u3: None in the list is no trace context; u4: an unsampled one, counted, not linked (no
+        # span of its trace is recorded anywhere)
+        assert not any(tid == int(UNSAMPLED[3:35], 16) for tid, _ in linked)
+        assert sum(s.attributes["couponcore.traced"] for s in commits) == 3
     finally:
         engine.close()
 

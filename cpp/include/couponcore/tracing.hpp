@@ -33,7 +33,7 @@ struct TraceRecord {
   std::vector<int64_t> campaign_ids;  // gate: one; writer: the campaigns of the commit
   int64_t items = 0;                  // gate: requests decided; writer: grants committed (rows)
   int64_t traced = 0;                 // items that carried a traceparent
-  std::vector<std::string> traceparents;  // distinct, at most kTraceLinksMax (the links)
+  std::vector<std::string> traceparents;  // distinct sampled ones, at most kTraceLinksMax (the links)
 };
 
 struct TraceStats {
@@ -81,7 +81,8 @@ class TraceSlot {
   std::atomic<TraceBuffer*> current_{nullptr};
 };
 
-// Adds a traceparent to a record's links (distinct, at most kTraceLinksMax); counts it.
+// Counts a (checked) traceparent and adds it to the record's links if it is sampled (flags bit
+// 0), not there yet, and the record holds fewer than kTraceLinksMax.
 void add_trace_link(TraceRecord& r, const std::string& traceparent);
 
 }  // namespace couponcore

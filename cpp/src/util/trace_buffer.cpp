@@ -72,6 +72,11 @@ void TraceSlot::disable() noexcept {
 void add_trace_link(TraceRecord& r, const std::string& traceparent) {
   if (traceparent.empty()) return;
   r.traced++;
+  // Links only to sampled callers (trace-flags bit 0): an unsampled trace records no span to
+  // link to. A checked traceparent ends with its two hex flag digits.
+  const char last = traceparent.back();
+  const int low = last <= '9' ? last - '0' : last - 'a' + 10;
+  if ((low & 1) == 0) return;
   if (r.traceparents.size() >= kTraceLinksMax) return;
   if (std::find(r.traceparents.begin(), r.traceparents.end(), traceparent) != r.traceparents.end()) return;
   r.traceparents.push_back(traceparent);
