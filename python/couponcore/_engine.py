@@ -701,4 +701,5 @@ class Engine(Scope):
 
 
 # open() and migrate() live in _open.py (kept importable from here).
-from ._open import migrate, open  # noqa: E402, F401
+from ._open import migrate as migrate  # noqa: E402
+from ._open import open as open  # noqa: E402
