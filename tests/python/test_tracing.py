@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 TP = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
 TP2 = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+TP3 = "00-11111111111111111111111111111111-2222222222222222-01"
 UNSAMPLED = "00-0af7651916cd43dd8448eb211c803190-b7ad6b7169203330-00"
 
 # Values a caller may send that are not a traceparent: each is ignored, never an error.
@@ -180,8 +181,9 @@ def test_malformed_traceparents_are_ignored(open_deployment: Callable[..., coupo
 
 
 def test_the_grant_entry_carries_the_traceparent(spans: tuple[TracerProvider, InMemorySpanExporter]) -> None:
-    """Production: a traced grant is written as a version 2 entry with its traceparent; an
-    untraced batch is still version 1 (no byte more). The writer reads it into Grant::traceparent
+    """Production: a traced grant is written as a version 2 entry with its traceparent (field p);
+    an untraced batch is still version 1 (no byte more); a batch of which only some requests are
+    granted carries the granted ones' traceparents in line order. The writer reads it into Grant::traceparent
     (its commit record links to it)."""
     provider, exporter = spans
     kw = production_kwargs()
@@ -190,25 +192,32 @@ def test_the_grant_entry_carries_the_traceparent(spans: tuple[TracerProvider, In
         c = gate_only.campaigns.create("entry", 10)
         gate_only.issue(c.id, "traced", traceparent=TP)
         gate_only.issue(c.id, "plain")
+        # "traced" holds its coupon already: only "third" is granted, with its own traceparent
+        gate_only.issue_many(c.id, ["traced", "third"], traceparent=[TP2, TP3])
         r = redis_py.Redis.from_url(kw["redis"])
         entries = r.xrange(f"{kw['key_prefix']}{{c{c.id}}}:g")
-        assert len(entries) == 2
-        first, second = (fields for _, fields in entries)
-        assert first[b"v"] == b"2" and first[b"g"] == f"1 1 traced  {TP}".encode()
-        assert second[b"v"] == b"1" and second[b"g"] == b"2 1 plain "
+        assert len(entries) == 3
+        first, second, third = (fields for _, fields in entries)
+        assert third[b"v"] == b"2" and third[b"g"] == b"3 1 third " and third[b"p"] == TP3.encode()
+        assert first[b"v"] == b"2" and first[b"g"] == b"1 1 traced " and first[b"p"] == TP.encode()
+        assert second[b"v"] == b"1" and second[b"g"] == b"2 1 plain " and b"p" not in second
         r.close()
     finally:
         gate_only.close()
     writer = couponcore.open(**kw, tracing=True, tracer_provider=provider)
     try:
         assert writer.drain(10)
-        assert writer.stats(c.id).rows == 2
-        got = wait_for(exporter, writer, lambda got: any(s.name == "couponcore.writer.commit" for s in got))
+        assert writer.stats(c.id).rows == 3
+
+        def all_committed(got: list[Any]) -> bool:
+            return sum(s.attributes["couponcore.grants"] for s in got if s.name == "couponcore.writer.commit") >= 3
+
+        got = wait_for(exporter, writer, all_committed)
         commits = [s for s in got if s.name == "couponcore.writer.commit"]
-        links = [link.context for s in commits for link in s.links]
-        assert [(x.trace_id, x.span_id) for x in links] == [(int(TRACE_ID, 16), 0x00F067AA0BA902B7)]
-        assert sum(s.attributes["couponcore.grants"] for s in commits) == 2
-        assert sum(s.attributes["couponcore.traced"] for s in commits) == 1
+        links = {(link.context.trace_id, link.context.span_id) for s in commits for link in s.links}
+        assert links == {(int(TRACE_ID, 16), 0x00F067AA0BA902B7), (int(TP3[3:35], 16), int(TP3[36:52], 16))}
+        assert sum(s.attributes["couponcore.grants"] for s in commits) == 3
+        assert sum(s.attributes["couponcore.traced"] for s in commits) == 2
     finally:
         writer.close()
 

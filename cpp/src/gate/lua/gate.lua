@@ -14,8 +14,8 @@
 -- The clock is Redis's (TIME), one for every gate process.
 -- The batch's grants go to the stream as ONE entry in the grant-entry format of
 -- cpp/src/log/grant_entry.hpp: v 1 c <campaign> t <now_us> g <lines>, a line
--- "<seq> <user_ordinal> <user_id> <request_id>" per grant (v 2: and " <traceparent>" on the
--- lines of grants that carry one), in seq order (ids hold no space or
+-- "<seq> <user_ordinal> <user_id> <request_id>" per grant (v 2: and field p, the grants'
+-- traceparents: trace_args.lua), in seq order (ids hold no space or
 -- newline: limits::is_valid_id). One XADD per batch instead of one per grant: an XADD from Lua
 -- costs about as much as the rest of a grant's decision.
 if redis.replicate_commands then pcall(redis.replicate_commands) end
@@ -78,9 +78,8 @@ for i = 3, pairs_end, 2 do
         changed[#changed + 1] = user
       end
       held_of[user] = held
-      local line = seq .. ' ' .. held .. ' ' .. user .. ' ' .. rid
-      if tps then line = traced_line(line, i) end
-      lines[#lines + 1] = line
+      lines[#lines + 1] = seq .. ' ' .. held .. ' ' .. user .. ' ' .. rid
+      if tps then granted[#granted + 1] = i end
       code = seq * 8
     end
     if akey then
@@ -90,7 +89,7 @@ for i = 3, pairs_end, 2 do
   end
   out[#out + 1] = code
 end
-if #lines > 0 then redis.call('XADD', KEYS[3], '*', 'v', entry_version, 'c', cid, 't', now_s, 'g', table.concat(lines, '\n')) end
+if #lines > 0 then append_entry(KEYS[3], cid, now_s, lines) end
 for i = 1, #changed, 1000 do
   local kv = {}
   for j = i, math.min(i + 999, #changed) do

@@ -64,9 +64,8 @@ for i = 3, pairs_end, 2 do
         changed[#changed + 1] = user
       end
       held_of[user] = held
-      local line = seq .. ' ' .. held .. ' ' .. user .. ' ' .. rid
-      if tps then line = traced_line(line, i) end
-      lines[#lines + 1] = line
+      lines[#lines + 1] = seq .. ' ' .. held .. ' ' .. user .. ' ' .. rid
+      if tps then granted[#granted + 1] = i end
       code = seq * 8
     end
     if akey and remember then
@@ -76,7 +75,7 @@ for i = 3, pairs_end, 2 do
   end
   out[#out + 1] = code
 end
-if #lines > 0 then redis.call('XADD', KEYS[3], '*', 'v', entry_version, 'c', cid, 't', now_s, 'g', table.concat(lines, '\n')) end
+if #lines > 0 then append_entry(KEYS[3], cid, now_s, lines) end
 for i = 1, #changed, 1000 do
   local kv = {}
   for j = i, math.min(i + 999, #changed) do
