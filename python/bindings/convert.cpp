@@ -87,7 +87,18 @@ std::string_view utf8(py::handle o, const char* what) {
 
 std::string to_str(py::handle o, const char* what) { return std::string(utf8(o, what)); }
 
-std::vector<IssueRequest> to_requests(py::handle user_ids, py::handle request_ids) {
+std::string traceparent_of(py::handle o) {
+  if (o.ptr() == nullptr || !PyUnicode_Check(o.ptr())) return {};  // None, or not text: no trace context
+  Py_ssize_t n = 0;
+  const char* p = PyUnicode_AsUTF8AndSize(o.ptr(), &n);
+  if (p == nullptr) {
+    PyErr_Clear();  // not encodable: malformed, ignored like any other
+    return {};
+  }
+  return std::string(p, static_cast<std::size_t>(n));
+}
+
+std::vector<IssueRequest> to_requests(py::handle user_ids, py::handle request_ids, py::handle traceparents) {
   py::object users = sequence_fast(user_ids, "user_ids");
   const Py_ssize_t n = PySequence_Fast_GET_SIZE(users.ptr());
   if (static_cast<std::size_t>(n) > limits::kIssueBatchMax) {
@@ -101,12 +112,29 @@ std::vector<IssueRequest> to_requests(py::handle user_ids, py::handle request_id
       raise(ErrorCode::kInvalidArgument, "request_ids must have as many items as user_ids");
     }
   }
+  // traceparents: one str for every request, or one item (str or None) per request.
+  py::object tps;
+  std::string one_tp;
+  if (PyUnicode_Check(traceparents.ptr())) {
+    one_tp = traceparent_of(traceparents);
+  } else if (!traceparents.is_none()) {
+    tps = sequence_fast(traceparents, "traceparent");
+    if (PySequence_Fast_GET_SIZE(tps.ptr()) != n) {
+      raise(ErrorCode::kInvalidArgument, "traceparent must be one str or have as many items as user_ids");
+    }
+  }
   std::vector<IssueRequest> out(static_cast<std::size_t>(n));
   PyObject** items = PySequence_Fast_ITEMS(users.ptr());
   PyObject** rids = reqs ? PySequence_Fast_ITEMS(reqs.ptr()) : nullptr;
+  PyObject** tp_items = tps ? PySequence_Fast_ITEMS(tps.ptr()) : nullptr;
   for (Py_ssize_t i = 0; i < n; ++i) {
     out[i].user_id = utf8(items[i], "user_id");
     if (rids && rids[i] != Py_None) out[i].request_id = utf8(rids[i], "request_id");
+    if (tp_items) {
+      out[i].traceparent = traceparent_of(tp_items[i]);
+    } else if (!one_tp.empty()) {
+      out[i].traceparent = one_tp;
+    }
   }
   return out;
 }

@@ -50,7 +50,10 @@ class OptionReader {
 };
 
 // user_ids: a sequence of str; request_ids: None or a sequence of str/None of the same length.
-std::vector<IssueRequest> to_requests(py::handle user_ids, py::handle request_ids);
+// traceparent: None, one str for all, or a sequence with one str / None per user id.
+std::vector<IssueRequest> to_requests(py::handle user_ids, py::handle request_ids, py::handle traceparent);
+// A traceparent argument as text ("" for None or a non-str); the engine checks its form.
+std::string traceparent_of(py::handle o);
 // The Python couponcore.Status member for a status (borrowed; lives as long as the process).
 py::object status_object(IssueStatus s);
 // An IssueResult as a Python object; answers without a coupon share one object per status.

@@ -87,18 +87,20 @@ void register_campaign_rules(py::object& cls) {
 
 void register_lifecycle(py::object& cls) {
   method(cls, "use_coupon", [](py::handle self, py::object pid, py::object coupon_id, py::object user_id,
-                               py::object order_id, py::object order_amount) {
+                               py::object order_id, py::object order_amount, py::object traceparent) {
     Engine& e = engine_of(self);
     const int64_t p = to_i64(pid, "partner_id");
     UseRequest r{to_i64(coupon_id, "coupon_id"), to_str(user_id, "user_id"), to_str(order_id, "order_id"),
-                 to_i64(order_amount, "order_amount")};
+                 to_i64(order_amount, "order_amount"), traceparent_of(traceparent)};
     return to_record(nogil([&] { return e.use_coupon(p, r); }));
   }, "Uses a coupon for an order (idempotent per order_id).");
-  method(cls, "cancel_coupon_use", [](py::handle self, py::object pid, py::object coupon_id, py::object order_id) {
+  method(cls, "cancel_coupon_use", [](py::handle self, py::object pid, py::object coupon_id, py::object order_id,
+                                      py::object traceparent) {
     Engine& e = engine_of(self);
     const int64_t p = to_i64(pid, "partner_id"), id = to_i64(coupon_id, "coupon_id");
     const std::string order = to_str(order_id, "order_id");
-    return to_record(nogil([&] { return e.cancel_coupon_use(p, id, order); }));
+    const std::string tp = traceparent_of(traceparent);
+    return to_record(nogil([&] { return e.cancel_coupon_use(p, id, order, tp); }));
   }, "Undoes an order's use of a coupon (idempotent per order_id).");
   method(cls, "get_coupon", [](py::handle self, py::object pid, py::object coupon_id) {
     Engine& e = engine_of(self);

@@ -175,39 +175,47 @@ void register_engine(py::module_& m) {
         }
         return to_records(cs);
       })
-      .def("issue", [](PyEngine& self, py::object campaign_id, py::object user_id, py::object request_id) {
+      .def("issue", [](PyEngine& self, py::object campaign_id, py::object user_id, py::object request_id,
+                        py::object traceparent) {
         Engine& e = self.get();
         std::vector<IssueRequest> one(1);
         int64_t cid = to_i64(campaign_id, "campaign_id");
         one[0].user_id = to_str(user_id, "user_id");
         if (!request_id.is_none()) one[0].request_id = to_str(request_id, "request_id");
+        one[0].traceparent = traceparent_of(traceparent);
         return result_object(issue_blocking(e, cid, std::move(one)).at(0));
-      }, py::arg("campaign_id"), py::arg("user_id"), py::arg("request_id") = py::none())
-      .def("issue_many", [](PyEngine& self, py::object campaign_id, py::object user_ids, py::object request_ids) {
+      }, py::arg("campaign_id"), py::arg("user_id"), py::arg("request_id") = py::none(),
+         py::arg("traceparent") = py::none())
+      .def("issue_many", [](PyEngine& self, py::object campaign_id, py::object user_ids, py::object request_ids,
+                             py::object traceparent) {
         Engine& e = self.get();
         int64_t cid = to_i64(campaign_id, "campaign_id");
-        std::vector<IssueRequest> reqs = to_requests(user_ids, request_ids);
+        std::vector<IssueRequest> reqs = to_requests(user_ids, request_ids, traceparent);
         std::vector<IssueResult> results = issue_blocking(e, cid, std::move(reqs));
         return result_list(results);
-      }, py::arg("campaign_id"), py::arg("user_ids"), py::arg("request_ids") = py::none())
+      }, py::arg("campaign_id"), py::arg("user_ids"), py::arg("request_ids") = py::none(),
+         py::arg("traceparent") = py::none())
       .def("submit_issue", [](PyEngine& self, py::object campaign_id, py::object user_id, py::object request_id,
-                               py::object loop, py::object future) {
+                               py::object loop, py::object future, py::object traceparent) {
         int64_t cid = to_i64(campaign_id, "campaign_id");
         std::vector<IssueRequest> one(1);
         one[0].user_id = to_str(user_id, "user_id");
         if (!request_id.is_none()) one[0].request_id = to_str(request_id, "request_id");
+        one[0].traceparent = traceparent_of(traceparent);
         submit_async(self, cid, std::move(one), std::move(loop), std::move(future), true);
-      })
+      }, py::arg("campaign_id"), py::arg("user_id"), py::arg("request_id"), py::arg("loop"), py::arg("future"),
+         py::arg("traceparent") = py::none())
       .def("submit_issue_many", [](PyEngine& self, py::object campaign_id, py::object user_ids,
-                                    py::object request_ids, py::object loop, py::object future) {
+                                    py::object request_ids, py::object loop, py::object future, py::object traceparent) {
         int64_t cid = to_i64(campaign_id, "campaign_id");
-        std::vector<IssueRequest> reqs = to_requests(user_ids, request_ids);
+        std::vector<IssueRequest> reqs = to_requests(user_ids, request_ids, traceparent);
         if (reqs.empty()) {
           future.attr("set_result")(py::list());
           return;
         }
         submit_async(self, cid, std::move(reqs), std::move(loop), std::move(future), false);
-      })
+      }, py::arg("campaign_id"), py::arg("user_ids"), py::arg("request_ids"), py::arg("loop"), py::arg("future"),
+         py::arg("traceparent") = py::none())
       .def("campaign_stats", [](PyEngine& self, py::object campaign_id) {
         Engine& e = self.get();
         int64_t cid = to_i64(campaign_id, "campaign_id");
@@ -241,6 +249,41 @@ void register_engine(py::module_& m) {
         return e.drain(timeout_s);
       }, py::arg("timeout_s") = 30.0)
       .def("histograms", [](PyEngine& self) { return histograms_dict(self.get()); })
+      .def("enable_tracing", [](PyEngine& self, py::object capacity) {
+        const int64_t n = to_i64(capacity, "capacity");
+        if (n <= 0) raise(ErrorCode::kInvalidArgument, "the trace buffer needs a capacity of at least 1 record");
+        self.get().enable_tracing(static_cast<std::size_t>(n));
+      }, py::arg("capacity") = 4096)
+      .def("disable_tracing", [](PyEngine& self) { self.get().disable_tracing(); })
+      .def("take_trace_records", [](PyEngine& self, py::object max, py::object timeout_ms) {
+        Engine& e = self.get();
+        const int64_t m = to_i64(max, "max"), t = to_i64(timeout_ms, "timeout_ms");
+        std::vector<TraceRecord> recs;
+        {
+          py::gil_scoped_release nogil;
+          recs = e.take_trace_records(static_cast<std::size_t>(std::max<int64_t>(m, 1)), t);
+        }
+        // (kind, start_us, end_us, campaign_ids, items, traced, traceparents)
+        py::list out(recs.size());
+        for (std::size_t i = 0; i < recs.size(); ++i) {
+          const TraceRecord& r = recs[i];
+          py::list tps(r.traceparents.size());
+          for (std::size_t k = 0; k < r.traceparents.size(); ++k) tps[k] = py::str(r.traceparents[k]);
+          py::list cids(r.campaign_ids.size());
+          for (std::size_t k = 0; k < r.campaign_ids.size(); ++k) cids[k] = py::int_(r.campaign_ids[k]);
+          out[i] = py::make_tuple(r.kind == TraceKind::kGateBatch ? "gate.batch" : "writer.commit", r.start_us, r.end_us,
+                                  cids, r.items, r.traced, tps);
+        }
+        return out;
+      }, py::arg("max") = 256, py::arg("timeout_ms") = 0)
+      .def("trace_stats", [](PyEngine& self) {
+        TraceStats s = self.get().trace_stats();
+        py::dict d;
+        d["recorded"] = s.recorded;
+        d["dropped"] = s.dropped;
+        d["malformed_traceparents"] = s.malformed_traceparents;
+        return d;
+      })
       .def("log_backlog", [](PyEngine& self) {
         Engine& e = self.get();
         std::vector<LogBacklog> b;

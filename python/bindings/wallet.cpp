@@ -73,7 +73,16 @@ int64_t i64_or(py::dict d, const char* key, int64_t fallback) {
   return to_i64(d[key], key);
 }
 
+WalletOp op_of(py::dict d);
+
+// The op of a dict; its "traceparent" item (any kind of op) is carried, never checked here.
 WalletOp op_from(py::dict d) {
+  WalletOp op = op_of(d);
+  if (d.contains("traceparent")) op.traceparent = traceparent_of(d["traceparent"]);
+  return op;
+}
+
+WalletOp op_of(py::dict d) {
   const std::string kind = to_str(d["kind"], "kind");
   const int64_t partner = to_i64(d["partner_id"], "partner_id");
   const std::string user = to_str(d["user_id"], "user_id");

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextvars
 import functools
-import os
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -44,6 +42,7 @@ from ._types import (
     to_us,
 )
 from ._wallet import CheckoutCancelResult, CheckoutResult, Points, PointsAdmin
+from .tracing import SpanEmitter, current_traceparent
 
 if TYPE_CHECKING:
     from .jobs import Jobs
@@ -56,8 +55,10 @@ T = TypeVar("T")
 
 
 async def _offload(fn: Callable[..., T], *args: Any) -> T:
-    """Run a blocking call that is not on a hot path in the loop's default executor."""
-    return await asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *args))
+    """Run a blocking call that is not on a hot path in the loop's default executor (in the
+    caller's context: its trace context is the call's)."""
+    call = functools.partial(contextvars.copy_context().run, fn, *args)
+    return await asyncio.get_running_loop().run_in_executor(None, call)
 
 
 def _partner_id(partner: Union[int, Partner]) -> int:
@@ -181,7 +182,9 @@ class Coupons:
         self._scope = scope
         self._core = scope._core
 
-    def use(self, coupon_id: int, user_id: str, order_id: str, order_amount: int) -> UseResult:
+    def use(
+        self, coupon_id: int, user_id: str, order_id: str, order_amount: int, *, traceparent: Optional[str] = None
+    ) -> UseResult:
         """Redeem ``coupon_id`` held by ``user_id`` for an order of ``order_amount`` minor units.
 
         Checks owner, state, validity and minimum order, computes the discount and marks the
@@ -189,16 +192,19 @@ class Coupons:
         ``Conflict``. Repeating the call with the same ``order_id`` returns the first result.
         Raises ``NotFound`` (unknown coupon, another user's or partner's), ``Conflict`` (used,
         expired), ``InvalidArgument`` (bad amounts, below the minimum order), ``Unavailable``
-        (production: just issued and not yet in the store; retry).
+        (production: just issued and not yet in the store; retry). ``traceparent``: the call's W3C
+        trace context (default: the caller's, docs/tracing.md; a malformed one is ignored).
         """
+        tp = traceparent if traceparent is not None else current_traceparent()
         return from_core(
-            UseResult, self._core.use_coupon(self._scope.partner_id, coupon_id, user_id, order_id, order_amount)
+            UseResult, self._core.use_coupon(self._scope.partner_id, coupon_id, user_id, order_id, order_amount, tp)
         )
 
-    def cancel_use(self, coupon_id: int, order_id: str) -> Coupon:
+    def cancel_use(self, coupon_id: int, order_id: str, *, traceparent: Optional[str] = None) -> Coupon:
         """Undo ``order_id``'s use: the coupon is issued again, or expired if its validity passed
         meanwhile (see the returned state). Repeats are harmless."""
-        return from_core(Coupon, self._core.cancel_coupon_use(self._scope.partner_id, coupon_id, order_id))
+        tp = traceparent if traceparent is not None else current_traceparent()
+        return from_core(Coupon, self._core.cancel_coupon_use(self._scope.partner_id, coupon_id, order_id, tp))
 
     def get(self, coupon_id: int) -> Coupon:
         """One coupon, with its state as of now."""
@@ -397,12 +403,13 @@ class Scope:
         points: int = 0,
         *,
         idempotency_key: str,
+        traceparent: Optional[str] = None,
     ) -> CheckoutResult:
         """Use a coupon and points for one order in ONE transaction: both or neither (see
         ``Points.checkout``). Retry with the same ``idempotency_key``; cancel with
         :meth:`cancel_checkout`."""
         return self._checkout_points().checkout(
-            user_id, order_id, order_amount, coupon_id, points, idempotency_key=idempotency_key
+            user_id, order_id, order_amount, coupon_id, points, idempotency_key=idempotency_key, traceparent=traceparent
         )
 
     def cancel_checkout(
@@ -412,11 +419,12 @@ class Scope:
         *,
         order_id: Optional[str] = None,
         idempotency_key: str,
+        traceparent: Optional[str] = None,
     ) -> CheckoutCancelResult:
         """Undo a checkout, named by its idempotency key or by its order id (the order's latest
         checkout): the coupon and the points come back together."""
         return self._checkout_points().cancel_checkout(
-            user_id, checkout_key, order_id=order_id, idempotency_key=idempotency_key
+            user_id, checkout_key, order_id=order_id, idempotency_key=idempotency_key, traceparent=traceparent
         )
 
     async def acheckout(self, user_id: str, order_id: str, order_amount: int, **kwargs: Any) -> CheckoutResult:
@@ -428,32 +436,44 @@ class Scope:
     ) -> CheckoutCancelResult:
         return await _offload(functools.partial(self.cancel_checkout, user_id, checkout_key, **kwargs))
 
-    def issue(self, campaign_id: int, user_id: str, request_id: Optional[str] = None) -> _core.IssueResult:
+    def issue(
+        self, campaign_id: int, user_id: str, request_id: Optional[str] = None, *, traceparent: Optional[str] = None
+    ) -> _core.IssueResult:
         """Ask for one coupon. Returns when the answer is final; an ISSUED answer is durable.
 
         A repeated ``request_id`` (per user) returns the first answer instead of deciding again.
+        ``traceparent``: the call's W3C trace context; by default the caller's (the current
+        OpenTelemetry span, or the web request's header): docs/tracing.md. Malformed: ignored.
         """
         self._check(campaign_id)
-        return self._core.issue(campaign_id, user_id, request_id)
+        tp = traceparent if traceparent is not None else current_traceparent()
+        return self._core.issue(campaign_id, user_id, request_id, tp)
 
     def issue_many(
         self,
         campaign_id: int,
         user_ids: Sequence[str],
         request_ids: Optional[Sequence[Optional[str]]] = None,
+        *,
+        traceparent: Union[None, str, Sequence[Optional[str]]] = None,
     ) -> list[_core.IssueResult]:
-        """Decide a batch of requests for one campaign in one call, in order."""
+        """Decide a batch of requests for one campaign in one call, in order. ``traceparent``: one
+        for every request, or one (or None) per request; by default the caller's."""
         self._check(campaign_id)
-        return self._core.issue_many(campaign_id, user_ids, request_ids)
+        tp = traceparent if traceparent is not None else current_traceparent()
+        return self._core.issue_many(campaign_id, user_ids, request_ids, tp)
 
-    async def aissue(self, campaign_id: int, user_id: str, request_id: Optional[str] = None) -> _core.IssueResult:
+    async def aissue(
+        self, campaign_id: int, user_id: str, request_id: Optional[str] = None, *, traceparent: Optional[str] = None
+    ) -> _core.IssueResult:
         """``issue`` for asyncio: never blocks the event loop. Concurrent coroutines are decided
         in the same batches as threads. Cancelling the awaiting task is safe: the decision may
         still happen, and a retry with the same ``request_id`` then gets its answer."""
         self._check(campaign_id)
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._core.submit_issue(campaign_id, user_id, request_id, loop, future)
+        tp = traceparent if traceparent is not None else current_traceparent()
+        self._core.submit_issue(campaign_id, user_id, request_id, loop, future, tp)
         return await future  # type: ignore[no-any-return]
 
     async def aissue_many(
@@ -461,12 +481,15 @@ class Scope:
         campaign_id: int,
         user_ids: Sequence[str],
         request_ids: Optional[Sequence[Optional[str]]] = None,
+        *,
+        traceparent: Union[None, str, Sequence[Optional[str]]] = None,
     ) -> list[_core.IssueResult]:
         """``issue_many`` for asyncio."""
         self._check(campaign_id)
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._core.submit_issue_many(campaign_id, user_ids, request_ids, loop, future)
+        tp = traceparent if traceparent is not None else current_traceparent()
+        self._core.submit_issue_many(campaign_id, user_ids, request_ids, loop, future, tp)
         return await future  # type: ignore[no-any-return]
 
     def stats(self, campaign_id: int) -> CampaignStats:
@@ -514,6 +537,7 @@ class Engine(Scope):
         self._store: tuple[str, Optional[str]] = ("memory", None)
         self._redis: Optional[tuple[str, str]] = None  # production: (Redis URL, key prefix), for the live windows
         self._windows: Any = None
+        self._tracing: Optional[SpanEmitter] = None
 
     def _wallets(self) -> _core.Wallets:
         """The native wallet engine, opened on first use (it has its own connections and thread)."""
@@ -649,8 +673,24 @@ class Engine(Scope):
 
         return render(self)
 
+    def enable_tracing(self, tracer_provider: Any = None, capacity: int = 4096) -> SpanEmitter:
+        """Turn the gate's batches and the writers' commits into OpenTelemetry spans (needs
+        opentelemetry-api; ``couponcore.open`` does this by default when it is installed), with
+        ``tracer_provider`` (default: the global one) and a buffer of ``capacity`` records
+        (docs/tracing.md). Returns the emitter (``flush()``, ``stats()``)."""
+        if self._tracing is None:
+            self._tracing = SpanEmitter(self._core, tracer_provider, capacity)
+        return self._tracing
+
+    @property
+    def tracing(self) -> Optional[SpanEmitter]:
+        """The span emitter, or None when tracing is off."""
+        return self._tracing
+
     def close(self) -> None:
         """Finish what is queued, stop the engine's threads. Later calls raise Closed."""
+        if self._tracing is not None:
+            self._tracing.close()
         if self._jobs is not None:
             self._jobs.close()  # the in-process runner finishes the job in hand first
         with self._wallets_lock:
@@ -673,128 +713,6 @@ class Engine(Scope):
         return f"<couponcore.Engine {self._core.kind if not self.closed else ''} {state}>"
 
 
-def _auth_ttl_ms(auth_cache_ttl_s: Optional[float]) -> Optional[int]:
-    if auth_cache_ttl_s is None:
-        return None
-    if isinstance(auth_cache_ttl_s, bool) or not isinstance(auth_cache_ttl_s, (int, float)):
-        raise _core.InvalidType("auth_cache_ttl_s must be a number of seconds")
-    if not -1e12 <= auth_cache_ttl_s <= 1e12:  # inf and NaN too; the core checks the real range
-        raise _core.InvalidArgument("auth_cache_ttl_s is out of range")
-    return int(round(auth_cache_ttl_s * 1000))
-
-
-def open(  # noqa: A001
-    path: Optional[str] = None,
-    *,
-    redis: Optional[str] = None,
-    postgres: Optional[str] = None,
-    key_prefix: str = "cc:",
-    writer_threads: int = 1,
-    migrate: bool = True,
-    synchronous_full: bool = True,
-    auth_cache_ttl_s: Optional[float] = None,
-    auth_cache_entries_max: Optional[int] = None,
-    **options: Any,
-) -> Engine:
-    """Open an engine. One API, two deployments:
-
-    - ``couponcore.open()`` / ``couponcore.open("sale.db")``: the embedded engine, an in-process
-      gate and a SQLite file (WAL, synchronous=FULL). ``path`` defaults to ``couponcore.db`` in
-      the working directory; ``":memory:"`` keeps everything in memory.
-    - ``couponcore.open(redis="redis://host:6379/0", postgres="postgresql://.../db")``: the
-      production deployment, a Redis gate (one Lua call per batch), a Redis Stream per
-      campaign as the grant log, and PostgreSQL as the store, written by ``writer_threads``
-      native writers in this process (0 when separate ``couponcore worker`` processes write).
-      ``key_prefix`` starts every Redis key; ``migrate`` applies the schema on open. Further
-      tuning options (``answer_ttl_s``, ``gate_batch_requests_max``, ``writer_block_ms``,
-      ``lifecycle_conns_max``, ...) are passed on as keyword arguments; see docs/production.md.
-      A misspelt option is ``InvalidArgument``, not ignored. On Redis Cluster, give its seeds:
-      ``redis="redis+cluster://host:7000,host:7001"`` (docs/production.md, "Running on Redis
-      Cluster"); one hot campaign spreads over several masters with
-      ``campaigns.create(..., shards=K)`` (docs/production.md, "Sharded campaigns"). Behind Redis
-      Sentinel, give the sentinels and the master's name:
-      ``redis="redis+sentinel://host:26379,host:26380/mymaster"``.
-      ``replicas_acked=1, replica_wait_ms=100`` answer ``ISSUED`` only for batches that many
-      replicas hold (one ``WAIT`` per master per pipeline of batches; else a re-send, or
-      ``Unavailable`` "not yet replicated": retry with the same request_id), so a failover loses
-      no acknowledged grant (docs/production.md, "Running on Redis Cluster / with replicas").
-
-    Both: the point wallets' engine takes ``wallet_batch_ops_max`` (operations per
-    transaction, default 1,024), ``wallet_queue_ops_max`` (queued operations before callers
-    wait, default 100,000), ``wallet_queue_full_wait_ms`` (then ``Unavailable``, default
-    10,000), ``wallet_retry_budget_ms`` (how long a batch retries a deadlock or a lost
-    connection, default 30,000) and, production only, ``wallet_committers`` (parallel batch
-    connections, default 2; SQLite has one writer). They are checked here, at open; the
-    wallet engine itself opens on first use. See docs/wallet.md.
-
-    Both: ``windows``, ``windows_flush_ms`` (and production ``windows_stream_maxlen``): the
-    live windows' answer records (``engine.windows``, docs/windows.md).
-
-    Both: ``auth_cache_ttl_s`` (default 30 s, at most 3,600; 0 disables) and
-    ``auth_cache_entries_max`` (default 10,000) size the in-process authentication cache (the
-    production deployment also shares entries through Redis for the same TTL).
-    """
-    wallet_opts = {k: options.pop(k) for k in [k for k in options if k.startswith("wallet_")]}
-    _core.check_wallet_options(wallet_opts)
-    if redis is not None or postgres is not None:
-        if path is not None:
-            raise _core.InvalidArgument("give either path (embedded) or redis and postgres (production)")
-        if not isinstance(redis, str) or not isinstance(postgres, str):
-            raise _core.InvalidType("the production deployment needs both redis and postgres URLs (str)")
-        for name, value in (("key_prefix", key_prefix),):
-            if not isinstance(value, str):
-                raise _core.InvalidType(f"{name} must be a str")
-        if isinstance(writer_threads, bool) or not isinstance(writer_threads, int) or not 0 <= writer_threads <= 64:
-            raise _core.InvalidArgument("writer_threads must be an int in 0..64")
-        opts = dict(options)
-        opts.update(
-            redis_url=redis,
-            postgres_url=postgres,
-            key_prefix=key_prefix,
-            writer_threads=writer_threads,
-            migrate_on_open=bool(migrate),
-            auth_cache_ttl_ms=_auth_ttl_ms(auth_cache_ttl_s),
-            auth_cache_entries_max=auth_cache_entries_max,
-        )
-        engine = Engine(_core.open_production(opts), lambda: _core.open_wallets_postgres(postgres, wallet_opts))
-        engine._postgres_url, engine._migrate = postgres, bool(migrate)
-        engine._store = ("postgres", postgres)
-        engine._redis = (redis, key_prefix)
-        return engine
-    from .windows import embedded_options
-
-    windows, windows_flush_ms = embedded_options(options)  # popped from options
-    if options:
-        raise _core.InvalidArgument(f"unknown options for the embedded engine: {sorted(options)}")
-    if wallet_opts.get("wallet_committers") not in (None, 1):
-        raise _core.InvalidArgument("wallet_committers: the embedded wallet store has one writer (SQLite)")
-    if path is None:
-        path = DEFAULT_PATH
-    if not isinstance(path, (str, os.PathLike)):
-        raise _core.InvalidType(f"path must be a str or os.PathLike, got {type(path).__name__}")
-    path = os.fspath(path)
-    ttl_ms = _auth_ttl_ms(auth_cache_ttl_s)
-    core = _core.open_embedded(path, synchronous_full, ttl_ms, auth_cache_entries_max, windows, windows_flush_ms)
-    engine = Engine(core)
-    if path == ":memory:":
-        # The wallet engine needs a file (it uses two connections): a private temporary one.
-        tmp = tempfile.mkdtemp(prefix="couponcore-wallets-")
-        engine._open_wallets = lambda: _core.open_wallets_embedded(
-            os.path.join(tmp, "wallets.db"), synchronous_full, wallet_opts
-        )
-        engine._cleanup.append(lambda: shutil.rmtree(tmp, ignore_errors=True))
-        engine._checkout_refusal = (
-            "checkout needs the coupons and the wallets in one SQLite file: open the engine with a path, not ':memory:'"
-        )
-    else:
-        engine._open_wallets = lambda: _core.open_wallets_embedded(path, synchronous_full, wallet_opts)
-        engine._store = ("sqlite", path)
-    return engine
-
-
-def migrate(postgres: str) -> int:
-    """Apply couponcore's PostgreSQL migrations (every component); returns how many ran.
-    Safe to run concurrently and repeatedly (``couponcore migrate``)."""
-    if not isinstance(postgres, str):
-        raise _core.InvalidType("postgres must be a URL (str)")
-    return _core.migrate(postgres)
+# open() and migrate() live in _open.py (kept importable from here).
+from ._open import migrate as migrate  # noqa: E402
+from ._open import open as open  # noqa: E402

@@ -9,6 +9,7 @@ applied natively in batches, one transaction each; see docs/wallet.md.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import datetime as _dt
 import functools
 import time
@@ -17,6 +18,7 @@ from typing import Any, Callable, Optional, TypeVar
 
 from . import _core
 from ._types import TimeLike, core, from_core, from_us, record, records_of, to_us
+from .tracing import current_traceparent
 
 T = TypeVar("T")
 HISTORY_PAGE_DEFAULT = 50
@@ -120,9 +122,18 @@ class CheckoutCancelResult:
     replayed: bool
 
 
-
 async def _offload(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    return await asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *args, **kwargs))
+    # The caller's context goes along: its trace context (couponcore.tracing) is the call's.
+    call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+    return await asyncio.get_running_loop().run_in_executor(None, call)
+
+
+def _traced(op: dict[str, Any], traceparent: Optional[str]) -> dict[str, Any]:
+    """op with the call's trace context: the one given, else the caller's (couponcore.tracing)."""
+    tp = traceparent if traceparent is not None else current_traceparent()
+    if tp is not None:
+        op["traceparent"] = tp
+    return op
 
 
 class Points:
@@ -132,9 +143,9 @@ class Points:
         self._wallets = wallets
         self._partner_id = partner_id
 
-    def _apply(self, op: dict[str, Any]) -> WalletResult:
+    def _apply(self, op: dict[str, Any], traceparent: Optional[str] = None) -> WalletResult:
         op["partner_id"] = self._partner_id
-        return from_core(WalletResult, self._wallets().apply(op))
+        return from_core(WalletResult, self._wallets().apply(_traced(op, traceparent)))
 
     def earn(
         self,
@@ -145,6 +156,7 @@ class Points:
         expires_at: Optional[TimeLike] = None,
         expires_in_days: Optional[float] = None,
         reason: str = "",
+        traceparent: Optional[str] = None,
     ) -> WalletResult:
         """Add a lot of ``amount`` points, expiring at ``expires_at`` or after
         ``expires_in_days`` (neither: never)."""
@@ -168,10 +180,13 @@ class Points:
                 "expires_at_us": expires_us,
                 "reason": reason,
                 "idempotency_key": idempotency_key,
-            }
+            },
+            traceparent,
         )
 
-    def use(self, user_id: str, amount: int, *, idempotency_key: str, order_id: str = "") -> WalletResult:
+    def use(
+        self, user_id: str, amount: int, *, idempotency_key: str, order_id: str = "", traceparent: Optional[str] = None
+    ) -> WalletResult:
         """Spend ``amount`` points, first-expiring lots first. ``InsufficientFunds`` if the
         usable balance is lower (nothing changes)."""
         return self._apply(
@@ -181,11 +196,18 @@ class Points:
                 "amount": amount,
                 "order_id": order_id,
                 "idempotency_key": idempotency_key,
-            }
+            },
+            traceparent,
         )
 
     def cancel(
-        self, user_id: str, *, idempotency_key: str, entry_id: Optional[int] = None, use_key: Optional[str] = None
+        self,
+        user_id: str,
+        *,
+        idempotency_key: str,
+        entry_id: Optional[int] = None,
+        use_key: Optional[str] = None,
+        traceparent: Optional[str] = None,
     ) -> WalletResult:
         """Undo a use (by its ``entry_id`` or its idempotency key ``use_key``): exactly the drawn
         lots are restored; points of lots that expired meanwhile are restored and written off."""
@@ -196,10 +218,19 @@ class Points:
                 "entry_id": entry_id,
                 "use_key": use_key,
                 "idempotency_key": idempotency_key,
-            }
+            },
+            traceparent,
         )
 
-    def transfer(self, from_user_id: str, to_user_id: str, amount: int, *, idempotency_key: str) -> WalletResult:
+    def transfer(
+        self,
+        from_user_id: str,
+        to_user_id: str,
+        amount: int,
+        *,
+        idempotency_key: str,
+        traceparent: Optional[str] = None,
+    ) -> WalletResult:
         """Move points between two wallets of this partner (locked in id order)."""
         return self._apply(
             {
@@ -208,7 +239,8 @@ class Points:
                 "to_user_id": to_user_id,
                 "amount": amount,
                 "idempotency_key": idempotency_key,
-            }
+            },
+            traceparent,
         )
 
     def checkout(
@@ -220,6 +252,7 @@ class Points:
         points: int = 0,
         *,
         idempotency_key: str,
+        traceparent: Optional[str] = None,
     ) -> CheckoutResult:
         """Use ``coupon_id`` and ``points`` for one order in ONE transaction: both or neither.
 
@@ -241,7 +274,7 @@ class Points:
             "idempotency_key": idempotency_key,
             "partner_id": self._partner_id,
         }
-        return from_core(CheckoutResult, self._wallets().apply(op))
+        return from_core(CheckoutResult, self._wallets().apply(_traced(op, traceparent)))
 
     def cancel_checkout(
         self,
@@ -250,6 +283,7 @@ class Points:
         *,
         order_id: Optional[str] = None,
         idempotency_key: str,
+        traceparent: Optional[str] = None,
     ) -> CheckoutCancelResult:
         """Undo the checkout made with idempotency key ``checkout_key``, or the latest checkout of
         ``order_id`` (exactly one of the two): its coupon back to issued (or expired), its points
@@ -262,7 +296,7 @@ class Points:
             "idempotency_key": idempotency_key,
             "partner_id": self._partner_id,
         }
-        return from_core(CheckoutCancelResult, self._wallets().apply(op))
+        return from_core(CheckoutCancelResult, self._wallets().apply(_traced(op, traceparent)))
 
     async def acheckout(self, user_id: str, order_id: str, order_amount: int, **kwargs: Any) -> CheckoutResult:
         return await _offload(self.checkout, user_id, order_id, order_amount, **kwargs)

@@ -169,6 +169,32 @@ return {0, seq}
 """
 
 
+def batched_ceiling(e: Engine, tag: str, requests: int, traced: bool = False) -> float:
+    """Decisions/s of 4 threads calling issue_many with 2,000 new users at a time (every request a
+    new grant) on a new campaign; traced: each request with its own traceparent (distinct trace
+    and parent ids, made before the clock starts)."""
+    c = e.campaigns.create(f"bench-ceiling-{tag}", quantity=10**8)
+    per = requests // 4
+    batches = [[f"{tag}{t}-{i}" for i in range(j, j + 2000)] for t in range(4) for j in range(0, per, 2000)]
+    tps: list[Any] = [None] * len(batches)
+    if traced:
+        tps = [[f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-01" for _ in b] for b in batches]
+    barrier = threading.Barrier(4)
+
+    def batched(tid: int) -> None:
+        barrier.wait()
+        for k in range(tid, len(batches), 4):
+            e.issue_many(c.id, batches[k], traceparent=tps[k])
+
+    ts = [threading.Thread(target=batched, args=(i,)) for i in range(4)]
+    t0 = time.perf_counter()
+    for th in ts:
+        th.start()
+    for th in ts:
+        th.join()
+    return requests / (time.perf_counter() - t0)
+
+
 def bench_gate(threads: int = 64, per_thread: int = 400, ceiling_requests: int = 400_000) -> dict[str, Any]:
     """Production gate decisions/s: 64 Python threads each issuing one request at a time,
     couponcore (coalesced into batched Lua calls) vs redis-py running an equivalent FCFS Lua
@@ -183,23 +209,7 @@ def bench_gate(threads: int = 64, per_thread: int = 400, ceiling_requests: int =
     out: dict[str, Any] = {"benchmark": "gate", "threads": threads, "requests": threads * per_thread}
 
     def ceiling(e: Engine, tag: str) -> int:
-        c = e.campaigns.create(f"bench-ceiling-{tag}", quantity=10**8)
-        per = ceiling_requests // 4
-        batches = [[f"{tag}{t}-{i}" for i in range(j, j + 2000)] for t in range(4) for j in range(0, per, 2000)]
-        barrier = threading.Barrier(4)
-
-        def batched(tid: int) -> None:
-            barrier.wait()
-            for b in batches[tid::4]:
-                e.issue_many(c.id, b)
-
-        ts = [threading.Thread(target=batched, args=(i,)) for i in range(4)]
-        t0 = time.perf_counter()
-        for th in ts:
-            th.start()
-        for th in ts:
-            th.join()
-        return round(ceiling_requests / (time.perf_counter() - t0))
+        return round(batched_ceiling(e, tag, ceiling_requests))
 
     try:
         with open(redis=srv["redis"], postgres=srv["postgres"], key_prefix=srv["key_prefix"], writer_threads=0) as g:
@@ -607,6 +617,12 @@ def bench_shards(**kwargs: Any) -> dict[str, Any]:
     return run(**kwargs)
 
 
+def bench_tracing(**kwargs: Any) -> dict[str, Any]:
+    from ._bench_tracing import bench_tracing as run
+
+    return run(**kwargs)
+
+
 def bench_replicas(**kwargs: Any) -> dict[str, Any]:
     from ._bench_replicas import bench_replicas as run
 
@@ -653,4 +669,5 @@ BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {
     "shards": bench_shards,
     "replicas": bench_replicas,
     "windows": bench_windows,
+    "tracing": bench_tracing,
 }

@@ -43,6 +43,7 @@ from ._types import (
 )
 from ._wallet import Balance, CheckoutCancelResult, CheckoutResult, HistoryPage, WalletEntry, WalletResult
 from ._web import error_body, error_status, json_fields, to_json
+from .tracing import TraceContextMiddleware
 
 # ---- request bodies and response models (they make the OpenAPI document) ------------------
 # Request bodies are written here (they carry the HTTP layer's limits); response models are
@@ -606,9 +607,12 @@ def _add_wallet_routes(router: APIRouter, Scope: Any) -> None:
 
 async def _offload(fn: Any, *args: Any) -> Any:
     import asyncio
+    import contextvars
     import functools
 
-    return await asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *args))
+    # In the request's context: its trace context (couponcore.tracing) is the call's.
+    call = functools.partial(contextvars.copy_context().run, fn, *args)
+    return await asyncio.get_running_loop().run_in_executor(None, call)
 
 
 def create_app(
@@ -639,6 +643,7 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(TraceContextMiddleware, engine=engine)  # each request under its traceparent (docs/tracing.md)
     app.include_router(create_router(engine, fast_issue=fast_issue))
     app.state.couponcore_engine = engine
     from .ops import operator_key_from_env

@@ -16,6 +16,8 @@ Names follow Prometheus conventions, all with the prefix ``couponcore_``:
 - ``couponcore_coupon_uses_total{outcome}``      coupon use calls: used (a replay by order id
                                                  included), cancelled, refused (answered with an
                                                  error: unknown, used, expired, below minimum...)
+- ``couponcore_traceparents_malformed_total``, ``couponcore_trace_records_total``,
+  ``couponcore_trace_records_dropped_total``      tracing (docs/tracing.md)
 - ``couponcore_auth_*_total``                    API-key authentications, failures, cache hits
                                                  (in-process, shared) and database lookups
 - ``couponcore_wallet_*_total``                  wallet operations, errors, replays, batches,
@@ -123,6 +125,12 @@ _AUTH_COUNTERS = [
     ("auth_shared_cache_hits", "l2_hits", "Authentications answered by the shared cache in Redis."),
     ("auth_db_queries", "db_queries", "Key lookups that reached the database."),
 ]
+# Tracing (docs/tracing.md): (name without _total, trace_stats() key, help).
+_TRACE_COUNTERS = [
+    ("traceparents_malformed", "malformed_traceparents", "Malformed traceparents ignored (process-wide)."),
+    ("trace_records", "recorded", "Gate batch and writer commit records noted for spans."),
+    ("trace_records_dropped", "dropped", "Trace records dropped because the buffer was full."),
+]
 # Coupon lifecycle calls: (outcome label, counters() key).
 _COUPON_USE_HELP = "Coupon use calls by outcome (used, cancelled, refused: a use answered with an error)."
 _COUPON_USES = [("used", "coupon_uses"), ("cancelled", "coupon_cancels"), ("refused", "coupon_uses_refused")]
@@ -182,6 +190,7 @@ def snapshot(engine: Engine) -> dict[str, Any]:
         "histograms": engine._core.histograms(),
         "kind": engine.kind,
         "auth": engine.auth_counters(),
+        "trace": engine._core.trace_stats(),
         "wallet": wallets.counters() if wallets is not None and not wallets.closed else None,
         "log_backlog": _log_backlog(engine),
         "writers_alive": _writers_alive(engine),
@@ -222,6 +231,8 @@ def _counters(snap: dict[str, Any]) -> Iterator[tuple[str, str, int]]:
         yield name, help_, snap["counters"][key]
     for name, key, help_ in _AUTH_COUNTERS:
         yield name, help_, snap["auth"][key]
+    for name, key, help_ in _TRACE_COUNTERS:
+        yield name, help_, snap["trace"][key]
     if snap["wallet"] is not None:
         for name, key, help_ in _WALLET_COUNTERS:
             yield name, help_, snap["wallet"][key]

@@ -1,9 +1,11 @@
-// The grant log's entry formats (grantlog::parse_grants): version 1 (v 1 c t g, what the gate
-// writes), the same batch shape without a version, the older one-grant entry (c s u o r t), and
+// The grant log's entry formats (grantlog::parse_grants): version 2 (v 2 c t g with traceparents),
+// version 1 (v 1 c t g, what the gate writes without trace context), the same batch shape
+// without a version, the older one-grant entry (c s u o r t), and
 // every way an entry can be malformed. No servers.
 #include <gtest/gtest.h>
 
 #include "log/grant_entry.hpp"
+#include "util/traceparent.hpp"
 
 using namespace couponcore;
 using grantlog::LogEntry;
@@ -87,17 +89,87 @@ TEST(GrantLogTest, VersionOneIsReadAndUnknownVersionsAreRefusedWhole) {
   EXPECT_EQ(out[1].request_id, "r");
   // A version this reader does not know, or a version 1 entry in another shape: refused whole,
   // with a reason that says what to do.
-  for (const char* v : {"2", "0", "x", ""}) {
+  for (const char* v : {"3", "0", "x", ""}) {
     std::vector<Grant> none;
     const std::string why = parse_grants(entry({{"v", v}, {"c", "7"}, {"t", "5"}, {"g", "1 1 ann "}}), 7, &none);
     EXPECT_EQ(why.rfind("malformed:", 0), 0u) << v;
     EXPECT_TRUE(none.empty()) << v;
   }
   std::vector<Grant> none;
-  EXPECT_NE(parse_grants(entry({{"v", "2"}, {"c", "7"}, {"t", "5"}, {"g", "1 1 ann "}}), 7, &none).find("upgrade the writer"),
+  EXPECT_NE(parse_grants(entry({{"v", "3"}, {"c", "7"}, {"t", "5"}, {"g", "1 1 ann "}}), 7, &none).find("upgrade the writer"),
             std::string::npos);
   EXPECT_NE(parse_grants(entry({{"v", "1"}, {"c", "7"}, {"s", "1"}, {"u", "ann"}, {"o", "1"}, {"t", "5"}}), 7, &none), "");
   EXPECT_TRUE(none.empty());
+}
+
+constexpr const char* kTp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+TEST(GrantLogTest, VersionTwoCarriesEachGrantsTraceparent) {
+  std::vector<Grant> out;
+  const std::string none(trace::kTraceparentBytes, ' ');
+  ASSERT_EQ(parse_grants(entry({{"v", "2"}, {"c", "7"}, {"t", "5"}, {"g", "1 1 ann r-1\n2 1 bob \n3 1 cy "},
+                                {"p", std::string(kTp) + none + kTp}}),
+                         7, &out),
+            "");
+  ASSERT_EQ(out.size(), 3u);
+  EXPECT_EQ(out[0].request_id, "r-1");
+  EXPECT_EQ(out[0].traceparent, kTp);
+  EXPECT_EQ(out[1].traceparent, "");  // spaces: its call had none
+  EXPECT_EQ(out[2].request_id, "");
+  EXPECT_EQ(out[2].traceparent, kTp);
+  // A malformed traceparent, or a p too short for the lines, is dropped; the grants stay.
+  std::vector<Grant> kept;
+  const std::string bad = std::string(kTp).replace(3, 1, "Z");
+  ASSERT_EQ(parse_grants(entry({{"v", "2"}, {"c", "7"}, {"t", "5"}, {"g", "1 1 ann r\n2 1 bob "}, {"p", bad}}), 7, &kept),
+            "");
+  ASSERT_EQ(kept.size(), 2u);
+  EXPECT_EQ(kept[0].traceparent, "");
+  EXPECT_EQ(kept[1].traceparent, "");
+  // p in a version 1 entry is not read (an older gate never writes it).
+  std::vector<Grant> v1;
+  ASSERT_EQ(parse_grants(entry({{"v", "1"}, {"c", "7"}, {"t", "5"}, {"g", "1 1 ann r"}, {"p", kTp}}), 7, &v1), "");
+  EXPECT_EQ(v1.at(0).traceparent, "");
+  // A fifth token on a line stays malformed in every version.
+  std::vector<Grant> none_out;
+  EXPECT_NE(parse_grants(entry({{"v", "2"}, {"c", "7"}, {"t", "5"}, {"g", std::string("1 1 ann r ") + kTp}}), 7, &none_out),
+            "");
+  EXPECT_TRUE(none_out.empty());
+}
+
+TEST(TraceparentTest, ValidValuesAreKeptInTheirVersionZeroForm) {
+  using trace::normalize_traceparent;
+  EXPECT_EQ(normalize_traceparent(kTp), kTp);
+  EXPECT_EQ(normalize_traceparent(std::string(" ") + kTp + "\t"), kTp);  // optional whitespace
+  EXPECT_EQ(normalize_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00");
+  // A future version: parsed leniently, as its first 55 characters (then '-' or the end).
+  EXPECT_EQ(normalize_traceparent("cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"), kTp);
+  EXPECT_EQ(normalize_traceparent("cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-ever"), kTp);
+}
+
+TEST(TraceparentTest, MalformedValuesBecomeEmptyAndAreCounted) {
+  using trace::normalize_traceparent;
+  const uint64_t before = trace::malformed_traceparents();
+  const std::string good = kTp;
+  const std::vector<std::string> bad = {
+      "x",
+      good.substr(0, 54),                                          // short
+      good + "-",                                                  // version 00 with more
+      good + "0",                                                  // version 00, 56 characters
+      "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01",   // uppercase
+      "00-00000000000000000000000000000000-00f067aa0ba902b7-01",   // all-zero trace id
+      "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",   // all-zero parent id
+      "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",   // version ff
+      "0g-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",   // version not hex
+      "00_4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7_01",   // separators
+      "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g",   // flags not hex
+      "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x",  // future version, no '-' after
+      std::string(55, '-'),
+      std::string("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0") + '\0',
+  };
+  for (const std::string& v : bad) EXPECT_EQ(normalize_traceparent(v), "") << v;
+  EXPECT_EQ(normalize_traceparent(""), "");  // empty: no trace context, not malformed
+  EXPECT_EQ(trace::malformed_traceparents() - before, bad.size());
 }
 
 }  // namespace

@@ -199,3 +199,51 @@ def test_settings_options_reach_couponcore_open(tmp_path: Path) -> None:
         engine_kwargs({"PATH": path, "OPTIONS": {"path": "other.db"}})
     with pytest.raises(TypeError):
         engine_kwargs({"PATH": path, "OPTIONS": [("wallet_batch_ops_max", 2)]})
+
+
+def test_django_views_carry_the_traceparent_header(django_client: object) -> None:
+    """A request's traceparent header: the server span is its child, and the gate batch and the
+    commit link to that span (docs/tracing.md)."""
+    from couponcore.django import get_engine
+    from django.test import Client
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    c: Client = django_client  # type: ignore[assignment]
+    engine = get_engine()
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    if engine.tracing is not None:  # this test's provider instead of the global one
+        engine.tracing.close()
+        engine._tracing = None
+    emitter = engine.enable_tracing(provider)
+    H = {"HTTP_X_API_KEY": engine.partners.create("dj-traced").api_key}
+    cid = c.post("/api/campaigns", data=json.dumps({"name": "t", "quantity": 3}), content_type="application/json", **H)
+    tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    r = c.post(
+        f"/api/campaigns/{cid.json()['id']}/issue",
+        data=json.dumps({"user_id": "traced"}),
+        content_type="application/json",
+        HTTP_TRACEPARENT=tp,
+        **H,
+    )
+    assert r.json()["status"] == "ISSUED"
+    emitter.flush()
+    spans = exporter.get_finished_spans()
+    tid = int(tp[3:35], 16)
+    (server,) = [s for s in spans if s.kind == trace.SpanKind.SERVER and s.context.trace_id == tid]
+    assert server.parent is not None and server.parent.span_id == int(tp[36:52], 16)
+    linked = {s.name for s in spans for link in s.links if link.context.span_id == server.context.span_id}
+    assert linked == {"couponcore.gate.batch", "couponcore.writer.commit"}
+    # A malformed header: ignored, the call works.
+    r = c.post(
+        f"/api/campaigns/{cid.json()['id']}/issue",
+        data=json.dumps({"user_id": "bad-header"}),
+        content_type="application/json",
+        HTTP_TRACEPARENT="00-garbage",
+        **H,
+    )
+    assert r.json()["status"] == "ISSUED"

@@ -28,6 +28,7 @@
 #include "couponcore/auth.hpp"
 #include "couponcore/coupons.hpp"
 #include "couponcore/metrics.hpp"
+#include "couponcore/tracing.hpp"
 #include "couponcore/types.hpp"
 
 namespace couponcore {
@@ -136,6 +137,14 @@ class Engine {
   // at most kLogBacklogCampaignsMax campaigns, the highest ids). Embedded: empty, its
   // log is the SQLite commit itself: a grant is in the store when it is answered.
   std::vector<LogBacklog> log_backlog();
+
+  // Tracing (couponcore/tracing.hpp, docs/tracing.md): enable_tracing registers a buffer of
+  // `capacity` records that the gate and the writers fill per batch / commit; take_trace_records
+  // waits up to timeout_ms for records (empty after close()). Off by default: no buffer.
+  void enable_tracing(std::size_t capacity);
+  void disable_tracing();
+  std::vector<TraceRecord> take_trace_records(std::size_t max, int64_t timeout_ms);
+  TraceStats trace_stats() const;
   // The grant writers of the deployment by heartbeat (production; embedded: empty): every
   // consumer in the heartbeat registry and every consumer holding pending entries, by name.
   // Without with_pending, only the registry (one round trip; pending stays 0): for probes.
@@ -192,7 +201,9 @@ class Engine {
   // Undoes the use by order_id: the coupon is issued again, or expired if its validity passed
   // meanwhile (the returned coupon says which). Idempotent per order_id; kConflict if the
   // coupon is not (and was not) used by that order.
-  Coupon cancel_coupon_use(int64_t partner_id, int64_t coupon_id, const std::string& order_id);
+  // traceparent: the call's W3C trace context ("" = none; malformed: ignored), see docs/tracing.md.
+  Coupon cancel_coupon_use(int64_t partner_id, int64_t coupon_id, const std::string& order_id,
+                           const std::string& traceparent = {});
   Coupon get_coupon(int64_t partner_id, int64_t coupon_id);
   CouponPage list_user_coupons(int64_t partner_id, const CouponQuery& query);
   CouponCounts coupon_counts(int64_t partner_id, int64_t campaign_id);

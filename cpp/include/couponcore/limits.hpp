@@ -23,6 +23,7 @@ inline constexpr int32_t kShardsMax = 16;
 inline constexpr int64_t kAmountMax = 1'000'000'000'000;
 // One issue_many call decides at most this many requests.
 inline constexpr std::size_t kIssueBatchMax = 100'000;
+inline constexpr std::size_t kTraceBufferRecordsMax = 1'000'000;  // Engine::enable_tracing's capacity
 // The group-commit thread takes at most this many requests into one transaction.
 inline constexpr std::size_t kCommitBatchRequestsMax = 65'536;
 // Remembered answers per campaign (request_id -> first answer); the oldest are forgotten first.

@@ -58,8 +58,8 @@ class PartnerScope {
 
   // Coupons.
   UseResult use_coupon(const UseRequest& request) { return e_.use_coupon(partner_id_, request); }
-  Coupon cancel_coupon_use(int64_t coupon_id, const std::string& order_id) {
-    return e_.cancel_coupon_use(partner_id_, coupon_id, order_id);
+  Coupon cancel_coupon_use(int64_t coupon_id, const std::string& order_id, const std::string& traceparent = {}) {
+    return e_.cancel_coupon_use(partner_id_, coupon_id, order_id, traceparent);
   }
   Coupon get_coupon(int64_t coupon_id) { return e_.get_coupon(partner_id_, coupon_id); }
   CouponPage list_user_coupons(const CouponQuery& query) { return e_.list_user_coupons(partner_id_, query); }

@@ -309,6 +309,8 @@ class EmbeddedPipeline final : public detail::Pipeline {
     std::vector<Grant> grants;
     std::unordered_set<int64_t> touched;
     const int64_t now = now_us();
+    TraceBuffer* const tracer = trace_slot_.get();  // null: tracing off, nothing noted
+    std::vector<TraceRecord> decided;                // tracing: one gate record per campaign
     {
       std::lock_guard lock(gate_mu_);
       for (std::size_t i = 0; i < batch.size(); ++i) {
@@ -325,9 +327,16 @@ class EmbeddedPipeline final : public detail::Pipeline {
         const std::size_t grants_before = grants.size();
         for (const IssueRequest& r : batch[i].requests) results[i].push_back(e.gate.decide(r, now, &grants));
         check_decisions(e.gate, results[i], grants, grants_before);
+        if (tracer) note_decided(decided, batch[i].campaign_id, batch[i].requests);
       }
     }
     std::exception_ptr commit_error;
+    const int64_t commit_start = tracer ? now_us() : 0;
+    for (TraceRecord& r : decided) {
+      r.start_us = now;
+      r.end_us = commit_start;
+      tracer->put(std::move(r));
+    }
     try {
       store_.write_grants(grants);
     } catch (const std::exception& e) {
@@ -341,6 +350,16 @@ class EmbeddedPipeline final : public detail::Pipeline {
     for (const Pending& p : batch) batch_requests += p.requests.size();
     histograms_.batch_requests.observe(static_cast<double>(batch_requests));
     if (!grants.empty() && !commit_error) histograms_.commit_grants.observe(static_cast<double>(grants.size()));
+    if (tracer && !grants.empty() && !commit_error) {
+      TraceRecord r;
+      r.kind = TraceKind::kWriterCommit;
+      r.start_us = commit_start;
+      r.end_us = now_us();
+      r.items = static_cast<int64_t>(grants.size());
+      r.campaign_ids.assign(touched.begin(), touched.end());
+      for (const Grant& g : grants) add_trace_link(r, g.traceparent);
+      tracer->put(std::move(r));
+    }
     {
       std::lock_guard lock(gate_mu_);
       for (int64_t id : touched) {
@@ -375,6 +394,18 @@ class EmbeddedPipeline final : public detail::Pipeline {
       }
     }
     run_batch_end_hook();
+  }
+
+  // Tracing: a submission's requests join its campaign's gate record of this batch.
+  static void note_decided(std::vector<TraceRecord>& decided, int64_t campaign_id, const std::vector<IssueRequest>& requests) {
+    auto it = std::find_if(decided.begin(), decided.end(), [&](const TraceRecord& r) { return r.campaign_ids[0] == campaign_id; });
+    if (it == decided.end()) {
+      decided.emplace_back();
+      decided.back().campaign_ids.push_back(campaign_id);
+      it = decided.end() - 1;
+    }
+    it->items += static_cast<int64_t>(requests.size());
+    for (const IssueRequest& q : requests) add_trace_link(*it, q.traceparent);
   }
 
   // The gate's side of a batch: never more than the quantity, every ISSUED answer has the grant

@@ -11,20 +11,23 @@
 #include "engine/pipeline.hpp"
 #include "windows/answer_recorder.hpp"
 #include "util/assert.hpp"
+#include "util/traceparent.hpp"
 #include "util/validate.hpp"
 
 namespace couponcore {
 
 namespace {
 
-void check_requests(const std::vector<IssueRequest>& requests) {
+// Checks the requests; a malformed traceparent becomes "" (ignored, never an error).
+void check_requests(std::vector<IssueRequest>& requests) {
   if (requests.size() > limits::kIssueBatchMax) {
     throw_invalid("a batch holds at most " + std::to_string(limits::kIssueBatchMax) + " requests, got " +
                   std::to_string(requests.size()));
   }
-  for (const IssueRequest& r : requests) {
+  for (IssueRequest& r : requests) {
     limits::check_user_id(r.user_id);
     if (!r.request_id.empty()) limits::check_request_id(r.request_id);
+    trace::normalize_traceparent_in_place(r.traceparent);
   }
 }
 
@@ -139,6 +142,29 @@ std::vector<LogBacklog> Engine::log_backlog() {
   return deployment_->pipeline->log_backlog();
 }
 
+void Engine::enable_tracing(std::size_t capacity) {
+  check_open();
+  if (capacity == 0 || capacity > limits::kTraceBufferRecordsMax) {
+    throw_invalid("the trace buffer holds 1.." + std::to_string(limits::kTraceBufferRecordsMax) + " records");
+  }
+  deployment_->pipeline->trace_slot().enable(capacity);
+}
+
+void Engine::disable_tracing() { deployment_->pipeline->trace_slot().disable(); }
+
+std::vector<TraceRecord> Engine::take_trace_records(std::size_t max, int64_t timeout_ms) {
+  TraceBuffer* b = deployment_->pipeline->trace_slot().owned();
+  if (!b) return {};
+  return b->take(max, timeout_ms);
+}
+
+TraceStats Engine::trace_stats() const {
+  TraceBuffer* b = deployment_->pipeline->trace_slot().owned();
+  TraceStats s = b ? b->stats() : TraceStats{};
+  s.malformed_traceparents = trace::malformed_traceparents();
+  return s;
+}
+
 std::vector<WriterInfo> Engine::writers(bool with_pending) {
   check_open();
   return deployment_->pipeline->writers(with_pending);
@@ -240,7 +266,14 @@ Campaign Engine::set_campaign_quantity(int64_t partner_id, int64_t campaign_id, 
 UseResult Engine::use_coupon(int64_t partner_id, const UseRequest& request) {
   check_open();
   try {
-    UseResult r = deployment_->coupons->use(partner_id, request, now_us());
+    UseResult r;
+    if (request.traceparent.empty()) {
+      r = deployment_->coupons->use(partner_id, request, now_us());
+    } else {
+      UseRequest traced = request;
+      traced.traceparent = trace::normalize_traceparent(request.traceparent);
+      r = deployment_->coupons->use(partner_id, traced, now_us());
+    }
     coupon_uses_.fetch_add(1, std::memory_order_relaxed);
     return r;
   } catch (const Error&) {
@@ -248,8 +281,12 @@ UseResult Engine::use_coupon(int64_t partner_id, const UseRequest& request) {
     throw;
   }
 }
-Coupon Engine::cancel_coupon_use(int64_t partner_id, int64_t coupon_id, const std::string& order_id) {
+Coupon Engine::cancel_coupon_use(int64_t partner_id, int64_t coupon_id, const std::string& order_id,
+                                 const std::string& traceparent) {
   check_open();
+  // Accepted and checked here (malformed: ignored); the cancel's event carries it (events work).
+  const std::string trace_context = trace::normalize_traceparent(traceparent);
+  static_cast<void>(trace_context);
   Coupon c = deployment_->coupons->cancel_use(partner_id, coupon_id, order_id, now_us());
   coupon_cancels_.fetch_add(1, std::memory_order_relaxed);
   return c;
@@ -312,6 +349,7 @@ bool Engine::flush_answers() {
 void Engine::close() {
   if (closed_.exchange(true, std::memory_order_acq_rel)) return;
   deployment_->close();
+  deployment_->pipeline->trace_slot().disable();
 }
 
 bool Engine::closed() const noexcept { return closed_.load(std::memory_order_acquire); }

@@ -90,6 +90,8 @@ class Pipeline {
   void record_answers(int64_t campaign_id, const std::vector<IssueResult>& results, int64_t latency_us) {
     if (recorder_) windows::record_answers(recorder_, campaign_id, results, latency_us);
   }
+  // Tracing: the gate and the writers note their batches in trace_slot().get() when it is set.
+  TraceSlot& trace_slot() { return trace_slot_; }
   void set_batch_end_hook(std::function<void()> hook) { batch_end_hook_ = std::move(hook); }
   // After each batch of callbacks, on the thread that ran them.
   void run_batch_end_hook() {
@@ -98,6 +100,7 @@ class Pipeline {
 
  protected:
   EngineHistograms histograms_;
+  TraceSlot trace_slot_;
 
  private:
   std::function<void()> batch_end_hook_;

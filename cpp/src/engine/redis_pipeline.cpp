@@ -87,6 +87,7 @@ class RedisPipeline final : public detail::Pipeline {
         ctl_redis_(redis_url_, redis_options(o, "-ctl")),
         writer_shared_(o.key_prefix, redis_url_, redis_options(o, "-writer"), o.postgres_url, o.writer, writers_stop_) {
     writer_shared_.commit_grants = &histograms_.commit_grants;
+    writer_shared_.trace = &trace_slot_;
     writer_shared_.replicas_acked = o.replicas_acked;
     writer_shared_.replica_wait_ms = o.replica_wait_ms;
     if (o.migrate_on_open) {

@@ -71,7 +71,7 @@ IssueResult CampaignGate::decide(const IssueRequest& request, int64_t now_us, st
     result.status = IssueStatus::kIssued;
     result.seq = seq;
     result.coupon_id = make_coupon_id(campaign_.id, seq);
-    grants->push_back(Grant{campaign_.id, seq, request.user_id, ordinal, request.request_id, now_us});
+    grants->push_back(Grant{campaign_.id, seq, request.user_id, ordinal, request.request_id, now_us, request.traceparent});
   }
   if (!key.empty()) remember(std::move(key), result);
   return result;

@@ -14,6 +14,7 @@
 #include "gate/shards.hpp"
 #include "redis/cluster.hpp"
 #include "util/assert.hpp"
+#include "util/traceparent.hpp"
 #include "util/validate.hpp"
 
 namespace couponcore::gate {
@@ -226,12 +227,39 @@ redis::Args RedisGate::call_args(const Call& call, int64_t generation) const {
                       ? shard_script_.evalsha_args({k.meta, k.holders, k.grants, k.answers(generation), k.answers(generation - 1)})
                       : script_.evalsha_args({k.meta, k.holders, k.grants, k.answers(generation), k.answers(generation - 1), k.free_seqs});
   a.add(call.campaign->campaign.id).add(options_.answer_ttl_s * 2 + 60);
+  // Trace context (gate/lua/trace_args.lua): one more argument, only if a request carries one.
+  std::string traceparents;
+  std::size_t n = 0;
   for (const Segment& s : call.segments) {
-    for (std::size_t i = s.begin; i < s.end; ++i) {
-      a.add(s.pending->requests[i].user_id).add(s.pending->requests[i].request_id);
+    for (std::size_t i = s.begin; i < s.end; ++i, ++n) {
+      const IssueRequest& r = s.pending->requests[i];
+      a.add(r.user_id).add(r.request_id);
+      if (r.traceparent.empty()) continue;
+      CC_ASSERT(r.traceparent.size() == trace::kTraceparentBytes, "a traceparent reached the gate unchecked");
+      if (traceparents.empty()) traceparents.reserve(call.requests * trace::kTraceparentBytes);
+      traceparents.resize(n * trace::kTraceparentBytes, ' ');
+      traceparents += r.traceparent;
     }
   }
+  if (!traceparents.empty()) {
+    traceparents.resize(n * trace::kTraceparentBytes, ' ');
+    a.add(traceparents);
+  }
   return a;
+}
+
+// Tracing: the call's record (one gate batch), when a trace sink is registered.
+void RedisGate::note_call(TraceBuffer& tracer, const Call& call, int64_t sent_us) const {
+  TraceRecord rec;
+  rec.kind = TraceKind::kGateBatch;
+  rec.start_us = sent_us;
+  rec.end_us = now_us();
+  rec.campaign_ids.push_back(call.campaign->campaign.id);
+  rec.items = static_cast<int64_t>(call.requests);
+  for (const Segment& s : call.segments) {
+    for (std::size_t i = s.begin; i < s.end; ++i) add_trace_link(rec, s.pending->requests[i].traceparent);
+  }
+  tracer.put(std::move(rec));
 }
 
 void RedisGate::fail_call(const Call& call, std::exception_ptr error) {
@@ -474,8 +502,10 @@ void RedisGate::send(std::vector<Call>& calls) {
       if (script_.sha().empty()) script_.load(redis_);
       if (shard_script_.sha().empty()) shard_script_.load(redis_);
       const int64_t generation = now_us() / 1'000'000 / options_.answer_ttl_s;
+      TraceBuffer* const tracer = owner_.trace_slot().get();  // null: tracing off
       while (next < todo.size()) {
         const std::size_t end = std::min(todo.size(), next + options_.pipeline_calls_max);
+        const int64_t sent_us = tracer ? now_us() : 0;
         for (std::size_t i = next; i < end; ++i) {
           appended = true;
           redis_.append(call_args(*todo[i], generation));
@@ -531,8 +561,9 @@ void RedisGate::send(std::vector<Call>& calls) {
             } catch (...) {
               fail_call(call, std::current_exception());
             }
-          } else if (decode(call, r) && acked) {
-            decided.emplace_back(&call, redis_.is_cluster() ? redis_.cluster()->last_node() : std::string());
+          } else if (decode(call, r)) {
+            if (tracer) note_call(*tracer, call, sent_us);
+            if (acked) decided.emplace_back(&call, redis_.is_cluster() ? redis_.cluster()->last_node() : std::string());
           }
         }
         if (acked) check_replicas(decided, waited);

@@ -122,6 +122,7 @@ class RedisGate {
   void process(std::vector<std::pair<Queued, std::size_t>>& batch);
   std::vector<Call> build_calls(std::vector<std::pair<Queued, std::size_t>>& batch);
   redis::Args call_args(const Call& call, int64_t generation) const;
+  void note_call(TraceBuffer& tracer, const Call& call, int64_t sent_us) const;
   void send(std::vector<Call>& calls);
   bool decode(const Call& call, const redis::Reply& r);  // true if the reply was a decision
   void decode_shard(const Call& call, const redis::Reply& r);

@@ -8,6 +8,7 @@
 
 #include "couponcore/limits.hpp"
 #include "redis/redis.hpp"
+#include "util/traceparent.hpp"
 
 namespace couponcore::grantlog {
 
@@ -45,7 +46,7 @@ namespace {
 
 // One grant's fields, checked; "" or why they are malformed.
 std::string grant_from(int64_t campaign_id, std::string_view seq, std::string_view user, std::string_view ordinal,
-                       std::string_view request_id, int64_t issued_at_us, Grant* g) {
+                       std::string_view request_id, int64_t issued_at_us, Grant* g, std::string_view traceparent = {}) {
   int64_t n = 0;
   *g = Grant{};
   g->campaign_id = campaign_id;
@@ -60,6 +61,7 @@ std::string grant_from(int64_t campaign_id, std::string_view seq, std::string_vi
   }
   g->request_id = std::string(request_id);
   g->issued_at_us = issued_at_us;
+  if (!traceparent.empty()) g->traceparent = trace::normalize_traceparent(traceparent);
   return "";
 }
 
@@ -67,7 +69,7 @@ std::string grant_from(int64_t campaign_id, std::string_view seq, std::string_vi
 
 std::string parse_grants(const LogEntry& entry, int64_t campaign_id, std::vector<Grant>* out) {
   if (entry.deleted) return "malformed: the entry was deleted";
-  std::string_view c, s, u, o, r, t, g, ver;
+  std::string_view c, s, u, o, r, t, g, ver, p;
   bool have_v = false, have_c = false, have_s = false, have_u = false, have_o = false, have_t = false, have_g = false;
   for (const auto& [k, v] : entry.fields) {
     if (k == "c") {
@@ -86,6 +88,8 @@ std::string parse_grants(const LogEntry& entry, int64_t campaign_id, std::vector
       g = v, have_g = true;
     } else if (k == "v") {
       ver = v, have_v = true;
+    } else if (k == "p") {
+      p = v;
     }
   }
   int64_t n = 0;
@@ -93,7 +97,8 @@ std::string parse_grants(const LogEntry& entry, int64_t campaign_id, std::vector
     return "malformed: entry format version " + std::string(ver) + " is unknown to this reader (it knows 1.." +
            std::to_string(kEntryVersion) + "): upgrade the writer";
   }
-  if (have_v && !have_g) return "malformed: a version 1 entry has no g";
+  if (have_v && !have_g) return "malformed: a version " + std::string(ver) + " entry has no g";
+  const bool traced = have_v && n >= 2;  // version 2: p holds the grants' traceparents
   if (!have_c || !parse_i64(c, &n) || n != campaign_id) return "malformed: c is not this stream's campaign id";
   int64_t issued_at = 0;
   if (!have_t || !parse_i64(t, &issued_at) || issued_at < 0) return "malformed: t is not a time in microseconds";
@@ -104,7 +109,7 @@ std::string parse_grants(const LogEntry& entry, int64_t campaign_id, std::vector
     if (why.empty()) out->push_back(std::move(one));
     return why;
   }
-  // A batch: c t g, g = lines "<seq> <user_ordinal> <user_id> <request_id>".
+  // A batch: c t g, g = lines "<seq> <user_ordinal> <user_id> <request_id>"; version 2 adds p.
   if (g.empty()) return "malformed: g holds no grant";
   std::vector<Grant> grants;
   for (std::size_t pos = 0; pos <= g.size();) {
@@ -118,8 +123,14 @@ std::string parse_grants(const LogEntry& entry, int64_t campaign_id, std::vector
       return "malformed: a line of g is not '<seq> <user_ordinal> <user_id> <request_id>'";
     }
     Grant one;
+    // Version 2: the line's traceparent is its 55 characters of p (spaces: none).
+    std::string_view traceparent;
+    if (traced && (grants.size() + 1) * trace::kTraceparentBytes <= p.size()) {
+      traceparent = p.substr(grants.size() * trace::kTraceparentBytes, trace::kTraceparentBytes);
+      if (traceparent.front() == ' ') traceparent = {};
+    }
     std::string why = grant_from(campaign_id, line.substr(0, a), line.substr(b + 1, d - b - 1), line.substr(a + 1, b - a - 1),
-                                 line.substr(d + 1), issued_at, &one);
+                                 line.substr(d + 1), issued_at, &one, traceparent);
     if (!why.empty()) return why;
     grants.push_back(std::move(one));
     pos = end + 1;

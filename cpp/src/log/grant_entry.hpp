@@ -1,10 +1,16 @@
 // The grant entry: the format of one record in a campaign's grant log (a Redis Stream), and
 // its parser. The gate writes entries (gate/lua/gate.lua), the writer and reconcile read them.
 //
-// Format, version 1 (field "v" = "1"), one entry per gate batch:
-//   v 1   c <campaign_id>   t <issued_at_us>   g <lines>
+// Format, version 2 (field "v" = "2"), one entry per gate batch whose grants carry trace context:
+//   v 2   c <campaign_id>   t <issued_at_us>   g <lines>   p <traceparents>
 // where g holds one line per grant, in seq order: "<seq> <user_ordinal> <user_id> <request_id>"
-// (request_id may be empty; ids hold no space or newline: limits::is_valid_id).
+// (request_id may be empty; ids hold no space or newline: limits::is_valid_id), and p the
+// grants' traceparents in line order, 55 characters each (the W3C version-00 form:
+// docs/tracing.md; 55 spaces for a grant whose call had none). A traceparent the reader finds
+// malformed, or a p too short for the lines, is dropped (the grants are kept: trace context
+// never fails a grant).
+// Version 1 ("v" = "1"): the same without p; the gate still writes it for a batch in which no
+// grant carries a traceparent, so version 2 costs nothing where tracing is not used.
 // Older entries carry no "v" and are read too: the same batch shape (c t g), and the first
 // format, one grant per entry (c s u o r t = campaign, seq, user, user_ordinal, request_id,
 // issued_at_us). An entry with a "v" this reader does not know is malformed (it goes to the
@@ -28,7 +34,7 @@ struct redisReply;
 
 namespace couponcore::grantlog {
 
-inline constexpr int kEntryVersion = 1;  // what the gate writes; what this reader knows at most
+inline constexpr int kEntryVersion = 2;  // what the gate writes at most; what this reader knows at most
 
 // One grant-log entry as read from a stream.
 struct LogEntry {

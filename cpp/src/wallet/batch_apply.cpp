@@ -299,7 +299,7 @@ CouponRow& BatchApplier::coupon_of(int64_t partner_id, const std::string& user_i
 // Everything is checked (coupon, points, wallet) before anything changes: a failed checkout
 // leaves no trace, neither on the coupon nor on the wallet.
 WalletResult BatchApplier::checkout(const WalletOp& op) {
-  const UseRequest request{op.coupon_id, op.user_id, op.order_id, op.order_amount};
+  const UseRequest request{op.coupon_id, op.user_id, op.order_id, op.order_amount, op.traceparent};
   CouponRow* coupon = nullptr;
   int64_t discount = 0;
   if (op.coupon_id != 0) {
@@ -418,7 +418,7 @@ WalletResult BatchApplier::cancel_checkout(const WalletOp& op) {
       c.used_at_us.reset();
       c.order_amount.reset();
       c.discount_amount.reset();
-      UseRequest request{checkout.coupon_id, op.user_id, checkout.order_id, checkout.order_amount};
+      UseRequest request{checkout.coupon_id, op.user_id, checkout.order_id, checkout.order_amount, op.traceparent};
       coupon_writes_.push_back(CouponWrite{false, request, 0, now_us_});
     }
     r.coupon_state = static_cast<int>(effective_state(c.state, c.valid_until_us, now_us_));

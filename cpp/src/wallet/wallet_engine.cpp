@@ -45,6 +45,7 @@
 #include "couponcore/error.hpp"
 #include "couponcore/limits.hpp"
 #include "util/bounded_queue.hpp"
+#include "util/traceparent.hpp"
 #include "wallet/batch_apply.hpp"
 #include "wallet/wallet_ops.hpp"
 
@@ -180,6 +181,7 @@ class BatchedWalletEngine final : public WalletEngine {
   void submit(WalletOp op, WalletCallback cb) override {
     check_open();
     check_op(op, options_.clock_us());
+    trace::normalize_traceparent_in_place(op.traceparent);  // malformed: ""
     const int64_t fp = fingerprint(op);
     enqueue(Pending{std::move(op), fp, std::nullopt, std::move(cb)});
   }

@@ -174,7 +174,7 @@ void check_checkout(const WalletOp& op) {
   }
   if (op.coupon_id < 0) throw_invalid("coupon_id must not be negative (0: no coupon)");
   if (op.coupon_id != 0) {
-    check_use_request(UseRequest{op.coupon_id, op.user_id, op.order_id, op.order_amount});
+    check_use_request(UseRequest{op.coupon_id, op.user_id, op.order_id, op.order_amount, {}});
   } else {
     limits::check_order_id(op.order_id);
     if (op.order_amount <= 0 || op.order_amount > limits::kAmountMax) {

@@ -439,6 +439,8 @@ bool GrantWriter::write(std::vector<StreamBatch>& batch, int64_t now_ms, int64_t
   grantlog::CommitPolicy policy;
   policy.dead_letter_after_deliveries = sh_.options.dead_letter_after_deliveries;
   grantlog::CommitOutcome outcome;
+  TraceBuffer* const tracer = sh_.trace ? sh_.trace->get() : nullptr;  // null: tracing off
+  const int64_t commit_start_us = tracer ? now_us() : 0;
   try {
     outcome = grantlog::commit_entries(pg_, log_, batch, policy);
   } catch (const pg::PgError& e) {
@@ -461,7 +463,24 @@ bool GrantWriter::write(std::vector<StreamBatch>& batch, int64_t now_ms, int64_t
   if (sh_.commit_grants) sh_.commit_grants->observe(static_cast<double>(grants));
   sh_.written += static_cast<uint64_t>(outcome.inserted);
   sh_.dead_lettered += static_cast<uint64_t>(outcome.dead_letter_records);
+  if (tracer) note_commit(*tracer, batch, commit_start_us, grants);
   return true;
+}
+
+// Tracing: the commit's record (campaigns, rows, the grants' traceparents as links).
+void GrantWriter::note_commit(TraceBuffer& tracer, const std::vector<StreamBatch>& batch, int64_t start_us,
+                              std::size_t grants) {
+  TraceRecord rec;
+  rec.kind = TraceKind::kWriterCommit;
+  rec.start_us = start_us;
+  rec.end_us = now_us();
+  rec.items = static_cast<int64_t>(grants);
+  for (const StreamBatch& sb : batch) {
+    if (sb.grants.empty()) continue;
+    rec.campaign_ids.push_back(sb.keys.campaign_id);
+    for (const Grant& g : sb.grants) add_trace_link(rec, g.traceparent);
+  }
+  tracer.put(std::move(rec));
 }
 
 void GrantWriter::adapt_read_size(const std::vector<StreamBatch>& batch) {

@@ -75,6 +75,7 @@ struct WriterShared {
   std::atomic<uint64_t> replica_waits{0}, replica_wait_shortfalls{0};
   Histogram* commit_grants = nullptr;  // grants per committed batch, when an engine keeps one
   Heartbeat* heartbeat = nullptr;      // the process's beats, once started (before the writers)
+  TraceSlot* trace = nullptr;          // an engine's trace sink: each commit is noted when it is set
   std::atomic<int64_t> next_dead_scan_ms{0};  // steady clock: one thread scans per interval
   // > 0: entries read are put in PostgreSQL only once WAIT replicas_acked replica_wait_ms on
   // their master says that many replicas hold them (ProductionOptions::replicas_acked).
@@ -109,6 +110,7 @@ class GrantWriter {
   void adapt_read_size(const std::vector<StreamBatch>& batch);  // sets entries_per_read_
   void say_goodbye();  // XGROUP DELCONSUMER where we hold nothing; retire if nowhere
   void sleep_ms(int64_t ms);
+  void note_commit(TraceBuffer& tracer, const std::vector<StreamBatch>& batch, int64_t start_us, std::size_t grants);
   void wait_replicas(const std::vector<StreamBatch>& batch);  // throws kUnavailable if too few
 
   WriterShared& sh_;

@@ -14,6 +14,7 @@ from .. import _core
 from .._engine import Campaigns
 from .._health import health
 from .._web import error_body, error_status, to_json
+from ..tracing import incoming
 from .engine import get_engine
 
 
@@ -46,7 +47,9 @@ def api(methods: dict[str, Callable[..., Any]], status: int = 200) -> Callable[.
         if handler is None:
             return JsonResponse(error_body("MethodNotAllowed", f"{request.method} is not allowed here"), status=405)
         try:
-            result = handler(request, **kwargs)
+            traceparent = request.headers.get("traceparent")  # docs/tracing.md
+            with incoming(traceparent, request.method or "HTTP", {"url.path": request.path}, get_engine()):
+                result = handler(request, **kwargs)
         except _core.Error as exc:
             code = error_status(exc)
             resp = JsonResponse(error_body(type(exc).__name__, str(exc)), status=code)

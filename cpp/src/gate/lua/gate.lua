@@ -4,7 +4,8 @@
 --
 -- KEYS: 1 meta, 2 holders, 3 grant stream, 4 answers (current generation), 5 answers (previous),
 -- 6 free seqs (sorted set, score = seq: seqs of dropped dead letters, docs/dead-letters.md)
--- ARGV: 1 campaign id, 2 answer hash expiry (s), 3.. pairs of (user_id, request_id or "")
+-- ARGV: 1 campaign id, 2 answer hash expiry (s), 3.. pairs of (user_id, request_id or ""), then
+-- the requests' traceparents when any has one (trace_args.lua)
 -- Seqs: a grant takes the lowest free seq if there is one, else the counter n advances. Every
 -- free seq is <= n <= quantity, so seqs stay unique and within 1..quantity; the coupons issued
 -- are n - #free.
@@ -13,10 +14,12 @@
 -- The clock is Redis's (TIME), one for every gate process.
 -- The batch's grants go to the stream as ONE entry in the grant-entry format of
 -- cpp/src/log/grant_entry.hpp: v 1 c <campaign> t <now_us> g <lines>, a line
--- "<seq> <user_ordinal> <user_id> <request_id>" per grant, in seq order (ids hold no space or
+-- "<seq> <user_ordinal> <user_id> <request_id>" per grant (v 2: and field p, the grants'
+-- traceparents: trace_args.lua), in seq order (ids hold no space or
 -- newline: limits::is_valid_id). One XADD per batch instead of one per grant: an XADD from Lua
 -- costs about as much as the rest of a grant's decision.
 if redis.replicate_commands then pcall(redis.replicate_commands) end
+--#include trace_args.lua
 local m = redis.call('HMGET', KEYS[1], 'q', 'l', 's', 'e', 'st', 'n')
 if not m[1] then return redis.error_reply('NOCAMPAIGN campaign ' .. ARGV[1] .. ' is not mirrored in Redis') end
 local quantity = tonumber(m[1])
@@ -36,13 +39,13 @@ local remembered = false
 -- Holder counts: read with one HMGET per 1,000 requests, kept in held_of while the batch is
 -- decided, written back with one HSET per 1,000 changed holders (not an HGET + HSET per request).
 local held_of, changed, dirty, lines = {}, {}, {}, {}
-for i = 3, #ARGV, 2000 do
+for i = 3, pairs_end, 2000 do
   local users = {}
-  for j = i, math.min(i + 1998, #ARGV), 2 do users[#users + 1] = ARGV[j] end
+  for j = i, math.min(i + 1998, pairs_end), 2 do users[#users + 1] = ARGV[j] end
   local h = redis.call('HMGET', KEYS[2], unpack(users))
   for j = 1, #users do held_of[users[j]] = tonumber(h[j] or '0') end
 end
-for i = 3, #ARGV, 2 do
+for i = 3, pairs_end, 2 do
   local user, rid = ARGV[i], ARGV[i + 1]
   local akey = nil
   local code = nil
@@ -76,6 +79,7 @@ for i = 3, #ARGV, 2 do
       end
       held_of[user] = held
       lines[#lines + 1] = seq .. ' ' .. held .. ' ' .. user .. ' ' .. rid
+      if tps then granted[#granted + 1] = i end
       code = seq * 8
     end
     if akey then
@@ -85,7 +89,7 @@ for i = 3, #ARGV, 2 do
   end
   out[#out + 1] = code
 end
-if #lines > 0 then redis.call('XADD', KEYS[3], '*', 'v', '1', 'c', cid, 't', now_s, 'g', table.concat(lines, '\n')) end
+if #lines > 0 then append_entry(KEYS[3], cid, now_s, lines) end
 for i = 1, #changed, 1000 do
   local kv = {}
   for j = i, math.min(i + 999, #changed) do

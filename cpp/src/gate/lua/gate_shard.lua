@@ -4,12 +4,14 @@
 -- stock here from the other shards and asks again, and says SOLD_OUT only when every shard is dry.
 --
 -- KEYS: 1 meta, 2 holders, 3 grant stream, 4 answers (current generation), 5 answers (previous)
--- ARGV: 1 campaign id, 2 answer hash expiry (s), 3.. pairs of (user_id, request_id or "")
+-- ARGV: 1 campaign id, 2 answer hash expiry (s), 3.. pairs of (user_id, request_id or ""), then
+-- the requests' traceparents when any has one (trace_args.lua)
 -- Reply: {issued by this shard, free seqs left in it, now_us, code per request...}, code =
 -- seq * 8 + status (0 ISSUED, 1 SOLD_OUT, 2 ALREADY_ISSUED, 3 NOT_OPEN, 4 ENDED, 5 DRY).
 -- The grant-log entry is gate.lua's (seqs of one entry in increasing order).
 if redis.replicate_commands then pcall(redis.replicate_commands) end
 --#include free_seqs.lua
+--#include trace_args.lua
 local m = redis.call('HMGET', KEYS[1], 'q', 'l', 's', 'e', 'st', 'n', 'f')
 if not m[1] then return redis.error_reply('NOCAMPAIGN campaign ' .. ARGV[1] .. ' is not mirrored in Redis') end
 local limit = tonumber(m[2])
@@ -27,13 +29,13 @@ local cid = ARGV[1]
 local out = {0, 0, now_s}
 local remembered = false
 local held_of, changed, dirty, lines = {}, {}, {}, {}
-for i = 3, #ARGV, 2000 do
+for i = 3, pairs_end, 2000 do
   local users = {}
-  for j = i, math.min(i + 1998, #ARGV), 2 do users[#users + 1] = ARGV[j] end
+  for j = i, math.min(i + 1998, pairs_end), 2 do users[#users + 1] = ARGV[j] end
   local h = redis.call('HMGET', KEYS[2], unpack(users))
   for j = 1, #users do held_of[users[j]] = tonumber(h[j] or '0') end
 end
-for i = 3, #ARGV, 2 do
+for i = 3, pairs_end, 2 do
   local user, rid = ARGV[i], ARGV[i + 1]
   local akey = nil
   local code = nil
@@ -63,6 +65,7 @@ for i = 3, #ARGV, 2 do
       end
       held_of[user] = held
       lines[#lines + 1] = seq .. ' ' .. held .. ' ' .. user .. ' ' .. rid
+      if tps then granted[#granted + 1] = i end
       code = seq * 8
     end
     if akey and remember then
@@ -72,7 +75,7 @@ for i = 3, #ARGV, 2 do
   end
   out[#out + 1] = code
 end
-if #lines > 0 then redis.call('XADD', KEYS[3], '*', 'v', '1', 'c', cid, 't', now_s, 'g', table.concat(lines, '\n')) end
+if #lines > 0 then append_entry(KEYS[3], cid, now_s, lines) end
 for i = 1, #changed, 1000 do
   local kv = {}
   for j = i, math.min(i + 999, #changed) do

@@ -1,0 +1,193 @@
+"""W3C trace context and OpenTelemetry spans for couponcore (docs/tracing.md).
+
+Three pieces:
+
+* ``current_traceparent()``: the trace context an issue / use / points call carries when the
+  caller passes none: the current OpenTelemetry span's (when opentelemetry-api is installed and
+  a span is current), else the incoming request's ``traceparent`` header noted by the web
+  integrations (``incoming()``), else ``None``.
+* ``incoming(headers_value)``: a context manager the FastAPI and Django integrations wrap each
+  request in. With OpenTelemetry and no span current (the app is not instrumented) it starts a
+  server span, child of the header's context; without OpenTelemetry it keeps the header's value
+  for the calls made while handling the request.
+* ``SpanEmitter``: the Python thread that takes the engine's trace records (the gate's batches,
+  the writers' commits: couponcore/tracing.hpp) and turns them into spans
+  ``couponcore.gate.batch`` and ``couponcore.writer.commit``, with the records' own start and end
+  times and one link per caller trace context.
+
+Everything here costs a module-level flag test when OpenTelemetry is absent. A malformed
+traceparent is ignored, never an error (the engine drops it and counts it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import threading
+from collections.abc import Iterator
+from typing import Any, Optional
+
+try:  # the optional extra couponcore[otel]
+    from opentelemetry import context as _otel_context
+    from opentelemetry import trace as _otel_trace
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator as _Propagator
+
+    OTEL = True
+except ImportError:  # pragma: no cover - exercised where opentelemetry-api is not installed
+    OTEL = False
+
+__all__ = ["OTEL", "SpanEmitter", "TraceContextMiddleware", "current_traceparent", "incoming", "span_context_of"]
+
+# The incoming request's traceparent while no OpenTelemetry span carries it.
+_incoming: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("couponcore_traceparent", default=None)
+
+GATE_BATCH = "couponcore.gate.batch"
+WRITER_COMMIT = "couponcore.writer.commit"
+_HEX = frozenset("0123456789abcdef")
+
+
+def current_traceparent() -> Optional[str]:
+    """The caller's trace context as a traceparent, or ``None``."""
+    if OTEL:
+        ctx = _otel_trace.get_current_span().get_span_context()
+        if ctx.is_valid:
+            return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+    return _incoming.get()
+
+
+def _linked_context(tp: str) -> Any:
+    """The remote SpanContext of a traceparent the engine checked (the records' links)."""
+    return _otel_trace.SpanContext(
+        int(tp[3:35], 16), int(tp[36:52], 16), True, _otel_trace.TraceFlags(int(tp[53:55], 16))
+    )
+
+
+def span_context_of(traceparent: str) -> Any:
+    """The remote OpenTelemetry SpanContext of a version-00 traceparent; None if the value is not
+    one or OpenTelemetry is absent."""
+    if not OTEL or len(traceparent) != 55 or not set(traceparent[3:35] + traceparent[36:52]) <= _HEX:
+        return None
+    trace_id, span_id = int(traceparent[3:35], 16), int(traceparent[36:52], 16)
+    if trace_id == 0 or span_id == 0:
+        return None
+    flags = int(traceparent[53:55], 16) if set(traceparent[53:55]) <= _HEX else 0
+    return _otel_trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=_otel_trace.TraceFlags(flags & 0xFF))
+
+
+@contextlib.contextmanager
+def incoming(
+    traceparent: Optional[str], name: str, attributes: Optional[dict[str, Any]] = None, engine: Any = None
+) -> Iterator[None]:
+    """Handle one incoming request under its trace context (see the module's docstring). The
+    server span uses ``engine``'s tracer provider when it traces, else the global one."""
+    if OTEL and _otel_trace.get_current_span().get_span_context().is_valid:
+        yield  # instrumented: the request's span is current already
+        return
+    if not OTEL:
+        token = _incoming.set(traceparent or None)
+        try:
+            yield
+        finally:
+            _incoming.reset(token)
+        return
+    parent = _Propagator().extract({"traceparent": traceparent}) if traceparent else _otel_context.Context()
+    emitter = getattr(engine, "tracing", None)
+    tracer = emitter.tracer if emitter is not None else _otel_trace.get_tracer("couponcore")
+    with tracer.start_as_current_span(name, context=parent, kind=_otel_trace.SpanKind.SERVER, attributes=attributes):
+        yield
+
+
+class SpanEmitter:
+    """Takes an engine's trace records on a daemon thread and emits them as spans."""
+
+    def __init__(self, core: Any, tracer_provider: Any = None, capacity: int = 4096) -> None:
+        if not OTEL:
+            raise RuntimeError("tracing needs opentelemetry-api (pip install 'couponcore[otel]')")
+        self._core = core
+        provider = tracer_provider if tracer_provider is not None else _otel_trace.get_tracer_provider()
+        from . import __version__
+
+        self.tracer = provider.get_tracer("couponcore", __version__)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()  # one emitter of records at a time: flush() and the thread
+        core.enable_tracing(capacity)
+        self._thread = threading.Thread(target=self._run, name="couponcore-spans", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                records = self._core.take_trace_records(256, 100)
+            except Exception:  # the engine closed under us
+                return
+            if records:
+                with self._lock:
+                    self._emit(records)
+
+    def flush(self) -> int:
+        """Emits every record noted so far, now; returns how many."""
+        n = 0
+        with self._lock:
+            while True:
+                records = self._core.take_trace_records(1024, 0)
+                if not records:
+                    return n
+                self._emit(records)
+                n += len(records)
+
+    def stats(self) -> dict[str, int]:
+        """recorded / dropped (buffer full) records, and malformed traceparents ignored."""
+        return self._core.trace_stats()  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        """Stops the thread (the engine stops noting records); what is left is emitted."""
+        self._stop.set()
+        with contextlib.suppress(Exception):
+            self._core.disable_tracing()
+        self._thread.join(timeout=5)
+        with contextlib.suppress(Exception):
+            self.flush()
+
+    def _emit(self, records: list[tuple[Any, ...]]) -> None:
+        root = _otel_context.Context()  # batch spans serve many traces: roots, linked to each
+        for kind, start_us, end_us, campaign_ids, items, traced, traceparents in records:
+            links = [_otel_trace.Link(_linked_context(tp)) for tp in traceparents]
+            gate = kind == "gate.batch"
+            attributes = {
+                "couponcore.campaign_ids": list(campaign_ids),
+                ("couponcore.requests" if gate else "couponcore.grants"): items,
+                "couponcore.traced": traced,
+            }
+            span = self.tracer.start_span(
+                GATE_BATCH if gate else WRITER_COMMIT,
+                context=root,
+                kind=_otel_trace.SpanKind.INTERNAL,
+                attributes=attributes,
+                links=links,
+                start_time=start_us * 1000,
+            )
+            span.end(end_time=end_us * 1000)
+
+
+class TraceContextMiddleware:
+    """ASGI middleware: each HTTP request runs under its ``traceparent`` header (``incoming``).
+    ``couponcore.fastapi.create_app`` installs it; add it yourself to an app that only includes
+    ``create_router``: ``app.add_middleware(TraceContextMiddleware)``."""
+
+    def __init__(self, app: Any, engine: Any = None) -> None:
+        self.app = app
+        self.engine = engine  # its tracer provider makes the server spans (else the global one)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope.get("type") != "http":
+            await self.app(scope, receive, send)
+            return
+        traceparent = None
+        for name, value in scope.get("headers") or ():
+            if name == b"traceparent":
+                traceparent = value.decode("latin-1")
+                break
+        method = scope.get("method", "HTTP")
+        attributes = {"http.request.method": method, "url.path": scope.get("path", "")}
+        with incoming(traceparent, method, attributes, self.engine):
+            await self.app(scope, receive, send)
