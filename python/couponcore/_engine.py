@@ -92,6 +92,9 @@ class Campaigns:
         valid_until: Optional[TimeLike] = None,
         valid_days: Optional[int] = None,
         shards: int = 1,
+        rate_limit_per_user: int = 0,
+        rate_limit_per_partner: int = 0,
+        rate_window_ms: int = 1000,
     ) -> Campaign:
         """Create a campaign of ``quantity`` coupons, at most ``per_user_limit`` per user,
         issued between ``starts_at`` (inclusive) and ``ends_at`` (exclusive) when given.
@@ -105,6 +108,11 @@ class Campaigns:
         (on Redis Cluster, up to that many masters); a user is routed to one shard, stock moves
         to a shard that runs dry. The embedded engine accepts it and decides in one gate.
         See docs/production.md "Sharded campaigns".
+
+        Rate limits: at most ``rate_limit_per_user`` issue requests per user and
+        ``rate_limit_per_partner`` for all users together per fixed window of ``rate_window_ms``
+        (0 = no limit); over a limit the answer is ``RATE_LIMITED`` with ``retry_after_ms``.
+        See docs/rate-limits.md.
         """
         spec = {
             "name": name,
@@ -119,6 +127,9 @@ class Campaigns:
             "valid_until_us": to_us(valid_until, "valid_until"),
             "valid_days": valid_days,
             "shards": shards,
+            "rate_limit_per_user": rate_limit_per_user,
+            "rate_limit_per_partner": rate_limit_per_partner,
+            "rate_window_ms": rate_window_ms,
             "partner_id": self._scope.partner_id,
         }
         return from_core(Campaign, self._core.create_campaign(spec))
@@ -154,6 +165,11 @@ class Campaigns:
     async def aset_quantity(self, campaign_id: int, quantity: int) -> Campaign:
         return await _offload(self.set_quantity, campaign_id, quantity)
 
+    async def aset_rate_limits(
+        self, campaign_id: int, per_user: int = 0, per_partner: int = 0, window_ms: int = 1000
+    ) -> Campaign:
+        return await _offload(self.set_rate_limits, campaign_id, per_user, per_partner, window_ms)
+
     def pause(self, campaign_id: int) -> Campaign:
         """Stop issuing for now (issue answers ``NOT_OPEN``). Issued coupons stay usable."""
         return from_core(Campaign, self._core.pause_campaign(self._scope.partner_id, campaign_id))
@@ -170,6 +186,17 @@ class Campaigns:
         """Change the quantity while the campaign runs: never below the coupons already issued
         (``Conflict``). Raising it reopens a sold-out campaign."""
         return from_core(Campaign, self._core.set_campaign_quantity(self._scope.partner_id, campaign_id, quantity))
+
+    def set_rate_limits(
+        self, campaign_id: int, per_user: int = 0, per_partner: int = 0, window_ms: int = 1000
+    ) -> Campaign:
+        """Change the rate limits while the campaign runs (0 = no limit; ranges in
+        docs/limits.md, ``InvalidArgument`` outside them, nothing written). The store first, then
+        the gate; the current window's counters start again from zero. docs/rate-limits.md."""
+        return from_core(
+            Campaign,
+            self._core.set_campaign_rate_limits(self._scope.partner_id, campaign_id, per_user, per_partner, window_ms),
+        )
 
 
 class Coupons:

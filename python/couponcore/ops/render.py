@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 from .snapshot import CampaignRow, Section, Snapshot
 
-_STATUSES = ("ISSUED", "SOLD_OUT", "ALREADY_ISSUED", "NOT_OPEN", "ENDED")
+_STATUSES = ("ISSUED", "SOLD_OUT", "ALREADY_ISSUED", "NOT_OPEN", "ENDED", "RATE_LIMITED")
 
 
 def _e(value: Any) -> str:
