@@ -47,6 +47,9 @@ def test_many_threads_get_at_most_the_limit_per_user_per_window(engine: couponco
         mine = []
         i = t
         while time.time() < until:
+            left = window - time.time() * 1000 % window
+            if left < 40:  # quiet at a window's end: a call straddling a boundary counts nowhere
+                time.sleep(left / 1000)
             user = users[i % len(users)]
             i += 1
             sent = time.time() * 1000
