@@ -49,21 +49,21 @@ bool CampaignGate::admit(const std::string& user_id, int64_t now_us, int64_t* re
     rate_users_.clear();
     rate_total_ = 0;
   }
-  auto it = rate_users_.find(user_id);
-  const uint32_t mine = it == rate_users_.end() ? 0 : it->second;
-  if ((s.rate_limit_per_user > 0 && mine >= static_cast<uint32_t>(s.rate_limit_per_user)) ||
-      (s.rate_limit_per_partner > 0 && rate_total_ >= s.rate_limit_per_partner)) {
+  const int64_t limit_user = s.rate_limit_per_user, limit_all = s.rate_limit_per_partner;
+  if (limit_all > 0 && rate_total_ >= limit_all) {
     *retry_after_ms = s.rate_window_ms - now_ms % s.rate_window_ms;
     return false;
   }
-  rate_total_++;
-  if (s.rate_limit_per_user > 0) {
-    if (it == rate_users_.end()) {
-      rate_users_.emplace(user_id, 1);
-    } else {
-      it->second++;
+  if (limit_user > 0) {
+    // One hash of the user id for the lookup and the count (a key is copied only when new).
+    uint32_t& mine = rate_users_.try_emplace(user_id, 0).first->second;
+    if (mine >= limit_user) {
+      *retry_after_ms = s.rate_window_ms - now_ms % s.rate_window_ms;
+      return false;
     }
+    mine++;
   }
+  rate_total_++;
   return true;
 }
 
