@@ -6,7 +6,8 @@
 -- expires at the window's end (PEXPIRE), so nothing accumulates; a hash left from an older
 -- window ('*w' differs) counts as empty.
 local rate = nil  -- nil: the campaign has no limit
--- Reads the counters of the users of ARGV 3.. pairs (one HMGET per 1,000), if limited.
+-- Reads the window, the campaign's count and (per-user limit) the counters of the users of
+-- ARGV 3.. pairs: one HMGET per 1,000 users, the first one also reading '*w' and '*'.
 local function rate_load(key, ru, rp, rw, t)
   ru, rp, rw = tonumber(ru or '0'), tonumber(rp or '0'), tonumber(rw or '1000')
   if ru == 0 and rp == 0 then return end
@@ -14,17 +15,25 @@ local function rate_load(key, ru, rp, rw, t)
   local rem = now_ms % rw
   rate = {key = key, ru = ru, rp = rp, window = string.format('%d', (now_ms - rem) / rw), retry = rw - rem,
           of = {}, dirty = {}, changed = {}, total = 0, fresh = true, counted = false}
-  local h = redis.call('HMGET', key, '*w', '*')
-  if h[1] ~= rate.window then return end
-  rate.fresh = false
-  rate.total = tonumber(h[2] or '0')
-  if ru == 0 then return end
-  for i = 3, #ARGV, 2000 do
-    local users = {}
-    for j = i, math.min(i + 1998, #ARGV), 2 do users[#users + 1] = ARGV[j] end
-    local c = redis.call('HMGET', key, unpack(users))
-    for j = 1, #users do rate.of[users[j]] = tonumber(c[j] or '0') end
-  end
+  local i = 3
+  repeat
+    local fields, users, off = {}, {}, 0
+    if i == 3 then fields, off = {'*w', '*'}, 2 end
+    if ru > 0 then
+      for j = i, math.min(i + 1998, #ARGV), 2 do
+        users[#users + 1] = ARGV[j]
+        fields[#fields + 1] = ARGV[j]
+      end
+    end
+    local got = redis.call('HMGET', key, unpack(fields))
+    if i == 3 then
+      if got[1] ~= rate.window then return end  -- no counters of this window yet
+      rate.fresh = false
+      rate.total = tonumber(got[2] or '0')
+    end
+    for j = 1, #users do rate.of[users[j]] = tonumber(got[j + off] or '0') end
+    i = i + 2000
+  until ru == 0 or i > #ARGV
 end
 -- The rule's rate step: nil when the request is admitted (and counted for the user and the
 -- campaign), else the RATE_LIMITED code: (ms to the window's end) * 8 + 5.
@@ -45,7 +54,8 @@ local function rate_refuse(user)
   end
   return nil
 end
--- Writes the counters back (one HSET per 1,000 users) and sets the hash to expire with the window.
+-- Writes the counters back (one HSET per 1,000 users); a hash new in this window is set to
+-- expire at its end (an existing one already is).
 local function rate_save()
   if not rate or not rate.counted then return end
   if rate.fresh then redis.call('DEL', rate.key) end
@@ -59,5 +69,5 @@ local function rate_save()
     end
   end
   if #kv > 0 then redis.call('HSET', rate.key, unpack(kv)) end
-  redis.call('PEXPIRE', rate.key, rate.retry)
+  if rate.fresh then redis.call('PEXPIRE', rate.key, rate.retry) end
 end
