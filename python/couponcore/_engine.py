@@ -109,10 +109,8 @@ class Campaigns:
         to a shard that runs dry. The embedded engine accepts it and decides in one gate.
         See docs/production.md "Sharded campaigns".
 
-        Rate limits: at most ``rate_limit_per_user`` issue requests per user and
-        ``rate_limit_per_partner`` for all users together per fixed window of ``rate_window_ms``
-        (0 = no limit); over a limit the answer is ``RATE_LIMITED`` with ``retry_after_ms``.
-        See docs/rate-limits.md.
+        At most ``rate_limit_per_user`` issue requests per user and ``rate_limit_per_partner`` for all
+        users per window of ``rate_window_ms`` (0 = no limit), else ``RATE_LIMITED``: docs/rate-limits.md.
         """
         spec = {
             "name": name,
@@ -165,10 +163,8 @@ class Campaigns:
     async def aset_quantity(self, campaign_id: int, quantity: int) -> Campaign:
         return await _offload(self.set_quantity, campaign_id, quantity)
 
-    async def aset_rate_limits(
-        self, campaign_id: int, per_user: int = 0, per_partner: int = 0, window_ms: int = 1000
-    ) -> Campaign:
-        return await _offload(self.set_rate_limits, campaign_id, per_user, per_partner, window_ms)
+    async def aset_rate_limits(self, campaign_id: int, *limits: int) -> Campaign:
+        return await _offload(self.set_rate_limits, campaign_id, *limits)
 
     def pause(self, campaign_id: int) -> Campaign:
         """Stop issuing for now (issue answers ``NOT_OPEN``). Issued coupons stay usable."""
@@ -190,13 +186,10 @@ class Campaigns:
     def set_rate_limits(
         self, campaign_id: int, per_user: int = 0, per_partner: int = 0, window_ms: int = 1000
     ) -> Campaign:
-        """Change the rate limits while the campaign runs (0 = no limit; ranges in
-        docs/limits.md, ``InvalidArgument`` outside them, nothing written). The store first, then
-        the gate; the current window's counters start again from zero. docs/rate-limits.md."""
-        return from_core(
-            Campaign,
-            self._core.set_campaign_rate_limits(self._scope.partner_id, campaign_id, per_user, per_partner, window_ms),
-        )
+        """Change the rate limits while it runs (0 = none; out of range: ``InvalidArgument``, nothing
+        written). The store first, then the gate; new limits restart the window's counts."""
+        core, p = self._core, self._scope.partner_id
+        return from_core(Campaign, core.set_campaign_rate_limits(p, campaign_id, per_user, per_partner, window_ms))
 
 
 class Coupons:
