@@ -207,9 +207,13 @@ def test_fastapi_per_address_limit(embedded: couponcore.Engine, fast_issue: bool
 
 
 @pytest.fixture(params=["embedded", "production"])
-def django_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, Any]]:
+def django_settings(
+    request: pytest.FixtureRequest, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
     sys.path.insert(0, str(REPO / "examples" / "django_project"))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop.settings")
+    # The example settings read COUPONCORE_PATH once: if they load here first, not the working tree.
+    os.environ.setdefault("COUPONCORE_PATH", str(tmp_path_factory.mktemp("django-shop") / "shop.db"))
     import django
 
     django.setup()
