@@ -179,7 +179,7 @@ TEST_P(RateLimits, ManyThreadsNeverGetMoreThanTheUserLimitPerWindow) {
   Campaign c = e.create_campaign(spec(kLimit, 0, kWindow));
   EXPECT_EQ(c.spec.rate_limit_per_user, kLimit);
   const std::vector<std::string> users = {"ann", "bob", "cid", "dee"};
-  std::vector<Answer> answers = hammer(c.id, users, kWindow, 1500);
+  std::vector<Answer> answers = hammer(c.id, users, kWindow, 1000);
   int64_t limited = 0;
   auto per_window = admitted(answers, kWindow, /*per_user=*/true, &limited);
   int64_t at_limit = 0;
@@ -203,7 +203,7 @@ TEST_P(RateLimits, ThePartnerLimitHoldsForAllUsersTogether) {
   Campaign c = e.create_campaign(spec(0, kLimit, kWindow));
   std::vector<std::string> users;
   for (int i = 0; i < 64; ++i) users.push_back("user-" + std::to_string(i));
-  std::vector<Answer> answers = hammer(c.id, users, kWindow, 1500);
+  std::vector<Answer> answers = hammer(c.id, users, kWindow, 1000);
   int64_t limited = 0;
   auto per_window = admitted(answers, kWindow, /*per_user=*/false, &limited);
   int64_t at_limit = 0;
@@ -216,7 +216,7 @@ TEST_P(RateLimits, ThePartnerLimitHoldsForAllUsersTogether) {
 }
 
 TEST_P(RateLimits, ARetriedRequestIdIsNotCountedAgainAndRateLimitedIsNotRemembered) {
-  constexpr int32_t kWindow = 1000;
+  constexpr int32_t kWindow = 500;
   Engine& e = start();
   CampaignSpec s = spec(2, 0, kWindow);
   s.per_user_limit = 1;
@@ -243,7 +243,7 @@ TEST_P(RateLimits, ARetriedRequestIdIsNotCountedAgainAndRateLimitedIsNotRemember
 }
 
 TEST_P(RateLimits, NotOpenAndSoldOutAnswersAreNotCounted) {
-  constexpr int32_t kWindow = 1000;
+  constexpr int32_t kWindow = 500;
   Engine& e = start();
   CampaignSpec s = spec(1, 0, kWindow);
   s.quantity = 2;
@@ -311,7 +311,7 @@ TEST_P(RateLimits, OutOfRangeLimitsAreRefusedAndNothingIsWritten) {
 }
 
 TEST_P(RateLimits, ChangedLimitsApplyAtOnceAndSurviveAReopen) {
-  constexpr int32_t kWindow = 1000;
+  constexpr int32_t kWindow = 500;
   Engine& e = start();
   Campaign c = e.create_campaign(spec(0, 0, kWindow));
   for (int i = 0; i < 10; ++i) EXPECT_EQ(e.issue(c.id, req("u")).status, IssueStatus::kIssued);
