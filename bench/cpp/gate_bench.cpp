@@ -1,5 +1,7 @@
 // Benchmarks of the embedded hot path:
-//   BM_GateDecide        CampaignGate::decide alone (the in-memory FCFS rule), while issuing
+//   BM_GateDecide        CampaignGate::decide alone (the in-memory FCFS rule), while issuing;
+//                        /0 without rate limits, /1 with per-user and per-partner limits that
+//                        count every request and refuse none (docs/rate-limits.md)
 //   BM_GateDecideSoldOut the same once sold out (every answer SOLD_OUT / ALREADY_ISSUED)
 //   BM_EmbeddedIssueMany the whole embedded engine: validation, queue, decision, SQLite group
 //                        commit (WAL, synchronous=FULL) of every grant, answers
@@ -23,11 +25,16 @@ std::vector<IssueRequest> make_requests(std::size_t n, const std::string& prefix
   return v;
 }
 
-Campaign campaign(int64_t quantity) {
+Campaign campaign(int64_t quantity, bool rate_limited = false) {
   Campaign c;
   c.id = 1;
   c.spec.name = "bench";
   c.spec.quantity = quantity;
+  if (rate_limited) {
+    c.spec.rate_limit_per_user = 1'000'000;
+    c.spec.rate_limit_per_partner = 1'000'000;
+    c.spec.rate_window_ms = 3'600'000;
+  }
   return c;
 }
 
@@ -37,12 +44,13 @@ void BM_GateDecide(benchmark::State& state) {
   std::vector<Grant> grants;
   grants.reserve(n);
   std::size_t i = n;
-  CampaignGate gate(campaign(1'000'000'000));
+  const bool limited = state.range(0) != 0;
+  CampaignGate gate(campaign(1'000'000'000, limited));
   const int64_t now = now_us();
   for (auto _ : state) {
     if (i == n) {
       state.PauseTiming();
-      gate = CampaignGate(campaign(1'000'000'000));
+      gate = CampaignGate(campaign(1'000'000'000, limited));
       grants.clear();
       i = 0;
       state.ResumeTiming();
@@ -51,7 +59,7 @@ void BM_GateDecide(benchmark::State& state) {
   }
   state.SetItemsProcessed(state.iterations());
 }
-BENCHMARK(BM_GateDecide);
+BENCHMARK(BM_GateDecide)->Arg(0)->Arg(1);
 
 void BM_GateDecideSoldOut(benchmark::State& state) {
   const std::size_t n = 1'000'000;

@@ -140,7 +140,7 @@ std::vector<IssueRequest> to_requests(py::handle user_ids, py::handle request_id
 }
 
 py::object status_object(IssueStatus s) {
-  static std::array<PyObject*, 5> cache{};  // leaked on purpose: lives until the process ends
+  static std::array<PyObject*, 6> cache{};  // leaked on purpose: lives until the process ends
   PyObject*& slot = cache[static_cast<int>(s)];
   if (!slot) {
     py::object cls = py::module_::import("couponcore._types").attr("Status");
@@ -149,11 +149,11 @@ py::object status_object(IssueStatus s) {
   return py::reinterpret_borrow<py::object>(slot);
 }
 
-// Answers without a coupon (SOLD_OUT, ALREADY_ISSUED, ...) are equal and immutable: share one
+// Answers without a coupon or a retry-after (SOLD_OUT, ALREADY_ISSUED, ...) are equal and immutable: share one
 // Python object per status instead of allocating one per request (most answers of a flash sale).
 py::object result_object(const IssueResult& r) {
-  if (r.seq != 0) return py::cast(r);
-  static std::array<PyObject*, 5> shared{};  // leaked on purpose: lives until the process ends
+  if (r.seq != 0 || r.retry_after_ms != 0) return py::cast(r);
+  static std::array<PyObject*, 6> shared{};  // leaked on purpose: lives until the process ends
   PyObject*& slot = shared[static_cast<int>(r.status)];
   if (!slot) slot = py::cast(r).release().ptr();
   return py::reinterpret_borrow<py::object>(slot);

@@ -6,7 +6,7 @@
 // Every scoped method takes the partner id first; the Python layer (_engine.py: Scope) supplies
 // it. Entry points, all on _core.Engine:
 //   check_campaign, get_campaign_for, pause_campaign, resume_campaign, close_campaign,
-//   set_campaign_quantity, use_coupon, cancel_coupon_use, get_coupon, list_user_coupons,
+//   set_campaign_quantity, set_campaign_rate_limits, use_coupon, cancel_coupon_use, get_coupon, list_user_coupons,
 //   coupon_counts, expire_coupons, create_partner, rotate_partner_key, revoke_partner_keys,
 //   get_partner, list_partners, authenticate, auth_counters
 #include <pybind11/pybind11.h>
@@ -83,6 +83,19 @@ void register_campaign_rules(py::object& cls) {
     const int64_t p = to_i64(pid, "partner_id"), c = to_i64(cid, "campaign_id"), n = to_i64(q, "quantity");
     return to_record(nogil([&] { return e.set_campaign_quantity(p, c, n); }));
   }, "Sets the quantity (never below the coupons already issued).");
+  method(cls, "set_campaign_rate_limits", [](py::handle self, py::object pid, py::object cid, py::object per_user,
+                                            py::object per_partner, py::object window_ms) {
+    Engine& e = engine_of(self);
+    const int64_t p = to_i64(pid, "partner_id"), c = to_i64(cid, "campaign_id");
+    auto i32 = [](py::object o, const char* what) {
+      const int64_t v = to_i64(o, what);
+      if (v < INT32_MIN || v > INT32_MAX) raise(ErrorCode::kInvalidArgument, std::string(what) + " is out of range");
+      return static_cast<int32_t>(v);
+    };
+    const int32_t u = i32(per_user, "rate_limit_per_user"), pp = i32(per_partner, "rate_limit_per_partner"),
+                  w = i32(window_ms, "rate_window_ms");
+    return to_record(nogil([&] { return e.set_campaign_rate_limits(p, c, u, pp, w); }));
+  }, "Sets the rate limits (per user, per partner, window ms; 0 = no limit) in the store, then the gate.");
 }
 
 void register_lifecycle(py::object& cls) {

@@ -110,6 +110,16 @@ CampaignSpec spec_from(py::dict d) {
     }
     s.shards = static_cast<int32_t>(k);
   }
+  // Rate limits: out-of-int32 values are refused here, the ranges by check_rate_limits.
+  auto rate_field = [&](const char* k, int32_t* out) {
+    if (get(k).is_none()) return;
+    const int64_t v = to_i64(get(k), k);
+    if (v < INT32_MIN || v > INT32_MAX) raise(ErrorCode::kInvalidArgument, std::string(k) + " is out of range");
+    *out = static_cast<int32_t>(v);
+  };
+  rate_field("rate_limit_per_user", &s.rate_limit_per_user);
+  rate_field("rate_limit_per_partner", &s.rate_limit_per_partner);
+  rate_field("rate_window_ms", &s.rate_window_ms);
   s.starts_at_us = opt_i64(get("starts_at_us"), "starts_at");
   s.ends_at_us = opt_i64(get("ends_at_us"), "ends_at");
   if (!get("partner_id").is_none()) s.partner_id = to_i64(get("partner_id"), "partner_id");
@@ -368,7 +378,7 @@ void register_engine(py::module_& m) {
         d["coupon_cancels"] = k.coupon_cancels;
         d["coupon_uses_refused"] = k.coupon_uses_refused;
         py::dict by;
-        for (int i = 0; i < 5; ++i) by[issue_status_name(static_cast<IssueStatus>(i))] = k.by_status[i];
+        for (int i = 0; i < 6; ++i) by[issue_status_name(static_cast<IssueStatus>(i))] = k.by_status[i];
         d["by_status"] = by;
         return d;
       });

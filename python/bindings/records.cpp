@@ -52,13 +52,17 @@ const Record kCampaign{"Campaign",
     field<C>("valid_until_us", [](const C& c) { return c.spec.valid_until_us; }),
     field<C>("valid_days", [](const C& c) { return c.spec.valid_days; }),
     field<C>("shards", [](const C& c) { return c.spec.shards; }),
-    field<C>("created_at_us", &C::created_at_us)};
+    field<C>("created_at_us", &C::created_at_us),
+    field<C>("rate_limit_per_user", [](const C& c) { return c.spec.rate_limit_per_user; }),
+    field<C>("rate_limit_per_partner", [](const C& c) { return c.spec.rate_limit_per_partner; }),
+    field<C>("rate_window_ms", [](const C& c) { return c.spec.rate_window_ms; })};
 
 using IR = IssueResult;
 const Record kIssueResult{"IssueResult",
     field<IR>("status", [](const IR& r) { return status_object(r.status); }),
     field<IR>("seq", [](const IR& r) { return nonzero(r.seq); }),
-    field<IR>("coupon_id", [](const IR& r) { return nonzero(r.coupon_id); })};
+    field<IR>("coupon_id", [](const IR& r) { return nonzero(r.coupon_id); }),
+    field<IR>("retry_after_ms", [](const IR& r) { return nonzero(r.retry_after_ms); })};
 
 const Record kCampaignStats{"CampaignStats",
     field<CampaignStats>("rows", &CampaignStats::rows),
@@ -282,12 +286,13 @@ void register_records(py::module_& m) {
   kIssueResult.def_properties(cls);
   cls.def_property_readonly("issued", [](const IssueResult& r) { return r.status == IssueStatus::kIssued; })
       .def("__eq__", [](const IssueResult& a, const IssueResult& b) {
-        return a.status == b.status && a.seq == b.seq && a.coupon_id == b.coupon_id;
+        return a.status == b.status && a.seq == b.seq && a.coupon_id == b.coupon_id && a.retry_after_ms == b.retry_after_ms;
       })
       .def("__hash__", [](const IssueResult& r) { return py::hash(kIssueResult.tuple(r)); })
       .def("__repr__", [](const IssueResult& r) {
         std::string s = std::string("IssueResult(status=") + issue_status_name(r.status);
         if (r.seq) s += ", seq=" + std::to_string(r.seq) + ", coupon_id=" + std::to_string(r.coupon_id);
+        if (r.retry_after_ms) s += ", retry_after_ms=" + std::to_string(r.retry_after_ms);
         return s + ")";
       });
 

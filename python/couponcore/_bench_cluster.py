@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Any
+from typing import Any, Optional
 
 from . import open
 from .bench import _GATE_LUA, _bench_servers, _cleanup_prefix, _threaded
@@ -46,12 +46,14 @@ def measure_gate(
     ceiling_requests: int,
     threads: int,
     per_thread: int,
+    campaign: Optional[dict[str, Any]] = None,
 ) -> tuple[int, int]:
-    """Decisions/s of one deployment's gate alone (writer_threads=0) over `campaigns` campaigns:
-    the ceiling (one thread per campaign calling issue_many with 2,000 new users at a time) and
-    `threads` threads issuing one request at a time, round-robin over the campaigns."""
+    """Decisions/s of one deployment's gate alone (writer_threads=0) over `campaigns` campaigns
+    (created with the keyword arguments `campaign`): the ceiling (one thread per campaign calling
+    issue_many with 2,000 new users at a time) and `threads` threads issuing one request at a
+    time, round-robin over the campaigns."""
     with open(redis=url, postgres=postgres, key_prefix=prefix, writer_threads=0, **options) as g:
-        cs = [g.campaigns.create(f"bench-gate-{i}", quantity=10**8) for i in range(campaigns)]
+        cs = [g.campaigns.create(f"bench-gate-{i}", quantity=10**8, **(campaign or {})) for i in range(campaigns)]
         per = ceiling_requests // campaigns
         barrier = threading.Barrier(campaigns)
 

@@ -93,6 +93,9 @@ class Campaigns:
         valid_until: Optional[TimeLike] = None,
         valid_days: Optional[int] = None,
         shards: int = 1,
+        rate_limit_per_user: int = 0,
+        rate_limit_per_partner: int = 0,
+        rate_window_ms: int = 1000,
     ) -> Campaign:
         """Create a campaign of ``quantity`` coupons, at most ``per_user_limit`` per user,
         issued between ``starts_at`` (inclusive) and ``ends_at`` (exclusive) when given.
@@ -107,6 +110,9 @@ class Campaigns:
         to a shard that runs dry. The embedded engine accepts it and decides in one gate (its
         campaign reports ``shards=1``).
         See docs/production.md "Sharded campaigns".
+
+        At most ``rate_limit_per_user`` issue requests per user and ``rate_limit_per_partner`` for all
+        users per window of ``rate_window_ms`` (0 = no limit), else ``RATE_LIMITED``: docs/rate-limits.md.
         """
         spec = {
             "name": name,
@@ -121,6 +127,9 @@ class Campaigns:
             "valid_until_us": to_us(valid_until, "valid_until"),
             "valid_days": valid_days,
             "shards": shards,
+            "rate_limit_per_user": rate_limit_per_user,
+            "rate_limit_per_partner": rate_limit_per_partner,
+            "rate_window_ms": rate_window_ms,
             "partner_id": self._scope.partner_id,
         }
         return from_core(Campaign, self._core.create_campaign(spec))
@@ -156,6 +165,9 @@ class Campaigns:
     async def aset_quantity(self, campaign_id: int, quantity: int) -> Campaign:
         return await _offload(self.set_quantity, campaign_id, quantity)
 
+    async def aset_rate_limits(self, campaign_id: int, *limits: int) -> Campaign:
+        return await _offload(self.set_rate_limits, campaign_id, *limits)
+
     def pause(self, campaign_id: int) -> Campaign:
         """Stop issuing for now (issue answers ``NOT_OPEN``). Issued coupons stay usable."""
         return from_core(Campaign, self._core.pause_campaign(self._scope.partner_id, campaign_id))
@@ -173,6 +185,14 @@ class Campaigns:
         (``Conflict``). Raising it reopens a sold-out campaign. A sharded campaign's quantity can
         only be raised (``InvalidArgument``)."""
         return from_core(Campaign, self._core.set_campaign_quantity(self._scope.partner_id, campaign_id, quantity))
+
+    def set_rate_limits(
+        self, campaign_id: int, per_user: int = 0, per_partner: int = 0, window_ms: int = 1000
+    ) -> Campaign:
+        """Change the rate limits while it runs (0 = none; out of range: ``InvalidArgument``, nothing
+        written). The store first, then the gate; new limits restart the window's counts."""
+        core, p = self._core, self._scope.partner_id
+        return from_core(Campaign, core.set_campaign_rate_limits(p, campaign_id, per_user, per_partner, window_ms))
 
 
 class Coupons:

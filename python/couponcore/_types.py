@@ -34,6 +34,7 @@ class Status(str, enum.Enum):
     ALREADY_ISSUED = "ALREADY_ISSUED"
     NOT_OPEN = "NOT_OPEN"
     ENDED = "ENDED"
+    RATE_LIMITED = "RATE_LIMITED"  # over the campaign's rate limit: retry after retry_after_ms
 
     def __str__(self) -> str:
         return self.value
@@ -43,7 +44,12 @@ class Status(str, enum.Enum):
 # the hot path, and answers without a coupon are shared immutable objects (one per status).
 # Its fields are its record's (_core.fields("IssueResult")); these are their Python types, for
 # the HTTP schema. The stub _core.pyi declares the same; test_value_types.py checks all three.
-ISSUE_RESULT_TYPES: dict[str, Any] = {"status": Status, "seq": Optional[int], "coupon_id": Optional[int]}
+ISSUE_RESULT_TYPES: dict[str, Any] = {
+    "status": Status,
+    "seq": Optional[int],
+    "coupon_id": Optional[int],
+    "retry_after_ms": Optional[int],  # RATE_LIMITED: ms to the end of the rate window, in (0, window]
+}
 
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
 
@@ -179,6 +185,9 @@ class Campaign:
     valid_days: Optional[int]
     shards: int  # production: the stock's hash tags (docs/production.md "Sharded campaigns"); embedded: 1
     created_at: _dt.datetime = field(metadata=core("created_at_us", from_us))
+    rate_limit_per_user: int  # issue requests per window per user; 0 = no limit
+    rate_limit_per_partner: int  # issue requests per window, all users together; 0 = no limit
+    rate_window_ms: int
 
 
 @record("CampaignStats")

@@ -9,7 +9,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
-from typing import Any
+import math
+import threading
+import time
+from typing import Any, Optional
 
 from . import _core
 
@@ -59,3 +62,69 @@ def to_json(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: to_json(v) for k, v in value.items()}
     return value
+
+
+# ---- rate limits at the HTTP layer (docs/rate-limits.md) -----------------------------------
+
+
+def issue_status_code(result: Any) -> tuple[int, dict[str, str]]:
+    """The HTTP status and headers of an issue answer: 429 with ``Retry-After`` (seconds, rounded
+    up) for RATE_LIMITED, else 200."""
+    ms = getattr(result, "retry_after_ms", None)
+    if ms:
+        return 429, {"Retry-After": str(retry_after_s(ms / 1000.0))}
+    return 200, {}
+
+
+def retry_after_s(seconds: float) -> int:
+    """A Retry-After value: whole seconds, rounded up, at least 1."""
+    return max(1, math.ceil(seconds))
+
+
+class AddressLimiter:
+    """At most ``limit`` issue requests per client address per fixed window of ``window_s``
+    seconds, in this process (each worker process counts on its own). Thread-safe; memory is
+    bounded by the addresses seen in one window (the counters are dropped when it ends).
+
+    The address is the socket's peer, which behind a reverse proxy or load balancer is the
+    proxy's: then name the header your proxy sets (``client_address_header``, e.g.
+    ``"X-Forwarded-For"``); its LAST comma-separated entry is used (the one your proxy appended;
+    the earlier ones are whatever the client sent). Only configure it behind a proxy that sets it,
+    or any client can pick its own address."""
+
+    def __init__(self, limit: int, window_s: float = 1.0, client_address_header: Optional[str] = None) -> None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= 1_000_000:
+            raise _core.InvalidArgument(f"address_rate_limit must be 0..1,000,000 requests per window, got {limit!r}")
+        if isinstance(window_s, bool) or not isinstance(window_s, (int, float)) or not 0.01 <= window_s <= 3600:
+            raise _core.InvalidArgument(f"address_rate_window_s must be 0.01..3600 seconds, got {window_s!r}")
+        self.limit = limit
+        self.window_s = float(window_s)
+        self.header = client_address_header.lower() if client_address_header else None
+        self._lock = threading.Lock()
+        self._window = -1
+        self._counts: dict[str, int] = {}
+
+    def address(self, peer: Optional[str], header_value: Optional[str]) -> str:
+        if self.header and header_value:
+            return header_value.split(",")[-1].strip() or (peer or "")
+        return peer or ""
+
+    def refuse(self, address: str, now: Optional[float] = None) -> Optional[int]:
+        """None when the request is admitted (and counted), else the Retry-After seconds."""
+        if self.limit == 0:
+            return None
+        t = time.time() if now is None else now
+        window = int(t // self.window_s)
+        with self._lock:
+            if window != self._window:
+                self._window = window
+                self._counts = {}
+            n = self._counts.get(address, 0)
+            if n >= self.limit:
+                return retry_after_s((window + 1) * self.window_s - t)
+            self._counts[address] = n + 1
+        return None
+
+
+def address_limited_body(retry_s: int) -> dict[str, Any]:
+    return error_body("RateLimited", f"too many requests from this address; retry after {retry_s} s")

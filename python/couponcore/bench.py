@@ -629,6 +629,12 @@ def bench_replicas(**kwargs: Any) -> dict[str, Any]:
     return run(**kwargs)
 
 
+def bench_ratelimit(**kwargs: Any) -> dict[str, Any]:
+    from ._bench_ratelimit import bench_ratelimit as run
+
+    return run(**kwargs)
+
+
 def _shard_of(user: str, shards: int) -> int:
     """The core's routing of a user to a shard (redis::shard_of_user): FNV-1a 64 modulo shards."""
     h = 1469598103934665603
@@ -670,4 +676,5 @@ BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {
     "replicas": bench_replicas,
     "windows": bench_windows,
     "tracing": bench_tracing,
+    "ratelimit": bench_ratelimit,
 }

@@ -113,6 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve the ops page at /ops behind the operator key in this file (its first line); without it, "
         "the COUPONCORE_OPERATOR_KEY environment variable, else /ops is off (docs/ops-page.md)",
     )
+    sv.add_argument(
+        "--address-rate-limit",
+        type=int,
+        default=0,
+        metavar="N",
+        help="at most N issue requests per client address per second in this process, then 429 (0: off); "
+        "behind a proxy add --client-address-header X-Forwarded-For (docs/rate-limits.md)",
+    )
+    sv.add_argument("--client-address-header", default=None, metavar="NAME", help="the header your proxy sets")
     _servers(sv, "serve the production deployment")
 
     from ._cli_deadletters import add_parser as add_deadletters
@@ -228,6 +237,9 @@ def _serve(args: argparse.Namespace) -> int:
     from .ops import read_operator_key_file
 
     operator_key = read_operator_key_file(args.operator_key_file) if args.operator_key_file else None
+    if not 0 <= args.address_rate_limit <= 1_000_000:
+        print("couponcore serve: --address-rate-limit must be 0..1000000", file=sys.stderr)
+        return EXIT_USAGE
     if args.redis is not None:
         engine = open_engine(redis=args.redis, postgres=args.postgres, key_prefix=args.key_prefix)
     else:
@@ -235,7 +247,13 @@ def _serve(args: argparse.Namespace) -> int:
     if args.create_partner:
         key = engine.partners.create(args.create_partner)
         print(f"partner {key.partner.id} ({key.partner.name}): X-API-KEY {key.api_key}", flush=True)
-    app = create_app(engine, close_engine_on_shutdown=True, operator_key=operator_key)
+    app = create_app(
+        engine,
+        close_engine_on_shutdown=True,
+        operator_key=operator_key,
+        address_rate_limit=args.address_rate_limit,
+        client_address_header=args.client_address_header,
+    )
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, loop=args.loop)
     return EXIT_OK
 

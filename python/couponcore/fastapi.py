@@ -11,6 +11,11 @@ one. Errors have one JSON shape, ``{"error": {"type": "NotFound", "message": "..
     InvalidArgument/InvalidType 422 · Unauthenticated 401 · NotFound 404 · Conflict 409 ·
     InsufficientFunds 409 · Unavailable 503 (with Retry-After) · Closed 503 · InternalError 500
 
+Issue answers are 200, except ``RATE_LIMITED`` (the campaign's rate limits): 429 with the same
+JSON and ``Retry-After`` (seconds, rounded up). ``create_app(address_rate_limit=N)`` also limits
+issue requests per client address in this process: 429 ``{"error": {"type": "RateLimited"}}``
+with ``Retry-After``. See docs/rate-limits.md.
+
 ``GET /healthz`` and ``GET /metrics`` (Prometheus text) need no key. Issue endpoints are async
 and never block the event loop (``aissue``); the other calls run in the default executor.
 """
@@ -42,7 +47,15 @@ from ._types import (
     UseResult,
 )
 from ._wallet import Balance, CheckoutCancelResult, CheckoutResult, HistoryPage, WalletEntry, WalletResult
-from ._web import error_body, error_status, json_fields, to_json
+from ._web import (
+    AddressLimiter,
+    address_limited_body,
+    error_body,
+    error_status,
+    issue_status_code,
+    json_fields,
+    to_json,
+)
 from .tracing import TraceContextMiddleware
 
 # ---- request bodies and response models (they make the OpenAPI document) ------------------
@@ -72,6 +85,16 @@ class CampaignIn(BaseModel):
     valid_until: Optional[dt.datetime] = None
     valid_days: Optional[int] = None
     shards: int = Field(1, ge=1, le=16, description="production: spread the stock over this many Redis hash tags")
+    rate_limit_per_user: int = Field(0, description="issue requests per user per window; 0 = no limit")
+    rate_limit_per_partner: int = Field(0, description="issue requests per window, all users together; 0 = no limit")
+    rate_window_ms: int = Field(1000, description="the rate limits' fixed window, ms")
+
+
+class RateLimitsIn(BaseModel):
+    # Ranges are the engine's (docs/limits.md): out of range is InvalidArgument (422), nothing written.
+    per_user: int = Field(0, description="issue requests per user per window; 0 = no limit")
+    per_partner: int = Field(0, description="issue requests per window, all users together; 0 = no limit")
+    window_ms: int = Field(1000, description="the fixed window, ms")
 
 
 class QuantityIn(BaseModel):
@@ -142,7 +165,8 @@ def _out_type(tp: Any) -> Any:
 # fields and their Python types (couponcore._types.ISSUE_RESULT_TYPES).
 IssueOut = create_model(
     "IssueOut",
-    __doc__="The gate's answer: status, and seq (first-come rank 1..quantity) and coupon_id when issued.",
+    __doc__="The gate's answer: status, and seq (first-come rank 1..quantity) and coupon_id when issued; "
+    "retry_after_ms when RATE_LIMITED (HTTP 429).",
     **{name: (ISSUE_RESULT_TYPES[name], ...) for name in _core.fields("IssueResult")},  # type: ignore[call-overload]
 )
 
@@ -270,26 +294,68 @@ class _FastIssue:
         user_id, request_id = parsed
         s = await self._auth.scope(api_key)
         r = await s.aissue(scope["path_params"]["campaign_id"], user_id, request_id or idempotency_key)
-        payload = json.dumps(to_json(r), ensure_ascii=False, separators=(",", ":")).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-length", str(len(payload)).encode()), (b"content-type", b"application/json")],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+        status, headers = issue_status_code(r)
+        await _send_json(send, status, to_json(r), headers)
+
+
+class _AddressGate:
+    """The per-client-address limit in front of the issue route (fast or documented), before
+    anything else looks at the request (its key included): 429 with Retry-After beyond it."""
+
+    def __init__(self, limiter: AddressLimiter, inner: Any) -> None:
+        self._limiter = limiter
+        self._inner = inner
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        retry = self._limiter.refuse(_client_address(self._limiter, scope))
+        if retry is not None:
+            await _send_json(send, 429, address_limited_body(retry), {"Retry-After": str(retry)})
+            return
+        await self._inner(scope, receive, send)
+
+
+def _client_address(limiter: AddressLimiter, scope: Any) -> str:
+    """The client address of an ASGI request as the limiter keys it."""
+    peer = scope.get("client")
+    value = None
+    if limiter.header:
+        name = limiter.header.encode("latin-1")
+        value = next((v.decode("latin-1") for k, v in scope["headers"] if k == name), None)
+    return limiter.address(peer[0] if peer else None, value)
+
+
+async def _send_json(send: Any, status: int, body: Any, headers: dict[str, str]) -> None:
+    payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    raw = [(b"content-length", str(len(payload)).encode()), (b"content-type", b"application/json")]
+    raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": payload})
 
 
 # ---- the router ----------------------------------------------------------------------------
 
 
-def create_router(engine: Engine, *, fast_issue: bool = True) -> APIRouter:
+def create_router(
+    engine: Engine,
+    *,
+    fast_issue: bool = True,
+    address_rate_limit: int = 0,
+    address_rate_window_s: float = 1.0,
+    client_address_header: Optional[str] = None,
+) -> APIRouter:
     """The REST routes over ``engine``; include it in any FastAPI app.
 
     ``fast_issue`` serves ``POST /campaigns/{id}/issue``, the flash-sale hot path, without
-    FastAPI's per-request machinery (see :class:`_FastIssue`); the answers are the same."""
+    FastAPI's per-request machinery (see :class:`_FastIssue`); the answers are the same.
+
+    ``address_rate_limit`` > 0 admits at most that many issue requests per client address per
+    ``address_rate_window_s`` in this process (429 with Retry-After beyond). Behind a proxy the
+    address is the proxy's unless ``client_address_header`` names the header it sets (its last
+    entry is used): see couponcore._web.AddressLimiter and docs/rate-limits.md."""
     router = APIRouter()
+    limiter = (
+        AddressLimiter(address_rate_limit, address_rate_window_s, client_address_header) if address_rate_limit else None
+    )
 
     auth = _Authenticator(engine)
 
@@ -360,6 +426,17 @@ def create_router(engine: Engine, *, fast_issue: bool = True) -> APIRouter:
     async def set_quantity(campaign_id: int, body: QuantityIn, s: Any = Scope) -> Any:
         return to_json(await _offload(s.campaigns.set_quantity, campaign_id, body.quantity))
 
+    @router.put(
+        "/campaigns/{campaign_id}/rate-limits",
+        response_model=response_model(Campaign),
+        responses=_ERRORS,
+        tags=["campaigns"],
+    )
+    async def set_rate_limits(campaign_id: int, body: RateLimitsIn, s: Any = Scope) -> Any:
+        return to_json(
+            await _offload(s.campaigns.set_rate_limits, campaign_id, body.per_user, body.per_partner, body.window_ms)
+        )
+
     @router.get(
         "/campaigns/{campaign_id}/stats",
         response_model=response_model(CampaignStats),
@@ -382,7 +459,15 @@ def create_router(engine: Engine, *, fast_issue: bool = True) -> APIRouter:
         "/campaigns/{campaign_id}/issue",
         response_model=None,  # the hot path: documented below, serialized directly
         response_class=JSONResponse,
-        responses={200: {"model": IssueOut, "description": "the gate's answer"}, **_ERRORS},
+        responses={
+            200: {"model": IssueOut, "description": "the gate's answer"},
+            429: {
+                "model": IssueOut,
+                "description": "RATE_LIMITED by the campaign's rate limits (Retry-After: seconds), or, with "
+                "the body {'error': {'type': 'RateLimited'}}, too many requests from this client address",
+            },
+            **_ERRORS,
+        },
         tags=["issue"],
         summary="Ask for a coupon (first come, first served)",
     )
@@ -393,15 +478,19 @@ def create_router(engine: Engine, *, fast_issue: bool = True) -> APIRouter:
         idempotency_key: Optional[str] = Header(None, alias="Idempotency-Key"),
     ) -> Any:
         r = await s.aissue(campaign_id, body.user_id, body.request_id or idempotency_key)
-        return JSONResponse(to_json(r))
+        status, headers = issue_status_code(r)
+        return JSONResponse(to_json(r), status_code=status, headers=headers or None)
 
-    if fast_issue:
-        # Served by _FastIssue, matched first; the route above documents it (OpenAPI) and
-        # answers whatever the fast path does not recognise as well formed.
-        documented = next(r for r in router.routes if getattr(r, "path", "") == "/campaigns/{campaign_id}/issue")
+    # The issue route as served: _FastIssue (fast_issue) or the documented route, behind the
+    # per-address limit when there is one. The documented route stays in the OpenAPI document
+    # and answers whatever the fast path does not recognise as well formed.
+    documented = next(r for r in router.routes if getattr(r, "path", "") == "/campaigns/{campaign_id}/issue")
+    served: Any = _FastIssue(auth, documented) if fast_issue else None
+    if limiter is not None:
+        served = _AddressGate(limiter, served if served is not None else documented.handle)
+    if served is not None:
         router.routes.insert(
-            router.routes.index(documented),
-            Route("/campaigns/{campaign_id:int}/issue", _FastIssue(auth, documented), methods=["POST"]),
+            router.routes.index(documented), Route("/campaigns/{campaign_id:int}/issue", served, methods=["POST"])
         )
 
     @router.get("/coupons/{coupon_id}", response_model=response_model(Coupon), responses=_ERRORS, tags=["coupons"])
@@ -622,11 +711,14 @@ def create_app(
     close_engine_on_shutdown: bool = False,
     fast_issue: bool = True,
     operator_key: Optional[str] = None,
+    address_rate_limit: int = 0,
+    address_rate_window_s: float = 1.0,
+    client_address_header: Optional[str] = None,
 ) -> FastAPI:
-    """A FastAPI app serving ``create_router(engine, fast_issue=fast_issue)`` with couponcore's
-    error mapping, and the ops page at ``/ops`` when an operator key is given (``operator_key``,
-    else the COUPONCORE_OPERATOR_KEY environment variable; without one ``/ops`` is 404). See
-    docs/ops-page.md."""
+    """A FastAPI app serving ``create_router(engine, ...)`` (the keyword arguments as there)
+    with couponcore's error mapping, and the ops page at ``/ops`` when an operator key is given
+    (``operator_key``, else the COUPONCORE_OPERATOR_KEY environment variable; without one ``/ops``
+    is 404). See docs/ops-page.md; the per-address limit: docs/rate-limits.md."""
     from contextlib import asynccontextmanager
 
     @asynccontextmanager
@@ -644,7 +736,15 @@ def create_app(
     )
     install_error_handlers(app)
     app.add_middleware(TraceContextMiddleware, engine=engine)  # each request under its traceparent (docs/tracing.md)
-    app.include_router(create_router(engine, fast_issue=fast_issue))
+    app.include_router(
+        create_router(
+            engine,
+            fast_issue=fast_issue,
+            address_rate_limit=address_rate_limit,
+            address_rate_window_s=address_rate_window_s,
+            client_address_header=client_address_header,
+        )
+    )
     app.state.couponcore_engine = engine
     from .ops import operator_key_from_env
     from .ops.asgi import add_ops_page

@@ -204,7 +204,7 @@ def test_real_values_through_every_face(db_path: str) -> None:
         c = e.campaigns.create("faces", 5, discount_kind="percent", discount_value=10, discount_max=500,
                                valid_days=3, starts_at=0)
         r = e.issue(c.id, "u1")
-        assert to_json(r) == {"status": "ISSUED", "seq": 1, "coupon_id": r.coupon_id}
+        assert to_json(r) == {"status": "ISSUED", "seq": 1, "coupon_id": r.coupon_id, "retry_after_ms": None}
         assert list(to_json(e.issue(c.id, "u1"))) == list(_core.fields("IssueResult"))
         used = e.coupons.use(r.coupon_id, "u1", "o1", 10_000)
         e.points.earn("u1", 50, idempotency_key="k1", expires_in_days=1)

@@ -47,7 +47,7 @@ struct EngineCounters {
   uint64_t commits = 0;            // durable writes of grants (group commits / Lua calls)
   uint64_t fast_path = 0;          // requests answered without a round trip (sold out)
   uint64_t commit_failures = 0;    // batches whose grants could not be made durable
-  uint64_t by_status[5] = {0, 0, 0, 0, 0};  // indexed by IssueStatus
+  uint64_t by_status[6] = {0, 0, 0, 0, 0, 0};  // indexed by IssueStatus
   uint64_t queued_requests = 0;    // requests waiting in the engine's queue now (a gauge)
   uint64_t queue_refused = 0;      // submissions refused because the queue stayed full
   // Production deployment only (0 in the embedded engine):
@@ -189,6 +189,11 @@ class Engine {
   // Changes the quantity while running: 1..limits::kQuantityMax and never below the coupons
   // already issued (kConflict). Raising it reopens a sold-out campaign.
   Campaign set_campaign_quantity(int64_t partner_id, int64_t campaign_id, int64_t quantity);
+  // Changes the rate limits while running (ranges in limits.hpp, kInvalidArgument outside them,
+  // nothing written); the store first, then the gate. The counters of the current window start
+  // again from zero. kConflict on a closed campaign. docs/rate-limits.md.
+  Campaign set_campaign_rate_limits(int64_t partner_id, int64_t campaign_id, int32_t per_user, int32_t per_partner,
+                                    int32_t window_ms);
 
   // ---- Coupon lifecycle (couponcore/coupons.hpp) -------------------------------------------
   // Checks owner, state, validity and minimum order, computes the discount and marks the coupon

@@ -19,6 +19,13 @@ inline constexpr int64_t kCampaignIdMax = (int64_t{1} << 31) - 1;
 inline constexpr int32_t kPerUserLimitMax = 1000;
 // A campaign's stock over at most this many Redis hash tags (CampaignSpec::shards).
 inline constexpr int32_t kShardsMax = 16;
+// Rate limits (CampaignSpec::rate_limit_per_user / rate_limit_per_partner, docs/rate-limits.md):
+// requests per fixed window, 0 (no limit) .. kRateLimitMax; the window is
+// kRateWindowMsMin..kRateWindowMsMax milliseconds. A sharded campaign's partner limit is split
+// over its shards, so it must be 0 or at least the number of shards.
+inline constexpr int32_t kRateLimitMax = 1'000'000;
+inline constexpr int32_t kRateWindowMsMin = 10;
+inline constexpr int32_t kRateWindowMsMax = 3'600'000;
 // Money amounts are integers in minor units (cents); at most 10^12.
 inline constexpr int64_t kAmountMax = 1'000'000'000'000;
 // One issue_many call decides at most this many requests.

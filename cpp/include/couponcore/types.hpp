@@ -16,6 +16,7 @@ enum class IssueStatus : uint8_t {
   kAlreadyIssued = 2,
   kNotOpen = 3,
   kEnded = 4,
+  kRateLimited = 5,  // over the campaign's per-user or per-partner rate limit; see retry_after_ms
 };
 const char* issue_status_name(IssueStatus s) noexcept;
 
@@ -37,6 +38,12 @@ struct CampaignSpec {
   // Production: the stock is spread over this many Redis hash tags (1..limits::kShardsMax; see
   // docs/production.md "Sharded campaigns"). Embedded: accepted, one in-process gate decides.
   int32_t shards = 1;
+  // Rate limits (docs/rate-limits.md): issue requests admitted per fixed window of
+  // rate_window_ms, per user and for the whole campaign (all users together, the partner's
+  // budget); 0 = no limit. Ranges in limits.hpp. Over a limit the answer is RATE_LIMITED.
+  int32_t rate_limit_per_user = 0;
+  int32_t rate_limit_per_partner = 0;
+  int32_t rate_window_ms = 1000;
 };
 
 enum class CampaignState : uint8_t { kActive = 0, kPaused = 1, kClosed = 2 };
@@ -58,6 +65,7 @@ struct IssueResult {
   IssueStatus status = IssueStatus::kSoldOut;
   uint32_t seq = 0;        // 1..quantity when issued (also on a remembered ISSUED answer)
   int64_t coupon_id = 0;   // campaign_id * 2^32 + seq when issued, else 0
+  int64_t retry_after_ms = 0;  // RATE_LIMITED: when to retry
 };
 
 inline int64_t make_coupon_id(int64_t campaign_id, uint32_t seq) {

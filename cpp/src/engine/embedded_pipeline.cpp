@@ -11,7 +11,7 @@
 // Once a campaign's sold-out state is durable, submit answers in the caller's thread (no queue
 // hop, no commit): the decision can no longer grant.
 //
-// Campaign rules (pause / resume / close / set_quantity) take the gate lock, write the store,
+// Campaign rules (pause / resume / close / set_quantity / rate limits) take the gate lock, write the store,
 // then change the gate, all under that lock: no decision sees one without the other, and a
 // failed write leaves the gate as it was. Raising the quantity clears the sold-out fast path.
 //
@@ -209,7 +209,7 @@ class EmbeddedPipeline final : public detail::Pipeline {
     std::lock_guard lock(gate_mu_);
     Entry& e = entry_for_locked(partner_id, campaign_id);
     const Campaign& c = e.gate.campaign();
-    if (change.state && *change.state == c.state && !change.quantity) return c;  // a repeat
+    if (change.state && *change.state == c.state && !change.quantity && !change.rate) return c;  // a repeat
     if (c.state == CampaignState::kClosed) {
       throw_conflict("campaign " + std::to_string(campaign_id) + " is closed; closing is final");
     }
@@ -226,6 +226,11 @@ class EmbeddedPipeline final : public detail::Pipeline {
       store_.update_campaign_quantity(campaign_id, quantity);
       e.gate.set_quantity(quantity);
       if (!e.gate.sold_out()) e.sold_out_durable = false;  // back to the queue path: it can grant again
+    }
+    if (change.rate) {
+      const detail::RateLimits& r = *change.rate;
+      store_.update_campaign_rate_limits(campaign_id, r.per_user, r.per_partner, r.window_ms);
+      e.gate.set_rate_limits(r.per_user, r.per_partner, r.window_ms);
     }
     return e.gate.campaign();
   }

@@ -245,20 +245,29 @@ void Engine::check_campaign_partner(int64_t partner_id, int64_t campaign_id) {
 
 Campaign Engine::pause_campaign(int64_t partner_id, int64_t campaign_id) {
   check_open();
-  return deployment_->pipeline->change_rules(partner_id, campaign_id, {CampaignState::kPaused, std::nullopt});
+  return deployment_->pipeline->change_rules(partner_id, campaign_id, {CampaignState::kPaused, std::nullopt, std::nullopt});
 }
 Campaign Engine::resume_campaign(int64_t partner_id, int64_t campaign_id) {
   check_open();
-  return deployment_->pipeline->change_rules(partner_id, campaign_id, {CampaignState::kActive, std::nullopt});
+  return deployment_->pipeline->change_rules(partner_id, campaign_id, {CampaignState::kActive, std::nullopt, std::nullopt});
 }
 Campaign Engine::close_campaign(int64_t partner_id, int64_t campaign_id) {
   check_open();
-  return deployment_->pipeline->change_rules(partner_id, campaign_id, {CampaignState::kClosed, std::nullopt});
+  return deployment_->pipeline->change_rules(partner_id, campaign_id, {CampaignState::kClosed, std::nullopt, std::nullopt});
 }
 Campaign Engine::set_campaign_quantity(int64_t partner_id, int64_t campaign_id, int64_t quantity) {
   check_open();
   check_quantity(quantity);
-  return deployment_->pipeline->change_rules(partner_id, campaign_id, {std::nullopt, quantity});
+  return deployment_->pipeline->change_rules(partner_id, campaign_id, {std::nullopt, quantity, std::nullopt});
+}
+Campaign Engine::set_campaign_rate_limits(int64_t partner_id, int64_t campaign_id, int32_t per_user, int32_t per_partner,
+                                          int32_t window_ms) {
+  check_open();
+  const Campaign c = deployment_->pipeline->get_campaign(campaign_id);
+  if (c.spec.partner_id != partner_id) throw_not_found("campaign " + std::to_string(campaign_id) + " not found");
+  check_rate_limits(per_user, per_partner, window_ms, c.spec.shards);
+  return deployment_->pipeline->change_rules(partner_id, campaign_id,
+                                             {std::nullopt, std::nullopt, detail::RateLimits{per_user, per_partner, window_ms}});
 }
 
 // ---- coupon lifecycle --------------------------------------------------------------------------

@@ -34,10 +34,18 @@ class PartnerService;
 
 namespace detail {
 
-// A change of a campaign's rules; either part may be absent.
+// A campaign's rate limits (CampaignSpec::rate_limit_per_user / _per_partner / rate_window_ms).
+struct RateLimits {
+  int32_t per_user = 0;
+  int32_t per_partner = 0;
+  int32_t window_ms = 1000;
+};
+
+// A change of a campaign's rules; any part may be absent.
 struct RuleChange {
   std::optional<CampaignState> state;
   std::optional<int64_t> quantity;
+  std::optional<RateLimits> rate;
 };
 
 class Pipeline {

@@ -12,7 +12,7 @@
 //   reconcile   its OWN Redis and PostgreSQL connections, opened per call: a reconcile of a
 //               million log entries holds no lock that issuance, drain or a rule change waits on
 //
-// Campaign rules (pause / resume / close / set_quantity): one PostgreSQL transaction locks the
+// Campaign rules (pause / resume / close / set_quantity / rate limits): one PostgreSQL transaction locks the
 // campaign row (FOR UPDATE: rule changes of a campaign queue across processes), writes the new
 // rules, applies them to the Redis mirror in one Lua call that refuses a quantity below the
 // gate's counter (which includes grants still in the log), then commits. If the commit's
@@ -167,11 +167,16 @@ class RedisPipeline final : public detail::Pipeline {
     PgCouponStore::CampaignRules next = *current;
     if (change.state) next.state = *change.state;
     if (change.quantity) next.quantity = *change.quantity;
+    if (change.rate) {
+      next.rate_limit_per_user = change.rate->per_user;
+      next.rate_limit_per_partner = change.rate->per_partner;
+      next.rate_window_ms = change.rate->window_ms;
+    }
     if (entry->sharded() && next.quantity < current->quantity) {
       throw_invalid("campaign " + std::to_string(campaign_id) + " is sharded (" +
                     std::to_string(entry->shard_keys.size()) + " shards): its quantity can only be raised");
     }
-    const bool same = next.state == current->state && next.quantity == current->quantity;
+    const bool same = next == *current;
     if (current->state == CampaignState::kClosed && !same) {
       throw_conflict("campaign " + std::to_string(campaign_id) + " is closed; closing is final");
     }
@@ -179,10 +184,10 @@ class RedisPipeline final : public detail::Pipeline {
     {
       // Even when `same`: it repairs a mirror a lost commit left ahead.
       std::lock_guard lock(ctl_redis_mu_);
-      gate::apply_rules(ctl_redis_, ctl_scripts_, *conn, options_.key_prefix, *entry, next.state, next.quantity);
+      gate::apply_rules(ctl_redis_, ctl_scripts_, *conn, options_.key_prefix, *entry, next);
     }
     tx.commit();
-    entry->rules_changed(next.state, next.quantity);
+    entry->rules_changed(next);
     entry->all_dry_until_ms.store(0, std::memory_order_release);  // a raise brings stock
     return entry->snapshot();
   }

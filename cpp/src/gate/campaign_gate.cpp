@@ -39,6 +39,45 @@ void CampaignGate::remember(std::string key, IssueResult result) {
   if (inserted) other_order_.push_back(it->first);
 }
 
+bool CampaignGate::admit(const std::string& user_id, int64_t now_us, int64_t* retry_after_ms) {
+  const CampaignSpec& s = campaign_.spec;
+  if (s.rate_limit_per_user == 0 && s.rate_limit_per_partner == 0) return true;
+  const int64_t now_ms = now_us / 1000;
+  const int64_t window = now_ms / s.rate_window_ms;
+  if (window != rate_window_) {
+    rate_window_ = window;
+    rate_users_.clear();
+    rate_total_ = 0;
+  }
+  const int64_t limit_user = s.rate_limit_per_user, limit_all = s.rate_limit_per_partner;
+  if (limit_all > 0 && rate_total_ >= limit_all) {
+    *retry_after_ms = s.rate_window_ms - now_ms % s.rate_window_ms;
+    return false;
+  }
+  if (limit_user > 0) {
+    // One hash of the user id for the lookup and the count (a key is copied only when new).
+    uint32_t& mine = rate_users_.try_emplace(user_id, 0).first->second;
+    if (mine >= limit_user) {
+      *retry_after_ms = s.rate_window_ms - now_ms % s.rate_window_ms;
+      return false;
+    }
+    mine++;
+  }
+  rate_total_++;
+  return true;
+}
+
+void CampaignGate::set_rate_limits(int32_t per_user, int32_t per_partner, int32_t window_ms) {
+  const CampaignSpec& s = campaign_.spec;
+  if (s.rate_limit_per_user == per_user && s.rate_limit_per_partner == per_partner && s.rate_window_ms == window_ms) return;
+  campaign_.spec.rate_limit_per_user = per_user;
+  campaign_.spec.rate_limit_per_partner = per_partner;
+  campaign_.spec.rate_window_ms = window_ms;
+  rate_window_ = -1;
+  rate_users_.clear();
+  rate_total_ = 0;
+}
+
 IssueResult CampaignGate::decide(const IssueRequest& request, int64_t now_us, std::vector<Grant>* grants) {
   std::string key;
   if (!request.request_id.empty()) {
@@ -49,16 +88,20 @@ IssueResult CampaignGate::decide(const IssueRequest& request, int64_t now_us, st
   IssueResult result;
   auto held_it = holdings_.find(request.user_id);
   const uint32_t held = held_it == holdings_.end() ? 0 : held_it->second;
+  const bool at_limit = held >= static_cast<uint32_t>(campaign_.spec.per_user_limit);
   if (campaign_.state == CampaignState::kPaused) {
     result.status = IssueStatus::kNotOpen;
   } else if (campaign_.state == CampaignState::kClosed) {
     result.status = IssueStatus::kEnded;
   } else if (outside_window(campaign_.spec, now_us, &result.status)) {
     // status set by outside_window
-  } else if (held >= static_cast<uint32_t>(campaign_.spec.per_user_limit)) {
-    result.status = IssueStatus::kAlreadyIssued;
   } else if (sold_out()) {
-    result.status = IssueStatus::kSoldOut;
+    result.status = at_limit ? IssueStatus::kAlreadyIssued : IssueStatus::kSoldOut;
+  } else if (!admit(request.user_id, now_us, &result.retry_after_ms)) {
+    result.status = IssueStatus::kRateLimited;
+    return result;  // never remembered: decided afresh when retried
+  } else if (at_limit) {
+    result.status = IssueStatus::kAlreadyIssued;
   } else {
     assert(grants != nullptr);
     const uint32_t seq = ++issued_;

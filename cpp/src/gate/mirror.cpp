@@ -21,10 +21,27 @@ constexpr std::size_t kRestorePairsPerCall = 1'000;
 constexpr int64_t kRestoreStreamPage = 256;  // entries per XRANGE page while restoring
 }  // namespace
 
-void GateCampaign::rules_changed(CampaignState state, int64_t quantity) {
+void add_rate_args(redis::Args& a, int64_t per_user, int64_t per_partner, int64_t window_ms, int shards) {
+  a.add(per_user).add(per_partner / std::max(1, shards)).add(window_ms);
+}
+
+namespace {
+void take_rules(Campaign& c, const Campaign& fresh) {
+  c.state = fresh.state;
+  c.spec.quantity = fresh.spec.quantity;
+  c.spec.rate_limit_per_user = fresh.spec.rate_limit_per_user;
+  c.spec.rate_limit_per_partner = fresh.spec.rate_limit_per_partner;
+  c.spec.rate_window_ms = fresh.spec.rate_window_ms;
+}
+}  // namespace
+
+void GateCampaign::rules_changed(const Rules& r) {
   std::lock_guard lock(fast_mu);
-  campaign.state = state;
-  campaign.spec.quantity = quantity;
+  campaign.state = r.state;
+  campaign.spec.quantity = r.quantity;
+  campaign.spec.rate_limit_per_user = r.rate_limit_per_user;
+  campaign.spec.rate_limit_per_partner = r.rate_limit_per_partner;
+  campaign.spec.rate_window_ms = r.rate_window_ms;
   rules_version.fetch_add(1, std::memory_order_acq_rel);
   fast_until_ms.store(0, std::memory_order_release);  // decided by Redis again
 }
@@ -49,6 +66,7 @@ void write_mirror(redis::RedisConn& conn, MirrorScripts& scripts, std::string_vi
   a.add(s.starts_at_us ? std::to_string(*s.starts_at_us) : std::string());
   a.add(s.ends_at_us ? std::to_string(*s.ends_at_us) : std::string());
   a.add(static_cast<int64_t>(c.state)).add(issued_if_new);
+  add_rate_args(a, s.rate_limit_per_user, s.rate_limit_per_partner, s.rate_window_ms, 1);
   for (int64_t seq : free_if_new) {
     CC_ASSERT(seq >= 1 && seq <= issued_if_new, "a free seq " + std::to_string(seq) + " above the counter " +
                                                    std::to_string(issued_if_new));
@@ -97,8 +115,7 @@ void restore_mirror(redis::RedisConn& conn, MirrorScripts& scripts, pg::Conn& pg
   }
   if (std::optional<Campaign> fresh = read_once_more([&] { return pgstore::find_campaign(pg, e.campaign.id); })) {
     std::lock_guard lock(e.fast_mu);
-    e.campaign.state = fresh->state;
-    e.campaign.spec.quantity = fresh->spec.quantity;
+    take_rules(e.campaign, *fresh);
   }
   const int64_t cid = e.campaign.id;
   std::vector<Grant> in_flight;  // in the log or the dead letters
@@ -141,9 +158,15 @@ void restore_mirror(redis::RedisConn& conn, MirrorScripts& scripts, pg::Conn& pg
 }
 
 void apply_rules(redis::RedisConn& conn, MirrorScripts& scripts, pg::Conn& pg, std::string_view prefix, GateCampaign& e,
-                 CampaignState state, int64_t quantity) {
+                 const Rules& rules) {
+  const CampaignState state = rules.state;
+  const int64_t quantity = rules.quantity;
+  redis::Args args = redis::Args{}.add(static_cast<int64_t>(state)).add(quantity);
+  add_rate_args(args, rules.rate_limit_per_user, rules.rate_limit_per_partner, rules.rate_window_ms,
+                static_cast<int>(e.shard_keys.size()));
   // A sharded campaign's quantity only rises (the caller refuses a lower one): the new seqs go
-  // to shard 0 first (shard_raise.lua, once), then the state and quantity to every shard.
+  // to shard 0 first (shard_raise.lua, once), then the state, quantity and rate limits to every
+  // shard.
   for (std::size_t i = 0; i < e.shard_keys.size(); ++i) {
     const redis::CampaignKeys& k = e.shard_keys[i];
     for (int attempt = 0;; ++attempt) {
@@ -152,7 +175,7 @@ void apply_rules(redis::RedisConn& conn, MirrorScripts& scripts, pg::Conn& pg, s
         rep = redis::eval(conn, scripts.shard_raise, {k.meta}, redis::Args{}.add(quantity));
       }
       if (!rep.is_error()) {
-        rep = redis::eval(conn, scripts.rules, {k.meta}, redis::Args{}.add(static_cast<int64_t>(state)).add(quantity));
+        rep = redis::eval(conn, scripts.rules, {k.meta, k.rate}, args);
       }
       if (rep.is_error() && rep.str().substr(0, 10) == "NOCAMPAIGN" && attempt == 0) {
         restore_mirror(conn, scripts, pg, prefix, e);

@@ -26,8 +26,12 @@
 #include "redis/keys.hpp"
 #include "redis/redis.hpp"
 #include "store/postgres/pg.hpp"
+#include "store/postgres/pg_coupons.hpp"
 
 namespace couponcore::gate {
+
+// The campaign rules a rule change sets: the store's row, the mirror's meta hash.
+using Rules = PgCouponStore::CampaignRules;
 
 struct GateCampaign {
   GateCampaign(Campaign c, std::string_view prefix) : campaign(std::move(c)), keys(prefix, campaign.id) {
@@ -36,8 +40,8 @@ struct GateCampaign {
       shard_keys.emplace_back(prefix, campaign.id, s, campaign.spec.shards);
     }
   }
-  // Fixed for life except state and spec.quantity (the campaign rules), which change under
-  // fast_mu; snapshot() reads them there.
+  // Fixed for life except state, spec.quantity and the spec's rate limits (the campaign
+  // rules), which change under fast_mu; snapshot() reads them there.
   Campaign campaign;
   const redis::CampaignKeys keys;
   // Sharded campaigns (gate/shards.hpp): the keys of each shard; {keys} when not sharded. (A
@@ -66,7 +70,7 @@ struct GateCampaign {
   }
   bool fast_path_live() const { return redis::steady_ms() < fast_until_ms.load(std::memory_order_acquire); }
   // This process changed the rules: take them, and let Redis decide again (fast path off).
-  void rules_changed(CampaignState state, int64_t quantity);
+  void rules_changed(const Rules& rules);
 };
 
 // The mirror scripts of one connection (a Script caches its sha; not shared across threads).
@@ -93,10 +97,14 @@ void write_mirror(redis::RedisConn& conn, MirrorScripts& scripts, std::string_vi
 void restore_mirror(redis::RedisConn& conn, MirrorScripts& scripts, pg::Conn& pg, std::string_view prefix,
                     GateCampaign& c);
 
-// Applies state and quantity to the mirror (restoring it first if it is missing). kConflict if
-// the quantity is below the coupons the gate has issued.
+// Applies the rules to the mirror (restoring it first if it is missing). kConflict if the
+// quantity is below the coupons the gate has issued.
 void apply_rules(redis::RedisConn& conn, MirrorScripts& scripts, pg::Conn& pg, std::string_view prefix, GateCampaign& c,
-                 CampaignState state, int64_t quantity);
+                 const Rules& rules);
+
+// The rate-limit arguments of the mirror scripts: per user, per partner (over `shards` shards:
+// each shard's share, rounded down), window ms.
+void add_rate_args(redis::Args& a, int64_t per_user, int64_t per_partner, int64_t window_ms, int shards);
 
 StringMap<int64_t> scan_holders(redis::RedisConn& conn, const redis::CampaignKeys& keys);
 

@@ -25,7 +25,18 @@ constexpr std::size_t kFastPathHoldersMax = 2'000'000;  // larger campaigns alwa
 constexpr int kSendRoundsMax = 3;                       // NOSCRIPT / NOCAMPAIGN re-sends within one cycle
 constexpr int64_t kFastPathRecheckMs = 1'000;           // the sold-out fast path's life between checks
 constexpr int kDryRoundsMax = 64;                       // stock moves and re-asks for DRY answers per cycle
-constexpr long long kStatusDry = 5;                     // gate_shard.lua: the shard has no free seq
+constexpr long long kStatusDry = 6;                     // gate_shard.lua: the shard has no free seq
+
+// One code of a gate reply (seq * 8 + status; RATE_LIMITED: retry_after_ms * 8 + 5) into res.
+void decode_code(long long code, int64_t campaign_id, IssueResult* res) {
+  res->status = static_cast<IssueStatus>(code & 7);
+  if (res->status == IssueStatus::kIssued) {
+    res->seq = static_cast<uint32_t>(code >> 3);
+    res->coupon_id = make_coupon_id(campaign_id, res->seq);
+  } else if (res->status == IssueStatus::kRateLimited) {
+    res->retry_after_ms = code >> 3;
+  }
+}
 
 std::exception_ptr unavailable(const std::string& m) { return std::make_exception_ptr(Error(ErrorCode::kUnavailable, m)); }
 
@@ -224,8 +235,10 @@ std::vector<RedisGate::Call> RedisGate::build_calls(std::vector<std::pair<Queued
 redis::Args RedisGate::call_args(const Call& call, int64_t generation) const {
   const redis::CampaignKeys& k = call.campaign->shard_keys[call.shard];
   redis::Args a = call.campaign->sharded()
-                      ? shard_script_.evalsha_args({k.meta, k.holders, k.grants, k.answers(generation), k.answers(generation - 1)})
-                      : script_.evalsha_args({k.meta, k.holders, k.grants, k.answers(generation), k.answers(generation - 1), k.free_seqs});
+                      ? shard_script_.evalsha_args(
+                            {k.meta, k.holders, k.grants, k.answers(generation), k.answers(generation - 1), k.rate})
+                      : script_.evalsha_args({k.meta, k.holders, k.grants, k.answers(generation), k.answers(generation - 1),
+                                              k.free_seqs, k.rate});
   a.add(call.campaign->campaign.id).add(options_.answer_ttl_s * 2 + 60);
   // Trace context (gate/lua/trace_args.lua): one more argument, only if a request carries one.
   std::string traceparents;
@@ -287,15 +300,13 @@ bool RedisGate::decode(const Call& call, const redis::Reply& r) {
   for (const Segment& s : call.segments) {
     for (std::size_t i = s.begin; i < s.end; ++i, ++k) {
       long long code = 0;
-      if (!redis::reply_int(r.at(k), &code) || code < 0 || (code & 7) > 4) {
+      if (!redis::reply_int(r.at(k), &code) || code < 0 || (code & 7) > static_cast<long long>(IssueStatus::kRateLimited)) {
         fail_call(call, unavailable("redis: bad code in gate reply"));
         return false;
       }
       IssueResult& res = s.pending->results[i];
-      res.status = static_cast<IssueStatus>(code & 7);
+      decode_code(code, call.campaign->campaign.id, &res);
       if (res.status == IssueStatus::kIssued) {
-        res.seq = static_cast<uint32_t>(code >> 3);
-        res.coupon_id = make_coupon_id(call.campaign->campaign.id, res.seq);
         ++granted;
         // The gate's side of the batch: a seq is in 1..quantity (a free seq given back by a
         // dead-letter drop, or the counter's next), and so is the count issued.
@@ -403,10 +414,8 @@ void RedisGate::decode_shard(const Call& call, const redis::Reply& r) {
         continue;
       }
       IssueResult& res = s.pending->results[i];
-      res.status = static_cast<IssueStatus>(code & 7);
+      decode_code(code, call.campaign->campaign.id, &res);
       if (res.status == IssueStatus::kIssued) {
-        res.seq = static_cast<uint32_t>(code >> 3);
-        res.coupon_id = make_coupon_id(call.campaign->campaign.id, res.seq);
         CC_ASSERT(res.seq >= 1 && static_cast<long long>(res.seq) <= quantity,
                   "a shard answered seq " + std::to_string(res.seq) + " of " + std::to_string(quantity));
       }
@@ -454,7 +463,7 @@ void RedisGate::resolve_dry() {
         continue;
       }
       if (sold_out) {
-        for (const Dry& d : reqs) d.pending->results[d.index] = IssueResult{IssueStatus::kSoldOut, 0, 0};
+        for (const Dry& d : reqs) d.pending->results[d.index] = IssueResult{IssueStatus::kSoldOut, 0, 0, 0};
         if (!c.publish_queued && !c.fast_path_live()) {  // every shard dry: arm the fast path
           c.publish_queued = true;
           sold_out_now_.push_back(&c);

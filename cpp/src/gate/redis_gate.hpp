@@ -38,9 +38,11 @@
 // Sold out: when a reply shows issued >= quantity, the I/O thread reads the mirror and the
 // holder hash (HSCAN) and from then on callers are answered in their own thread with no round
 // trip: NOT_OPEN / ENDED by state and window, ALREADY_ISSUED for holders at their limit,
-// SOLD_OUT otherwise. A holder's request carrying a request id still goes to Redis, where its
-// remembered ISSUED answer lives. (Known difference: a non-holder retrying, after the sell-out,
-// a request id first answered NOT_OPEN gets SOLD_OUT.) The fast path lives kFastPathRecheckMs:
+// SOLD_OUT otherwise — never counted against the rate limits, as the script does not count a
+// sold-out campaign's answers either (docs/rate-limits.md). A holder's request carrying a
+// request id still goes to Redis, where its remembered ISSUED answer lives. (Known difference:
+// a non-holder retrying, after the sell-out, a request id first answered NOT_OPEN gets
+// SOLD_OUT.) The fast path lives kFastPathRecheckMs:
 // then one request goes to Redis again, and the path is re-armed from the mirror (the holders
 // are re-read only if issued or quantity changed). So another process's pause or quantity raise
 // reaches this one within kFastPathRecheckMs; this process's own rule changes disarm it at once.

@@ -88,6 +88,7 @@ void write_shard_mirrors(redis::RedisConn& conn, MirrorScripts& scripts, std::st
     a.add(s.ends_at_us ? std::to_string(*s.ends_at_us) : std::string());
     a.add(static_cast<int64_t>(c.state)).add(int64_t{s.shards}).add(static_cast<int64_t>(i));
     a.add(issued_if_new[i]).add(format_ranges(free_if_new[i]));
+    add_rate_args(a, s.rate_limit_per_user, s.rate_limit_per_partner, s.rate_window_ms, s.shards);
     redis::check_reply(redis::eval(conn, scripts.shard_mirror, {e.shard_keys[i].meta}, a), "mirror campaign shard");
     glog.register_campaign(prefix, e.shard_keys[i]);
   }
@@ -102,6 +103,9 @@ void restore_shard_mirrors(redis::RedisConn& conn, MirrorScripts& scripts, pg::C
     // The store's quantity (another process may have raised it): a rebuilt shard 0 takes it as
     // its watermark, so a raise's seqs, possibly moved elsewhere meanwhile, are never added twice.
     e.campaign.spec.quantity = fresh->spec.quantity;
+    e.campaign.spec.rate_limit_per_user = fresh->spec.rate_limit_per_user;
+    e.campaign.spec.rate_limit_per_partner = fresh->spec.rate_limit_per_partner;
+    e.campaign.spec.rate_window_ms = fresh->spec.rate_window_ms;
   }
   const int k = static_cast<int>(e.shard_keys.size());
   std::vector<bool> present(k);

@@ -47,6 +47,7 @@ CampaignKeys::CampaignKeys(std::string_view prefix, int64_t id, int s, int k)
   answers_base = base + "a:";
   transfers = base + "x";
   received = base + "rx";
+  rate = base + "r";
 }
 
 bool CampaignKeys::from_stream_id(std::string_view prefix, int64_t sid, CampaignKeys* out) {

@@ -4,7 +4,8 @@
 // slot:
 //   P{cN}:m        hash   campaign mirror: q quantity, l per-user limit, s starts_at_us,
 //                         e ends_at_us (absent = open-ended), st state, n the seq counter,
-//                         d corrections made by dead-letter drops
+//                         d corrections made by dead-letter drops, ru rp rw the rate limits
+//                         (per user, per partner = the campaign, window ms; 0 = none)
 //   P{cN}:h        hash   holders: user_id -> coupons held
 //   P{cN}:free     zset   free seqs (score = seq): seqs <= n given back by dead-letter drops,
 //                         issued before n advances; coupons issued = n - ZCARD
@@ -12,6 +13,9 @@
 //                         user_ordinal, request_id, issued_at_us
 //   P{cN}:a:<gen>  hash   remembered answers "user|request" -> seq*8+status, one hash per
 //                         generation of answer_ttl_s seconds (see gate/redis_gate.hpp)
+//   P{cN}:r        hash   rate-limit counters of the current window (gate/lua/rate.lua): *w the
+//                         window, '*' the campaign's count, user_id -> the user's; expires
+//                         at the window's end
 //   P{cN}:dl       stream dead letters: the original fields plus id, reason, deliveries
 //   P{cN}:why      hash   last failure reason per pending grant-log entry id
 //   Pcampaigns     set    the grant-log streams, for the writers: a stream id per member (the
@@ -49,7 +53,7 @@ struct CampaignKeys {
   int64_t campaign_id = 0;
   int shard = 0;
   int64_t stream_id = 0;  // this stream's member of Pcampaigns (see the file top)
-  std::string meta, holders, grants, dead_letters, reasons, free_seqs, answers_base, transfers, received;
+  std::string meta, holders, grants, dead_letters, reasons, free_seqs, answers_base, transfers, received, rate;
   std::string answers(int64_t generation) const { return answers_base + std::to_string(generation); }
 };
 

@@ -31,6 +31,7 @@ const char* issue_status_name(IssueStatus s) noexcept {
     case IssueStatus::kAlreadyIssued: return "ALREADY_ISSUED";
     case IssueStatus::kNotOpen: return "NOT_OPEN";
     case IssueStatus::kEnded: return "ENDED";
+    case IssueStatus::kRateLimited: return "RATE_LIMITED";
   }
   return "UNKNOWN";
 }

@@ -72,6 +72,24 @@ void check_text(std::string_view text, const char* field) {
 
 }  // namespace limits
 
+void check_rate_limits(int64_t per_user, int64_t per_partner, int64_t window_ms, int32_t shards) {
+  const std::string range = "0.." + std::to_string(limits::kRateLimitMax) + " requests per window (0: no limit)";
+  if (per_user < 0 || per_user > limits::kRateLimitMax) {
+    throw_invalid("rate_limit_per_user must be " + range + ", got " + std::to_string(per_user));
+  }
+  if (per_partner < 0 || per_partner > limits::kRateLimitMax) {
+    throw_invalid("rate_limit_per_partner must be " + range + ", got " + std::to_string(per_partner));
+  }
+  if (window_ms < limits::kRateWindowMsMin || window_ms > limits::kRateWindowMsMax) {
+    throw_invalid("rate_window_ms must be " + std::to_string(limits::kRateWindowMsMin) + ".." +
+                  std::to_string(limits::kRateWindowMsMax) + ", got " + std::to_string(window_ms));
+  }
+  if (per_partner > 0 && shards > 1 && per_partner < shards) {
+    throw_invalid("rate_limit_per_partner (" + std::to_string(per_partner) + ") of a campaign with " +
+                  std::to_string(shards) + " shards must be 0 or at least the number of shards (each shard admits its share)");
+  }
+}
+
 void check_campaign_spec(const CampaignSpec& s) {
   if (s.name.empty()) throw_invalid("campaign name must not be empty");
   if (s.name.size() > limits::kNameBytesMax) {
@@ -95,6 +113,7 @@ void check_campaign_spec(const CampaignSpec& s) {
     throw_invalid("shards (" + std::to_string(s.shards) + ") must not exceed the quantity (" +
                   std::to_string(s.quantity) + ")");
   }
+  check_rate_limits(s.rate_limit_per_user, s.rate_limit_per_partner, s.rate_window_ms, s.shards);
   if (s.starts_at_us && s.ends_at_us && *s.ends_at_us <= *s.starts_at_us) {
     throw_invalid("ends_at must be after starts_at");
   }

@@ -15,6 +15,7 @@ urlpatterns = [
     path("campaigns/<int:campaign_id>/resume", views.campaign_action["resume"], name="campaign-resume"),
     path("campaigns/<int:campaign_id>/close", views.campaign_action["close"], name="campaign-close"),
     path("campaigns/<int:campaign_id>/quantity", views.campaign_quantity, name="campaign-quantity"),
+    path("campaigns/<int:campaign_id>/rate-limits", views.campaign_rate_limits, name="campaign-rate-limits"),
     path("campaigns/<int:campaign_id>/stats", views.campaign_stats, name="campaign-stats"),
     path("campaigns/<int:campaign_id>/counts", views.campaign_counts, name="campaign-counts"),
     path("campaigns/<int:campaign_id>/issue", views.issue, name="issue"),

@@ -1,11 +1,18 @@
 """JSON views for the same REST API as couponcore.fastapi (see there for routes and errors).
-Partner routes authenticate the X-API-KEY header and work in that partner's scope."""
+Partner routes authenticate the X-API-KEY header and work in that partner's scope.
+
+Rate limits (docs/rate-limits.md): a RATE_LIMITED issue answer is 429 with ``Retry-After``; the
+per-client-address limit of issue requests is configured in ``settings.COUPONCORE``:
+``ADDRESS_RATE_LIMIT`` (requests per window, 0 = off), ``ADDRESS_RATE_WINDOW_S`` (default 1) and
+``CLIENT_ADDRESS_HEADER`` (e.g. ``"X-Forwarded-For"`` behind a proxy; else REMOTE_ADDR, which is
+the proxy's address there)."""
 
 from __future__ import annotations
 
 import inspect
 import json
-from typing import Any, Callable
+import threading
+from typing import Any, Callable, Optional
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -13,9 +20,9 @@ from django.views.decorators.csrf import csrf_exempt
 from .. import _core
 from .._engine import Campaigns
 from .._health import health
-from .._web import error_body, error_status, to_json
+from .._web import AddressLimiter, address_limited_body, error_body, error_status, issue_status_code, to_json
 from ..tracing import incoming
-from .engine import get_engine
+from .engine import _settings, get_engine
 
 
 def _json(request: HttpRequest) -> dict[str, Any]:
@@ -111,14 +118,54 @@ campaign_action = {a: _campaign_action(a) for a in ("pause", "resume", "close")}
 campaign_quantity = api(
     {"PUT": lambda r, campaign_id: _scope(r).campaigns.set_quantity(campaign_id, _req(_json(r), "quantity"))}
 )
+
+
+def _set_rate_limits(request: HttpRequest, campaign_id: int) -> Any:
+    b = _json(request)
+    return _scope(request).campaigns.set_rate_limits(
+        campaign_id, b.get("per_user", 0), b.get("per_partner", 0), b.get("window_ms", 1000)
+    )
+
+
+campaign_rate_limits = api({"PUT": _set_rate_limits})
 campaign_stats = api({"GET": lambda r, campaign_id: _scope(r).stats(campaign_id)})
 campaign_counts = api({"GET": lambda r, campaign_id: _scope(r).coupons.counts(campaign_id)})
 
 
+_limiter_lock = threading.Lock()
+_limiter: Optional[tuple[tuple[Any, ...], Optional[AddressLimiter]]] = None
+
+
+def address_limiter() -> Optional[AddressLimiter]:
+    """The per-address limiter of settings.COUPONCORE (rebuilt when those settings change)."""
+    global _limiter
+    conf = _settings()
+    key = (conf.get("ADDRESS_RATE_LIMIT", 0), conf.get("ADDRESS_RATE_WINDOW_S", 1.0), conf.get("CLIENT_ADDRESS_HEADER"))
+    with _limiter_lock:
+        if _limiter is None or _limiter[0] != key:
+            _limiter = (key, AddressLimiter(int(key[0]), float(key[1]), key[2]) if key[0] else None)
+        return _limiter[1]
+
+
 def _issue(request: HttpRequest, campaign_id: int) -> Any:
+    limiter = address_limiter()
+    if limiter is not None:
+        header = request.headers.get(limiter.header) if limiter.header else None
+        retry = limiter.refuse(limiter.address(request.META.get("REMOTE_ADDR"), header))
+        if retry is not None:
+            resp = JsonResponse(address_limited_body(retry), status=429)
+            resp["Retry-After"] = str(retry)
+            return resp
     body = _json(request)
     request_id = body.get("request_id") or request.headers.get("Idempotency-Key")
-    return _scope(request).issue(campaign_id, _req(body, "user_id"), request_id)
+    r = _scope(request).issue(campaign_id, _req(body, "user_id"), request_id)
+    status, headers = issue_status_code(r)
+    if status == 200:
+        return r
+    resp = JsonResponse(to_json(r), status=status)
+    for k, v in headers.items():
+        resp[k] = v
+    return resp
 
 
 issue = api({"POST": _issue}, status=200)

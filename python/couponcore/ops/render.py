@@ -11,7 +11,7 @@ from urllib.parse import quote
 from .snapshot import CampaignRow, Section, Snapshot
 from .windows_view import render_windows
 
-_STATUSES = ("ISSUED", "SOLD_OUT", "ALREADY_ISSUED", "NOT_OPEN", "ENDED")
+_STATUSES = ("ISSUED", "SOLD_OUT", "ALREADY_ISSUED", "NOT_OPEN", "ENDED", "RATE_LIMITED")
 
 
 def _e(value: Any) -> str:

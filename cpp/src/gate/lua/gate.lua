@@ -3,14 +3,18 @@
 -- log). The rule and its order are CampaignGate::decide's (cpp/src/gate/campaign_gate.cpp).
 --
 -- KEYS: 1 meta, 2 holders, 3 grant stream, 4 answers (current generation), 5 answers (previous),
--- 6 free seqs (sorted set, score = seq: seqs of dropped dead letters, docs/dead-letters.md)
+-- 6 free seqs (sorted set, score = seq: seqs of dropped dead letters, docs/dead-letters.md),
+-- 7 rate counters (rate.lua)
 -- ARGV: 1 campaign id, 2 answer hash expiry (s), 3.. pairs of (user_id, request_id or ""), then
 -- the requests' traceparents when any has one (trace_args.lua)
 -- Seqs: a grant takes the lowest free seq if there is one, else the counter n advances. Every
 -- free seq is <= n <= quantity, so seqs stay unique and within 1..quantity; the coupons issued
 -- are n - #free.
 -- Reply: {issued_after (n - #free), quantity, now_us, code per request...}, code = seq * 8 + status where
--- status is IssueStatus (0 ISSUED, 1 SOLD_OUT, 2 ALREADY_ISSUED, 3 NOT_OPEN, 4 ENDED).
+-- status is IssueStatus (0 ISSUED, 1 SOLD_OUT, 2 ALREADY_ISSUED, 3 NOT_OPEN, 4 ENDED, 5 RATE_LIMITED:
+-- then code = retry_after_ms * 8 + 5; a RATE_LIMITED answer is never remembered).
+-- The rule, in order: remembered answer; NOT_OPEN / ENDED; sold out -> ALREADY_ISSUED (user at
+-- the limit) or SOLD_OUT, not counted; RATE_LIMITED, else counted; ALREADY_ISSUED; ISSUED.
 -- The clock is Redis's (TIME), one for every gate process.
 -- The batch's grants go to the stream as ONE entry in the grant-entry format of
 -- cpp/src/log/grant_entry.hpp: v 1 c <campaign> t <now_us> g <lines>, a line
@@ -20,7 +24,8 @@
 -- costs about as much as the rest of a grant's decision.
 if redis.replicate_commands then pcall(redis.replicate_commands) end
 --#include trace_args.lua
-local m = redis.call('HMGET', KEYS[1], 'q', 'l', 's', 'e', 'st', 'n')
+--#include rate.lua
+local m = redis.call('HMGET', KEYS[1], 'q', 'l', 's', 'e', 'st', 'n', 'ru', 'rp', 'rw')
 if not m[1] then return redis.error_reply('NOCAMPAIGN campaign ' .. ARGV[1] .. ' is not mirrored in Redis') end
 local quantity = tonumber(m[1])
 local limit = tonumber(m[2])
@@ -35,6 +40,7 @@ local now_s = t[1] .. string.format('%06d', tonumber(t[2]))
 local now = tonumber(now_s)
 local cid = ARGV[1]
 local out = {0, quantity, now_s}
+rate_load(KEYS[7], m[7], m[8], m[9], t)
 local remembered = false
 -- Holder counts: read with one HMGET per 1,000 requests, kept in held_of while the batch is
 -- decided, written back with one HSET per 1,000 changed holders (not an HGET + HSET per request).
@@ -57,12 +63,16 @@ for i = 3, pairs_end, 2 do
   end
   if not code then
     local held = held_of[user]
+    local refused = nil
     if state == 1 then code = 3
     elseif state == 2 then code = 4
     elseif starts and now < starts then code = 3
     elseif ends and now >= ends then code = 4
+    elseif free == 0 and n >= quantity then code = held >= limit and 2 or 1
+    else refused = rate_refuse(user) end
+    if code then
+    elseif refused then code = refused; akey = nil
     elseif held >= limit then code = 2
-    elseif free == 0 and n >= quantity then code = 1
     else
       local seq
       if free > 0 then
@@ -99,6 +109,7 @@ for i = 1, #changed, 1000 do
   redis.call('HSET', KEYS[2], unpack(kv))
 end
 if n ~= n0 then redis.call('HSET', KEYS[1], 'n', n) end
+rate_save()
 if remembered then redis.call('EXPIRE', KEYS[4], ARGV[2]) end
 out[1] = n - free
 return out

@@ -16,7 +16,7 @@ namespace {
 constexpr const char* kCampaignColumns =
     "id, partner_id, name, quantity, per_user_limit, starts_at_us, ends_at_us, state,"
     " discount_kind, discount_value, discount_max, min_order_amount, valid_until_us, valid_days,"
-    " created_at_us, shards";
+    " created_at_us, shards, rate_limit_per_user, rate_limit_per_partner, rate_window_ms";
 
 Campaign campaign_from_row(const pg::Result& r, int row) {
   Campaign c;
@@ -36,6 +36,9 @@ Campaign campaign_from_row(const pg::Result& r, int row) {
   if (auto d = r.opt_i64(row, 13)) c.spec.valid_days = static_cast<int32_t>(*d);
   c.created_at_us = r.i64(row, 14);
   c.spec.shards = static_cast<int32_t>(r.i64(row, 15));
+  c.spec.rate_limit_per_user = static_cast<int32_t>(r.i64(row, 16));
+  c.spec.rate_limit_per_partner = static_cast<int32_t>(r.i64(row, 17));
+  c.spec.rate_window_ms = static_cast<int32_t>(r.i64(row, 18));
   return c;
 }
 
@@ -238,11 +241,13 @@ Campaign insert_campaign(pg::Conn& conn, const CampaignSpec& spec, int64_t now_u
   } else {
     p.add_null();
   }
-  p.add(now_us).add(int64_t{spec.shards});
+  p.add(now_us).add(int64_t{spec.shards}).add(int64_t{spec.rate_limit_per_user});
+  p.add(int64_t{spec.rate_limit_per_partner}).add(int64_t{spec.rate_window_ms});
   pg::Result r = conn.exec(
       "INSERT INTO campaigns(partner_id, name, quantity, per_user_limit, starts_at_us, ends_at_us,"
       " discount_kind, discount_value, discount_max, min_order_amount, valid_until_us, valid_days,"
-      " created_at_us, shards) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14) RETURNING id",
+      " created_at_us, shards, rate_limit_per_user, rate_limit_per_partner, rate_window_ms)"
+      " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17) RETURNING id",
       p);
   Campaign c;
   c.id = r.i64(0, 0);

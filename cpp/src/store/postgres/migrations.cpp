@@ -59,6 +59,12 @@ const std::vector<Migration>& coupon_migrations() {
        " WHERE state = 0 AND valid_until_us IS NOT NULL;"},
       // Sharded campaigns (CampaignSpec::shards; gate/shards.hpp): the stock over K hash tags.
       {"coupons", 3, "ALTER TABLE campaigns ADD COLUMN shards integer NOT NULL DEFAULT 1 CHECK (shards BETWEEN 1 AND 16);"},
+      // Rate limits (CampaignSpec::rate_limit_per_user / rate_limit_per_partner / rate_window_ms;
+      // ranges in limits.hpp, checked before anything is written).
+      {"coupons", 4,
+       "ALTER TABLE campaigns ADD COLUMN rate_limit_per_user integer NOT NULL DEFAULT 0 CHECK (rate_limit_per_user >= 0),"
+       " ADD COLUMN rate_limit_per_partner integer NOT NULL DEFAULT 0 CHECK (rate_limit_per_partner >= 0),"
+       " ADD COLUMN rate_window_ms integer NOT NULL DEFAULT 1000 CHECK (rate_window_ms > 0);"},
   };
   return all;
 }

@@ -237,15 +237,25 @@ bool PgCouponStore::set_campaign_quantity(int64_t partner_id, int64_t campaign_i
 std::optional<PgCouponStore::CampaignRules> PgCouponStore::lock_campaign_rules(pg::Conn& conn, int64_t partner_id,
                                                                               int64_t campaign_id) {
   pg::Result r = conn.exec_prepared("lc_campaign_lock",
-                                    "SELECT state, quantity FROM campaigns WHERE id = $1 AND partner_id = $2 FOR UPDATE",
+                                    "SELECT state, quantity, rate_limit_per_user, rate_limit_per_partner, rate_window_ms"
+                                    " FROM campaigns WHERE id = $1 AND partner_id = $2 FOR UPDATE",
                                     pg::Params().add(campaign_id).add(partner_id));
   if (r.rows() == 0) return std::nullopt;
-  return CampaignRules{static_cast<CampaignState>(r.i64(0, 0)), r.i64(0, 1)};
+  return CampaignRules{static_cast<CampaignState>(r.i64(0, 0)), r.i64(0, 1), static_cast<int32_t>(r.i64(0, 2)),
+                       static_cast<int32_t>(r.i64(0, 3)), static_cast<int32_t>(r.i64(0, 4))};
 }
 
 void PgCouponStore::write_campaign_rules(pg::Conn& conn, int64_t campaign_id, const CampaignRules& rules) {
-  conn.exec_prepared("lc_campaign_write_rules", "UPDATE campaigns SET state = $1, quantity = $2 WHERE id = $3",
-                     pg::Params().add(static_cast<int64_t>(rules.state)).add(rules.quantity).add(campaign_id));
+  conn.exec_prepared("lc_campaign_write_rules",
+                     "UPDATE campaigns SET state = $1, quantity = $2, rate_limit_per_user = $3,"
+                     " rate_limit_per_partner = $4, rate_window_ms = $5 WHERE id = $6",
+                     pg::Params()
+                         .add(static_cast<int64_t>(rules.state))
+                         .add(rules.quantity)
+                         .add(int64_t{rules.rate_limit_per_user})
+                         .add(int64_t{rules.rate_limit_per_partner})
+                         .add(int64_t{rules.rate_window_ms})
+                         .add(campaign_id));
 }
 
 }  // namespace couponcore

@@ -58,6 +58,10 @@ class PgCouponStore final : public CouponStore {
   struct CampaignRules {
     CampaignState state = CampaignState::kActive;
     int64_t quantity = 0;
+    int32_t rate_limit_per_user = 0;
+    int32_t rate_limit_per_partner = 0;
+    int32_t rate_window_ms = 1000;  // the rate limits: docs/rate-limits.md
+    bool operator==(const CampaignRules&) const = default;
   };
   static std::optional<CampaignRules> lock_campaign_rules(pg::Conn& conn, int64_t partner_id, int64_t campaign_id);
   static void write_campaign_rules(pg::Conn& conn, int64_t campaign_id, const CampaignRules& rules);

@@ -52,6 +52,11 @@ const std::vector<sqlite::Migration>& migrations() {
        " coupons.issued_at_us + c.valid_days * 86400000000) FROM campaigns c WHERE c.id = coupons.campaign_id);"
        "CREATE INDEX coupons_user ON coupons(user_id, id);"
        "CREATE INDEX coupons_expiry ON coupons(valid_until_us) WHERE state = 0 AND valid_until_us IS NOT NULL;"},
+      // Rate limits (CampaignSpec::rate_limit_per_user / rate_limit_per_partner / rate_window_ms).
+      {"coupons", 3,
+       "ALTER TABLE campaigns ADD COLUMN rate_limit_per_user INTEGER NOT NULL DEFAULT 0;"
+       "ALTER TABLE campaigns ADD COLUMN rate_limit_per_partner INTEGER NOT NULL DEFAULT 0;"
+       "ALTER TABLE campaigns ADD COLUMN rate_window_ms INTEGER NOT NULL DEFAULT 1000;"},
   };
   return all;
 }
@@ -59,7 +64,7 @@ const std::vector<sqlite::Migration>& migrations() {
 constexpr const char* kCampaignColumns =
     "id, partner_id, name, quantity, per_user_limit, starts_at_us, ends_at_us, state,"
     " discount_kind, discount_value, discount_max, min_order_amount, valid_until_us, valid_days,"
-    " created_at_us";
+    " created_at_us, rate_limit_per_user, rate_limit_per_partner, rate_window_ms";
 
 }  // namespace
 
@@ -80,6 +85,9 @@ Campaign campaign_from_row(const sqlite::Stmt& s) {
   c.spec.valid_until_us = s.opt_i64(12);
   if (auto d = s.opt_i64(13)) c.spec.valid_days = static_cast<int32_t>(*d);
   c.created_at_us = s.i64(14);
+  c.spec.rate_limit_per_user = static_cast<int32_t>(s.i64(15));
+  c.spec.rate_limit_per_partner = static_cast<int32_t>(s.i64(16));
+  c.spec.rate_window_ms = static_cast<int32_t>(s.i64(17));
   return c;
 }
 
@@ -93,8 +101,9 @@ Campaign SqliteStore::insert_campaign(const CampaignSpec& spec, int64_t now_us) 
   sqlite::Stmt s(db_,
                  "INSERT INTO campaigns(partner_id, name, quantity, per_user_limit, starts_at_us,"
                  " ends_at_us, discount_kind, discount_value, discount_max, min_order_amount,"
-                 " valid_until_us, valid_days, created_at_us)"
-                 " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)");
+                 " valid_until_us, valid_days, created_at_us, rate_limit_per_user, rate_limit_per_partner,"
+                 " rate_window_ms)"
+                 " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
   s.bind(1, spec.partner_id).bind(2, std::string_view(spec.name)).bind(3, spec.quantity);
   s.bind(4, int64_t{spec.per_user_limit}).bind(5, spec.starts_at_us).bind(6, spec.ends_at_us);
   s.bind(7, static_cast<int64_t>(spec.discount_kind)).bind(8, spec.discount_value);
@@ -104,7 +113,8 @@ Campaign SqliteStore::insert_campaign(const CampaignSpec& spec, int64_t now_us) 
   } else {
     s.bind_null(12);
   }
-  s.bind(13, now_us);
+  s.bind(13, now_us).bind(14, int64_t{spec.rate_limit_per_user}).bind(15, int64_t{spec.rate_limit_per_partner});
+  s.bind(16, int64_t{spec.rate_window_ms});
   s.run();
   Campaign c;
   c.id = db_.last_insert_rowid();
@@ -129,6 +139,15 @@ void SqliteStore::update_campaign_state(int64_t campaign_id, CampaignState state
   std::lock_guard lock(mu_);
   sqlite::Stmt s(db_, "UPDATE campaigns SET state = ? WHERE id = ?");
   s.bind(1, static_cast<int64_t>(state)).bind(2, campaign_id).run();
+}
+
+void SqliteStore::update_campaign_rate_limits(int64_t campaign_id, int32_t per_user, int32_t per_partner,
+                                              int32_t window_ms) {
+  std::lock_guard lock(mu_);
+  sqlite::Stmt s(db_,
+                 "UPDATE campaigns SET rate_limit_per_user = ?, rate_limit_per_partner = ?, rate_window_ms = ?"
+                 " WHERE id = ?");
+  s.bind(1, int64_t{per_user}).bind(2, int64_t{per_partner}).bind(3, int64_t{window_ms}).bind(4, campaign_id).run();
 }
 
 void SqliteStore::update_campaign_quantity(int64_t campaign_id, int64_t quantity) {

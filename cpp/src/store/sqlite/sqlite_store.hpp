@@ -29,6 +29,7 @@ class SqliteStore {
   void update_campaign_state(int64_t campaign_id, CampaignState state);
   // kConflict (nothing changed) if quantity is below the coupons the store holds.
   void update_campaign_quantity(int64_t campaign_id, int64_t quantity);
+  void update_campaign_rate_limits(int64_t campaign_id, int32_t per_user, int32_t per_partner, int32_t window_ms);
 
   // Calls fn for every grant of the campaign (any order).
   void for_each_grant(int64_t campaign_id, const std::function<void(const Grant&)>& fn);

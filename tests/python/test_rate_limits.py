@@ -1,0 +1,272 @@
+"""Rate limits (docs/rate-limits.md) through the Python API and the HTTP faces, on both
+deployments: RATE_LIMITED with retry_after_ms from the gate, at most L per user per window under
+many threads, out-of-range limits refused with nothing written, FastAPI and Django answering 429
+with Retry-After, and the per-client-address limit of the HTTP layer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import couponcore
+import httpx
+import pytest
+from conftest import production_kwargs
+from couponcore.fastapi import create_app
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def align(window_ms: int, margin_ms: int = 5) -> None:
+    """Sleep until just after a window boundary, so a few quick calls share one window."""
+    now_ms = time.time() * 1000
+    time.sleep((window_ms - now_ms % window_ms + margin_ms) / 1000)
+
+
+def test_many_threads_get_at_most_the_limit_per_user_per_window(engine: couponcore.Engine) -> None:
+    limit, window = 4, 300
+    c = engine.campaigns.create(
+        "rl", quantity=1_000_000, per_user_limit=1000, rate_limit_per_user=limit, rate_window_ms=window
+    )
+    assert (c.rate_limit_per_user, c.rate_limit_per_partner, c.rate_window_ms) == (limit, 0, window)
+    users = ["ann", "bob", "cid"]
+    answers: list[tuple[str, Any, float, float]] = []
+    lock = threading.Lock()
+    until = time.time() + 1.2
+
+    def hammer(t: int) -> None:
+        mine = []
+        i = t
+        while time.time() < until:
+            left = window - time.time() * 1000 % window
+            if left < 40:  # quiet at a window's end: a call straddling a boundary counts nowhere
+                time.sleep(left / 1000)
+            user = users[i % len(users)]
+            i += 1
+            sent = time.time() * 1000
+            r = engine.issue(c.id, user)
+            mine.append((user, r, sent, time.time() * 1000))
+        with lock:
+            answers.extend(mine)
+
+    threads = [threading.Thread(target=hammer, args=(t,)) for t in range(16)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    admitted: Counter[tuple[str, int]] = Counter()
+    limited = 0
+    for user, r, sent, answered in answers:
+        if r.status == couponcore.Status.RATE_LIMITED:
+            limited += 1
+            assert 0 < r.retry_after_ms <= window and r.seq is None
+            continue
+        assert r.status == couponcore.Status.ISSUED and r.retry_after_ms is None
+        if int(sent // window) == int(answered // window):  # decided inside one known window
+            admitted[(user, int(sent // window))] += 1
+    assert limited > 0
+    assert max(admitted.values()) <= limit, admitted
+    assert limit in admitted.values(), "no (user, window) reached the limit: an excess would go unseen"
+
+
+def test_partner_limit_retry_and_changes(engine: couponcore.Engine) -> None:
+    window = 1000
+    c = engine.campaigns.create("rl", quantity=100, per_user_limit=100, rate_limit_per_partner=3, rate_window_ms=window)
+    align(window)
+    got = [engine.issue(c.id, f"u{i}", f"r{i}") for i in range(5)]
+    assert [r.status for r in got] == ["ISSUED"] * 3 + ["RATE_LIMITED"] * 2
+    assert got[3].retry_after_ms is not None and 0 < got[3].retry_after_ms <= window
+    assert engine.issue(c.id, "u0", "r0") == got[0]  # remembered, not counted
+    assert engine.issue(c.id, "u3", "r3").status == "RATE_LIMITED"  # not remembered: decided again
+    changed = engine.campaigns.set_rate_limits(c.id, per_user=1, per_partner=0, window_ms=window)
+    assert (changed.rate_limit_per_user, changed.rate_limit_per_partner) == (1, 0)
+    assert engine.campaigns.get(c.id).rate_limit_per_user == 1
+    align(window)
+    assert engine.issue(c.id, "u3", "r3").status == "ISSUED"
+    r = engine.issue(c.id, "u3", "r4")
+    assert r.status == "RATE_LIMITED" and 0 < r.retry_after_ms <= window
+    assert engine.counters()["by_status"]["RATE_LIMITED"] >= 3
+    assert 'outcome="rate_limited"' in engine.metrics_text()
+
+
+def test_out_of_range_limits_are_refused_and_nothing_is_written(engine: couponcore.Engine) -> None:
+    before = len(engine.campaigns.list())
+    bad: list[dict[str, int]] = [
+        {"rate_limit_per_user": -1},
+        {"rate_limit_per_user": 1_000_001},
+        {"rate_limit_per_partner": -5},
+        {"rate_limit_per_partner": 2**40},
+        {"rate_window_ms": 9},
+        {"rate_window_ms": 3_600_001},
+        {"rate_limit_per_partner": 2, "shards": 4},
+    ]
+    for kwargs in bad:
+        with pytest.raises(couponcore.InvalidArgument):
+            engine.campaigns.create("rl", quantity=10, **kwargs)
+    assert len(engine.campaigns.list()) == before
+    c = engine.campaigns.create("rl", quantity=10, rate_limit_per_user=2, rate_window_ms=500)
+    for args in [(-1, 0, 500), (0, 1_000_001, 500), (1, 0, 0), (1, 0, 2**33)]:
+        with pytest.raises(couponcore.InvalidArgument):
+            engine.campaigns.set_rate_limits(c.id, *args)
+    got = engine.campaigns.get(c.id)
+    assert (got.rate_limit_per_user, got.rate_limit_per_partner, got.rate_window_ms) == (2, 0, 500)
+
+
+# ---- FastAPI --------------------------------------------------------------------------------
+
+
+def _client(app: Any, address: str = "10.0.0.1") -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=(address, 1234)), base_url="http://t")
+
+
+@pytest.mark.parametrize("fast_issue", [True, False])
+def test_fastapi_rate_limited_is_429_with_retry_after(engine: couponcore.Engine, fast_issue: bool) -> None:
+    key = engine.partners.create("acme").api_key
+    H = {"X-API-KEY": key}
+    app = create_app(engine, fast_issue=fast_issue)
+
+    async def main() -> None:
+        async with _client(app) as c:
+            body = {"name": "d", "quantity": 10, "per_user_limit": 5, "rate_limit_per_user": 1, "rate_window_ms": 1000}
+            r = await c.post("/campaigns", json=body, headers=H)
+            assert r.status_code == 201, r.text
+            cid = r.json()["id"]
+            assert r.json()["rate_limit_per_user"] == 1 and r.json()["rate_window_ms"] == 1000
+            await asyncio.to_thread(align, 1000)
+            ok = await c.post(f"/campaigns/{cid}/issue", json={"user_id": "u1"}, headers=H)
+            assert ok.status_code == 200 and ok.json()["status"] == "ISSUED" and ok.json()["retry_after_ms"] is None
+            over = await c.post(f"/campaigns/{cid}/issue", json={"user_id": "u1"}, headers=H)
+            assert over.status_code == 429, over.text
+            j = over.json()
+            assert j["status"] == "RATE_LIMITED" and 0 < j["retry_after_ms"] <= 1000
+            assert over.headers["Retry-After"] == str(max(1, math.ceil(j["retry_after_ms"] / 1000)))
+            # Update through HTTP; out of range is 422 and changes nothing.
+            bad = await c.put(f"/campaigns/{cid}/rate-limits", json={"per_user": -1}, headers=H)
+            assert bad.status_code == 422 and bad.json()["error"]["type"] == "InvalidArgument"
+            assert (await c.get(f"/campaigns/{cid}", headers=H)).json()["rate_limit_per_user"] == 1
+            put = await c.put(f"/campaigns/{cid}/rate-limits", json={"per_user": 0, "window_ms": 500}, headers=H)
+            assert put.status_code == 200 and put.json()["rate_limit_per_user"] == 0
+            again = await c.post(f"/campaigns/{cid}/issue", json={"user_id": "u1"}, headers=H)
+            assert again.status_code == 200 and again.json()["status"] == "ISSUED"
+            spec = (await c.get("/openapi.json")).json()
+            assert "429" in spec["paths"]["/campaigns/{campaign_id}/issue"]["post"]["responses"]
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("fast_issue", [True, False])
+def test_fastapi_per_address_limit(embedded: couponcore.Engine, fast_issue: bool) -> None:
+    key = embedded.partners.create("acme").api_key
+    H = {"X-API-KEY": key}
+    cid = embedded.partner(embedded.authenticate(key)).campaigns.create("d", quantity=100, per_user_limit=100).id
+    app = create_app(embedded, fast_issue=fast_issue, address_rate_limit=2, address_rate_window_s=1.0)
+    behind = create_app(
+        embedded,
+        fast_issue=fast_issue,
+        address_rate_limit=1,
+        address_rate_window_s=1.0,
+        client_address_header="X-Forwarded-For",
+    )
+
+    async def main() -> None:
+        await asyncio.to_thread(align, 1000)
+        async with _client(app, "10.0.0.1") as one, _client(app, "10.0.0.2") as two:
+            for _ in range(2):
+                assert (await one.post(f"/campaigns/{cid}/issue", json={"user_id": "a"}, headers=H)).status_code == 200
+            over = await one.post(f"/campaigns/{cid}/issue", json={"user_id": "b"}, headers=H)
+            assert over.status_code == 429
+            assert over.json()["error"]["type"] == "RateLimited"
+            assert over.headers["Retry-After"] == "1"
+            # Refused before the key is looked at; another address has its own budget.
+            assert (await one.post(f"/campaigns/{cid}/issue", json={"user_id": "b"})).status_code == 429
+            assert (await two.post(f"/campaigns/{cid}/issue", json={"user_id": "b"}, headers=H)).status_code == 200
+        async with _client(behind, "192.168.0.9") as proxy:  # every client behind one proxy address
+            xff = {**H, "X-Forwarded-For": "6.6.6.6, 203.0.113.7"}
+            assert (await proxy.post(f"/campaigns/{cid}/issue", json={"user_id": "c"}, headers=xff)).status_code == 200
+            assert (await proxy.post(f"/campaigns/{cid}/issue", json={"user_id": "c"}, headers=xff)).status_code == 429
+            other = {**H, "X-Forwarded-For": "6.6.6.6, 203.0.113.8"}  # the proxy's entry is the last one
+            assert (
+                await proxy.post(f"/campaigns/{cid}/issue", json={"user_id": "c"}, headers=other)
+            ).status_code == 200
+
+    asyncio.run(main())
+    with pytest.raises(couponcore.InvalidArgument):
+        create_app(embedded, address_rate_limit=-1)
+
+
+# ---- Django ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["embedded", "production"])
+def django_settings(
+    request: pytest.FixtureRequest, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
+    sys.path.insert(0, str(REPO / "examples" / "django_project"))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop.settings")
+    # The example settings read COUPONCORE_PATH once: if they load here first, not the working tree.
+    os.environ.setdefault("COUPONCORE_PATH", str(tmp_path_factory.mktemp("django-shop") / "shop.db"))
+    import django
+
+    django.setup()
+    from couponcore.django import close_engine
+
+    if request.param == "embedded":
+        conf: dict[str, Any] = {"PATH": str(tmp_path / "dj.db")}
+    else:
+        k = production_kwargs()
+        conf = {"REDIS": k["redis"], "POSTGRES": k["postgres"], "KEY_PREFIX": k["key_prefix"]}
+    close_engine()
+    yield conf
+    close_engine()
+
+
+def test_django_rate_limited_and_per_address(django_settings: dict[str, Any]) -> None:
+    from couponcore.django import get_engine
+    from django.test import Client, override_settings
+
+    conf = {**django_settings, "ADDRESS_RATE_LIMIT": 3, "ADDRESS_RATE_WINDOW_S": 1}
+    with override_settings(COUPONCORE=conf):
+        engine = get_engine()
+        key = engine.partners.create("dj").api_key
+        c = Client(HTTP_X_API_KEY=key)
+        body = {"name": "d", "quantity": 10, "per_user_limit": 5, "rate_limit_per_user": 1, "rate_window_ms": 1000}
+        r = c.post("/api/campaigns", data=json.dumps(body), content_type="application/json")
+        assert r.status_code == 201, r.content
+        cid = r.json()["id"]
+        assert r.json()["rate_limit_per_user"] == 1
+        align(1000)
+        issue = f"/api/campaigns/{cid}/issue"
+        ok = c.post(issue, data=json.dumps({"user_id": "u"}), content_type="application/json")
+        assert ok.status_code == 200 and ok.json()["status"] == "ISSUED"
+        over = c.post(issue, data=json.dumps({"user_id": "u"}), content_type="application/json")
+        assert over.status_code == 429 and over.json()["status"] == "RATE_LIMITED"
+        assert over["Retry-After"] == str(max(1, math.ceil(over.json()["retry_after_ms"] / 1000)))
+        # The third request from this address passes the address limit; the fourth does not.
+        third = c.post(issue, data=json.dumps({"user_id": "v"}), content_type="application/json")
+        assert third.status_code == 200
+        fourth = c.post(issue, data=json.dumps({"user_id": "w"}), content_type="application/json")
+        assert fourth.status_code == 429 and fourth.json()["error"]["type"] == "RateLimited"
+        assert fourth["Retry-After"] == "1"
+        other = c.post(
+            issue, data=json.dumps({"user_id": "w"}), content_type="application/json", REMOTE_ADDR="10.9.9.9"
+        )
+        assert other.status_code == 200, other.content
+        # Update: out of range is 422, nothing written.
+        bad = c.put(
+            f"/api/campaigns/{cid}/rate-limits", data=json.dumps({"window_ms": 1}), content_type="application/json"
+        )
+        assert bad.status_code == 422
+        assert engine.partner(engine.authenticate(key)).campaigns.get(cid).rate_window_ms == 1000
+        put = c.put(
+            f"/api/campaigns/{cid}/rate-limits", data=json.dumps({"per_partner": 7}), content_type="application/json"
+        )
+        assert put.status_code == 200 and put.json()["rate_limit_per_partner"] == 7
