@@ -49,9 +49,11 @@ void write_issued(pg::Conn& conn, const std::vector<Grant>& grants) {
 
 Backlog backlog(pg::Conn& conn) {
   pg::Result r = conn.exec(
-      "SELECT count(*), coalesce((extract(epoch from clock_timestamp()) * 1000000)::bigint - min(created_at_us), 0)"
+      "SELECT count(*), coalesce((extract(epoch from clock_timestamp()) * 1000000)::bigint - min(created_at_us), 0),"
+      " (SELECT coalesce(last_value, 0) FROM pg_sequences WHERE schemaname = current_schema()"
+      "  AND sequencename = 'event_outbox_seq_seq')"
       " FROM event_outbox");
-  return Backlog{r.i64(0, 0), r.i64(0, 1) / 1000};
+  return Backlog{r.i64(0, 0), r.i64(0, 1) / 1000, r.opt_i64(0, 2).value_or(0)};
 }
 
 std::vector<events::Row> read_batch(pg::Conn& conn, std::size_t limit) {

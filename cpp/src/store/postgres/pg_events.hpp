@@ -34,6 +34,7 @@ void write_issued(pg::Conn& conn, const std::vector<Grant>& grants);
 struct Backlog {
   int64_t rows = 0;
   int64_t oldest_age_ms = 0;  // 0: empty
+  int64_t written = 0;        // the outbox sequence's last value: events written so far
 };
 Backlog backlog(pg::Conn& conn);
 std::vector<events::Row> read_batch(pg::Conn& conn, std::size_t limit);

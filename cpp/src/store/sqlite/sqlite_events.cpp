@@ -287,7 +287,7 @@ class SqliteHub final : public EventHub {
 
   EventStats stats() override {
     std::lock_guard lock(mu_);
-    sqlite::Stmt s(db_, "SELECT coalesce(max(seq), 0) FROM events");
+    sqlite::Stmt s(db_, "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)");
     EventStats st;
     if (s.step()) st.written = s.i64(0);
     return st;
