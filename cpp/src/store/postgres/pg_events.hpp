@@ -27,8 +27,9 @@ const std::vector<pg::Migration>& migrations();
 // seq = quantity. Put inside a WITH, after `src`.
 std::string issued_events_sql();
 
-// After COPY, in its transaction: the events of `grants` (all inserted by COPY).
-void write_issued(pg::Conn& conn, const std::vector<Grant>& grants);
+// In the caller's transaction: COPY of rows built by events::append_issued_rows (the writer's
+// COPY path: every grant of the batch was inserted).
+void copy_rows(pg::Conn& conn, const std::vector<events::Row>& rows);
 
 // The outbox read by the relay and its backlog.
 struct Backlog {
