@@ -2,7 +2,8 @@
 // JSON built from it. The stores write rows (store/postgres/pg_events.cpp: the outbox
 // `event_outbox`; store/sqlite/sqlite_events.cpp: the log `events`) in the transaction of the
 // change; the relay (events/relay.hpp) and the embedded reader turn a row into its JSON here,
-// so both deployments publish byte-for-byte the same shape.
+// so both deployments publish the same attributes. (`data` is the store's JSON text: the same
+// keys and values; PostgreSQL's json_build_object spaces it, SQLite's json_object does not.)
 #pragma once
 
 #include <array>

@@ -19,7 +19,10 @@ std::string insert_head(Dialect d) {
   return "INSERT INTO " + table(d) + " (event_id, type, subject, partner_id, time_us, traceparent, data) ";
 }
 
-constexpr const char* kOnConflict = " ON CONFLICT (event_id) DO NOTHING";
+// SQLite's log keeps event ids unique (it is the log, read by id too): a statement that runs
+// twice writes one event. PostgreSQL's outbox is transient and has no index on the id: only
+// rows a statement really changed make events there.
+std::string on_conflict(Dialect d) { return d == Dialect::kSqlite ? " ON CONFLICT (event_id) DO NOTHING" : ""; }
 
 }  // namespace
 
@@ -57,7 +60,7 @@ std::string coupon_events_sql(Dialect d, std::initializer_list<std::string_view>
              " JOIN campaigns k ON k.id = r.campaign_id WHERE " + where;
   }
   return insert_head(d) + "SELECT e.event_id, e.type, e.subject, e.partner_id, e.time_us, e.tp, e.data FROM (" + parts +
-         ") e WHERE true ORDER BY e.c, e.o" + kOnConflict;
+         ") e WHERE true ORDER BY e.c, e.o" + on_conflict(d);
 }
 
 std::string issued_events_sql(Dialect d, std::string_view source) {
@@ -79,7 +82,7 @@ std::string issued_events_sql(Dialect d, std::string_view source) {
               "'campaign_id', k.id, 'quantity', k.quantity, 'last_coupon_id', r.id, 'last_user_id', r.user_id,"
               " 'sold_out_at_us', r.issued_at_us") +
          " FROM " + src + " JOIN campaigns k ON k.id = r.campaign_id WHERE r.seq = k.quantity"
-         ") e WHERE true ORDER BY e.c, e.s, e.o" + kOnConflict;
+         ") e WHERE true ORDER BY e.c, e.s, e.o" + on_conflict(d);
 }
 
 std::string points_events_sql(Dialect d, std::string_view source) {
@@ -97,7 +100,7 @@ std::string points_events_sql(Dialect d, std::string_view source) {
               " 'ref_entry_id', e.ref_entry_id, 'to_user_id', CASE e.kind WHEN 'transfer_out' THEN " +
                   to_user + " END") +
          " FROM " + std::string(source) + " JOIN wallet_entries e ON e.id = t.id JOIN wallets w ON w.id = e.wallet_id" +
-         " WHERE e.kind IN ('earn', 'use', 'cancel', 'expire', 'transfer_out') ORDER BY e.id" + kOnConflict;
+         " WHERE e.kind IN ('earn', 'use', 'cancel', 'expire', 'transfer_out') ORDER BY e.id" + on_conflict(d);
 }
 
 }  // namespace couponcore::events

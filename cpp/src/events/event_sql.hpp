@@ -10,8 +10,9 @@
 //   points_events_sql   over `t(id, tp)`: wallet entry ids; one event per earn / use / cancel /
 //                       expire / transfer_out entry (a transfer's transfer_in half has none)
 //
-// Rows are inserted in the order of the source (ORDER BY), and an event id already present is
-// skipped (ON CONFLICT DO NOTHING): a statement that runs twice writes one event.
+// Rows are inserted in the order of the source (ORDER BY). Every source is rows the statement
+// (or transaction) really changed, so each change makes one event; SQLite also skips an event
+// id already in its log (ON CONFLICT DO NOTHING).
 #pragma once
 
 #include <initializer_list>

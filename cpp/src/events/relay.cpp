@@ -51,11 +51,10 @@ void Relay::stop() {
 }
 
 int64_t Relay::relay_once(RelayConns& c) {
-  std::vector<Row> rows = pgevents::read_batch(c.pg, options_.relay_batch_max);
+  pg::Tx tx(c.pg);
+  std::vector<Row> rows = pgevents::take_batch(c.pg, options_.relay_batch_max);
   if (c.pg.generation() != c.locked_generation) throw Error(ErrorCode::kUnavailable, "the relay lost its lock");
   if (rows.empty()) return 0;
-  std::vector<int64_t> seqs;
-  seqs.reserve(rows.size());
   for (const Row& r : rows) {
     c.redis.append(redis::Args{"XADD", stream_key(prefix_, r.type), "MAXLEN", "~"}
                        .add(options_.stream_maxlen)
@@ -64,16 +63,15 @@ int64_t Relay::relay_once(RelayConns& c) {
                        .add(r.id)
                        .add("e")
                        .add(cloudevent_json(r)));
-    seqs.push_back(r.seq);
   }
   for (std::size_t i = 0; i < rows.size(); ++i) redis::check_reply(c.redis.read_reply(), "event relay XADD");
   const int64_t n = static_cast<int64_t>(rows.size());
   batches_++;
   if (options_.relay_stop_after_xadd_batches > 0 && batches_.load() >= options_.relay_stop_after_xadd_batches) {
-    stop_ = true;  // fault injection: "dies" between XADD and DELETE
+    stop_ = true;  // fault injection: "dies" between XADD and the DELETE's commit (rolled back)
     return n;
   }
-  pgevents::delete_rows(c.pg, seqs);
+  tx.commit();
   relayed_ += n;
   return n;
 }

@@ -3,11 +3,11 @@
 // advisory lock on its own PostgreSQL connection (the others try again every few polls and
 // stand by); a lost connection drops the lock, and the relay that next takes it continues.
 //
-// A batch: read up to relay_batch_max rows in seq order, XADD each (pipelined, MAXLEN ~
-// stream_maxlen) to <prefix>events:{<type>} with the fields `id <event id> e <CloudEvent JSON>`,
-// then DELETE those rows. A crash or failure between the XADD and the DELETE leaves the rows in
-// the outbox: they are published again with the same event ids (at-least-once; consumers
-// dedupe by id). Within a type stream the order is seq order.
+// A batch, in one PostgreSQL transaction: DELETE the first relay_batch_max rows (seq order)
+// RETURNING them, XADD each (pipelined, MAXLEN ~ stream_maxlen) to <prefix>events:{<type>} with
+// the fields `id <event id> e <CloudEvent JSON>`, then COMMIT. A crash or failure between the
+// XADD and the commit rolls the DELETE back: the rows are published again with the same event
+// ids (at-least-once; consumers dedupe by id). Within a type stream the order is seq order.
 #pragma once
 
 #include <atomic>

@@ -1,6 +1,8 @@
 // The PostgreSQL outbox: see pg_events.hpp.
 #include "store/postgres/pg_events.hpp"
 
+#include <algorithm>
+
 #include "events/event_sql.hpp"
 
 namespace couponcore::pgevents {
@@ -10,7 +12,7 @@ const std::vector<pg::Migration>& migrations() {
       {"events", 1,
        "CREATE TABLE event_outbox ("
        " seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
-       " event_id text NOT NULL UNIQUE,"
+       " event_id text NOT NULL,"
        " type text NOT NULL,"
        " subject text NOT NULL,"
        " partner_id bigint NOT NULL,"
@@ -64,11 +66,11 @@ Backlog backlog(pg::Conn& conn) {
   return Backlog{r.i64(0, 0), r.i64(0, 1) / 1000, r.opt_i64(0, 2).value_or(0)};
 }
 
-std::vector<events::Row> read_batch(pg::Conn& conn, std::size_t limit) {
+std::vector<events::Row> take_batch(pg::Conn& conn, std::size_t limit) {
   pg::Result r = conn.exec_prepared(
-      "cc_outbox_read",
-      "SELECT seq, event_id, type, subject, partner_id, time_us, coalesce(traceparent, ''), data"
-      " FROM event_outbox ORDER BY seq LIMIT $1",
+      "cc_outbox_take",
+      "DELETE FROM event_outbox WHERE seq IN (SELECT seq FROM event_outbox ORDER BY seq LIMIT $1)"
+      " RETURNING seq, event_id, type, subject, partner_id, time_us, coalesce(traceparent, ''), data",
       pg::Params().add(static_cast<int64_t>(limit)));
   std::vector<events::Row> out(static_cast<std::size_t>(r.rows()));
   for (int i = 0; i < r.rows(); ++i) {
@@ -82,16 +84,8 @@ std::vector<events::Row> read_batch(pg::Conn& conn, std::size_t limit) {
     e.traceparent = std::string(r.text(i, 6));
     e.data = std::string(r.text(i, 7));
   }
+  std::sort(out.begin(), out.end(), [](const events::Row& a, const events::Row& b) { return a.seq < b.seq; });
   return out;
-}
-
-int64_t delete_rows(pg::Conn& conn, const std::vector<int64_t>& seqs) {
-  if (seqs.empty()) return 0;
-  pg::Result r = conn.exec_prepared("cc_outbox_delete",
-                                    "WITH d AS (DELETE FROM event_outbox WHERE seq = ANY($1::bigint[]) RETURNING 1)"
-                                    " SELECT count(*) FROM d",
-                                    pg::Params().add_array(seqs));
-  return r.i64(0, 0);
 }
 
 }  // namespace couponcore::pgevents

@@ -38,7 +38,9 @@ struct Backlog {
   int64_t written = 0;        // the outbox sequence's last value: events written so far
 };
 Backlog backlog(pg::Conn& conn);
-std::vector<events::Row> read_batch(pg::Conn& conn, std::size_t limit);
-int64_t delete_rows(pg::Conn& conn, const std::vector<int64_t>& seqs);
+// In the caller's transaction: deletes the first `limit` rows (seq order) and returns them, in
+// seq order. The relay publishes them, then commits: a failure before the commit rolls the
+// DELETE back and the rows are published again (at-least-once).
+std::vector<events::Row> take_batch(pg::Conn& conn, std::size_t limit);
 
 }  // namespace couponcore::pgevents
