@@ -396,3 +396,23 @@ def test_a_standalone_worker_writes_and_relays_the_events(python: str) -> None:
             assert worker.returncode == 0, err
     finally:
         e.close()
+
+
+def test_on_redis_cluster_each_type_stream_lives_on_its_slot_and_a_multi_type_read_works() -> None:
+    import os
+
+    cluster = os.environ.get("COUPONCORE_TEST_REDIS_CLUSTER", "")
+    if not cluster:
+        pytest.fail("COUPONCORE_TEST_REDIS_CLUSTER is not set: run the suite with `make test`")
+    kw = production_kwargs()
+    kw["redis"] = "redis+cluster://" + cluster.removeprefix("redis+cluster://")
+    with couponcore.open(**kw) as e:
+        c = e.campaigns.create("cluster", quantity=2, discount_kind="fixed", discount_value=100)
+        u = uid("u")
+        r = e.issue(c.id, u)
+        e.issue(c.id, uid("v"))
+        assert e.drain(30)
+        e.coupons.use(r.coupon_id, u, "o-1", 1000)
+        got = collect(e, group(), of_campaign(c.id), 4, ["coupon.issued", "campaign.sold_out", "coupon.used"])
+        assert sorted(ev.type for ev in got) == ["campaign.sold_out", "coupon.issued", "coupon.issued", "coupon.used"]
+        assert [ev.sequence for ev in got] == sorted(ev.sequence for ev in got)
