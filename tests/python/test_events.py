@@ -163,6 +163,25 @@ def test_points_events(engine: couponcore.Engine) -> None:
     assert [e.sequence for e in got] == sorted(e.sequence for e in got)
 
 
+def test_checkout_writes_the_coupon_and_points_events_in_its_transaction(engine: couponcore.Engine) -> None:
+    c = engine.campaigns.create("checkout", quantity=5, discount_kind="fixed", discount_value=500)
+    u = uid("u")
+    coupon = engine.issue(c.id, u).coupon_id
+    assert engine.drain(30)
+    engine.points.earn(u, 1000, idempotency_key=f"{u}-e")
+    with pytest.raises(couponcore.InsufficientFunds):  # both or neither: no coupon.used either
+        engine.checkout(u, f"{u}-o0", 9000, coupon, 2000, idempotency_key=f"{u}-co0")
+    engine.checkout(u, f"{u}-o1", 5000, coupon, 300, idempotency_key=f"{u}-co")
+    engine.cancel_checkout(u, f"{u}-co", idempotency_key=f"{u}-cancel")
+    mine = lambda e: e.subject in (f"coupon/{coupon}", f"wallet/0/{u}")  # noqa: E731
+    got = collect(engine, group(), mine, 6)
+    assert [e.type for e in got] == [
+        "coupon.issued", "points.earned", "coupon.used", "points.used", "coupon.use_cancelled", "points.cancelled",
+    ]  # fmt: skip
+    assert got[2].data["order_id"] == f"{u}-o1" and got[3].data["amount"] == 300
+    assert collect(engine, group(), lambda e: mine(e) and e.sequence > got[-1].sequence, 1, timeout_s=1.0) == []
+
+
 def test_a_refused_change_writes_no_event(engine: couponcore.Engine) -> None:
     c = engine.campaigns.create("refused", quantity=5, min_order_amount=1000)
     u = uid("u")
