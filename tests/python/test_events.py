@@ -435,3 +435,18 @@ def test_on_redis_cluster_each_type_stream_lives_on_its_slot_and_a_multi_type_re
         got = collect(e, group(), of_campaign(c.id), 4, ["coupon.issued", "campaign.sold_out", "coupon.used"])
         assert sorted(ev.type for ev in got) == ["campaign.sold_out", "coupon.issued", "coupon.issued", "coupon.used"]
         assert [ev.sequence for ev in got] == sorted(ev.sequence for ev in got)
+
+
+def test_closing_an_engine_publishes_its_last_events() -> None:
+    kw = production_kwargs()
+    e = couponcore.open(**kw)
+    c = e.campaigns.create("close", quantity=3)
+    for i in range(3):
+        e.issue(c.id, uid(f"u{i}"))
+    e.close()  # the writers finish the log, then the relay the outbox (close_drain_timeout_ms)
+    reader = couponcore.open(**kw, writer_threads=0, events_relay=False)
+    try:
+        got = collect(reader, group(), of_campaign(c.id), 4, ["coupon.issued", "campaign.sold_out"], timeout_s=3)
+        assert len(got) == 4
+    finally:
+        reader.close()

@@ -744,6 +744,7 @@ struct ProductionDeployment final : detail::Deployment {
     coupons = &life.coupons;
     partners = &life.partners;
     events = event_parts.start(o, redis.redis_url(), redis_options(o, "-relay"), redis_options(o, "-events"), life.pool);
+    close_drain_ms = o.close_drain_timeout_ms;
   }
   ~ProductionDeployment() override {
     redis.close();  // the lifecycle's hook uses the pipeline
@@ -753,7 +754,8 @@ struct ProductionDeployment final : detail::Deployment {
   // A closed engine holds no PostgreSQL connection (the server's slots are few).
   void close() override {
     redis.close();
-    event_parts.stop();  // after the writers: the events of their last batches are in the outbox
+    // After the writers: the events of their last batches are in the outbox; a bounded drain.
+    event_parts.stop(close_drain_ms);
     life.pool.disconnect_idle();
   }
 
@@ -771,6 +773,7 @@ struct ProductionDeployment final : detail::Deployment {
   redis::RedisKeyCache auth_cache;
   PgLifecycle life;
   events::ProductionEvents event_parts;
+  int64_t close_drain_ms = 0;
 };
 
 }  // namespace

@@ -301,6 +301,9 @@ EventHub* ProductionEvents::start(const ProductionOptions& o, const redis::Redis
   return hub_.get();
 }
 
-void ProductionEvents::stop() { relay_.reset(); }
+void ProductionEvents::stop(int64_t drain_ms) {
+  if (relay_) relay_->stop(drain_ms);
+  relay_.reset();
+}
 
 }  // namespace couponcore::events

@@ -35,7 +35,9 @@ class ProductionEvents {
   ~ProductionEvents();
   EventHub* start(const ProductionOptions& o, const redis::RedisUrl& url, const redis::RedisConnOptions& relay_conn,
                   const redis::RedisConnOptions& reader_conn, pg::ConnPool& pool);
-  void stop();  // stops the relay; the hub stays (reads after close() fail at the engine)
+  // Stops the relay, which first publishes the outbox for at most drain_ms; the hub stays
+  // (reads after close() fail at the engine).
+  void stop(int64_t drain_ms = 0);
 
  private:
   std::unique_ptr<Relay> relay_;

@@ -45,7 +45,8 @@ Relay::Relay(std::string key_prefix, redis::RedisUrl url, redis::RedisConnOption
 
 Relay::~Relay() { stop(); }
 
-void Relay::stop() {
+void Relay::stop(int64_t drain_ms) {
+  drain_until_ms_ = redis::steady_ms() + drain_ms;
   stop_ = true;
   if (thread_.joinable()) thread_.join();
 }
@@ -68,7 +69,8 @@ int64_t Relay::relay_once(RelayConns& c) {
   const int64_t n = static_cast<int64_t>(rows.size());
   batches_++;
   if (options_.relay_stop_after_xadd_batches > 0 && batches_.load() >= options_.relay_stop_after_xadd_batches) {
-    stop_ = true;  // fault injection: "dies" between XADD and the DELETE's commit (rolled back)
+    crashed_ = true;  // fault injection: "dies" between XADD and the DELETE's commit (rolled back)
+    stop_ = true;
     return n;
   }
   tx.commit();
@@ -80,7 +82,13 @@ void Relay::run() {
   std::unique_ptr<RelayConns> c;
   int polls = 0;
   int64_t backoff_ms = 0;
-  while (!stop_.load()) {
+  int64_t last = -1;  // rows of the last batch; -1: none yet
+  for (;;) {
+    // Stopping: the active relay first publishes what is in the outbox, within drain_ms.
+    if (stop_.load() && (crashed_ || !c || c->locked_generation == 0 || last == 0 ||
+                         redis::steady_ms() >= drain_until_ms_.load())) {
+      break;
+    }
     try {
       if (!c) c = std::make_unique<RelayConns>(postgres_url_, url_, redis_options_);
       if (c->locked_generation == 0) {
@@ -94,9 +102,9 @@ void Relay::run() {
           continue;
         }
       }
-      const int64_t n = relay_once(*c);
+      const int64_t n = last = relay_once(*c);
       backoff_ms = 0;
-      if (n < static_cast<int64_t>(options_.relay_batch_max)) {
+      if (n < static_cast<int64_t>(options_.relay_batch_max) && !stop_.load()) {
         std::this_thread::sleep_for(std::chrono::milliseconds(options_.relay_poll_ms));
       }
     } catch (const Error&) {

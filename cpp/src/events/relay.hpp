@@ -28,7 +28,8 @@ class Relay {
   Relay(const Relay&) = delete;
   Relay& operator=(const Relay&) = delete;
 
-  void stop();
+  // Stops and joins; the active relay first publishes the outbox, for at most drain_ms.
+  void stop(int64_t drain_ms = 0);
   int64_t relayed() const { return relayed_.load(); }
   int64_t batches() const { return batches_.load(); }
   bool active() const { return active_.load(); }
@@ -44,6 +45,8 @@ class Relay {
   const std::string postgres_url_;
   const EventOptions options_;
   std::atomic<bool> stop_{false};
+  std::atomic<int64_t> drain_until_ms_{0};
+  bool crashed_ = false;  // the fault injection fired: no drain
   std::atomic<int64_t> relayed_{0}, batches_{0};
   std::atomic<bool> active_{false};
   std::thread thread_;

@@ -22,6 +22,7 @@ namespace {
 
 constexpr std::size_t kCampaignsMax = 100'000;       // campaign streams one writer follows
 constexpr int64_t kWriterStatementTimeoutMs = 30'000;
+constexpr int64_t kRelayDrainMs = 5'000;  // a stopping worker's relay publishes the outbox this long
 
 bool is_error_prefix(const redis::Reply& r, std::string_view p) {
   return r.is_error() && r.str().substr(0, p.size()) == p;
@@ -587,7 +588,8 @@ int run_worker(const WorkerOptions& options, std::atomic<bool>& stop) {
   }
   for (auto& t : threads) t.join();
   heartbeat.stop();  // after the writers: one finishing its last batch still beats
-  relay.reset();     // after the writers: the events of their last batches are in the outbox
+  // After the writers: the events of their last batches are in the outbox; a bounded drain.
+  if (relay) relay->stop(writer::kRelayDrainMs);
   if (options.report) options.report(shared.stats());
   return 0;
 }
