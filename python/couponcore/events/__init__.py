@@ -83,7 +83,8 @@ class Event:
 
     def attributes(self) -> dict[str, Any]:
         """The CloudEvent as a dict (what the JSON holds)."""
-        return json.loads(self.raw)
+        attributes: dict[str, Any] = json.loads(self.raw)
+        return attributes
 
     def ack(self) -> bool:
         """Acknowledge this event for its group; False if it was not pending any more."""
