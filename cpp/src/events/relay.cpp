@@ -108,7 +108,7 @@ void Relay::run() {
         std::this_thread::sleep_for(std::chrono::milliseconds(options_.relay_poll_ms));
       }
     } catch (const Error&) {
-      // Drop both connections (a new session holds no lock) and back off.
+      // Drop both connections (a new connection holds no lock) and back off.
       c.reset();
       active_ = false;
       backoff_ms = std::min<int64_t>(backoff_ms == 0 ? 50 : backoff_ms * 2, 1000);

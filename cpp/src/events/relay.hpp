@@ -1,7 +1,7 @@
 // The outbox relay (production; docs/events.md): a thread that moves `event_outbox` rows to
-// one Redis Stream per type. One relay is active per database at a time: it holds a session
-// advisory lock on its own PostgreSQL connection (the others try again every few polls and
-// stand by); a lost connection drops the lock, and the relay that next takes it continues.
+// one Redis Stream per type. One relay is active per database at a time: it holds an advisory
+// lock on its own PostgreSQL connection (the others try again every few polls and stand by); a
+// lost connection drops the lock, and the relay that next takes it continues.
 //
 // A batch, in one PostgreSQL transaction: DELETE the first relay_batch_max rows (seq order)
 // RETURNING them, XADD each (pipelined, MAXLEN ~ stream_maxlen) to <prefix>events:{<type>} with
