@@ -43,6 +43,7 @@
 #include "events/event_sql.hpp"
 #include "store/postgres/pg.hpp"
 #include "store/postgres/pg_coupons.hpp"
+#include "store/postgres/pg_events.hpp"
 #include "store/wallet_audit_sql.hpp"
 #include "store/postgres/pg_pipeline.hpp"
 #include "wallet/wallet_engine.hpp"
@@ -419,7 +420,14 @@ class PostgresWalletStore final : public WalletStore {
   PostgresWalletStore(const std::string& url, const std::string& application_name, bool events)
       : conn_(url, conn_options(application_name)), events_(events) {}
 
-  void migrate() { pg::migrate(conn_, pg_wallet_migrations()); }
+  // The wallet tables, and the events outbox its batches write into (a wallet engine may be
+  // opened on a database no coupon engine migrated).
+  void migrate() {
+    std::vector<pg::Migration> all = pg_wallet_migrations();
+    const std::vector<pg::Migration>& ev = pgevents::migrations();
+    all.insert(all.end(), ev.begin(), ev.end());
+    pg::migrate(conn_, all);
+  }
 
   // One round trip: [create; sync] BEGIN; lock; idempotency; lots; reserve; sync.
   BatchRead begin_batch(const BatchKeys& keys, int64_t now_us) override {
