@@ -16,7 +16,7 @@ from typing import Any
 from .bench import _bench_servers, _cleanup_prefix
 
 
-def _writer_round(srv: dict[str, str], prefix: str, grants: int, events: bool) -> dict[str, Any]:
+def _writer_round(srv: dict[str, str], prefix: str, grants: int, events: bool, relay_batch_max: int) -> dict[str, Any]:
     from . import _core
     from ._engine import open as cc_open
 
@@ -36,6 +36,7 @@ def _writer_round(srv: dict[str, str], prefix: str, grants: int, events: bool) -
                 "threads": 2,
                 "migrate_on_start": False,
                 "events": events,
+                "events_relay_batch_max": relay_batch_max,
             }
         )
         t0 = time.perf_counter()
@@ -70,20 +71,23 @@ def _embedded_round(grants: int, events: bool) -> int:
             return round(grants / (time.perf_counter() - t0))
 
 
-def bench_events(grants: int = 100_000, embedded_grants: int = 200_000, rounds: int = 2) -> dict[str, Any]:
+def bench_events(
+    grants: int = 100_000, embedded_grants: int = 200_000, rounds: int = 2, relay_batch_max: int = 5000
+) -> dict[str, Any]:
     srv = _bench_servers()
     out: dict[str, Any] = {
         "benchmark": "events",
         "grants": grants,
         "embedded_grants": embedded_grants,
         "rounds": rounds,
+        "relay_batch_max": relay_batch_max,
     }
     best: dict[str, dict[str, Any]] = {"off": {"per_s": 0}, "on": {"per_s": 0}}
     emb = {"off": 0, "on": 0}
     try:
         for r in range(rounds):
             for name, on in (("off", False), ("on", True)):
-                res = _writer_round(srv, f"{srv['key_prefix']}{name}{r}:", grants, on)
+                res = _writer_round(srv, f"{srv['key_prefix']}{name}{r}:", grants, on, relay_batch_max)
                 if res["per_s"] > best[name]["per_s"]:
                     best[name] = res
                 emb[name] = max(emb[name], _embedded_round(embedded_grants, on))

@@ -232,7 +232,7 @@ struct EventOptions {
   bool enabled = true;                   // write events with each change (false: measure the cost)
   bool relay = true;                     // production: run a relay thread (one active per database)
   int64_t relay_poll_ms = 20;            // an empty outbox is looked at again after this long (1..1000)
-  std::size_t relay_batch_max = 1000;    // outbox rows per DELETE ... RETURNING and XADD pipeline (1..10000)
+  std::size_t relay_batch_max = 5000;    // outbox rows per DELETE ... RETURNING and XADD pipeline (1..10000)
   int64_t stream_maxlen = 1'000'000;     // XADD MAXLEN ~ per type stream (1000..1e9)
   // Fault injection for tests: the relay stops after XADD of this many batches, before the
   // commit of their DELETE, as if its process died there (0: never).
