@@ -384,10 +384,11 @@ void register_engine(py::module_& m) {
       });
 
   m.def("open_embedded", [](const std::string& path, bool synchronous_full, py::object auth_cache_ttl_ms,
-                            py::object auth_cache_entries_max, bool windows, int64_t windows_flush_ms) {
+                            py::object auth_cache_entries_max, bool windows, int64_t windows_flush_ms, bool events) {
     EmbeddedOptions o{path, synchronous_full, {}};
     o.windows = windows;
     o.windows_flush_ms = windows_flush_ms;
+    o.events = events;
     o.auth = auth_options_from(auth_cache_ttl_ms, auth_cache_entries_max);
     std::unique_ptr<Engine> e;
     {
@@ -396,7 +397,8 @@ void register_engine(py::module_& m) {
     }
     return wrap_engine(std::move(e));
   }, py::arg("path"), py::arg("synchronous_full") = true, py::arg("auth_cache_ttl_ms") = py::none(),
-     py::arg("auth_cache_entries_max") = py::none(), py::arg("windows") = true, py::arg("windows_flush_ms") = 200);
+     py::arg("auth_cache_entries_max") = py::none(), py::arg("windows") = true, py::arg("windows_flush_ms") = 200,
+     py::arg("events") = true);
 }
 
 py::object wrap_engine(std::unique_ptr<Engine> engine) {

@@ -43,6 +43,7 @@ from ._types import (
 )
 from ._wallet import CheckoutCancelResult, CheckoutResult, Points, PointsAdmin
 from .tracing import SpanEmitter, current_traceparent
+from .events import Events
 
 if TYPE_CHECKING:
     from .jobs import Jobs
@@ -666,6 +667,11 @@ class Engine(Scope):
     def counters(self) -> dict[str, Any]:
         """Monotonic counters since open (requests, issued, batches, commits, ...)."""
         return self._core.counters()
+
+    @property
+    def events(self) -> Events:
+        """Domain events: ``consume`` / ``aconsume`` / ``ack`` / ``dead_letter`` (docs/events.md)."""
+        return Events(self)
 
     @property
     def dead_letters(self) -> DeadLetters:

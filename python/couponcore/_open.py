@@ -33,6 +33,7 @@ def open(  # noqa: A001
     synchronous_full: bool = True,
     auth_cache_ttl_s: Optional[float] = None,
     auth_cache_entries_max: Optional[int] = None,
+    events: bool = True,
     tracing: Optional[bool] = None,
     tracer_provider: Any = None,
     **options: Any,
@@ -72,6 +73,11 @@ def open(  # noqa: A001
     ``auth_cache_entries_max`` (default 10,000) size the in-process authentication cache (the
     production deployment also shares entries through Redis for the same TTL).
 
+    Both: ``events`` (default True) writes a domain event with each change, in its transaction
+    (docs/events.md; ``events=False`` measures the cost). Production runs a relay thread that
+    publishes them to Redis Streams (``events_relay=False``: this engine relays nothing;
+    ``events_relay_poll_ms``, ``events_relay_batch_max``, ``events_stream_maxlen``).
+
     Both: ``windows``, ``windows_flush_ms`` (and production ``windows_stream_maxlen``): the
     live windows' answer records (``engine.windows``, docs/windows.md).
 
@@ -94,6 +100,7 @@ def open(  # noqa: A001
         synchronous_full,
         auth_cache_ttl_s,
         auth_cache_entries_max,
+        events,
         options,
     )
     if tracing or (tracing is None and OTEL):
@@ -115,10 +122,12 @@ def _open(
     synchronous_full: bool,
     auth_cache_ttl_s: Optional[float],
     auth_cache_entries_max: Optional[int],
+    events: bool,
     options: dict[str, Any],
 ) -> Engine:
     wallet_opts = {k: options.pop(k) for k in [k for k in options if k.startswith("wallet_")]}
     _core.check_wallet_options(wallet_opts)
+    wallet_opts["wallet_events"] = bool(events)
     if redis is not None or postgres is not None:
         if path is not None:
             raise _core.InvalidArgument("give either path (embedded) or redis and postgres (production)")
@@ -138,6 +147,7 @@ def _open(
             migrate_on_open=bool(migrate),
             auth_cache_ttl_ms=_auth_ttl_ms(auth_cache_ttl_s),
             auth_cache_entries_max=auth_cache_entries_max,
+            events=bool(events),
         )
         engine = Engine(_core.open_production(opts), lambda: _core.open_wallets_postgres(postgres, wallet_opts))
         engine._postgres_url, engine._migrate = postgres, bool(migrate)
@@ -157,7 +167,9 @@ def _open(
         raise _core.InvalidType(f"path must be a str or os.PathLike, got {type(path).__name__}")
     path = os.fspath(path)
     ttl_ms = _auth_ttl_ms(auth_cache_ttl_s)
-    core = _core.open_embedded(path, synchronous_full, ttl_ms, auth_cache_entries_max, windows, windows_flush_ms)
+    core = _core.open_embedded(
+        path, synchronous_full, ttl_ms, auth_cache_entries_max, windows, windows_flush_ms, bool(events)
+    )
     engine = Engine(core)
     if path == ":memory:":
         # The wallet engine needs a file (it uses two connections): a private temporary one.

@@ -635,6 +635,12 @@ def bench_ratelimit(**kwargs: Any) -> dict[str, Any]:
     return run(**kwargs)
 
 
+def bench_events(**kwargs: Any) -> dict[str, Any]:
+    from ._bench_events import bench_events as run
+
+    return run(**kwargs)
+
+
 def _shard_of(user: str, shards: int) -> int:
     """The core's routing of a user to a shard (redis::shard_of_user): FNV-1a 64 modulo shards."""
     h = 1469598103934665603
@@ -677,4 +683,5 @@ BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {
     "windows": bench_windows,
     "tracing": bench_tracing,
     "ratelimit": bench_ratelimit,
+    "events": bench_events,
 }

@@ -213,6 +213,8 @@ struct WalletOptions {
   // transfer: its source's), so operations on one wallet keep their order and a hot wallet's
   // operations share batches. The embedded store always has one (SQLite has one writer).
   int committers = 2;
+  // Write a domain event per entry (points.*) in the batch's transaction (docs/events.md).
+  bool events = true;
   // The engine's clock (microseconds since the epoch); tests inject one. Default: now_us().
   std::function<int64_t()> clock_us;
 };

@@ -42,6 +42,7 @@
 #include "engine/pipeline.hpp"
 #include "gate/campaign_gate.hpp"
 #include "store/sqlite/sqlite_coupons.hpp"
+#include "store/sqlite/sqlite_events.hpp"
 #include "store/sqlite/sqlite_partners.hpp"
 #include "store/sqlite/sqlite_store.hpp"
 #include "util/assert.hpp"
@@ -464,7 +465,7 @@ class EmbeddedPipeline final : public detail::Pipeline {
 struct EmbeddedDeployment final : detail::Deployment {
   explicit EmbeddedDeployment(const EmbeddedOptions& options)
       : file_lock(options.path),
-        store(options.path, options.synchronous_full),
+        store(options.path, options.synchronous_full, options.events),
         coupon_store(store),
         partner_store(store),
         coupon_service(coupon_store),
@@ -474,7 +475,8 @@ struct EmbeddedDeployment final : detail::Deployment {
                            std::make_unique<windows::SqliteAnswerSink>(options.path),
                            windows::RecorderOptions{options.windows_flush_ms})
                      : nullptr),
-        embedded(store, file_lock) {
+        embedded(store, file_lock),
+        event_hub(sqlite_events::make_hub(store.db(), store.mutex())) {
     embedded.set_answer_recorder(recorder.get());
     if (!recorder && options.path != ":memory:") {  // the windows' tables, whether recorded or not
       std::lock_guard lock(store.mutex());
@@ -483,6 +485,7 @@ struct EmbeddedDeployment final : detail::Deployment {
     pipeline = &embedded;
     coupons = &coupon_service;
     partners = &partner_service;
+    events = event_hub.get();
   }
   FileLock file_lock;
   SqliteStore store;
@@ -492,6 +495,7 @@ struct EmbeddedDeployment final : detail::Deployment {
   auth::PartnerService partner_service;
   std::unique_ptr<windows::AnswerRecorder> recorder;  // outlives the pipeline that feeds it
   EmbeddedPipeline embedded;
+  std::unique_ptr<EventHub> event_hub;
 
   void close() override {
     embedded.close();

@@ -17,6 +17,7 @@ void check_options(const ProductionOptions& o) {
   if (o.windows_stream_maxlen < 1000 || o.windows_stream_maxlen > 100'000'000) {
     throw_invalid("windows_stream_maxlen must be 1000..100000000");
   }
+  check_event_options(o.events);
   if (o.writer_threads < 0 || o.writer_threads > 64) throw_invalid("writer_threads must be 0..64");
   if (o.answer_ttl_s < 1 || o.answer_ttl_s > 30 * 24 * 3600) throw_invalid("answer_ttl_s must be 1 s..30 days");
   if (o.gate_batch_requests_max < 1 || o.gate_batch_requests_max > 20'000) {

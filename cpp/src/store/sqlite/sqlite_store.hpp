@@ -22,7 +22,9 @@ namespace couponcore {
 
 class SqliteStore {
  public:
-  SqliteStore(const std::string& path, bool synchronous_full);
+  // events: write domain events (sqlite_events.hpp) in the transactions of the changes.
+  SqliteStore(const std::string& path, bool synchronous_full, bool events = true);
+  bool events() const { return events_; }
 
   Campaign insert_campaign(const CampaignSpec& spec, int64_t now_us);
   std::vector<Campaign> load_campaigns();
@@ -44,16 +46,20 @@ class SqliteStore {
 
  private:
   // A coupon's valid_until_us is fixed at issue from its campaign's (immutable) validity rule;
-  // the rule is kept here so the group commit computes it without a query per grant.
+  // the rule is kept here so the group commit computes it without a query per grant. So are the
+  // partner and the quantity, for the grant's events (sqlite_events.hpp).
   struct Validity {
     std::optional<int64_t> valid_until_us;
     std::optional<int32_t> valid_days;
+    int64_t partner_id = 0;
+    int64_t quantity = 0;
   };
-  std::optional<int64_t> valid_until_locked(int64_t campaign_id, int64_t issued_at_us);
+  const Validity& terms_locked(int64_t campaign_id);
 
   std::mutex mu_;
   sqlite::Db db_;
   std::unordered_map<int64_t, Validity> validity_;  // guarded by mu_
+  const bool events_;
 };
 
 Campaign campaign_from_row(const sqlite::Stmt& s);
