@@ -270,3 +270,17 @@ def test_endpoint_and_config_checks(tmp_path: Any) -> None:
     path.write_text(json.dumps({"webhooks": [{"name": "a", "url": "https://h.example/x", "secret": SECRET, "x": 1}]}))
     with pytest.raises(couponcore.InvalidArgument, match="unknown key"):
         webhooks.load_config(str(path))
+
+
+def test_cli_refuses_a_bad_config_before_opening_anything(tmp_path: Any, capsys: Any) -> None:
+    from couponcore.cli import main
+
+    db = tmp_path / "c.db"
+    path = tmp_path / "hooks.json"
+    path.write_text(json.dumps({"webhooks": [{"name": "crm", "url": "ftp://h.example/x", "secret": SECRET}]}))
+    assert main(["events", "webhooks", "--config", str(path), "--path", str(db)]) == 3
+    assert "InvalidArgument" in capsys.readouterr().err and not db.exists()
+    assert main(["events", "webhooks", "--config", str(tmp_path / "missing.json"), "--path", str(db)]) == 3
+    path.write_text(json.dumps({"webhooks": [{"name": "crm", "url": "https://h.example/x", "secret": SECRET}]}))
+    assert main(["events", "webhooks", "--config", str(path)]) == 2  # neither --path nor the servers
+    assert not db.exists()
