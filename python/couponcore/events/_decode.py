@@ -210,7 +210,7 @@ def decode(event: Any, version: Optional[int] = None) -> DecodedEvent[Any]:
     valid event of ours is EventSchemaError.
     """
     ev = _as_mapping(event)
-    _schema.validate(ev, _schema.load(_schema.ENVELOPE, 1), "not a couponcore CloudEvent")
+    _schema.validate(ev, _schema.cached(_schema.ENVELOPE, 1), "not a couponcore CloudEvent")
     etype = ev["type"]
     if etype not in _schema.EVENT_TYPES:
         raise UnknownEventType(f"unknown event type {etype!r} (event {ev['id']!r})")
@@ -225,10 +225,10 @@ def decode(event: Any, version: Optional[int] = None) -> DecodedEvent[Any]:
         )
     want = written if version is None else _check_version(etype, version, written, ev["id"])
     data = dict(ev["data"])
-    _schema.validate(data, _schema.load(etype, written), f"event {ev['id']!r}: {etype} v{written}", "/data")
+    _schema.validate(data, _schema.cached(etype, written), f"event {ev['id']!r}: {etype} v{written}", "/data")
     for v in range(written, want):
         data = UPCASTERS[(etype, v)](data)
-        _schema.validate(data, _schema.load(etype, v + 1), f"event {ev['id']!r}: {etype} upcast to v{v + 1}", "/data")
+        _schema.validate(data, _schema.cached(etype, v + 1), f"event {ev['id']!r}: {etype} upcast to v{v + 1}", "/data")
     return DecodedEvent(
         id=ev["id"],
         type=etype,

@@ -95,27 +95,33 @@ def latest_version(event_type: str) -> int:
     return versions(event_type)[-1]
 
 
-@cache
 def load(event_type: str, version: int = 1) -> dict[str, Any]:
-    """The JSON Schema of ``event_type``'s data at ``version`` (``"cloudevent"``: the envelope).
-    UnknownEventType / UnsupportedSchemaVersion when there is none."""
+    """The JSON Schema of ``event_type``'s data at ``version`` (``"cloudevent"``: the envelope), a
+    copy of its own. UnknownEventType / UnsupportedSchemaVersion when there is none."""
+    return copy.deepcopy(cached(event_type, version))
+
+
+@cache
+def cached(event_type: str, version: int) -> dict[str, Any]:
+    """load() without the copy: the parsed schema shared by every caller (do not modify it)."""
     if version not in versions(event_type):
         raise UnsupportedSchemaVersion(
             f"{event_type} has no schema version {version!r}; known: {', '.join(f'v{v}' for v in versions(event_type))}"
         )
     text = _root().joinpath(event_type, f"v{version}.json").read_text(encoding="utf-8")
-    return json.loads(text)
+    schema: dict[str, Any] = json.loads(text)
+    return schema
 
 
 def example_event(event_type: str, version: int = 1, **data: Any) -> dict[str, Any]:
     """A complete CloudEvent of ``event_type`` whose data is the example of its schema at
     ``version`` (with ``data`` overriding fields): for consumers' tests and the docs."""
-    event = copy.deepcopy(load(ENVELOPE, 1)["examples"][0])
+    event: dict[str, Any] = copy.deepcopy(cached(ENVELOPE, 1)["examples"][0])
     event.update(
         type=event_type,
         id=f"{event_type}:example",
         dataschema=dataschema_urn(event_type, version),
-        data={**copy.deepcopy(load(event_type, version)["examples"][0]), **data},
+        data={**copy.deepcopy(cached(event_type, version)["examples"][0]), **data},
     )
     return event
 
