@@ -633,6 +633,12 @@ def bench_bulk(**kwargs: Any) -> dict[str, Any]:
     return run(**kwargs)
 
 
+def bench_decode(**kwargs: Any) -> dict[str, Any]:
+    from ._bench_decode import bench_decode as run
+
+    return run(**kwargs)
+
+
 BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {
     "embedded": bench_embedded,
     "embedded-threads": bench_embedded_threads,
@@ -646,4 +652,5 @@ BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {
     "cluster": bench_cluster,
     "shards": bench_shards,
     "replicas": bench_replicas,
+    "decode": bench_decode,
 }

@@ -16,7 +16,7 @@ import couponcore
 import jsonschema
 import pytest
 from couponcore import events
-from couponcore.events import _schema, example_event
+from couponcore.events import _validator, example_event
 
 ALL = [(t, v) for t in events.EVENT_TYPES for v in events.versions(t)]
 
@@ -48,7 +48,7 @@ def test_schema_is_2020_12_within_the_checked_subset(event_type: str, version: i
     assert schema["$id"] == events.dataschema_urn(event_type, version)
 
     def walk(s: dict[str, Any]) -> None:
-        unknown = set(s) - _schema.CHECKED_KEYWORDS - _schema.ANNOTATIONS
+        unknown = set(s) - _validator.CHECKED_KEYWORDS - _validator.ANNOTATIONS
         assert not unknown, f"{event_type} v{version} uses {unknown}: extend couponcore's validator first"
         for sub in s.get("properties", {}).values():
             walk(sub)
@@ -56,7 +56,7 @@ def test_schema_is_2020_12_within_the_checked_subset(event_type: str, version: i
     walk(schema)
     for ex in schema["examples"]:
         jsonschema.Draft202012Validator(schema).validate(ex)
-        assert _schema.errors(ex, schema) == []
+        assert _validator.errors(ex, schema) == []
 
 
 @pytest.mark.parametrize("event_type,version", ALL)
@@ -94,10 +94,10 @@ def test_couponcore_and_jsonschema_agree_on_broken_copies(event_type: str, versi
     assert len(broken) >= 2 * len(schema["required"])
     for b in broken:
         assert not strict.is_valid(b), b
-        assert _schema.errors(b, schema), b
+        assert _validator.errors(b, schema), b
     # a property couponcore does not know yet is allowed within a version (additive change)
     extended = {**schema["examples"][0], "added_later": 1}
-    assert strict.is_valid(extended) and _schema.errors(extended, schema) == []
+    assert strict.is_valid(extended) and _validator.errors(extended, schema) == []
 
 
 def test_decode_each_type_from_its_example() -> None:
@@ -197,3 +197,12 @@ def test_invalid_events_are_event_schema_errors() -> None:
         assert type(e.value) is couponcore.EventSchemaError, (bad, e.value)
     with pytest.raises(couponcore.EventSchemaError, match="/data/order_amount"):
         events.decode(cases[-3])
+
+
+def test_decode_benchmark_runs() -> None:
+    """`couponcore bench decode` measures each way side by side (figures in docs/webhooks.md)."""
+    from couponcore.bench import BENCHMARKS
+
+    out = BENCHMARKS["decode"](events_per_round=50, rounds=1)
+    for key in ("json_loads_per_s", "decode_per_s", "decode_v2_per_s", "json_loads_jsonschema_per_s"):
+        assert out[key] > 0, out

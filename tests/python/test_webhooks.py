@@ -284,3 +284,16 @@ def test_cli_refuses_a_bad_config_before_opening_anything(tmp_path: Any, capsys:
     path.write_text(json.dumps({"webhooks": [{"name": "crm", "url": "https://h.example/x", "secret": SECRET}]}))
     assert main(["events", "webhooks", "--config", str(path)]) == 2  # neither --path nor the servers
     assert not db.exists()
+
+
+def test_jsonl_dead_letters_keep_the_event_and_the_reason(receiver: Receiver, tmp_path: Any) -> None:
+    receiver.script = [(410, {})]
+    sink = webhooks.JsonlDeadLetters(str(tmp_path / "dead.jsonl"))
+    event = example_event("points.cancelled")
+    with WebhookSender(endpoint(receiver.url), sink) as s:
+        assert s.deliver(event).outcome == "dead_lettered"
+        assert s.deliver(example_event("points.used")).outcome == "delivered"
+    (line,) = (tmp_path / "dead.jsonl").read_text().splitlines()
+    rec = json.loads(line)
+    assert (rec["endpoint"], rec["event_id"], rec["attempts"], rec["status"]) == ("crm", event["id"], 1, 410)
+    assert rec["reason"] == "HTTP 410 (not retried)" and rec["event"] == event

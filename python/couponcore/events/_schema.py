@@ -7,7 +7,7 @@ Files: ``couponcore/events/schemas/<type>/v<N>.json`` (JSON Schema 2020-12) for 
 Validation without a dependency: the schemas use a small subset of JSON Schema (``type``,
 ``required``, ``properties``, ``additionalProperties``, ``const``, ``enum``, ``minimum``, ``maximum``,
 ``minLength``, ``maxLength``, ``pattern``; ``format`` and the annotation keywords are not checked),
-and :func:`validate` implements exactly that subset. tests/python/test_event_schemas.py checks that
+and ``_validator.py`` implements exactly that subset. tests/python/test_event_schemas.py checks that
 every shipped schema stays inside it and that the ``jsonschema`` package (a development
 dependency, not a runtime one) gives the same verdicts on the examples and on broken copies.
 """
@@ -22,6 +22,7 @@ from importlib import resources
 from typing import Any
 
 from .._event_errors import EventSchemaError, UnknownEventType, UnsupportedSchemaVersion
+from ._validator import Check, compile_schema
 
 #: The catalogue: every event type couponcore writes (docs/events.md).
 EVENT_TYPES: tuple[str, ...] = (
@@ -38,24 +39,6 @@ EVENT_TYPES: tuple[str, ...] = (
 )
 
 ENVELOPE = "cloudevent"
-
-#: The keywords :func:`validate` checks; ANNOTATIONS are allowed and ignored.
-CHECKED_KEYWORDS = frozenset(
-    {
-        "type",
-        "required",
-        "properties",
-        "additionalProperties",
-        "const",
-        "enum",
-        "minimum",
-        "maximum",
-        "minLength",
-        "maxLength",
-        "pattern",
-    }
-)
-ANNOTATIONS = frozenset({"$schema", "$id", "title", "description", "examples", "format", "default"})
 
 _DATASCHEMA = re.compile(r"^urn:couponcore:event:([a-z_]+\.[a-z_]+):v([1-9][0-9]*)$")
 
@@ -126,67 +109,16 @@ def example_event(event_type: str, version: int = 1, **data: Any) -> dict[str, A
     return event
 
 
-_TYPES: dict[str, Any] = {
-    "object": lambda v: isinstance(v, dict),
-    "array": lambda v: isinstance(v, list),
-    "string": lambda v: isinstance(v, str),
-    "integer": lambda v: (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer()),
-    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-    "boolean": lambda v: isinstance(v, bool),
-    "null": lambda v: v is None,
-}
+@cache
+def validator(event_type: str, version: int) -> Check:
+    """The compiled check of a shipped schema (cached)."""
+    return compile_schema(cached(event_type, version))
 
 
-def errors(instance: Any, schema: dict[str, Any], path: str = "") -> list[str]:
-    """Every way ``instance`` fails ``schema`` (the subset in CHECKED_KEYWORDS), as
-    ``"<json pointer>: <what>"``; empty when it is valid."""
-    out: list[str] = []
-    where = path or "/"
-    if "type" in schema:
-        kinds = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
-        if not any(_TYPES[k](instance) for k in kinds):
-            return [f"{where}: {_show(instance)} is not of type {' or '.join(kinds)}"]
-    if "const" in schema and not _same(instance, schema["const"]):
-        out.append(f"{where}: must be {schema['const']!r}")
-    if "enum" in schema and not any(_same(instance, e) for e in schema["enum"]):
-        out.append(f"{where}: must be one of {schema['enum']!r}")
-    if _TYPES["number"](instance):
-        if "minimum" in schema and instance < schema["minimum"]:
-            out.append(f"{where}: {instance} is less than {schema['minimum']}")
-        if "maximum" in schema and instance > schema["maximum"]:
-            out.append(f"{where}: {instance} is more than {schema['maximum']}")
-    if isinstance(instance, str):
-        if "minLength" in schema and len(instance) < schema["minLength"]:
-            out.append(f"{where}: shorter than {schema['minLength']} characters")
-        if "maxLength" in schema and len(instance) > schema["maxLength"]:
-            out.append(f"{where}: longer than {schema['maxLength']} characters")
-        if "pattern" in schema and re.search(schema["pattern"], instance) is None:
-            out.append(f"{where}: {_show(instance)} does not match {schema['pattern']}")
-    if isinstance(instance, dict):
-        props = schema.get("properties", {})
-        for name in schema.get("required", ()):
-            if name not in instance:
-                out.append(f"{where}: {name!r} is required")
-        for name, value in instance.items():
-            if name in props:
-                out.extend(errors(value, props[name], f"{path}/{name}"))
-            elif schema.get("additionalProperties", True) is False:
-                out.append(f"{where}: {name!r} is not allowed")
-    return out
-
-
-def validate(instance: Any, schema: dict[str, Any], what: str, path: str = "") -> None:
-    """EventSchemaError naming every failure (as JSON pointers under ``path``) when ``instance`` does
-    not satisfy ``schema``."""
-    found = errors(instance, schema, path)
+def validate(instance: Any, check: Check, what: str, path: str = "") -> None:
+    """EventSchemaError naming every failure (as JSON pointers under ``path``) when ``instance``
+    fails ``check`` (from :func:`validator` or :func:`compile_schema`)."""
+    found: list[str] = []
+    check(instance, path, found)
     if found:
         raise EventSchemaError(f"{what}: " + "; ".join(found[:10]) + (" ..." if len(found) > 10 else ""))
-
-
-def _same(a: Any, b: Any) -> bool:
-    return type(a) is type(b) and a == b if isinstance(a, bool) or isinstance(b, bool) else a == b
-
-
-def _show(v: Any) -> str:
-    s = json.dumps(v) if not isinstance(v, (bytes, bytearray)) else repr(v)
-    return s if len(s) <= 60 else s[:57] + "..."
