@@ -23,10 +23,11 @@ from couponcore.events.webhooks import (
 
 
 class Receiver:
-    """Answers POSTs with the scripted (status, headers) in turn, then 204; records every request."""
+    """Answers POSTs with the scripted (status, headers[, seconds to wait first]) in turn, then 204;
+    records every request."""
 
     def __init__(self) -> None:
-        self.script: list[tuple[int, dict[str, str]]] = []
+        self.script: list[tuple[Any, ...]] = []
         self.requests: list[tuple[float, dict[str, str], bytes]] = []
         self.lock = threading.Lock()
         receiver = self
@@ -36,7 +37,9 @@ class Receiver:
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
                 with receiver.lock:
                     receiver.requests.append((time.monotonic(), dict(self.headers.items()), body))
-                    status, headers = receiver.script.pop(0) if receiver.script else (204, {})
+                    status, headers, *wait = receiver.script.pop(0) if receiver.script else (204, {})
+                if wait:
+                    time.sleep(wait[0])
                 self.send_response(status)
                 for k, v in headers.items():
                     self.send_header(k, v)
@@ -183,6 +186,15 @@ def test_network_errors_are_retried_then_dead_lettered() -> None:
     out = sender(endpoint(url, max_attempts=2), dl).deliver(example_event("campaign.sold_out"))
     assert (out.outcome, out.attempts, out.status) == ("dead_lettered", 2, None)
     assert dl.items[0].reason.startswith("network error: ConnectError")
+
+
+def test_a_timeout_is_retried(receiver: Receiver) -> None:
+    receiver.script = [(204, {}, 1.5)]  # the first answer comes after the sender's timeout
+    s = sender(endpoint(receiver.url, timeout_s=0.3))
+    out = s.deliver(example_event("points.used"))
+    assert (out.outcome, out.attempts, out.status) == ("delivered", 2, 204)
+    assert s.metrics.snapshot()["attempts"] == {"crm": {"network_error": 1, "2xx": 1}}
+    s.close()
 
 
 def test_a_400_is_not_retried(receiver: Receiver) -> None:

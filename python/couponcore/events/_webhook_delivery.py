@@ -213,21 +213,24 @@ class WebhookSender:
         headers = {"content-type": _CONTENT_TYPE, "user-agent": "couponcore-webhooks/1"}
         headers.update(signature_headers(ep.secret, event_id, body))
         try:
-            r = self._client.post(ep.url, content=body, headers=headers, timeout=ep.timeout_s)
+            # Streamed and closed unread: only the status and headers matter, and a receiver's
+            # answer body (of any size) is never loaded.
+            with self._client.stream("POST", ep.url, content=body, headers=headers, timeout=ep.timeout_s) as r:
+                status, retry_after = r.status_code, r.headers.get("retry-after")
         except self._httpx.HTTPError as e:  # connection refused, reset, timeout, ...
             self.metrics._add(self.metrics.attempts, (ep.name, "network_error"))
             return 0.0, None, f"network error: {type(e).__name__}: {e}", False
-        if 200 <= r.status_code < 300:
+        if 200 <= status < 300:
             self.metrics._add(self.metrics.attempts, (ep.name, "2xx"))
-            return None, r.status_code, "", True
-        reason = f"HTTP {r.status_code}"
-        if r.status_code in _RETRYABLE or r.status_code >= 500:
+            return None, status, "", True
+        reason = f"HTTP {status}"
+        if status in _RETRYABLE or status >= 500:
             self.metrics._add(self.metrics.attempts, (ep.name, "retryable_status"))
-            asked = retry_after_s(r.headers.get("retry-after"))
+            asked = retry_after_s(retry_after)
             wait = 0.0 if asked is None else min(asked, ep.retry_after_max_s)
-            return wait, r.status_code, reason if asked is None else f"{reason} (Retry-After {asked:g} s)", False
+            return wait, status, reason if asked is None else f"{reason} (Retry-After {asked:g} s)", False
         self.metrics._add(self.metrics.attempts, (ep.name, "rejected_status"))
-        return None, r.status_code, reason, False
+        return None, status, reason, False
 
     def _dead_letter(
         self, event: Any, event_id: str, body: bytes, attempts: int, status: Optional[int], reason: str
