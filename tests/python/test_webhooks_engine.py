@@ -19,7 +19,7 @@ import couponcore
 import pytest
 from couponcore import events
 from couponcore.events import webhooks
-from couponcore.events._webhook_runner import WebhookRunner, group_of
+from couponcore.events.webhooks import WebhookRunner, group_of
 from test_webhooks import SECRET, Receiver
 
 

@@ -266,19 +266,23 @@ from ._webhook_delivery import (  # noqa: E402  (delivery builds on the definiti
     WebhookMetrics,
     WebhookSender,
 )
+from ._webhook_runner import EngineDeadLetters, WebhookRunner, group_of  # noqa: E402
 
 __all__ = [
     "DEFAULT_TOLERANCE_S",
     "DeadLetterSink",
     "DeadLetteredDelivery",
     "DeliveryOutcome",
+    "EngineDeadLetters",
     "JsonlDeadLetters",
     "MemoryDeadLetters",
     "WebhookEndpoint",
     "WebhookMetrics",
+    "WebhookRunner",
     "WebhookSender",
     "WebhookVerificationError",
     "generate_secret",
+    "group_of",
     "load_config",
     "secret_key",
     "sign",
