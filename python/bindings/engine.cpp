@@ -324,8 +324,8 @@ void register_engine(py::module_& m) {
       });
 
   m.def("open_embedded", [](const std::string& path, bool synchronous_full, py::object auth_cache_ttl_ms,
-                            py::object auth_cache_entries_max) {
-    EmbeddedOptions o{path, synchronous_full, {}};
+                            py::object auth_cache_entries_max, bool events) {
+    EmbeddedOptions o{path, synchronous_full, {}, events};
     o.auth = auth_options_from(auth_cache_ttl_ms, auth_cache_entries_max);
     std::unique_ptr<Engine> e;
     {
@@ -334,7 +334,7 @@ void register_engine(py::module_& m) {
     }
     return wrap_engine(std::move(e));
   }, py::arg("path"), py::arg("synchronous_full") = true, py::arg("auth_cache_ttl_ms") = py::none(),
-     py::arg("auth_cache_entries_max") = py::none());
+     py::arg("auth_cache_entries_max") = py::none(), py::arg("events") = true);
 }
 
 py::object wrap_engine(std::unique_ptr<Engine> engine) {

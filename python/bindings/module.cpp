@@ -11,6 +11,7 @@ void register_metrics(pybind11::module_& m);
 void register_production(pybind11::module_& m);
 void register_wallet(pybind11::module_& m);
 void register_coupons(pybind11::module_& m);  // after register_engine: adds methods to Engine
+void register_events(pybind11::module_& m);   // after register_engine: adds methods to Engine
 }
 
 PYBIND11_MODULE(_core, m) {
@@ -22,4 +23,5 @@ PYBIND11_MODULE(_core, m) {
   couponcore::py_bindings::register_production(m);
   couponcore::py_bindings::register_wallet(m);
   couponcore::py_bindings::register_coupons(m);
+  couponcore::py_bindings::register_events(m);
 }

@@ -20,6 +20,15 @@ py::object wrap_engine(std::unique_ptr<Engine> engine);  // engine.cpp
 
 namespace {
 
+void read_event_options(OptionReader& r, EventOptions& e) {
+  r.get("events", e.enabled);
+  r.get("events_relay", e.relay);
+  r.get("events_relay_poll_ms", e.relay_poll_ms);
+  r.get("events_relay_batch_max", e.relay_batch_max);
+  r.get("events_stream_maxlen", e.stream_maxlen);
+  r.get("events_relay_stop_after_xadd_batches", e.relay_stop_after_xadd_batches);
+}
+
 void read_writer_options(OptionReader& r, WriterOptions& w) {
   r.get("writer_read_count_max", w.read_count_max);
   r.get("writer_block_ms", w.block_ms);
@@ -61,6 +70,7 @@ ProductionOptions production_options(py::dict d) {
   r.get("auth_cache_ttl_ms", o.auth.cache_ttl_ms);
   r.get("auth_cache_entries_max", o.auth.cache_entries_max);
   read_writer_options(r, o.writer);
+  read_event_options(r, o.events);
   r.finish("the production engine");
   return o;
 }
@@ -191,6 +201,7 @@ void register_production(py::module_& m) {
         r.get("migrate_on_start", o.migrate_on_start);
         r.get("report_interval_ms", o.report_interval_ms);
         read_writer_options(r, o.writer);
+        read_event_options(r, o.events);
         r.finish("the worker");
         return std::make_unique<PyWorker>(std::move(o));
       }))

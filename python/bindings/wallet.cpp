@@ -58,6 +58,7 @@ WalletOptions wallet_options(py::dict d) {
   r.get("wallet_queue_full_wait_ms", o.queue_full_wait_ms);
   r.get("wallet_retry_budget_ms", o.retry_budget_ms);
   r.get("wallet_committers", o.committers);
+  r.get("wallet_events", o.events);
   r.finish("the wallet engine");
   check_wallet_options(o);
   return o;

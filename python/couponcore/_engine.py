@@ -44,6 +44,7 @@ from ._types import (
     to_us,
 )
 from ._wallet import CheckoutCancelResult, CheckoutResult, Points, PointsAdmin
+from .events import Events
 
 if TYPE_CHECKING:
     from .jobs import Jobs
@@ -613,6 +614,11 @@ class Engine(Scope):
         return self._core.counters()
 
     @property
+    def events(self) -> Events:
+        """Domain events: ``consume`` / ``aconsume`` / ``ack`` / ``dead_letter`` (docs/events.md)."""
+        return Events(self)
+
+    @property
     def dead_letters(self) -> DeadLetters:
         """The grant log's dead letters: list / get / redrive / drop (docs/dead-letters.md)."""
         return DeadLetters(self)
@@ -681,6 +687,7 @@ def open(  # noqa: A001
     synchronous_full: bool = True,
     auth_cache_ttl_s: Optional[float] = None,
     auth_cache_entries_max: Optional[int] = None,
+    events: bool = True,
     **options: Any,
 ) -> Engine:
     """Open an engine. One API, two deployments:
@@ -714,12 +721,18 @@ def open(  # noqa: A001
     connections, default 2; SQLite has one writer). They are checked here, at open; the
     wallet engine itself opens on first use. See docs/wallet.md.
 
+    Both: ``events`` (default True) writes a domain event with each change, in its transaction
+    (docs/events.md; ``events=False`` measures the cost). Production runs a relay thread that
+    publishes them to Redis Streams (``events_relay=False``: this engine relays nothing;
+    ``events_relay_poll_ms``, ``events_relay_batch_max``, ``events_stream_maxlen``).
+
     Both: ``auth_cache_ttl_s`` (default 30 s, at most 3,600; 0 disables) and
     ``auth_cache_entries_max`` (default 10,000) size the in-process authentication cache (the
     production deployment also shares entries through Redis for the same TTL).
     """
     wallet_opts = {k: options.pop(k) for k in [k for k in options if k.startswith("wallet_")]}
     _core.check_wallet_options(wallet_opts)
+    wallet_opts["wallet_events"] = bool(events)
     if redis is not None or postgres is not None:
         if path is not None:
             raise _core.InvalidArgument("give either path (embedded) or redis and postgres (production)")
@@ -739,6 +752,7 @@ def open(  # noqa: A001
             migrate_on_open=bool(migrate),
             auth_cache_ttl_ms=_auth_ttl_ms(auth_cache_ttl_s),
             auth_cache_entries_max=auth_cache_entries_max,
+            events=bool(events),
         )
         engine = Engine(_core.open_production(opts), lambda: _core.open_wallets_postgres(postgres, wallet_opts))
         engine._postgres_url, engine._migrate = postgres, bool(migrate)
@@ -754,7 +768,7 @@ def open(  # noqa: A001
         raise _core.InvalidType(f"path must be a str or os.PathLike, got {type(path).__name__}")
     path = os.fspath(path)
     ttl_ms = _auth_ttl_ms(auth_cache_ttl_s)
-    engine = Engine(_core.open_embedded(path, synchronous_full, ttl_ms, auth_cache_entries_max))
+    engine = Engine(_core.open_embedded(path, synchronous_full, ttl_ms, auth_cache_entries_max, bool(events)))
     if path == ":memory:":
         # The wallet engine needs a file (it uses two connections): a private temporary one.
         tmp = tempfile.mkdtemp(prefix="couponcore-wallets-")

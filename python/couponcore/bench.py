@@ -613,6 +613,12 @@ def bench_replicas(**kwargs: Any) -> dict[str, Any]:
     return run(**kwargs)
 
 
+def bench_events(**kwargs: Any) -> dict[str, Any]:
+    from ._bench_events import bench_events as run
+
+    return run(**kwargs)
+
+
 def _shard_of(user: str, shards: int) -> int:
     """The core's routing of a user to a shard (redis::shard_of_user): FNV-1a 64 modulo shards."""
     h = 1469598103934665603
@@ -652,5 +658,6 @@ BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {
     "cluster": bench_cluster,
     "shards": bench_shards,
     "replicas": bench_replicas,
+    "events": bench_events,
     "decode": bench_decode,
 }

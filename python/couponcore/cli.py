@@ -76,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--no-migrate", action="store_true", help="do not apply migrations at start")
     w.add_argument("--replicas-acked", type=int, default=0, help="write grants once this many replicas hold them (0)")
     w.add_argument("--replica-wait-ms", type=int, default=100, help="WAIT timeout for --replicas-acked (100)")
+    w.add_argument("--no-events", action="store_true", help="write no coupon.issued / campaign.sold_out events")
+    w.add_argument(
+        "--no-events-relay", action="store_true", help="run no outbox relay here (docs/events.md; one is active)"
+    )
     w.add_argument("--report-s", type=float, default=10.0, help="print stats every this many seconds (0: never)")
     w.add_argument(
         "--metrics-port", type=_port, default=None, help="serve Prometheus metrics at GET /metrics on this port"
@@ -173,6 +177,8 @@ def _run_worker(args: argparse.Namespace) -> int:
             "migrate_on_start": not args.no_migrate,
             "replicas_acked": args.replicas_acked,
             "replica_wait_ms": args.replica_wait_ms,
+            "events": not args.no_events,
+            "events_relay": not args.no_events_relay,
         }
     )
     stop = threading.Event()

@@ -41,6 +41,7 @@ struct UseRequest {
   std::string user_id;   // must be the holder
   std::string order_id;  // the idempotency key: a repeat returns the first result
   int64_t order_amount = 0;  // 1..limits::kAmountMax
+  std::string traceparent;  // W3C trace context of the call ("" = none); see docs/tracing.md
 };
 
 struct UseResult {

@@ -35,6 +35,7 @@ namespace couponcore {
 namespace detail {
 struct Deployment;  // engine/pipeline.hpp
 }
+class EventHub;  // couponcore/events.hpp
 
 // Runs on the engine's thread. results.size() == the number of requests submitted, in order,
 // unless error is set (then results is empty and nothing of this submission was granted).
@@ -101,6 +102,9 @@ class Engine {
   Engine& operator=(const Engine&) = delete;
 
   const char* kind() const noexcept;  // "embedded" or "production"
+
+  // Domain events (couponcore/events.hpp, docs/events.md): consumer groups over the event log.
+  EventHub& events();
 
   // Campaigns.
   Campaign create_campaign(const CampaignSpec& spec);
@@ -222,10 +226,25 @@ class Engine {
   std::atomic<uint64_t> coupon_uses_{0}, coupon_cancels_{0}, coupon_uses_refused_{0};
 };
 
+// Domain events (docs/events.md): the outbox / log rows written with each change, and the
+// production relay that moves the outbox to a Redis Stream per type.
+struct EventOptions {
+  bool enabled = true;                   // write events with each change (false: measure the cost)
+  bool relay = true;                     // production: run a relay thread (one active per database)
+  int64_t relay_poll_ms = 20;            // an empty outbox is looked at again after this long (1..1000)
+  std::size_t relay_batch_max = 1000;    // outbox rows per XADD pipeline and DELETE (1..10000)
+  int64_t stream_maxlen = 1'000'000;     // XADD MAXLEN ~ per type stream (1000..1e9)
+  // Fault injection for tests: the relay stops after XADD of this many batches, before their
+  // DELETE, as if its process died there (0: never).
+  int64_t relay_stop_after_xadd_batches = 0;
+};
+void check_event_options(const EventOptions& options);
+
 struct EmbeddedOptions {
   std::string path = "couponcore.db";  // ":memory:" for a throwaway engine
   bool synchronous_full = true;        // PRAGMA synchronous=FULL (durable at commit)
   AuthOptions auth;                    // the authentication cache
+  bool events = true;                  // write domain events to the `events` table (docs/events.md)
 };
 
 std::unique_ptr<Engine> open_embedded(const EmbeddedOptions& options);
@@ -282,6 +301,7 @@ struct ProductionOptions {
   std::size_t lifecycle_conns_max = 8;
   AuthOptions auth;
   WriterOptions writer;
+  EventOptions events;
 };
 
 std::unique_ptr<Engine> open_production(const ProductionOptions& options);

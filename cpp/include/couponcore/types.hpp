@@ -51,6 +51,7 @@ struct Campaign {
 struct IssueRequest {
   std::string user_id;
   std::string request_id;  // empty: no retry protection
+  std::string traceparent;  // W3C trace context of the call ("" = none); see docs/tracing.md
 };
 
 struct IssueResult {
@@ -71,6 +72,7 @@ struct Grant {
   uint32_t user_ordinal = 0;  // 1..per_user_limit: the user's n-th coupon of this campaign
   std::string request_id;
   int64_t issued_at_us = 0;
+  std::string traceparent;  // W3C trace context of the call ("" = none); see docs/tracing.md
 };
 
 // What the store says about one campaign's grants, for verification and reconciliation.

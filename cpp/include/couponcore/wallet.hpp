@@ -95,6 +95,7 @@ struct WalletOp {
   std::string to_user_id;       // transfer: the destination (created when missing)
   int64_t order_amount = 0;     // checkout: 1..limits::kAmountMax (minor units)
   int64_t coupon_id = 0;        // checkout: the coupon to use, 0 for none
+  std::string traceparent;  // W3C trace context of the call ("" = none); see docs/tracing.md
 
   static WalletOp earn(int64_t partner_id, std::string user_id, int64_t amount,
                        std::optional<int64_t> expires_at_us, std::string reason, std::string key);
@@ -212,6 +213,8 @@ struct WalletOptions {
   // transfer: its source's), so operations on one wallet keep their order and a hot wallet's
   // operations share batches. The embedded store always has one (SQLite has one writer).
   int committers = 2;
+  // Write a domain event per entry (points.*) in the batch's transaction (docs/events.md).
+  bool events = true;
   // The engine's clock (microseconds since the epoch); tests inject one. Default: now_us().
   std::function<int64_t()> clock_us;
 };

@@ -39,6 +39,7 @@ struct WorkerOptions {
   int replicas_acked = 0;
   int64_t replica_wait_ms = 100;
   WriterOptions writer;
+  EventOptions events;  // the grants' events, and this worker's outbox relay (docs/events.md)
   // Called every report_interval_ms (0 = never) from run_worker's thread.
   int64_t report_interval_ms = 0;
   std::function<void(const WorkerStats&)> report;

@@ -42,6 +42,7 @@
 #include "engine/pipeline.hpp"
 #include "gate/campaign_gate.hpp"
 #include "store/sqlite/sqlite_coupons.hpp"
+#include "store/sqlite/sqlite_events.hpp"
 #include "store/sqlite/sqlite_partners.hpp"
 #include "store/sqlite/sqlite_store.hpp"
 #include "util/assert.hpp"
@@ -419,15 +420,17 @@ class EmbeddedPipeline final : public detail::Pipeline {
 struct EmbeddedDeployment final : detail::Deployment {
   explicit EmbeddedDeployment(const EmbeddedOptions& options)
       : file_lock(options.path),
-        store(options.path, options.synchronous_full),
+        store(options.path, options.synchronous_full, options.events),
         coupon_store(store),
         partner_store(store),
         coupon_service(coupon_store),
         partner_service(partner_store, options.auth),
-        embedded(store, file_lock) {
+        embedded(store, file_lock),
+        event_hub(sqlite_events::make_hub(store.db(), store.mutex())) {
     pipeline = &embedded;
     coupons = &coupon_service;
     partners = &partner_service;
+    events = event_hub.get();
   }
   FileLock file_lock;
   SqliteStore store;
@@ -436,6 +439,7 @@ struct EmbeddedDeployment final : detail::Deployment {
   CouponService coupon_service;
   auth::PartnerService partner_service;
   EmbeddedPipeline embedded;
+  std::unique_ptr<EventHub> event_hub;
 };
 
 }  // namespace

@@ -48,6 +48,12 @@ void Engine::check_open() const {
 
 const char* Engine::kind() const noexcept { return deployment_->pipeline->kind(); }
 
+EventHub& Engine::events() {
+  check_open();
+  if (deployment_->events == nullptr) throw Error(ErrorCode::kUnavailable, "this engine has no event log");
+  return *deployment_->events;
+}
+
 // ---- campaigns and issuance --------------------------------------------------------------------
 
 Campaign Engine::create_campaign(const CampaignSpec& spec) {

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "couponcore/engine.hpp"
+#include "couponcore/events.hpp"
 #include "couponcore/metrics.hpp"
 
 namespace couponcore {
@@ -98,6 +99,7 @@ struct Deployment {
   Pipeline* pipeline = nullptr;
   CouponService* coupons = nullptr;
   auth::PartnerService* partners = nullptr;
+  EventHub* events = nullptr;  // domain events (couponcore/events.hpp)
 };
 
 }  // namespace detail

@@ -14,6 +14,7 @@ namespace couponcore::detail {
 void check_options(const ProductionOptions& o) {
   redis::check_key_prefix(o.key_prefix);
   if (o.postgres_url.empty()) throw_invalid("postgres_url is required");
+  check_event_options(o.events);
   if (o.writer_threads < 0 || o.writer_threads > 64) throw_invalid("writer_threads must be 0..64");
   if (o.answer_ttl_s < 1 || o.answer_ttl_s > 30 * 24 * 3600) throw_invalid("answer_ttl_s must be 1 s..30 days");
   if (o.gate_batch_requests_max < 1 || o.gate_batch_requests_max > 20'000) {

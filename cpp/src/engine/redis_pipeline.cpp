@@ -39,6 +39,7 @@
 #include "couponcore/metrics.hpp"
 #include "engine/pipeline.hpp"
 #include "engine/production_options.hpp"
+#include "events/redis_hub.hpp"
 #include "gate/mirror.hpp"
 #include "gate/redis_gate.hpp"
 #include "gate/shards.hpp"
@@ -87,6 +88,7 @@ class RedisPipeline final : public detail::Pipeline {
     writer_shared_.commit_grants = &histograms_.commit_grants;
     writer_shared_.replicas_acked = o.replicas_acked;
     writer_shared_.replica_wait_ms = o.replica_wait_ms;
+    writer_shared_.events = o.events.enabled;
     if (o.migrate_on_open) {
       auto c = ctl_pool_.acquire();
       pg::migrate_all(*c);
@@ -235,6 +237,7 @@ class RedisPipeline final : public detail::Pipeline {
     gate::MirrorScripts scripts;
     grantlog::CommitPolicy policy;
     policy.remove_acked = true;  // entries a writer never saw leave the log here
+    policy.events = options_.events.enabled;
     if (entry->sharded()) gate::settle_moves(rconn, scripts, *entry);  // moves cut half-way
     for (const redis::CampaignKeys& sk : entry->shard_keys) {  // every shard's stream
       std::string from = "-";
@@ -740,12 +743,17 @@ struct ProductionDeployment final : detail::Deployment {
     pipeline = &redis;
     coupons = &life.coupons;
     partners = &life.partners;
+    events = event_parts.start(o, redis.redis_url(), redis_options(o, "-relay"), redis_options(o, "-events"), life.pool);
   }
-  ~ProductionDeployment() override { redis.close(); }  // the lifecycle's hook uses the pipeline
+  ~ProductionDeployment() override {
+    redis.close();  // the lifecycle's hook uses the pipeline
+    event_parts.stop();
+  }
 
   // A closed engine holds no PostgreSQL connection (the server's slots are few).
   void close() override {
     redis.close();
+    event_parts.stop();  // after the writers: the events of their last batches are in the outbox
     life.pool.disconnect_idle();
   }
 
@@ -753,6 +761,7 @@ struct ProductionDeployment final : detail::Deployment {
     PgLifecycleOptions lo;
     lo.conns_max = o.lifecycle_conns_max;
     lo.coupons.grant_pending = [this](int64_t campaign_id, uint32_t seq) { return redis.gate_granted(campaign_id, seq); };
+    lo.coupons.events = o.events.enabled;
     lo.auth = o.auth;
     lo.shared_key_cache = o.auth.cache_ttl_ms > 0 ? &auth_cache : nullptr;
     return lo;
@@ -761,6 +770,7 @@ struct ProductionDeployment final : detail::Deployment {
   RedisPipeline redis;
   redis::RedisKeyCache auth_cache;
   PgLifecycle life;
+  events::ProductionEvents event_parts;
 };
 
 }  // namespace

@@ -246,7 +246,7 @@ CommitOutcome commit_entries(pg::Conn& pg, GrantLog& log, std::vector<StreamBatc
   }
   if (grants.empty()) return out;
   // 1. One transaction for the whole batch; a failure of the database throws, nothing settled.
-  pgstore::WriteOutcome w = pgstore::write_grants(pg, grants);
+  pgstore::WriteOutcome w = pgstore::write_grants(pg, grants, policy.events);
   out.inserted = w.inserted;
   out.already_present = w.already_present;
   out.refused = static_cast<int64_t>(w.failed.size());

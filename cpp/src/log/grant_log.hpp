@@ -97,6 +97,8 @@ struct CommitPolicy {
   // Entries read with XRANGE (reconcile) may never have been delivered to the group: remove
   // them explicitly once acknowledged.
   bool remove_acked = false;
+  // Write the outbox rows (coupon.issued, campaign.sold_out) with the grants (docs/events.md).
+  bool events = true;
 };
 
 struct CommitOutcome {

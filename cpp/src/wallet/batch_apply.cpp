@@ -542,6 +542,7 @@ int64_t BatchApplier::add_entry(Wallet& w, WalletEntryKind kind, int64_t amount,
   e.created_at_us = now_us_;
   if (op) {
     e.idempotency_key = op->idempotency_key;
+    e.traceparent = op->traceparent;
     if (kind == WalletEntryKind::kUse) e.order_id = op->order_id;
     if (kind == WalletEntryKind::kEarn) e.reason = op->reason;
   }

@@ -19,9 +19,11 @@ std::unique_ptr<WalletEngine> make_batched_engine(const char* kind,
                                                   const WalletOptions& options);
 
 // The stores, for the factories and for tests that wrap a store to inject faults.
-std::unique_ptr<WalletStore> open_sqlite_wallet_store(const std::string& path, bool synchronous_full);
+std::unique_ptr<WalletStore> open_sqlite_wallet_store(const std::string& path, bool synchronous_full,
+                                                      bool events = true);
 // Applies the wallet migrations first when migrate is set.
 std::unique_ptr<WalletStore> open_postgres_wallet_store(const std::string& url,
-                                                        const std::string& application_name, bool migrate);
+                                                        const std::string& application_name, bool migrate,
+                                                        bool events = true);
 
 }  // namespace couponcore::wallet

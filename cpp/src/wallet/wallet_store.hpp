@@ -86,6 +86,7 @@ struct EntryRow {
   std::string order_id;         // empty: NULL
   std::string reason;           // empty: NULL
   int64_t created_at_us = 0;
+  std::string traceparent;      // the operation's, for its event (not stored with the entry)
 };
 
 struct DrawRow {

@@ -12,6 +12,7 @@
 
 #include "couponcore/error.hpp"
 #include "couponcore/limits.hpp"
+#include "events/relay.hpp"
 #include "store/postgres/coupon_store.hpp"
 #include "store/postgres/migrations.hpp"
 
@@ -414,6 +415,7 @@ bool GrantWriter::write(std::vector<StreamBatch>& batch, int64_t now_ms, int64_t
   if (!sh_.breaker.allow(now_ms, wait_ms)) return false;
   grantlog::CommitPolicy policy;
   policy.dead_letter_after_deliveries = sh_.options.dead_letter_after_deliveries;
+  policy.events = sh_.events;
   grantlog::CommitOutcome outcome;
   try {
     outcome = grantlog::commit_entries(pg_, log_, batch, policy);
@@ -556,6 +558,15 @@ int run_worker(const WorkerOptions& options, std::atomic<bool>& stop) {
   writer::WriterShared shared(options.key_prefix, url, ro, options.postgres_url, options.writer, stop);
   shared.replicas_acked = options.replicas_acked;
   shared.replica_wait_ms = options.replica_wait_ms;
+  shared.events = options.events.enabled;
+  check_event_options(options.events);
+  // The outbox relay (docs/events.md): one active per database, the others stand by.
+  std::unique_ptr<events::Relay> relay;
+  if (options.events.relay) {
+    redis::RedisConnOptions rro = ro;
+    rro.client_name = "couponcore-worker-relay";
+    relay = std::make_unique<events::Relay>(options.key_prefix, url, rro, options.postgres_url, options.events);
+  }
   const std::string base = options.consumer_name.empty() ? writer::default_consumer_base() : options.consumer_name;
   std::vector<std::unique_ptr<writer::GrantWriter>> writers;
   std::vector<std::thread> threads;
@@ -576,6 +587,7 @@ int run_worker(const WorkerOptions& options, std::atomic<bool>& stop) {
   }
   for (auto& t : threads) t.join();
   heartbeat.stop();  // after the writers: one finishing its last batch still beats
+  relay.reset();     // after the writers: the events of their last batches are in the outbox
   if (options.report) options.report(shared.stats());
   return 0;
 }

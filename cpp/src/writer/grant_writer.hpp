@@ -77,6 +77,8 @@ struct WriterShared {
   // > 0: entries read are put in PostgreSQL only once WAIT replicas_acked replica_wait_ms on
   // their master says that many replicas hold them (ProductionOptions::replicas_acked).
   int replicas_acked = 0;
+  // Write the domain events of the grants (EventOptions::enabled; docs/events.md).
+  bool events = true;
   int64_t replica_wait_ms = 0;
 
   WorkerStats stats() const;

@@ -8,6 +8,7 @@
 
 #include "couponcore/error.hpp"
 #include "couponcore/limits.hpp"
+#include "store/postgres/pg_events.hpp"
 
 namespace couponcore::pgstore {
 
@@ -40,25 +41,37 @@ Campaign campaign_from_row(const pg::Result& r, int row) {
 }
 
 // The batch statement. Column 1: the input index of a grant that conflicts with a different
-// row (or -1 for the summary row); column 2 (summary row only): rows inserted.
-constexpr const char* kInsertGrantsSql =
-    "WITH input AS ("
-    "  SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::int[], $5::text[], $6::bigint[])"
-    "    WITH ORDINALITY AS t(campaign_id, seq, user_id, user_ordinal, request_id, issued_at_us, i)),"
-    " ins AS ("
-    "  INSERT INTO coupons (id, campaign_id, seq, user_id, user_ordinal, request_id, issued_at_us, valid_until_us)"
-    "  SELECT (g.campaign_id << 32) | g.seq, g.campaign_id, g.seq, g.user_id, g.user_ordinal, g.request_id,"
-    "         g.issued_at_us, coalesce(c.valid_until_us, g.issued_at_us + c.valid_days::bigint * 86400000000)"
-    "  FROM input g LEFT JOIN campaigns c ON c.id = g.campaign_id ORDER BY g.i"
-    "  ON CONFLICT DO NOTHING"
-    "  RETURNING campaign_id, seq, user_id, user_ordinal)"
-    " SELECT -1, (SELECT count(*) FROM ins)"
-    " UNION ALL"
-    " SELECT i.i - 1, 0 FROM input i"
-    " WHERE NOT EXISTS (SELECT 1 FROM ins WHERE ins.campaign_id = i.campaign_id AND ins.seq = i.seq"
-    "                   AND ins.user_id = i.user_id AND ins.user_ordinal = i.user_ordinal)"
-    "   AND NOT EXISTS (SELECT 1 FROM coupons c WHERE c.campaign_id = i.campaign_id AND c.seq = i.seq"
-    "                   AND c.user_id = i.user_id AND c.user_ordinal = i.user_ordinal)";
+// row (or -1 for the summary row); column 2 (summary row only): rows inserted. With events, the
+// same statement writes the outbox rows of the rows it inserted (pg_events.hpp): a redelivered
+// grant inserts nothing, so it makes no second event.
+const std::string& insert_grants_sql(bool events) {
+  static const std::string head =
+      "WITH input AS ("
+      "  SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::int[], $5::text[], $6::bigint[], $7::text[])"
+      "    WITH ORDINALITY AS t(campaign_id, seq, user_id, user_ordinal, request_id, issued_at_us, tp, i)),"
+      " ins AS ("
+      "  INSERT INTO coupons (id, campaign_id, seq, user_id, user_ordinal, request_id, issued_at_us, valid_until_us)"
+      "  SELECT (g.campaign_id << 32) | g.seq, g.campaign_id, g.seq, g.user_id, g.user_ordinal, g.request_id,"
+      "         g.issued_at_us, coalesce(c.valid_until_us, g.issued_at_us + c.valid_days::bigint * 86400000000)"
+      "  FROM input g LEFT JOIN campaigns c ON c.id = g.campaign_id ORDER BY g.i"
+      "  ON CONFLICT DO NOTHING"
+      "  RETURNING id, campaign_id, seq, user_id, user_ordinal, request_id, issued_at_us, valid_until_us)";
+  static const std::string tail =
+      " SELECT -1, (SELECT count(*) FROM ins)"
+      " UNION ALL"
+      " SELECT i.i - 1, 0 FROM input i"
+      " WHERE NOT EXISTS (SELECT 1 FROM ins WHERE ins.campaign_id = i.campaign_id AND ins.seq = i.seq"
+      "                   AND ins.user_id = i.user_id AND ins.user_ordinal = i.user_ordinal)"
+      "   AND NOT EXISTS (SELECT 1 FROM coupons c WHERE c.campaign_id = i.campaign_id AND c.seq = i.seq"
+      "                   AND c.user_id = i.user_id AND c.user_ordinal = i.user_ordinal)";
+  static const std::string plain = head + tail;
+  static const std::string with_events =
+      head +
+      ", src AS (SELECT ins.*, i.tp FROM ins JOIN input i ON i.campaign_id = ins.campaign_id AND i.seq = ins.seq),"
+      " ev AS (" + pgevents::issued_events_sql() + ")" + tail;
+  return events ? with_events : plain;
+}
+const char* insert_grants_name(bool events) { return events ? "cc_insert_grants_ev" : "cc_insert_grants"; }
 
 // Which of the given grants have no identical row (checked in a fresh snapshot).
 constexpr const char* kAbsentSql =
@@ -98,7 +111,7 @@ void append_copy_text(std::string& out, std::string_view v) {
 // Writes the batch with COPY inside the caller's transaction and returns the rows written, or
 // nullopt when the fast path does not apply (a campaign without a row, a validity that does not
 // fit in 64 bits): the set-based statement then decides those cases, as it always has.
-// valid_until_us is computed here exactly as kInsertGrantsSql computes it.
+// valid_until_us is computed here exactly as insert_grants_sql() computes it.
 std::optional<int64_t> copy_grants(pg::Conn& conn, const std::vector<Grant>& grants) {
   std::vector<int64_t> ids;
   for (const Grant& g : grants) {
@@ -161,7 +174,7 @@ std::optional<int64_t> copy_grants(pg::Conn& conn, const std::vector<Grant>& gra
 pg::Params grant_params(const std::vector<Grant>& grants, bool full) {
   std::vector<int64_t> campaign(grants.size()), issued_at(grants.size());
   std::vector<uint32_t> seq(grants.size()), ordinal(grants.size());
-  std::vector<std::string> user(grants.size()), request(grants.size());
+  std::vector<std::string> user(grants.size()), request(grants.size()), tp(grants.size());
   for (std::size_t i = 0; i < grants.size(); ++i) {
     campaign[i] = grants[i].campaign_id;
     seq[i] = grants[i].seq;
@@ -169,10 +182,11 @@ pg::Params grant_params(const std::vector<Grant>& grants, bool full) {
     ordinal[i] = grants[i].user_ordinal;
     request[i] = grants[i].request_id;
     issued_at[i] = grants[i].issued_at_us;
+    tp[i] = grants[i].traceparent;
   }
   pg::Params p;
   p.add_array(campaign).add_array(seq).add_array(user).add_array(ordinal);
-  if (full) p.add_array_empty_as_null(request).add_array(issued_at);
+  if (full) p.add_array_empty_as_null(request).add_array(issued_at).add_array_empty_as_null(tp);
   return p;
 }
 
@@ -195,14 +209,14 @@ std::vector<std::size_t> still_absent(pg::Conn& conn, const std::vector<Grant>& 
   return out;
 }
 
-WriteOutcome write_row_by_row(pg::Conn& conn, const std::vector<Grant>& grants) {
+WriteOutcome write_row_by_row(pg::Conn& conn, const std::vector<Grant>& grants, bool events) {
   WriteOutcome out;
   std::vector<std::size_t> conflicts;
   pg::Tx tx(conn);
   for (std::size_t i = 0; i < grants.size(); ++i) {
     conn.exec("SAVEPOINT g");
     try {
-      pg::Result r = conn.exec_prepared("cc_insert_grants", kInsertGrantsSql, grant_params({grants[i]}, true));
+      pg::Result r = conn.exec_prepared(insert_grants_name(events), insert_grants_sql(events), grant_params({grants[i]}, true));
       conn.exec("RELEASE SAVEPOINT g");
       const int64_t inserted = r.i64(0, 1);
       out.inserted += inserted;
@@ -293,7 +307,7 @@ Holdings holdings(pg::Conn& conn, int64_t campaign_id) {
   return h;
 }
 
-WriteOutcome write_grants(pg::Conn& conn, const std::vector<Grant>& grants) {
+WriteOutcome write_grants(pg::Conn& conn, const std::vector<Grant>& grants, bool events) {
   WriteOutcome out;
   if (grants.empty()) return out;
   // Fast path: COPY, the bulk-load protocol, in one transaction. COPY has no ON CONFLICT: a
@@ -303,6 +317,7 @@ WriteOutcome write_grants(pg::Conn& conn, const std::vector<Grant>& grants) {
   try {
     pg::Tx tx(conn);
     if (std::optional<int64_t> n = copy_grants(conn, grants)) {
+      if (events) pgevents::write_issued(conn, grants);
       tx.commit();
       CC_ASSERT(*n == static_cast<int64_t>(grants.size()),
                 "COPY wrote " + std::to_string(*n) + " rows for " + std::to_string(grants.size()) + " grants");
@@ -315,7 +330,7 @@ WriteOutcome write_grants(pg::Conn& conn, const std::vector<Grant>& grants) {
   std::vector<std::size_t> conflicts;
   try {
     pg::Tx tx(conn);
-    pg::Result r = conn.exec_prepared("cc_insert_grants", kInsertGrantsSql, grant_params(grants, true));
+    pg::Result r = conn.exec_prepared(insert_grants_name(events), insert_grants_sql(events), grant_params(grants, true));
     for (int row = 0; row < r.rows(); ++row) {
       const int64_t idx = r.i64(row, 0);
       if (idx < 0) {
@@ -327,7 +342,7 @@ WriteOutcome write_grants(pg::Conn& conn, const std::vector<Grant>& grants) {
     tx.commit();
   } catch (const pg::PgError& e) {
     if (!data_error(e)) throw;
-    return write_row_by_row(conn, grants);
+    return write_row_by_row(conn, grants, events);
   }
   if (!conflicts.empty()) {
     // The statement's snapshot may predate a concurrent writer's commit of the same grant:

@@ -45,7 +45,9 @@ struct WriteOutcome {
   std::vector<std::pair<std::size_t, std::string>> failed;
 };
 // One transaction. Throws pg::PgError only for failures of the database, not of the data.
-WriteOutcome write_grants(pg::Conn& conn, const std::vector<Grant>& grants);
+// events: also write the outbox rows of the inserted grants (pg_events.hpp), in the same
+// transaction.
+WriteOutcome write_grants(pg::Conn& conn, const std::vector<Grant>& grants, bool events = true);
 
 // Which of `seqs` have a row (the rest do not).
 std::vector<int64_t> seqs_with_row(pg::Conn& conn, int64_t campaign_id, const std::vector<int64_t>& seqs);

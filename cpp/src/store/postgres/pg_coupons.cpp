@@ -5,6 +5,7 @@
 #include <string>
 
 #include "couponcore/error.hpp"
+#include "events/event_sql.hpp"
 
 namespace couponcore {
 
@@ -49,17 +50,40 @@ const char* const kLoadSql =
     " c.min_order_amount, c.valid_until_us, c.valid_days"
     " FROM coupons k JOIN campaigns c ON c.id = k.campaign_id";
 
-const char* const kMarkUsedSql =
-    "UPDATE coupons SET state = 1, used_order_id = $1, used_at_us = $2, used_amount = $3,"
-    " discount_amount = $4, state_changed_at_us = $2"
-    " WHERE id = $5 AND state = 0 AND user_id = $6 AND (valid_until_us IS NULL OR valid_until_us > $2)";
+// `WITH p AS (tp), u AS (<update> RETURNING *)`, the events of the updated rows when asked
+// (events/event_sql.hpp: in the same statement, after the change), then the rows changed.
+std::string with_events(const char* tp_param, const char* update, std::initializer_list<std::string_view> types,
+                        bool events) {
+  std::string sql = std::string("WITH p AS (SELECT ") + tp_param + "::text AS tp), u AS (" + update + " RETURNING *)";
+  if (events) {
+    sql += ", ev AS (" + events::coupon_events_sql(events::Dialect::kPostgres, types, "(SELECT u.*, p.tp FROM u, p) r") + ")";
+  }
+  return sql + " SELECT count(*) FROM u";
+}
 
-const char* const kMarkCancelledSql =
-    "UPDATE coupons SET"
-    " state = CASE WHEN valid_until_us IS NULL OR valid_until_us > $1 THEN 0 ELSE 2 END,"
-    " cancelled_order_id = used_order_id, used_order_id = NULL, used_at_us = NULL,"
-    " used_amount = NULL, discount_amount = NULL, state_changed_at_us = $1"
-    " WHERE id = $2 AND state = 1 AND used_order_id = $3";
+const std::string& mark_used_sql(bool events) {
+  static const char* update =
+      "UPDATE coupons SET state = 1, used_order_id = $1, used_at_us = $2, used_amount = $3,"
+      " discount_amount = $4, state_changed_at_us = $2"
+      " WHERE id = $5 AND state = 0 AND user_id = $6 AND (valid_until_us IS NULL OR valid_until_us > $2)";
+  static const std::string with = with_events("$7", update, {"coupon.used"}, true);
+  static const std::string without = with_events("$7", update, {"coupon.used"}, false);
+  return events ? with : without;
+}
+
+const std::string& mark_cancelled_sql(bool events) {
+  static const char* update =
+      "UPDATE coupons SET"
+      " state = CASE WHEN valid_until_us IS NULL OR valid_until_us > $1 THEN 0 ELSE 2 END,"
+      " cancelled_order_id = used_order_id, used_order_id = NULL, used_at_us = NULL,"
+      " used_amount = NULL, discount_amount = NULL, state_changed_at_us = $1"
+      " WHERE id = $2 AND state = 1 AND used_order_id = $3";
+  static const std::string with = with_events("NULL", update, {"coupon.use_cancelled", "coupon.expired"}, true);
+  static const std::string without = with_events("NULL", update, {"coupon.use_cancelled", "coupon.expired"}, false);
+  return events ? with : without;
+}
+
+int64_t changed(const pg::Result& r) { return r.i64(0, 0); }
 
 CouponRow row_from(const pg::Result& r, int i) {
   CouponRow row;
@@ -76,7 +100,14 @@ CouponRow row_from(const pg::Result& r, int i) {
 }
 
 pg::Params mark_used_params(const UseRequest& r, int64_t discount_amount, int64_t now_us) {
-  return pg::Params().add(r.order_id).add(now_us).add(r.order_amount).add(discount_amount).add(r.coupon_id).add(r.user_id);
+  pg::Params p;
+  p.add(r.order_id).add(now_us).add(r.order_amount).add(discount_amount).add(r.coupon_id).add(r.user_id);
+  if (r.traceparent.empty()) {
+    p.add_null();
+  } else {
+    p.add(r.traceparent);
+  }
+  return p;
 }
 
 pg::Params mark_cancelled_params(int64_t coupon_id, const std::string& order_id, int64_t now_us) {
@@ -111,16 +142,18 @@ bool PgCouponStore::grant_pending(int64_t partner_id, int64_t coupon_id) {
 
 bool PgCouponStore::mark_used(const UseRequest& r, int64_t discount_amount, int64_t now_us) {
   auto conn = pool_.acquire();
-  pg::Result res = conn->exec_prepared("lc_coupon_use", pgcoupons::kMarkUsedSql,
+  pg::Result res = conn->exec_prepared(options_.events ? "lc_coupon_use_ev" : "lc_coupon_use",
+                                       pgcoupons::mark_used_sql(options_.events),
                                        pgcoupons::mark_used_params(r, discount_amount, now_us));
-  return res.affected() == 1;
+  return pgcoupons::changed(res) == 1;
 }
 
 bool PgCouponStore::mark_cancelled(int64_t coupon_id, const std::string& order_id, int64_t now_us) {
   auto conn = pool_.acquire();
-  pg::Result res = conn->exec_prepared("lc_coupon_cancel", pgcoupons::kMarkCancelledSql,
+  pg::Result res = conn->exec_prepared(options_.events ? "lc_coupon_cancel_ev" : "lc_coupon_cancel",
+                                       pgcoupons::mark_cancelled_sql(options_.events),
                                        pgcoupons::mark_cancelled_params(coupon_id, order_id, now_us));
-  return res.affected() == 1;
+  return pgcoupons::changed(res) == 1;
 }
 
 std::optional<int64_t> PgCouponStore::campaign_partner(int64_t campaign_id) {
@@ -194,14 +227,16 @@ CouponCounts PgCouponStore::counts(int64_t campaign_id, int64_t now_us) {
 
 int64_t PgCouponStore::expire_chunk(int64_t now_us, int64_t chunk_rows) {
   auto conn = pool_.acquire();
-  pg::Result r = conn->exec_prepared(
-      "lc_coupons_expire_chunk",
+  static const char* update =
       "UPDATE coupons SET state = 2, state_changed_at_us = $1 WHERE id IN"
       " (SELECT id FROM coupons WHERE state = 0 AND valid_until_us <= $1"
       "  ORDER BY valid_until_us LIMIT $2 FOR UPDATE SKIP LOCKED)"
-      " AND state = 0",
-      pg::Params().add(now_us).add(chunk_rows));
-  return r.affected();
+      " AND state = 0";
+  static const std::string with = pgcoupons::with_events("NULL", update, {"coupon.expired"}, true);
+  static const std::string without = pgcoupons::with_events("NULL", update, {"coupon.expired"}, false);
+  pg::Result r = conn->exec_prepared(options_.events ? "lc_coupons_expire_chunk_ev" : "lc_coupons_expire_chunk",
+                                     options_.events ? with : without, pg::Params().add(now_us).add(chunk_rows));
+  return pgcoupons::changed(r);
 }
 
 bool PgCouponStore::set_campaign_state(int64_t partner_id, int64_t campaign_id, CampaignState state) {

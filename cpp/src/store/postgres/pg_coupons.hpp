@@ -31,6 +31,7 @@ class PgCouponStore final : public CouponStore {
     // True if the gate granted (campaign_id, seq): the row is on its way. Called only for
     // campaigns of the caller's partner. May throw (e.g. kUnavailable when Redis is down).
     std::function<bool(int64_t campaign_id, uint32_t seq)> grant_pending;
+    bool events = true;  // write the coupon events with each change (docs/events.md)
   };
 
   PgCouponStore(pg::ConnPool& pool, Options options) : pool_(pool), options_(std::move(options)) {}
@@ -73,8 +74,13 @@ class PgCouponStore final : public CouponStore {
 namespace pgcoupons {
 // "SELECT <CouponRow columns> FROM coupons k JOIN campaigns c ..."; append a WHERE (and a lock).
 extern const char* const kLoadSql;
-extern const char* const kMarkUsedSql;       // parameters: mark_used_params
-extern const char* const kMarkCancelledSql;  // parameters: mark_cancelled_params
+// The conditional UPDATEs, one statement each, answering one row: the rows changed (changed()).
+// events: the statement also writes the coupon's events (events/event_sql.hpp) after the change.
+const std::string& mark_used_sql(bool events);       // parameters: mark_used_params
+const std::string& mark_cancelled_sql(bool events);  // parameters: mark_cancelled_params
+int64_t changed(const pg::Result& r);
+std::string with_events(const char* tp_param, const char* update, std::initializer_list<std::string_view> types,
+                        bool events);
 CouponRow row_from(const pg::Result& r, int row);
 pg::Params mark_used_params(const UseRequest& request, int64_t discount_amount, int64_t now_us);
 pg::Params mark_cancelled_params(int64_t coupon_id, const std::string& order_id, int64_t now_us);

@@ -40,6 +40,7 @@
 #include <unordered_set>
 
 #include "couponcore/error.hpp"
+#include "events/event_sql.hpp"
 #include "store/postgres/pg.hpp"
 #include "store/postgres/pg_coupons.hpp"
 #include "store/wallet_audit_sql.hpp"
@@ -214,6 +215,7 @@ struct WriteArrays {
       e_order.push_back(e.order_id);
       e_reason.push_back(e.reason);
       e_created.push_back(e.created_at_us);
+      e_tp.push_back(e.traceparent);
     }
     for (const LotRow& l : ch.new_lots) {
       nl_id.push_back(l.id);
@@ -260,6 +262,10 @@ struct WriteArrays {
     }
   }
 
+  std::vector<std::string> e_tp;
+
+  pg::Params event_params() const { return pg::Params().add_array(e_id).add_array_empty_as_null(e_tp); }
+
   pg::Params params() const {
     pg::Params p;
     p.add_array(e_id).add_array(e_wallet).add_array(e_kind).add_array(e_amount).add_array(e_balance);
@@ -303,6 +309,12 @@ constexpr const char* kWriteSql =
     " SELECT * FROM unnest($27::bigint[], $28::text[], $29::bigint[], $30::text[], $31::bigint[],"
     "  $32::bigint[], $33::bigint[], $34::bigint[], $35::bigint[], $36::bigint[], $37::text[], $38::bigint[],"
     "  $39::bigint[], $40::bigint[], $41::bigint[], $42::bigint[], $43::bigint[])";
+
+const std::string& points_events_sql() {
+  static const std::string sql = events::points_events_sql(
+      events::Dialect::kPostgres, "unnest($1::bigint[], $2::text[]) AS t(id, tp)");
+  return sql;
+}
 
 constexpr const char* kCreateSql =
     "INSERT INTO wallets(partner_id, user_id, balance, created_at_us)"
@@ -404,8 +416,8 @@ void append_reserved(const pg::Result& r, std::vector<int64_t>* entry_ids, std::
 
 class PostgresWalletStore final : public WalletStore {
  public:
-  PostgresWalletStore(const std::string& url, const std::string& application_name)
-      : conn_(url, conn_options(application_name)) {}
+  PostgresWalletStore(const std::string& url, const std::string& application_name, bool events)
+      : conn_(url, conn_options(application_name)), events_(events) {}
 
   void migrate() { pg::migrate(conn_, pg_wallet_migrations()); }
 
@@ -558,6 +570,9 @@ class PostgresWalletStore final : public WalletStore {
     if (!ch.empty() || !ch.idempotency.empty()) {
       WriteArrays arrays(ch);
       write = p.add("wallet_write", kWriteSql, arrays.params());
+      if (events_ && !ch.entries.empty()) {  // after the entries, in the batch's transaction (docs/events.md)
+        p.add("wallet_events", points_events_sql(), arrays.event_params());
+      }
     }
     if (!ch.drop_wallets.empty()) p.add("wallet_drop", kDropSql, pg::Params().add_array(ch.drop_wallets));
     const int commit = p.add("", "COMMIT", pg::Params());
@@ -656,16 +671,17 @@ class PostgresWalletStore final : public WalletStore {
     Pipeline p(conn_, &prepared_);
     std::vector<int> idx;
     for (const CouponWrite& c : writes) {
-      idx.push_back(c.use ? p.add("wallet_coupon_use", pgcoupons::kMarkUsedSql,
+      idx.push_back(c.use ? p.add(events_ ? "wallet_coupon_use_ev" : "wallet_coupon_use", pgcoupons::mark_used_sql(events_),
                                   pgcoupons::mark_used_params(c.request, c.discount_amount, c.at_us))
-                          : p.add("wallet_coupon_cancel", pgcoupons::kMarkCancelledSql,
+                          : p.add(events_ ? "wallet_coupon_cancel_ev" : "wallet_coupon_cancel",
+                                  pgcoupons::mark_cancelled_sql(events_),
                                   pgcoupons::mark_cancelled_params(c.request.coupon_id, c.request.order_id, c.at_us)));
     }
     p.sync();
     PipelineResults r = p.run();
     r.throw_if_error();
     for (std::size_t i = 0; i < idx.size(); ++i) {
-      if (r.result(idx[i]).affected() != 1) {
+      if (pgcoupons::changed(r.result(idx[i])) != 1) {
         throw Error(ErrorCode::kInternal,
                     "coupon " + std::to_string(writes[i].request.coupon_id) + " changed although it was locked");
       }
@@ -737,6 +753,7 @@ class PostgresWalletStore final : public WalletStore {
   }
 
   pg::Conn conn_;
+  const bool events_;
   std::unordered_set<std::string> prepared_;  // on the current physical connection
   bool generic_plans_ = false;  // the batch connection runs generic plans (start_connection())
   uint64_t configured_generation_ = 0;
@@ -747,8 +764,8 @@ class PostgresWalletStore final : public WalletStore {
 }  // namespace
 
 std::unique_ptr<WalletStore> open_postgres_wallet_store(const std::string& url, const std::string& application_name,
-                                                        bool migrate) {
-  auto store = std::make_unique<PostgresWalletStore>(url, application_name);
+                                                        bool migrate, bool events) {
+  auto store = std::make_unique<PostgresWalletStore>(url, application_name, events);
   if (migrate) store->migrate();
   return store;
 }
@@ -763,9 +780,9 @@ std::unique_ptr<WalletEngine> open_wallets_postgres(const PostgresWalletOptions&
   std::vector<std::unique_ptr<wallet::WalletStore>> writers;
   for (int i = 0; i < options.wallet.committers; ++i) {
     writers.push_back(wallet::open_postgres_wallet_store(options.url, options.application_name,
-                                                         options.migrate && i == 0));
+                                                         options.migrate && i == 0, options.wallet.events));
   }
-  auto reader = wallet::open_postgres_wallet_store(options.url, options.application_name, false);
+  auto reader = wallet::open_postgres_wallet_store(options.url, options.application_name, false, options.wallet.events);
   return wallet::make_batched_engine("postgres", std::move(writers), std::move(reader), options.wallet);
 }
 

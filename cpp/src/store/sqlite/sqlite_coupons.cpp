@@ -2,7 +2,10 @@
 // postgres/pg_coupons.cpp statement for statement.
 #include "store/sqlite/sqlite_coupons.hpp"
 
+#include <algorithm>
 #include <string>
+
+#include "store/sqlite/sqlite_events.hpp"
 
 namespace couponcore {
 
@@ -59,7 +62,9 @@ std::optional<CouponRow> load(sqlite::Db& db, int64_t coupon_id) {
   return row;
 }
 
-bool mark_used(sqlite::Db& db, const UseRequest& r, int64_t discount_amount, int64_t now_us) {
+bool mark_used(sqlite::Db& db, const UseRequest& r, int64_t discount_amount, int64_t now_us, bool events) {
+  std::optional<sqlite_events::Savepoint> sp;
+  if (events) sp.emplace(db);
   sqlite::Stmt s(db,
                  "UPDATE coupons SET state = 1, used_order_id = ?1, used_at_us = ?2, used_amount = ?3,"
                  " discount_amount = ?4, state_changed_at_us = ?2"
@@ -67,10 +72,17 @@ bool mark_used(sqlite::Db& db, const UseRequest& r, int64_t discount_amount, int
   s.bind(1, std::string_view(r.order_id)).bind(2, now_us).bind(3, r.order_amount).bind(4, discount_amount);
   s.bind(5, r.coupon_id).bind(6, std::string_view(r.user_id));
   s.run();
-  return db.changes() == 1;
+  const bool done = db.changes() == 1;
+  if (sp) {
+    if (done) sqlite_events::write_coupon_events(db, {"coupon.used"}, r.coupon_id, r.traceparent);
+    sp->release();
+  }
+  return done;
 }
 
-bool mark_cancelled(sqlite::Db& db, int64_t coupon_id, const std::string& order_id, int64_t now_us) {
+bool mark_cancelled(sqlite::Db& db, int64_t coupon_id, const std::string& order_id, int64_t now_us, bool events) {
+  std::optional<sqlite_events::Savepoint> sp;
+  if (events) sp.emplace(db);
   sqlite::Stmt s(db,
                  "UPDATE coupons SET"
                  " state = CASE WHEN valid_until_us IS NULL OR valid_until_us > ?1 THEN 0 ELSE 2 END,"
@@ -79,7 +91,15 @@ bool mark_cancelled(sqlite::Db& db, int64_t coupon_id, const std::string& order_
                  " WHERE id = ?2 AND state = 1 AND used_order_id = ?3");
   s.bind(1, now_us).bind(2, coupon_id).bind(3, std::string_view(order_id));
   s.run();
-  return db.changes() == 1;
+  const bool done = db.changes() == 1;
+  if (sp) {
+    if (done) {
+      // Cancelled after its validity passed, the coupon is expired at once: both events.
+      sqlite_events::write_coupon_events(db, {"coupon.use_cancelled", "coupon.expired"}, coupon_id, "");
+    }
+    sp->release();
+  }
+  return done;
 }
 
 }  // namespace sqlite_coupons
@@ -91,12 +111,12 @@ std::optional<CouponRow> SqliteCouponStore::load(int64_t coupon_id) {
 
 bool SqliteCouponStore::mark_used(const UseRequest& r, int64_t discount_amount, int64_t now_us) {
   std::lock_guard lock(store_.mutex());
-  return sqlite_coupons::mark_used(store_.db(), r, discount_amount, now_us);
+  return sqlite_coupons::mark_used(store_.db(), r, discount_amount, now_us, store_.events());
 }
 
 bool SqliteCouponStore::mark_cancelled(int64_t coupon_id, const std::string& order_id, int64_t now_us) {
   std::lock_guard lock(store_.mutex());
-  return sqlite_coupons::mark_cancelled(store_.db(), coupon_id, order_id, now_us);
+  return sqlite_coupons::mark_cancelled(store_.db(), coupon_id, order_id, now_us, store_.events());
 }
 
 std::optional<int64_t> SqliteCouponStore::campaign_partner(int64_t campaign_id) {
@@ -171,11 +191,21 @@ CouponCounts SqliteCouponStore::counts(int64_t campaign_id, int64_t now_us) {
 
 int64_t SqliteCouponStore::expire_chunk(int64_t now_us, int64_t chunk_rows) {
   std::lock_guard lock(store_.mutex());
-  sqlite::Stmt s(store_.db(),
+  sqlite::Db& db = store_.db();
+  sqlite::Tx tx(db);
+  sqlite::Stmt s(db,
                  "UPDATE coupons SET state = 2, state_changed_at_us = ?1 WHERE id IN"
-                 " (SELECT id FROM coupons WHERE state = 0 AND valid_until_us <= ?1 LIMIT ?2)");
-  s.bind(1, now_us).bind(2, chunk_rows).run();
-  return store_.db().changes();
+                 " (SELECT id FROM coupons WHERE state = 0 AND valid_until_us <= ?1 LIMIT ?2) RETURNING id");
+  s.bind(1, now_us).bind(2, chunk_rows);
+  std::vector<int64_t> ids;
+  while (s.step()) ids.push_back(s.i64(0));
+  s.reset();
+  if (store_.events()) {
+    std::sort(ids.begin(), ids.end());
+    for (int64_t id : ids) sqlite_events::write_coupon_events(db, {"coupon.expired"}, id, "");
+  }
+  tx.commit();
+  return static_cast<int64_t>(ids.size());
 }
 
 }  // namespace couponcore

@@ -34,8 +34,9 @@ class SqliteCouponStore final : public CouponStore {
 // used at checkout goes through exactly the conditional updates above.
 namespace sqlite_coupons {
 std::optional<CouponRow> load(sqlite::Db& db, int64_t coupon_id);
-bool mark_used(sqlite::Db& db, const UseRequest& request, int64_t discount_amount, int64_t now_us);
-bool mark_cancelled(sqlite::Db& db, int64_t coupon_id, const std::string& order_id, int64_t now_us);
+// events: the coupon's event (sqlite_events.hpp) is written with the change, in a savepoint.
+bool mark_used(sqlite::Db& db, const UseRequest& request, int64_t discount_amount, int64_t now_us, bool events);
+bool mark_cancelled(sqlite::Db& db, int64_t coupon_id, const std::string& order_id, int64_t now_us, bool events);
 }  // namespace sqlite_coupons
 
 }  // namespace couponcore

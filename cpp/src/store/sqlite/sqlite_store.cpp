@@ -3,6 +3,7 @@
 #include "coupons/rules.hpp"
 #include "couponcore/error.hpp"
 #include "couponcore/limits.hpp"
+#include "store/sqlite/sqlite_events.hpp"
 
 namespace couponcore {
 
@@ -83,8 +84,10 @@ Campaign campaign_from_row(const sqlite::Stmt& s) {
   return c;
 }
 
-SqliteStore::SqliteStore(const std::string& path, bool synchronous_full) : db_(path, synchronous_full) {
+SqliteStore::SqliteStore(const std::string& path, bool synchronous_full, bool events)
+    : db_(path, synchronous_full), events_(events) {
   db_.migrate(migrations());
+  db_.migrate(sqlite_events::migrations());
 }
 
 Campaign SqliteStore::insert_campaign(const CampaignSpec& spec, int64_t now_us) {
@@ -185,6 +188,8 @@ void SqliteStore::write_grants(const std::vector<Grant>& grants) {
   sqlite::Stmt s(db_,
                  "INSERT INTO coupons(id, campaign_id, seq, user_id, user_ordinal, request_id,"
                  " issued_at_us, valid_until_us) VALUES (?,?,?,?,?,?,?,?)");
+  std::optional<sqlite_events::IssuedWriter> outbox;
+  if (events_) outbox.emplace(db_);
   for (const Grant& g : grants) {
     s.bind(1, make_coupon_id(g.campaign_id, g.seq)).bind(2, g.campaign_id).bind(3, int64_t{g.seq});
     s.bind(4, std::string_view(g.user_id)).bind(5, int64_t{g.user_ordinal});
@@ -196,6 +201,7 @@ void SqliteStore::write_grants(const std::vector<Grant>& grants) {
     s.bind(7, g.issued_at_us);
     s.bind(8, valid_until_locked(g.campaign_id, g.issued_at_us));
     s.run();
+    if (outbox) outbox->write(g);  // after the row, in its transaction (docs/events.md)
   }
   tx.commit();
 }

@@ -22,7 +22,9 @@ namespace couponcore {
 
 class SqliteStore {
  public:
-  SqliteStore(const std::string& path, bool synchronous_full);
+  // events: write domain events (sqlite_events.hpp) in the transactions of the changes.
+  SqliteStore(const std::string& path, bool synchronous_full, bool events = true);
+  bool events() const { return events_; }
 
   Campaign insert_campaign(const CampaignSpec& spec, int64_t now_us);
   std::vector<Campaign> load_campaigns();
@@ -53,6 +55,7 @@ class SqliteStore {
   std::mutex mu_;
   sqlite::Db db_;
   std::unordered_map<int64_t, Validity> validity_;  // guarded by mu_
+  const bool events_;
 };
 
 Campaign campaign_from_row(const sqlite::Stmt& s);

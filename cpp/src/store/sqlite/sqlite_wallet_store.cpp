@@ -16,6 +16,7 @@
 #include "couponcore/error.hpp"
 #include "store/sqlite/sqlite.hpp"
 #include "store/sqlite/sqlite_coupons.hpp"
+#include "store/sqlite/sqlite_events.hpp"
 #include "store/wallet_audit_sql.hpp"
 #include "wallet/wallet_engine.hpp"
 #include "wallet/wallet_ops.hpp"
@@ -133,8 +134,10 @@ void bind_text_or_null(sqlite::Stmt& s, int i, const std::string& v) {
 
 class SqliteWalletStore final : public WalletStore {
  public:
-  SqliteWalletStore(const std::string& path, bool synchronous_full) : db_(path, synchronous_full) {
+  SqliteWalletStore(const std::string& path, bool synchronous_full, bool events)
+      : db_(path, synchronous_full), events_(events) {
     db_.migrate(sqlite_wallet_migrations());
+    db_.migrate(sqlite_events::migrations());
   }
 
   BatchRead begin_batch(const BatchKeys& keys, int64_t now_us) override {
@@ -196,11 +199,17 @@ class SqliteWalletStore final : public WalletStore {
 
   bool commit_changes(const WalletChanges& ch) override {
     for (const CouponWrite& c : ch.coupons) {
-      const bool done = c.use ? sqlite_coupons::mark_used(db_, c.request, c.discount_amount, c.at_us)
-                              : sqlite_coupons::mark_cancelled(db_, c.request.coupon_id, c.request.order_id, c.at_us);
+      const bool done = c.use ? sqlite_coupons::mark_used(db_, c.request, c.discount_amount, c.at_us, events_)
+                              : sqlite_coupons::mark_cancelled(db_, c.request.coupon_id, c.request.order_id, c.at_us,
+                                                               events_);
       if (!done) throw std::logic_error("coupon " + std::to_string(c.request.coupon_id) + " changed under the write lock");
     }
     write_entries(ch.entries);
+    if (events_) {  // after the entries, in the batch's transaction (docs/events.md)
+      std::vector<std::pair<int64_t, std::string>> ids;
+      for (const EntryRow& e : ch.entries) ids.emplace_back(e.id, e.traceparent);
+      sqlite_events::write_points_events(db_, ids);
+    }
     write_lots(ch);
     sqlite::Stmt& d = stmt(ins_draw_, "INSERT INTO wallet_draws(entry_id, lot_id, amount) VALUES (?, ?, ?)");
     for (const DrawRow& r : ch.draws) {
@@ -465,6 +474,7 @@ class SqliteWalletStore final : public WalletStore {
   }
 
   sqlite::Db db_;
+  const bool events_;
   std::unique_ptr<sqlite::Tx> tx_;
   int64_t next_entry_id_ = 0;  // within the current batch
   int64_t next_lot_id_ = 0;
@@ -476,8 +486,8 @@ class SqliteWalletStore final : public WalletStore {
 
 }  // namespace
 
-std::unique_ptr<WalletStore> open_sqlite_wallet_store(const std::string& path, bool synchronous_full) {
-  return std::make_unique<SqliteWalletStore>(path, synchronous_full);
+std::unique_ptr<WalletStore> open_sqlite_wallet_store(const std::string& path, bool synchronous_full, bool events) {
+  return std::make_unique<SqliteWalletStore>(path, synchronous_full, events);
 }
 
 }  // namespace couponcore::wallet
@@ -490,8 +500,8 @@ std::unique_ptr<WalletEngine> open_wallets_embedded(const EmbeddedWalletOptions&
     throw_invalid("the embedded wallet engine needs a file path (it opens two connections)");
   }
   std::vector<std::unique_ptr<wallet::WalletStore>> writers;
-  writers.push_back(wallet::open_sqlite_wallet_store(options.path, options.synchronous_full));
-  auto reader = wallet::open_sqlite_wallet_store(options.path, options.synchronous_full);
+  writers.push_back(wallet::open_sqlite_wallet_store(options.path, options.synchronous_full, options.wallet.events));
+  auto reader = wallet::open_sqlite_wallet_store(options.path, options.synchronous_full, options.wallet.events);
   WalletOptions o = options.wallet;
   o.committers = 1;  // SQLite has one writer at a time
   return wallet::make_batched_engine("embedded", std::move(writers), std::move(reader), o);

@@ -1,0 +1,42 @@
+// The transactional outbox on PostgreSQL (docs/events.md): the table `event_outbox` (migration
+// ("events", 1)) and the statements that fill it in the transaction of each change. Every
+// statement inserts the outbox rows AFTER the change it reports and in its transaction, while
+// the changed rows are locked, so that for one subject the outbox seq follows the order of the
+// changes; the relay (events/relay.hpp) publishes in seq order.
+//
+// Grants (pgstore::write_grants): coupon.issued for every row actually inserted (the COPY path
+// inserts all; the set-based fallback reports through the statement's own RETURNING, so a
+// redelivered grant makes no second event), and campaign.sold_out with the grant whose seq
+// equals the campaign's quantity (the gate's last seq).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "couponcore/types.hpp"
+#include "events/event.hpp"
+#include "store/postgres/pg.hpp"
+
+namespace couponcore::pgevents {
+
+const std::vector<pg::Migration>& migrations();
+
+// INSERT INTO event_outbox ... for the coupon rows of a CTE named `src` with the columns
+// id, campaign_id, seq, user_id, user_ordinal, request_id, issued_at_us, valid_until_us, tp
+// (tp: the grant's traceparent or NULL): coupon.issued per row, campaign.sold_out for
+// seq = quantity. Put inside a WITH, after `src`.
+std::string issued_events_sql();
+
+// After COPY, in its transaction: the events of `grants` (all inserted by COPY).
+void write_issued(pg::Conn& conn, const std::vector<Grant>& grants);
+
+// The outbox read by the relay and its backlog.
+struct Backlog {
+  int64_t rows = 0;
+  int64_t oldest_age_ms = 0;  // 0: empty
+};
+Backlog backlog(pg::Conn& conn);
+std::vector<events::Row> read_batch(pg::Conn& conn, std::size_t limit);
+int64_t delete_rows(pg::Conn& conn, const std::vector<int64_t>& seqs);
+
+}  // namespace couponcore::pgevents
