@@ -14,9 +14,11 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import couponcore
 import pytest
+from conftest import production_kwargs
 from couponcore import events
 from couponcore.events import webhooks
 from couponcore.events.webhooks import WebhookRunner, group_of
@@ -205,3 +207,74 @@ def test_runner_threads_deliver_to_each_endpoint_and_stop(engine: couponcore.Eng
     finally:
         crm.close()
         shop.close()
+
+
+def test_the_command_delivers_and_stops_on_sigterm(receiver: Receiver, tmp_path: Any) -> None:
+    """`couponcore events webhooks` as its own process beside a production engine: it delivers the
+    engine's events, serves its counters, and exits 0 on SIGTERM with the counters as JSON."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    kw = production_kwargs()
+    name = uid("crm")
+    config = tmp_path / "hooks.json"
+    config.write_text(
+        json.dumps(
+            {
+                "webhooks": [
+                    {"name": name, "url": receiver.url, "secret_env": "HOOK_SECRET", "event_types": ["coupon.issued"]}
+                ]
+            }
+        )
+    )
+    with couponcore.open(**kw) as engine:
+        c = engine.campaigns.create("hooks-cli", quantity=2)
+        for _ in range(2):
+            engine.issue(c.id, uid("u"))
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "couponcore",
+                "events",
+                "webhooks",
+                "--config",
+                str(config),
+                "--redis",
+                kw["redis"],
+                "--postgres",
+                kw["postgres"],
+                "--key-prefix",
+                kw["key_prefix"],
+                "--metrics-port",
+                "0",
+                "--report-s",
+                "0",
+            ],
+            env={**os.environ, "HOOK_SECRET": SECRET},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert proc.stderr is not None
+            line = proc.stderr.readline()  # printed before anything is delivered
+            assert "metrics at http://" in line, line
+            metrics_url = line.split("metrics at ", 1)[1].strip()
+            deadline = time.monotonic() + 30
+            mine: list[dict] = []
+            while time.monotonic() < deadline and len(mine) < 2:
+                time.sleep(0.1)
+                mine = [json.loads(b) for _, _, b in receiver.requests]
+                mine = [b for b in mine if b["data"].get("campaign_id") == c.id]
+            assert sorted(b["id"] for b in mine) == [f"coupon.issued:{c.id}:1", f"coupon.issued:{c.id}:2"]
+            text = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
+            assert f'couponcore_webhook_deliveries_total{{endpoint="{name}",outcome="delivered"}}' in text, text
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["deliveries"][name]["delivered"] >= 2

@@ -34,8 +34,7 @@ def add_parser(sub: Any, servers: Callable[..., None]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .._engine import open as open_engine
-    from ._webhook_runner import WebhookRunner
-    from .webhooks import load_config
+    from .webhooks import WebhookRunner, load_config
 
     endpoints = load_config(args.config)
     if (args.redis is None) != (args.postgres is None) or (args.redis is None) == (args.path is None):

@@ -20,10 +20,12 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 from .._core import InvalidArgument
-from .webhooks import WebhookEndpoint, signature_headers
+
+if TYPE_CHECKING:  # webhooks.py imports this module at its end: no import back at run time
+    from .webhooks import WebhookEndpoint
 
 #: Outcomes of a delivery (the label of couponcore_webhook_deliveries_total).
 OUTCOMES = ("delivered", "dead_lettered", "stopped")
@@ -163,7 +165,10 @@ class WebhookSender:
             import httpx
         except ImportError as e:  # pragma: no cover - the [webhooks] extra
             raise InvalidArgument(f"webhooks need httpx: pip install 'couponcore[webhooks]' ({e})") from None
+        from .webhooks import signature_headers
+
         self._httpx = httpx
+        self._signature_headers = signature_headers
         self.endpoint = endpoint
         self.dead_letters = dead_letters
         self.metrics = metrics if metrics is not None else WebhookMetrics()
@@ -211,7 +216,7 @@ class WebhookSender:
         """One POST: (the minimum wait before a retry or None for no retry, status, reason, delivered)."""
         ep = self.endpoint
         headers = {"content-type": _CONTENT_TYPE, "user-agent": "couponcore-webhooks/1"}
-        headers.update(signature_headers(ep.secret, event_id, body))
+        headers.update(self._signature_headers(ep.secret, event_id, body))
         try:
             # Streamed and closed unread: only the status and headers matter, and a receiver's
             # answer body (of any size) is never loaded.

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from ._webhook_delivery import DeadLetteredDelivery, WebhookMetrics, WebhookSender
-from .webhooks import WebhookEndpoint
+
+if TYPE_CHECKING:  # webhooks.py imports this module at its end: no import back at run time
+    from .webhooks import WebhookEndpoint
 
 GROUP_PREFIX = "webhook:"
 
