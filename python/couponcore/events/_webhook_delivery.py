@@ -215,7 +215,7 @@ class WebhookSender:
     def _attempt(self, body: bytes, event_id: str) -> tuple[Optional[float], Optional[int], str, bool]:
         """One POST: (the minimum wait before a retry or None for no retry, status, reason, delivered)."""
         ep = self.endpoint
-        headers = {"content-type": _CONTENT_TYPE, "user-agent": "couponcore-webhooks/1"}
+        headers = {"content-type": _CONTENT_TYPE}
         headers.update(self._signature_headers(ep.secret, event_id, body))
         try:
             # Streamed and closed unread: only the status and headers matter, and a receiver's
