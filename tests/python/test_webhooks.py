@@ -109,6 +109,19 @@ def test_signature_verifies_with_the_secret_and_fails_with_another(receiver: Rec
     assert issubclass(WebhookVerificationError, couponcore.Unauthenticated)
 
 
+def test_secret_rotation_signs_with_both_until_the_old_one_is_dropped(receiver: Receiver) -> None:
+    new = webhooks.generate_secret()
+    with sender(WebhookEndpoint(name="crm", url=receiver.url, secret=new, previous_secrets=[SECRET])) as s:
+        assert s.deliver(example_event("coupon.used")).outcome == "delivered"
+    ((_, headers, body),) = receiver.requests
+    assert len(headers["webhook-signature"].split(" ")) == 2
+    assert webhooks.verify(SECRET, headers, body) and webhooks.verify(new, headers, body)  # old and new receivers
+    with pytest.raises(WebhookVerificationError):
+        webhooks.verify(webhooks.generate_secret(), headers, body)
+    with pytest.raises(couponcore.InvalidArgument):
+        WebhookEndpoint(name="crm", url=receiver.url, secret=new, previous_secrets=["whsec_short"])
+
+
 def test_signature_matches_an_independent_computation() -> None:
     """The Standard Webhooks construction, spelled out with hashlib: key = base64-decoded secret."""
     import base64
@@ -276,6 +289,10 @@ def test_endpoint_and_config_checks(tmp_path: Any) -> None:
     assert loaded.secret == SECRET and loaded.max_attempts == 8
     with pytest.raises(couponcore.InvalidArgument, match="CRM_SECRET"):
         webhooks.load_config(str(path), environ={})
+    old = webhooks.generate_secret()
+    path.write_text(json.dumps({"webhooks": [{**entry, "previous_secrets_env": ["CRM_OLD"]}]}))
+    (rotating,) = webhooks.load_config(str(path), environ={"CRM_SECRET": SECRET, "CRM_OLD": old})
+    assert rotating.signing_secrets == (SECRET, old)
     path.write_text(json.dumps({"webhooks": [{"name": "a", "url": "https://h.example/x", "secret": SECRET}] * 2}))
     with pytest.raises(couponcore.InvalidArgument, match="unique"):
         webhooks.load_config(str(path))

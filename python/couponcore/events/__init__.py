@@ -89,6 +89,7 @@ __all__ = [
     "versions",
 ]
 
+
 def _time(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 

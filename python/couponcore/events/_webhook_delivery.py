@@ -216,7 +216,7 @@ class WebhookSender:
         """One POST: (the minimum wait before a retry or None for no retry, status, reason, delivered)."""
         ep = self.endpoint
         headers = {"content-type": _CONTENT_TYPE}
-        headers.update(self._signature_headers(ep.secret, event_id, body))
+        headers.update(self._signature_headers(ep.signing_secrets, event_id, body))
         try:
             # Streamed and closed unread: only the status and headers matter, and a receiver's
             # answer body (of any size) is never loaded.

@@ -123,6 +123,9 @@ class WebhookEndpoint:
     backoff_max_s: float = 300.0
     retry_after_max_s: float = 3600.0
     timeout_s: float = 10.0
+    #: while rotating: the old secret(s), still signed with (one signature each), until every
+    #: receiver checks the new one; then drop them
+    previous_secrets: tuple[str, ...] = field(default=(), repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name or len(self.name) > NAME_LENGTH_MAX:
@@ -131,6 +134,11 @@ class WebhookEndpoint:
             raise InvalidArgument(f"a webhook name has letters, digits, '-', '_' and '.' only: {self.name!r}")
         validate_url(self.url)
         secret_key(self.secret)
+        if isinstance(self.previous_secrets, str):
+            raise InvalidArgument("previous_secrets is a list of secrets")
+        object.__setattr__(self, "previous_secrets", tuple(self.previous_secrets))
+        for old in self.previous_secrets:
+            secret_key(old)
         types = (self.event_types,) if isinstance(self.event_types, str) else tuple(self.event_types)
         for t in types:
             if t not in EVENT_TYPES:
@@ -144,6 +152,10 @@ class WebhookEndpoint:
         if self.backoff_max_s < self.backoff_initial_s:
             raise InvalidArgument("webhook backoff_max_s must be at least backoff_initial_s")
 
+    @property
+    def signing_secrets(self) -> tuple[str, ...]:
+        return (self.secret, *self.previous_secrets)
+
     def wants(self, event_type: str) -> bool:
         return not self.event_types or event_type in self.event_types
 
@@ -155,27 +167,37 @@ class WebhookEndpoint:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], environ: Optional[Mapping[str, str]] = None) -> WebhookEndpoint:
         """From one entry of a config file. The secret is ``secret`` or, better, ``secret_env``: the
-        name of an environment variable holding it."""
+        name of an environment variable holding it (likewise ``previous_secrets`` /
+        ``previous_secrets_env``, lists)."""
         if not isinstance(d, Mapping):
             raise InvalidArgument(f"a webhook entry is an object, not {type(d).__name__}")
-        known = {f for f in cls.__dataclass_fields__} | {"secret_env"}
+        known = {f for f in cls.__dataclass_fields__} | {"secret_env", "previous_secrets_env"}
         unknown = sorted(set(d) - known)
         if unknown:
             raise InvalidArgument(f"webhook entry: unknown key(s) {', '.join(unknown)}")
         args = dict(d)
-        env_name = args.pop("secret_env", None)
-        if env_name is not None:
-            if "secret" in args:
-                raise InvalidArgument("webhook entry: give secret or secret_env, not both")
-            value = (os.environ if environ is None else environ).get(env_name)
+        env = os.environ if environ is None else environ
+
+        def from_env(name: Any) -> str:
+            value = env.get(name) if isinstance(name, str) else None
             if value is None:
-                raise InvalidArgument(f"webhook entry: environment variable {env_name} (secret_env) is not set")
-            args["secret"] = value
+                raise InvalidArgument(f"webhook entry: environment variable {name} is not set")
+            return value
+
+        for plain, via_env in (("secret", "secret_env"), ("previous_secrets", "previous_secrets_env")):
+            if via_env in args:
+                if plain in args:
+                    raise InvalidArgument(f"webhook entry: give {plain} or {via_env}, not both")
+                names = args.pop(via_env)
+                if plain == "previous_secrets" and not isinstance(names, list):
+                    raise InvalidArgument("webhook entry: previous_secrets_env is a list of variable names")
+                args[plain] = [from_env(n) for n in names] if isinstance(names, list) else from_env(names)
         for required in ("name", "url", "secret"):
             if required not in args:
                 raise InvalidArgument(f"webhook entry: {required} is required")
-        if "event_types" in args and not isinstance(args["event_types"], (list, tuple)):
-            raise InvalidArgument("webhook entry: event_types is a list of event types")
+        for listed in ("event_types", "previous_secrets"):
+            if listed in args and not isinstance(args[listed], (list, tuple)):
+                raise InvalidArgument(f"webhook entry: {listed} is a list")
         return cls(**args)
 
 
