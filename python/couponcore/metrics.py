@@ -26,6 +26,11 @@ Once the engine used ``engine.jobs``, the jobs this process ran: ``couponcore_jo
 ``couponcore_job_last_success_timestamp_seconds``, ``couponcore_job_schedule_interval_seconds``
 (by ``job``; docs/jobs.md).
 
+Domain events (docs/events.md): ``couponcore_events_written_total`` (the deployment's outbox /
+log sequence: events written), and, production only, ``couponcore_events_relayed_total`` (this
+process's relay), ``couponcore_events_outbox_rows`` and ``couponcore_events_outbox_oldest_seconds``
+(the outbox backlog: it grows when no relay runs or Redis is away), ``couponcore_events_relay_active``.
+
 Production only, the grant log's backlog (``engine.log_backlog()``), gauges by campaign:
 
 - ``couponcore_log_entries{campaign}``            entries in the grant stream, not yet settled
@@ -162,7 +167,30 @@ def snapshot(engine: Engine) -> dict[str, Any]:
         "wallet": wallets.counters() if wallets is not None and not wallets.closed else None,
         "log_backlog": _log_backlog(engine),
         "writers_alive": _writers_alive(engine),
+        "events": _event_stats(engine),
     }
+
+
+def _event_stats(engine: Engine) -> dict[str, Any] | None:
+    """engine.events.stats(); None (no series) when the store does not answer."""
+    try:
+        return engine.events.stats()
+    except Unavailable:
+        return None
+
+
+def _event_metrics(snap: dict[str, Any]) -> Iterator[tuple[str, str, str, float]]:
+    """(counter | gauge, name, help, value) of the domain events' metrics (docs/events.md)."""
+    ev = snap["events"]
+    if ev is None:
+        return
+    yield "counter", "events_written", "Domain events written by the deployment (outbox / log sequence).", ev["written"]
+    if snap["kind"] != "production":
+        return
+    yield "counter", "events_relayed", "Outbox rows this process's relay published and deleted.", ev["relayed"]
+    yield "gauge", "events_outbox_rows", "Events in the outbox, not yet relayed.", ev["outbox_rows"]
+    yield "gauge", "events_outbox_oldest_seconds", "Age of the oldest outbox row.", ev["outbox_oldest_age_ms"] / 1000
+    yield "gauge", "events_relay_active", "1 while this process's relay is the active one.", int(ev["relay_active"])
 
 
 def _writers_alive(engine: Engine) -> int | None:
@@ -237,6 +265,9 @@ def render(engine: Engine) -> str:
     out.extend(_render_log_gauges(snap["log_backlog"]))
     if snap["writers_alive"] is not None:
         out.extend(_gauge("writers_alive", _WRITERS_ALIVE_HELP, snap["writers_alive"]))
+    for kind, name, help_, value in _event_metrics(snap):
+        full = f"couponcore_{name}_total" if kind == "counter" else f"couponcore_{name}"
+        out.extend([f"# HELP {full} {help_}", f"# TYPE {full} {kind}", f"{full} {_fmt(value)}"])
     for name, help_ in _HISTOGRAMS:
         hist = h[name]
         out.append(f"# HELP couponcore_{name} {help_}")
@@ -286,8 +317,11 @@ def render_worker(worker: _core.Worker, *, threads: int) -> str:
     for name, help_, value in (
         ("worker_up", "1 while the standalone writer process runs.", 1),
         ("writer_threads", "Writer threads of the standalone writer.", threads),
-        ("writer_breaker_open", "1 while the writer's circuit breaker is open (PostgreSQL failing).",
-         int(stats["breaker_open"])),
+        (
+            "writer_breaker_open",
+            "1 while the writer's circuit breaker is open (PostgreSQL failing).",
+            int(stats["breaker_open"]),
+        ),
     ):
         out.extend(_gauge(name, help_, value))
     out.extend(_render_log_gauges(worker_log_backlog(worker)))
@@ -340,6 +374,9 @@ class CouponcoreCollector:
             yield gauge
         if snap["writers_alive"] is not None:
             yield GaugeMetricFamily("couponcore_writers_alive", _WRITERS_ALIVE_HELP, value=snap["writers_alive"])
+        for kind, name, help_, value in _event_metrics(snap):
+            family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+            yield family(f"couponcore_{name}", help_, value=value)
         for name, help_ in _HISTOGRAMS:
             hist = h[name]
             bounds = [*hist["upper_bounds"], float("inf")]

@@ -388,3 +388,55 @@ TEST_F(PgLifecycleTest, PoolOfOneServesEveryCall) {
 }
 
 }  // namespace
+
+namespace {
+
+// The outbox rows of one campaign's coupon.issued / campaign.sold_out events, by seq.
+std::vector<std::pair<std::string, std::string>> outbox_of(pg::Conn& conn, int64_t campaign_id) {
+  pg::Result r = conn.exec(
+      "SELECT event_id, data FROM event_outbox WHERE event_id LIKE 'coupon.issued:' || $1 || ':%'"
+      " OR event_id LIKE 'campaign.sold_out:' || $1 || ':%' ORDER BY seq",
+      pg::Params().add(campaign_id));
+  std::vector<std::pair<std::string, std::string>> out;
+  for (int i = 0; i < r.rows(); ++i) out.emplace_back(std::string(r.text(i, 0)), std::string(r.text(i, 1)));
+  return out;
+}
+
+}  // namespace
+
+// The writer's three paths write the same events: COPY (events built in C++, COPY into the
+// outbox), the set-based fallback after a redelivery (the statement's own RETURNING: only new
+// rows), and row by row after a bad grant. A redelivered grant makes no second event; the grant
+// whose seq is the quantity adds campaign.sold_out right after its coupon.issued.
+TEST_F(PgLifecycleTest, TheWritersPathsWriteOneEventPerNewRowWithTheSameBytes) {
+  const int64_t c = campaign(0, 6);
+  const std::string u = unique("ev");
+  auto grants = [&](uint32_t from, uint32_t to) {
+    std::vector<Grant> g;
+    for (uint32_t s = from; s <= to; ++s) g.push_back(Grant{c, s, u + "-" + std::to_string(s), 1, "r", 1'000 + s});
+    return g;
+  };
+  pgstore::write_grants(*conn_, grants(1, 2));                      // COPY
+  EXPECT_EQ(pgstore::write_grants(*conn_, grants(1, 4)).inserted, 2);  // redelivery + 2 new: set-based
+  std::vector<Grant> bad = grants(5, 6);
+  bad.push_back(Grant{c + 1'000'000, 1, u + "-ghost", 1, "", 1});  // no campaign: row by row
+  EXPECT_EQ(pgstore::write_grants(*conn_, bad).inserted, 2);
+  auto rows = outbox_of(*conn_, c);
+  ASSERT_EQ(rows.size(), 7u);
+  for (uint32_t s = 1; s <= 6; ++s) {
+    EXPECT_EQ(rows[s - 1].first, "coupon.issued:" + std::to_string(c) + ":" + std::to_string(s));
+    const std::string want = "{\"coupon_id\" : " + std::to_string(make_coupon_id(c, s)) + ", \"campaign_id\" : " +
+                             std::to_string(c) + ", \"seq\" : " + std::to_string(s) + ", \"user_id\" : \"" + u + "-" +
+                             std::to_string(s) + "\", \"user_ordinal\" : 1, \"request_id\" : \"r\", \"issued_at_us\" : " +
+                             std::to_string(1'000 + s) + ", \"valid_until_us\" : null}";
+    EXPECT_EQ(rows[s - 1].second, want) << "seq " << s;
+  }
+  EXPECT_EQ(rows[6].first, "campaign.sold_out:" + std::to_string(c) + ":6");
+  // Written again (a writer that lost the commit's reply): nothing new.
+  EXPECT_EQ(pgstore::write_grants(*conn_, grants(1, 6)).already_present, 6);
+  EXPECT_EQ(outbox_of(*conn_, c).size(), 7u);
+  // Events off: the rows, no events.
+  const int64_t off = campaign(0, 2);
+  pgstore::write_grants(*conn_, {Grant{off, 1, u, 1, "", 1}}, /*events=*/false);
+  EXPECT_TRUE(outbox_of(*conn_, off).empty());
+}

@@ -370,3 +370,29 @@ def test_relay_stopped_between_xadd_and_delete_republishes_with_the_same_ids() -
             healthy.close()
     finally:
         e.close()
+
+
+def test_a_standalone_worker_writes_and_relays_the_events(python: str) -> None:
+    import subprocess
+
+    kw = production_kwargs()
+    e = couponcore.open(**kw, writer_threads=0, events_relay=False)
+    try:
+        worker = subprocess.Popen(
+            [python, "-m", "couponcore", "worker", "--redis", kw["redis"], "--postgres", kw["postgres"],
+             "--key-prefix", kw["key_prefix"], "--threads", "1", "--report-s", "0"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            c = e.campaigns.create("worker", quantity=3)
+            for i in range(3):
+                e.issue(c.id, uid(f"u{i}"))
+            assert e.drain(30)
+            got = collect(e, group(), of_campaign(c.id), 4, ["coupon.issued", "campaign.sold_out"])
+            assert sorted(ev.type for ev in got) == ["campaign.sold_out"] + ["coupon.issued"] * 3
+        finally:
+            worker.terminate()
+            _, err = worker.communicate(timeout=30)
+            assert worker.returncode == 0, err
+    finally:
+        e.close()

@@ -37,7 +37,7 @@ struct EventDeadLetter {
 };
 
 struct EventStats {
-  int64_t written = 0;             // embedded: rows in `events`; production: this engine's outbox rows relayed
+  int64_t written = 0;             // events written by the deployment (its outbox / log sequence)
   int64_t relayed = 0;             // production: events this engine's relay published
   int64_t outbox_rows = 0;         // production: rows waiting in event_outbox (embedded: 0)
   int64_t outbox_oldest_age_ms = 0;

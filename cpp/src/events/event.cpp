@@ -58,6 +58,77 @@ void append_json_string(std::string& out, std::string_view s) {
   out.push_back('"');
 }
 
+namespace {
+
+// json_build_object's text format: {"k" : v, "k2" : v2}
+class JsonObject {
+ public:
+  JsonObject& num(std::string_view k, int64_t v) { return key(k).append(std::to_string(v)); }
+  JsonObject& num(std::string_view k, std::optional<int64_t> v) { return v ? num(k, *v) : key(k).append("null"); }
+  JsonObject& str(std::string_view k, std::string_view v) {
+    key(k);
+    append_json_string(s_, v);
+    return *this;
+  }
+  JsonObject& opt_str(std::string_view k, std::string_view v) { return v.empty() ? key(k).append("null") : str(k, v); }
+  std::string done() { return s_.append("}"); }
+
+ private:
+  JsonObject& key(std::string_view k) {
+    s_.append(s_.size() > 1 ? ", " : "");
+    append_json_string(s_, k);
+    s_.append(" : ");
+    return *this;
+  }
+  JsonObject& append(const std::string& v) {
+    s_.append(v);
+    return *this;
+  }
+  std::string s_ = "{";
+};
+
+}  // namespace
+
+void append_issued_rows(const Grant& g, int64_t partner_id, int64_t quantity, std::optional<int64_t> valid_until_us,
+                        std::vector<Row>& out) {
+  const int64_t coupon = make_coupon_id(g.campaign_id, g.seq);
+  const std::string cid = std::to_string(g.campaign_id);
+  Row r;
+  r.id = "coupon.issued:" + cid + ":" + std::to_string(g.seq);
+  r.type = "coupon.issued";
+  r.subject = "coupon/" + std::to_string(coupon);
+  r.partner_id = partner_id;
+  r.time_us = g.issued_at_us;
+  r.traceparent = g.traceparent;
+  r.data = JsonObject()
+               .num("coupon_id", coupon)
+               .num("campaign_id", g.campaign_id)
+               .num("seq", int64_t{g.seq})
+               .str("user_id", g.user_id)
+               .num("user_ordinal", int64_t{g.user_ordinal})
+               .opt_str("request_id", g.request_id)
+               .num("issued_at_us", g.issued_at_us)
+               .num("valid_until_us", valid_until_us)
+               .done();
+  out.push_back(std::move(r));
+  if (static_cast<int64_t>(g.seq) != quantity) return;
+  Row s;
+  s.id = "campaign.sold_out:" + cid + ":" + std::to_string(quantity);
+  s.type = "campaign.sold_out";
+  s.subject = "campaign/" + cid;
+  s.partner_id = partner_id;
+  s.time_us = g.issued_at_us;
+  s.traceparent = g.traceparent;
+  s.data = JsonObject()
+               .num("campaign_id", g.campaign_id)
+               .num("quantity", quantity)
+               .num("last_coupon_id", coupon)
+               .str("last_user_id", g.user_id)
+               .num("sold_out_at_us", g.issued_at_us)
+               .done();
+  out.push_back(std::move(s));
+}
+
 std::string rfc3339_us(int64_t time_us) {
   int64_t secs = time_us / 1'000'000, micros = time_us % 1'000'000;
   if (micros < 0) {

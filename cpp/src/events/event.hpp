@@ -7,11 +7,13 @@
 
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "couponcore/events.hpp"
+#include "couponcore/types.hpp"
 
 namespace couponcore::events {
 
@@ -38,6 +40,14 @@ struct Row {
   std::string traceparent;   // "" = none
   std::string data;          // a JSON object
 };
+
+// The rows of coupon.issued and campaign.sold_out for one grant, built here for the stores' bulk
+// paths (PostgreSQL's COPY, SQLite's group commit). The data objects are formatted exactly as
+// PostgreSQL's json_build_object(...)::text formats those of events/event_sql.hpp (the
+// writer's set-based fallback), so a grant's event has the same bytes whichever path wrote it.
+// seq is 0 (the store assigns it). Appends one row, or two when g.seq == quantity.
+void append_issued_rows(const Grant& g, int64_t partner_id, int64_t quantity, std::optional<int64_t> valid_until_us,
+                        std::vector<Row>& out);
 
 // The CloudEvents 1.0 JSON of a row (attributes, extensions sequence / partnerid / traceparent,
 // data embedded as is).

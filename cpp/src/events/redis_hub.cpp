@@ -289,13 +289,13 @@ EventHub* ProductionEvents::start(const ProductionOptions& o, const redis::Redis
                                         EventStats st;
                                         if (Relay* r = relay_.get()) {
                                           st.relayed = r->relayed();
-                                          st.written = st.relayed;
                                           st.relay_active = r->active();
                                         }
                                         auto c = pool.acquire();
                                         pgevents::Backlog b = pgevents::backlog(*c);
                                         st.outbox_rows = b.rows;
                                         st.outbox_oldest_age_ms = b.oldest_age_ms;
+                                        st.written = b.written;
                                         return st;
                                       }});
   return hub_.get();

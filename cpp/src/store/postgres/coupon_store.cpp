@@ -82,37 +82,20 @@ constexpr const char* kAbsentSql =
 
 // The fast path's statements: the validity rules of a batch's campaigns, then COPY (text format).
 constexpr const char* kGrantRulesSql =
-    "SELECT id, valid_until_us, valid_days FROM campaigns WHERE id = ANY($1::bigint[])";
+    "SELECT id, valid_until_us, valid_days, partner_id, quantity FROM campaigns WHERE id = ANY($1::bigint[])";
 constexpr const char* kCopyGrantsSql =
     "COPY coupons (id, campaign_id, seq, user_id, user_ordinal, request_id, issued_at_us, valid_until_us)"
     " FROM STDIN";
 constexpr int64_t kMicrosPerDay = 86'400'000'000;
 
-void append_copy_int(std::string& out, int64_t v) {
-  char buf[24];
-  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
-  out.append(buf, end);
-}
-
-// A text-format COPY field. Ids are validated to a safe alphabet upstream; the escaping does not
-// rely on it.
-void append_copy_text(std::string& out, std::string_view v) {
-  for (char c : v) {
-    switch (c) {
-      case '\\': out.append("\\\\"); break;
-      case '\t': out.append("\\t"); break;
-      case '\n': out.append("\\n"); break;
-      case '\r': out.append("\\r"); break;
-      default: out.push_back(c);
-    }
-  }
-}
+using pg::append_copy_int;
+using pg::append_copy_text;
 
 // Writes the batch with COPY inside the caller's transaction and returns the rows written, or
 // nullopt when the fast path does not apply (a campaign without a row, a validity that does not
 // fit in 64 bits): the set-based statement then decides those cases, as it always has.
 // valid_until_us is computed here exactly as insert_grants_sql() computes it.
-std::optional<int64_t> copy_grants(pg::Conn& conn, const std::vector<Grant>& grants) {
+std::optional<int64_t> copy_grants(pg::Conn& conn, const std::vector<Grant>& grants, bool events) {
   std::vector<int64_t> ids;
   for (const Grant& g : grants) {
     if (ids.empty() || ids.back() != g.campaign_id) ids.push_back(g.campaign_id);
@@ -122,15 +105,18 @@ std::optional<int64_t> copy_grants(pg::Conn& conn, const std::vector<Grant>& gra
   struct Rule {
     int64_t id;
     std::optional<int64_t> until, days;
+    int64_t partner_id, quantity;
   };
   std::vector<Rule> rules;
   pg::Result r = conn.exec_prepared("cc_grant_rules", kGrantRulesSql, pg::Params().add_array(ids));
-  for (int row = 0; row < r.rows(); ++row) rules.push_back({r.i64(row, 0), r.opt_i64(row, 1), r.opt_i64(row, 2)});
+  for (int row = 0; row < r.rows(); ++row) rules.push_back({r.i64(row, 0), r.opt_i64(row, 1), r.opt_i64(row, 2), r.i64(row, 3), r.i64(row, 4)});
   if (rules.size() != ids.size()) return std::nullopt;
   std::sort(rules.begin(), rules.end(), [](const Rule& a, const Rule& b) { return a.id < b.id; });
 
   std::string data;
   data.reserve(grants.size() * 96);
+  std::vector<events::Row> outbox;
+  if (events) outbox.reserve(grants.size());
   for (const Grant& g : grants) {
     const Rule& rule = *std::lower_bound(rules.begin(), rules.end(), g.campaign_id,
                                          [](const Rule& a, int64_t id) { return a.id < id; });
@@ -143,6 +129,7 @@ std::optional<int64_t> copy_grants(pg::Conn& conn, const std::vector<Grant>& gra
       }
       valid_until = until;
     }
+    if (events) events::append_issued_rows(g, rule.partner_id, rule.quantity, valid_until, outbox);
     append_copy_int(data, (g.campaign_id << 32) | static_cast<int64_t>(g.seq));
     data.push_back('\t');
     append_copy_int(data, g.campaign_id);
@@ -168,7 +155,9 @@ std::optional<int64_t> copy_grants(pg::Conn& conn, const std::vector<Grant>& gra
     }
     data.push_back('\n');
   }
-  return conn.copy_in(kCopyGrantsSql, data);
+  const int64_t n = conn.copy_in(kCopyGrantsSql, data);
+  if (events) pgevents::copy_rows(conn, outbox);  // after the rows, in their transaction
+  return n;
 }
 
 pg::Params grant_params(const std::vector<Grant>& grants, bool full) {
@@ -316,8 +305,7 @@ WriteOutcome write_grants(pg::Conn& conn, const std::vector<Grant>& grants, bool
   // statement below then sorts out each grant, as it does for a batch with a bad row.
   try {
     pg::Tx tx(conn);
-    if (std::optional<int64_t> n = copy_grants(conn, grants)) {
-      if (events) pgevents::write_issued(conn, grants);
+    if (std::optional<int64_t> n = copy_grants(conn, grants, events)) {
       tx.commit();
       CC_ASSERT(*n == static_cast<int64_t>(grants.size()),
                 "COPY wrote " + std::to_string(*n) + " rows for " + std::to_string(grants.size()) + " grants");

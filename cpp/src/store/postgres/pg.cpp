@@ -314,6 +314,26 @@ void Tx::commit() {
   conn_.exec("COMMIT");
 }
 
+// ---- COPY fields ------------------------------------------------------------------------------
+
+void append_copy_int(std::string& out, int64_t v) {
+  char buf[24];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+  out.append(buf, end);
+}
+
+void append_copy_text(std::string& out, std::string_view v) {
+  for (char c : v) {
+    switch (c) {
+      case '\\': out.append("\\\\"); break;
+      case '\t': out.append("\\t"); break;
+      case '\n': out.append("\\n"); break;
+      case '\r': out.append("\\r"); break;
+      default: out.push_back(c);
+    }
+  }
+}
+
 // ---- migrations ------------------------------------------------------------------------------
 
 namespace {

@@ -132,6 +132,10 @@ struct ConnOptions {
   bool connect_now = true;              // false: the first exec() connects
 };
 
+// COPY text-format fields: an integer; text with backslash, tab, newline and CR escaped.
+void append_copy_int(std::string& out, int64_t v);
+void append_copy_text(std::string& out, std::string_view v);
+
 class Conn {
  public:
   explicit Conn(std::string conninfo, ConnOptions options = {});

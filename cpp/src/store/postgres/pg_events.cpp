@@ -28,30 +28,40 @@ const pg::MigrationRegistrar kRegisterEventMigrations("events", &migrations);
 
 std::string issued_events_sql() { return events::issued_events_sql(events::Dialect::kPostgres, "src r"); }
 
-void write_issued(pg::Conn& conn, const std::vector<Grant>& grants) {
-  static const std::string sql =
-      "WITH src AS (SELECT c.id, c.campaign_id, c.seq, c.user_id, c.user_ordinal, c.request_id,"
-      "  c.issued_at_us, c.valid_until_us, t.tp"
-      "  FROM unnest($1::bigint[], $2::int[], $3::text[]) AS t(campaign_id, seq, tp)"
-      "  JOIN coupons c ON c.campaign_id = t.campaign_id AND c.seq = t.seq) " +
-      issued_events_sql();
-  std::vector<int64_t> campaign(grants.size());
-  std::vector<uint32_t> seq(grants.size());
-  std::vector<std::string> tp(grants.size());
-  for (std::size_t i = 0; i < grants.size(); ++i) {
-    campaign[i] = grants[i].campaign_id;
-    seq[i] = grants[i].seq;
-    tp[i] = grants[i].traceparent;
+void copy_rows(pg::Conn& conn, const std::vector<events::Row>& rows) {
+  if (rows.empty()) return;
+  std::string data;
+  data.reserve(rows.size() * 320);
+  for (const events::Row& r : rows) {
+    pg::append_copy_text(data, r.id);
+    data.push_back('\t');
+    pg::append_copy_text(data, r.type);
+    data.push_back('\t');
+    pg::append_copy_text(data, r.subject);
+    data.push_back('\t');
+    pg::append_copy_int(data, r.partner_id);
+    data.push_back('\t');
+    pg::append_copy_int(data, r.time_us);
+    data.push_back('\t');
+    if (r.traceparent.empty()) {
+      data.append("\\N");
+    } else {
+      pg::append_copy_text(data, r.traceparent);
+    }
+    data.push_back('\t');
+    pg::append_copy_text(data, r.data);
+    data.push_back('\n');
   }
-  conn.exec_prepared("cc_outbox_issued", sql,
-                     pg::Params().add_array(campaign).add_array(seq).add_array_empty_as_null(tp));
+  conn.copy_in("COPY event_outbox (event_id, type, subject, partner_id, time_us, traceparent, data) FROM STDIN", data);
 }
 
 Backlog backlog(pg::Conn& conn) {
   pg::Result r = conn.exec(
-      "SELECT count(*), coalesce((extract(epoch from clock_timestamp()) * 1000000)::bigint - min(created_at_us), 0)"
+      "SELECT count(*), coalesce((extract(epoch from clock_timestamp()) * 1000000)::bigint - min(created_at_us), 0),"
+      " (SELECT coalesce(last_value, 0) FROM pg_sequences WHERE schemaname = current_schema()"
+      "  AND sequencename = 'event_outbox_seq_seq')"
       " FROM event_outbox");
-  return Backlog{r.i64(0, 0), r.i64(0, 1) / 1000};
+  return Backlog{r.i64(0, 0), r.i64(0, 1) / 1000, r.opt_i64(0, 2).value_or(0)};
 }
 
 std::vector<events::Row> read_batch(pg::Conn& conn, std::size_t limit) {

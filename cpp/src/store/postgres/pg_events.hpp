@@ -27,13 +27,15 @@ const std::vector<pg::Migration>& migrations();
 // seq = quantity. Put inside a WITH, after `src`.
 std::string issued_events_sql();
 
-// After COPY, in its transaction: the events of `grants` (all inserted by COPY).
-void write_issued(pg::Conn& conn, const std::vector<Grant>& grants);
+// In the caller's transaction: COPY of rows built by events::append_issued_rows (the writer's
+// COPY path: every grant of the batch was inserted).
+void copy_rows(pg::Conn& conn, const std::vector<events::Row>& rows);
 
 // The outbox read by the relay and its backlog.
 struct Backlog {
   int64_t rows = 0;
   int64_t oldest_age_ms = 0;  // 0: empty
+  int64_t written = 0;        // the outbox sequence's last value: events written so far
 };
 Backlog backlog(pg::Conn& conn);
 std::vector<events::Row> read_batch(pg::Conn& conn, std::size_t limit);

@@ -38,16 +38,23 @@ const std::vector<sqlite::Migration>& migrations() {
 }
 
 IssuedWriter::IssuedWriter(sqlite::Db& db)
-    : stmt_(db, events::issued_events_sql(events::Dialect::kSqlite, "(SELECT c.*, ?2 AS tp FROM coupons c WHERE c.id = ?1) r")) {}
+    : stmt_(db,
+            "INSERT OR IGNORE INTO events (event_id, type, subject, partner_id, time_us, traceparent, data)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)") {}
 
-void IssuedWriter::write(const Grant& g) {
-  stmt_.bind(1, make_coupon_id(g.campaign_id, g.seq));
-  if (g.traceparent.empty()) {
-    stmt_.bind_null(2);
-  } else {
-    stmt_.bind(2, std::string_view(g.traceparent));
+void IssuedWriter::write(const Grant& g, int64_t partner_id, int64_t quantity, std::optional<int64_t> valid_until_us) {
+  rows_.clear();
+  events::append_issued_rows(g, partner_id, quantity, valid_until_us, rows_);
+  for (const events::Row& r : rows_) {
+    stmt_.bind(1, std::string_view(r.id)).bind(2, std::string_view(r.type)).bind(3, std::string_view(r.subject));
+    stmt_.bind(4, r.partner_id).bind(5, r.time_us);
+    if (r.traceparent.empty()) {
+      stmt_.bind_null(6);
+    } else {
+      stmt_.bind(6, std::string_view(r.traceparent));
+    }
+    stmt_.bind(7, std::string_view(r.data)).run();
   }
-  stmt_.run();
 }
 
 namespace {
@@ -287,7 +294,7 @@ class SqliteHub final : public EventHub {
 
   EventStats stats() override {
     std::lock_guard lock(mu_);
-    sqlite::Stmt s(db_, "SELECT coalesce(max(seq), 0) FROM events");
+    sqlite::Stmt s(db_, "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)");
     EventStats st;
     if (s.step()) st.written = s.i64(0);
     return st;

@@ -20,14 +20,16 @@ namespace couponcore::sqlite_events {
 const std::vector<sqlite::Migration>& migrations();
 
 // In the caller's transaction, after the grant's coupon row was inserted: coupon.issued, and
-// campaign.sold_out when its seq is the campaign's quantity. INSERT OR IGNORE: one event per id.
+// campaign.sold_out when its seq is the campaign's quantity (events::append_issued_rows).
+// INSERT OR IGNORE: one event per id.
 class IssuedWriter {
  public:
   explicit IssuedWriter(sqlite::Db& db);
-  void write(const Grant& g);
+  void write(const Grant& g, int64_t partner_id, int64_t quantity, std::optional<int64_t> valid_until_us);
 
  private:
   sqlite::Stmt stmt_;
+  std::vector<events::Row> rows_;
 };
 
 // In the caller's transaction (or savepoint), after the change: the coupon events `types`

@@ -115,7 +115,7 @@ Campaign SqliteStore::insert_campaign(const CampaignSpec& spec, int64_t now_us) 
   c.spec = spec;
   c.created_at_us = now_us;
   tx.commit();
-  validity_[c.id] = Validity{spec.valid_until_us, spec.valid_days};
+  validity_[c.id] = Validity{spec.valid_until_us, spec.valid_days, spec.partner_id, spec.quantity};
   return c;
 }
 
@@ -124,7 +124,9 @@ std::vector<Campaign> SqliteStore::load_campaigns() {
   sqlite::Stmt s(db_, std::string("SELECT ") + kCampaignColumns + " FROM campaigns ORDER BY id");
   std::vector<Campaign> out;
   while (s.step()) out.push_back(campaign_from_row(s));
-  for (const Campaign& c : out) validity_[c.id] = Validity{c.spec.valid_until_us, c.spec.valid_days};
+  for (const Campaign& c : out) {
+    validity_[c.id] = Validity{c.spec.valid_until_us, c.spec.valid_days, c.spec.partner_id, c.spec.quantity};
+  }
   return out;
 }
 
@@ -146,21 +148,24 @@ void SqliteStore::update_campaign_quantity(int64_t campaign_id, int64_t quantity
     throw_conflict("campaign " + std::to_string(campaign_id) + ": quantity " + std::to_string(quantity) +
                    " is below the coupons already issued");
   }
+  if (auto it = validity_.find(campaign_id); it != validity_.end()) it->second.quantity = quantity;
 }
 
-std::optional<int64_t> SqliteStore::valid_until_locked(int64_t campaign_id, int64_t issued_at_us) {
+const SqliteStore::Validity& SqliteStore::terms_locked(int64_t campaign_id) {
   auto it = validity_.find(campaign_id);
   if (it == validity_.end()) {
-    sqlite::Stmt s(db_, "SELECT valid_until_us, valid_days FROM campaigns WHERE id = ?");
+    sqlite::Stmt s(db_, "SELECT valid_until_us, valid_days, partner_id, quantity FROM campaigns WHERE id = ?");
     s.bind(1, campaign_id);
     Validity v;
     if (s.step()) {
       v.valid_until_us = s.opt_i64(0);
       if (auto d = s.opt_i64(1)) v.valid_days = static_cast<int32_t>(*d);
+      v.partner_id = s.i64(2);
+      v.quantity = s.i64(3);
     }
     it = validity_.emplace(campaign_id, v).first;
   }
-  return coupon_valid_until_us(it->second.valid_until_us, it->second.valid_days, issued_at_us);
+  return it->second;
 }
 
 void SqliteStore::for_each_grant(int64_t campaign_id, const std::function<void(const Grant&)>& fn) {
@@ -199,9 +204,11 @@ void SqliteStore::write_grants(const std::vector<Grant>& grants) {
       s.bind(6, std::string_view(g.request_id));
     }
     s.bind(7, g.issued_at_us);
-    s.bind(8, valid_until_locked(g.campaign_id, g.issued_at_us));
+    const Validity& t = terms_locked(g.campaign_id);
+    const std::optional<int64_t> valid_until = coupon_valid_until_us(t.valid_until_us, t.valid_days, g.issued_at_us);
+    s.bind(8, valid_until);
     s.run();
-    if (outbox) outbox->write(g);  // after the row, in its transaction (docs/events.md)
+    if (outbox) outbox->write(g, t.partner_id, t.quantity, valid_until);  // after the row, in its transaction
   }
   tx.commit();
 }

@@ -45,12 +45,15 @@ class SqliteStore {
 
  private:
   // A coupon's valid_until_us is fixed at issue from its campaign's (immutable) validity rule;
-  // the rule is kept here so the group commit computes it without a query per grant.
+  // the rule is kept here so the group commit computes it without a query per grant. So are the
+  // partner and the quantity, for the grant's events (sqlite_events.hpp).
   struct Validity {
     std::optional<int64_t> valid_until_us;
     std::optional<int32_t> valid_days;
+    int64_t partner_id = 0;
+    int64_t quantity = 0;
   };
-  std::optional<int64_t> valid_until_locked(int64_t campaign_id, int64_t issued_at_us);
+  const Validity& terms_locked(int64_t campaign_id);
 
   std::mutex mu_;
   sqlite::Db db_;
