@@ -25,6 +25,7 @@ from ._core import (
     Unavailable,
 )
 from ._engine import Campaigns, Coupons, DeadLetters, Engine, Partners, Scope, migrate, open
+from ._event_errors import EventSchemaError, UnknownEventType, UnsupportedSchemaVersion
 from ._types import (
     Campaign,
     CampaignStats,
@@ -67,6 +68,7 @@ __all__ = [
     "Coupons",
     "Engine",
     "Error",
+    "EventSchemaError",
     "ExpireReport",
     "InsufficientFunds",
     "InternalError",
@@ -81,6 +83,8 @@ __all__ = [
     "Scope",
     "Status",
     "Unauthenticated",
+    "UnknownEventType",
+    "UnsupportedSchemaVersion",
     "Unavailable",
     "WriterInfo",
     "UseResult",

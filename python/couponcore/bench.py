@@ -667,6 +667,12 @@ def bench_windows(**kwargs: Any) -> dict[str, Any]:
     return run(**kwargs)
 
 
+def bench_decode(**kwargs: Any) -> dict[str, Any]:
+    from ._bench_decode import bench_decode as run
+
+    return run(**kwargs)
+
+
 BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {
     "embedded": bench_embedded,
     "embedded-threads": bench_embedded_threads,
@@ -684,4 +690,5 @@ BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {
     "tracing": bench_tracing,
     "ratelimit": bench_ratelimit,
     "events": bench_events,
+    "decode": bench_decode,
 }

@@ -151,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     wn.add_argument("rest", nargs=argparse.REMAINDER)
 
+    from .events._cli import add_parser as add_events_parser
+
+    add_events_parser(sub, _servers)
+
     b = sub.add_parser(
         "bench",
         help="side-by-side benchmarks (JSON)",
@@ -326,6 +330,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if steps is not None:
                 print(f"couponcore migrate: jobs schema (procrastinate): {steps} step(s) applied")
             return EXIT_OK
+        if args.command == "events":
+            from .events._cli import run as run_events
+
+            return run_events(args)
         if args.command == "jobs":
             from .jobs._cli import main as jobs_main
 

@@ -162,6 +162,34 @@ def test_embedded_demo(venv: Path, work: Path) -> None:
     assert s["rows_in_store"] == 1000 and s["distinct_users"] == 1000 and s["max_seq"] == 1000
 
 
+_EVENT_SCHEMAS = textwrap.dedent(
+    """
+    import json
+    from importlib import resources
+    import couponcore.events as ev
+
+    root = resources.files("couponcore.events").joinpath("schemas")
+    found = {}
+    for t in list(ev.EVENT_TYPES) + ["cloudevent"]:
+        found[t] = sorted(p.name for p in root.joinpath(t).iterdir())
+        for name in found[t]:
+            json.loads(root.joinpath(t, name).read_text())
+    envelope = ev.load_schema("cloudevent", 1)["examples"][0]
+    print(json.dumps({"files": found, "v2": ev.decode(envelope, version=2).data.issued_at}))
+    """
+)
+
+
+def test_event_schemas_ship_in_the_wheel(venv: Path, work: Path) -> None:
+    """The JSON Schema files are package data: every event type's v1 (and coupon.issued's v2) is
+    installed, parses, and decoding with an upcast works from the installed package alone."""
+    out = json.loads(_run([venv / "bin" / "python", "-c", _EVENT_SCHEMAS], cwd=work, env=_clean_env()))
+    assert len(out["files"]) == 11, out
+    assert all("v1.json" in names for names in out["files"].values()), out
+    assert out["files"]["coupon.issued"] == ["v1.json", "v2.json"], out
+    assert out["v2"] == "2026-12-06T09:20:00.123456Z", out
+
+
 _PRODUCTION_SMOKE = textwrap.dedent(
     """
     import json, os, sys

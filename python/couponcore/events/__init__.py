@@ -14,6 +14,10 @@ acknowledged comes back (to the same consumer after a restart, or claimed by ano
 the group once it has been idle ``claim_idle_ms``); ids are stable, so a consumer that dedupes
 by ``event.id`` gets each change exactly once. Within a type, events come in ``sequence`` order;
 a batch spanning several types is sorted by ``sequence``, so one subject's events keep their order.
+
+Typed, versioned reading: ``decode(event, version=None)`` against the JSON Schemas shipped in
+``couponcore/events/schemas/``; signed HTTP webhooks: ``couponcore.events.webhooks``
+(docs/webhooks.md).
 """
 
 from __future__ import annotations
@@ -29,25 +33,61 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .. import _core
+from .._event_errors import EventSchemaError, UnknownEventType, UnsupportedSchemaVersion
+from ._decode import (
+    DATA_CLASSES,
+    CampaignSoldOutV1,
+    CouponExpiredV1,
+    CouponIssuedV1,
+    CouponIssuedV2,
+    CouponUseCancelledV1,
+    CouponUsedV1,
+    DecodedEvent,
+    PointsCancelledV1,
+    PointsEarnedV1,
+    PointsExpiredV1,
+    PointsTransferredV1,
+    PointsUsedV1,
+    decode,
+)
+
+# The catalogue (docs/events.md; the C++ core lists the same, in this order) lives with the schemas.
+from ._schema import EVENT_TYPES, dataschema_urn, example_event, latest_version, parse_dataschema, versions
+from ._schema import load as load_schema
 
 if TYPE_CHECKING:
     from .._engine import Engine
 
-__all__ = ["EVENT_TYPES", "Event", "EventDeadLetter", "EventStream", "Events"]
-
-#: The catalogue (docs/events.md), in the order the C++ core lists it.
-EVENT_TYPES: tuple[str, ...] = (
-    "coupon.issued",
-    "coupon.used",
-    "coupon.use_cancelled",
-    "coupon.expired",
-    "campaign.sold_out",
-    "points.earned",
-    "points.used",
-    "points.cancelled",
-    "points.expired",
-    "points.transferred",
-)
+__all__ = [
+    "DATA_CLASSES",
+    "EVENT_TYPES",
+    "CampaignSoldOutV1",
+    "CouponExpiredV1",
+    "CouponIssuedV1",
+    "CouponIssuedV2",
+    "CouponUseCancelledV1",
+    "CouponUsedV1",
+    "DecodedEvent",
+    "Event",
+    "EventDeadLetter",
+    "EventSchemaError",
+    "EventStream",
+    "Events",
+    "PointsCancelledV1",
+    "PointsEarnedV1",
+    "PointsExpiredV1",
+    "PointsTransferredV1",
+    "PointsUsedV1",
+    "UnknownEventType",
+    "UnsupportedSchemaVersion",
+    "dataschema_urn",
+    "decode",
+    "example_event",
+    "latest_version",
+    "load_schema",
+    "parse_dataschema",
+    "versions",
+]
 
 
 def _time(value: str) -> datetime:
