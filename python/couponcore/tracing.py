@@ -109,31 +109,52 @@ class SpanEmitter:
 
         self.tracer = provider.get_tracer("couponcore", __version__)
         self._stop = threading.Event()
-        self._lock = threading.Lock()  # one emitter of records at a time: flush() and the thread
+        # One emitter of records at a time (flush() and the thread). The thread's take is not
+        # under it (it waits up to 100 ms for records): _taking says a take may hold records not
+        # emitted yet, _passes counts the thread's finished takes, so flush() can wait for them.
+        self._cond = threading.Condition(threading.Lock())
+        self._taking = False
+        self._passes = 0
         core.enable_tracing(capacity)
         self._thread = threading.Thread(target=self._run, name="couponcore-spans", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            with self._cond:
+                self._taking = True
+            records: list[tuple[Any, ...]] = []
             try:
                 records = self._core.take_trace_records(256, 100)
             except Exception:  # the engine closed under us
                 return
-            if records:
-                with self._lock:
-                    self._emit(records)
+            finally:
+                with self._cond:
+                    try:
+                        if records:
+                            self._emit(records)
+                    finally:
+                        self._taking = False
+                        self._passes += 1
+                        self._cond.notify_all()
 
     def flush(self) -> int:
-        """Emits every record noted so far, now; returns how many."""
+        """Emits every record noted so far, now; returns how many this call emitted itself.
+
+        A record the thread took before flush() drained the buffer is emitted by the thread:
+        flush() waits for that take to end (at most the thread's 100 ms wait for records)."""
         n = 0
-        with self._lock:
+        with self._cond:
+            pass_in_hand = self._passes if self._taking else None
             while True:
                 records = self._core.take_trace_records(1024, 0)
                 if not records:
-                    return n
+                    break
                 self._emit(records)
                 n += len(records)
+            if pass_in_hand is not None:
+                self._cond.wait_for(lambda: self._passes != pass_in_hand)
+        return n
 
     def stats(self) -> dict[str, int]:
         """recorded / dropped (buffer full) records, and malformed traceparents ignored."""
