@@ -70,4 +70,10 @@ gate::RedisGateOptions gate_options(const ProductionOptions& o) {
   return g;
 }
 
+pg::ConnOptions control_conn_options() {
+  pg::ConnOptions c;
+  c.application_name = "couponcore-control";
+  return c;
+}
+
 }  // namespace couponcore::detail

@@ -5,6 +5,7 @@
 #include "couponcore/engine.hpp"
 #include "gate/redis_gate.hpp"
 #include "redis/redis.hpp"
+#include "store/postgres/pg.hpp"
 
 namespace couponcore::detail {
 
@@ -13,5 +14,7 @@ void check_options(const ProductionOptions& o);
 // A Redis connection's options; role is appended to the client name (CLIENT LIST shows it).
 redis::RedisConnOptions redis_options(const ProductionOptions& o, const char* role);
 gate::RedisGateOptions gate_options(const ProductionOptions& o);
+// The control connections' (and reconcile's) PostgreSQL options.
+pg::ConnOptions control_conn_options();
 
 }  // namespace couponcore::detail
