@@ -11,23 +11,40 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from typing import Any
+from typing import Any, Optional
 
 from .bench import _bench_servers, _cleanup_prefix
 
 
-def _writer_round(srv: dict[str, str], prefix: str, grants: int, events: bool, relay_batch_max: int) -> dict[str, Any]:
+def _writer_round(
+    srv: dict[str, str],
+    prefix: str,
+    grants: int,
+    events: bool,
+    relay_batch_max: int,
+    engine_options: Optional[dict[str, Any]] = None,
+    traced: bool = False,
+) -> dict[str, Any]:
+    """A `couponcore worker` (2 threads, events on or off) drains `grants` grants that an engine
+    (`engine_options`; traced: each grant with its own traceparent) put into the grant log."""
     from . import _core
     from ._engine import open as cc_open
 
     # The engine fills the grant log and relays nothing (events_relay=False): the worker's relay
     # is the one that runs, as in a deployment of `couponcore worker` processes.
     with cc_open(
-        redis=srv["redis"], postgres=srv["postgres"], key_prefix=prefix, writer_threads=0, events_relay=False
+        redis=srv["redis"],
+        postgres=srv["postgres"],
+        key_prefix=prefix,
+        writer_threads=0,
+        events_relay=False,
+        **(engine_options or {}),
     ) as e:
         c = e.campaigns.create("bench-events", quantity=grants)
         for j in range(0, grants, 10_000):
-            e.issue_many(c.id, [f"ev-{i:08d}" for i in range(j, min(grants, j + 10_000))])
+            users = [f"ev-{i:08d}" for i in range(j, min(grants, j + 10_000))]
+            tps = [f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-01" for _ in users] if traced else None
+            e.issue_many(c.id, users, traceparent=tps)
         worker = _core.Worker(
             {
                 "redis_url": srv["redis"],

@@ -667,6 +667,12 @@ def bench_windows(**kwargs: Any) -> dict[str, Any]:
     return run(**kwargs)
 
 
+def bench_connect(**kwargs: Any) -> dict[str, Any]:
+    from ._bench_connect import bench_connect as run
+
+    return run(**kwargs)
+
+
 def bench_decode(**kwargs: Any) -> dict[str, Any]:
     from ._bench_decode import bench_decode as run
 
@@ -691,4 +697,5 @@ BENCHMARKS: dict[str, Callable[[], dict[str, Any]]] = {
     "ratelimit": bench_ratelimit,
     "events": bench_events,
     "decode": bench_decode,
+    "connect": bench_connect,
 }
