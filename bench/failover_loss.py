@@ -60,6 +60,35 @@ def free_port_range(first: int = 7300, last: int = 7990) -> int:
     raise RuntimeError(f"no {NODES} free consecutive ports in {first}..{last}")
 
 
+def start_redis_server(directory: str, port: int, *extra: str) -> None:
+    """A daemonized redis-server on 127.0.0.1:port keeping nothing on disk, its pid and log files
+    in directory (redis-<port>.pid / .log), with the extra arguments."""
+    subprocess.run(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            directory,
+            "--daemonize",
+            "yes",
+            "--pidfile",
+            f"{directory}/redis-{port}.pid",
+            "--logfile",
+            f"{directory}/redis-{port}.log",
+            *extra,
+        ],
+        check=True,
+        timeout=30,
+    )
+
+
 class PrivateCluster:
     """A throwaway Redis Cluster for destructive tests; never the shared one."""
 
@@ -160,34 +189,15 @@ class PrivateCluster:
     def restart(self, port: int) -> None:
         """Starts a killed node again on its old cluster config: it rejoins as a replica of the
         master that replaced it (so that master has a replica for WAIT again)."""
-        subprocess.run(
-            [
-                "redis-server",
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                f"nodes-{port}.conf",
-                "--cluster-node-timeout",
-                self.env["COUPONCORE_CLUSTER_NODE_TIMEOUT_MS"],
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self.dir,
-                "--daemonize",
-                "yes",
-                "--pidfile",
-                f"{self.dir}/redis-{port}.pid",
-                "--logfile",
-                f"{self.dir}/redis-{port}.log",
-            ],
-            check=True,
-            timeout=30,
+        start_redis_server(
+            self.dir,
+            port,
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            f"nodes-{port}.conf",
+            "--cluster-node-timeout",
+            self.env["COUPONCORE_CLUSTER_NODE_TIMEOUT_MS"],
         )
 
     def wait_replica_synced(self, master: int, timeout_s: float = 30.0) -> None:
@@ -257,30 +267,7 @@ class PrivateSentinel:
         return redispy.Redis(host="127.0.0.1", port=port, socket_timeout=5, password=password)
 
     def _server(self, port: int, *extra: str) -> None:
-        subprocess.run(
-            [
-                "redis-server",
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self.dir,
-                "--daemonize",
-                "yes",
-                "--pidfile",
-                f"{self.dir}/redis-{port}.pid",
-                "--logfile",
-                f"{self.dir}/redis-{port}.log",
-                *extra,
-            ],
-            check=True,
-            timeout=30,
-        )
+        start_redis_server(self.dir, port, *extra)
 
     def start(self) -> str:
         self._server(self.primary)
