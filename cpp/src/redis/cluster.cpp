@@ -368,12 +368,10 @@ Reply ClusterRouter::command(const Args& args) {
   return execute(args, slot, conn, Reply(), false);
 }
 
-void ClusterRouter::append(Args args) {
-  drop_dangling();
-  if (read_done_) CC_BUG("redis: append() while pipelined replies are being handed back");
+void ClusterRouter::enqueue(Args args, const std::function<RedisConn&(const Args&, int* slot)>& pick) {
   Pending p;
   try {
-    p.conn = &route(args, &p.slot);
+    p.conn = &pick(args, &p.slot);
     p.conn->append(args);
   } catch (const Error&) {
     // The node is down or backing off: it may have failed over, so the map is asked again on
@@ -386,30 +384,26 @@ void ClusterRouter::append(Args args) {
   pending_.push_back(std::move(p));
 }
 
+void ClusterRouter::append(Args args) {
+  drop_dangling();
+  if (read_done_) CC_BUG("redis: append() while pipelined replies are being handed back");
+  enqueue(std::move(args), [this](const Args& a, int* slot) -> RedisConn& { return route(a, slot); });
+}
+
 void ClusterRouter::append_at(Args args, int slot) {
   drop_dangling();
   if (read_done_) CC_BUG("redis: append_at() while pipelined replies are being handed back");
   CC_ASSERT(slot >= 0 && slot < kClusterSlots, "append_at: a slot out of range");
   CC_ASSERT(first_key_index(args) < 0, "append_at is for keyless commands");
-  Pending p;
-  try {
+  enqueue(std::move(args), [this, slot](const Args&, int*) -> RedisConn& {
     ensure_ready();
     const int16_t m = slots_[static_cast<std::size_t>(slot)];
     if (m < 0) {
       stale_ = true;
       throw Error(ErrorCode::kUnavailable, "redis cluster: slot " + std::to_string(slot) + " is not served by any master");
     }
-    p.conn = masters_[static_cast<std::size_t>(m)];
-    p.conn->append(args);
-  } catch (const Error&) {
-    // The node is down or backing off: it may have failed over, so the map is asked again on
-    // the next call (without this, a map read before the promotion would be kept forever).
-    stale_ = true;
-    p.conn = nullptr;
-    p.error = std::current_exception();
-  }
-  p.args = std::move(args);
-  pending_.push_back(std::move(p));
+    return *masters_[static_cast<std::size_t>(m)];
+  });
 }
 
 Reply ClusterRouter::command_on(const std::string& addr, const Args& args) {

@@ -27,6 +27,7 @@
 #include <atomic>
 #include <deque>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -99,6 +100,8 @@ class ClusterRouter {
   void read_all();
   void abandon();
   void drop_dangling();
+  // Queues args on the connection pick(args, &slot) names, or with the error it threw.
+  void enqueue(Args args, const std::function<RedisConn&(const Args&, int* slot)>& pick);
 
   RedisUrl url_;
   RedisConnOptions options_;
