@@ -13,8 +13,8 @@ one. Errors have one JSON shape, ``{"error": {"type": "NotFound", "message": "..
 
 Issue answers are 200, except ``RATE_LIMITED`` (the campaign's rate limits): 429 with the same
 JSON and ``Retry-After`` (seconds, rounded up). ``create_app(address_rate_limit=N)`` also limits
-issue requests per client address in this process: 429 ``{"error": {"type": "RateLimited"}}``
-with ``Retry-After``. See docs/rate-limits.md.
+issue requests per client address (counted in Redis for the whole deployment with a production
+engine): 429 ``{"error": {"type": "RateLimited"}}`` with ``Retry-After``. See docs/rate-limits.md.
 
 ``GET /healthz`` and ``GET /metrics`` (Prometheus text) need no key. Issue endpoints are async
 and never block the event loop (``aissue``); the other calls run in the default executor.
