@@ -247,6 +247,16 @@ void register_engine(py::module_& m) {
         if (n < 0) return py::none();
         return py::int_(n);
       })
+      .def("count_address", [](PyEngine& self, const std::string& address, int32_t limit, int32_t window_ms) -> py::object {
+        Engine& e = self.get();
+        std::optional<int64_t> ms;
+        {
+          py::gil_scoped_release nogil;
+          ms = e.count_address(address, limit, window_ms);
+        }
+        if (!ms) return py::none();
+        return py::int_(*ms);
+      }, py::arg("address"), py::arg("limit"), py::arg("window_ms"))
       .def("flush_answers", [](PyEngine& self) {
         Engine& e = self.get();
         py::gil_scoped_release nogil;

@@ -83,8 +83,11 @@ def retry_after_s(seconds: float) -> int:
 
 class AddressLimiter:
     """At most ``limit`` issue requests per client address per fixed window of ``window_s``
-    seconds, in this process (each worker process counts on its own). Thread-safe; memory is
-    bounded by the addresses seen in one window (the counters are dropped when it ends).
+    seconds. With a production engine (``engine``) the count is the deployment's: kept in Redis
+    under the engine's key prefix (one Lua call per request, windows on the Redis clock), so every
+    app process shares one budget per address. Otherwise (no engine, or an embedded one) it is
+    this process's: thread-safe, memory bounded by the addresses seen in one window (dropped when
+    it ends).
 
     The address is the socket's peer, which behind a reverse proxy or load balancer is the
     proxy's: then name the header your proxy sets (``client_address_header``, e.g.
@@ -92,7 +95,9 @@ class AddressLimiter:
     the earlier ones are whatever the client sent). Only configure it behind a proxy that sets it,
     or any client can pick its own address."""
 
-    def __init__(self, limit: int, window_s: float = 1.0, client_address_header: Optional[str] = None) -> None:
+    def __init__(
+        self, limit: int, window_s: float = 1.0, client_address_header: Optional[str] = None, engine: Any = None
+    ) -> None:
         if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= 1_000_000:
             raise _core.InvalidArgument(f"address_rate_limit must be 0..1,000,000 requests per window, got {limit!r}")
         if isinstance(window_s, bool) or not isinstance(window_s, (int, float)) or not 0.01 <= window_s <= 3600:
@@ -100,19 +105,32 @@ class AddressLimiter:
         self.limit = limit
         self.window_s = float(window_s)
         self.header = client_address_header.lower() if client_address_header else None
+        # The deployment's count (production); None: counted in this process.
+        self._shared = engine._core if engine is not None and engine.kind == "production" else None
         self._lock = threading.Lock()
         self._window = -1
         self._counts: dict[str, int] = {}
 
+    @property
+    def shared(self) -> bool:
+        """True when the count is the deployment's (in Redis): then refuse() makes a round trip."""
+        return self._shared is not None
+
     def address(self, peer: Optional[str], header_value: Optional[str]) -> str:
         if self.header and header_value:
-            return header_value.split(",")[-1].strip() or (peer or "")
-        return peer or ""
+            address = header_value.split(",")[-1].strip() or (peer or "")
+        else:
+            address = peer or ""
+        return address[:_ADDRESS_CHARS_MAX]
 
     def refuse(self, address: str, now: Optional[float] = None) -> Optional[int]:
-        """None when the request is admitted (and counted), else the Retry-After seconds."""
+        """None when the request is admitted (and counted), else the Retry-After seconds. A
+        shared count's Redis failure raises couponcore.Unavailable (HTTP 503)."""
         if self.limit == 0:
             return None
+        if self._shared is not None:  # on the Redis clock: ``now`` is for the in-process count
+            ms = self._shared.count_address(address, self.limit, max(10, round(self.window_s * 1000)))
+            return retry_after_s(ms / 1000.0) if ms else None
         t = time.time() if now is None else now
         window = int(t // self.window_s)
         with self._lock:
@@ -124,6 +142,11 @@ class AddressLimiter:
                 return retry_after_s((window + 1) * self.window_s - t)
             self._counts[address] = n + 1
         return None
+
+
+# An IPv6 address with a zone fits; anything longer is cut (64 characters are at most 256 bytes
+# of UTF-8, Engine.count_address's bound).
+_ADDRESS_CHARS_MAX = 64
 
 
 def address_limited_body(retry_s: int) -> dict[str, Any]:

@@ -122,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         metavar="N",
-        help="at most N issue requests per client address per second in this process, then 429 (0: off); "
+        help="at most N issue requests per client address per second, then 429 (0: off); counted in Redis "
+        "for every process of a production deployment, in this process for an embedded one; "
         "behind a proxy add --client-address-header X-Forwarded-For (docs/rate-limits.md)",
     )
     sv.add_argument("--client-address-header", default=None, metavar="NAME", help="the header your proxy sets")

@@ -13,8 +13,8 @@ one. Errors have one JSON shape, ``{"error": {"type": "NotFound", "message": "..
 
 Issue answers are 200, except ``RATE_LIMITED`` (the campaign's rate limits): 429 with the same
 JSON and ``Retry-After`` (seconds, rounded up). ``create_app(address_rate_limit=N)`` also limits
-issue requests per client address in this process: 429 ``{"error": {"type": "RateLimited"}}``
-with ``Retry-After``. See docs/rate-limits.md.
+issue requests per client address (counted in Redis for the whole deployment with a production
+engine): 429 ``{"error": {"type": "RateLimited"}}`` with ``Retry-After``. See docs/rate-limits.md.
 
 ``GET /healthz`` and ``GET /metrics`` (Prometheus text) need no key. Issue endpoints are async
 and never block the event loop (``aissue``); the other calls run in the default executor.
@@ -307,7 +307,9 @@ class _AddressGate:
         self._inner = inner
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        retry = self._limiter.refuse(_client_address(self._limiter, scope))
+        address = _client_address(self._limiter, scope)
+        # The deployment's count is a Redis round trip: off the event loop.
+        retry = await _offload(self._limiter.refuse, address) if self._limiter.shared else self._limiter.refuse(address)
         if retry is not None:
             await _send_json(send, 429, address_limited_body(retry), {"Retry-After": str(retry)})
             return
@@ -349,12 +351,15 @@ def create_router(
     FastAPI's per-request machinery (see :class:`_FastIssue`); the answers are the same.
 
     ``address_rate_limit`` > 0 admits at most that many issue requests per client address per
-    ``address_rate_window_s`` in this process (429 with Retry-After beyond). Behind a proxy the
+    ``address_rate_window_s`` (429 with Retry-After beyond), counted in Redis for the whole
+    deployment with a production engine, in this process with an embedded one. Behind a proxy the
     address is the proxy's unless ``client_address_header`` names the header it sets (its last
     entry is used): see couponcore._web.AddressLimiter and docs/rate-limits.md."""
     router = APIRouter()
     limiter = (
-        AddressLimiter(address_rate_limit, address_rate_window_s, client_address_header) if address_rate_limit else None
+        AddressLimiter(address_rate_limit, address_rate_window_s, client_address_header, engine)
+        if address_rate_limit
+        else None
     )
 
     auth = _Authenticator(engine)

@@ -12,6 +12,7 @@
 // answers (anything but RATE_LIMITED) <= the limit, and some window reached it exactly (so the
 // test can fail); every RATE_LIMITED answer's retry_after_ms is in (0, window].
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 
 #include <atomic>
 #include <chrono>
@@ -111,9 +112,10 @@ class RateLimits : public ::testing::TestWithParam<Where> {
   }
 
   // 32 threads for run_ms: each picks a user of `users` and issues one request (every third
-  // thread: an issue_many of 4), recording the answers; quiet in each window's last 40 ms.
+  // thread: an issue_many of 4), recording the answers; quiet in each window's last 40 ms. With
+  // `refused` a failed call is counted there (its requests got no answer) instead of failing.
   std::vector<Answer> hammer(int64_t campaign_id, const std::vector<std::string>& users, int64_t window_ms,
-                             int64_t run_ms) {
+                             int64_t run_ms, std::atomic<int64_t>* refused = nullptr) {
     std::vector<Answer> all;
     std::mutex mu;
     std::vector<std::thread> threads;
@@ -130,7 +132,14 @@ class RateLimits : public ::testing::TestWithParam<Where> {
             std::vector<IssueRequest> batch;
             for (int i = 0; i < (t % 3 == 0 ? 4 : 1); ++i) batch.push_back(req(users[rng() % users.size()]));
             const int64_t sent = wall_ms();
-            std::vector<IssueResult> rs = e_->issue_many(campaign_id, batch);
+            std::vector<IssueResult> rs;
+            try {
+              rs = e_->issue_many(campaign_id, batch);
+            } catch (const Error& err) {
+              if (refused == nullptr) throw;
+              ++*refused;
+              continue;
+            }
             const int64_t answered = wall_ms();
             for (std::size_t i = 0; i < rs.size(); ++i) mine.push_back({batch[i].user_id, rs[i], sent, answered});
           }
@@ -168,6 +177,19 @@ class RateLimits : public ::testing::TestWithParam<Where> {
     return out;
   }
 
+  // The user (per_user) or the campaign admitted at most `limit` per window, and some (user,
+  // window) exactly `limit` (so the test would notice an excess); some answers were RATE_LIMITED.
+  static void expect_at_most_the_limit(const std::vector<Answer>& answers, int64_t window_ms, bool per_user,
+                                       int64_t limit) {
+    int64_t limited = 0, at_limit = 0;
+    for (const auto& [key, n] : admitted(answers, window_ms, per_user, &limited)) {
+      EXPECT_LE(n, limit) << "user " << key.first << " window " << key.second;
+      if (n == limit) ++at_limit;
+    }
+    EXPECT_GT(at_limit, 0) << "no window reached the limit: the test would not notice an excess";
+    EXPECT_GT(limited, 0);
+  }
+
   EmbeddedOptions embedded_;
   ProductionOptions options_;
   std::unique_ptr<Engine> e_;
@@ -180,21 +202,67 @@ TEST_P(RateLimits, ManyThreadsNeverGetMoreThanTheUserLimitPerWindow) {
   EXPECT_EQ(c.spec.rate_limit_per_user, kLimit);
   const std::vector<std::string> users = {"ann", "bob", "cid", "dee"};
   std::vector<Answer> answers = hammer(c.id, users, kWindow, 1000);
-  int64_t limited = 0;
-  auto per_window = admitted(answers, kWindow, /*per_user=*/true, &limited);
-  int64_t at_limit = 0;
-  for (const auto& [key, n] : per_window) {
-    EXPECT_LE(n, kLimit) << "user " << key.first << " window " << key.second;
-    if (n == kLimit) ++at_limit;
-  }
-  EXPECT_GT(at_limit, 0) << "no (user, window) reached the limit: the test would not notice an excess";
-  EXPECT_GT(limited, 0);
+  expect_at_most_the_limit(answers, kWindow, /*per_user=*/true, kLimit);
   // Every admitted request of this campaign was ISSUED (quantity and per_user_limit are ample).
   for (const Answer& a : answers) {
     if (a.result.status != IssueStatus::kRateLimited) {
       EXPECT_EQ(a.result.status, IssueStatus::kIssued);
     }
   }
+}
+
+// A failed group commit (a real SQLite write failure: a trigger refuses the coupon rows of users
+// named fail-*) rebuilds the embedded gate from the store; the window's counters survive it, so
+// no window admits more than the limit, however many commits fail while 32 threads press.
+TEST_P(RateLimits, FailedCommitsDoNotResetTheWindowsCounts) {
+  if (GetParam() != Where::kEmbedded) GTEST_SKIP() << "the embedded engine's group commit";
+  constexpr int32_t kLimit = 5, kWindow = 250;
+  int64_t campaign_id = 0;
+  {
+    Engine& e = start();
+    campaign_id = e.create_campaign(spec(kLimit, 0, kWindow)).id;
+    e_.reset();
+  }
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(embedded_.path.c_str(), &db), SQLITE_OK);
+    char* err = nullptr;
+    const int rc = sqlite3_exec(db,
+                                "CREATE TRIGGER refuse_fail_users BEFORE INSERT ON coupons WHEN NEW.user_id GLOB 'fail-*'"
+                                " BEGIN SELECT RAISE(ABORT, 'injected write failure'); END",
+                                nullptr, nullptr, &err);
+    EXPECT_EQ(rc, SQLITE_OK) << (err ? err : "");
+    sqlite3_free(err);
+    sqlite3_close(db);
+  }
+  Engine& e = start();
+  std::atomic<bool> stop{false};
+  std::atomic<int64_t> refused{0}, faults{0};
+  std::thread faulter([&] {  // a commit failure every ~15 ms, a new user each time (never rate limited)
+    for (int i = 0; !stop; ++i) {
+      try {
+        e.issue(campaign_id, req("fail-" + std::to_string(i)));
+        ADD_FAILURE() << "a grant of fail-" << i << " was committed";
+      } catch (const Error&) {
+        ++faults;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(15));
+    }
+  });
+  std::vector<Answer> answers = hammer(campaign_id, {"ann", "bob", "cid", "dee"}, kWindow, 1500, &refused);
+  stop = true;
+  faulter.join();
+  EXPECT_GT(faults.load(), 20);
+  EXPECT_GT(refused.load(), 0) << "no pressing call shared a batch with a failed commit";
+  EXPECT_GT(e.counters().commit_failures, 20u);
+  expect_at_most_the_limit(answers, kWindow, /*per_user=*/true, kLimit);
+  // What was answered ISSUED is in the store, and nothing else is.
+  int64_t issued = 0;
+  for (const Answer& a : answers) issued += a.result.status == IssueStatus::kIssued;
+  ASSERT_TRUE(e.drain(20));
+  const CampaignStats stats = e.campaign_stats(campaign_id);
+  EXPECT_EQ(stats.rows, issued);
+  EXPECT_EQ(stats.max_seq, issued);  // seqs 1..issued: a failed batch's seqs were given again
 }
 
 TEST_P(RateLimits, ThePartnerLimitHoldsForAllUsersTogether) {
@@ -204,15 +272,7 @@ TEST_P(RateLimits, ThePartnerLimitHoldsForAllUsersTogether) {
   std::vector<std::string> users;
   for (int i = 0; i < 64; ++i) users.push_back("user-" + std::to_string(i));
   std::vector<Answer> answers = hammer(c.id, users, kWindow, 1000);
-  int64_t limited = 0;
-  auto per_window = admitted(answers, kWindow, /*per_user=*/false, &limited);
-  int64_t at_limit = 0;
-  for (const auto& [key, n] : per_window) {
-    EXPECT_LE(n, kLimit) << "window " << key.second;
-    if (n == kLimit) ++at_limit;
-  }
-  EXPECT_GT(at_limit, 0);
-  EXPECT_GT(limited, 0);
+  expect_at_most_the_limit(answers, kWindow, /*per_user=*/false, kLimit);
 }
 
 TEST_P(RateLimits, ARetriedRequestIdIsNotCountedAgainAndRateLimitedIsNotRemembered) {

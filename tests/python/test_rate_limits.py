@@ -203,6 +203,93 @@ def test_fastapi_per_address_limit(embedded: couponcore.Engine, fast_issue: bool
         create_app(embedded, address_rate_limit=-1)
 
 
+@pytest.mark.parametrize("redis", ["redis", "cluster"])
+def test_the_address_limit_is_shared_by_app_processes_on_one_redis(redis: str) -> None:
+    """Three apps, each with its own production engine on one Redis and key prefix (three app
+    processes), two threads pressing each from one client address: per window, the address gets
+    at most L answers past the address limit in total, and exactly L in some window."""
+    limit, window_ms = 5, 300
+    where = production_kwargs()
+    if redis == "cluster":
+        if not os.environ.get("COUPONCORE_TEST_REDIS_CLUSTER"):
+            pytest.skip("COUPONCORE_TEST_REDIS_CLUSTER is not set")
+        where["redis"] = os.environ["COUPONCORE_TEST_REDIS_CLUSTER"]
+    engines = [couponcore.open(**where) for _ in range(3)]
+    try:
+        key = engines[0].partners.create("acme").api_key
+        scope = engines[0].partner(engines[0].authenticate(key))
+        cid = scope.campaigns.create("d", quantity=1_000_000, per_user_limit=1000).id  # no campaign rate limit
+        apps = [
+            create_app(e, address_rate_limit=limit, address_rate_window_s=window_ms / 1000, fast_issue=i != 1)
+            for i, e in enumerate(engines)
+        ]
+        assert all(a.state.couponcore_engine.kind == "production" for a in apps)
+        answers: list[tuple[int, float, float]] = []
+        lock = threading.Lock()
+        until = time.time() + 1.5
+
+        def press(app: Any, t: int) -> None:
+            async def main() -> list[tuple[int, float, float]]:
+                mine = []
+                async with _client(app, "10.0.0.7") as c:
+                    i = 0
+                    while time.time() < until:
+                        left = window_ms - time.time() * 1000 % window_ms
+                        if left < 40:  # quiet at a window's end: a call straddling a boundary counts nowhere
+                            await asyncio.sleep(left / 1000)
+                        sent = time.time() * 1000
+                        r = await c.post(
+                            f"/campaigns/{cid}/issue", json={"user_id": f"u{t}-{i}"}, headers={"X-API-KEY": key}
+                        )
+                        mine.append((r.status_code, sent, time.time() * 1000))
+                        assert r.status_code in (200, 429), r.text
+                        if r.status_code == 429:
+                            assert r.json()["error"]["type"] == "RateLimited"
+                            assert r.headers["Retry-After"] == "1"
+                        i += 1
+                return mine
+
+            got = asyncio.run(main())
+            with lock:
+                answers.extend(got)
+
+        threads = [
+            threading.Thread(target=press, args=(app, 2 * n + k)) for n, app in enumerate(apps) for k in range(2)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        per_window: Counter[int] = Counter()
+        for status, sent, answered in answers:
+            if status == 200 and sent // window_ms == answered // window_ms:
+                per_window[int(sent // window_ms)] += 1
+        assert per_window, "nothing admitted"
+        assert max(per_window.values()) <= limit, per_window
+        assert limit in per_window.values(), per_window  # the test could see an excess
+        assert sum(1 for a in answers if a[0] == 429) > 0
+        # Another address has a budget of its own, on every app.
+        for e in engines:
+            assert e._core.count_address("10.0.0.8", 100, 60_000) == 0
+    finally:
+        for e in engines:
+            e.close()
+
+
+def test_the_address_count_is_in_process_on_the_embedded_engine(embedded: couponcore.Engine) -> None:
+    from couponcore._web import AddressLimiter
+
+    assert embedded._core.count_address("10.0.0.1", 1, 1000) is None
+    limiter = AddressLimiter(2, 1.0, engine=embedded)
+    assert not limiter.shared
+    assert [limiter.refuse("a", now=5.0) for _ in range(3)] == [None, None, 1]
+    for bad in ((0, 1000), (1_000_001, 1000), (1, 9), (1, 3_600_001)):
+        with pytest.raises(couponcore.InvalidArgument):
+            embedded._core.count_address("10.0.0.1", *bad)
+    with pytest.raises(couponcore.InvalidArgument):
+        embedded._core.count_address("x" * 257, 1, 1000)
+
+
 # ---- Django ---------------------------------------------------------------------------------
 
 

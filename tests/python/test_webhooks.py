@@ -24,9 +24,9 @@ from couponcore.events.webhooks import (
 
 class Receiver:
     """Answers POSTs with the scripted (status, headers[, seconds to wait first]) in turn, then 204;
-    records every request."""
+    records every request. A subclass may answer otherwise (:meth:`answer`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
         self.script: list[tuple[Any, ...]] = []
         self.requests: list[tuple[float, dict[str, str], bytes]] = []
         self.lock = threading.Lock()
@@ -35,11 +35,7 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 (http.server's name)
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
-                with receiver.lock:
-                    receiver.requests.append((time.monotonic(), dict(self.headers.items()), body))
-                    status, headers, *wait = receiver.script.pop(0) if receiver.script else (204, {})
-                if wait:
-                    time.sleep(wait[0])
+                status, headers = receiver.answer(dict(self.headers.items()), body)
                 self.send_response(status)
                 for k, v in headers.items():
                     self.send_header(k, v)
@@ -49,10 +45,19 @@ class Receiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/couponcore"
+        self.server = ThreadingHTTPServer((host, 0), Handler)
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/hooks/couponcore"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
+
+    def answer(self, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str]]:
+        with self.lock:
+            self.requests.append((time.monotonic(), headers, body))
+            status, answer_headers, *wait = self.script.pop(0) if self.script else (204, {})
+        if wait:
+            time.sleep(wait[0])
+        return status, answer_headers
 
     def close(self) -> None:
         self.server.shutdown()
@@ -72,6 +77,7 @@ SECRET = webhooks.generate_secret()
 
 def endpoint(url: str, **kw: Any) -> WebhookEndpoint:
     opts: dict[str, Any] = {"max_attempts": 4, "backoff_initial_s": 0.01, "backoff_max_s": 0.05, "timeout_s": 5}
+    opts["allow_private_networks"] = True  # the receiver is on loopback
     opts.update(kw)
     return WebhookEndpoint(name="crm", url=url, secret=SECRET, **opts)
 
@@ -111,7 +117,10 @@ def test_signature_verifies_with_the_secret_and_fails_with_another(receiver: Rec
 
 def test_secret_rotation_signs_with_both_until_the_old_one_is_dropped(receiver: Receiver) -> None:
     new = webhooks.generate_secret()
-    with sender(WebhookEndpoint(name="crm", url=receiver.url, secret=new, previous_secrets=[SECRET])) as s:
+    ep = WebhookEndpoint(
+        name="crm", url=receiver.url, secret=new, previous_secrets=[SECRET], allow_private_networks=True
+    )
+    with sender(ep) as s:
         assert s.deliver(example_event("coupon.used")).outcome == "delivered"
     ((_, headers, body),) = receiver.requests
     assert len(headers["webhook-signature"].split(" ")) == 2
@@ -119,7 +128,9 @@ def test_secret_rotation_signs_with_both_until_the_old_one_is_dropped(receiver: 
     with pytest.raises(WebhookVerificationError):
         webhooks.verify(webhooks.generate_secret(), headers, body)
     with pytest.raises(couponcore.InvalidArgument):
-        WebhookEndpoint(name="crm", url=receiver.url, secret=new, previous_secrets=["whsec_short"])
+        WebhookEndpoint(
+            name="crm", url=receiver.url, secret=new, previous_secrets=["whsec_short"], allow_private_networks=True
+        )
 
 
 def test_signature_matches_an_independent_computation() -> None:

@@ -127,7 +127,11 @@ def test_runner_delivers_real_events_signed_and_acks_them(engine: couponcore.Eng
     c = engine.campaigns.create("hooks", quantity=3)
     results = [engine.issue(c.id, uid("u")) for _ in range(3)]
     ep = webhooks.WebhookEndpoint(
-        name=uid("crm"), url=receiver.url, secret=SECRET, event_types=["coupon.issued", "campaign.sold_out"]
+        name=uid("crm"),
+        url=receiver.url,
+        secret=SECRET,
+        event_types=["coupon.issued", "campaign.sold_out"],
+        allow_private_networks=True,
     )
     receiver.script = [(503, {})]  # the first request fails once: retried
     runner = WebhookRunner(engine, [ep], block_ms=100)
@@ -156,6 +160,7 @@ def test_runner_dead_letters_into_the_group_with_the_reason(engine: couponcore.E
         max_attempts=2,
         backoff_initial_s=0.01,
         backoff_max_s=0.02,
+        allow_private_networks=True,
     )
     receiver.script = [(400, {})] * 1000  # every request refused
     runner = WebhookRunner(engine, [ep], block_ms=100)
@@ -181,8 +186,16 @@ def test_runner_threads_deliver_to_each_endpoint_and_stop(engine: couponcore.Eng
         for _ in range(2):
             engine.issue(c.id, uid("u"))
         eps = [
-            webhooks.WebhookEndpoint(name=uid("crm"), url=crm.url, secret=SECRET, event_types=["coupon.issued"]),
-            webhooks.WebhookEndpoint(name=uid("shop"), url=shop.url, secret=SECRET, event_types=["campaign.sold_out"]),
+            webhooks.WebhookEndpoint(
+                name=uid("crm"), url=crm.url, secret=SECRET, event_types=["coupon.issued"], allow_private_networks=True
+            ),
+            webhooks.WebhookEndpoint(
+                name=uid("shop"),
+                url=shop.url,
+                secret=SECRET,
+                event_types=["campaign.sold_out"],
+                allow_private_networks=True,
+            ),
         ]
         runner = WebhookRunner(engine, eps, block_ms=100).start()
 
@@ -224,9 +237,10 @@ def test_the_command_delivers_and_stops_on_sigterm(receiver: Receiver, tmp_path:
     config.write_text(
         json.dumps(
             {
+                "allow_private_networks": True,  # the receiver is on loopback
                 "webhooks": [
                     {"name": name, "url": receiver.url, "secret_env": "HOOK_SECRET", "event_types": ["coupon.issued"]}
-                ]
+                ],
             }
         )
     )

@@ -21,6 +21,7 @@
 #include <exception>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -130,6 +131,13 @@ class Engine {
   int64_t gate_issued(int64_t campaign_id);
   // Waits until every grant acknowledged so far is in the store; false on timeout.
   bool drain(double timeout_s);
+
+  // The HTTP layer's per-client-address limit, counted for the whole deployment (production: in
+  // Redis, one Lua call; docs/rate-limits.md): 0 when the request is admitted (and counted),
+  // else the ms to the window's end. nullopt when this deployment keeps no shared count
+  // (embedded: the caller counts in process). limit 1..1,000,000, window_ms 10..3,600,000,
+  // address at most 256 bytes; else kInvalidArgument.
+  std::optional<int64_t> count_address(std::string_view address, int32_t limit, int32_t window_ms);
 
   EngineCounters counters() const;
   // Live windows (docs/windows.md): appends the answers recorded so far to the answer source

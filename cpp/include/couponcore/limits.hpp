@@ -26,6 +26,8 @@ inline constexpr int32_t kShardsMax = 16;
 inline constexpr int32_t kRateLimitMax = 1'000'000;
 inline constexpr int32_t kRateWindowMsMin = 10;
 inline constexpr int32_t kRateWindowMsMax = 3'600'000;
+// The HTTP layer's per-client-address limit (Engine::count_address): an address's bytes at most.
+inline constexpr std::size_t kClientAddressBytesMax = 256;
 // Money amounts are integers in minor units (cents); at most 10^12.
 inline constexpr int64_t kAmountMax = 1'000'000'000'000;
 // One issue_many call decides at most this many requests.

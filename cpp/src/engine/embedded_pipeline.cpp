@@ -432,7 +432,9 @@ class EmbeddedPipeline final : public detail::Pipeline {
   }
 
   // After a failed commit the store rolled back: rebuild the gate from what it holds. If the
-  // store cannot be read either, the entry stays stale and is not decided on until it can.
+  // store cannot be read either, the entry stays stale and is not decided on until it can. The
+  // rate window's counters are kept (requests of the failed batch stay counted): they are not
+  // in the store, and starting them from zero would let the window admit its limit again.
   bool rebuild_locked(Entry& e) {
     CampaignGate fresh(e.gate.campaign());
     try {
@@ -441,6 +443,7 @@ class EmbeddedPipeline final : public detail::Pipeline {
       e.stale = true;
       return false;
     }
+    fresh.keep_rate_counts(e.gate);
     e.gate = std::move(fresh);
     e.stale = false;
     e.sold_out_durable = e.gate.sold_out();

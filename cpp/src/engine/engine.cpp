@@ -125,6 +125,21 @@ int64_t Engine::gate_issued(int64_t campaign_id) {
   return deployment_->pipeline->gate_issued(campaign_id);
 }
 
+std::optional<int64_t> Engine::count_address(std::string_view address, int32_t limit, int32_t window_ms) {
+  check_open();
+  if (limit < 1 || limit > limits::kRateLimitMax) {
+    throw Error(ErrorCode::kInvalidArgument, "address limit must be 1..1,000,000 requests per window");
+  }
+  if (window_ms < limits::kRateWindowMsMin || window_ms > limits::kRateWindowMsMax) {
+    throw Error(ErrorCode::kInvalidArgument, "address window must be 10..3,600,000 ms");
+  }
+  if (address.size() > limits::kClientAddressBytesMax) {
+    throw Error(ErrorCode::kInvalidArgument, "client address longer than 256 bytes");
+  }
+  if (deployment_->addresses == nullptr) return std::nullopt;
+  return deployment_->addresses->refuse_ms(address, limit, window_ms);
+}
+
 bool Engine::drain(double timeout_s) {
   check_open();
   return deployment_->pipeline->drain(timeout_s);

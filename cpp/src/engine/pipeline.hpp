@@ -15,6 +15,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <string_view>
 #include <vector>
 
 #include "couponcore/engine.hpp"
@@ -116,6 +117,14 @@ class Pipeline {
   windows::AnswerRecorder* recorder_ = nullptr;
 };
 
+// The per-client-address limit of the HTTP layer, shared by the deployment's processes
+// (production: redis/address_limit.hpp). Arguments were checked by the facade.
+struct AddressCounter {
+  virtual ~AddressCounter() = default;
+  // 0: admitted and counted; else the ms to the window's end, in (0, window_ms].
+  virtual int64_t refuse_ms(std::string_view address, int32_t limit, int32_t window_ms) = 0;
+};
+
 // What an engine is made of; the concrete deployment owns the parts (and orders their lifetimes).
 struct Deployment {
   virtual ~Deployment() = default;
@@ -125,6 +134,7 @@ struct Deployment {
   CouponService* coupons = nullptr;
   auth::PartnerService* partners = nullptr;
   EventHub* events = nullptr;  // domain events (couponcore/events.hpp)
+  AddressCounter* addresses = nullptr;  // null: the deployment counts no addresses (embedded)
 };
 
 }  // namespace detail

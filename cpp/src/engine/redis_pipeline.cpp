@@ -46,6 +46,7 @@
 #include "gate/shards.hpp"
 #include "log/dead_letters.hpp"
 #include "log/grant_log.hpp"
+#include "redis/address_limit.hpp"
 #include "redis/auth_cache.hpp"
 #include "redis/keys.hpp"
 #include "redis/redis.hpp"
@@ -619,11 +620,13 @@ struct ProductionDeployment final : detail::Deployment {
                            : nullptr),
         redis(o),
         auth_cache(redis.redis_url(), redis_options(o, "-auth"), o.key_prefix),
+        address_limit(redis.redis_url(), redis_options(o, "-addr"), o.key_prefix),
         life(o.postgres_url, lifecycle_options(o)) {
     redis.set_answer_recorder(recorder.get());
     pipeline = &redis;
     coupons = &life.coupons;
     partners = &life.partners;
+    addresses = &address_limit;
     events = event_parts.start(o, redis.redis_url(), redis_options(o, "-relay"), redis_options(o, "-events"), life.pool);
     close_drain_ms = o.close_drain_timeout_ms;
   }
@@ -654,6 +657,7 @@ struct ProductionDeployment final : detail::Deployment {
   std::unique_ptr<windows::AnswerRecorder> recorder;  // outlives the pipeline that feeds it
   RedisPipeline redis;
   redis::RedisKeyCache auth_cache;
+  redis::RedisAddressLimit address_limit;
   PgLifecycle life;
   events::ProductionEvents event_parts;
   int64_t close_drain_ms = 0;

@@ -4,6 +4,7 @@
 #include <cassert>
 
 #include "couponcore/limits.hpp"
+#include "util/assert.hpp"
 #include "util/validate.hpp"
 
 namespace couponcore {
@@ -76,6 +77,16 @@ void CampaignGate::set_rate_limits(int32_t per_user, int32_t per_partner, int32_
   rate_window_ = -1;
   rate_users_.clear();
   rate_total_ = 0;
+}
+
+void CampaignGate::keep_rate_counts(CampaignGate& old) {
+  const CampaignSpec &a = campaign_.spec, &b = old.campaign_.spec;
+  CC_ASSERT(campaign_.id == old.campaign_.id && a.rate_limit_per_user == b.rate_limit_per_user &&
+                a.rate_limit_per_partner == b.rate_limit_per_partner && a.rate_window_ms == b.rate_window_ms,
+            "rate counters kept across different campaigns or limits");
+  rate_window_ = old.rate_window_;
+  rate_users_.swap(old.rate_users_);
+  rate_total_ = old.rate_total_;
 }
 
 IssueResult CampaignGate::decide(const IssueRequest& request, int64_t now_us, std::vector<Grant>* grants) {

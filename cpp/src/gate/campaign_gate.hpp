@@ -53,6 +53,10 @@ class CampaignGate {
   void set_quantity(int64_t quantity) { campaign_.spec.quantity = quantity; }
   // Limits that differ from the current ones start the window's counters from zero.
   void set_rate_limits(int32_t per_user, int32_t per_partner, int32_t window_ms);
+  // Takes over the rate window's counters of `old`, a gate of the same campaign with the same
+  // limits: a gate rebuilt from the store after a failed commit keeps what its window counted
+  // (the requests of the failed batch included), so a window never admits more than its limit.
+  void keep_rate_counts(CampaignGate& old);
 
  private:
   static std::string answer_key(std::string_view user_id, std::string_view request_id);

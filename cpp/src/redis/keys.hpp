@@ -21,6 +21,9 @@
 //   Pcampaigns     set    the grant-log streams, for the writers: a stream id per member (the
 //                         campaign id; for a shard, campaign_id + shard * 2^32 + K * 2^40)
 //   Pwriters       hash   writer consumer -> last heartbeat, ms on the Redis clock (writer/liveness.hpp)
+//   P{addr}:<ms>   hash   the HTTP per-client-address counts of the current window of <ms> ms
+//                         (redis/address_limit.hpp): *w the window, a:<address> -> requests;
+//                         expires at the window's end
 // A campaign of K > 1 shards (CampaignSpec::shards, gate/shards.hpp) has the keys above once per
 // shard s, under the tag {cN.s<s>.<j>}, j the first number >= 0 that puts the tag's CRC16 slot
 // in the s-th of K equal bands of the 16,384 slots: on a cluster whose masters serve equal slot
@@ -29,7 +32,8 @@
 // hashes also hold: f free seqs ("lo-hi,lo-hi,...", sorted), r how many, k K, i the shard; and
 //   P{tag}:x       hash   stock moves taken from this shard, not yet settled: id -> "to ranges"
 //   P{tag}:rx      set    ids of stock moves this shard received (each is added once)
-// User and request ids never reach a key name: they travel as script arguments only.
+// User and request ids and client addresses never reach a key name: they travel as script
+// arguments only.
 #pragma once
 
 #include <cstdint>

@@ -137,13 +137,21 @@ _limiter: Optional[tuple[tuple[Any, ...], Optional[AddressLimiter]]] = None
 
 
 def address_limiter() -> Optional[AddressLimiter]:
-    """The per-address limiter of settings.COUPONCORE (rebuilt when those settings change)."""
+    """The per-address limiter of settings.COUPONCORE (rebuilt when those settings or the engine
+    change); with a production engine it counts for the deployment, in Redis."""
     global _limiter
     conf = _settings()
-    key = (conf.get("ADDRESS_RATE_LIMIT", 0), conf.get("ADDRESS_RATE_WINDOW_S", 1.0), conf.get("CLIENT_ADDRESS_HEADER"))
+    engine = get_engine() if conf.get("ADDRESS_RATE_LIMIT", 0) else None  # production: counted in its Redis
+    key = (
+        conf.get("ADDRESS_RATE_LIMIT", 0),
+        conf.get("ADDRESS_RATE_WINDOW_S", 1.0),
+        conf.get("CLIENT_ADDRESS_HEADER"),
+        id(engine),
+    )
     with _limiter_lock:
         if _limiter is None or _limiter[0] != key:
-            _limiter = (key, AddressLimiter(int(key[0]), float(key[1]), key[2]) if key[0] else None)
+            limiter = AddressLimiter(int(key[0]), float(key[1]), key[2], engine) if key[0] else None
+            _limiter = (key, limiter)
         return _limiter[1]
 
 

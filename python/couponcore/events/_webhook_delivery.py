@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 from .._core import InvalidArgument
+from ._webhook_net import guarded_transport, log
 
 if TYPE_CHECKING:  # webhooks.py imports this module at its end: no import back at run time
     from .webhooks import WebhookEndpoint
@@ -173,8 +174,13 @@ class WebhookSender:
         self.dead_letters = dead_letters
         self.metrics = metrics if metrics is not None else WebhookMetrics()
         self._own_client = client is None
-        if client is None:
+        if client is None and endpoint.allow_private_networks:
             client = httpx.Client(timeout=endpoint.timeout_s, follow_redirects=False)
+        elif client is None:  # connects only to public addresses, checked at each connection
+            transport = guarded_transport(endpoint.name)
+            client = httpx.Client(
+                timeout=endpoint.timeout_s, follow_redirects=False, transport=transport, trust_env=False
+            )
         self._client = client
         self.stop_event = stop if stop is not None else threading.Event()
         self._rng = rng if rng is not None else random.Random()
@@ -222,8 +228,9 @@ class WebhookSender:
             # answer body (of any size) is never loaded.
             with self._client.stream("POST", ep.url, content=body, headers=headers, timeout=ep.timeout_s) as r:
                 status, retry_after = r.status_code, r.headers.get("retry-after")
-        except self._httpx.HTTPError as e:  # connection refused, reset, timeout, ...
+        except self._httpx.HTTPError as e:  # connection refused, reset, timeout, a refused address, ...
             self.metrics._add(self.metrics.attempts, (ep.name, "network_error"))
+            log.info("webhook %s: event %s: %s: %s", ep.name, event_id, type(e).__name__, e)
             return 0.0, None, f"network error: {type(e).__name__}: {e}", False
         if 200 <= status < 300:
             self.metrics._add(self.metrics.attempts, (ep.name, "2xx"))

@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 
 from .._core import InvalidArgument, Unauthenticated
 from ._schema import EVENT_TYPES
+from ._webhook_net import check_literal_host, refused_kind
 
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES_MIN = 24
@@ -39,6 +40,7 @@ SECRET_BYTES_MAX = 64
 URL_LENGTH_MAX = 2048
 DEFAULT_TOLERANCE_S = 300  # the Standard Webhooks recommendation: five minutes either way
 NAME_LENGTH_MAX = 56  # the consumer group is webhook:<name>, 64 characters at most
+CONCURRENCY_MAX = 64  # deliveries in flight per endpoint
 
 
 class WebhookVerificationError(Unauthenticated):
@@ -126,6 +128,10 @@ class WebhookEndpoint:
     #: while rotating: the old secret(s), still signed with (one signature each), until every
     #: receiver checks the new one; then drop them
     previous_secrets: tuple[str, ...] = field(default=(), repr=False)
+    #: deliveries in flight at once (1..64); one subject's events still go one after another
+    concurrency: int = 4
+    #: allow loopback, private, link-local addresses (a receiver inside your network; tests)
+    allow_private_networks: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name or len(self.name) > NAME_LENGTH_MAX:
@@ -133,6 +139,10 @@ class WebhookEndpoint:
         if not all(c.isalnum() or c in "-_." for c in self.name):
             raise InvalidArgument(f"a webhook name has letters, digits, '-', '_' and '.' only: {self.name!r}")
         validate_url(self.url)
+        if not isinstance(self.allow_private_networks, bool):
+            raise InvalidArgument(f"webhook {self.name}: allow_private_networks is true or false")
+        if not self.allow_private_networks:
+            check_literal_host(self.name, self.url, urlsplit(self.url).hostname or "")
         secret_key(self.secret)
         if isinstance(self.previous_secrets, str):
             raise InvalidArgument("previous_secrets is a list of secrets")
@@ -149,6 +159,7 @@ class WebhookEndpoint:
         _positive("backoff_max_s", self.backoff_max_s, most=86400)
         _positive("retry_after_max_s", self.retry_after_max_s, most=86400)
         _positive("timeout_s", self.timeout_s, most=600)
+        _positive("concurrency", self.concurrency, whole=True, most=CONCURRENCY_MAX)
         if self.backoff_max_s < self.backoff_initial_s:
             raise InvalidArgument("webhook backoff_max_s must be at least backoff_initial_s")
 
@@ -203,7 +214,8 @@ class WebhookEndpoint:
 
 def load_config(path: str, environ: Optional[Mapping[str, str]] = None) -> list[WebhookEndpoint]:
     """The endpoints of a JSON config file: ``{"webhooks": [{"name", "url", "secret_env", ...}]}``
-    (docs/webhooks.md). Names must be unique: each is the consumer group's name."""
+    (docs/webhooks.md). Names must be unique: each is the consumer group's name. A top-level
+    ``"allow_private_networks": true`` is every entry's default (an entry may still say false)."""
     try:
         with open(path, encoding="utf-8") as f:
             doc = json.load(f)
@@ -213,7 +225,14 @@ def load_config(path: str, environ: Optional[Mapping[str, str]] = None) -> list[
         raise InvalidArgument(f"webhook config {path}: not JSON: {e}") from None
     if not isinstance(doc, Mapping) or not isinstance(doc.get("webhooks"), list) or not doc["webhooks"]:
         raise InvalidArgument(f'webhook config {path}: expected {{"webhooks": [...]}} with at least one entry')
-    endpoints = [WebhookEndpoint.from_dict(e, environ) for e in doc["webhooks"]]
+    unknown = sorted(set(doc) - {"webhooks", "allow_private_networks"})
+    if unknown:
+        raise InvalidArgument(f"webhook config {path}: unknown key(s) {', '.join(unknown)}")
+    private = doc.get("allow_private_networks", False)
+    if not isinstance(private, bool):
+        raise InvalidArgument(f"webhook config {path}: allow_private_networks is true or false")
+    entries = [{"allow_private_networks": private, **e} if isinstance(e, Mapping) else e for e in doc["webhooks"]]
+    endpoints = [WebhookEndpoint.from_dict(e, environ) for e in entries]
     names = [e.name for e in endpoints]
     if len(set(names)) != len(names):
         raise InvalidArgument(f"webhook config {path}: names must be unique: {names}")
@@ -306,6 +325,7 @@ __all__ = [
     "generate_secret",
     "group_of",
     "load_config",
+    "refused_kind",
     "secret_key",
     "sign",
     "signature_headers",
