@@ -116,17 +116,17 @@ void count_written(pg::Conn& conn, const WrittenByCampaign& w, bool events) {
   }
   if (campaign.empty()) return;
   static const std::string head =
-      "WITH k AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::bigint[], $6::text[])"
+      "WITH b AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::bigint[], $6::text[])"
       "  AS t(campaign_id, n, id, user_id, issued_at_us, tp)) ";
   static const std::string upsert =
-      "INSERT INTO campaign_written AS p (campaign_id, written) SELECT campaign_id, n FROM k ORDER BY campaign_id"
+      "INSERT INTO campaign_written AS p (campaign_id, written) SELECT campaign_id, n FROM b ORDER BY campaign_id"
       " ON CONFLICT (campaign_id) DO UPDATE SET written = p.written + excluded.written";
   static const std::string plain = head + upsert;
   static const std::string with_events =
       head + ", w AS (" + upsert + " RETURNING p.campaign_id, p.written) " +
       pgevents::sold_out_events_sql(
-          "(SELECT k.* FROM w JOIN k ON k.campaign_id = w.campaign_id JOIN campaigns c ON c.id = w.campaign_id"
-          "  WHERE w.written - k.n < c.quantity AND w.written >= c.quantity) r");
+          "(SELECT b.* FROM w JOIN b ON b.campaign_id = w.campaign_id JOIN campaigns c ON c.id = w.campaign_id"
+          "  WHERE w.written - b.n < c.quantity AND w.written >= c.quantity) r");
   pg::Params p;
   p.add_array(campaign).add_array(n).add_array(coupon).add_array(user).add_array(issued_at).add_array_empty_as_null(tp);
   conn.exec_prepared(events ? "cc_count_written_ev" : "cc_count_written", events ? with_events : plain, p);
