@@ -469,14 +469,16 @@ TEST_F(PgLifecycleTest, ConcurrentWritersWriteOneSoldOutAfterEveryCouponIssued) 
   ASSERT_EQ(rows.size(), kQuantity + 1);
   EXPECT_EQ(rows.back().first, "campaign.sold_out:" + std::to_string(c) + ":" + std::to_string(kQuantity));
   for (std::size_t i = 0; i + 1 < rows.size(); ++i) EXPECT_EQ(rows[i].first.rfind("coupon.issued:", 0), 0u) << i;
-  pg::Result n = conn_->exec("SELECT written FROM campaign_written WHERE campaign_id = $1", pg::Params().add(c));
-  EXPECT_EQ(n.i64(0, 0), kQuantity);
+  auto written_of = [&](int64_t id) {
+    return conn_->exec("SELECT written FROM campaign_written WHERE campaign_id = $1", pg::Params().add(id)).i64(0, 0);
+  };
+  EXPECT_EQ(written_of(c), kQuantity);
   // Redelivered: no new row, no new count, no second event.
   pgstore::write_grants(*conn_, {Grant{c, 1, u + "-1", 1, "", 1'001}});
   EXPECT_EQ(outbox_of(*conn_, c).size(), kQuantity + 1u);
   // Events off: the count still follows the rows.
   const int64_t off = campaign(0, 2);
   pgstore::write_grants(*conn_, {Grant{off, 1, u + "-a", 1, "", 1}, Grant{off, 2, u + "-b", 1, "", 2}}, false);
-  EXPECT_EQ(conn_->exec("SELECT written FROM campaign_written WHERE campaign_id = $1", pg::Params().add(off)).i64(0, 0), 2);
+  EXPECT_EQ(written_of(off), 2);
   EXPECT_TRUE(outbox_of(*conn_, off).empty());
 }

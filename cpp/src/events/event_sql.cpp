@@ -71,8 +71,8 @@ std::string issued_events_sql(Dialect d, std::string_view source) {
               "'coupon_id', r.id, 'campaign_id', r.campaign_id, 'seq', r.seq, 'user_id', r.user_id,"
               " 'user_ordinal', r.user_ordinal, 'request_id', r.request_id, 'issued_at_us', r.issued_at_us,"
               " 'valid_until_us', r.valid_until_us") +
-         " FROM " + std::string(source) + " JOIN campaigns k ON k.id = r.campaign_id WHERE true ORDER BY r.campaign_id, r.seq" +
-         on_conflict(d);
+         " FROM " + std::string(source) +
+         " JOIN campaigns k ON k.id = r.campaign_id WHERE true ORDER BY r.campaign_id, r.seq" + on_conflict(d);
 }
 
 std::string sold_out_events_sql(Dialect d, std::string_view source) {
@@ -82,7 +82,8 @@ std::string sold_out_events_sql(Dialect d, std::string_view source) {
          json(d,
               "'campaign_id', k.id, 'quantity', k.quantity, 'last_coupon_id', r.id, 'last_user_id', r.user_id,"
               " 'sold_out_at_us', r.issued_at_us") +
-         " FROM " + std::string(source) + " JOIN campaigns k ON k.id = r.campaign_id WHERE true ORDER BY k.id" + on_conflict(d);
+         " FROM " + std::string(source) + " JOIN campaigns k ON k.id = r.campaign_id WHERE true ORDER BY k.id" +
+         on_conflict(d);
 }
 
 std::string points_events_sql(Dialect d, std::string_view source) {

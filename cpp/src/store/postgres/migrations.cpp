@@ -70,7 +70,8 @@ const std::vector<Migration>& coupon_migrations() {
       // (docs/events.md). Existing campaigns start from their rows.
       {"coupons", 5,
        "CREATE TABLE campaign_written (campaign_id bigint PRIMARY KEY, written bigint NOT NULL);"
-       "INSERT INTO campaign_written (campaign_id, written) SELECT campaign_id, count(*) FROM coupons GROUP BY campaign_id;"},
+       "INSERT INTO campaign_written (campaign_id, written)"
+       " SELECT campaign_id, count(*) FROM coupons GROUP BY campaign_id;"},
   };
   return all;
 }
