@@ -355,6 +355,7 @@ def test_sold_out_event_comes_once_after_every_coupon_issued_of_a_sharded_campai
 
         first = sell(last_shard) + sell(rest)
         assert sum(r.issued for _, r in first) == quantity
+        assert stats(e, c.id).rows == quantity  # written (a quantity raised before that: no sold_out for 800)
         e.campaigns.set_quantity(c.id, quantity + more)
         second = sell([u for u, r in first if not r.issued])
         assert sum(r.issued for _, r in second) == more
