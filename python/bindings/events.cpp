@@ -1,6 +1,7 @@
 // Binds the domain events' consumer API (couponcore/events.hpp) for couponcore.events:
 // _core.EventReader (read / ack, the GIL released while waiting) and, on _core.Engine,
-// open_event_reader, events_ack, events_dead_letter, events_list_dead_letters, events_stats.
+// open_event_reader, events_ack, events_dead_letter, events_list_dead_letters, events_stats,
+// events_prune.
 // A message crosses as a tuple (type, id, entry_id, json, sequence, redelivered); the Python
 // layer parses the CloudEvent JSON.
 #include <pybind11/pybind11.h>
@@ -145,6 +146,22 @@ void register_events(py::module_& m) {
     d["relay_active"] = s.relay_active;
     return d;
   }, "Event counters: relayed, the outbox backlog (production), the log's last seq (embedded).");
+  method(cls, "events_prune", [](py::handle self, int64_t retention_ms, int64_t hard_cap_ms, int64_t chunk_rows,
+                                 int64_t chunks_max) {
+    Engine& e = engine_of(self);
+    EventPruneResult r;
+    {
+      py::gil_scoped_release nogil;
+      r = e.events().prune(retention_ms, hard_cap_ms, chunk_rows, chunks_max);
+    }
+    py::dict d;
+    d["deleted"] = r.deleted;
+    d["deleted_unacknowledged"] = r.deleted_unacknowledged;
+    d["chunks"] = r.chunks;
+    d["more"] = r.more;
+    d["supported"] = r.supported;
+    return d;
+  }, "Retention of the embedded event log: deletes old events every group acknowledged (docs/events.md).");
 }
 
 }  // namespace couponcore::py_bindings

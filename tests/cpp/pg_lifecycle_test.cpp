@@ -406,8 +406,8 @@ std::vector<std::pair<std::string, std::string>> outbox_of(pg::Conn& conn, int64
 
 // The writer's three paths write the same events: COPY (events built in C++, COPY into the
 // outbox), the set-based fallback after a redelivery (the statement's own RETURNING: only new
-// rows), and row by row after a bad grant. A redelivered grant makes no second event; the grant
-// whose seq is the quantity adds campaign.sold_out right after its coupon.issued.
+// rows), and row by row after a bad grant. A redelivered grant makes no second event; the write
+// that completes the quantity adds campaign.sold_out after the coupon.issued events.
 TEST_F(PgLifecycleTest, TheWritersPathsWriteOneEventPerNewRowWithTheSameBytes) {
   const int64_t c = campaign(0, 6);
   const std::string u = unique("ev");
@@ -438,5 +438,47 @@ TEST_F(PgLifecycleTest, TheWritersPathsWriteOneEventPerNewRowWithTheSameBytes) {
   // Events off: the rows, no events.
   const int64_t off = campaign(0, 2);
   pgstore::write_grants(*conn_, {Grant{off, 1, u, 1, "", 1}}, /*events=*/false);
+  EXPECT_TRUE(outbox_of(*conn_, off).empty());
+}
+
+// Writers racing on one campaign, each on its own connection, in small batches and in an order
+// where the grant of seq == quantity comes first (a sharded campaign's last interval running dry
+// before the others): campaign.sold_out is written once, by the transaction completing the
+// quantity, after every coupon.issued of the campaign; with or without events the count of
+// written grants is the rows'.
+TEST_F(PgLifecycleTest, ConcurrentWritersWriteOneSoldOutAfterEveryCouponIssued) {
+  constexpr uint32_t kQuantity = 600, kWriters = 6, kBatch = 7;
+  const int64_t c = campaign(0, kQuantity);
+  const std::string u = unique("race");
+  std::vector<std::thread> writers;
+  for (uint32_t w = 0; w < kWriters; ++w) {
+    writers.emplace_back([&, w] {
+      pg::Conn conn(url_);
+      std::vector<Grant> batch;
+      for (uint32_t s = kQuantity - w; s >= 1; s = s > kWriters ? s - kWriters : 0) {  // descending
+        batch.push_back(Grant{c, s, u + "-" + std::to_string(s), 1, "", 1'000 + s});
+        if (batch.size() == kBatch || s <= kWriters) {
+          pgstore::write_grants(conn, batch);
+          batch.clear();
+        }
+      }
+    });
+  }
+  for (std::thread& t : writers) t.join();
+  auto rows = outbox_of(*conn_, c);
+  ASSERT_EQ(rows.size(), kQuantity + 1);
+  EXPECT_EQ(rows.back().first, "campaign.sold_out:" + std::to_string(c) + ":" + std::to_string(kQuantity));
+  for (std::size_t i = 0; i + 1 < rows.size(); ++i) EXPECT_EQ(rows[i].first.rfind("coupon.issued:", 0), 0u) << i;
+  auto written_of = [&](int64_t id) {
+    return conn_->exec("SELECT written FROM campaign_written WHERE campaign_id = $1", pg::Params().add(id)).i64(0, 0);
+  };
+  EXPECT_EQ(written_of(c), kQuantity);
+  // Redelivered: no new row, no new count, no second event.
+  pgstore::write_grants(*conn_, {Grant{c, 1, u + "-1", 1, "", 1'001}});
+  EXPECT_EQ(outbox_of(*conn_, c).size(), kQuantity + 1u);
+  // Events off: the count still follows the rows.
+  const int64_t off = campaign(0, 2);
+  pgstore::write_grants(*conn_, {Grant{off, 1, u + "-a", 1, "", 1}, Grant{off, 2, u + "-b", 1, "", 2}}, false);
+  EXPECT_EQ(written_of(off), 2);
   EXPECT_TRUE(outbox_of(*conn_, off).empty());
 }

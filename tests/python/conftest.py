@@ -5,7 +5,10 @@ COUPONCORE_TEST_KEY_PREFIX); tests that need servers fail, never skip, when they
 from __future__ import annotations
 
 import itertools
+import json
 import os
+import signal
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -74,3 +77,25 @@ def env_url(name: str) -> str:
     if not value:
         pytest.fail(f"{name} is not set: run the suite with `make test`, which starts the servers")
     return value
+
+
+def run_worker_to_drain(
+    engine: couponcore.Engine, kw: dict[str, str], campaign_id: int, quantity: int, *extra: str
+) -> dict[str, object]:
+    """Runs `couponcore worker` (with `extra` arguments) against `kw`'s servers while `engine`
+    drains: every one of the campaign's `quantity` grants must be in the store, one per user;
+    then stops it with SIGTERM and returns its final report (the last JSON line)."""
+    cmd = [sys.executable, "-m", "couponcore", "worker", "--redis", kw["redis"], "--postgres", kw["postgres"]]
+    cmd += ["--key-prefix", kw["key_prefix"], "--report-s", "0", *extra]
+    worker = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert engine.drain(60.0)
+        st = engine.stats(campaign_id)
+        assert (st.rows, st.distinct_users, st.max_seq) == (quantity, quantity, quantity)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        out, err = worker.communicate(timeout=30)
+    assert worker.returncode == 0, err
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["grants_written"] == quantity
+    return report

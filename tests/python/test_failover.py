@@ -6,10 +6,8 @@ no seq is answered twice, nothing past the quantity. The harness is bench/failov
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,7 +16,7 @@ from pathlib import Path
 import couponcore
 import pytest
 import redis as redispy
-from conftest import env_url, production_kwargs
+from conftest import env_url, production_kwargs, run_worker_to_drain
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from failover_loss import PrivateCluster, PrivateSentinel, SaleResult, run_sale  # noqa: E402
@@ -197,26 +195,10 @@ def test_standalone_worker_waits_for_replicas() -> None:
     kw = production_kwargs()
     kw["redis"] = CLUSTER
     cmd = [sys.executable, "-m", "couponcore", "worker", "--redis", kw["redis"], "--postgres", kw["postgres"]]
-    cmd += ["--key-prefix", kw["key_prefix"], "--report-s", "0"]
     bad = subprocess.run(cmd + ["--replicas-acked", "17"], capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "replicas_acked must be 0..16" in bad.stderr
     with couponcore.open(**kw, writer_threads=0, replicas_acked=1) as e:
         c = e.campaigns.create("worker-acked", quantity=300)
         assert all(r.issued for r in e.issue_many(c.id, [f"w{i}" for i in range(300)]))
-        worker = subprocess.Popen(
-            cmd + ["--replicas-acked", "1", "--replica-wait-ms", "200"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            assert e.drain(60.0)
-            st = e.stats(c.id)
-            assert (st.rows, st.distinct_users, st.max_seq) == (300, 300, 300)
-        finally:
-            worker.send_signal(signal.SIGTERM)
-            out, err = worker.communicate(timeout=30)
-        assert worker.returncode == 0, err
-        final = json.loads(out.strip().splitlines()[-1])
-        assert final["grants_written"] == 300
+        final = run_worker_to_drain(e, kw, c.id, 300, "--replicas-acked", "1", "--replica-wait-ms", "200")
         assert final["replica_waits"] > 0 and final["replica_wait_shortfalls"] == 0  # every master has a replica

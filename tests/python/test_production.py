@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
-import signal
 import subprocess
 import sys
 import time
 
 import couponcore
-from conftest import production_kwargs, stats
+from conftest import production_kwargs, run_worker_to_drain, stats
 
 
 def _hammer(kw: dict[str, str], campaign_id: int, proc: int, out: mp.Queue[list[tuple[str, int]]]) -> None:
@@ -68,36 +67,7 @@ def test_standalone_worker_writes_and_stops_on_sigterm() -> None:
         results = e.issue_many(c.id, [f"w{i}" for i in range(3000)])
         assert all(r.issued for r in results)
         assert e.stats(c.id).rows == 0  # nothing writes yet: the grants wait in the stream
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "couponcore",
-                "worker",
-                "--redis",
-                kw["redis"],
-                "--postgres",
-                kw["postgres"],
-                "--key-prefix",
-                kw["key_prefix"],
-                "--threads",
-                "2",
-                "--report-s",
-                "0",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            assert e.drain(60.0)
-            st = e.stats(c.id)
-            assert (st.rows, st.distinct_users, st.max_seq) == (3000, 3000, 3000)
-        finally:
-            worker.send_signal(signal.SIGTERM)
-            out, err = worker.communicate(timeout=30)
-        assert worker.returncode == 0, err
-        assert json.loads(out.strip().splitlines()[-1])["grants_written"] == 3000
+        run_worker_to_drain(e, kw, c.id, 3000, "--threads", "2")
 
 
 def test_worker_cli_usage_errors() -> None:

@@ -319,3 +319,58 @@ def test_a_sharded_campaigns_dead_letters_are_listed_shown_redriven_and_dropped(
         assert e.dead_letters.list(c.id) == []
         rep = e.reconcile(c.id)
         assert rep["consistent"] and rep["gate_issued"] == 60 and rep["dead_lettered"] == 0
+
+
+@needs_cluster
+def test_sold_out_event_comes_once_after_every_coupon_issued_of_a_sharded_campaign() -> None:
+    """campaign.sold_out is written by the writer transaction whose grants complete the quantity
+    in the store, so with 4 shards, 4 writer threads and 16 issuing threads it comes exactly once
+    and after every coupon.issued of the campaign (by sequence, as the stream delivers them). The
+    last shard's users come first: its interval (which holds seq == quantity) runs dry while the
+    others still grant. Raising the quantity and selling out again gives one more, after the rest."""
+    from test_events import collect, group, of_campaign
+
+    k, quantity, more = 4, 800, 80
+    with couponcore.open(**cluster_kwargs(), writer_threads=4) as e:
+        c = e.campaigns.create("sold-out order", quantity=quantity, shards=k)
+        users = [f"so{c.id}-{i}" for i in range(quantity + more + 100)]
+        last_shard = [u for u in users if shard_of(u, k) == k - 1]
+        rest = [u for u in users if shard_of(u, k) != k - 1]
+
+        def sell(pool: list[str]) -> list[tuple[str, couponcore.IssueResult]]:
+            out: list[tuple[str, couponcore.IssueResult]] = []
+            lock = threading.Lock()
+
+            def worker(t: int) -> None:
+                got = [(u, e.issue(c.id, u)) for u in pool[t::16]]
+                with lock:
+                    out.extend(got)
+
+            threads = [threading.Thread(target=worker, args=(t,)) for t in range(16)]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
+            return out
+
+        first = sell(last_shard) + sell(rest)
+        assert sum(r.issued for _, r in first) == quantity
+        assert stats(e, c.id).rows == quantity  # written (a quantity raised before that: no sold_out for 800)
+        e.campaigns.set_quantity(c.id, quantity + more)
+        second = sell([u for u, r in first if not r.issued])
+        assert sum(r.issued for _, r in second) == more
+        assert stats(e, c.id).rows == quantity + more
+        got = collect(e, group(), of_campaign(c.id), quantity + more + 2, ["coupon.issued", "campaign.sold_out"])
+    issued = [ev for ev in got if ev.type == "coupon.issued"]
+    sold = [ev for ev in got if ev.type == "campaign.sold_out"]
+    assert len(issued) == len({ev.id for ev in issued}) == quantity + more
+    assert [ev.id for ev in sold] == [
+        f"campaign.sold_out:{c.id}:{quantity}",
+        f"campaign.sold_out:{c.id}:{quantity + more}",
+    ]
+    first_coupons = {r.coupon_id for _, r in first if r.issued}
+    assert max(ev.sequence for ev in issued if ev.data["coupon_id"] in first_coupons) < sold[0].sequence
+    assert max(ev.sequence for ev in issued) < sold[1].sequence
+    assert sold[0].data["quantity"] == quantity and sold[1].data["quantity"] == quantity + more
+    assert sold[0].data["last_coupon_id"] in first_coupons
+    assert sold[1].data["last_coupon_id"] in {ev.data["coupon_id"] for ev in issued}

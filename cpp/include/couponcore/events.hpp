@@ -44,6 +44,15 @@ struct EventStats {
   bool relay_active = false;       // this engine's relay holds the deployment's relay lock
 };
 
+// What EventHub::prune deleted (embedded: rows of the log `events`).
+struct EventPruneResult {
+  int64_t deleted = 0;               // events deleted in all
+  int64_t deleted_unacknowledged = 0;  // of those, past the hard cap without every group's ack
+  int64_t chunks = 0;                // transactions (one DELETE of up to chunk_rows each)
+  bool more = false;                 // chunks_max reached with more to delete: call again
+  bool supported = true;             // false: production (its type streams are capped by MAXLEN)
+};
+
 class EventReader {
  public:
   virtual ~EventReader() = default;
@@ -64,6 +73,17 @@ class EventHub {
   virtual void dead_letter(const std::string& group, const EventMessage& event, const std::string& reason) = 0;
   virtual std::vector<EventDeadLetter> list_dead_letters(const std::string& group, int64_t limit) = 0;
   virtual EventStats stats() = 0;
+  // Retention of the log: deletes the events older than retention_ms (by their time) that every
+  // consumer group reading their type has acknowledged (read and not pending); an event of a
+  // type no group has read yet is kept. hard_cap_ms > 0: events older than that are deleted
+  // whatever the groups, with their pending rows. Short transactions of up to chunk_rows rows,
+  // at most chunks_max of them. Production has nothing to prune (supported = false).
+  virtual EventPruneResult prune(int64_t retention_ms, int64_t hard_cap_ms, int64_t chunk_rows, int64_t chunks_max) {
+    (void)retention_ms, (void)hard_cap_ms, (void)chunk_rows, (void)chunks_max;
+    EventPruneResult r;
+    r.supported = false;
+    return r;
+  }
 };
 
 }  // namespace couponcore

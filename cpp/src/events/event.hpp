@@ -46,7 +46,9 @@ struct Row {
 // paths (PostgreSQL's COPY, SQLite's group commit). The data objects are formatted exactly as
 // PostgreSQL's json_build_object(...)::text formats those of events/event_sql.hpp (the
 // writer's set-based fallback), so a grant's event has the same bytes whichever path wrote it.
-// seq is 0 (the store assigns it). Appends one row, or two when g.seq == quantity.
+// seq is 0 (the store assigns it). Appends one row, or two when g.seq == quantity (SQLite: one
+// committer, so the grant of seq == quantity is the campaign's last written; quantity 0: never,
+// PostgreSQL's writer writes campaign.sold_out from its count of written grants).
 void append_issued_rows(const Grant& g, int64_t partner_id, int64_t quantity, std::optional<int64_t> valid_until_us,
                         std::vector<Row>& out);
 

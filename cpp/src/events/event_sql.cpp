@@ -64,25 +64,26 @@ std::string coupon_events_sql(Dialect d, std::initializer_list<std::string_view>
 }
 
 std::string issued_events_sql(Dialect d, std::string_view source) {
-  const std::string src(source);
   return insert_head(d) +
-         "SELECT e.event_id, e.type, e.subject, e.partner_id, e.time_us, e.tp, e.data FROM ("
-         " SELECT r.campaign_id AS c, r.seq AS s, 0 AS o,"
-         "  'coupon.issued:' || r.campaign_id || ':' || r.seq AS event_id, 'coupon.issued' AS type,"
-         "  'coupon/' || r.id AS subject, k.partner_id AS partner_id, r.issued_at_us AS time_us, r.tp AS tp, " +
+         "SELECT 'coupon.issued:' || r.campaign_id || ':' || r.seq, 'coupon.issued', 'coupon/' || r.id, k.partner_id,"
+         " r.issued_at_us, r.tp, " +
          json(d,
               "'coupon_id', r.id, 'campaign_id', r.campaign_id, 'seq', r.seq, 'user_id', r.user_id,"
               " 'user_ordinal', r.user_ordinal, 'request_id', r.request_id, 'issued_at_us', r.issued_at_us,"
               " 'valid_until_us', r.valid_until_us") +
-         " AS data FROM " + src + " JOIN campaigns k ON k.id = r.campaign_id"
-         " UNION ALL"
-         " SELECT r.campaign_id, r.seq, 1, 'campaign.sold_out:' || k.id || ':' || k.quantity, 'campaign.sold_out',"
-         "  'campaign/' || k.id, k.partner_id, r.issued_at_us, r.tp, " +
+         " FROM " + std::string(source) +
+         " JOIN campaigns k ON k.id = r.campaign_id WHERE true ORDER BY r.campaign_id, r.seq" + on_conflict(d);
+}
+
+std::string sold_out_events_sql(Dialect d, std::string_view source) {
+  return insert_head(d) +
+         "SELECT 'campaign.sold_out:' || k.id || ':' || k.quantity, 'campaign.sold_out', 'campaign/' || k.id,"
+         " k.partner_id, r.issued_at_us, r.tp, " +
          json(d,
               "'campaign_id', k.id, 'quantity', k.quantity, 'last_coupon_id', r.id, 'last_user_id', r.user_id,"
               " 'sold_out_at_us', r.issued_at_us") +
-         " FROM " + src + " JOIN campaigns k ON k.id = r.campaign_id WHERE r.seq = k.quantity"
-         ") e WHERE true ORDER BY e.c, e.s, e.o" + on_conflict(d);
+         " FROM " + std::string(source) + " JOIN campaigns k ON k.id = r.campaign_id WHERE true ORDER BY k.id" +
+         on_conflict(d);
 }
 
 std::string points_events_sql(Dialect d, std::string_view source) {

@@ -5,8 +5,9 @@
 //
 //   coupon_events_sql   over `r`: coupon rows (the coupons table's columns, e.g. an UPDATE's
 //                       RETURNING *) plus a column `tp` (traceparent or NULL)
-//   issued_events_sql   over `r`: inserted coupon rows plus `tp`: coupon.issued per row, then
-//                       campaign.sold_out for the row whose seq is the campaign's quantity
+//   issued_events_sql   over `r`: inserted coupon rows plus `tp`: coupon.issued per row
+//   sold_out_events_sql over `r(campaign_id, id, user_id, issued_at_us, tp)`: one row per campaign
+//                       whose quantity was just completed (its last coupon): campaign.sold_out
 //   points_events_sql   over `t(id, tp)`: wallet entry ids; one event per earn / use / cancel /
 //                       expire / transfer_out entry (a transfer's transfer_in half has none)
 //
@@ -28,6 +29,7 @@ enum class Dialect { kPostgres, kSqlite };
 // coupon.use_cancelled and coupon.expired), by coupon, in the order given.
 std::string coupon_events_sql(Dialect d, std::initializer_list<std::string_view> types, std::string_view source);
 std::string issued_events_sql(Dialect d, std::string_view source);
+std::string sold_out_events_sql(Dialect d, std::string_view source);
 std::string points_events_sql(Dialect d, std::string_view source);
 
 }  // namespace couponcore::events

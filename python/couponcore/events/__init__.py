@@ -339,3 +339,21 @@ class Events:
         """``relayed`` (this engine's relay), ``outbox_rows`` / ``outbox_oldest_age_ms``
         (production's backlog), ``written`` (embedded: the log's last sequence), ``relay_active``."""
         return dict(self._engine._core.events_stats())
+
+    def prune(
+        self,
+        *,
+        retention_s: float = 7 * 86_400,
+        hard_cap_s: Optional[float] = None,
+        chunk_rows: int = 1000,
+        chunks_max: Optional[int] = None,
+    ) -> dict[str, Any]:
+        """Retention of the embedded log (docs/events.md, "Retention"): deletes the events older
+        than ``retention_s`` that every group reading their type has acknowledged, and, with
+        ``hard_cap_s``, every event older than that. Returns ``deleted``,
+        ``deleted_unacknowledged``, ``chunks``, ``more``, ``supported`` (False: production)."""
+        from ._retention import prune
+
+        return prune(
+            self._engine, retention_s=retention_s, hard_cap_s=hard_cap_s, chunk_rows=chunk_rows, chunks_max=chunks_max
+        )

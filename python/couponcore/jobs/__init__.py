@@ -6,7 +6,7 @@
     engine.jobs.start_periodic()          # embedded / single box: the schedules in-process
     couponcore jobs worker --redis ... --postgres ... --metrics-port 9108   # production
 
-Jobs: expire_coupons, expire_points, purge_idempotency, reconcile, redrive_dead_letters,
+Jobs: expire_coupons, expire_points, purge_idempotency, reconcile, redrive_dead_letters, prune_events,
 bulk_grant (and purge_job_history, the retention of finished job rows). Needs the ``jobs`` extra:
 ``pip install 'couponcore[jobs]'``.
 """

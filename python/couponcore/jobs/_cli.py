@@ -23,7 +23,7 @@ def add_parser(sub: Any, servers: Any) -> None:
         "jobs",
         help="scheduled maintenance jobs (procrastinate): worker, run, list, show, rerun, cancel, schedules",
         description="couponcore's maintenance jobs on procrastinate: expire_coupons, expire_points, "
-        "purge_idempotency, reconcile, redrive_dead_letters, bulk_grant (docs/jobs.md).",
+        "purge_idempotency, reconcile, redrive_dead_letters, bulk_grant, prune_events (docs/jobs.md).",
     )
     jsub = j.add_subparsers(dest="jobs_command", metavar="JOBS_COMMAND")
     jsub.required = True

@@ -45,6 +45,7 @@ JOB_NAMES = (
     "reconcile",
     "redrive_dead_letters",
     "bulk_grant",
+    "prune_events",
 )
 # Default schedules ("" = run on demand only). Re-driving dead letters is not scheduled by default:
 # an entry that keeps failing would be redelivered again and again; an operator turns it on once
@@ -56,6 +57,7 @@ DEFAULT_CRON = {
     "reconcile": "*/15 * * * *",
     "redrive_dead_letters": "",
     "bulk_grant": "",
+    "prune_events": "53 * * * *",
 }
 RETENTION_JOB = "purge_job_history"  # the retention purge, scheduled like the others
 _CRON_FIELDS = (5, 6)

@@ -130,6 +130,43 @@ def redrive_dead_letters(engine: Engine, ctx: Context, *, campaign_id: Optional[
     return {"rows": n, "redriven": n}
 
 
+def prune_events(
+    engine: Engine,
+    ctx: Context,
+    *,
+    retention_days: float = 7.0,
+    hard_cap_days: Optional[float] = None,
+    chunk_rows: int = 1000,
+) -> dict[str, Any]:
+    """Retention of the embedded event log (docs/events.md): delete the events older than
+    ``retention_days`` that every consumer group reading their type has acknowledged, and, with
+    ``hard_cap_days``, every event older than that. Production has no log to prune (a no-op)."""
+    deleted = unacked = chunks = 0
+    supported = True
+    for _ in range(_LOOPS_MAX):
+        ctx.check_cancelled()
+        r = engine.events.prune(
+            retention_s=retention_days * 86_400,
+            hard_cap_s=None if hard_cap_days is None else hard_cap_days * 86_400,
+            chunk_rows=chunk_rows,
+            chunks_max=100,
+        )
+        deleted += r["deleted"]
+        unacked += r["deleted_unacknowledged"]
+        chunks += r["chunks"]
+        supported = r["supported"]
+        ctx.progress(deleted)
+        if not r["more"]:
+            break
+    return {
+        "rows": deleted,
+        "deleted": deleted,
+        "deleted_unacknowledged": unacked,
+        "chunks": chunks,
+        "supported": supported,
+    }
+
+
 _SOURCES = ("csv", "parquet", "sql")
 
 
@@ -211,6 +248,7 @@ FUNCTIONS: dict[str, Callable[..., dict[str, Any]]] = {
     "reconcile": reconcile,
     "redrive_dead_letters": redrive_dead_letters,
     "bulk_grant": bulk_grant,
+    "prune_events": prune_events,
 }
 
 # Argument checks that go beyond the signature: (allowed values) or (type, min, max).
@@ -220,6 +258,8 @@ _RANGES: dict[str, tuple[float, float]] = {
     "chunks_max": (1, 1_000_000),
     "chunk_wallets": (1, 100_000),
     "older_than_days": (0, 36_500),
+    "retention_days": (0, 36_500),
+    "hard_cap_days": (0.001, 36_500),
     "campaign_id": (1, 2**63 - 1),
     "partner": (0, 2**63 - 1),
     "rows_per_s": (0.001, 10_000_000),

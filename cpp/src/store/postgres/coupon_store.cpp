@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <charconv>
+#include <map>
+#include <tuple>
 
 #include "couponcore/error.hpp"
 #include "couponcore/limits.hpp"
@@ -44,7 +46,8 @@ Campaign campaign_from_row(const pg::Result& r, int row) {
 }
 
 // The batch statement. Column 1: the input index of a grant that conflicts with a different
-// row (or -1 for the summary row); column 2 (summary row only): rows inserted. With events, the
+// row, -1 for the summary row (first), -2 for a campaign's row; column 2 (summary and campaign
+// rows): rows inserted; column 3 (campaign rows): the campaign. With events, the
 // same statement writes the outbox rows of the rows it inserted (pg_events.hpp): a redelivered
 // grant inserts nothing, so it makes no second event.
 const std::string& insert_grants_sql(bool events) {
@@ -60,9 +63,11 @@ const std::string& insert_grants_sql(bool events) {
       "  ON CONFLICT DO NOTHING"
       "  RETURNING id, campaign_id, seq, user_id, user_ordinal, request_id, issued_at_us, valid_until_us)";
   static const std::string tail =
-      " SELECT -1, (SELECT count(*) FROM ins)"
+      " SELECT -1, (SELECT count(*) FROM ins), 0"
       " UNION ALL"
-      " SELECT i.i - 1, 0 FROM input i"
+      " SELECT -2, count(*), campaign_id FROM ins GROUP BY campaign_id"
+      " UNION ALL"
+      " SELECT i.i - 1, 0, 0 FROM input i"
       " WHERE NOT EXISTS (SELECT 1 FROM ins WHERE ins.campaign_id = i.campaign_id AND ins.seq = i.seq"
       "                   AND ins.user_id = i.user_id AND ins.user_ordinal = i.user_ordinal)"
       "   AND NOT EXISTS (SELECT 1 FROM coupons c WHERE c.campaign_id = i.campaign_id AND c.seq = i.seq"
@@ -75,6 +80,57 @@ const std::string& insert_grants_sql(bool events) {
   return events ? with_events : plain;
 }
 const char* insert_grants_name(bool events) { return events ? "cc_insert_grants_ev" : "cc_insert_grants"; }
+
+// The grants a transaction inserted, per campaign: how many, and the latest of them (issued_at_us,
+// then seq), whose coupon a campaign.sold_out names.
+struct Written {
+  int64_t n = 0;
+  const Grant* last = nullptr;
+};
+using WrittenByCampaign = std::map<int64_t, Written>;  // ordered: rows are locked in campaign order
+
+void note(WrittenByCampaign& w, const Grant& g, int64_t inserted) {
+  Written& x = w[g.campaign_id];
+  x.n += inserted;
+  if (x.last == nullptr || std::tie(g.issued_at_us, g.seq) > std::tie(x.last->issued_at_us, x.last->seq)) x.last = &g;
+}
+
+// The transaction's last statement before COMMIT: raises each campaign's count of written grants
+// (campaign_written) and, with events, writes campaign.sold_out for each campaign whose count this
+// transaction took from below its quantity to it or past it. The upsert keeps the campaign's row
+// locked until COMMIT, so the writers of one campaign pass here one at a time: the one that
+// completes the quantity sees every other writer's grants committed, and its campaign.sold_out
+// takes an outbox seq after every coupon.issued of the campaign (shards and concurrent writers
+// included). Exactly one per quantity reached: the counts only grow, one transaction at a time.
+void count_written(pg::Conn& conn, const WrittenByCampaign& w, bool events) {
+  std::vector<int64_t> campaign, n, coupon, issued_at;
+  std::vector<std::string> user, tp;
+  for (const auto& [id, x] : w) {
+    if (x.n == 0) continue;
+    campaign.push_back(id);
+    n.push_back(x.n);
+    coupon.push_back(make_coupon_id(id, x.last->seq));
+    user.push_back(x.last->user_id);
+    issued_at.push_back(x.last->issued_at_us);
+    tp.push_back(x.last->traceparent);
+  }
+  if (campaign.empty()) return;
+  static const std::string head =
+      "WITH b AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::bigint[], $6::text[])"
+      "  AS t(campaign_id, n, id, user_id, issued_at_us, tp)) ";
+  static const std::string upsert =
+      "INSERT INTO campaign_written AS p (campaign_id, written) SELECT campaign_id, n FROM b ORDER BY campaign_id"
+      " ON CONFLICT (campaign_id) DO UPDATE SET written = p.written + excluded.written";
+  static const std::string plain = head + upsert;
+  static const std::string with_events =
+      head + ", w AS (" + upsert + " RETURNING p.campaign_id, p.written) " +
+      pgevents::sold_out_events_sql(
+          "(SELECT b.* FROM w JOIN b ON b.campaign_id = w.campaign_id JOIN campaigns c ON c.id = w.campaign_id"
+          "  WHERE w.written - b.n < c.quantity AND w.written >= c.quantity) r");
+  pg::Params p;
+  p.add_array(campaign).add_array(n).add_array(coupon).add_array(user).add_array(issued_at).add_array_empty_as_null(tp);
+  conn.exec_prepared(events ? "cc_count_written_ev" : "cc_count_written", events ? with_events : plain, p);
+}
 
 // Which of the given grants have no identical row (checked in a fresh snapshot).
 constexpr const char* kAbsentSql =
@@ -132,7 +188,7 @@ std::optional<int64_t> copy_grants(pg::Conn& conn, const std::vector<Grant>& gra
       }
       valid_until = until;
     }
-    if (events) events::append_issued_rows(g, rule.partner_id, rule.quantity, valid_until, outbox);
+    if (events) events::append_issued_rows(g, rule.partner_id, /*quantity=*/0, valid_until, outbox);
     append_copy_int(data, (g.campaign_id << 32) | static_cast<int64_t>(g.seq));
     data.push_back('\t');
     append_copy_int(data, g.campaign_id);
@@ -204,6 +260,7 @@ std::vector<std::size_t> still_absent(pg::Conn& conn, const std::vector<Grant>& 
 WriteOutcome write_row_by_row(pg::Conn& conn, const std::vector<Grant>& grants, bool events) {
   WriteOutcome out;
   std::vector<std::size_t> conflicts;
+  WrittenByCampaign written;
   pg::Tx tx(conn);
   for (std::size_t i = 0; i < grants.size(); ++i) {
     conn.exec("SAVEPOINT g");
@@ -212,7 +269,10 @@ WriteOutcome write_row_by_row(pg::Conn& conn, const std::vector<Grant>& grants, 
       conn.exec("RELEASE SAVEPOINT g");
       const int64_t inserted = r.i64(0, 1);
       out.inserted += inserted;
-      if (r.rows() > 1) {
+      if (inserted > 0) note(written, grants[i], inserted);
+      bool conflict = false;
+      for (int row = 1; row < r.rows(); ++row) conflict = conflict || r.i64(row, 0) >= 0;
+      if (conflict) {
         conflicts.push_back(i);
       } else if (inserted == 0) {
         out.already_present++;
@@ -223,6 +283,7 @@ WriteOutcome write_row_by_row(pg::Conn& conn, const std::vector<Grant>& grants, 
       out.failed.emplace_back(i, e.what());
     }
   }
+  count_written(conn, written, events);
   tx.commit();
   if (!conflicts.empty()) {
     std::vector<std::size_t> absent = still_absent(conn, grants, conflicts);
@@ -311,6 +372,9 @@ WriteOutcome write_grants(pg::Conn& conn, const std::vector<Grant>& grants, bool
   try {
     pg::Tx tx(conn);
     if (std::optional<int64_t> n = copy_grants(conn, grants, events)) {
+      WrittenByCampaign written;
+      for (const Grant& g : grants) note(written, g, 1);
+      count_written(conn, written, events);
       tx.commit();
       CC_ASSERT(*n == static_cast<int64_t>(grants.size()),
                 "COPY wrote " + std::to_string(*n) + " rows for " + std::to_string(grants.size()) + " grants");
@@ -324,14 +388,26 @@ WriteOutcome write_grants(pg::Conn& conn, const std::vector<Grant>& grants, bool
   try {
     pg::Tx tx(conn);
     pg::Result r = conn.exec_prepared(insert_grants_name(events), insert_grants_sql(events), grant_params(grants, true));
+    std::map<int64_t, int64_t> inserted;  // per campaign
     for (int row = 0; row < r.rows(); ++row) {
       const int64_t idx = r.i64(row, 0);
-      if (idx < 0) {
+      if (idx == -1) {
         out.inserted = r.i64(row, 1);
+      } else if (idx == -2) {
+        inserted[r.i64(row, 2)] = r.i64(row, 1);
       } else {
         conflicts.push_back(static_cast<std::size_t>(idx));
       }
     }
+    // The latest grant of each campaign among those the batch holds (inserted now, or already there).
+    std::vector<bool> conflicting(grants.size(), false);
+    for (std::size_t i : conflicts) conflicting[i] = true;
+    WrittenByCampaign written;
+    for (std::size_t i = 0; i < grants.size(); ++i) {
+      if (!conflicting[i] && inserted.count(grants[i].campaign_id)) note(written, grants[i], 0);
+    }
+    for (auto& [id, x] : written) x.n = inserted[id];
+    count_written(conn, written, events);
     tx.commit();
   } catch (const pg::PgError& e) {
     if (!data_error(e)) throw;

@@ -65,6 +65,13 @@ const std::vector<Migration>& coupon_migrations() {
        "ALTER TABLE campaigns ADD COLUMN rate_limit_per_user integer NOT NULL DEFAULT 0 CHECK (rate_limit_per_user >= 0),"
        " ADD COLUMN rate_limit_per_partner integer NOT NULL DEFAULT 0 CHECK (rate_limit_per_partner >= 0),"
        " ADD COLUMN rate_window_ms integer NOT NULL DEFAULT 1000 CHECK (rate_window_ms > 0);"},
+      // Grants written per campaign, raised by the transaction that writes them
+      // (pgstore::write_grants): the one that completes the quantity writes campaign.sold_out
+      // (docs/events.md). Existing campaigns start from their rows.
+      {"coupons", 5,
+       "CREATE TABLE campaign_written (campaign_id bigint PRIMARY KEY, written bigint NOT NULL);"
+       "INSERT INTO campaign_written (campaign_id, written)"
+       " SELECT campaign_id, count(*) FROM coupons GROUP BY campaign_id;"},
   };
   return all;
 }

@@ -30,6 +30,10 @@ const pg::MigrationRegistrar kRegisterEventMigrations("events", &migrations);
 
 std::string issued_events_sql() { return events::issued_events_sql(events::Dialect::kPostgres, "src r"); }
 
+std::string sold_out_events_sql(std::string_view source) {
+  return events::sold_out_events_sql(events::Dialect::kPostgres, source);
+}
+
 void copy_rows(pg::Conn& conn, const std::vector<events::Row>& rows) {
   if (rows.empty()) return;
   std::string data;

@@ -6,11 +6,13 @@
 //
 // Grants (pgstore::write_grants): coupon.issued for every row actually inserted (the COPY path
 // inserts all; the set-based fallback reports through the statement's own RETURNING, so a
-// redelivered grant makes no second event), and campaign.sold_out with the grant whose seq
-// equals the campaign's quantity (the gate's last seq).
+// redelivered grant makes no second event), and campaign.sold_out from the transaction whose
+// grants complete the campaign's quantity in the store (coupon_store.cpp, count_written: after
+// every coupon.issued of the campaign, shards and concurrent writers included).
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "couponcore/types.hpp"
@@ -23,9 +25,11 @@ const std::vector<pg::Migration>& migrations();
 
 // INSERT INTO event_outbox ... for the coupon rows of a CTE named `src` with the columns
 // id, campaign_id, seq, user_id, user_ordinal, request_id, issued_at_us, valid_until_us, tp
-// (tp: the grant's traceparent or NULL): coupon.issued per row, campaign.sold_out for
-// seq = quantity. Put inside a WITH, after `src`.
+// (tp: the grant's traceparent or NULL): coupon.issued per row. Put inside a WITH, after `src`.
 std::string issued_events_sql();
+// INSERT INTO event_outbox ... campaign.sold_out for each row of `source` (a FROM item named r
+// with campaign_id, id, user_id, issued_at_us, tp: a campaign just completed and its last coupon).
+std::string sold_out_events_sql(std::string_view source);
 
 // In the caller's transaction: COPY of rows built by events::append_issued_rows (the writer's
 // COPY path: every grant of the batch was inserted).

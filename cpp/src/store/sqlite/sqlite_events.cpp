@@ -292,6 +292,10 @@ class SqliteHub final : public EventHub {
     return out;
   }
 
+  EventPruneResult prune(int64_t retention_ms, int64_t hard_cap_ms, int64_t chunk_rows, int64_t chunks_max) override {
+    return sqlite_events::prune(db_, mu_, retention_ms, hard_cap_ms, chunk_rows, chunks_max);
+  }
+
   EventStats stats() override {
     std::lock_guard lock(mu_);
     sqlite::Stmt s(db_, "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)");

@@ -60,6 +60,11 @@ class Savepoint {
 // traceparent, data starting at column `first`).
 events::Row row_from(const sqlite::Stmt& s, int first = 0);
 
+// EventHub::prune on the log (sqlite_event_retention.cpp): each chunk a transaction of its own
+// under `mu`, so that the committer waits for one chunk at most.
+EventPruneResult prune(sqlite::Db& db, std::mutex& mu, int64_t retention_ms, int64_t hard_cap_ms, int64_t chunk_rows,
+                       int64_t chunks_max);
+
 // The embedded consumer API over the store's connection and lock.
 std::unique_ptr<EventHub> make_hub(sqlite::Db& db, std::mutex& mu);
 
