@@ -8,6 +8,12 @@ Stores (the ``windows`` migration: ``answer_windows`` and ``windows_state``):
   :class:`PgStore`       production: PostgreSQL through psycopg (``couponcore[windows]``)
 A commit is one transaction: the final rows, the state (with the positions) and, embedded, the
 trim of ``answer_log`` below what was consumed (``LOG_KEEP`` records are kept behind it).
+
+``lead()``: whether this process should aggregate now. PostgreSQL: a session advisory lock per
+deployment (key prefix), held on a connection of its own, so one aggregator of several runs at
+a time and another takes over as soon as the holder's session ends (a killed process's
+connection is closed by its kernel; PostgreSQL then frees the lock). The versioned commit keeps
+the rows exactly once even if two ever ran at once. SQLite: always (one engine per file).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import Any, Optional
 from .. import _core
 
 LOG_KEEP = 100_000  # answer_log rows kept behind the committed position (embedded)
+_LOCK_CLASS = 0x63632D77  # "cc-w": pg_try_advisory_lock(_LOCK_CLASS, hashtext(key prefix))
 _ROW_COLS = "campaign_id, size_s, start_s, answers, counts, hist, p50_us, p90_us, p99_us, max_us"
 
 
@@ -164,6 +171,9 @@ class SqliteStore(_SqlStore):
         if self._db.in_transaction:
             self._db.execute("COMMIT" if commit else "ROLLBACK")
 
+    def lead(self) -> bool:
+        return True
+
     def _trim(self, cur: Any, positions: dict[str, str]) -> None:
         pos = int(positions.get("log") or 0)
         if pos > LOG_KEEP:
@@ -182,6 +192,31 @@ class PgStore(_SqlStore):
         self._dsn = dsn
         self._db: Any = None
         self._lock = threading.Lock()
+        self._lead_db: Any = None  # the session that holds the aggregator's lock
+        self._leading = False
+
+    def lead(self) -> bool:
+        """Takes (or checks) the deployment's aggregator lock; False while another process holds
+        it or PostgreSQL does not answer (the next call tries again)."""
+        try:
+            if self._lead_db is None or self._lead_db.closed or self._lead_db.broken:
+                self._leading = False
+                self._lead_db = self._psycopg.connect(
+                    self._dsn, application_name="couponcore-windows-lock", autocommit=True
+                )
+            if self._leading:
+                self._lead_db.execute("SELECT 1")  # the session (and so the lock) is still there
+            else:
+                row = self._lead_db.execute(
+                    "SELECT pg_try_advisory_lock(%s, hashtext(%s))", (_LOCK_CLASS, self.name)
+                ).fetchone()
+                self._leading = bool(row[0])
+        except self._psycopg.Error:
+            self._leading = False
+            if self._lead_db is not None:
+                self._lead_db.close()
+            self._lead_db = None
+        return self._leading
 
     def _conn(self) -> Any:
         if self._db is None or self._db.closed or self._db.broken:
@@ -200,5 +235,8 @@ class PgStore(_SqlStore):
             self._db.rollback()
 
     def close(self) -> None:
+        if self._lead_db is not None:
+            self._lead_db.close()  # ends the session: frees the lock
+            self._lead_db, self._leading = None, False
         if self._db is not None:
             self._db.close()
