@@ -11,6 +11,7 @@ and (worker) whether this process is the active aggregator.
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Iterator
 from typing import Any, Optional
@@ -66,12 +67,8 @@ def aggregator_metrics(source: Any, store: Any, active: Optional[bool] = None) -
         _, text = store.load()
         state = json.loads(text) if text else None
         lag = aggregator_lag_s(source, state)
-    except (_core.Error, OSError, ValueError):
-        return
-    except Exception as e:  # psycopg / sqlite3 errors: the other series still go out
-        if type(e).__module__.split(".")[0] not in ("psycopg", "sqlite3"):
-            raise
-        return
+    except (_core.Error, OSError, ValueError, sqlite3.Error, *store.driver_errors):
+        return  # the store or the source is away: the other series still go out
     late = sum(int(c["late"]) for c in state["campaigns"].values()) if state else 0
     yield (
         "gauge",

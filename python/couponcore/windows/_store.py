@@ -84,6 +84,7 @@ class _SqlStore:
 
     _ph = "?"
     name = "embedded"  # the windows_state row: one per source
+    driver_errors: tuple[type[BaseException], ...] = (sqlite3.Error,)  # what the driver raises
 
     def _conn(self) -> Any:
         raise NotImplementedError
@@ -189,6 +190,7 @@ class PgStore(_SqlStore):
     def __init__(self, dsn: str, name: str) -> None:
         self.name = name  # the Redis key prefix of the deployment
         self._psycopg = _psycopg()
+        self.driver_errors = (self._psycopg.Error,)
         self._dsn = dsn
         self._db: Any = None
         self._lock = threading.Lock()
