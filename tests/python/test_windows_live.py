@@ -208,19 +208,19 @@ def test_one_worker_aggregates_and_another_takes_over_when_it_is_killed() -> Non
                     time.sleep(0.005)
 
             assert _wait(lambda: sorted(_active(p) or 0 for p in ports) == [0, 1], 30), [_active(p) for p in ports]
-            leader = 0 if _active(ports[0]) == 1 else 1
+            holder = 0 if _active(ports[0]) == 1 else 1
             threads = [threading.Thread(target=traffic, args=(3.0, t)) for t in range(4)]
             for t in threads:
                 t.start()
             time.sleep(1.0)
-            workers[leader].send_signal(signal.SIGKILL)  # mid-traffic, maybe mid-batch
-            workers[leader].wait()
+            workers[holder].send_signal(signal.SIGKILL)  # mid-traffic, maybe mid-batch
+            workers[holder].wait()
             for t in threads:
                 t.join()
-            standby = 1 - leader
+            standby = 1 - holder
             assert _wait(lambda: _active(ports[standby]) == 1, 20)
             # the standby finalises every second (ticks move the watermark 2 s past the last answer):
-            # exact, though the leader died with its batch in hand
+            # exact, though the holder died with its batch in hand
             assert _wait(lambda: _summed(engine.windows.rows(c, "1s", include_open=False)) == tally, 30)
             assert _summed(engine.windows.rows(c, "1min")) == tally  # final and open minutes
             assert tally["ISSUED"] == 400 and tally["SOLD_OUT"] > 0

@@ -127,7 +127,7 @@ class Windows:
         with self._lock:
             if self._runner is not None:
                 return
-            self._runner = Runner(self.aggregate, self._store.lead, every_s)
+            self._runner = Runner(self.aggregate, self._store.hold_lock, every_s)
             self._runner.start()
 
     @property
@@ -234,7 +234,7 @@ class WorkerWindows:
     def __init__(self, redis_url: str, postgres_url: str, key_prefix: str, every_s: float = 0.5) -> None:
         self.source, self.store = open_parts(("postgres", postgres_url), redis_url, key_prefix)
         self.aggregator = Aggregator(self.source, self.store)
-        self._runner = Runner(self.aggregator.run, self.store.lead, every_s)
+        self._runner = Runner(self.aggregator.run, self.store.hold_lock, every_s)
 
     @property
     def active(self) -> bool:

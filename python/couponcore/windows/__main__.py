@@ -48,7 +48,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         source, sink = open_parts(store, a.redis, a.key_prefix)
         agg = Aggregator(source, sink, lateness_ms=a.lateness_ms, batch_records=a.batch)
         while not stop:
-            if not sink.lead():  # another process aggregates: wait for its lock (--once too)
+            if not sink.hold_lock():  # another process aggregates: wait for its lock (--once too)
                 time.sleep(a.every_s)
                 continue
             n = agg.run_once()

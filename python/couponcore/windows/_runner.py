@@ -1,8 +1,8 @@
 """The aggregator's loop in a daemon thread: ``engine.windows.start()`` and ``couponcore worker``.
 
-Each round it asks the store whether this process leads (``lead()``: PostgreSQL's advisory lock
+Each round it asks the store whether this process holds the lock (``hold_lock()``: PostgreSQL's advisory lock
 per deployment, see ``_store``) and, if so, aggregates until the source has nothing new. A
-process that does not lead waits and asks again, so when the leader dies (its session ends) a
+process without it waits and asks again, so when the holder dies (its connection ends) a
 standby takes over within one round.
 """
 
@@ -18,11 +18,11 @@ _log = logging.getLogger("couponcore.windows")
 
 
 class Runner:
-    def __init__(self, aggregate: Callable[[], int], lead: Callable[[], bool], every_s: float) -> None:
-        self._aggregate, self._lead, self._every_s = aggregate, lead, every_s
+    def __init__(self, aggregate: Callable[[], int], hold_lock: Callable[[], bool], every_s: float) -> None:
+        self._aggregate, self._hold_lock, self._every_s = aggregate, hold_lock, every_s
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
-        self.active = False  # this process leads (it aggregates)
+        self.active = False  # this process holds the lock (it aggregates)
 
     def start(self) -> None:
         self._stop.clear()
@@ -32,7 +32,7 @@ class Runner:
     def _run(self) -> None:
         while not self._stop.wait(self._every_s):
             try:
-                self.active = self._lead()
+                self.active = self._hold_lock()
                 if self.active:
                     self._aggregate()
             except _core.Error as e:  # the store or Redis is away: the next round retries

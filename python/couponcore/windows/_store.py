@@ -9,9 +9,9 @@ Stores (the ``windows`` migration: ``answer_windows`` and ``windows_state``):
 A commit is one transaction: the final rows, the state (with the positions) and, embedded, the
 trim of ``answer_log`` below what was consumed (``LOG_KEEP`` records are kept behind it).
 
-``lead()``: whether this process should aggregate now. PostgreSQL: a session advisory lock per
+``hold_lock()``: whether this process should aggregate now. PostgreSQL: an advisory lock per
 deployment (key prefix), held on a connection of its own, so one aggregator of several runs at
-a time and another takes over as soon as the holder's session ends (a killed process's
+a time and another takes over as soon as the holder's connection ends (a killed process's
 connection is closed by its kernel; PostgreSQL then frees the lock). The versioned commit keeps
 the rows exactly once even if two ever ran at once. SQLite: always (one engine per file).
 """
@@ -172,7 +172,7 @@ class SqliteStore(_SqlStore):
         if self._db.in_transaction:
             self._db.execute("COMMIT" if commit else "ROLLBACK")
 
-    def lead(self) -> bool:
+    def hold_lock(self) -> bool:
         return True
 
     def _trim(self, cur: Any, positions: dict[str, str]) -> None:
@@ -194,31 +194,31 @@ class PgStore(_SqlStore):
         self._dsn = dsn
         self._db: Any = None
         self._lock = threading.Lock()
-        self._lead_db: Any = None  # the session that holds the aggregator's lock
-        self._leading = False
+        self._lock_db: Any = None  # the connection that holds the aggregator's lock
+        self._holding = False
 
-    def lead(self) -> bool:
+    def hold_lock(self) -> bool:
         """Takes (or checks) the deployment's aggregator lock; False while another process holds
         it or PostgreSQL does not answer (the next call tries again)."""
         try:
-            if self._lead_db is None or self._lead_db.closed or self._lead_db.broken:
-                self._leading = False
-                self._lead_db = self._psycopg.connect(
+            if self._lock_db is None or self._lock_db.closed or self._lock_db.broken:
+                self._holding = False
+                self._lock_db = self._psycopg.connect(
                     self._dsn, application_name="couponcore-windows-lock", autocommit=True
                 )
-            if self._leading:
-                self._lead_db.execute("SELECT 1")  # the session (and so the lock) is still there
+            if self._holding:
+                self._lock_db.execute("SELECT 1")  # the connection (and so the lock) is still there
             else:
-                row = self._lead_db.execute(
+                row = self._lock_db.execute(
                     "SELECT pg_try_advisory_lock(%s, hashtext(%s))", (_LOCK_CLASS, self.name)
                 ).fetchone()
-                self._leading = bool(row[0])
+                self._holding = bool(row[0])
         except self._psycopg.Error:
-            self._leading = False
-            if self._lead_db is not None:
-                self._lead_db.close()
-            self._lead_db = None
-        return self._leading
+            self._holding = False
+            if self._lock_db is not None:
+                self._lock_db.close()
+            self._lock_db = None
+        return self._holding
 
     def _conn(self) -> Any:
         if self._db is None or self._db.closed or self._db.broken:
@@ -237,8 +237,8 @@ class PgStore(_SqlStore):
             self._db.rollback()
 
     def close(self) -> None:
-        if self._lead_db is not None:
-            self._lead_db.close()  # ends the session: frees the lock
-            self._lead_db, self._leading = None, False
+        if self._lock_db is not None:
+            self._lock_db.close()  # closing it frees the lock
+            self._lock_db, self._holding = None, False
         if self._db is not None:
             self._db.close()
