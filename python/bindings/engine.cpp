@@ -262,6 +262,11 @@ void register_engine(py::module_& m) {
         py::gil_scoped_release nogil;
         return e.flush_answers();
       })
+      .def("answer_counters", [](PyEngine& self) -> py::object {
+        const std::optional<AnswerRecorderCounters> k = self.get().answer_counters();
+        if (!k) return py::none();
+        return to_dict(*k);
+      })
       .def("drain", [](PyEngine& self, py::object timeout) {
         Engine& e = self.get();
         const double timeout_s = to_timeout_s(timeout, "timeout_s");

@@ -177,6 +177,14 @@ const Record kAuthCounters{"AuthCounters",
     field<AuthCounters>("cache_hits", &AuthCounters::cache_hits),
     field<AuthCounters>("l2_hits", &AuthCounters::l2_hits),
     field<AuthCounters>("db_queries", &AuthCounters::db_queries)};
+using ARC = AnswerRecorderCounters;
+const Record kAnswerRecorderCounters{"AnswerRecorderCounters",
+    field<ARC>("answers", &ARC::answers),
+    field<ARC>("records", &ARC::records),
+    field<ARC>("flush_failures", &ARC::flush_failures),
+    field<ARC>("records_dropped", &ARC::records_dropped),
+    field<ARC>("answers_dropped", &ARC::answers_dropped),
+    field<ARC>("clock_offset_us", &ARC::clock_offset_us)};
 
 // One result for every wallet operation; couponcore/_wallet.py reads three classes from it
 // (WalletResult, CheckoutResult, CheckoutCancelResult).
@@ -276,6 +284,7 @@ py::tuple to_record(const WalletEntry& v) { return kWalletEntry.tuple(v); }
 py::tuple to_record(const WalletHistoryPage& v) { return kWalletHistoryPage.tuple(v); }
 py::dict to_dict(const ReconcileReport& v) { return kReconcileReport.dict(v); }
 py::dict to_dict(const AuthCounters& v) { return kAuthCounters.dict(v); }
+py::dict to_dict(const AnswerRecorderCounters& v) { return kAnswerRecorderCounters.dict(v); }
 py::dict to_dict(const WalletExpireReport& v) { return kWalletExpireReport.dict(v); }
 py::dict to_dict(const WalletPurgeReport& v) { return kWalletPurgeReport.dict(v); }
 py::dict to_dict(const WalletAudit& v) { return kWalletAudit.dict(v); }
@@ -318,6 +327,7 @@ void register_records(py::module_& m) {
   publish(kPartner);
   publish(kPartnerKey);
   publish(kAuthCounters);
+  publish(kAnswerRecorderCounters);
   publish(kWalletResult);
   publish(kWalletBalance);
   publish(kWalletEntry);

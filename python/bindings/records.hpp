@@ -27,6 +27,7 @@
 #include "couponcore/engine.hpp"
 #include "couponcore/types.hpp"
 #include "couponcore/wallet.hpp"
+#include "couponcore/windows.hpp"
 
 namespace couponcore::py_bindings {
 
@@ -124,6 +125,7 @@ py::tuple to_record(const WalletHistoryPage& v);
 // Values the public API returns as dicts.
 py::dict to_dict(const ReconcileReport& v);
 py::dict to_dict(const AuthCounters& v);
+py::dict to_dict(const AnswerRecorderCounters& v);
 py::dict to_dict(const WalletExpireReport& v);
 py::dict to_dict(const WalletPurgeReport& v);
 py::dict to_dict(const WalletAudit& v);

@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument(
         "--no-events-relay", action="store_true", help="run no outbox relay here (docs/events.md; one is active)"
     )
+    w.add_argument(
+        "--no-windows", action="store_true", help="run no live-windows aggregator here (docs/windows.md; one is active)"
+    )
     w.add_argument("--report-s", type=float, default=10.0, help="print stats every this many seconds (0: never)")
     w.add_argument(
         "--metrics-port", type=_port, default=None, help="serve Prometheus metrics at GET /metrics on this port"
@@ -206,6 +209,14 @@ def _run_worker(args: argparse.Namespace) -> int:
         worker.stop()
         stop.set()
 
+    windows = None
+    if not args.no_windows:
+        from .windows import WorkerWindows
+
+        try:
+            windows = WorkerWindows(args.redis, args.postgres, args.key_prefix)
+        except _core.Error as e:  # psycopg missing, a source it cannot read: the writer runs on
+            print(f"couponcore worker: no live windows here: {e}", file=sys.stderr, flush=True)
     server = None
     if args.metrics_port is not None:
         from .metrics import render_worker
@@ -213,13 +224,17 @@ def _run_worker(args: argparse.Namespace) -> int:
 
         # Bound before the writer starts: a port in use fails the command at once (exit 3).
         server = serve_metrics(
-            lambda: render_worker(worker, threads=args.threads), host=args.metrics_host, port=args.metrics_port
+            lambda: render_worker(worker, threads=args.threads, windows=windows),
+            host=args.metrics_host,
+            port=args.metrics_port,
         )
         print(f"couponcore worker: metrics at {server.url}", file=sys.stderr, flush=True)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
         worker.start()
+        if windows is not None:
+            windows.start()
         print(f"couponcore worker: writing grants with {args.threads} thread(s)", file=sys.stderr, flush=True)
         last = time.monotonic()
         while not worker.join(0.2):
@@ -227,6 +242,8 @@ def _run_worker(args: argparse.Namespace) -> int:
                 last = time.monotonic()
                 print(json.dumps(worker.stats()), file=sys.stderr, flush=True)
     finally:
+        if windows is not None:
+            windows.stop()
         if server is not None:
             server.close()
     print(json.dumps(worker.stats()), flush=True)

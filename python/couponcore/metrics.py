@@ -33,6 +33,13 @@ log sequence: events written), and, production only, ``couponcore_events_relayed
 process's relay), ``couponcore_events_outbox_rows`` and ``couponcore_events_outbox_oldest_seconds``
 (the outbox backlog: it grows when no relay runs or Redis is away), ``couponcore_events_relay_active``.
 
+Live windows (docs/windows.md): every engine that records exports its recorder's
+``couponcore_windows_answers_recorded_total``, ``_records_flushed_total``,
+``_flush_failures_total``, ``_records_dropped_total``, ``_answers_dropped_total`` and the gauge
+``couponcore_windows_clock_offset_seconds``; once ``engine.windows`` was opened (and in
+``couponcore worker``) the aggregator's ``couponcore_windows_aggregator_lag_seconds`` and
+``couponcore_windows_late_answers_total`` (the worker also ``couponcore_windows_aggregator_active``).
+
 Production only, the grant log's backlog (``engine.log_backlog()``), gauges by campaign:
 
 - ``couponcore_log_entries{campaign}``            entries in the grant stream, not yet settled
@@ -86,6 +93,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _core
 from ._core import Unavailable
+from .windows._metrics import aggregator_metrics, recorder_metrics
 
 if TYPE_CHECKING:
     from ._engine import Engine
@@ -200,7 +208,17 @@ def snapshot(engine: Engine) -> dict[str, Any]:
         "log_backlog": _log_backlog(engine),
         "writers_alive": _writers_alive(engine),
         "events": _event_stats(engine),
+        "windows": _windows_metrics(engine),
     }
+
+
+def _windows_metrics(engine: Engine) -> list[tuple[str, str, str, float]]:
+    """The live windows' series (docs/windows.md): the recorder's counters, and the aggregator's
+    once ``engine.windows`` was opened (never opened here)."""
+    out = list(recorder_metrics(engine._core.answer_counters()))
+    if engine._windows is not None:
+        out += engine._windows.metrics()
+    return out
 
 
 def _event_stats(engine: Engine) -> dict[str, Any] | None:
@@ -299,9 +317,7 @@ def render(engine: Engine) -> str:
     out.extend(_render_log_gauges(snap["log_backlog"]))
     if snap["writers_alive"] is not None:
         out.extend(_gauge("writers_alive", _WRITERS_ALIVE_HELP, snap["writers_alive"]))
-    for kind, name, help_, value in _event_metrics(snap):
-        full = f"couponcore_{name}_total" if kind == "counter" else f"couponcore_{name}"
-        out.extend([f"# HELP {full} {help_}", f"# TYPE {full} {kind}", f"{full} {_fmt(value)}"])
+    out.extend(_render_plain([*_event_metrics(snap), *snap["windows"]]))
     for name, help_ in _HISTOGRAMS:
         hist = h[name]
         out.append(f"# HELP couponcore_{name} {help_}")
@@ -315,6 +331,13 @@ def render(engine: Engine) -> str:
     if jobs is not None:
         out.extend(jobs.metrics_lines())
     return "\n".join(out) + "\n"
+
+
+def _render_plain(metrics: list[tuple[str, str, str, float]]) -> Iterator[str]:
+    """Text lines of unlabelled (counter | gauge, name, help, value) series."""
+    for kind, name, help_, value in metrics:
+        full = f"couponcore_{name}_total" if kind == "counter" else f"couponcore_{name}"
+        yield from (f"# HELP {full} {help_}", f"# TYPE {full} {kind}", f"{full} {_fmt(value)}")
 
 
 def _gauge(name: str, help_: str, value: float) -> list[str]:
@@ -339,9 +362,10 @@ def worker_log_backlog(worker: _core.Worker) -> list[LogBacklog]:
         return []
 
 
-def render_worker(worker: _core.Worker, *, threads: int) -> str:
+def render_worker(worker: _core.Worker, *, threads: int, windows: Any = None) -> str:
     """The standalone writer's metrics (``couponcore worker --metrics-port``) in the Prometheus
-    text format: its counters (``worker.stats()``), the breaker, and the grant log's backlog."""
+    text format: its counters (``worker.stats()``), the breaker, the grant log's backlog, and
+    (``windows``: the worker's live-windows aggregator, a ``WorkerWindows``) the aggregator's."""
     stats = worker.stats()
     out: list[str] = []
     for name, key, help_ in _WORKER_COUNTERS:
@@ -365,6 +389,8 @@ def render_worker(worker: _core.Worker, *, threads: int) -> str:
         pass  # Redis away: no series this scrape, like the backlog gauges
     else:
         out.extend(_gauge("writers_alive", _WRITERS_ALIVE_HELP, alive))
+    if windows is not None:
+        out.extend(_render_plain(list(aggregator_metrics(windows.source, windows.store, windows.active))))
     return "\n".join(out) + "\n"
 
 
@@ -408,7 +434,7 @@ class CouponcoreCollector:
             yield gauge
         if snap["writers_alive"] is not None:
             yield GaugeMetricFamily("couponcore_writers_alive", _WRITERS_ALIVE_HELP, value=snap["writers_alive"])
-        for kind, name, help_, value in _event_metrics(snap):
+        for kind, name, help_, value in [*_event_metrics(snap), *snap["windows"]]:
             family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
             yield family(f"couponcore_{name}", help_, value=value)
         for name, help_ in _HISTOGRAMS:

@@ -163,6 +163,7 @@ def test_deploy_rules_and_dashboard_use_metrics_that_exist(engine: couponcore.En
 
     deploy = Path(__file__).resolve().parents[2] / "deploy"
     engine.points.earn(f"m{os.getpid()}", 1, idempotency_key=f"m-{os.getpid()}-{id(engine)}")  # opens the wallets
+    _ = engine.windows  # opened: the live windows' aggregator series too
     exported = set(re.findall(r"^(couponcore_[a-z_]+)", engine.metrics_text(), re.M))
     text = (deploy / "prometheus-rules.yml").read_text()
     text += json.dumps(json.loads((deploy / "grafana-dashboard.json").read_text()))

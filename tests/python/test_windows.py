@@ -154,9 +154,11 @@ def test_watermark_finalises_and_drops_late_answers(db_path: str) -> None:
         "SELECT size_s, start_s, answers, counts, max_us FROM answer_windows ORDER BY size_s, start_s"
     ).fetchall()
     minute = s - s % 60
+    # the seconds after the last answer, up to the watermark (s + 61), have rows of zeros
     assert rows == [
         (1, s, 9, '{"0":3,"1":2,"2":4}', 1200),
         (1, s + 1, 1, '{"0":1}', 2000),
+        *[(1, t, 0, "{}", 0) for t in range(s + 2, s + 61)],
         (60, minute, 10, '{"0":4,"1":2,"2":4}', 2000),
     ]
     state = json.loads(db.execute("SELECT state FROM windows_state").fetchone()[0])

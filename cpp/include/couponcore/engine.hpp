@@ -31,6 +31,7 @@
 #include "couponcore/metrics.hpp"
 #include "couponcore/tracing.hpp"
 #include "couponcore/types.hpp"
+#include "couponcore/windows.hpp"
 
 namespace couponcore {
 
@@ -144,6 +145,8 @@ class Engine {
   // now (the recorder does so every windows_flush_ms); false when this engine records none
   // (windows=false, ":memory:"). Throws what the source threw (the records stay queued).
   bool flush_answers();
+  // The answer recorder's counters; nullopt when this engine records none. Works after close().
+  std::optional<AnswerRecorderCounters> answer_counters() const;
   // The grant log's backlog, one element per campaign with a log, ordered by campaign id
   // (production: the Redis Streams, read on the control connection with pipelined commands;
   // at most kLogBacklogCampaignsMax campaigns, the highest ids). Embedded: empty, its

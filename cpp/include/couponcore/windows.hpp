@@ -14,6 +14,16 @@ namespace windows {
 class RedisAnswerReader;
 }
 
+// The answer recorder's counters (Engine::answer_counters()), since the engine opened.
+struct AnswerRecorderCounters {
+  uint64_t answers = 0;           // answers recorded
+  uint64_t records = 0;           // records appended to the source (ticks included)
+  uint64_t flush_failures = 0;    // appends that failed (kept, retried on the next flush)
+  uint64_t records_dropped = 0;   // records given up: more than kPendingRecordsMax were waiting
+  uint64_t answers_dropped = 0;   // answers in those records (in no window)
+  int64_t clock_offset_us = 0;    // event clock minus this host's wall clock (production: the gate's Redis TIME)
+};
+
 struct AnswerRecord {
   std::string id;      // the stream id: the read position
   std::string record;  // the packed record (format: windows/answer_recorder.hpp, docs/windows.md)

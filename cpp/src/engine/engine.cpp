@@ -376,6 +376,12 @@ bool Engine::flush_answers() {
   return true;
 }
 
+std::optional<AnswerRecorderCounters> Engine::answer_counters() const {
+  const windows::AnswerRecorder* r = deployment_->pipeline->answer_recorder();
+  if (r == nullptr) return std::nullopt;
+  return r->counters();
+}
+
 void Engine::close() {
   if (closed_.exchange(true, std::memory_order_acq_rel)) return;
   deployment_->close();

@@ -29,6 +29,7 @@ namespace windows {
 class AnswerRecorder;
 void record_answers(AnswerRecorder* recorder, int64_t campaign_id, const std::vector<IssueResult>& results,
                     int64_t latency_us);
+void set_event_clock(AnswerRecorder* recorder, int64_t server_now_us);
 }
 namespace auth {
 class PartnerService;
@@ -99,6 +100,10 @@ class Pipeline {
   // On the answering thread, once per answered submission (latency: submit -> answer).
   void record_answers(int64_t campaign_id, const std::vector<IssueResult>& results, int64_t latency_us) {
     if (recorder_) windows::record_answers(recorder_, campaign_id, results, latency_us);
+  }
+  // The gate's clock (production: Redis TIME from a gate reply) becomes the answers' event clock.
+  void note_gate_clock(int64_t server_now_us) {
+    if (recorder_) windows::set_event_clock(recorder_, server_now_us);
   }
   // Tracing: the gate and the writers note their batches in trace_slot().get() when it is set.
   TraceSlot& trace_slot() { return trace_slot_; }

@@ -288,9 +288,10 @@ bool RedisGate::decode(const Call& call, const redis::Reply& r) {
     fail_call(call, unavailable("redis: unexpected gate reply"));
     return false;
   }
-  long long issued = 0, quantity = 0;
+  long long issued = 0, quantity = 0, server_now_us = 0;
   redis::reply_int(r.at(0), &issued);
   redis::reply_int(r.at(1), &quantity);
+  if (redis::reply_int(r.at(2), &server_now_us) && server_now_us > 0) owner_.note_gate_clock(server_now_us);
   if (call.campaign->sharded()) {
     decode_shard(call, r);
     return true;

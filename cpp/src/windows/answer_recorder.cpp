@@ -39,7 +39,7 @@ AnswerRecorder::~AnswerRecorder() { stop(); }
 
 void AnswerRecorder::record(int64_t campaign_id, const std::vector<IssueResult>& results, int64_t latency_us) {
   if (results.empty()) return;
-  const int64_t second = now_us() / 1'000'000;
+  const int64_t second = event_now_us() / 1'000'000;
   const int bucket = latency_bucket(latency_us);
   // Threads take stripes round-robin (thread ids are addresses: their low bits are alike).
   static std::atomic<std::size_t> next_stripe{0};
@@ -61,7 +61,11 @@ void AnswerRecorder::record(int64_t campaign_id, const std::vector<IssueResult>&
   st.answers += results.size();
 }
 
-std::vector<std::pair<int64_t, std::string>> AnswerRecorder::take(int64_t now_ms) {
+int64_t AnswerRecorder::event_now_us() const noexcept {
+  return now_us() + clock_offset_us_.load(std::memory_order_relaxed);
+}
+
+std::vector<AnswerRecorder::PendingRecord> AnswerRecorder::take(int64_t now_ms) {
   Partials all;
   for (Stripe& st : stripes_) {
     Partials mine;
@@ -80,11 +84,13 @@ std::vector<std::pair<int64_t, std::string>> AnswerRecorder::take(int64_t now_ms
       }
     }
   }
-  std::map<int64_t, std::string> records;  // by campaign: a stable order
+  std::map<int64_t, PendingRecord> records;  // by campaign: a stable order
   const std::string head = std::to_string(kRecordVersion) + " " + std::to_string(now_ms) + " " + recorder_id_ + ".";
   for (const auto& [campaign, seconds] : all) {
     std::string r = head + std::to_string(++records_made_);
+    uint64_t answers = 0;
     for (const auto& [second, s] : seconds) {
+      for (const uint64_t n : s.by_status) answers += n;
       r += ' ';
       r += std::to_string(second);
       char sep = '/';
@@ -104,7 +110,7 @@ std::vector<std::pair<int64_t, std::string>> AnswerRecorder::take(int64_t now_ms
       r += '/';
       r += std::to_string(s.max_latency_us);
     }
-    records.emplace(campaign, std::move(r));
+    records.emplace(campaign, PendingRecord{campaign, std::move(r), answers});
     last_active_ms_[campaign] = now_ms;
   }
   // Ticks: the watermark of a campaign that went quiet still moves on for tick_s seconds.
@@ -113,22 +119,30 @@ std::vector<std::pair<int64_t, std::string>> AnswerRecorder::take(int64_t now_ms
       it = last_active_ms_.erase(it);
       continue;
     }
-    if (records.count(it->first) == 0) records.emplace(it->first, head + std::to_string(++records_made_));
+    if (records.count(it->first) == 0) {
+      records.emplace(it->first, PendingRecord{it->first, head + std::to_string(++records_made_), 0});
+    }
     ++it;
   }
-  return {records.begin(), records.end()};
+  std::vector<PendingRecord> out;
+  out.reserve(records.size());
+  for (auto& [campaign, r] : records) out.push_back(std::move(r));
+  return out;
 }
 
 void AnswerRecorder::flush() {
   std::lock_guard lock(flush_mu_);
-  const int64_t now_ms = now_us() / 1000;
+  const int64_t now_ms = event_now_us() / 1000;
   for (auto& r : take(now_ms)) pending_.push_back(std::move(r));
   while (pending_.size() > kPendingRecordsMax) {
-    pending_.pop_front();
+    counters_.answers_dropped += pending_.front().answers;
     counters_.records_dropped++;
+    pending_.pop_front();
   }
   if (pending_.empty()) return;
-  std::vector<std::pair<int64_t, std::string>> batch(pending_.begin(), pending_.end());
+  std::vector<std::pair<int64_t, std::string>> batch;
+  batch.reserve(pending_.size());
+  for (const PendingRecord& r : pending_) batch.emplace_back(r.campaign, r.record);
   try {
     sink_->append(batch);
   } catch (...) {
@@ -174,9 +188,14 @@ void record_answers(AnswerRecorder* recorder, int64_t campaign_id, const std::ve
   recorder->record(campaign_id, results, latency_us);
 }
 
+void set_event_clock(AnswerRecorder* recorder, int64_t server_now_us) {
+  recorder->set_clock_offset_us(server_now_us - now_us());
+}
+
 RecorderCounters AnswerRecorder::counters() const {
   std::lock_guard lock(flush_mu_);
   RecorderCounters k = counters_;
+  k.clock_offset_us = clock_offset_us_.load(std::memory_order_relaxed);
   for (const Stripe& st : stripes_) {
     std::lock_guard slock(st.mu);
     k.answers += st.answers;

@@ -41,6 +41,7 @@
 #include <vector>
 
 #include "couponcore/types.hpp"
+#include "couponcore/windows.hpp"
 
 namespace couponcore::windows {
 
@@ -60,14 +61,13 @@ struct RecorderOptions {
   int64_t tick_s = 5;      // empty records for this long after a campaign's last answer
 };
 
-struct RecorderCounters {
-  uint64_t answers = 0;          // answers recorded
-  uint64_t records = 0;          // records appended to the sink (ticks included)
-  uint64_t flush_failures = 0;   // appends that failed (retried on the next flush)
-  uint64_t records_dropped = 0;  // records given up after kPendingRecordsMax were waiting
-};
+using RecorderCounters = AnswerRecorderCounters;  // couponcore/windows.hpp
 
 int latency_bucket(int64_t latency_us) noexcept;
+
+class AnswerRecorder;
+// The recorder's event clock follows a server's clock (production: the gate reply's Redis TIME).
+void set_event_clock(AnswerRecorder* recorder, int64_t server_now_us);
 
 class AnswerRecorder {
  public:
@@ -80,6 +80,11 @@ class AnswerRecorder {
   AnswerRecorder& operator=(const AnswerRecorder&) = delete;
 
   void record(int64_t campaign_id, const std::vector<IssueResult>& results, int64_t latency_us);
+  // The event clock is this host's wall clock plus an offset: a production gate sets it from
+  // the Redis TIME in each gate reply, so engines on different hosts put an answer in the same
+  // second (and their flush times, the watermarks, agree). 0 (the wall clock) until set.
+  void set_clock_offset_us(int64_t offset_us) noexcept { clock_offset_us_.store(offset_us, std::memory_order_relaxed); }
+  int64_t event_now_us() const noexcept;
   // Packs and appends what was recorded so far (the flusher does this every flush_ms); throws
   // what the sink threw (the records stay pending).
   void flush();
@@ -104,19 +109,26 @@ class AnswerRecorder {
     Second* last = nullptr;
   };
 
+  struct PendingRecord {
+    int64_t campaign;
+    std::string record;
+    uint64_t answers;
+  };
+
   void run();
-  std::vector<std::pair<int64_t, std::string>> take(int64_t now_ms);
+  std::vector<PendingRecord> take(int64_t now_ms);
 
   std::unique_ptr<AnswerSink> sink_;
   const RecorderOptions options_;
   std::array<Stripe, kStripes> stripes_;
 
   mutable std::mutex flush_mu_;  // one flush at a time; guards what follows
-  std::deque<std::pair<int64_t, std::string>> pending_;
+  std::deque<PendingRecord> pending_;
   const std::string recorder_id_;  // 16 hex digits, random per recorder
   uint64_t records_made_ = 0;
   std::unordered_map<int64_t, int64_t> last_active_ms_;  // campaign -> flush time it last had answers
   RecorderCounters counters_;
+  std::atomic<int64_t> clock_offset_us_{0};
 
   std::mutex stop_mu_;
   std::condition_variable stop_cv_;

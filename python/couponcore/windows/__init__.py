@@ -17,9 +17,11 @@ from typing import Any, Optional, Union
 
 from .. import _core
 from ._aggregate import LATENESS_MS_DEFAULT, Aggregator, latency_bucket_upper_us
+from ._metrics import aggregator_metrics
+from ._runner import Runner
 from ._store import PgStore, RedisSource, SqliteSource, SqliteStore
 
-__all__ = ["Windows", "Aggregator", "latency_bucket_upper_us", "status_name", "open_parts"]
+__all__ = ["Windows", "WorkerWindows", "Aggregator", "latency_bucket_upper_us", "status_name", "open_parts"]
 
 SIZES = {"1s": 1, "1min": 60}
 _STATUS_NAMES = {0: "ISSUED", 1: "SOLD_OUT", 2: "ALREADY_ISSUED", 3: "NOT_OPEN", 4: "ENDED", 5: "RATE_LIMITED"}
@@ -113,37 +115,35 @@ class Windows:
         self._source, self._store = open_parts(engine._store, redis_url, key_prefix)
         self._aggregator = Aggregator(self._source, self._store, lateness_ms=lateness_ms)
         self._lock = threading.Lock()
-        self._thread: Optional[threading.Thread] = None
-        self._stop = threading.Event()
+        self._runner: Optional[Runner] = None
 
     def start(self, every_s: float = 1.0) -> None:
         """Aggregate in a daemon thread of this process every ``every_s`` seconds (0.05..3600)
-        until ``stop()`` or the engine's ``close()``. Safe next to other aggregators (each batch
-        commits only if no other one committed since it read the state). Idempotent."""
+        until ``stop()`` or the engine's ``close()``, while this process holds the deployment's
+        aggregator lock (production; another process's aggregator takes over when it ends).
+        Idempotent."""
         if isinstance(every_s, bool) or not isinstance(every_s, (int, float)) or not 0.05 <= every_s <= 3600:
             raise _core.InvalidArgument("every_s must be a number of seconds in 0.05..3600")
         with self._lock:
-            if self._thread is not None:
+            if self._runner is not None:
                 return
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, args=(every_s,), name="couponcore-windows", daemon=True)
-            self._thread.start()
+            self._runner = Runner(self.aggregate, self._store.hold_lock, every_s)
+            self._runner.start()
 
-    def _run(self, every_s: float) -> None:
-        while not self._stop.wait(every_s):
-            try:
-                self.aggregate()
-            except _core.Error as e:  # the store or Redis is away: the next round retries
-                import logging
-
-                logging.getLogger("couponcore.windows").warning("live windows not aggregated: %s", e)
+    @property
+    def active(self) -> bool:
+        """True while the thread of ``start()`` is the deployment's active aggregator."""
+        return self._runner is not None and self._runner.active
 
     def stop(self) -> None:
         """Stops the thread of ``start()`` (after the batch in hand)."""
-        self._stop.set()
-        t, self._thread = self._thread, None
-        if t is not None:
-            t.join()
+        r, self._runner = self._runner, None
+        if r is not None:
+            r.stop()
+
+    def metrics(self) -> list[tuple[str, str, str, float]]:
+        """The aggregator's series (``couponcore.metrics``): lag, late answers, active."""
+        return list(aggregator_metrics(self._source, self._store, self.active if self._runner else None))
 
     def flush(self) -> bool:
         """Append what this engine recorded so far to the source now (it does so every ~200 ms)."""
@@ -225,3 +225,25 @@ class Windows:
         self.stop()
         self._source.close()
         self._store.close()
+
+
+class WorkerWindows:
+    """The aggregator of ``couponcore worker`` (production): a daemon thread that aggregates
+    every ``every_s`` while this process holds the deployment's aggregator lock."""
+
+    def __init__(self, redis_url: str, postgres_url: str, key_prefix: str, every_s: float = 0.5) -> None:
+        self.source, self.store = open_parts(("postgres", postgres_url), redis_url, key_prefix)
+        self.aggregator = Aggregator(self.source, self.store)
+        self._runner = Runner(self.aggregator.run, self.store.hold_lock, every_s)
+
+    @property
+    def active(self) -> bool:
+        return self._runner.active
+
+    def start(self) -> None:
+        self._runner.start()
+
+    def stop(self) -> None:
+        self._runner.stop()
+        self.source.close()
+        self.store.close()

@@ -5,7 +5,10 @@
 
 It folds the answer records into final windows (docs/windows.md) until stopped (SIGTERM /
 Ctrl-C: the batch in hand is committed or not at all). More than one may run: each batch is
-committed only if no other aggregator committed since it read the state.
+committed only if no other aggregator committed since it read the state, and in production only
+the process holding the deployment's aggregator lock aggregates (the others wait and take over
+when it ends; ``--once`` waits for the lock too; ``couponcore worker`` runs one, unless
+``--no-windows``).
 """
 
 from __future__ import annotations
@@ -45,6 +48,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         source, sink = open_parts(store, a.redis, a.key_prefix)
         agg = Aggregator(source, sink, lateness_ms=a.lateness_ms, batch_records=a.batch)
         while not stop:
+            if not sink.hold_lock():  # another process aggregates: wait for its lock (--once too)
+                time.sleep(a.every_s)
+                continue
             n = agg.run_once()
             if n == 0:
                 if a.once:

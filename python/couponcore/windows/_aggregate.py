@@ -26,6 +26,7 @@ from typing import Any, Optional, Protocol
 STATE_VERSION = 1
 SIZES_S = (1, 60)
 LATENESS_MS_DEFAULT = 2_000
+FILL_IDLE_S_DEFAULT = 300  # empty 1 s windows are written for at most this long after an answer
 BATCH_RECORDS = 1_000  # records per commit (per source partition)
 SEEN_KEEP_MS = 3_600_000  # a recorder's last record number is kept this long after its last record
 
@@ -61,8 +62,14 @@ class Store(Protocol):
     def commit(self, version: int, state: str, rows: list[tuple], positions: dict[str, str]) -> bool: ...
 
 
-def new_state(lateness_ms: int) -> dict[str, Any]:
-    return {"v": STATE_VERSION, "lateness_ms": lateness_ms, "positions": {}, "campaigns": {}}
+def new_state(lateness_ms: int, fill_idle_s: int = FILL_IDLE_S_DEFAULT) -> dict[str, Any]:
+    return {
+        "v": STATE_VERSION,
+        "lateness_ms": lateness_ms,
+        "fill_idle_s": fill_idle_s,
+        "positions": {},
+        "campaigns": {},
+    }
 
 
 def _merge(into: list, counts: dict[str, int], hist: dict[str, int], max_us: int) -> None:
@@ -135,23 +142,40 @@ def apply_record(state: dict[str, Any], campaign: int, record: str, rows: list[t
         _merge(w, counts, _parse_pairs(hist_s), int(max_s))
     if flush_ms > c["wm"]:
         c["wm"] = flush_ms
-        _finalize(c, campaign, c["wm"] - lateness, rows)
+        _finalize(c, campaign, c["wm"] - lateness, rows, state.get("fill_idle_s", FILL_IDLE_S_DEFAULT))
         if len(c["seen"]) > 1:  # recorders silent for an hour (closed engines) are forgotten
             c["seen"] = {r: v for r, v in c["seen"].items() if v[1] >= flush_ms - SEEN_KEEP_MS}
     return answers
 
 
-def _finalize(c: dict[str, Any], campaign: int, watermark_ms: int, rows: list[tuple]) -> None:
+def _finalize(c: dict[str, Any], campaign: int, watermark_ms: int, rows: list[tuple], fill_idle_s: int) -> None:
+    """Writes the 1 s windows the watermark passed, in order, and the empty seconds between them:
+    from the campaign's first answer on, a second without answers gets a row of zeros if it is
+    at most ``fill_idle_s`` after the last second with answers (``c["done"]``: the last second
+    written; ``c["last"]``: the last one with answers). The minutes merge what was written."""
     open1, open60 = c["open"]["1"], c["open"]["60"]
-    for sec_s in sorted((s for s in open1 if (int(s) + 1) * 1000 <= watermark_ms), key=int):
-        w = open1.pop(sec_s)
-        second = int(sec_s)
+    end_s = watermark_ms // 1000  # seconds below this are final
+
+    def emit(second: int, w: list) -> None:
         rows.append(_row(campaign, 1, second, w))
-        minute_s = str(second - second % 60)
-        m = open60.get(minute_s)
+        m = open60.get(str(second - second % 60))
         if m is None:
-            m = open60[minute_s] = [{}, {}, 0]
+            m = open60[str(second - second % 60)] = [{}, {}, 0]
         _merge(m, w[0], w[1], w[2])
+        c["done"] = second
+
+    def fill(until_s: int) -> None:  # empty rows after "done", up to until_s (excluded)
+        last = c.get("last")
+        if last is None or fill_idle_s <= 0:
+            return
+        for second in range(max(c.get("done", last), last) + 1, min(until_s, last + fill_idle_s + 1)):
+            emit(second, [{}, {}, 0])
+
+    for second in sorted(int(s) for s in open1 if int(s) < end_s):
+        fill(second)
+        emit(second, open1.pop(str(second)))
+        c["last"] = second
+    fill(end_s)
     for minute_s in sorted((s for s in open60 if (int(s) + 60) * 1000 <= watermark_ms), key=int):
         rows.append(_row(campaign, 60, int(minute_s), open60.pop(minute_s)))
 
@@ -161,15 +185,20 @@ class Aggregator:
     and returns the records consumed (0: nothing new, or another aggregator committed first)."""
 
     def __init__(
-        self, source: Source, store: Store, lateness_ms: int = LATENESS_MS_DEFAULT, batch_records: int = BATCH_RECORDS
+        self,
+        source: Source,
+        store: Store,
+        lateness_ms: int = LATENESS_MS_DEFAULT,
+        batch_records: int = BATCH_RECORDS,
+        fill_idle_s: int = FILL_IDLE_S_DEFAULT,
     ) -> None:
         self.source, self.store = source, store
-        self.lateness_ms, self.batch_records = lateness_ms, batch_records
+        self.lateness_ms, self.batch_records, self.fill_idle_s = lateness_ms, batch_records, fill_idle_s
         self.answers = 0  # answers folded in by this object (committed)
 
     def run_once(self) -> int:
         version, text = self.store.load()
-        state = json.loads(text) if text else new_state(self.lateness_ms)
+        state = json.loads(text) if text else new_state(self.lateness_ms, self.fill_idle_s)
         rows: list[tuple] = []
         records = answers = 0
         positions = state["positions"]

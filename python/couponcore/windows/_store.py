@@ -8,6 +8,12 @@ Stores (the ``windows`` migration: ``answer_windows`` and ``windows_state``):
   :class:`PgStore`       production: PostgreSQL through psycopg (``couponcore[windows]``)
 A commit is one transaction: the final rows, the state (with the positions) and, embedded, the
 trim of ``answer_log`` below what was consumed (``LOG_KEEP`` records are kept behind it).
+
+``hold_lock()``: whether this process should aggregate now. PostgreSQL: an advisory lock per
+deployment (key prefix), held on a connection of its own, so one aggregator of several runs at
+a time and another takes over as soon as the holder's connection ends (a killed process's
+connection is closed by its kernel; PostgreSQL then frees the lock). The versioned commit keeps
+the rows exactly once even if two ever ran at once. SQLite: always (one engine per file).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import Any, Optional
 from .. import _core
 
 LOG_KEEP = 100_000  # answer_log rows kept behind the committed position (embedded)
+_LOCK_CLASS = 0x63632D77  # "cc-w": pg_try_advisory_lock(_LOCK_CLASS, hashtext(key prefix))
 _ROW_COLS = "campaign_id, size_s, start_s, answers, counts, hist, p50_us, p90_us, p99_us, max_us"
 
 
@@ -77,6 +84,7 @@ class _SqlStore:
 
     _ph = "?"
     name = "embedded"  # the windows_state row: one per source
+    driver_errors: tuple[type[BaseException], ...] = (sqlite3.Error,)  # what the driver raises
 
     def _conn(self) -> Any:
         raise NotImplementedError
@@ -164,6 +172,9 @@ class SqliteStore(_SqlStore):
         if self._db.in_transaction:
             self._db.execute("COMMIT" if commit else "ROLLBACK")
 
+    def hold_lock(self) -> bool:
+        return True
+
     def _trim(self, cur: Any, positions: dict[str, str]) -> None:
         pos = int(positions.get("log") or 0)
         if pos > LOG_KEEP:
@@ -179,9 +190,35 @@ class PgStore(_SqlStore):
     def __init__(self, dsn: str, name: str) -> None:
         self.name = name  # the Redis key prefix of the deployment
         self._psycopg = _psycopg()
+        self.driver_errors = (self._psycopg.Error,)
         self._dsn = dsn
         self._db: Any = None
         self._lock = threading.Lock()
+        self._lock_db: Any = None  # the connection that holds the aggregator's lock
+        self._holding = False
+
+    def hold_lock(self) -> bool:
+        """Takes (or checks) the deployment's aggregator lock; False while another process holds
+        it or PostgreSQL does not answer (the next call tries again)."""
+        try:
+            if self._lock_db is None or self._lock_db.closed or self._lock_db.broken:
+                self._holding = False
+                self._lock_db = self._psycopg.connect(
+                    self._dsn, application_name="couponcore-windows-lock", autocommit=True
+                )
+            if self._holding:
+                self._lock_db.execute("SELECT 1")  # the connection (and so the lock) is still there
+            else:
+                row = self._lock_db.execute(
+                    "SELECT pg_try_advisory_lock(%s, hashtext(%s))", (_LOCK_CLASS, self.name)
+                ).fetchone()
+                self._holding = bool(row[0])
+        except self._psycopg.Error:
+            self._holding = False
+            if self._lock_db is not None:
+                self._lock_db.close()
+            self._lock_db = None
+        return self._holding
 
     def _conn(self) -> Any:
         if self._db is None or self._db.closed or self._db.broken:
@@ -200,5 +237,8 @@ class PgStore(_SqlStore):
             self._db.rollback()
 
     def close(self) -> None:
+        if self._lock_db is not None:
+            self._lock_db.close()  # closing it frees the lock
+            self._lock_db, self._holding = None, False
         if self._db is not None:
             self._db.close()
