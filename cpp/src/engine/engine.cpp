@@ -299,10 +299,9 @@ UseResult Engine::use_coupon(int64_t partner_id, const UseRequest& request) {
 Coupon Engine::cancel_coupon_use(int64_t partner_id, int64_t coupon_id, const std::string& order_id,
                                  const std::string& traceparent) {
   check_open();
-  // Accepted and checked here (malformed: ignored); the cancel's event carries it (events work).
-  const std::string trace_context = trace::normalize_traceparent(traceparent);
-  static_cast<void>(trace_context);
-  Coupon c = deployment_->coupons->cancel_use(partner_id, coupon_id, order_id, now_us());
+  // Checked here (malformed: ignored); the cancel's events carry it.
+  const std::string trace_context = traceparent.empty() ? std::string() : trace::normalize_traceparent(traceparent);
+  Coupon c = deployment_->coupons->cancel_use(partner_id, coupon_id, order_id, now_us(), trace_context);
   coupon_cancels_.fetch_add(1, std::memory_order_relaxed);
   return c;
 }
