@@ -150,26 +150,16 @@ std::vector<LogBacklog> Engine::log_backlog() {
 
 void Engine::enable_tracing(std::size_t capacity) {
   check_open();
-  if (capacity == 0 || capacity > limits::kTraceBufferRecordsMax) {
-    throw_invalid("the trace buffer holds 1.." + std::to_string(limits::kTraceBufferRecordsMax) + " records");
-  }
   deployment_->pipeline->trace_slot().enable(capacity);
 }
 
 void Engine::disable_tracing() { deployment_->pipeline->trace_slot().disable(); }
 
 std::vector<TraceRecord> Engine::take_trace_records(std::size_t max, int64_t timeout_ms) {
-  TraceBuffer* b = deployment_->pipeline->trace_slot().owned();
-  if (!b) return {};
-  return b->take(max, timeout_ms);
+  return deployment_->pipeline->trace_slot().take(max, timeout_ms);
 }
 
-TraceStats Engine::trace_stats() const {
-  TraceBuffer* b = deployment_->pipeline->trace_slot().owned();
-  TraceStats s = b ? b->stats() : TraceStats{};
-  s.malformed_traceparents = trace::malformed_traceparents();
-  return s;
-}
+TraceStats Engine::trace_stats() const { return deployment_->pipeline->trace_slot().stats(); }
 
 std::vector<WriterInfo> Engine::writers(bool with_pending) {
   check_open();
