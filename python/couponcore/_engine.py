@@ -379,7 +379,7 @@ class Scope:
         self._core = core
         self._partner_id = partner_id
         self._wallets_of_engine = wallets
-        self._engine: Scope = engine if engine is not None else self  # whose span emitter the calls use
+        self._engine = engine  # whose span emitter the calls use (None: this scope is the engine)
         self._tracing: Optional[SpanEmitter] = None
         # Campaign ids seen to be this partner's. A campaign's partner never changes, so a hit
         # is exact; it spares the issue hot path a native call. Bounded: cleared when full.
@@ -392,7 +392,7 @@ class Scope:
 
     def _emitter(self) -> Optional[SpanEmitter]:
         """The engine's span emitter (None: tracing off): the calls' CLIENT spans use it."""
-        return self._engine._tracing
+        return (self._engine or self)._tracing
 
     def _check(self, campaign_id: int) -> None:
         """NotFound unless the campaign is this partner's (as for an unknown id)."""
@@ -479,7 +479,7 @@ class Scope:
         OpenTelemetry span, or the web request's header): docs/tracing.md. Malformed: ignored.
         """
         self._check(campaign_id)
-        with client_span(self._engine._tracing, ISSUE, traceparent, {"couponcore.campaign_id": campaign_id}) as tp:
+        with client_span(self._emitter(), ISSUE, traceparent, {"couponcore.campaign_id": campaign_id}) as tp:
             return self._core.issue(campaign_id, user_id, request_id, tp)
 
     def issue_many(
@@ -493,7 +493,7 @@ class Scope:
         """Decide a batch of requests for one campaign in one call, in order. ``traceparent``: one
         for every request, or one (or None) per request; by default the caller's."""
         self._check(campaign_id)
-        with client_span(self._engine._tracing, ISSUE, traceparent, _many(campaign_id, user_ids)) as tp:
+        with client_span(self._emitter(), ISSUE, traceparent, _many(campaign_id, user_ids)) as tp:
             return self._core.issue_many(campaign_id, user_ids, request_ids, tp)
 
     async def aissue(
@@ -505,7 +505,7 @@ class Scope:
         self._check(campaign_id)
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        with client_span(self._engine._tracing, ISSUE, traceparent, {"couponcore.campaign_id": campaign_id}) as tp:
+        with client_span(self._emitter(), ISSUE, traceparent, {"couponcore.campaign_id": campaign_id}) as tp:
             self._core.submit_issue(campaign_id, user_id, request_id, loop, future, tp)
             return await future  # type: ignore[no-any-return]
 
@@ -521,7 +521,7 @@ class Scope:
         self._check(campaign_id)
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        with client_span(self._engine._tracing, ISSUE, traceparent, _many(campaign_id, user_ids)) as tp:
+        with client_span(self._emitter(), ISSUE, traceparent, _many(campaign_id, user_ids)) as tp:
             self._core.submit_issue_many(campaign_id, user_ids, request_ids, loop, future, tp)
             return await future  # type: ignore[no-any-return]
 
