@@ -275,40 +275,14 @@ void register_engine(py::module_& m) {
       }, py::arg("timeout_s") = 30.0)
       .def("histograms", [](PyEngine& self) { return histograms_dict(self.get()); })
       .def("enable_tracing", [](PyEngine& self, py::object capacity) {
-        const int64_t n = to_i64(capacity, "capacity");
-        if (n <= 0) raise(ErrorCode::kInvalidArgument, "the trace buffer needs a capacity of at least 1 record");
-        self.get().enable_tracing(static_cast<std::size_t>(n));
+        self.get().enable_tracing(trace_capacity(capacity));
       }, py::arg("capacity") = 4096)
       .def("disable_tracing", [](PyEngine& self) { self.get().disable_tracing(); })
       .def("take_trace_records", [](PyEngine& self, py::object max, py::object timeout_ms) {
         Engine& e = self.get();
-        const int64_t m = to_i64(max, "max"), t = to_i64(timeout_ms, "timeout_ms");
-        std::vector<TraceRecord> recs;
-        {
-          py::gil_scoped_release nogil;
-          recs = e.take_trace_records(static_cast<std::size_t>(std::max<int64_t>(m, 1)), t);
-        }
-        // (kind, start_us, end_us, campaign_ids, items, traced, traceparents)
-        py::list out(recs.size());
-        for (std::size_t i = 0; i < recs.size(); ++i) {
-          const TraceRecord& r = recs[i];
-          py::list tps(r.traceparents.size());
-          for (std::size_t k = 0; k < r.traceparents.size(); ++k) tps[k] = py::str(r.traceparents[k]);
-          py::list cids(r.campaign_ids.size());
-          for (std::size_t k = 0; k < r.campaign_ids.size(); ++k) cids[k] = py::int_(r.campaign_ids[k]);
-          out[i] = py::make_tuple(r.kind == TraceKind::kGateBatch ? "gate.batch" : "writer.commit", r.start_us, r.end_us,
-                                  cids, r.items, r.traced, tps);
-        }
-        return out;
+        return take_trace_records([&e](std::size_t n, int64_t t) { return e.take_trace_records(n, t); }, max, timeout_ms);
       }, py::arg("max") = 256, py::arg("timeout_ms") = 0)
-      .def("trace_stats", [](PyEngine& self) {
-        TraceStats s = self.get().trace_stats();
-        py::dict d;
-        d["recorded"] = s.recorded;
-        d["dropped"] = s.dropped;
-        d["malformed_traceparents"] = s.malformed_traceparents;
-        return d;
-      })
+      .def("trace_stats", [](PyEngine& self) { return to_dict(self.get().trace_stats()); })
       .def("log_backlog", [](PyEngine& self) {
         Engine& e = self.get();
         std::vector<LogBacklog> b;

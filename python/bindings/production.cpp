@@ -100,6 +100,7 @@ class PyWorker {
       stats_ = s;
     };
     if (options_.report_interval_ms <= 0) options_.report_interval_ms = 1000;
+    options_.trace = &trace_;
   }
   ~PyWorker() {
     stop_ = true;
@@ -121,6 +122,8 @@ class PyWorker {
     });
   }
   void stop() { stop_ = true; }
+  // The trace sink, as the engine's (SpanEmitter drives it): the writers' commits while enabled.
+  TraceSlot& trace() { return trace_; }
   // Waits up to timeout_s; true when the worker has finished. Re-raises its error.
   bool join(double timeout_s) {
     {
@@ -163,6 +166,7 @@ class PyWorker {
   }
 
  private:
+  TraceSlot trace_;  // before options_, which points at it
   WorkerOptions options_;
   std::atomic<bool> stop_{false};
   std::atomic<bool> done_{false};
@@ -216,7 +220,15 @@ void register_production(py::module_& m) {
            py::arg("timeout_s"))
       .def("stats", &PyWorker::stats)
       .def("log_backlog", &PyWorker::log_backlog)
-      .def("writers_alive", &PyWorker::writers_alive);
+      .def("writers_alive", &PyWorker::writers_alive)
+      .def("enable_tracing", [](PyWorker& w, py::object capacity) { w.trace().enable(trace_capacity(capacity)); },
+           py::arg("capacity") = 4096)
+      .def("disable_tracing", [](PyWorker& w) { w.trace().disable(); })
+      .def("take_trace_records", [](PyWorker& w, py::object max, py::object timeout_ms) {
+        TraceSlot& slot = w.trace();
+        return take_trace_records([&slot](std::size_t n, int64_t t) { return slot.take(n, t); }, max, timeout_ms);
+      }, py::arg("max") = 256, py::arg("timeout_ms") = 0)
+      .def("trace_stats", [](PyWorker& w) { return to_dict(w.trace().stats()); });
 }
 
 }  // namespace couponcore::py_bindings

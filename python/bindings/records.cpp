@@ -3,11 +3,13 @@
 // names it, and the HTTP faces follow from that (docs/development.md, "Value types").
 #include "records.hpp"
 
+#include <algorithm>
 #include <map>
 #include <optional>
 #include <string>
 
 #include "convert.hpp"
+#include "errors.hpp"
 
 namespace couponcore::py_bindings {
 
@@ -289,6 +291,41 @@ py::dict to_dict(const WalletExpireReport& v) { return kWalletExpireReport.dict(
 py::dict to_dict(const WalletPurgeReport& v) { return kWalletPurgeReport.dict(v); }
 py::dict to_dict(const WalletAudit& v) { return kWalletAudit.dict(v); }
 py::dict to_dict(const WalletCounters& v) { return kWalletCounters.dict(v); }
+
+py::dict to_dict(const TraceStats& s) {
+  py::dict d;
+  d["recorded"] = s.recorded;
+  d["dropped"] = s.dropped;
+  d["malformed_traceparents"] = s.malformed_traceparents;
+  return d;
+}
+
+std::size_t trace_capacity(py::handle capacity) {
+  const int64_t n = to_i64(capacity, "capacity");
+  if (n <= 0) raise(ErrorCode::kInvalidArgument, "the trace buffer needs a capacity of at least 1 record");
+  return static_cast<std::size_t>(n);
+}
+
+py::list take_trace_records(const std::function<std::vector<TraceRecord>(std::size_t, int64_t)>& take, py::handle max,
+                            py::handle timeout_ms) {
+  const int64_t m = to_i64(max, "max"), t = to_i64(timeout_ms, "timeout_ms");
+  std::vector<TraceRecord> recs;
+  {
+    py::gil_scoped_release nogil;
+    recs = take(static_cast<std::size_t>(std::max<int64_t>(m, 1)), t);
+  }
+  py::list out(recs.size());
+  for (std::size_t i = 0; i < recs.size(); ++i) {
+    const TraceRecord& r = recs[i];
+    py::list tps(r.traceparents.size());
+    for (std::size_t k = 0; k < r.traceparents.size(); ++k) tps[k] = py::str(r.traceparents[k]);
+    py::list cids(r.campaign_ids.size());
+    for (std::size_t k = 0; k < r.campaign_ids.size(); ++k) cids[k] = py::int_(r.campaign_ids[k]);
+    out[i] = py::make_tuple(r.kind == TraceKind::kGateBatch ? "gate.batch" : "writer.commit", r.start_us, r.end_us, cids,
+                            r.items, r.traced, tps);
+  }
+  return out;
+}
 
 void register_records(py::module_& m) {
   py::class_<IssueResult> cls(m, "IssueResult", "The answer to one issue request.");

@@ -25,6 +25,7 @@
 #include "couponcore/auth.hpp"
 #include "couponcore/coupons.hpp"
 #include "couponcore/engine.hpp"
+#include "couponcore/tracing.hpp"
 #include "couponcore/types.hpp"
 #include "couponcore/wallet.hpp"
 #include "couponcore/windows.hpp"
@@ -130,6 +131,14 @@ py::dict to_dict(const WalletExpireReport& v);
 py::dict to_dict(const WalletPurgeReport& v);
 py::dict to_dict(const WalletAudit& v);
 py::dict to_dict(const WalletCounters& v);
+py::dict to_dict(const TraceStats& v);
+// The trace sink's calls shared by Engine and Worker (couponcore.tracing.SpanEmitter uses them):
+// enable_tracing's capacity (a positive int), and take_trace_records: up to `max` records taken by
+// `take` without the GIL, as (kind, start_us, end_us, campaign_ids, items, traced, traceparents)
+// tuples, kind "gate.batch" or "writer.commit".
+std::size_t trace_capacity(py::handle capacity);
+py::list take_trace_records(const std::function<std::vector<TraceRecord>(std::size_t, int64_t)>& take, py::handle max,
+                            py::handle timeout_ms);
 
 // A list of records.
 template <typename T>

@@ -1,6 +1,7 @@
 """``couponcore bench tracing``: the production gate's ceiling with trace context vs without, side by
 side in one run (rounds alternate): "off" (no traceparent, tracing=False: no sink), "sink" (the
-trace sink registered, requests without traceparents), "carried" (every request with its own
+trace sink registered, no caller context: with the SDK installed, each issue_many call makes its
+couponcore.issue CLIENT span and its requests carry that span's context), "carried" (every request with its own
 traceparent, written into the grant entries; no sink) and "on" (the same, plus the trace sink: a
 record per Lua call and a couponcore.gate.batch span per record, made by the SDK when it is
 installed). The gate alone (writer_threads=0), as the `gate` benchmark's ceiling: 4 threads

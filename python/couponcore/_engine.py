@@ -42,8 +42,8 @@ from ._types import (
     to_us,
 )
 from ._wallet import CheckoutCancelResult, CheckoutResult, Points, PointsAdmin
-from .tracing import SpanEmitter, current_traceparent
 from .events import Events
+from .tracing import CANCEL_USE, ISSUE, USE, SpanEmitter, client_span
 
 if TYPE_CHECKING:
     from .jobs import Jobs
@@ -60,6 +60,11 @@ async def _offload(fn: Callable[..., T], *args: Any) -> T:
     caller's context: its trace context is the call's)."""
     call = functools.partial(contextvars.copy_context().run, fn, *args)
     return await asyncio.get_running_loop().run_in_executor(None, call)
+
+
+def _many(campaign_id: int, user_ids: Sequence[str]) -> dict[str, Any]:
+    """The CLIENT span attributes of an issue_many call."""
+    return {"couponcore.campaign_id": campaign_id, "couponcore.requests": len(user_ids)}
 
 
 def _partner_id(partner: Union[int, Partner]) -> int:
@@ -216,16 +221,16 @@ class Coupons:
         (production: just issued and not yet in the store; retry). ``traceparent``: the call's W3C
         trace context (default: the caller's, docs/tracing.md; a malformed one is ignored).
         """
-        tp = traceparent if traceparent is not None else current_traceparent()
-        return from_core(
-            UseResult, self._core.use_coupon(self._scope.partner_id, coupon_id, user_id, order_id, order_amount, tp)
-        )
+        with client_span(self._scope._emitter(), USE, traceparent, {"couponcore.coupon_id": coupon_id}) as tp:
+            return from_core(
+                UseResult, self._core.use_coupon(self._scope.partner_id, coupon_id, user_id, order_id, order_amount, tp)
+            )
 
     def cancel_use(self, coupon_id: int, order_id: str, *, traceparent: Optional[str] = None) -> Coupon:
         """Undo ``order_id``'s use: the coupon is issued again, or expired if its validity passed
         meanwhile (see the returned state). Repeats are harmless."""
-        tp = traceparent if traceparent is not None else current_traceparent()
-        return from_core(Coupon, self._core.cancel_coupon_use(self._scope.partner_id, coupon_id, order_id, tp))
+        with client_span(self._scope._emitter(), CANCEL_USE, traceparent, {"couponcore.coupon_id": coupon_id}) as tp:
+            return from_core(Coupon, self._core.cancel_coupon_use(self._scope.partner_id, coupon_id, order_id, tp))
 
     def get(self, coupon_id: int) -> Coupon:
         """One coupon, with its state as of now."""
@@ -369,10 +374,13 @@ class Scope:
         core: _core.Engine,
         partner_id: int,
         wallets: Optional[Callable[[], _core.Wallets]] = None,
+        engine: Optional[Engine] = None,
     ) -> None:
         self._core = core
         self._partner_id = partner_id
         self._wallets_of_engine = wallets
+        self._engine = engine  # whose span emitter the calls use (None: this scope is the engine)
+        self._tracing: Optional[SpanEmitter] = None
         # Campaign ids seen to be this partner's. A campaign's partner never changes, so a hit
         # is exact; it spares the issue hot path a native call. Bounded: cleared when full.
         self._owned: set[int] = set()
@@ -381,6 +389,10 @@ class Scope:
         self._partner_exists = partner_id == 0
         self.campaigns = Campaigns(self)
         self.coupons = Coupons(self)
+
+    def _emitter(self) -> Optional[SpanEmitter]:
+        """The engine's span emitter (None: tracing off): the calls' CLIENT spans use it."""
+        return (self._engine or self)._tracing
 
     def _check(self, campaign_id: int) -> None:
         """NotFound unless the campaign is this partner's (as for an unknown id)."""
@@ -400,7 +412,7 @@ class Scope:
         if not self._partner_exists:
             self._core.get_partner(self._partner_id)
             self._partner_exists = True
-        return Points(self._wallets_of_engine, self._partner_id)
+        return Points(self._wallets_of_engine, self._partner_id, self._emitter)
 
     @property
     def partner_id(self) -> int:
@@ -467,8 +479,8 @@ class Scope:
         OpenTelemetry span, or the web request's header): docs/tracing.md. Malformed: ignored.
         """
         self._check(campaign_id)
-        tp = traceparent if traceparent is not None else current_traceparent()
-        return self._core.issue(campaign_id, user_id, request_id, tp)
+        with client_span(self._emitter(), ISSUE, traceparent, {"couponcore.campaign_id": campaign_id}) as tp:
+            return self._core.issue(campaign_id, user_id, request_id, tp)
 
     def issue_many(
         self,
@@ -481,8 +493,8 @@ class Scope:
         """Decide a batch of requests for one campaign in one call, in order. ``traceparent``: one
         for every request, or one (or None) per request; by default the caller's."""
         self._check(campaign_id)
-        tp = traceparent if traceparent is not None else current_traceparent()
-        return self._core.issue_many(campaign_id, user_ids, request_ids, tp)
+        with client_span(self._emitter(), ISSUE, traceparent, _many(campaign_id, user_ids)) as tp:
+            return self._core.issue_many(campaign_id, user_ids, request_ids, tp)
 
     async def aissue(
         self, campaign_id: int, user_id: str, request_id: Optional[str] = None, *, traceparent: Optional[str] = None
@@ -493,9 +505,9 @@ class Scope:
         self._check(campaign_id)
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        tp = traceparent if traceparent is not None else current_traceparent()
-        self._core.submit_issue(campaign_id, user_id, request_id, loop, future, tp)
-        return await future  # type: ignore[no-any-return]
+        with client_span(self._emitter(), ISSUE, traceparent, {"couponcore.campaign_id": campaign_id}) as tp:
+            self._core.submit_issue(campaign_id, user_id, request_id, loop, future, tp)
+            return await future  # type: ignore[no-any-return]
 
     async def aissue_many(
         self,
@@ -509,9 +521,9 @@ class Scope:
         self._check(campaign_id)
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        tp = traceparent if traceparent is not None else current_traceparent()
-        self._core.submit_issue_many(campaign_id, user_ids, request_ids, loop, future, tp)
-        return await future  # type: ignore[no-any-return]
+        with client_span(self._emitter(), ISSUE, traceparent, _many(campaign_id, user_ids)) as tp:
+            self._core.submit_issue_many(campaign_id, user_ids, request_ids, loop, future, tp)
+            return await future  # type: ignore[no-any-return]
 
     def stats(self, campaign_id: int) -> CampaignStats:
         """Rows, distinct users and seq range of the campaign's coupons in the store."""
@@ -558,7 +570,6 @@ class Engine(Scope):
         self._store: tuple[str, Optional[str]] = ("memory", None)
         self._redis: Optional[tuple[str, str]] = None  # production: (Redis URL, key prefix), for the live windows
         self._windows: Any = None
-        self._tracing: Optional[SpanEmitter] = None
 
     def _wallets(self) -> _core.Wallets:
         """The native wallet engine, opened on first use (it has its own connections and thread)."""
@@ -577,7 +588,7 @@ class Engine(Scope):
     @property
     def points(self) -> PointsAdmin:
         """Partner 0's point wallets, and the operator's wallet jobs (expire, audit)."""
-        return PointsAdmin(self._wallets, 0)
+        return PointsAdmin(self._wallets, 0, self._emitter)
 
     @property
     def jobs(self) -> Jobs:
@@ -621,7 +632,7 @@ class Engine(Scope):
         if scope is None:
             if len(self._scopes) >= _SCOPES_MAX:
                 self._scopes = {0: self}
-            scope = self._scopes[pid] = Scope(self._core, pid, self._wallets)
+            scope = self._scopes[pid] = Scope(self._core, pid, self._wallets, self)
         return scope
 
     def authenticate(self, api_key: str) -> Partner:

@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional, TypeVar
 
 from . import _core
 from ._types import TimeLike, core, from_core, from_us, record, records_of, to_us
-from .tracing import current_traceparent
+from .tracing import POINTS, SpanEmitter, client_span
 
 T = TypeVar("T")
 HISTORY_PAGE_DEFAULT = 50
@@ -128,24 +128,35 @@ async def _offload(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return await asyncio.get_running_loop().run_in_executor(None, call)
 
 
-def _traced(op: dict[str, Any], traceparent: Optional[str]) -> dict[str, Any]:
-    """op with the call's trace context: the one given, else the caller's (couponcore.tracing)."""
-    tp = traceparent if traceparent is not None else current_traceparent()
-    if tp is not None:
-        op["traceparent"] = tp
-    return op
+def _no_emitter() -> Optional[SpanEmitter]:
+    return None
 
 
 class Points:
     """One partner's point wallets. Obtain it as ``engine.points`` or ``scope.points``."""
 
-    def __init__(self, wallets: Callable[[], _core.Wallets], partner_id: int) -> None:
+    def __init__(
+        self,
+        wallets: Callable[[], _core.Wallets],
+        partner_id: int,
+        emitter: Callable[[], Optional[SpanEmitter]] = _no_emitter,
+    ) -> None:
         self._wallets = wallets
         self._partner_id = partner_id
+        self._emitter = emitter  # the engine's span emitter, for the calls' CLIENT spans
+
+    def _run(self, op: dict[str, Any], traceparent: Optional[str]) -> Any:
+        """Applies op with the call's trace context: under a CLIENT span "couponcore.points.<kind>"
+        when the engine traces, else the one given or the caller's (couponcore.tracing)."""
+        attributes = {"couponcore.partner_id": self._partner_id}
+        with client_span(self._emitter(), POINTS + op["kind"], traceparent, attributes) as tp:
+            if tp is not None:
+                op["traceparent"] = tp
+            return self._wallets().apply(op)
 
     def _apply(self, op: dict[str, Any], traceparent: Optional[str] = None) -> WalletResult:
         op["partner_id"] = self._partner_id
-        return from_core(WalletResult, self._wallets().apply(_traced(op, traceparent)))
+        return from_core(WalletResult, self._run(op, traceparent))
 
     def earn(
         self,
@@ -274,7 +285,7 @@ class Points:
             "idempotency_key": idempotency_key,
             "partner_id": self._partner_id,
         }
-        return from_core(CheckoutResult, self._wallets().apply(_traced(op, traceparent)))
+        return from_core(CheckoutResult, self._run(op, traceparent))
 
     def cancel_checkout(
         self,
@@ -296,7 +307,7 @@ class Points:
             "idempotency_key": idempotency_key,
             "partner_id": self._partner_id,
         }
-        return from_core(CheckoutCancelResult, self._wallets().apply(_traced(op, traceparent)))
+        return from_core(CheckoutCancelResult, self._run(op, traceparent))
 
     async def acheckout(self, user_id: str, order_id: str, order_amount: int, **kwargs: Any) -> CheckoutResult:
         return await _offload(self.checkout, user_id, order_id, order_amount, **kwargs)

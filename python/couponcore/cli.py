@@ -85,6 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     w.add_argument("--report-s", type=float, default=10.0, help="print stats every this many seconds (0: never)")
     w.add_argument(
+        "--tracing",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="couponcore.writer.commit spans (docs/tracing.md). auto: when OpenTelemetry's SDK is configured "
+        "(opentelemetry-instrument, or opentelemetry-sdk installed and OTEL_TRACES_EXPORTER set); on: the same, "
+        "but fail if it is not; off: none",
+    )
+    w.add_argument(
         "--metrics-port", type=_port, default=None, help="serve Prometheus metrics at GET /metrics on this port"
     )
     w.add_argument("--metrics-host", default="127.0.0.1", help="address of the metrics endpoint (127.0.0.1)")
@@ -202,6 +210,15 @@ def _run_worker(args: argparse.Namespace) -> int:
             "events_relay": not args.no_events_relay,
         }
     )
+    from .tracing import SpanEmitter, worker_tracer_provider
+
+    try:
+        provider = worker_tracer_provider(args.tracing)
+    except RuntimeError as e:
+        print(f"couponcore worker: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    # The writers' commits as spans, linked to the grants' trace contexts (read from the log).
+    spans = SpanEmitter(worker, provider) if provider is not None else None
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -235,7 +252,8 @@ def _run_worker(args: argparse.Namespace) -> int:
         worker.start()
         if windows is not None:
             windows.start()
-        print(f"couponcore worker: writing grants with {args.threads} thread(s)", file=sys.stderr, flush=True)
+        traced = ", commit spans on" if spans is not None else ""
+        print(f"couponcore worker: writing grants with {args.threads} thread(s){traced}", file=sys.stderr, flush=True)
         last = time.monotonic()
         while not worker.join(0.2):
             if args.report_s > 0 and time.monotonic() - last >= args.report_s:
@@ -246,6 +264,11 @@ def _run_worker(args: argparse.Namespace) -> int:
             windows.stop()
         if server is not None:
             server.close()
+        if spans is not None:
+            spans.close()  # the last commits' spans
+            flush = getattr(provider, "force_flush", None)
+            if flush is not None:
+                flush()
     print(json.dumps(worker.stats()), flush=True)
     return EXIT_OK
 

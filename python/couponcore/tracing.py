@@ -36,14 +36,33 @@ try:  # the optional extra couponcore[otel]
 except ImportError:  # pragma: no cover - exercised where opentelemetry-api is not installed
     OTEL = False
 
-__all__ = ["OTEL", "SpanEmitter", "TraceContextMiddleware", "current_traceparent", "incoming", "span_context_of"]
+__all__ = [
+    "OTEL",
+    "SpanEmitter",
+    "TraceContextMiddleware",
+    "client_span",
+    "current_traceparent",
+    "incoming",
+    "span_context_of",
+    "worker_tracer_provider",
+]
 
 # The incoming request's traceparent while no OpenTelemetry span carries it.
 _incoming: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("couponcore_traceparent", default=None)
 
 GATE_BATCH = "couponcore.gate.batch"
 WRITER_COMMIT = "couponcore.writer.commit"
+# The calls' CLIENT spans: issue / aissue / issue_many / aissue_many, coupons.use / cancel_use;
+# points calls: POINTS + the operation ("couponcore.points.earn", ... ".checkout").
+ISSUE = "couponcore.issue"
+USE = "couponcore.coupons.use"
+CANCEL_USE = "couponcore.coupons.cancel_use"
+POINTS = "couponcore.points."
 _HEX = frozenset("0123456789abcdef")
+
+
+def _format(ctx: Any) -> str:
+    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
 
 
 def current_traceparent() -> Optional[str]:
@@ -51,7 +70,7 @@ def current_traceparent() -> Optional[str]:
     if OTEL:
         ctx = _otel_trace.get_current_span().get_span_context()
         if ctx.is_valid:
-            return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+            return _format(ctx)
     return _incoming.get()
 
 
@@ -97,17 +116,24 @@ def incoming(
         yield
 
 
+def _is_sdk(provider: Any) -> bool:
+    """True for a tracer provider that makes spans (an SDK's), not the API's no-op or proxy."""
+    return not isinstance(provider, (_otel_trace.ProxyTracerProvider, _otel_trace.NoOpTracerProvider))
+
+
 class SpanEmitter:
-    """Takes an engine's trace records on a daemon thread and emits them as spans."""
+    """Takes an engine's (or a standalone worker's) trace records on a daemon thread and emits
+    them as spans. ``core``: a ``_core.Engine`` or ``_core.Worker``."""
 
     def __init__(self, core: Any, tracer_provider: Any = None, capacity: int = 4096) -> None:
         if not OTEL:
             raise RuntimeError("tracing needs opentelemetry-api (pip install 'couponcore[otel]')")
         self._core = core
-        provider = tracer_provider if tracer_provider is not None else _otel_trace.get_tracer_provider()
+        self._global = tracer_provider is None  # follow the global provider (it may be set later)
+        self._provider = tracer_provider if tracer_provider is not None else _otel_trace.get_tracer_provider()
         from . import __version__
 
-        self.tracer = provider.get_tracer("couponcore", __version__)
+        self.tracer = self._provider.get_tracer("couponcore", __version__)
         self._stop = threading.Event()
         # One emitter of records at a time (flush() and the thread). The thread's take is not
         # under it (it waits up to 100 ms for records): _taking says a take may hold records not
@@ -156,6 +182,12 @@ class SpanEmitter:
                 self._cond.wait_for(lambda: self._passes != pass_in_hand)
         return n
 
+    def client_tracer(self) -> Any:
+        """The tracer of the calls' CLIENT spans, or None while no SDK tracer provider is
+        configured (the API's no-op one makes no spans: the calls then start none)."""
+        provider = _otel_trace.get_tracer_provider() if self._global else self._provider
+        return self.tracer if _is_sdk(provider) else None
+
     def stats(self) -> dict[str, int]:
         """recorded / dropped (buffer full) records, and malformed traceparents ignored."""
         return self._core.trace_stats()  # type: ignore[no-any-return]
@@ -188,6 +220,102 @@ class SpanEmitter:
                 start_time=start_us * 1000,
             )
             span.end(end_time=end_us * 1000)
+
+
+class _Carried:
+    """A call without a CLIENT span: it carries the given traceparent, else the caller's."""
+
+    __slots__ = ("tp",)
+
+    def __init__(self, tp: Any) -> None:
+        self.tp = tp
+
+    def __enter__(self) -> Any:
+        return self.tp
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+class _ClientSpan:
+    """A call under its CLIENT span: it carries the span's context, the span ends with the call."""
+
+    __slots__ = ("span",)
+
+    def __init__(self, span: Any) -> None:
+        self.span = span
+
+    def __enter__(self) -> str:
+        return _format(self.span.get_span_context())
+
+    def __exit__(self, exc_type: Any, exc: Any, _tb: Any) -> None:
+        if exc is not None:
+            self.span.record_exception(exc)
+            self.span.set_status(_otel_trace.Status(_otel_trace.StatusCode.ERROR, f"{exc_type.__name__}: {exc}"))
+        self.span.end()
+
+
+def client_span(emitter: Optional[SpanEmitter], name: str, traceparent: Any, attributes: dict[str, Any]) -> Any:
+    """``with client_span(...) as tp:`` around one issue / use / points call; ``tp`` is the
+    traceparent to send. With an engine that traces (``emitter``) under an SDK tracer provider,
+    the call gets a CLIENT span ``name``, child of the given ``traceparent`` (else of the current
+    context), and carries the span's own context, so the gate's and the writer's spans link to it.
+    Otherwise (and for a per-request sequence of traceparents, or a value that is not a valid
+    version-00 traceparent, which the engine then checks) the call carries ``traceparent`` as
+    given, else the caller's (``current_traceparent()``) -- no span, nothing else to pay."""
+    tracer = emitter.client_tracer() if emitter is not None else None
+    if tracer is None:
+        return _Carried(traceparent if traceparent is not None else current_traceparent())
+    parent = None  # the current context
+    if traceparent is not None:
+        remote = span_context_of(traceparent.strip(" \t")) if isinstance(traceparent, str) else None
+        if remote is None:
+            return _Carried(traceparent)
+        parent = _otel_trace.set_span_in_context(_otel_trace.NonRecordingSpan(remote))
+    return _ClientSpan(tracer.start_span(name, context=parent, kind=_otel_trace.SpanKind.CLIENT, attributes=attributes))
+
+
+def worker_tracer_provider(mode: str) -> Any:
+    """The tracer provider of a standalone ``couponcore worker`` (docs/tracing.md), or None.
+
+    ``mode`` "off": None. "auto" and "on": OpenTelemetry's usual configuration -- the global
+    provider when an SDK one is set already (``opentelemetry-instrument couponcore worker ...``,
+    or a ``sitecustomize``), else, with opentelemetry-sdk installed and ``OTEL_TRACES_EXPORTER``
+    naming exporters (``console``, ``otlp``, ... as the SDK's entry points register them; not
+    ``none``), a new SDK provider (resource and sampler from the ``OTEL_*`` variables) exporting
+    through them in batches, set as the global one. ``OTEL_SDK_DISABLED=true``: None. "on"
+    raises RuntimeError where "auto" returns None."""
+    import os
+
+    if mode == "off" or os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return None
+    if OTEL and _is_sdk(_otel_trace.get_tracer_provider()):
+        return _otel_trace.get_tracer_provider()
+    names = [n.strip() for n in os.environ.get("OTEL_TRACES_EXPORTER", "").split(",") if n.strip()]
+    names = [n for n in names if n != "none"]
+    if not OTEL or not names:
+        if mode == "on":
+            raise RuntimeError(
+                "--tracing on needs opentelemetry-sdk and OTEL_TRACES_EXPORTER (or opentelemetry-instrument)"
+            )
+        return None
+    try:
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    except ImportError:
+        if mode == "on":
+            raise RuntimeError("--tracing on needs opentelemetry-sdk: pip install opentelemetry-sdk") from None
+        return None
+    from importlib.metadata import entry_points
+
+    provider = TracerProvider()
+    for name in names:
+        found = list(entry_points(group="opentelemetry_traces_exporter", name=name))
+        if not found:
+            raise RuntimeError(f"OTEL_TRACES_EXPORTER names {name!r}, which no installed package provides")
+        provider.add_span_processor(BatchSpanProcessor(found[0].load()()))
+    _otel_trace.set_tracer_provider(provider)
+    return provider
 
 
 class TraceContextMiddleware:

@@ -202,8 +202,9 @@ def test_settings_options_reach_couponcore_open(tmp_path: Path) -> None:
 
 
 def test_django_views_carry_the_traceparent_header(django_client: object) -> None:
-    """A request's traceparent header: the server span is its child, and the gate batch and the
-    commit link to that span (docs/tracing.md)."""
+    """A request's traceparent header: the server span is its child, the call's couponcore.issue
+    span the server span's child, and the gate batch and the commit link to the call's span
+    (docs/tracing.md)."""
     from couponcore.django import get_engine
     from django.test import Client
     from opentelemetry import trace
@@ -236,8 +237,12 @@ def test_django_views_carry_the_traceparent_header(django_client: object) -> Non
     tid = int(tp[3:35], 16)
     (server,) = [s for s in spans if s.kind == trace.SpanKind.SERVER and s.context.trace_id == tid]
     assert server.parent is not None and server.parent.span_id == int(tp[36:52], 16)
-    linked = {s.name for s in spans for link in s.links if link.context.span_id == server.context.span_id}
-    assert linked == {"couponcore.gate.batch", "couponcore.writer.commit"}, [(s.name, s.links, engine.kind) for s in spans]
+    (call,) = [s for s in spans if s.name == "couponcore.issue" and s.context.trace_id == tid]
+    assert call.kind == trace.SpanKind.CLIENT and call.parent is not None
+    assert call.parent.span_id == server.context.span_id
+    linked = {s.name for s in spans for link in s.links if link.context.span_id == call.context.span_id}
+    want = {"couponcore.gate.batch", "couponcore.writer.commit"}
+    assert linked == want, [(s.name, s.links, engine.kind) for s in spans]
     # A malformed header: ignored, the call works.
     r = c.post(
         f"/api/campaigns/{cid.json()['id']}/issue",

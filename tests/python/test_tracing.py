@@ -72,8 +72,9 @@ def linked_to(span: Any, trace_id: int) -> list[Any]:
 def test_one_http_request_yields_connected_spans(
     open_deployment: Callable[..., couponcore.Engine], spans: tuple[TracerProvider, InMemorySpanExporter]
 ) -> None:
-    """request -> gate batch -> writer commit: the server span is the child of the incoming
-    traceparent; the gate's batch span and the commit span link to the server span."""
+    """request -> couponcore.issue -> gate batch -> writer commit: the server span is the child
+    of the incoming traceparent, the call's CLIENT span the server span's child; the gate's batch
+    span and the commit span link to the CLIENT span (the context the call sent)."""
     provider, exporter = spans
     engine = open_deployment(tracing=True, tracer_provider=provider)
     try:
@@ -103,12 +104,17 @@ def test_one_http_request_yields_connected_spans(
         assert len(server) == 1
         req = server[0]
         assert req.context.trace_id == tid and req.parent is not None and req.parent.span_id == 0x00F067AA0BA902B7
+        (call,) = [s for s in got if s.name == "couponcore.issue"]
+        assert call.kind == trace.SpanKind.CLIENT and call.context.trace_id == tid
+        assert call.parent is not None and call.parent.span_id == req.context.span_id
+        assert call.attributes["couponcore.campaign_id"] == cid
+        assert req.start_time <= call.start_time <= call.end_time <= req.end_time
         gate = [s for s in got if s.name == "couponcore.gate.batch" and linked_to(s, tid)]
         commit = [s for s in got if s.name == "couponcore.writer.commit" and linked_to(s, tid)]
         assert len(gate) == 1 and len(commit) == 1, [s.name for s in got]
         for span in (gate[0], commit[0]):
             (link,) = linked_to(span, tid)
-            assert link.context.span_id == req.context.span_id  # the request's span, not its parent
+            assert link.context.span_id == call.context.span_id  # the call's span, not its parents
             assert span.context.trace_id != tid  # a batch serves many traces: a root, linked
             assert span.start_time <= span.end_time
             assert cid in span.attributes["couponcore.campaign_ids"]
@@ -139,7 +145,10 @@ def test_current_span_is_the_default_trace_context(
         )
         commits = [s for s in got if s.name == "couponcore.writer.commit"]
         linked = {(link.context.trace_id, link.context.span_id) for s in commits for link in s.links}
-        assert (mine.trace_id, mine.span_id) in linked  # u1: the current span's context
+        # u1: its couponcore.issue span, the current span's child
+        (call,) = [s for s in got if s.name == "couponcore.issue" and s.context.trace_id == mine.trace_id]
+        assert call.parent is not None and call.parent.span_id == mine.span_id
+        assert (mine.trace_id, call.context.span_id) in linked
         assert (int(TP2[3:35], 16), int(TP2[36:52], 16)) in linked  # u2: its own
         # u3: None in the list is no trace context; u4: an unsampled one, counted, not linked (no
         # span of its trace is recorded anywhere)
@@ -270,3 +279,190 @@ def test_a_full_buffer_drops_and_counts(open_deployment: Callable[..., couponcor
         assert len(engine._core.take_trace_records(100, 0)) == 2
     finally:
         engine.close()
+
+
+def test_cancel_use_events_carry_their_traceparents(open_deployment: Callable[..., couponcore.Engine]) -> None:
+    """coupons.use and cancel_use (and a cancel after the validity passed: use_cancelled and
+    expired) write events carrying the call's traceparent; a call without one writes none."""
+    from test_events import collect, group
+
+    engine = open_deployment(tracing=False)
+    try:
+        c = engine.campaigns.create("tp-events", 10, valid_days=7)
+        r1, r2 = engine.issue(c.id, "tp-a"), engine.issue(c.id, "tp-b")
+        assert engine.drain(30)
+        engine.coupons.use(r1.coupon_id, "tp-a", "o-1", 1000, traceparent=TP)
+        engine.coupons.cancel_use(r1.coupon_id, "o-1", traceparent=TP2)
+        engine.coupons.use(r2.coupon_id, "tp-b", "o-2", 1000)
+        engine.coupons.cancel_use(r2.coupon_id, "o-2", traceparent="  " + TP3 + "\t")  # spaces: dropped
+        engine.coupons.use(r1.coupon_id, "tp-a", "o-3", 1000)
+        engine.coupons.cancel_use(r1.coupon_id, "o-3")  # none
+        mine = {r1.coupon_id, r2.coupon_id}
+        got = collect(
+            engine, group(), lambda e: e.data.get("coupon_id") in mine, 6, ["coupon.used", "coupon.use_cancelled"]
+        )
+        by = {(e.type, e.data["coupon_id"], e.data["order_id"]): e.traceparent for e in got}
+        assert by == {
+            ("coupon.used", r1.coupon_id, "o-1"): TP,
+            ("coupon.use_cancelled", r1.coupon_id, "o-1"): TP2,
+            ("coupon.used", r2.coupon_id, "o-2"): None,
+            ("coupon.use_cancelled", r2.coupon_id, "o-2"): TP3,
+            ("coupon.used", r1.coupon_id, "o-3"): None,
+            ("coupon.use_cancelled", r1.coupon_id, "o-3"): None,
+        }
+    finally:
+        engine.close()
+
+
+def test_every_call_gets_one_client_span(
+    open_deployment: Callable[..., couponcore.Engine], spans: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    """issue_many / aissue / aissue_many, coupons.use / cancel_use and points calls: one CLIENT span
+    per call (not per request), child of the given traceparent or the current span, whose context
+    is what the call carries (the gate's batch links to it); a failed call's span says so."""
+    provider, exporter = spans
+    engine = open_deployment(tracing=True, tracer_provider=provider)
+    try:
+        c = engine.campaigns.create("client", 10)
+        app = provider.get_tracer("app")
+        with app.start_as_current_span("handler") as handler:
+            many = engine.issue_many(c.id, ["m1", "m2", "m3"])
+
+            async def both() -> tuple[Any, Any]:
+                return await engine.aissue(c.id, "a1"), await engine.aissue_many(c.id, ["a2", "a3"])
+
+            one, pair = asyncio.run(both())
+        assert [r.status.name for r in [*many, one, *pair]] == ["ISSUED"] * 6
+        engine.issue(c.id, "given", traceparent=TP)
+        assert engine.drain(30)
+        engine.coupons.use(many[0].coupon_id, "m1", "o-1", 500, traceparent=TP2)
+        engine.coupons.cancel_use(many[0].coupon_id, "o-1", traceparent=TP2)
+        engine.points.earn("m1", 10, idempotency_key="ce-1", traceparent=TP3)
+        with pytest.raises(couponcore.InsufficientFunds):
+            engine.points.use("m1", 99, idempotency_key="cu-1", traceparent=TP3)
+        mine = handler.get_span_context()
+
+        def issue_spans(got: list[Any]) -> list[Any]:
+            return [s for s in got if s.name == "couponcore.issue"]
+
+        def gate_links(got: list[Any]) -> set[tuple[int, int]]:
+            return {
+                (lk.context.trace_id, lk.context.span_id)
+                for s in got
+                if s.name == "couponcore.gate.batch"
+                for lk in s.links
+            }
+
+        got = wait_for(
+            exporter,
+            engine,
+            lambda got: {(s.context.trace_id, s.context.span_id) for s in issue_spans(got)} <= gate_links(got),
+        )
+        calls = [s for s in got if s.kind == trace.SpanKind.CLIENT]
+        issue = issue_spans(got)
+        assert len(issue) == 4, [s.name for s in calls]  # one per call: issue_many, aissue, aissue_many, issue
+        under = [s for s in issue if s.parent is not None and s.parent.span_id == mine.span_id]
+        assert len(under) == 3 and all(s.context.trace_id == mine.trace_id for s in under)
+        assert sorted(s.attributes.get("couponcore.requests", 1) for s in under) == [1, 2, 3]
+        (given,) = [s for s in issue if s.context.trace_id == int(TRACE_ID, 16)]
+        assert given.parent is not None and given.parent.span_id == 0x00F067AA0BA902B7
+        assert {(s.context.trace_id, s.context.span_id) for s in issue} <= gate_links(got)
+        by_name = {s.name: s for s in calls if s.context.trace_id != mine.trace_id}
+        for name, tp in [
+            ("couponcore.coupons.use", TP2),
+            ("couponcore.coupons.cancel_use", TP2),
+            ("couponcore.points.earn", TP3),
+            ("couponcore.points.use", TP3),
+        ]:
+            span = by_name[name]
+            assert span.context.trace_id == int(tp[3:35], 16) and span.parent is not None
+            assert span.parent.span_id == int(tp[36:52], 16)
+        assert by_name["couponcore.points.use"].status.status_code == trace.StatusCode.ERROR
+        assert by_name["couponcore.points.earn"].status.status_code != trace.StatusCode.ERROR
+    finally:
+        engine.close()
+
+
+def test_no_client_span_without_an_sdk_provider(open_deployment: Callable[..., couponcore.Engine]) -> None:
+    """The API's no-op provider (OpenTelemetry installed, no SDK configured) and tracing=False:
+    no CLIENT span; the call carries the caller's context as before."""
+    from couponcore.tracing import client_span
+
+    engine = open_deployment(tracing=True, tracer_provider=trace.NoOpTracerProvider())
+    try:
+        assert engine.tracing is not None and engine.tracing.client_tracer() is None
+        with client_span(engine.tracing, "couponcore.issue", None, {}) as tp:
+            assert tp is None
+        with client_span(engine.tracing, "couponcore.issue", TP, {}) as tp:
+            assert tp == TP
+        with client_span(None, "couponcore.issue", [TP, None], {}) as tp:
+            assert tp == [TP, None]
+        c = engine.campaigns.create("noop", 3)
+        assert engine.issue(c.id, "u", traceparent=TP).status.name == "ISSUED"
+    finally:
+        engine.close()
+
+
+def test_a_standalone_worker_makes_commit_spans(python: str, tmp_path: Any) -> None:
+    """`couponcore worker` with OpenTelemetry's usual configuration (OTEL_TRACES_EXPORTER=console)
+    emits couponcore.writer.commit spans linking to the traced grants another process issued."""
+    import json
+    import os
+    import subprocess
+
+    kw = production_kwargs()
+    gate = couponcore.open(**kw, writer_threads=0, tracing=False)
+    env = {**os.environ, "OTEL_TRACES_EXPORTER": "console", "OTEL_SERVICE_NAME": "couponcore-worker"}
+    stdout = tmp_path / "worker.out"  # a file: the spans of other campaigns may be many
+    with stdout.open("w") as sink:
+        worker = subprocess.Popen(
+            [python, "-m", "couponcore", "worker", "--redis", kw["redis"], "--postgres", kw["postgres"],
+             "--key-prefix", kw["key_prefix"], "--report-s", "0", "--no-migrate"],
+            stdout=sink, stderr=subprocess.PIPE, text=True, env=env,
+        )  # fmt: skip
+    try:
+        try:
+            c = gate.campaigns.create("worker-spans", 5)
+            assert gate.issue(c.id, "w1", traceparent=TP).status.name == "ISSUED"
+            assert gate.issue(c.id, "w2").status.name == "ISSUED"
+            assert gate.drain(30)
+            assert gate.stats(c.id).rows == 2
+        finally:
+            worker.terminate()
+            _, err = worker.communicate(timeout=30)
+        assert worker.returncode == 0, err
+        assert "commit spans on" in err
+    finally:
+        gate.close()
+    out = stdout.read_text()
+    spans, decoder, i = [], json.JSONDecoder(), 0
+    while True:  # the console exporter's JSON objects, then the worker's stats line
+        while i < len(out) and out[i].isspace():
+            i += 1
+        if i >= len(out):
+            break
+        obj, i = decoder.raw_decode(out, i)
+        if "name" in obj:
+            spans.append(obj)
+    commits = [s for s in spans if s["name"] == "couponcore.writer.commit"]
+    mine = [s for s in commits if any(lk["context"]["trace_id"] == "0x" + TRACE_ID for lk in s["links"])]
+    assert len(mine) == 1, commits
+    (link,) = mine[0]["links"]
+    assert link["context"]["span_id"] == "0x00f067aa0ba902b7"
+    assert c.id in mine[0]["attributes"]["couponcore.campaign_ids"]
+    assert mine[0]["resource"]["attributes"]["service.name"] == "couponcore-worker"
+
+
+def test_worker_tracing_choice(python: str) -> None:
+    """--tracing on without a configured SDK is a usage error (exit 2), before anything runs."""
+    import os
+    import subprocess
+
+    kw = production_kwargs()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    r = subprocess.run(
+        [python, "-m", "couponcore", "worker", "--redis", kw["redis"], "--postgres", kw["postgres"],
+         "--key-prefix", kw["key_prefix"], "--tracing", "on"],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 2 and "OTEL_TRACES_EXPORTER" in r.stderr

@@ -64,15 +64,21 @@ class TraceBuffer {
 };
 
 // Where the gate and the writer look for a buffer: a null pointer when no sink is registered.
+// An engine's pipeline holds one; so does a standalone worker (WorkerOptions::trace).
 class TraceSlot {
  public:
   TraceBuffer* get() const noexcept { return current_.load(std::memory_order_acquire); }
   // Registers a buffer of `capacity` records (kept until the slot dies; enabling again reuses it).
+  // Error(kInvalidArgument) unless 1 <= capacity <= limits::kTraceBufferRecordsMax.
   TraceBuffer& enable(std::size_t capacity);
   // Stops noting (the gate and writers see null) and wakes a waiting take().
   void disable() noexcept;
   // The buffer once enabled (also while disabled: what is left can still be taken), else null.
   TraceBuffer* owned() const noexcept { return owned_ptr_.load(std::memory_order_acquire); }
+  // The owned buffer's take() (nothing when never enabled) and stats() (zeros then; the
+  // process-wide malformed count either way).
+  std::vector<TraceRecord> take(std::size_t max, int64_t timeout_ms);
+  TraceStats stats() const;
 
  private:
   std::mutex mu_;

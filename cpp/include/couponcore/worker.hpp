@@ -45,6 +45,9 @@ struct WorkerOptions {
   // Called every report_interval_ms (0 = never) from run_worker's thread.
   int64_t report_interval_ms = 0;
   std::function<void(const WorkerStats&)> report;
+  // A trace sink (couponcore/tracing.hpp): while enabled, each writer commit is noted in it (the
+  // spans "couponcore.writer.commit", docs/tracing.md). Not owned; must outlive run_worker.
+  TraceSlot* trace = nullptr;
 };
 
 // Runs until `stop` becomes true (e.g. from a signal handler), then finishes the batch in hand

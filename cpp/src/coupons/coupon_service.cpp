@@ -98,14 +98,15 @@ UseResult CouponService::use(int64_t partner_id, const UseRequest& request, int6
   throw_conflict("coupon " + std::to_string(request.coupon_id) + " changed concurrently; retry");
 }
 
-Coupon CouponService::cancel_use(int64_t partner_id, int64_t coupon_id, const std::string& order_id, int64_t now_us) {
+Coupon CouponService::cancel_use(int64_t partner_id, int64_t coupon_id, const std::string& order_id, int64_t now_us,
+                                 const std::string& traceparent) {
   check_coupon_id(coupon_id);
   limits::check_order_id(order_id);
   for (int attempt = 0; attempt < kRaceAttemptsMax; ++attempt) {
     CouponRow row = load_visible(partner_id, coupon_id);
     CancelDecision d = decide_cancel(row, partner_id, order_id, now_us);
     if (d.decision == Decision::kReplay) return visible_coupon(row, now_us);
-    if (store_.mark_cancelled(coupon_id, order_id, now_us)) {
+    if (store_.mark_cancelled(coupon_id, order_id, now_us, traceparent)) {
       return visible_coupon(load_visible(partner_id, coupon_id), now_us);
     }
   }

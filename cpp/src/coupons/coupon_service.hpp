@@ -27,7 +27,8 @@ class CouponService {
   explicit CouponService(CouponStore& store) : store_(store) {}
 
   UseResult use(int64_t partner_id, const UseRequest& request, int64_t now_us);
-  Coupon cancel_use(int64_t partner_id, int64_t coupon_id, const std::string& order_id, int64_t now_us);
+  Coupon cancel_use(int64_t partner_id, int64_t coupon_id, const std::string& order_id, int64_t now_us,
+                    const std::string& traceparent = {});
   Coupon get(int64_t partner_id, int64_t coupon_id, int64_t now_us);
   CouponPage list_for_user(int64_t partner_id, const CouponQuery& query, int64_t now_us);
   CouponCounts counts(int64_t partner_id, int64_t campaign_id, int64_t now_us);

@@ -26,8 +26,11 @@ class CouponStore {
   // One conditional statement each. mark_used: state issued -> used WHERE still issued, held by
   // request.user_id and valid at now_us. mark_cancelled: used by order_id -> issued (or expired
   // if validity passed at now_us). False when the row no longer matches (a concurrent call won).
+  // The change's events carry the call's checked traceparent (request.traceparent, traceparent;
+  // "" = none).
   virtual bool mark_used(const UseRequest& request, int64_t discount_amount, int64_t now_us) = 0;
-  virtual bool mark_cancelled(int64_t coupon_id, const std::string& order_id, int64_t now_us) = 0;
+  virtual bool mark_cancelled(int64_t coupon_id, const std::string& order_id, int64_t now_us,
+                              const std::string& traceparent) = 0;
 
   // The owner of a campaign, or nullopt if there is none.
   virtual std::optional<int64_t> campaign_partner(int64_t campaign_id) = 0;

@@ -165,26 +165,16 @@ std::vector<LogBacklog> Engine::log_backlog() {
 
 void Engine::enable_tracing(std::size_t capacity) {
   check_open();
-  if (capacity == 0 || capacity > limits::kTraceBufferRecordsMax) {
-    throw_invalid("the trace buffer holds 1.." + std::to_string(limits::kTraceBufferRecordsMax) + " records");
-  }
   deployment_->pipeline->trace_slot().enable(capacity);
 }
 
 void Engine::disable_tracing() { deployment_->pipeline->trace_slot().disable(); }
 
 std::vector<TraceRecord> Engine::take_trace_records(std::size_t max, int64_t timeout_ms) {
-  TraceBuffer* b = deployment_->pipeline->trace_slot().owned();
-  if (!b) return {};
-  return b->take(max, timeout_ms);
+  return deployment_->pipeline->trace_slot().take(max, timeout_ms);
 }
 
-TraceStats Engine::trace_stats() const {
-  TraceBuffer* b = deployment_->pipeline->trace_slot().owned();
-  TraceStats s = b ? b->stats() : TraceStats{};
-  s.malformed_traceparents = trace::malformed_traceparents();
-  return s;
-}
+TraceStats Engine::trace_stats() const { return deployment_->pipeline->trace_slot().stats(); }
 
 std::vector<WriterInfo> Engine::writers(bool with_pending) {
   check_open();
@@ -314,10 +304,9 @@ UseResult Engine::use_coupon(int64_t partner_id, const UseRequest& request) {
 Coupon Engine::cancel_coupon_use(int64_t partner_id, int64_t coupon_id, const std::string& order_id,
                                  const std::string& traceparent) {
   check_open();
-  // Accepted and checked here (malformed: ignored); the cancel's event carries it (events work).
-  const std::string trace_context = trace::normalize_traceparent(traceparent);
-  static_cast<void>(trace_context);
-  Coupon c = deployment_->coupons->cancel_use(partner_id, coupon_id, order_id, now_us());
+  // Checked here (malformed: ignored); the cancel's events carry it.
+  const std::string trace_context = traceparent.empty() ? std::string() : trace::normalize_traceparent(traceparent);
+  Coupon c = deployment_->coupons->cancel_use(partner_id, coupon_id, order_id, now_us(), trace_context);
   coupon_cancels_.fetch_add(1, std::memory_order_relaxed);
   return c;
 }

@@ -2,6 +2,8 @@
 #include <algorithm>
 #include <chrono>
 
+#include "couponcore/error.hpp"
+#include "couponcore/limits.hpp"
 #include "couponcore/tracing.hpp"
 #include "util/traceparent.hpp"
 
@@ -53,6 +55,9 @@ TraceStats TraceBuffer::stats() const {
 }
 
 TraceBuffer& TraceSlot::enable(std::size_t capacity) {
+  if (capacity == 0 || capacity > limits::kTraceBufferRecordsMax) {
+    throw_invalid("the trace buffer holds 1.." + std::to_string(limits::kTraceBufferRecordsMax) + " records");
+  }
   std::lock_guard lock(mu_);
   if (!owned_) {
     owned_ = std::make_unique<TraceBuffer>(std::max<std::size_t>(1, capacity));
@@ -67,6 +72,19 @@ void TraceSlot::disable() noexcept {
   current_.store(nullptr, std::memory_order_release);
   std::lock_guard lock(mu_);
   if (owned_) owned_->close();
+}
+
+std::vector<TraceRecord> TraceSlot::take(std::size_t max, int64_t timeout_ms) {
+  TraceBuffer* b = owned();
+  if (!b) return {};
+  return b->take(max, timeout_ms);
+}
+
+TraceStats TraceSlot::stats() const {
+  TraceBuffer* b = owned();
+  TraceStats s = b ? b->stats() : TraceStats{};
+  s.malformed_traceparents = trace::malformed_traceparents();
+  return s;
 }
 
 void add_trace_link(TraceRecord& r, const std::string& traceparent) {

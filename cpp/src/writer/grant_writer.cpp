@@ -603,6 +603,7 @@ int run_worker(const WorkerOptions& options, std::atomic<bool>& stop) {
   shared.replicas_acked = options.replicas_acked;
   shared.replica_wait_ms = options.replica_wait_ms;
   shared.events = options.events.enabled;
+  shared.trace = options.trace;
   check_event_options(options.events);
   // The outbox relay (docs/events.md): one active per database, the others stand by.
   std::unique_ptr<events::Relay> relay;

@@ -78,8 +78,8 @@ const std::string& mark_cancelled_sql(bool events) {
       " cancelled_order_id = used_order_id, used_order_id = NULL, used_at_us = NULL,"
       " used_amount = NULL, discount_amount = NULL, state_changed_at_us = $1"
       " WHERE id = $2 AND state = 1 AND used_order_id = $3";
-  static const std::string with = with_events("NULL", update, {"coupon.use_cancelled", "coupon.expired"}, true);
-  static const std::string without = with_events("NULL", update, {"coupon.use_cancelled", "coupon.expired"}, false);
+  static const std::string with = with_events("$4", update, {"coupon.use_cancelled", "coupon.expired"}, true);
+  static const std::string without = with_events("$4", update, {"coupon.use_cancelled", "coupon.expired"}, false);
   return events ? with : without;
 }
 
@@ -99,19 +99,28 @@ CouponRow row_from(const pg::Result& r, int i) {
   return row;
 }
 
+// A traceparent parameter: NULL for none.
+void add_traceparent(pg::Params& p, const std::string& traceparent) {
+  if (traceparent.empty()) {
+    p.add_null();
+  } else {
+    p.add(traceparent);
+  }
+}
+
 pg::Params mark_used_params(const UseRequest& r, int64_t discount_amount, int64_t now_us) {
   pg::Params p;
   p.add(r.order_id).add(now_us).add(r.order_amount).add(discount_amount).add(r.coupon_id).add(r.user_id);
-  if (r.traceparent.empty()) {
-    p.add_null();
-  } else {
-    p.add(r.traceparent);
-  }
+  add_traceparent(p, r.traceparent);
   return p;
 }
 
-pg::Params mark_cancelled_params(int64_t coupon_id, const std::string& order_id, int64_t now_us) {
-  return pg::Params().add(now_us).add(coupon_id).add(order_id);
+pg::Params mark_cancelled_params(int64_t coupon_id, const std::string& order_id, int64_t now_us,
+                                 const std::string& traceparent) {
+  pg::Params p;
+  p.add(now_us).add(coupon_id).add(order_id);
+  add_traceparent(p, traceparent);
+  return p;
 }
 
 }  // namespace pgcoupons
@@ -148,11 +157,12 @@ bool PgCouponStore::mark_used(const UseRequest& r, int64_t discount_amount, int6
   return pgcoupons::changed(res) == 1;
 }
 
-bool PgCouponStore::mark_cancelled(int64_t coupon_id, const std::string& order_id, int64_t now_us) {
+bool PgCouponStore::mark_cancelled(int64_t coupon_id, const std::string& order_id, int64_t now_us,
+                                   const std::string& traceparent) {
   auto conn = pool_.acquire();
   pg::Result res = conn->exec_prepared(options_.events ? "lc_coupon_cancel_ev" : "lc_coupon_cancel",
                                        pgcoupons::mark_cancelled_sql(options_.events),
-                                       pgcoupons::mark_cancelled_params(coupon_id, order_id, now_us));
+                                       pgcoupons::mark_cancelled_params(coupon_id, order_id, now_us, traceparent));
   return pgcoupons::changed(res) == 1;
 }
 

@@ -39,7 +39,8 @@ class PgCouponStore final : public CouponStore {
   std::optional<CouponRow> load(int64_t coupon_id) override;
   bool grant_pending(int64_t partner_id, int64_t coupon_id) override;
   bool mark_used(const UseRequest& request, int64_t discount_amount, int64_t now_us) override;
-  bool mark_cancelled(int64_t coupon_id, const std::string& order_id, int64_t now_us) override;
+  bool mark_cancelled(int64_t coupon_id, const std::string& order_id, int64_t now_us,
+                      const std::string& traceparent) override;
   std::optional<int64_t> campaign_partner(int64_t campaign_id) override;
   std::optional<CouponTerms> campaign_terms(int64_t campaign_id) override;
   CouponPage list_for_user(int64_t partner_id, const CouponQuery& query, int64_t now_us) override;
@@ -87,7 +88,8 @@ std::string with_events(const char* tp_param, const char* update, std::initializ
                         bool events);
 CouponRow row_from(const pg::Result& r, int row);
 pg::Params mark_used_params(const UseRequest& request, int64_t discount_amount, int64_t now_us);
-pg::Params mark_cancelled_params(int64_t coupon_id, const std::string& order_id, int64_t now_us);
+pg::Params mark_cancelled_params(int64_t coupon_id, const std::string& order_id, int64_t now_us,
+                                 const std::string& traceparent);
 // Without the gate's view: a missing row of an existing campaign (of the caller's partner) with
 // 1 <= seq <= quantity may still be in the grant log (too cautious at worst, never wrong).
 inline bool grant_may_be_pending(uint32_t seq, int64_t quantity) { return seq >= 1 && seq <= quantity; }

@@ -683,7 +683,8 @@ class PostgresWalletStore final : public WalletStore {
                                   pgcoupons::mark_used_params(c.request, c.discount_amount, c.at_us))
                           : p.add(events_ ? "wallet_coupon_cancel_ev" : "wallet_coupon_cancel",
                                   pgcoupons::mark_cancelled_sql(events_),
-                                  pgcoupons::mark_cancelled_params(c.request.coupon_id, c.request.order_id, c.at_us)));
+                                  pgcoupons::mark_cancelled_params(c.request.coupon_id, c.request.order_id, c.at_us,
+                                                                   c.request.traceparent)));
     }
     p.sync();
     PipelineResults r = p.run();

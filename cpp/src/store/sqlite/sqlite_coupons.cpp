@@ -80,7 +80,8 @@ bool mark_used(sqlite::Db& db, const UseRequest& r, int64_t discount_amount, int
   return done;
 }
 
-bool mark_cancelled(sqlite::Db& db, int64_t coupon_id, const std::string& order_id, int64_t now_us, bool events) {
+bool mark_cancelled(sqlite::Db& db, int64_t coupon_id, const std::string& order_id, int64_t now_us,
+                    const std::string& traceparent, bool events) {
   std::optional<sqlite_events::Savepoint> sp;
   if (events) sp.emplace(db);
   sqlite::Stmt s(db,
@@ -95,7 +96,7 @@ bool mark_cancelled(sqlite::Db& db, int64_t coupon_id, const std::string& order_
   if (sp) {
     if (done) {
       // Cancelled after its validity passed, the coupon is expired at once: both events.
-      sqlite_events::write_coupon_events(db, {"coupon.use_cancelled", "coupon.expired"}, coupon_id, "");
+      sqlite_events::write_coupon_events(db, {"coupon.use_cancelled", "coupon.expired"}, coupon_id, traceparent);
     }
     sp->release();
   }
@@ -114,9 +115,10 @@ bool SqliteCouponStore::mark_used(const UseRequest& r, int64_t discount_amount, 
   return sqlite_coupons::mark_used(store_.db(), r, discount_amount, now_us, store_.events());
 }
 
-bool SqliteCouponStore::mark_cancelled(int64_t coupon_id, const std::string& order_id, int64_t now_us) {
+bool SqliteCouponStore::mark_cancelled(int64_t coupon_id, const std::string& order_id, int64_t now_us,
+                                       const std::string& traceparent) {
   std::lock_guard lock(store_.mutex());
-  return sqlite_coupons::mark_cancelled(store_.db(), coupon_id, order_id, now_us, store_.events());
+  return sqlite_coupons::mark_cancelled(store_.db(), coupon_id, order_id, now_us, traceparent, store_.events());
 }
 
 std::optional<int64_t> SqliteCouponStore::campaign_partner(int64_t campaign_id) {

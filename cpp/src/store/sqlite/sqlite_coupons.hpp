@@ -18,7 +18,8 @@ class SqliteCouponStore final : public CouponStore {
   // store does not hold was never issued.
   bool grant_pending(int64_t, int64_t) override { return false; }
   bool mark_used(const UseRequest& request, int64_t discount_amount, int64_t now_us) override;
-  bool mark_cancelled(int64_t coupon_id, const std::string& order_id, int64_t now_us) override;
+  bool mark_cancelled(int64_t coupon_id, const std::string& order_id, int64_t now_us,
+                      const std::string& traceparent) override;
   std::optional<int64_t> campaign_partner(int64_t campaign_id) override;
   std::optional<CouponTerms> campaign_terms(int64_t campaign_id) override;
   CouponPage list_for_user(int64_t partner_id, const CouponQuery& query, int64_t now_us) override;
@@ -36,7 +37,8 @@ namespace sqlite_coupons {
 std::optional<CouponRow> load(sqlite::Db& db, int64_t coupon_id);
 // events: the coupon's event (sqlite_events.hpp) is written with the change, in a savepoint.
 bool mark_used(sqlite::Db& db, const UseRequest& request, int64_t discount_amount, int64_t now_us, bool events);
-bool mark_cancelled(sqlite::Db& db, int64_t coupon_id, const std::string& order_id, int64_t now_us, bool events);
+bool mark_cancelled(sqlite::Db& db, int64_t coupon_id, const std::string& order_id, int64_t now_us,
+                    const std::string& traceparent, bool events);
 }  // namespace sqlite_coupons
 
 }  // namespace couponcore

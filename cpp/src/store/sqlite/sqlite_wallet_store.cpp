@@ -201,7 +201,7 @@ class SqliteWalletStore final : public WalletStore {
     for (const CouponWrite& c : ch.coupons) {
       const bool done = c.use ? sqlite_coupons::mark_used(db_, c.request, c.discount_amount, c.at_us, events_)
                               : sqlite_coupons::mark_cancelled(db_, c.request.coupon_id, c.request.order_id, c.at_us,
-                                                               events_);
+                                                               c.request.traceparent, events_);
       if (!done) throw std::logic_error("coupon " + std::to_string(c.request.coupon_id) + " changed under the write lock");
     }
     write_entries(ch.entries);
