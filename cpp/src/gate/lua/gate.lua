@@ -18,9 +18,9 @@
 -- The clock is Redis's (TIME), one for every gate process.
 -- The batch's grants go to the stream as ONE entry in the grant-entry format of
 -- cpp/src/log/grant_entry.hpp: v 1 c <campaign> t <now_us> g <lines>, a line
--- "<seq> <user_ordinal> <user_id> <request_id>" per grant (v 2: and field p, the grants'
--- traceparents: trace_args.lua), in seq order (ids hold no space or
--- newline: limits::is_valid_id). One XADD per batch instead of one per grant: an XADD from Lua
+-- "<seq> <user_ordinal> <user_id> <request_id>" per grant (v 3: and field b, the grants'
+-- traceparents: trace_args.lua), in seq order (ids hold no space or newline:
+-- limits::is_valid_id). One XADD per batch instead of one per grant: an XADD from Lua
 -- costs about as much as the rest of a grant's decision.
 if redis.replicate_commands then pcall(redis.replicate_commands) end
 --#include trace_args.lua
