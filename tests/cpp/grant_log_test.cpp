@@ -1,10 +1,11 @@
 // The grant log's entry formats (grantlog::parse_grants): version 3 (v 3 c t g b: binary
 // traceparents), version 2 (v 2 c t g p: text traceparents), version 1 (v 1 c t g, what the gate
 // writes without trace context), the same batch shape without a version, the older one-grant
-// entry (c s u o r t), and every way an entry can be malformed. No
+// entry (c s u o r t), a re-driven dead letter's, and every way an entry can be malformed. No
 // servers.
 #include <gtest/gtest.h>
 
+#include "log/dead_letters.hpp"
 #include "log/grant_entry.hpp"
 #include "util/traceparent.hpp"
 
@@ -188,6 +189,26 @@ TEST(GrantLogTest, ADeadLettersOneGrantRecordKeepsItsTraceparent) {
             "");
   ASSERT_EQ(out.size(), 1u);
   EXPECT_EQ(out[0].traceparent, kTp);
+}
+
+TEST(GrantLogTest, AReDrivenGrantKeepsItsTraceparent) {
+  DeadLetter d;
+  d.campaign_id = 7;
+  d.seq = 4, d.user_ordinal = 1, d.user_id = "ann", d.request_id = "r-1";
+  d.fields = {{"c", "7"}, {"s", "4"}, {"u", "ann"}, {"o", "1"}, {"r", "r-1"}, {"t", "5"}, {"p", kTp}};
+  std::vector<Grant> out;
+  ASSERT_EQ(parse_grants(entry(grantlog::redrive_entry_fields(d)), 7, &out), "");
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].traceparent, kTp);
+  EXPECT_EQ(out[0].seq, 4u);
+  EXPECT_EQ(out[0].request_id, "r-1");
+  // Without p: a version 1 entry, no trace context.
+  d.fields.pop_back();
+  const auto plain = grantlog::redrive_entry_fields(d);
+  EXPECT_EQ(plain.at(0), (std::pair<std::string, std::string>{"v", "1"}));
+  std::vector<Grant> none;
+  ASSERT_EQ(parse_grants(entry(plain), 7, &none), "");
+  EXPECT_EQ(none.at(0).traceparent, "");
 }
 
 TEST(TraceparentTest, TheBinaryFormRoundTrips) {
