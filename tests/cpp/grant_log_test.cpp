@@ -91,7 +91,7 @@ TEST(GrantLogTest, VersionOneIsReadAndUnknownVersionsAreRefusedWhole) {
   EXPECT_EQ(out[1].request_id, "r");
   // A version this reader does not know, or a version 1 entry in another shape: refused whole,
   // with a reason that says what to do.
-  for (const char* v : {"3", "0", "x", ""}) {
+  for (const char* v : {"4", "0", "x", ""}) {
     std::vector<Grant> none;
     const std::string why = parse_grants(entry({{"v", v}, {"c", "7"}, {"t", "5"}, {"g", "1 1 ann "}}), 7, &none);
     EXPECT_EQ(why.rfind("malformed:", 0), 0u) << v;
