@@ -103,8 +103,13 @@ const Record kDeadLetter{"DeadLetter",
     field<DL>("request_id", &DL::request_id),
     field<DL>("dead_lettered_at_us", &DL::dead_lettered_at_us),
     field<DL>("fields", [](const DL& d) {
+      // Raw bytes (a version-3 entry's b is binary): not UTF-8 shows as \xNN escapes.
+      const auto text = [](const std::string& s) {
+        return py::reinterpret_steal<py::str>(
+            PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "backslashreplace"));
+      };
       py::dict f;
-      for (const auto& [k, v] : d.fields) f[py::str(k)] = py::str(v);
+      for (const auto& [k, v] : d.fields) f[text(k)] = text(v);
       return f;
     })};
 

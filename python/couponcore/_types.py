@@ -245,7 +245,7 @@ class DeadLetter:
     user_id: Optional[str]
     request_id: Optional[str]
     dead_lettered_at: _dt.datetime = field(metadata=core("dead_lettered_at_us", from_us))
-    fields: dict[str, str]  # the entry's own fields, raw (c s u o r t for a refused grant)
+    fields: dict[str, str]  # the entry's own fields, raw (c s u o r t, and p if traced, for a refused grant)
     user_ordinal: Optional[int]  # the user's n-th coupon of the campaign
     redrives: int  # times its grant was re-driven and dead-lettered again
 

@@ -1,9 +1,11 @@
-// The grant log's entry formats (grantlog::parse_grants): version 2 (v 2 c t g with traceparents),
-// version 1 (v 1 c t g, what the gate writes without trace context), the same batch shape
-// without a version, the older one-grant entry (c s u o r t), and
-// every way an entry can be malformed. No servers.
+// The grant log's entry formats (grantlog::parse_grants): version 3 (v 3 c t g b: binary
+// traceparents), version 2 (v 2 c t g p: text traceparents), version 1 (v 1 c t g, what the gate
+// writes without trace context), the same batch shape without a version, the older one-grant
+// entry (c s u o r t), a re-driven dead letter's, and every way an entry can be malformed. No
+// servers.
 #include <gtest/gtest.h>
 
+#include "log/dead_letters.hpp"
 #include "log/grant_entry.hpp"
 #include "util/traceparent.hpp"
 
@@ -89,14 +91,14 @@ TEST(GrantLogTest, VersionOneIsReadAndUnknownVersionsAreRefusedWhole) {
   EXPECT_EQ(out[1].request_id, "r");
   // A version this reader does not know, or a version 1 entry in another shape: refused whole,
   // with a reason that says what to do.
-  for (const char* v : {"3", "0", "x", ""}) {
+  for (const char* v : {"4", "0", "x", ""}) {
     std::vector<Grant> none;
     const std::string why = parse_grants(entry({{"v", v}, {"c", "7"}, {"t", "5"}, {"g", "1 1 ann "}}), 7, &none);
     EXPECT_EQ(why.rfind("malformed:", 0), 0u) << v;
     EXPECT_TRUE(none.empty()) << v;
   }
   std::vector<Grant> none;
-  EXPECT_NE(parse_grants(entry({{"v", "3"}, {"c", "7"}, {"t", "5"}, {"g", "1 1 ann "}}), 7, &none).find("upgrade the writer"),
+  EXPECT_NE(parse_grants(entry({{"v", "4"}, {"c", "7"}, {"t", "5"}, {"g", "1 1 ann "}}), 7, &none).find("upgrade the writer"),
             std::string::npos);
   EXPECT_NE(parse_grants(entry({{"v", "1"}, {"c", "7"}, {"s", "1"}, {"u", "ann"}, {"o", "1"}, {"t", "5"}}), 7, &none), "");
   EXPECT_TRUE(none.empty());
@@ -134,6 +136,98 @@ TEST(GrantLogTest, VersionTwoCarriesEachGrantsTraceparent) {
   EXPECT_NE(parse_grants(entry({{"v", "2"}, {"c", "7"}, {"t", "5"}, {"g", std::string("1 1 ann r ") + kTp}}), 7, &none_out),
             "");
   EXPECT_TRUE(none_out.empty());
+}
+
+// kTp's binary form: trace-id, parent-id, flags.
+std::string tp_binary() {
+  std::string b;
+  trace::append_binary(kTp, &b);
+  return b;
+}
+
+TEST(GrantLogTest, VersionThreeCarriesEachGrantsTraceparentInBinary) {
+  const std::string none(trace::kTraceparentBinaryBytes, '\0');
+  const std::string tp = tp_binary();
+  ASSERT_EQ(tp.size(), trace::kTraceparentBinaryBytes);
+  EXPECT_EQ(tp.substr(0, 4), std::string("\x4b\xf9\x2f\x35"));
+  EXPECT_EQ(tp.back(), '\x01');
+  std::vector<Grant> out;
+  ASSERT_EQ(parse_grants(entry({{"v", "3"}, {"c", "7"}, {"t", "5"}, {"g", "1 1 ann r-1\n2 1 bob \n3 1 cy "}, {"b", tp + none + tp}}),
+                         7, &out),
+            "");
+  ASSERT_EQ(out.size(), 3u);
+  EXPECT_EQ(out[0].traceparent, kTp);
+  EXPECT_EQ(out[1].traceparent, "");  // zeros: its call had none
+  EXPECT_EQ(out[2].traceparent, kTp);
+  // A b too short for the lines, or an all-zero parent-id, is dropped; the grants stay.
+  const uint64_t before = trace::malformed_traceparents();
+  std::string zero_parent = tp;
+  zero_parent.replace(16, 8, 8, '\0');
+  std::vector<Grant> kept;
+  ASSERT_EQ(parse_grants(entry({{"v", "3"}, {"c", "7"}, {"t", "5"}, {"g", "1 1 ann r\n2 1 bob \n3 1 cy "},
+                                {"b", zero_parent + tp.substr(0, 20)}}),
+                         7, &kept),
+            "");
+  ASSERT_EQ(kept.size(), 3u);
+  EXPECT_EQ(kept[0].traceparent, "");
+  EXPECT_EQ(kept[1].traceparent, "");
+  EXPECT_EQ(kept[2].traceparent, "");
+  EXPECT_EQ(trace::malformed_traceparents() - before, 1u);
+  // Version 2 (text) stays readable beside it, and b is not read in a version 2 entry.
+  std::vector<Grant> v2;
+  ASSERT_EQ(parse_grants(entry({{"v", "2"}, {"c", "7"}, {"t", "5"}, {"g", "1 1 ann r"}, {"p", kTp}, {"b", tp}}), 7, &v2), "");
+  EXPECT_EQ(v2.at(0).traceparent, kTp);
+  std::vector<Grant> v2b;
+  ASSERT_EQ(parse_grants(entry({{"v", "2"}, {"c", "7"}, {"t", "5"}, {"g", "1 1 ann r"}, {"b", tp}}), 7, &v2b), "");
+  EXPECT_EQ(v2b.at(0).traceparent, "");
+}
+
+TEST(GrantLogTest, ADeadLettersOneGrantRecordKeepsItsTraceparent) {
+  std::vector<Grant> out;
+  ASSERT_EQ(parse_grants(entry({{"c", "7"}, {"s", "4"}, {"u", "ann"}, {"o", "1"}, {"r", "r-1"}, {"t", "5"}, {"p", kTp}}), 7,
+                         &out),
+            "");
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].traceparent, kTp);
+}
+
+TEST(GrantLogTest, AReDrivenGrantKeepsItsTraceparent) {
+  DeadLetter d;
+  d.campaign_id = 7;
+  d.seq = 4, d.user_ordinal = 1, d.user_id = "ann", d.request_id = "r-1";
+  d.fields = {{"c", "7"}, {"s", "4"}, {"u", "ann"}, {"o", "1"}, {"r", "r-1"}, {"t", "5"}, {"p", kTp}};
+  std::vector<Grant> out;
+  ASSERT_EQ(parse_grants(entry(grantlog::redrive_entry_fields(d)), 7, &out), "");
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].traceparent, kTp);
+  EXPECT_EQ(out[0].seq, 4u);
+  EXPECT_EQ(out[0].request_id, "r-1");
+  // Without p: a version 1 entry, no trace context.
+  d.fields.pop_back();
+  const auto plain = grantlog::redrive_entry_fields(d);
+  EXPECT_EQ(plain.at(0), (std::pair<std::string, std::string>{"v", "1"}));
+  std::vector<Grant> none;
+  ASSERT_EQ(parse_grants(entry(plain), 7, &none), "");
+  EXPECT_EQ(none.at(0).traceparent, "");
+}
+
+TEST(TraceparentTest, TheBinaryFormRoundTrips) {
+  EXPECT_EQ(trace::from_binary(tp_binary()), kTp);
+  std::string none;
+  trace::append_binary("", &none);
+  EXPECT_EQ(none, std::string(trace::kTraceparentBinaryBytes, '\0'));
+  const uint64_t before = trace::malformed_traceparents();
+  EXPECT_EQ(trace::from_binary(none), "");  // none: not malformed
+  EXPECT_EQ(trace::malformed_traceparents(), before);
+  EXPECT_EQ(trace::from_binary(tp_binary().substr(1)), "");  // a wrong size
+  std::string zero_trace = tp_binary();
+  zero_trace.replace(0, 16, 16, '\0');
+  EXPECT_EQ(trace::from_binary(zero_trace), "");
+  EXPECT_EQ(trace::malformed_traceparents() - before, 2u);
+  const std::string other = "00-0123456789abcdeffedcba9876543210-ffffffffffffffff-00";
+  std::string b;
+  trace::append_binary(other, &b);
+  EXPECT_EQ(trace::from_binary(b), other);
 }
 
 TEST(TraceparentTest, ValidValuesAreKeptInTheirVersionZeroForm) {

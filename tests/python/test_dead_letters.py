@@ -172,6 +172,37 @@ def test_list_show_and_redrive_after_the_cause_is_fixed(where: dict[str, str], r
         assert e.reconcile(c.id)["consistent"]
 
 
+TP = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+TP2 = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
+
+
+def test_a_redriven_grant_keeps_its_trace_context(where: dict[str, str], refusal: Refusal) -> None:
+    """Traced grants dead-lettered (their records hold the traceparents), re-driven after the cause
+    is fixed, then written: the grants' coupon.issued events carry the original traceparents; an
+    untraced one stays without."""
+    with couponcore.open(**where, **FAST_DEAD_LETTERS) as e:
+        c = e.campaigns.create("dl-trace", 10)
+        users = [f"{refusal.prefix}t{i}" for i in range(3)]
+        got = e.issue_many(c.id, users, traceparent=[TP, None, TP2])
+        assert all(r.issued for r in got)
+        dls = {d.user_id: d for d in _wait_dead_letters(e, c.id, 3)}
+        assert dls[users[0]].fields["p"] == TP and dls[users[2]].fields["p"] == TP2
+        assert "p" not in dls[users[1]].fields
+        refusal.fix()
+        assert e.dead_letters.redrive_all(c.id) == 3
+        assert e.drain(20)
+        want = {users[0]: TP, users[1]: None, users[2]: TP2}
+        seen: dict[str, Any] = {}
+        stream = e.events.consume(f"dl-trace-{os.getpid()}-{c.id}", ["coupon.issued"], block_ms=100, idle_timeout_s=20)
+        for ev in stream:
+            ev.ack()
+            if ev.data.get("campaign_id") == c.id:
+                seen[ev.data["user_id"]] = ev.traceparent
+            if len(seen) == len(want):
+                break
+        assert seen == want
+
+
 def test_drop_gives_back_the_seq_and_the_users_slot(
     drop_where: tuple[dict[str, str], int], refusal: Refusal
 ) -> None:

@@ -189,8 +189,14 @@ def test_malformed_traceparents_are_ignored(open_deployment: Callable[..., coupo
         engine.close()
 
 
+def binary(tp: str) -> bytes:
+    """A traceparent's binary form in the grant entry: trace-id, parent-id, flags (25 bytes)."""
+    return bytes.fromhex(tp[3:35] + tp[36:52] + tp[53:55])
+
+
 def test_the_grant_entry_carries_the_traceparent(spans: tuple[TracerProvider, InMemorySpanExporter]) -> None:
-    """Production: a traced grant is written as a version 2 entry with its traceparent (field p);
+    """Production: a traced grant is written as a version 3 entry with its traceparent (field b, the
+    25-byte binary form);
     an untraced batch is still version 1 (no byte more); a batch of which only some requests are
     granted carries the granted ones' traceparents in line order. The writer reads it into Grant::traceparent
     (its commit record links to it)."""
@@ -207,9 +213,9 @@ def test_the_grant_entry_carries_the_traceparent(spans: tuple[TracerProvider, In
         entries = r.xrange(f"{kw['key_prefix']}{{c{c.id}}}:g")
         assert len(entries) == 3
         first, second, third = (fields for _, fields in entries)
-        assert third[b"v"] == b"2" and third[b"g"] == b"3 1 third " and third[b"p"] == TP3.encode()
-        assert first[b"v"] == b"2" and first[b"g"] == b"1 1 traced " and first[b"p"] == TP.encode()
-        assert second[b"v"] == b"1" and second[b"g"] == b"2 1 plain " and b"p" not in second
+        assert third[b"v"] == b"3" and third[b"g"] == b"3 1 third " and third[b"b"] == binary(TP3)
+        assert first[b"v"] == b"3" and first[b"g"] == b"1 1 traced " and first[b"b"] == binary(TP)
+        assert second[b"v"] == b"1" and second[b"g"] == b"2 1 plain " and b"b" not in second
         r.close()
     finally:
         gate_only.close()

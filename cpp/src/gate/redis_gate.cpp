@@ -240,7 +240,8 @@ redis::Args RedisGate::call_args(const Call& call, int64_t generation) const {
                       : script_.evalsha_args({k.meta, k.holders, k.grants, k.answers(generation), k.answers(generation - 1),
                                               k.free_seqs, k.rate});
   a.add(call.campaign->campaign.id).add(options_.answer_ttl_s * 2 + 60);
-  // Trace context (gate/lua/trace_args.lua): one more argument, only if a request carries one.
+  // Trace context (gate/lua/trace_args.lua): one more argument, only if a request carries one:
+  // the requests' binary forms, 25 bytes each (zeros: none).
   std::string traceparents;
   std::size_t n = 0;
   for (const Segment& s : call.segments) {
@@ -248,14 +249,13 @@ redis::Args RedisGate::call_args(const Call& call, int64_t generation) const {
       const IssueRequest& r = s.pending->requests[i];
       a.add(r.user_id).add(r.request_id);
       if (r.traceparent.empty()) continue;
-      CC_ASSERT(r.traceparent.size() == trace::kTraceparentBytes, "a traceparent reached the gate unchecked");
-      if (traceparents.empty()) traceparents.reserve(call.requests * trace::kTraceparentBytes);
-      traceparents.resize(n * trace::kTraceparentBytes, ' ');
-      traceparents += r.traceparent;
+      if (traceparents.empty()) traceparents.reserve(call.requests * trace::kTraceparentBinaryBytes);
+      traceparents.resize(n * trace::kTraceparentBinaryBytes, '\0');
+      trace::append_binary(r.traceparent, &traceparents);
     }
   }
   if (!traceparents.empty()) {
-    traceparents.resize(n * trace::kTraceparentBytes, ' ');
+    traceparents.resize(n * trace::kTraceparentBinaryBytes, '\0');
     a.add(traceparents);
   }
   return a;

@@ -6,6 +6,7 @@
 #include "couponcore/error.hpp"
 #include "gate/lua_scripts.hpp"
 #include "log/lua_scripts.hpp"
+#include "util/traceparent.hpp"
 
 namespace couponcore::grantlog {
 
@@ -67,16 +68,19 @@ std::optional<DeadLetter> find_dead_letter(redis::RedisConn& conn, const redis::
 
 std::vector<std::pair<std::string, std::string>> redrive_entry_fields(const DeadLetter& d) {
   std::vector<std::pair<std::string, std::string>> f;
-  std::string issued_at;
+  std::string issued_at, traceparent;
   for (const auto& [k, v] : d.fields) {
     if (k == "t") issued_at = v;
+    if (k == "p") traceparent = trace::normalize_traceparent(v);
   }
   if (d.seq && d.user_id && d.user_ordinal) {
-    f.emplace_back("v", std::to_string(kEntryVersion));
+    // Version 2 when the grant had trace context (p: its traceparent, as text), else version 1.
+    f.emplace_back("v", traceparent.empty() ? "1" : "2");
     f.emplace_back("c", std::to_string(d.campaign_id));
     f.emplace_back("t", issued_at);
     f.emplace_back("g", std::to_string(*d.seq) + " " + std::to_string(*d.user_ordinal) + " " + *d.user_id + " " +
                             d.request_id.value_or(""));
+    if (!traceparent.empty()) f.emplace_back("p", traceparent);
   } else {
     f = d.fields;  // a newer writer may read what this one could not
   }

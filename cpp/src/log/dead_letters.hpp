@@ -36,8 +36,9 @@ std::vector<DeadLetter> read_dead_letters(redis::RedisConn& conn, const redis::C
 std::optional<DeadLetter> find_dead_letter(redis::RedisConn& conn, const redis::CampaignKeys& keys,
                                            const std::string& id);
 
-// A one-grant record: a version-1 entry with that grant (its seq, user, ordinal, request, time);
-// a malformed one: its own fields. Either way with rd = redrives + 1.
+// A one-grant record: an entry with that grant (its seq, user, ordinal, request, time), version 2
+// with p when the record holds the grant's traceparent (p), else version 1; a malformed one: its
+// own fields. Either way with rd = redrives + 1.
 std::vector<std::pair<std::string, std::string>> redrive_entry_fields(const DeadLetter& d);
 
 enum class MoveOutcome { kDone, kGone, kNoMirror };

@@ -5,6 +5,7 @@
 
 #include <charconv>
 #include <string_view>
+#include <utility>
 
 #include "couponcore/limits.hpp"
 #include "redis/redis.hpp"
@@ -44,9 +45,9 @@ std::vector<LogEntry> parse_entries(const redisReply* entries) {
 
 namespace {
 
-// One grant's fields, checked; "" or why they are malformed.
+// One grant's fields, checked; "" or why they are malformed. traceparent: checked already ("": none).
 std::string grant_from(int64_t campaign_id, std::string_view seq, std::string_view user, std::string_view ordinal,
-                       std::string_view request_id, int64_t issued_at_us, Grant* g, std::string_view traceparent = {}) {
+                       std::string_view request_id, int64_t issued_at_us, Grant* g, std::string traceparent = {}) {
   int64_t n = 0;
   *g = Grant{};
   g->campaign_id = campaign_id;
@@ -61,15 +62,27 @@ std::string grant_from(int64_t campaign_id, std::string_view seq, std::string_vi
   }
   g->request_id = std::string(request_id);
   g->issued_at_us = issued_at_us;
-  if (!traceparent.empty()) g->traceparent = trace::normalize_traceparent(traceparent);
+  g->traceparent = std::move(traceparent);
   return "";
+}
+
+// The traceparent of line i of a batch entry: its 55 characters of p (version 2; spaces: none)
+// or its 25 bytes of b (version 3; zeros: none), checked; "" when there is none or p / b is too short.
+std::string line_traceparent(int64_t version, std::string_view p, std::string_view b, std::size_t i) {
+  if (version == 2 && (i + 1) * trace::kTraceparentBytes <= p.size() && p[i * trace::kTraceparentBytes] != ' ') {
+    return trace::normalize_traceparent(p.substr(i * trace::kTraceparentBytes, trace::kTraceparentBytes));
+  }
+  if (version >= 3 && (i + 1) * trace::kTraceparentBinaryBytes <= b.size()) {
+    return trace::from_binary(b.substr(i * trace::kTraceparentBinaryBytes, trace::kTraceparentBinaryBytes));
+  }
+  return {};
 }
 
 }  // namespace
 
 std::string parse_grants(const LogEntry& entry, int64_t campaign_id, std::vector<Grant>* out) {
   if (entry.deleted) return "malformed: the entry was deleted";
-  std::string_view c, s, u, o, r, t, g, ver, p;
+  std::string_view c, s, u, o, r, t, g, ver, p, bin;
   bool have_v = false, have_c = false, have_s = false, have_u = false, have_o = false, have_t = false, have_g = false;
   for (const auto& [k, v] : entry.fields) {
     if (k == "c") {
@@ -90,6 +103,8 @@ std::string parse_grants(const LogEntry& entry, int64_t campaign_id, std::vector
       ver = v, have_v = true;
     } else if (k == "p") {
       p = v;
+    } else if (k == "b") {
+      bin = v;
     }
   }
   int64_t n = 0;
@@ -98,18 +113,19 @@ std::string parse_grants(const LogEntry& entry, int64_t campaign_id, std::vector
            std::to_string(kEntryVersion) + "): upgrade the writer";
   }
   if (have_v && !have_g) return "malformed: a version " + std::string(ver) + " entry has no g";
-  const bool traced = have_v && n >= 2;  // version 2: p holds the grants' traceparents
+  const int64_t version = have_v ? n : 0;
   if (!have_c || !parse_i64(c, &n) || n != campaign_id) return "malformed: c is not this stream's campaign id";
   int64_t issued_at = 0;
   if (!have_t || !parse_i64(t, &issued_at) || issued_at < 0) return "malformed: t is not a time in microseconds";
-  if (!have_g) {  // one grant: c s u o r t
+  if (!have_g) {  // one grant: c s u o r t, and p (a dead letter's record: grant_log.cpp)
     if (!(have_s && have_u && have_o)) return "malformed: a field of c s u o t is missing";
     Grant one;
-    std::string why = grant_from(campaign_id, s, u, o, r, issued_at, &one);
+    std::string why = grant_from(campaign_id, s, u, o, r, issued_at, &one, trace::normalize_traceparent(p));
     if (why.empty()) out->push_back(std::move(one));
     return why;
   }
-  // A batch: c t g, g = lines "<seq> <user_ordinal> <user_id> <request_id>"; version 2 adds p.
+  // A batch: c t g, g = lines "<seq> <user_ordinal> <user_id> <request_id>"; version 2 adds p,
+  // version 3 b.
   if (g.empty()) return "malformed: g holds no grant";
   std::vector<Grant> grants;
   for (std::size_t pos = 0; pos <= g.size();) {
@@ -123,14 +139,9 @@ std::string parse_grants(const LogEntry& entry, int64_t campaign_id, std::vector
       return "malformed: a line of g is not '<seq> <user_ordinal> <user_id> <request_id>'";
     }
     Grant one;
-    // Version 2: the line's traceparent is its 55 characters of p (spaces: none).
-    std::string_view traceparent;
-    if (traced && (grants.size() + 1) * trace::kTraceparentBytes <= p.size()) {
-      traceparent = p.substr(grants.size() * trace::kTraceparentBytes, trace::kTraceparentBytes);
-      if (traceparent.front() == ' ') traceparent = {};
-    }
+    std::string traceparent = line_traceparent(version, p, bin, grants.size());
     std::string why = grant_from(campaign_id, line.substr(0, a), line.substr(b + 1, d - b - 1), line.substr(a + 1, b - a - 1),
-                                 line.substr(d + 1), issued_at, &one, traceparent);
+                                 line.substr(d + 1), issued_at, &one, std::move(traceparent));
     if (!why.empty()) return why;
     grants.push_back(std::move(one));
     pos = end + 1;

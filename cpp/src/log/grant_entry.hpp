@@ -1,21 +1,25 @@
 // The grant entry: the format of one record in a campaign's grant log (a Redis Stream), and
 // its parser. The gate writes entries (gate/lua/gate.lua), the writer and reconcile read them.
 //
-// Format, version 2 (field "v" = "2"), one entry per gate batch whose grants carry trace context:
-//   v 2   c <campaign_id>   t <issued_at_us>   g <lines>   p <traceparents>
+// Format, version 3 (field "v" = "3"), one entry per gate batch whose grants carry trace context:
+//   v 3   c <campaign_id>   t <issued_at_us>   g <lines>   b <traceparents>
 // where g holds one line per grant, in seq order: "<seq> <user_ordinal> <user_id> <request_id>"
-// (request_id may be empty; ids hold no space or newline: limits::is_valid_id), and p the
-// grants' traceparents in line order, 55 characters each (the W3C version-00 form:
-// docs/tracing.md; 55 spaces for a grant whose call had none). A traceparent the reader finds
-// malformed, or a p too short for the lines, is dropped (the grants are kept: trace context
-// never fails a grant).
-// Version 1 ("v" = "1"): the same without p; the gate still writes it for a batch in which no
-// grant carries a traceparent, so version 2 costs nothing where tracing is not used.
+// (request_id may be empty; ids hold no space or newline: limits::is_valid_id), and b the
+// grants' traceparents in line order, each in its 25-byte binary form (trace-id, parent-id,
+// flags: util/traceparent.hpp; 25 zero bytes for a grant whose call had none). A traceparent the
+// reader finds malformed, or a b too short for the lines, is dropped (the grants are kept: trace
+// context never fails a grant).
+// Version 2 ("v" = "2"): the same with p instead of b, the grants' traceparents as text, 55
+// characters each (the W3C version-00 form; 55 spaces for none). Gates no longer write it; a
+// re-driven dead letter's grant is written as version 2 (dead_letters.cpp), and it is read.
+// Version 1 ("v" = "1"): neither p nor b; the gate still writes it for a batch in which no grant
+// carries a traceparent, so trace context costs nothing where tracing is not used.
 // Older entries carry no "v" and are read too: the same batch shape (c t g), and the first
 // format, one grant per entry (c s u o r t = campaign, seq, user, user_ordinal, request_id,
-// issued_at_us). An entry with a "v" this reader does not know is malformed (it goes to the
-// dead letters, whole, and can be re-driven by a newer writer): a writer must be upgraded before
-// the gates that write a newer version.
+// issued_at_us; a dead letter's record of one grant has this shape, plus p when it was traced).
+// An entry with a "v" this reader does not know is malformed (it goes to the dead letters, whole,
+// and can be re-driven by a newer writer): a writer must be upgraded before the gates that write
+// a newer version.
 //
 // Entry points:
 //   parse_entries(reply)              entries of an XRANGE / XREADGROUP / XAUTOCLAIM reply
@@ -34,7 +38,7 @@ struct redisReply;
 
 namespace couponcore::grantlog {
 
-inline constexpr int kEntryVersion = 2;  // what the gate writes at most; what this reader knows at most
+inline constexpr int kEntryVersion = 3;  // what the gate writes at most; what this reader knows at most
 
 // One grant-log entry as read from a stream.
 struct LogEntry {

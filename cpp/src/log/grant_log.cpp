@@ -173,7 +173,8 @@ int64_t GrantLog::dead_letter(const StreamBatch& sb, const LogEntry& e, const st
     std::vector<std::pair<std::string, std::string>> fields;
     for (const auto& [k, v] : e.fields) {
       if (fields.size() == kDeadLetterFieldsMax) break;
-      fields.emplace_back(clip(k, 64), clip(v, k == "g" ? kDeadLetterLinesBytesMax : kDeadLetterValueBytesMax));
+      const bool per_line = k == "g" || k == "p" || k == "b";  // a line's part is not to be clipped off
+      fields.emplace_back(clip(k, 64), clip(v, per_line ? kDeadLetterLinesBytesMax : kDeadLetterValueBytesMax));
     }
     a.add(int64_t{1}).add(clip(reason, kReasonBytesMax)).add(static_cast<int64_t>(fields.size()));
     for (const auto& [k, v] : fields) a.add(k).add(v);
@@ -187,10 +188,11 @@ int64_t GrantLog::dead_letter(const StreamBatch& sb, const LogEntry& e, const st
     a.add(static_cast<int64_t>(refused->size()));
     for (const auto& [gi, why] : *refused) {
       const Grant& g = sb.grants[gi];
-      a.add(clip(why, kReasonBytesMax)).add(int64_t{redrives.empty() ? 6 : 7});
+      a.add(clip(why, kReasonBytesMax)).add(int64_t{6 + !redrives.empty() + !g.traceparent.empty()});
       a.add("c").add(g.campaign_id).add("s").add(int64_t{g.seq}).add("u").add(g.user_id);
       a.add("o").add(int64_t{g.user_ordinal}).add("r").add(g.request_id).add("t").add(g.issued_at_us);
       if (!redrives.empty()) a.add("rd").add(redrives);
+      if (!g.traceparent.empty()) a.add("p").add(g.traceparent);  // its trace context, for a re-drive
     }
     records = static_cast<int64_t>(refused->size());
   }

@@ -3,6 +3,8 @@
 
 #include <atomic>
 
+#include "util/assert.hpp"
+
 namespace couponcore::trace {
 
 namespace {
@@ -60,6 +62,64 @@ void normalize_traceparent_in_place(std::string& value) {
     return;
   }
   value = normalize_traceparent(value);
+}
+
+namespace {
+
+int hex_value(char c) { return c <= '9' ? c - '0' : c - 'a' + 10; }
+
+constexpr char kHex[] = "0123456789abcdef";
+
+// The hex digits of `hex` (lowercase, an even count) as bytes, appended to *out.
+void append_bytes(std::string_view hex, std::string* out) {
+  for (std::size_t i = 0; i + 1 < hex.size(); i += 2) {
+    out->push_back(static_cast<char>(hex_value(hex[i]) << 4 | hex_value(hex[i + 1])));
+  }
+}
+
+void append_hex(std::string_view bytes, std::string* out) {
+  for (char c : bytes) {
+    const auto b = static_cast<unsigned char>(c);
+    out->push_back(kHex[b >> 4]);
+    out->push_back(kHex[b & 15]);
+  }
+}
+
+}  // namespace
+
+void append_binary(std::string_view value, std::string* out) {
+  if (value.empty()) {
+    out->append(kTraceparentBinaryBytes, '\0');
+    return;
+  }
+  CC_ASSERT(value.size() == kTraceparentBytes && value[0] == '0' && value[1] == '0',
+            "a traceparent reached its binary form unchecked");
+  append_bytes(value.substr(3, 32), out);
+  append_bytes(value.substr(36, 16), out);
+  append_bytes(value.substr(53, 2), out);
+}
+
+std::string from_binary(std::string_view b) {
+  if (b.size() != kTraceparentBinaryBytes) {
+    g_malformed.fetch_add(1, std::memory_order_relaxed);
+    return {};
+  }
+  const std::string_view trace_id = b.substr(0, 16), parent_id = b.substr(16, 8);
+  const auto zero = [](std::string_view s) { return s.find_first_not_of('\0') == std::string_view::npos; };
+  if (zero(b)) return {};  // none
+  if (zero(trace_id) || zero(parent_id)) {
+    g_malformed.fetch_add(1, std::memory_order_relaxed);
+    return {};
+  }
+  std::string out;
+  out.reserve(kTraceparentBytes);
+  out.append("00-");
+  append_hex(trace_id, &out);
+  out.push_back('-');
+  append_hex(parent_id, &out);
+  out.push_back('-');
+  append_hex(b.substr(24, 1), &out);
+  return out;
 }
 
 uint64_t malformed_traceparents() noexcept { return g_malformed.load(std::memory_order_relaxed); }

@@ -13,14 +13,14 @@
 -- Reply: {issued_after (n - #free), quantity, now_us, code per request...}, code = seq * 8 + status where
 -- status is IssueStatus (0 ISSUED, 1 SOLD_OUT, 2 ALREADY_ISSUED, 3 NOT_OPEN, 4 ENDED, 5 RATE_LIMITED:
 -- then code = retry_after_ms * 8 + 5; a RATE_LIMITED answer is never remembered).
--- The rule, in order: remembered answer; NOT_OPEN / ENDED; sold out -> ALREADY_ISSUED (user at
--- the limit) or SOLD_OUT, not counted; RATE_LIMITED, else counted; ALREADY_ISSUED; ISSUED.
+-- The rule, in order (requests.lua): remembered answer; NOT_OPEN / ENDED; sold out -> ALREADY_ISSUED
+-- (user at the limit) or SOLD_OUT, not counted; RATE_LIMITED, else counted; ALREADY_ISSUED; ISSUED.
 -- The clock is Redis's (TIME), one for every gate process.
 -- The batch's grants go to the stream as ONE entry in the grant-entry format of
 -- cpp/src/log/grant_entry.hpp: v 1 c <campaign> t <now_us> g <lines>, a line
--- "<seq> <user_ordinal> <user_id> <request_id>" per grant (v 2: and field p, the grants'
--- traceparents: trace_args.lua), in seq order (ids hold no space or
--- newline: limits::is_valid_id). One XADD per batch instead of one per grant: an XADD from Lua
+-- "<seq> <user_ordinal> <user_id> <request_id>" per grant (v 3: and field b, the grants'
+-- traceparents: trace_args.lua), in seq order (ids hold no space or newline:
+-- limits::is_valid_id). One XADD per batch instead of one per grant: an XADD from Lua
 -- costs about as much as the rest of a grant's decision.
 if redis.replicate_commands then pcall(redis.replicate_commands) end
 --#include trace_args.lua
@@ -41,73 +41,21 @@ local now = tonumber(now_s)
 local cid = ARGV[1]
 local out = {0, quantity, now_s}
 rate_load(KEYS[7], m[7], m[8], m[9], t)
-local remembered = false
--- Holder counts: read with one HMGET per 1,000 requests, kept in held_of while the batch is
--- decided, written back with one HSET per 1,000 changed holders (not an HGET + HSET per request).
-local held_of, changed, dirty, lines = {}, {}, {}, {}
-for i = 3, pairs_end, 2000 do
-  local users = {}
-  for j = i, math.min(i + 1998, pairs_end), 2 do users[#users + 1] = ARGV[j] end
-  local h = redis.call('HMGET', KEYS[2], unpack(users))
-  for j = 1, #users do held_of[users[j]] = tonumber(h[j] or '0') end
+-- The stock: the free seqs (dropped dead letters' seqs) first, then the counter.
+local function no_stock(held)
+  if free == 0 and n >= quantity then return held >= limit and 2 or 1 end
+  return nil
 end
-for i = 3, pairs_end, 2 do
-  local user, rid = ARGV[i], ARGV[i + 1]
-  local akey = nil
-  local code = nil
-  if rid ~= '' then
-    akey = user .. '|' .. rid
-    code = redis.call('HGET', KEYS[4], akey)
-    if not code then code = redis.call('HGET', KEYS[5], akey) end
-    if code then code = tonumber(code) end
+local function take_seq()
+  if free > 0 then
+    free = free - 1
+    return tonumber(redis.call('ZPOPMIN', KEYS[6])[1])
   end
-  if not code then
-    local held = held_of[user]
-    local refused = nil
-    if state == 1 then code = 3
-    elseif state == 2 then code = 4
-    elseif starts and now < starts then code = 3
-    elseif ends and now >= ends then code = 4
-    elseif free == 0 and n >= quantity then code = held >= limit and 2 or 1
-    else refused = rate_refuse(user) end
-    if code then
-    elseif refused then code = refused; akey = nil
-    elseif held >= limit then code = 2
-    else
-      local seq
-      if free > 0 then
-        seq = tonumber(redis.call('ZPOPMIN', KEYS[6])[1])
-        free = free - 1
-      else
-        n = n + 1
-        seq = n
-      end
-      held = held + 1
-      if not dirty[user] then
-        dirty[user] = true
-        changed[#changed + 1] = user
-      end
-      held_of[user] = held
-      lines[#lines + 1] = seq .. ' ' .. held .. ' ' .. user .. ' ' .. rid
-      if tps then granted[#granted + 1] = i end
-      code = seq * 8
-    end
-    if akey then
-      redis.call('HSET', KEYS[4], akey, code)
-      remembered = true
-    end
-  end
-  out[#out + 1] = code
+  n = n + 1
+  return n
 end
+--#include requests.lua
 if #lines > 0 then append_entry(KEYS[3], cid, now_s, lines) end
-for i = 1, #changed, 1000 do
-  local kv = {}
-  for j = i, math.min(i + 999, #changed) do
-    kv[#kv + 1] = changed[j]
-    kv[#kv + 1] = held_of[changed[j]]
-  end
-  redis.call('HSET', KEYS[2], unpack(kv))
-end
 if n ~= n0 then redis.call('HSET', KEYS[1], 'n', n) end
 rate_save()
 if remembered then redis.call('EXPIRE', KEYS[4], ARGV[2]) end

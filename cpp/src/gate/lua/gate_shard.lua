@@ -33,68 +33,20 @@ local now = tonumber(now_s)
 local cid = ARGV[1]
 local out = {0, 0, now_s}
 rate_load(KEYS[6], m[8], m[9], m[10], t)
-local remembered = false
-local held_of, changed, dirty, lines = {}, {}, {}, {}
-for i = 3, pairs_end, 2000 do
-  local users = {}
-  for j = i, math.min(i + 1998, pairs_end), 2 do users[#users + 1] = ARGV[j] end
-  local h = redis.call('HMGET', KEYS[2], unpack(users))
-  for j = 1, #users do held_of[users[j]] = tonumber(h[j] or '0') end
+-- The stock: this shard's free intervals; none left: DRY, or ALREADY_ISSUED for a user at the limit.
+local function no_stock(held)
+  if fi <= #free then return nil end
+  if held >= limit then return 2 end
+  return 6, true
 end
-for i = 3, pairs_end, 2 do
-  local user, rid = ARGV[i], ARGV[i + 1]
-  local akey = nil
-  local code = nil
-  if rid ~= '' then
-    akey = user .. '|' .. rid
-    code = redis.call('HGET', KEYS[4], akey)
-    if not code then code = redis.call('HGET', KEYS[5], akey) end
-    if code then code = tonumber(code) end
-  end
-  if not code then
-    local held = held_of[user]
-    local remember = true
-    local refused = nil
-    if state == 1 then code = 3
-    elseif state == 2 then code = 4
-    elseif starts and now < starts then code = 3
-    elseif ends and now >= ends then code = 4
-    elseif held >= limit and fi > #free then code = 2
-    elseif fi > #free then code = 6; remember = false
-    else refused = rate_refuse(user) end
-    if code then
-    elseif refused then code = refused; remember = false
-    elseif held >= limit then code = 2
-    else
-      local seq = free[fi][1]
-      if seq == free[fi][2] then fi = fi + 1 else free[fi][1] = seq + 1 end
-      n = n + 1
-      held = held + 1
-      if not dirty[user] then
-        dirty[user] = true
-        changed[#changed + 1] = user
-      end
-      held_of[user] = held
-      lines[#lines + 1] = seq .. ' ' .. held .. ' ' .. user .. ' ' .. rid
-      if tps then granted[#granted + 1] = i end
-      code = seq * 8
-    end
-    if akey and remember then
-      redis.call('HSET', KEYS[4], akey, code)
-      remembered = true
-    end
-  end
-  out[#out + 1] = code
+local function take_seq()
+  local seq = free[fi][1]
+  if seq == free[fi][2] then fi = fi + 1 else free[fi][1] = seq + 1 end
+  n = n + 1
+  return seq
 end
+--#include requests.lua
 if #lines > 0 then append_entry(KEYS[3], cid, now_s, lines) end
-for i = 1, #changed, 1000 do
-  local kv = {}
-  for j = i, math.min(i + 999, #changed) do
-    kv[#kv + 1] = changed[j]
-    kv[#kv + 1] = held_of[changed[j]]
-  end
-  redis.call('HSET', KEYS[2], unpack(kv))
-end
 local left = {}
 for i = fi, #free do left[#left + 1] = free[i] end
 if n ~= n0 then redis.call('HSET', KEYS[1], 'n', n, 'f', format_free(left), 'r', count_free(left)) end
