@@ -43,10 +43,8 @@ class Relay {
   void run();
   // Takes the prefix's locks if they are free; reads the watermark. False: stand by.
   bool try_lock(class RelayConns& c);
-  // BEGIN and DELETE ... RETURNING the next batch on the slot's connection.
-  void take(struct RelaySlot& s);
-  // Relays batches while they are full; returns the rows relayed (0: the outbox was empty).
-  int64_t relay_batches(RelayConns& c);
+  // One batch; returns the rows relayed (0: the outbox was empty).
+  int64_t relay_once(RelayConns& c);
 
   const std::string prefix_;
   const redis::RedisUrl url_;

@@ -83,8 +83,7 @@ std::vector<events::Row> take_batch(pg::Conn& conn, std::string_view key_prefix,
   pg::Result r = conn.exec_prepared(
       "cc_outbox_take",
       "DELETE FROM event_outbox WHERE seq IN"
-      " (SELECT seq FROM event_outbox WHERE key_prefix = $2 OR key_prefix IS NULL ORDER BY seq LIMIT $1"
-      "  FOR UPDATE SKIP LOCKED)"
+      " (SELECT seq FROM event_outbox WHERE key_prefix = $2 OR key_prefix IS NULL ORDER BY seq LIMIT $1)"
       " RETURNING seq, event_id, type, subject, partner_id, time_us, coalesce(traceparent, ''), data",
       pg::Params().add(static_cast<int64_t>(limit)).add(key_prefix));
   std::vector<events::Row> out(static_cast<std::size_t>(r.rows()));

@@ -48,10 +48,9 @@ struct Backlog {
   int64_t written = 0;        // the outbox sequence's last value: events written so far
 };
 Backlog backlog(pg::Conn& conn, std::string_view key_prefix);  // rows and age: this prefix's
-// In the caller's transaction: deletes the prefix's first `limit` rows (seq order) that no other
-// transaction holds (SKIP LOCKED: the relay's previous batch, still being published) and
-// returns them, in seq order. The relay publishes them, then commits: a failure before the
-// commit rolls the DELETE back and the rows are published again (at-least-once).
+// In the caller's transaction: deletes the prefix's first `limit` rows (seq order) and returns them, in
+// seq order. The relay publishes them, then commits: a failure before the commit rolls the
+// DELETE back and the rows are published again (at-least-once).
 std::vector<events::Row> take_batch(pg::Conn& conn, std::string_view key_prefix, std::size_t limit);
 
 }  // namespace couponcore::pgevents
