@@ -110,7 +110,8 @@ def test_on_redis_cluster_a_multi_type_consumer_gets_each_subject_in_sequence_or
                 deadline = time.monotonic() + 90
                 while len(first_seen) < expected and time.monotonic() < deadline:
                     for ev in stream.read(block_ms=50):
-                        if ev.id not in first_seen and (ev.data.get("campaign_id") == c.id or ev.id.startswith("points.")):
+                        ours = ev.data.get("campaign_id") == c.id or ev.id.startswith("points.")
+                        if ours and ev.id not in first_seen:
                             first_seen[ev.id] = ev
                             order.append(ev)
                         ev.ack()
