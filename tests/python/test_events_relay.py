@@ -75,9 +75,11 @@ def test_a_key_value_postgres_url_with_its_own_options_still_tags_the_prefix() -
 def test_a_standby_relay_of_the_same_prefix_stays_inactive() -> None:
     kw = production_kwargs()
     with couponcore.open(**kw) as first:
-        time.sleep(0.3)
+        deadline = time.monotonic() + 10
+        while not first.events.stats()["relay_active"] and time.monotonic() < deadline:
+            time.sleep(0.02)
         with couponcore.open(**kw, writer_threads=0) as second:
-            time.sleep(0.5)
+            time.sleep(0.5)  # a few of its polls
             assert [first.events.stats()["relay_active"], second.events.stats()["relay_active"]] == [True, False]
 
 
