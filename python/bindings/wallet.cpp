@@ -218,9 +218,10 @@ void register_wallet(py::module_& m) {
     return std::make_unique<PyWallets>(std::move(e));
   }, py::arg("path"), py::arg("synchronous_full") = true, py::arg("options") = py::dict());
 
-  m.def("open_wallets_postgres", [](const std::string& url, py::dict options) {
+  m.def("open_wallets_postgres", [](const std::string& url, py::dict options, const std::string& key_prefix) {
     PostgresWalletOptions o;
     o.url = url;
+    o.key_prefix = key_prefix;
     o.wallet = wallet_options(options);
     std::unique_ptr<WalletEngine> e;
     {
@@ -228,7 +229,7 @@ void register_wallet(py::module_& m) {
       e = open_wallets_postgres(o);
     }
     return std::make_unique<PyWallets>(std::move(e));
-  }, py::arg("url"), py::arg("options") = py::dict());
+  }, py::arg("url"), py::arg("options") = py::dict(), py::arg("key_prefix") = "");
 }
 
 }  // namespace couponcore::py_bindings

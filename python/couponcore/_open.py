@@ -149,7 +149,7 @@ def _open(
             auth_cache_entries_max=auth_cache_entries_max,
             events=bool(events),
         )
-        engine = Engine(_core.open_production(opts), lambda: _core.open_wallets_postgres(postgres, wallet_opts))
+        engine = Engine(_core.open_production(opts), lambda: _core.open_wallets_postgres(postgres, wallet_opts, key_prefix))
         engine._postgres_url, engine._migrate = postgres, bool(migrate)
         engine._store = ("postgres", postgres)
         engine._redis = (redis, key_prefix)

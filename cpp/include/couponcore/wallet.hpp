@@ -233,6 +233,9 @@ struct PostgresWalletOptions {
   std::string url;  // libpq connection string or postgresql:// URL
   bool migrate = true;  // apply the wallet migrations on open
   std::string application_name = "couponcore-wallet";  // shown in pg_stat_activity
+  // The production engine's Redis key prefix: the outbox rows of the wallets' events carry it,
+  // so that prefix's relay publishes them (docs/events.md). Empty: rows without a prefix.
+  std::string key_prefix;
   WalletOptions wallet;
 };
 

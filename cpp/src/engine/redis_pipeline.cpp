@@ -55,6 +55,7 @@
 #include "store/postgres/coupon_store.hpp"
 #include "store/postgres/migrations.hpp"
 #include "store/postgres/pg.hpp"
+#include "store/postgres/pg_events.hpp"
 #include "store/postgres/pg_lifecycle.hpp"
 #include "util/assert.hpp"
 #include "windows/sources.hpp"
@@ -667,7 +668,11 @@ struct ProductionDeployment final : detail::Deployment {
 
 std::unique_ptr<Engine> open_production(const ProductionOptions& options) {
   check_options(options);
-  return std::make_unique<Engine>(std::make_unique<ProductionDeployment>(options));
+  // Every PostgreSQL session of the engine carries its key prefix: the outbox rows it writes
+  // are its own (pg_events.hpp).
+  ProductionOptions o = options;
+  o.postgres_url = pgevents::conninfo_for_prefix(options.postgres_url, options.key_prefix);
+  return std::make_unique<Engine>(std::make_unique<ProductionDeployment>(o));
 }
 
 }  // namespace couponcore

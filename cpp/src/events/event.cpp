@@ -190,6 +190,8 @@ std::string stream_key(std::string_view prefix, std::string_view type) {
   return k;
 }
 
+std::string relayed_key(std::string_view prefix) { return std::string(prefix) + "events:relayed"; }
+
 std::string dead_letter_key(std::string_view prefix, std::string_view group) {
   std::string k(prefix);
   k.append("events:dl:{").append(group).append("}");

@@ -70,5 +70,8 @@ std::vector<EventMessage> release_in_order(std::vector<EventMessage> fresh, cons
 // Redis keys (one hash tag per type, so each stream lives on one cluster slot).
 std::string stream_key(std::string_view prefix, std::string_view type);        // <prefix>events:{<type>}
 std::string dead_letter_key(std::string_view prefix, std::string_view group);  // <prefix>events:dl:{<group>}
+// The relay's watermark: every event with a lower or equal sequence is in its stream (each batch's
+// XADDs were acknowledged before it was raised). <prefix>events:relayed, a decimal string.
+std::string relayed_key(std::string_view prefix);
 
 }  // namespace couponcore::events

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <climits>
 #include <chrono>
 #include <mutex>
 #include <thread>
@@ -97,20 +98,33 @@ class RedisReader final : public EventReader {
   }
 
   std::vector<EventMessage> read(int64_t batch, int64_t block_ms) override {
-    std::vector<EventMessage> fresh;
-    std::vector<int64_t> full_last;
-    if (history_) {
-      read_streams(batch, "0", 0, fresh, full_last);
-      if (fresh.empty()) history_ = false;
+    const bool cluster = conn_.is_cluster();
+    const int64_t deadline = redis::steady_ms() + block_ms;
+    for (;;) {
+      std::vector<EventMessage> fresh;
+      // The sequences up to which this read may hand out events: the last of each full read
+      // (lower ones may follow there) and, on a cluster, where the type streams are written on
+      // several nodes, the relay's watermark read before the streams (below it every event is
+      // in its stream: a lower-sequence event of another type cannot come later).
+      std::vector<int64_t> limits;
+      if (cluster) limits.push_back(watermark());
+      if (history_) {
+        read_streams(batch, "0", 0, fresh, limits);
+        if (fresh.empty()) history_ = false;
+      }
+      const int64_t now = redis::steady_ms();
+      if (fresh.empty() && now - last_claim_ms_ >= kClaimIntervalMs) {
+        last_claim_ms_ = now;
+        claim(batch, fresh);
+      }
+      // Held events wait for lower sequences: read on without blocking.
+      if (fresh.empty()) read_streams(batch, ">", held_.empty() && !cluster ? block_ms : 0, fresh, limits);
+      std::vector<EventMessage> out = release_in_order(std::move(fresh), limits, held_);
+      // On a cluster a read polls the streams every kClusterPollMs while blocking.
+      const int64_t left = deadline - redis::steady_ms();
+      if (!out.empty() || !cluster || left <= 0) return out;
+      std::this_thread::sleep_for(std::chrono::milliseconds(std::min(kClusterPollMs, left)));
     }
-    const int64_t now = redis::steady_ms();
-    if (fresh.empty() && now - last_claim_ms_ >= kClaimIntervalMs) {
-      last_claim_ms_ = now;
-      claim(batch, fresh);
-    }
-    // Held events wait for lower sequences of a full stream: read on without blocking.
-    if (fresh.empty()) read_streams(batch, ">", held_.empty() ? block_ms : 0, fresh, full_last);
-    return release_in_order(std::move(fresh), full_last, held_);
   }
 
   int64_t ack(const std::vector<EventMessage>& events) override { return ack_with(conn_, prefix_, group_, events); }
@@ -135,7 +149,7 @@ class RedisReader final : public EventReader {
 
   // XREADGROUP from `from` ("0": this consumer's pending; ">": new). On one Redis: one command
   // over every stream (one snapshot of all types; BLOCK when asked). On a cluster: one command
-  // per stream, pipelined, polled every kClusterPollMs while blocking.
+  // per stream, pipelined (read() polls).
   void read_streams(int64_t batch, const char* from, int64_t block_ms, std::vector<EventMessage>& out,
                     std::vector<int64_t>& full_last) {
     const bool redelivered = std::string_view(from) == "0";
@@ -162,28 +176,34 @@ class RedisReader final : public EventReader {
       }
       return;
     }
-    const int64_t deadline = redis::steady_ms() + block_ms;
-    for (;;) {
-      for (const std::string& k : keys_) {
-        conn_.append(redis::Args{"XREADGROUP", "GROUP", group_, consumer_, "COUNT"}.add(batch).add("STREAMS").add(k).add(from));
-      }
-      std::vector<std::size_t> no_group;
-      for (std::size_t i = 0; i < keys_.size(); ++i) {
-        redis::Reply r = conn_.read_reply();
-        if (is_error_prefix(r, "NOGROUP")) {
-          no_group.push_back(i);
-          continue;
-        }
-        redis::check_reply(r, "XREADGROUP");
-        for (std::size_t s = 0; s < r.size(); ++s) {
-          const redisReply* st = r.at(s);
-          if (redis::reply_is_array(st) && st->elements == 2) take(st->element[1], i, batch, redelivered, out, full_last);
-        }
-      }
-      for (std::size_t i : no_group) create_group(conn_, keys_[i], group_);
-      if (!out.empty() || redis::steady_ms() >= deadline) return;
-      std::this_thread::sleep_for(std::chrono::milliseconds(std::min(kClusterPollMs, block_ms)));
+    for (const std::string& k : keys_) {
+      conn_.append(redis::Args{"XREADGROUP", "GROUP", group_, consumer_, "COUNT"}.add(batch).add("STREAMS").add(k).add(from));
     }
+    std::vector<std::size_t> no_group;
+    for (std::size_t i = 0; i < keys_.size(); ++i) {
+      redis::Reply r = conn_.read_reply();
+      if (is_error_prefix(r, "NOGROUP")) {
+        no_group.push_back(i);
+        continue;
+      }
+      redis::check_reply(r, "XREADGROUP");
+      for (std::size_t s = 0; s < r.size(); ++s) {
+        const redisReply* st = r.at(s);
+        if (redis::reply_is_array(st) && st->elements == 2) take(st->element[1], i, batch, redelivered, out, full_last);
+      }
+    }
+    for (std::size_t i : no_group) create_group(conn_, keys_[i], group_);
+  }
+
+  // The relay's watermark (relay.hpp); none yet (or a relay that writes none): no limit.
+  int64_t watermark() {
+    redis::Reply r = conn_.command(redis::Args{"GET", relayed_key(prefix_)});
+    redis::check_reply(r, "GET watermark");
+    if (r.is_nil()) return INT64_MAX;
+    int64_t v = 0;
+    const std::string_view t = r.str();
+    std::from_chars(t.data(), t.data() + t.size(), v);
+    return v;
   }
 
   void claim(int64_t batch, std::vector<EventMessage>& out) {
@@ -285,14 +305,14 @@ EventHub* ProductionEvents::start(const ProductionOptions& o, const redis::Redis
                                   const redis::RedisConnOptions& relay_conn, const redis::RedisConnOptions& reader_conn,
                                   pg::ConnPool& pool) {
   if (o.events.relay) relay_ = std::make_unique<Relay>(o.key_prefix, url, relay_conn, o.postgres_url, o.events);
-  hub_ = make_redis_hub(RedisHubParts{o.key_prefix, url, reader_conn, [this, &pool] {
+  hub_ = make_redis_hub(RedisHubParts{o.key_prefix, url, reader_conn, [this, &pool, prefix = o.key_prefix] {
                                         EventStats st;
                                         if (Relay* r = relay_.get()) {
                                           st.relayed = r->relayed();
                                           st.relay_active = r->active();
                                         }
                                         auto c = pool.acquire();
-                                        pgevents::Backlog b = pgevents::backlog(*c);
+                                        pgevents::Backlog b = pgevents::backlog(*c, prefix);
                                         st.outbox_rows = b.rows;
                                         st.outbox_oldest_age_ms = b.oldest_age_ms;
                                         st.written = b.written;

@@ -3,7 +3,10 @@
 // a reader reads its own pending entries first (XREADGROUP ... 0), then claims entries idle on
 // another consumer for claim_idle_ms (XAUTOCLAIM, once a second), then new ones (XREADGROUP
 // ... >; BLOCK over all its streams on one Redis, per stream with a short poll on a cluster,
-// where each type stream has its own hash tag). Dead letters: XADD to <prefix>events:dl:{<group>}.
+// where each type stream has its own hash tag). A reader of several types hands out events in
+// sequence order up to the last sequence of any full read and, on a cluster, up to the relay's
+// watermark read before the streams (relay.hpp); it holds later ones (delivered to it, pending)
+// for a later read. Dead letters: XADD to <prefix>events:dl:{<group>}.
 #pragma once
 
 #include <functional>

@@ -1,13 +1,18 @@
 // The outbox relay (production; docs/events.md): a thread that moves `event_outbox` rows to
-// one Redis Stream per type. One relay is active per database at a time: it holds an advisory
-// lock on its own PostgreSQL connection (the others try again every few polls and stand by); a
-// lost connection drops the lock, and the relay that next takes it continues.
+// one Redis Stream per type. One relay is active per database and key prefix at a time: it holds
+// the prefix's advisory lock on its own PostgreSQL connection (the others try again every few
+// polls and stand by); a lost connection drops the lock, and the relay that next takes it
+// continues. It publishes only its prefix's outbox rows (pg_events.hpp).
 //
-// A batch, in one PostgreSQL transaction: DELETE the first relay_batch_max rows (seq order)
-// RETURNING them, XADD each (pipelined, MAXLEN ~ stream_maxlen) to <prefix>events:{<type>} with
-// the fields `id <event id> e <CloudEvent JSON>`, then COMMIT. A crash or failure between the
-// XADD and the commit rolls the DELETE back: the rows are published again with the same event
-// ids (at-least-once; consumers dedupe by id). Within a type stream the order is seq order.
+// A batch, in one PostgreSQL transaction: DELETE the prefix's first relay_batch_max rows (seq
+// order) RETURNING them, XADD each (pipelined, sent in chunks while the rest are built, MAXLEN ~
+// stream_maxlen) to <prefix>events:{<type>} with the fields `id <event id> e <CloudEvent JSON>`,
+// then, once every XADD is acknowledged, raise the watermark <prefix>events:relayed to the
+// batch's highest sequence (readers of several types on a cluster hand out events only up to
+// it), then COMMIT (synchronous_commit off: a commit lost in a crash only republishes). A crash
+// or failure between the XADD and the commit rolls the DELETE back: the rows are published
+// again with the same event ids (at-least-once; consumers dedupe by id). Within a type stream
+// the order is seq order.
 #pragma once
 
 #include <atomic>
@@ -36,8 +41,10 @@ class Relay {
 
  private:
   void run();
+  // Takes the prefix's locks if they are free; reads the watermark. False: stand by.
+  bool try_lock(class RelayConns& c);
   // One batch; returns the rows relayed (0: the outbox was empty).
-  int64_t relay_once(class RelayConns& c);
+  int64_t relay_once(RelayConns& c);
 
   const std::string prefix_;
   const redis::RedisUrl url_;

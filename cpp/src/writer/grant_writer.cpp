@@ -15,6 +15,7 @@
 #include "events/relay.hpp"
 #include "store/postgres/coupon_store.hpp"
 #include "store/postgres/migrations.hpp"
+#include "store/postgres/pg_events.hpp"
 
 namespace couponcore::writer {
 
@@ -580,12 +581,14 @@ int run_worker(const WorkerOptions& options, std::atomic<bool>& stop) {
   if (options.replicas_acked < 0 || options.replicas_acked > 16) throw_invalid("replicas_acked must be 0..16");
   if (options.replica_wait_ms < 1 || options.replica_wait_ms > 60'000) throw_invalid("replica_wait_ms must be 1..60000");
   redis::RedisUrl url = redis::RedisUrl::parse(options.redis_url);
+  // Every PostgreSQL session carries the key prefix: the outbox rows are this prefix's.
+  const std::string postgres_url = pgevents::conninfo_for_prefix(options.postgres_url, options.key_prefix);
   std::mt19937_64 rng(std::random_device{}());
 
   if (options.migrate_on_start) {
     for (int attempt = 1; !stop.load(); ++attempt) {
       try {
-        migrate(options.postgres_url);
+        migrate(postgres_url);
         break;
       } catch (const Error& e) {
         if (e.code() != ErrorCode::kUnavailable) throw;
@@ -599,7 +602,7 @@ int run_worker(const WorkerOptions& options, std::atomic<bool>& stop) {
   ro.client_name = "couponcore-worker";
   ro.backoff_max_ms = options.writer.backoff_max_ms;
   if (options.replicas_acked > 0) ro.command_timeout_ms = std::max(ro.command_timeout_ms, options.replica_wait_ms + 1'000);
-  writer::WriterShared shared(options.key_prefix, url, ro, options.postgres_url, options.writer, stop);
+  writer::WriterShared shared(options.key_prefix, url, ro, postgres_url, options.writer, stop);
   shared.replicas_acked = options.replicas_acked;
   shared.replica_wait_ms = options.replica_wait_ms;
   shared.events = options.events.enabled;
@@ -610,7 +613,7 @@ int run_worker(const WorkerOptions& options, std::atomic<bool>& stop) {
   if (options.events.relay) {
     redis::RedisConnOptions rro = ro;
     rro.client_name = "couponcore-worker-relay";
-    relay = std::make_unique<events::Relay>(options.key_prefix, url, rro, options.postgres_url, options.events);
+    relay = std::make_unique<events::Relay>(options.key_prefix, url, rro, postgres_url, options.events);
   }
   const std::string base = options.consumer_name.empty() ? writer::default_consumer_base() : options.consumer_name;
   std::vector<std::unique_ptr<writer::GrantWriter>> writers;

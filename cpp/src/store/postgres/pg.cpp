@@ -316,6 +316,43 @@ void Tx::commit() {
 
 // ---- COPY fields ------------------------------------------------------------------------------
 
+std::string conninfo_with_setting(const std::string& conninfo, std::string_view name, std::string_view value) {
+  char* err = nullptr;
+  PQconninfoOption* parsed = PQconninfoParse(conninfo.c_str(), &err);
+  if (!parsed) {
+    const std::string msg = err ? trim_message(err) : "out of memory";
+    PQfreemem(err);
+    throw Error(ErrorCode::kInvalidArgument, "postgres url: " + msg);
+  }
+  // A key=value conninfo value: single-quoted, backslash and quote escaped.
+  auto quoted = [](std::string_view v) {
+    std::string q = "'";
+    for (char c : v) {
+      if (c == '\\' || c == '\'') q.push_back('\\');
+      q.push_back(c);
+    }
+    return q + "'";
+  };
+  std::string out, options;
+  for (const PQconninfoOption* o = parsed; o->keyword; ++o) {
+    if (!o->val) continue;
+    if (std::string_view(o->keyword) == "options") {
+      options = o->val;
+      continue;
+    }
+    out.append(o->keyword).append("=").append(quoted(o->val)).append(" ");
+  }
+  PQconninfoFree(parsed);
+  // Within `options`, a space or backslash in a value is escaped with a backslash.
+  std::string setting = "-c " + std::string(name) + "=";
+  for (char c : value) {
+    if (c == ' ' || c == '\\') setting.push_back('\\');
+    setting.push_back(c);
+  }
+  options.append(options.empty() ? "" : " ").append(setting);
+  return out.append("options=").append(quoted(options));
+}
+
 void append_copy_int(std::string& out, int64_t v) {
   char buf[24];
   auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);

@@ -132,6 +132,11 @@ struct ConnOptions {
   bool connect_now = true;              // false: the first exec() connects
 };
 
+// `conninfo` (a libpq URL or key=value string) as a key=value string that also sets the
+// server parameter `name` to `value` for every session it opens (libpq `options`, "-c
+// name=value", after the conninfo's own options). InvalidArgument if libpq cannot parse it.
+std::string conninfo_with_setting(const std::string& conninfo, std::string_view name, std::string_view value);
+
 // COPY text-format fields: an integer; text with backslash, tab, newline and CR escaped.
 void append_copy_int(std::string& out, int64_t v);
 void append_copy_text(std::string& out, std::string_view v);

@@ -20,6 +20,14 @@ const std::vector<pg::Migration>& migrations() {
        " traceparent text,"
        " data text NOT NULL,"
        " created_at_us bigint NOT NULL DEFAULT (extract(epoch from clock_timestamp()) * 1000000)::bigint);"},
+      // The key prefix of the engine whose change wrote the row: each prefix relays its own
+      // rows. Every session of a production engine or worker sets it (conninfo_for_prefix);
+      // NULL (rows from before this migration, or a session without the setting) is relayed by
+      // the relay of any prefix, as before.
+      {"events", 2,
+       "ALTER TABLE event_outbox ADD COLUMN key_prefix text;"
+       " ALTER TABLE event_outbox ALTER COLUMN key_prefix"
+       " SET DEFAULT nullif(current_setting('couponcore.key_prefix', true), '');"},  // kPrefixSetting
   };
   return all;
 }
@@ -27,6 +35,10 @@ const std::vector<pg::Migration>& migrations() {
 namespace {
 const pg::MigrationRegistrar kRegisterEventMigrations("events", &migrations);
 }  // namespace
+
+std::string conninfo_for_prefix(const std::string& postgres_url, std::string_view key_prefix) {
+  return pg::conninfo_with_setting(postgres_url, kPrefixSetting, key_prefix);
+}
 
 std::string issued_events_sql() { return events::issued_events_sql(events::Dialect::kPostgres, "src r"); }
 
@@ -61,21 +73,23 @@ void copy_rows(pg::Conn& conn, const std::vector<events::Row>& rows) {
   conn.copy_in("COPY event_outbox (event_id, type, subject, partner_id, time_us, traceparent, data) FROM STDIN", data);
 }
 
-Backlog backlog(pg::Conn& conn) {
+Backlog backlog(pg::Conn& conn, std::string_view key_prefix) {
   pg::Result r = conn.exec(
       "SELECT count(*), coalesce((extract(epoch from clock_timestamp()) * 1000000)::bigint - min(created_at_us), 0),"
       " (SELECT coalesce(last_value, 0) FROM pg_sequences WHERE schemaname = current_schema()"
       "  AND sequencename = 'event_outbox_seq_seq')"
-      " FROM event_outbox");
+      " FROM event_outbox WHERE key_prefix = $1 OR key_prefix IS NULL",
+      pg::Params().add(key_prefix));
   return Backlog{r.i64(0, 0), r.i64(0, 1) / 1000, r.opt_i64(0, 2).value_or(0)};
 }
 
-std::vector<events::Row> take_batch(pg::Conn& conn, std::size_t limit) {
+std::vector<events::Row> take_batch(pg::Conn& conn, std::string_view key_prefix, std::size_t limit) {
   pg::Result r = conn.exec_prepared(
       "cc_outbox_take",
-      "DELETE FROM event_outbox WHERE seq IN (SELECT seq FROM event_outbox ORDER BY seq LIMIT $1)"
+      "DELETE FROM event_outbox WHERE seq IN"
+      " (SELECT seq FROM event_outbox WHERE key_prefix = $2 OR key_prefix IS NULL ORDER BY seq LIMIT $1)"
       " RETURNING seq, event_id, type, subject, partner_id, time_us, coalesce(traceparent, ''), data",
-      pg::Params().add(static_cast<int64_t>(limit)));
+      pg::Params().add(static_cast<int64_t>(limit)).add(key_prefix));
   std::vector<events::Row> out(static_cast<std::size_t>(r.rows()));
   for (int i = 0; i < r.rows(); ++i) {
     events::Row& e = out[static_cast<std::size_t>(i)];

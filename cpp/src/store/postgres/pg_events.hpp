@@ -23,6 +23,15 @@ namespace couponcore::pgevents {
 
 const std::vector<pg::Migration>& migrations();
 
+// Outbox rows belong to a key prefix (column key_prefix, migration ("events", 2)): the relay of
+// a prefix publishes only its own (and rows without one: NULL), so engines with different
+// prefixes can share a database.
+// The column's default is the session's setting `couponcore.key_prefix`, which every
+// connection of a production engine or worker sets through its conninfo: the postgres url as a
+// conninfo with that setting.
+inline constexpr std::string_view kPrefixSetting = "couponcore.key_prefix";
+std::string conninfo_for_prefix(const std::string& postgres_url, std::string_view key_prefix);
+
 // INSERT INTO event_outbox ... for the coupon rows of a CTE named `src` with the columns
 // id, campaign_id, seq, user_id, user_ordinal, request_id, issued_at_us, valid_until_us, tp
 // (tp: the grant's traceparent or NULL): coupon.issued per row. Put inside a WITH, after `src`.
@@ -41,10 +50,10 @@ struct Backlog {
   int64_t oldest_age_ms = 0;  // 0: empty
   int64_t written = 0;        // the outbox sequence's last value: events written so far
 };
-Backlog backlog(pg::Conn& conn);
-// In the caller's transaction: deletes the first `limit` rows (seq order) and returns them, in
+Backlog backlog(pg::Conn& conn, std::string_view key_prefix);  // rows and age: this prefix's
+// In the caller's transaction: deletes the prefix's first `limit` rows (seq order) and returns them, in
 // seq order. The relay publishes them, then commits: a failure before the commit rolls the
 // DELETE back and the rows are published again (at-least-once).
-std::vector<events::Row> take_batch(pg::Conn& conn, std::size_t limit);
+std::vector<events::Row> take_batch(pg::Conn& conn, std::string_view key_prefix, std::size_t limit);
 
 }  // namespace couponcore::pgevents

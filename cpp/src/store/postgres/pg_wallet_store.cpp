@@ -786,12 +786,14 @@ namespace couponcore {
 std::unique_ptr<WalletEngine> open_wallets_postgres(const PostgresWalletOptions& options) {
   if (options.url.empty()) throw_invalid("postgres url must not be empty");
   check_wallet_options(options.wallet);  // before any connection is opened
+  const std::string url =
+      options.key_prefix.empty() ? options.url : pgevents::conninfo_for_prefix(options.url, options.key_prefix);
   std::vector<std::unique_ptr<wallet::WalletStore>> writers;
   for (int i = 0; i < options.wallet.committers; ++i) {
-    writers.push_back(wallet::open_postgres_wallet_store(options.url, options.application_name,
-                                                         options.migrate && i == 0, options.wallet.events));
+    writers.push_back(wallet::open_postgres_wallet_store(url, options.application_name, options.migrate && i == 0,
+                                                         options.wallet.events));
   }
-  auto reader = wallet::open_postgres_wallet_store(options.url, options.application_name, false, options.wallet.events);
+  auto reader = wallet::open_postgres_wallet_store(url, options.application_name, false, options.wallet.events);
   return wallet::make_batched_engine("postgres", std::move(writers), std::move(reader), options.wallet);
 }
 
