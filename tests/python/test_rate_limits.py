@@ -276,6 +276,84 @@ def test_the_address_limit_is_shared_by_app_processes_on_one_redis(redis: str) -
             e.close()
 
 
+@pytest.mark.parametrize("redis", ["redis", "cluster"])
+def test_concurrent_address_counts_share_lua_calls_and_keep_the_limit(redis: str) -> None:
+    """Sixteen threads call count_address on a few addresses at once: concurrent calls share Lua
+    calls (fewer calls than requests), yet per (address, window) at most L are admitted, exactly
+    L in some window, and with a long window exactly L of an address's many requests in all.
+    Out-of-range arguments are refused with nothing counted."""
+    import redis as redis_py
+
+    limit, window_ms, long_ms = 5, 200, 3_600_000
+    where = production_kwargs()
+    if redis == "cluster":
+        if not os.environ.get("COUPONCORE_TEST_REDIS_CLUSTER"):
+            pytest.skip("COUPONCORE_TEST_REDIS_CLUSTER is not set")
+        where["redis"] = os.environ["COUPONCORE_TEST_REDIS_CLUSTER"]
+    e = couponcore.open(**where)
+    try:
+        before = e._core.counters()
+        assert before["address_requests"] == before["address_calls"] == 0
+        for bad in ((0, 1000), (1_000_001, 1000), (1, 9), (1, 3_600_001)):
+            with pytest.raises(couponcore.InvalidArgument):
+                e._core.count_address("10.0.0.1", *bad)
+        with pytest.raises(couponcore.InvalidArgument):
+            e._core.count_address("x" * 257, 1, 1000)
+        assert e._core.counters()["address_requests"] == 0  # nothing counted
+        addresses = ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+        answers: list[tuple[str, int, float, float]] = []
+        long_answers: list[int] = []
+        lock = threading.Lock()
+        until = time.time() + 1.0
+        start_hour = int(time.time() * 1000) // long_ms
+
+        def hammer(t: int) -> None:
+            mine, long_mine = [], []
+            i = t
+            while time.time() < until:
+                left = window_ms - time.time() * 1000 % window_ms
+                if left < 30:  # quiet at a window's end: a call straddling a boundary counts nowhere
+                    time.sleep(left / 1000)
+                address = addresses[i % len(addresses)]
+                i += 1
+                sent = time.time() * 1000
+                ms = e._core.count_address(address, limit, window_ms)
+                mine.append((address, ms, sent, time.time() * 1000))
+                long_mine.append(e._core.count_address("10.0.0.9", limit, long_ms))
+            with lock:
+                answers.extend(mine)
+                long_answers.extend(long_mine)
+
+        threads = [threading.Thread(target=hammer, args=(t,)) for t in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        per_window: Counter[tuple[str, int]] = Counter()
+        for address, ms, sent, answered in answers:
+            assert ms is not None and 0 <= ms <= window_ms
+            if ms == 0 and sent // window_ms == answered // window_ms:
+                per_window[(address, int(sent // window_ms))] += 1
+        assert per_window, "nothing admitted"
+        assert max(per_window.values()) <= limit, per_window
+        assert limit in per_window.values(), per_window  # the test could see an excess
+        assert any(ms and ms > 0 for _, ms, _, _ in answers)
+        if int(time.time() * 1000) // long_ms == start_hour:  # one long window throughout
+            assert sum(1 for ms in long_answers if ms == 0) == limit
+            assert all(ms is not None and 0 < ms <= long_ms for ms in long_answers if ms != 0)
+        k = e._core.counters()
+        assert k["address_requests"] == len(answers) + len(long_answers)
+        assert 1 <= k["address_calls"] < k["address_requests"], k  # concurrent requests shared calls
+        # The counts in Redis: the long window's hash holds exactly L for its address.
+        if redis == "redis":
+            r = redis_py.Redis.from_url(where["redis"])
+            key = f"{where['key_prefix']}{{addr}}:{long_ms}"
+            if r.hget(key, "*w") == str(start_hour).encode():
+                assert int(r.hget(key, "a:10.0.0.9") or 0) == limit
+    finally:
+        e.close()
+
+
 def test_the_address_count_is_in_process_on_the_embedded_engine(embedded: couponcore.Engine) -> None:
     from couponcore._web import AddressLimiter
 
