@@ -2,6 +2,7 @@
 #include "redis/address_limit.hpp"
 
 #include <algorithm>
+#include <condition_variable>
 
 #include "redis/lua_scripts.hpp"
 #include "util/assert.hpp"
@@ -14,6 +15,8 @@ struct RedisAddressLimit::Waiter {
   int32_t window_ms = 0;
   Answer<int64_t> answer;  // written by the runner, read by the caller once done
   bool done = false;       // guarded by mu_
+  bool runs = false;       // guarded by mu_: the previous runner handed the connection over
+  std::condition_variable wake;  // done or runs; one per caller, so a batch wakes only its own
 };
 
 RedisAddressLimit::RedisAddressLimit(const RedisUrl& url, RedisConnOptions options, std::string key_prefix)
@@ -27,37 +30,43 @@ int64_t RedisAddressLimit::refuse_ms(std::string_view address, int32_t limit, in
   std::unique_lock lock(mu_);
   queue_.push_back(&me);
   ++requests_;
-  while (!me.done) {
-    if (in_flight_) {
-      answered_.wait(lock);
-      continue;
-    }
-    // Run the next batch: the oldest requests first, so every caller is served in turn.
-    const std::size_t n = std::min(queue_.size(), kAddressBatchMax);
-    CC_ASSERT(n >= 1, "a runner's own request is queued");
-    std::vector<Waiter*> batch(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(n));
-    queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(n));
-    in_flight_ = true;
-    ++calls_;
-    lock.unlock();
-    call(batch);
-    lock.lock();
+  if (in_flight_) {
+    me.wake.wait(lock, [&me] { return me.done || me.runs; });
+    if (me.done) return me.answer.take();
+  }
+  // This caller runs the next batch: the oldest requests, its own first among them (a runner is
+  // the queue's head: it found the queue empty, or it was handed the connection as the head).
+  CC_ASSERT(queue_.front() == &me, "the runner heads the queue");
+  in_flight_ = true;
+  const std::size_t n = std::min(queue_.size(), kAddressBatchMax);
+  std::vector<Waiter*> batch(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(n));
+  queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(n));
+  ++calls_;
+  lock.unlock();
+  call(batch);
+  lock.lock();
+  for (Waiter* w : batch) {
+    w->done = true;
+    if (w != &me) w->wake.notify_one();
+  }
+  if (queue_.empty()) {
     in_flight_ = false;
-    for (Waiter* w : batch) w->done = true;
-    answered_.notify_all();
+  } else {
+    queue_.front()->runs = true;  // in_flight_ stays true: the connection passes to the new head
+    queue_.front()->wake.notify_one();
   }
   return me.answer.take();
 }
 
 void RedisAddressLimit::call(const std::vector<Waiter*>& batch) {
-  std::vector<std::string> keys;
-  keys.reserve(batch.size());
-  Args args;
-  for (const Waiter* w : batch) {
-    keys.push_back(prefix_ + "{addr}:" + std::to_string(w->window_ms));
-    args.add(w->address).add(w->limit).add(w->window_ms);
-  }
   try {
+    std::vector<std::string> keys;
+    keys.reserve(batch.size());
+    Args args;
+    for (const Waiter* w : batch) {
+      keys.push_back(prefix_ + "{addr}:" + std::to_string(w->window_ms));
+      args.add(w->address).add(w->limit).add(w->window_ms);
+    }
     Reply r = eval(conn_, script_, keys, args);
     check_reply(r, "address limit");
     if (!r.is_array() || r.size() != batch.size()) {

@@ -10,16 +10,16 @@
 //   step   one Lua call (lua/address_limit.lua) for a batch: read, compare, count, per request
 //
 // Group commit: one connection, one call in flight. A caller that finds no call in flight
-// becomes the batch's runner: it takes up to kAddressBatchMax queued requests (its own among
-// them unless more wait ahead of it), sends them in one Lua call and hands every caller its own
-// answer; callers that arrive meanwhile queue for the next call. So concurrent requests cost one
-// round trip per batch, not per request. A Redis error or an unreachable Redis gives every
+// becomes the batch's runner: it takes up to kAddressBatchMax queued requests (its own first),
+// sends them in one Lua call and hands every caller its own answer, waking only those; callers
+// that arrive meanwhile queue, and the runner hands the connection to the queue's head, which
+// runs the next call for them. So concurrent requests cost one round trip per batch, not per
+// request. A Redis error or an unreachable Redis gives every
 // caller of that batch the same typed error (kUnavailable when Redis is down).
 //
 // Entry points: refuse_ms (AddressCounter), counts() (requests and Lua calls, for metrics).
 #pragma once
 
-#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -50,8 +50,7 @@ class RedisAddressLimit final : public detail::AddressCounter {
 
   const std::string prefix_;
   mutable std::mutex mu_;
-  std::condition_variable answered_;
-  std::deque<Waiter*> queue_;  // guarded by mu_; each entry's caller waits on answered_
+  std::deque<Waiter*> queue_;  // guarded by mu_; each entry's caller waits on its own Waiter
   bool in_flight_ = false;     // guarded by mu_; a runner owns conn_ while true
   uint64_t requests_ = 0;      // guarded by mu_
   uint64_t calls_ = 0;         // guarded by mu_
