@@ -3,7 +3,8 @@
 -- A batch of N requests (the callers gathered while the previous call was in flight), counted
 -- one after the other in order, at one reading of the clock: two requests of one address in a
 -- batch count like two calls in a row.
--- KEYS[i]  P{addr}:<window_ms of request i>  hash: *w the window it counts, "a:<address>" -> requests
+-- KEYS[i]  P{addr}:<window_ms of request i>
+--          hash: *w the window it counts, "a:<address>" -> requests
 -- ARGV     per request i: address, limit (>= 1), window_ms  (ARGV[3i-2], ARGV[3i-1], ARGV[3i])
 -- Returns N integers, in order: 0 when the request is admitted (and counted), else the ms to
 -- the window's end.
