@@ -1,14 +1,19 @@
 """Rate limits (docs/rate-limits.md) through the Python API and the HTTP faces, on both
 deployments: RATE_LIMITED with retry_after_ms from the gate, at most L per user per window under
 many threads, out-of-range limits refused with nothing written, FastAPI and Django answering 429
-with Retry-After, and the per-client-address limit of the HTTP layer."""
+with Retry-After, and the per-client-address limit of the HTTP layer (shared in Redis, its
+concurrent counts batched into shared Lua calls, a batch failing as one when Redis dies)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
+import shutil
+import socket
+import subprocess
 import sys
 import threading
 import time
@@ -362,6 +367,82 @@ def test_concurrent_address_counts_share_lua_calls_and_keep_the_limit(redis: str
                 assert int(r.hget(key, "a:10.0.0.9") or 0) == limit
     finally:
         e.close()
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+def test_a_batch_of_address_counts_all_get_unavailable_when_redis_dies(tmp_path: Path) -> None:
+    """A private Redis (never the shared one) is held busy (DEBUG SLEEP) while sixteen threads
+    call count_address, so their calls queue into batches; it is killed: every caller gets
+    Unavailable, none an answer. Restarted on the same port, counting resumes."""
+    import redis as redis_py
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(tmp_path)]
+    args += ["--enable-debug-command", "yes"]
+
+    def start() -> subprocess.Popen[bytes]:
+        p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(200):
+            try:
+                if redis_py.Redis(port=port).ping():
+                    return p
+            except redis_py.ConnectionError:
+                time.sleep(0.02)
+        p.kill()
+        raise AssertionError("the private redis-server did not start")
+
+    server = start()
+    where = production_kwargs()
+    where["redis"] = f"redis://127.0.0.1:{port}/0"
+    e = couponcore.open(**where)
+    try:
+        assert e._core.count_address("10.0.0.1", 5, 60_000) == 0
+
+        def sleep_redis() -> None:
+            with contextlib.suppress(redis_py.ConnectionError):  # killed in its sleep
+                redis_py.Redis(port=port).execute_command("DEBUG", "SLEEP", "1")
+
+        busy = threading.Thread(target=sleep_redis)
+        busy.start()
+        time.sleep(0.2)
+        outcomes: list[object] = []
+        lock = threading.Lock()
+
+        def count() -> None:
+            try:
+                got: object = e._core.count_address("10.0.0.1", 5, 60_000)
+            except couponcore.Unavailable:
+                got = "unavailable"
+            with lock:
+                outcomes.append(got)
+
+        threads = [threading.Thread(target=count) for _ in range(16)]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        server.kill()
+        server.wait()
+        for t in threads:
+            t.join()
+        busy.join()
+        assert outcomes == ["unavailable"] * 16, outcomes
+        k = e._core.counters()
+        assert k["address_calls"] < k["address_requests"] == 17, k  # the waiting callers shared calls
+        server = start()
+        deadline = time.time() + 10
+        while True:  # the connection comes back after its backoff
+            try:
+                assert e._core.count_address("10.0.0.1", 5, 60_000) == 0
+                break
+            except couponcore.Unavailable:
+                assert time.time() < deadline
+                time.sleep(0.1)
+    finally:
+        e.close()
+        server.kill()
+        server.wait()
 
 
 def test_the_address_count_is_in_process_on_the_embedded_engine(embedded: couponcore.Engine) -> None:
