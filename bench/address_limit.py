@@ -1,7 +1,7 @@
 """The HTTP per-address limit counted in Redis (production engine): issue requests per second
-through the FastAPI app without the limit and with it (one Lua call per request, off the event
-loop), side by side in one run, rounds alternating; and the bare Engine.count_address call rate
-from 1 and 8 threads.
+through the FastAPI app without the limit and with it (concurrent requests share Lua calls, off
+the event loop), side by side in one run, rounds alternating; and the bare Engine.count_address
+call rate from 1 and 8 threads, with the requests per Lua call.
 
     bash scripts/with-test-env.sh .venv/bin/python bench/address_limit.py --rounds 5
 
@@ -72,8 +72,16 @@ def main() -> None:
         for name, rates in got.items():
             print(f"http {name}: median {statistics.median(rates):.0f} req/s  rounds {[round(x) for x in rates]}")
         print(f"http on/off: {statistics.median(got['on']) / statistics.median(got['off']):.2f}")
+        k = e._core.counters()
+        print(f"http on: {k['address_requests'] / max(1, k['address_calls']):.1f} requests per Lua call")
         for threads in (1, 8):
-            print(f"count_address, {threads} thread(s): {call_rate(e, 4000, threads):.0f} calls/s")
+            before = e._core.counters()
+            rate = call_rate(e, 4000, threads)
+            k = e._core.counters()
+            per_call = (k["address_requests"] - before["address_requests"]) / max(
+                1, k["address_calls"] - before["address_calls"]
+            )
+            print(f"count_address, {threads} thread(s): {rate:.0f} calls/s, {per_call:.1f} requests per Lua call")
 
 
 if __name__ == "__main__":

@@ -366,6 +366,8 @@ void register_engine(py::module_& m) {
         d["coupon_uses"] = k.coupon_uses;
         d["coupon_cancels"] = k.coupon_cancels;
         d["coupon_uses_refused"] = k.coupon_uses_refused;
+        d["address_requests"] = k.address_requests;
+        d["address_calls"] = k.address_calls;
         py::dict by;
         for (int i = 0; i < 6; ++i) by[issue_status_name(static_cast<IssueStatus>(i))] = k.by_status[i];
         d["by_status"] = by;

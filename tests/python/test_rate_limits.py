@@ -1,14 +1,19 @@
 """Rate limits (docs/rate-limits.md) through the Python API and the HTTP faces, on both
 deployments: RATE_LIMITED with retry_after_ms from the gate, at most L per user per window under
 many threads, out-of-range limits refused with nothing written, FastAPI and Django answering 429
-with Retry-After, and the per-client-address limit of the HTTP layer."""
+with Retry-After, and the per-client-address limit of the HTTP layer (shared in Redis, its
+concurrent counts batched into shared Lua calls, a batch failing as one when Redis dies)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
+import shutil
+import socket
+import subprocess
 import sys
 import threading
 import time
@@ -224,6 +229,16 @@ def test_the_address_limit_is_shared_by_app_processes_on_one_redis(redis: str) -
             for i, e in enumerate(engines)
         ]
         assert all(a.state.couponcore_engine.kind == "production" for a in apps)
+
+        async def warm_up(app: Any) -> None:
+            # FastAPI builds a route's matching context lazily at its first request, which is not
+            # safe from two threads at once: one request per app first (from another address).
+            async with _client(app, "10.0.0.250") as c:
+                r = await c.post(f"/campaigns/{cid}/issue", json={"user_id": "warm"}, headers={"X-API-KEY": key})
+                assert r.status_code == 200, r.text
+
+        for app in apps:
+            asyncio.run(warm_up(app))
         answers: list[tuple[int, float, float]] = []
         lock = threading.Lock()
         until = time.time() + 1.5
@@ -274,6 +289,160 @@ def test_the_address_limit_is_shared_by_app_processes_on_one_redis(redis: str) -
     finally:
         for e in engines:
             e.close()
+
+
+@pytest.mark.parametrize("redis", ["redis", "cluster"])
+def test_concurrent_address_counts_share_lua_calls_and_keep_the_limit(redis: str) -> None:
+    """Sixteen threads call count_address on a few addresses at once: concurrent calls share Lua
+    calls (fewer calls than requests), yet per (address, window) at most L are admitted, exactly
+    L in some window, and with a long window exactly L of an address's many requests in all.
+    Out-of-range arguments are refused with nothing counted."""
+    import redis as redis_py
+
+    limit, window_ms, long_ms = 5, 200, 3_600_000
+    where = production_kwargs()
+    if redis == "cluster":
+        if not os.environ.get("COUPONCORE_TEST_REDIS_CLUSTER"):
+            pytest.skip("COUPONCORE_TEST_REDIS_CLUSTER is not set")
+        where["redis"] = os.environ["COUPONCORE_TEST_REDIS_CLUSTER"]
+    e = couponcore.open(**where)
+    try:
+        before = e._core.counters()
+        assert before["address_requests"] == before["address_calls"] == 0
+        for bad in ((0, 1000), (1_000_001, 1000), (1, 9), (1, 3_600_001)):
+            with pytest.raises(couponcore.InvalidArgument):
+                e._core.count_address("10.0.0.1", *bad)
+        with pytest.raises(couponcore.InvalidArgument):
+            e._core.count_address("x" * 257, 1, 1000)
+        assert e._core.counters()["address_requests"] == 0  # nothing counted
+        addresses = ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+        answers: list[tuple[str, int, float, float]] = []
+        long_answers: list[int] = []
+        lock = threading.Lock()
+        until = time.time() + 1.0
+        start_hour = int(time.time() * 1000) // long_ms
+
+        def hammer(t: int) -> None:
+            mine, long_mine = [], []
+            i = t
+            while time.time() < until:
+                left = window_ms - time.time() * 1000 % window_ms
+                if left < 30:  # quiet at a window's end: a call straddling a boundary counts nowhere
+                    time.sleep(left / 1000)
+                address = addresses[i % len(addresses)]
+                i += 1
+                sent = time.time() * 1000
+                ms = e._core.count_address(address, limit, window_ms)
+                mine.append((address, ms, sent, time.time() * 1000))
+                long_mine.append(e._core.count_address("10.0.0.9", limit, long_ms))
+            with lock:
+                answers.extend(mine)
+                long_answers.extend(long_mine)
+
+        threads = [threading.Thread(target=hammer, args=(t,)) for t in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        per_window: Counter[tuple[str, int]] = Counter()
+        for address, ms, sent, answered in answers:
+            assert ms is not None and 0 <= ms <= window_ms
+            if ms == 0 and sent // window_ms == answered // window_ms:
+                per_window[(address, int(sent // window_ms))] += 1
+        assert per_window, "nothing admitted"
+        assert max(per_window.values()) <= limit, per_window
+        assert limit in per_window.values(), per_window  # the test could see an excess
+        assert any(ms and ms > 0 for _, ms, _, _ in answers)
+        if int(time.time() * 1000) // long_ms == start_hour:  # one long window throughout
+            assert sum(1 for ms in long_answers if ms == 0) == limit
+            assert all(ms is not None and 0 < ms <= long_ms for ms in long_answers if ms != 0)
+        k = e._core.counters()
+        assert k["address_requests"] == len(answers) + len(long_answers)
+        assert 1 <= k["address_calls"] < k["address_requests"], k  # concurrent requests shared calls
+        # The counts in Redis: the long window's hash holds exactly L for its address.
+        if redis == "redis":
+            r = redis_py.Redis.from_url(where["redis"])
+            key = f"{where['key_prefix']}{{addr}}:{long_ms}"
+            if r.hget(key, "*w") == str(start_hour).encode():
+                assert int(r.hget(key, "a:10.0.0.9") or 0) == limit
+    finally:
+        e.close()
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+def test_a_batch_of_address_counts_all_get_unavailable_when_redis_dies(tmp_path: Path) -> None:
+    """A private Redis (never the shared one) is held busy (DEBUG SLEEP) while sixteen threads
+    call count_address, so their calls queue into batches; it is killed: every caller gets
+    Unavailable, none an answer. Restarted on the same port, counting resumes."""
+    import redis as redis_py
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(tmp_path)]
+    args += ["--enable-debug-command", "yes"]
+
+    def start() -> subprocess.Popen[bytes]:
+        p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(200):
+            try:
+                if redis_py.Redis(port=port).ping():
+                    return p
+            except redis_py.ConnectionError:
+                time.sleep(0.02)
+        p.kill()
+        raise AssertionError("the private redis-server did not start")
+
+    server = start()
+    where = production_kwargs()
+    where["redis"] = f"redis://127.0.0.1:{port}/0"
+    e = couponcore.open(**where)
+    try:
+        assert e._core.count_address("10.0.0.1", 5, 60_000) == 0
+
+        def sleep_redis() -> None:
+            with contextlib.suppress(redis_py.ConnectionError):  # killed in its sleep
+                redis_py.Redis(port=port).execute_command("DEBUG", "SLEEP", "1")
+
+        busy = threading.Thread(target=sleep_redis)
+        busy.start()
+        time.sleep(0.2)
+        outcomes: list[object] = []
+        lock = threading.Lock()
+
+        def count() -> None:
+            try:
+                got: object = e._core.count_address("10.0.0.1", 5, 60_000)
+            except couponcore.Unavailable:
+                got = "unavailable"
+            with lock:
+                outcomes.append(got)
+
+        threads = [threading.Thread(target=count) for _ in range(16)]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        server.kill()
+        server.wait()
+        for t in threads:
+            t.join()
+        busy.join()
+        assert outcomes == ["unavailable"] * 16, outcomes
+        k = e._core.counters()
+        assert k["address_calls"] < k["address_requests"] == 17, k  # the waiting callers shared calls
+        server = start()
+        deadline = time.time() + 10
+        while True:  # the connection comes back after its backoff
+            try:
+                assert e._core.count_address("10.0.0.1", 5, 60_000) == 0
+                break
+            except couponcore.Unavailable:
+                assert time.time() < deadline
+                time.sleep(0.1)
+    finally:
+        e.close()
+        server.kill()
+        server.wait()
 
 
 def test_the_address_count_is_in_process_on_the_embedded_engine(embedded: couponcore.Engine) -> None:

@@ -68,6 +68,9 @@ struct EngineCounters {
   uint64_t coupon_uses = 0;          // uses answered with a result (a replay by order_id included)
   uint64_t coupon_cancels = 0;       // cancels answered with the coupon (a replay included)
   uint64_t coupon_uses_refused = 0;  // uses answered with an error (not found, used, expired, ...)
+  // The HTTP per-address limit counted in Redis (count_address; 0 in the embedded engine):
+  uint64_t address_requests = 0;     // addresses counted
+  uint64_t address_calls = 0;        // Lua calls that counted them (concurrent requests share one)
 };
 
 // What reconcile() found for one campaign: the gate's view against the store's rows.

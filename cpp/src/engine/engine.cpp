@@ -155,6 +155,11 @@ EngineCounters Engine::counters() const {
   k.coupon_uses = coupon_uses_.load(std::memory_order_relaxed);
   k.coupon_cancels = coupon_cancels_.load(std::memory_order_relaxed);
   k.coupon_uses_refused = coupon_uses_refused_.load(std::memory_order_relaxed);
+  if (deployment_->addresses != nullptr) {
+    const detail::AddressCounts a = deployment_->addresses->counts();
+    k.address_requests = a.requests;
+    k.address_calls = a.calls;
+  }
   return k;
 }
 

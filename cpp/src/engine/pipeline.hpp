@@ -124,10 +124,15 @@ class Pipeline {
 
 // The per-client-address limit of the HTTP layer, shared by the deployment's processes
 // (production: redis/address_limit.hpp). Arguments were checked by the facade.
+struct AddressCounts {
+  uint64_t requests = 0;  // refuse_ms calls
+  uint64_t calls = 0;     // round trips that counted them (batches)
+};
 struct AddressCounter {
   virtual ~AddressCounter() = default;
   // 0: admitted and counted; else the ms to the window's end, in (0, window_ms].
   virtual int64_t refuse_ms(std::string_view address, int32_t limit, int32_t window_ms) = 0;
+  virtual AddressCounts counts() const = 0;
 };
 
 // What an engine is made of; the concrete deployment owns the parts (and orders their lifetimes).
