@@ -19,7 +19,7 @@ import contextvars
 import functools
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
 
 from . import _core
@@ -63,8 +63,13 @@ async def _offload(fn: Callable[..., T], *args: Any) -> T:
 
 
 def _many(campaign_id: int, user_ids: Sequence[str]) -> dict[str, Any]:
-    """The CLIENT span attributes of an issue_many call."""
-    return {"couponcore.campaign_id": campaign_id, "couponcore.requests": len(user_ids)}
+    """The CLIENT span attributes of an issue_many call. Built before the engine checks the
+    arguments: ``user_ids`` of a wrong type (no length) leave the count out, and the engine then
+    refuses the call with its typed error."""
+    attributes: dict[str, Any] = {"couponcore.campaign_id": campaign_id}
+    if isinstance(user_ids, Sized):
+        attributes["couponcore.requests"] = len(user_ids)
+    return attributes
 
 
 def _partner_id(partner: Union[int, Partner]) -> int:

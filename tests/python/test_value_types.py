@@ -54,6 +54,7 @@ DICT_RECORDS = {
     "WalletPurgeReport",
     "WalletAudit",
     "WalletCounters",
+    "AnswerRecorderCounters",
 }
 
 
