@@ -99,3 +99,13 @@ def run_worker_to_drain(
     report = json.loads(out.strip().splitlines()[-1])
     assert report["grants_written"] == quantity
     return report
+
+
+def metric_samples(text: str) -> dict[str, float]:
+    """'name{labels}' -> value of every sample line of a Prometheus text exposition."""
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, value = line.rsplit(" ", 1)
+            out[key] = float(value)
+    return out

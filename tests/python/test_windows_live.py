@@ -16,7 +16,7 @@ import urllib.request
 from collections.abc import Callable
 
 import couponcore
-from conftest import production_kwargs
+from conftest import metric_samples, production_kwargs
 from couponcore.windows import Aggregator, SqliteSource, SqliteStore
 
 
@@ -24,15 +24,6 @@ def _summed(rows: list[dict]) -> collections.Counter:
     out: collections.Counter = collections.Counter()
     for r in rows:
         out.update(r["by_status"])
-    return out
-
-
-def _samples(text: str) -> dict[str, float]:
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, value = line.rsplit(" ", 1)
-            out[key] = float(value)
     return out
 
 
@@ -111,7 +102,7 @@ def test_recorder_and_aggregator_metrics(open_deployment: Callable[..., couponco
         c = engine.campaigns.create("metrics", quantity=3).id
         assert len(engine.issue_many(c, [f"u{i}" for i in range(7)])) == 7
         engine.windows.flush()
-        m = _samples(engine.metrics_text())
+        m = metric_samples(engine.metrics_text())
         assert m["couponcore_windows_answers_recorded_total"] == 7
         assert m["couponcore_windows_records_flushed_total"] >= 1
         assert m["couponcore_windows_flush_failures_total"] == 0
@@ -119,12 +110,12 @@ def test_recorder_and_aggregator_metrics(open_deployment: Callable[..., couponco
         assert abs(m["couponcore_windows_clock_offset_seconds"]) < 5
         # records wait: the aggregator is behind by about their age
         time.sleep(1.5)
-        m = _samples(engine.metrics_text())
+        m = metric_samples(engine.metrics_text())
         assert m["couponcore_windows_aggregator_lag_seconds"] >= 1.2
         assert m["couponcore_windows_late_answers_total"] == 0
         engine.windows.aggregate()
         # caught up (but for the ticks the recorder appended since)
-        assert _samples(engine.metrics_text())["couponcore_windows_aggregator_lag_seconds"] < 1.0
+        assert metric_samples(engine.metrics_text())["couponcore_windows_aggregator_lag_seconds"] < 1.0
         names = {f.name for f in CouponcoreCollector(engine).collect()}
         assert {"couponcore_windows_flush_failures", "couponcore_windows_aggregator_lag_seconds"} <= names
     finally:
@@ -138,11 +129,11 @@ def test_failed_flushes_are_counted_kept_and_retried(db_path: str) -> None:
         other.execute("ALTER TABLE answer_log RENAME TO answer_log_away")  # every append now fails
         for i in range(5):
             engine.issue(c, f"u{i}")
-        assert _wait(lambda: _samples(engine.metrics_text())["couponcore_windows_flush_failures_total"] >= 3, 10)
+        assert _wait(lambda: metric_samples(engine.metrics_text())["couponcore_windows_flush_failures_total"] >= 3, 10)
         other.execute("ALTER TABLE answer_log_away RENAME TO answer_log")
         other.close()
         engine.windows.flush()
-        m = _samples(engine.metrics_text())
+        m = metric_samples(engine.metrics_text())
         assert m["couponcore_windows_answers_dropped_total"] == 0
         engine.windows.aggregate()
         assert _summed(engine.windows.rows(c, "1min")) == {"ISSUED": 5}  # nothing lost
@@ -160,7 +151,7 @@ def _free_port() -> int:
 def _active(port: int) -> float | None:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-            return _samples(r.read().decode()).get("couponcore_windows_aggregator_active")
+            return metric_samples(r.read().decode()).get("couponcore_windows_aggregator_active")
     except OSError:
         return None
 

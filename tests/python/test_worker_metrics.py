@@ -15,7 +15,7 @@ import uuid
 
 import couponcore
 import pytest
-from conftest import production_kwargs
+from conftest import metric_samples, production_kwargs
 from couponcore.metrics import CouponcoreCollector
 from couponcore.metrics_http import serve_metrics
 
@@ -41,16 +41,6 @@ def _get(url: str) -> tuple[int, bytes]:
     except urllib.error.HTTPError as e:
         with e:
             return int(e.code), bytes(e.read())
-
-
-def _samples(text: str) -> dict[str, float]:
-    """'name{labels}' -> value of every sample line."""
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, value = line.rsplit(" ", 1)
-            out[key] = float(value)
-    return out
 
 
 # ---- the endpoint ------------------------------------------------------------------------------
@@ -149,7 +139,7 @@ def test_worker_exports_its_writer_counters_and_the_backlog_an_engine_exports() 
             while time.monotonic() < deadline:
                 assert worker.poll() is None, worker.communicate()
                 try:
-                    samples = _samples(_scrape(url))
+                    samples = metric_samples(_scrape(url))
                 except OSError:  # not listening yet
                     samples = {}
                 if samples.get("couponcore_grants_written_total", 0) >= 25:
@@ -166,7 +156,7 @@ def test_worker_exports_its_writer_counters_and_the_backlog_an_engine_exports() 
             worker_text, engine_text = _scrape(url), engine.metrics_text()
             for name in ("log_entries", "log_pending", "log_oldest_pending_seconds", "dead_letters"):
                 series = f'couponcore_{name}{{campaign="{c.id}"}}'
-                assert _samples(worker_text)[series] == _samples(engine_text)[series] == 0, series
+                assert metric_samples(worker_text)[series] == metric_samples(engine_text)[series] == 0, series
             assert worker_text.count("# TYPE couponcore_log_entries gauge") == 1
         finally:
             worker.send_signal(signal.SIGTERM)
@@ -182,7 +172,7 @@ def test_worker_exports_its_writer_counters_and_the_backlog_an_engine_exports() 
 
 def test_coupon_use_counters(engine: couponcore.Engine) -> None:
     def uses() -> dict[str, float]:
-        s = _samples(engine.metrics_text())
+        s = metric_samples(engine.metrics_text())
         return {o: s[f'couponcore_coupon_uses_total{{outcome="{o}"}}'] for o in ("used", "cancelled", "refused")}
 
     before = uses()
